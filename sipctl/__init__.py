@@ -1,0 +1,1 @@
+"""sipctl: the operator's command-line tool for sipd."""

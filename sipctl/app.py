@@ -1,0 +1,98 @@
+"""The sipctl Typer app: global options, command groups, and the one place errors become exit codes.
+
+Each command group lives in ``sipctl/commands/<noun>.py`` exposing ``app``; register it in GROUPS.
+Command modules import heavy things (database drivers, cryptography, dnspython) inside functions so
+that ``sipctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .context import Env
+
+app = typer.Typer(
+    name="sipctl",
+    help="Operate a sipd SIP server: database, users, domains, dialplan, registrations, calls, TLS, DNS.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# (module under sipctl.commands, group name) — a group's module exposes ``app``.
+GROUPS: list[tuple[str, str]] = [
+    ("db", "db"),
+    ("domain", "domain"),
+    ("user", "user"),
+    ("alias", "alias"),
+    ("dp", "dp"),
+]
+# (module, function name, command name) — single top-level verbs.
+VERBS: list[tuple[str, str, str]] = []
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Optional[str],
+        typer.Option("--config", "-c", envvar="SIPD_CONFIG", help="sipd.toml to use (default: $SIPD_CONFIG, /etc/sipd/sipd.toml, built-in defaults)."),
+    ] = None,
+    db_url: Annotated[
+        Optional[str],
+        typer.Option("--db-url", envvar="SIPCTL_DB_URL", help="Database URL overriding [database] url."),
+    ] = None,
+) -> None:
+    ctx.obj = Env(config_path=config, db_url=db_url)
+
+
+def _register() -> None:
+    for module, name in GROUPS:
+        mod = importlib.import_module(f"sipctl.commands.{module}")
+        app.add_typer(mod.app, name=name)
+    for module, func, name in VERBS:
+        mod = importlib.import_module(f"sipctl.commands.{module}")
+        app.command(name)(getattr(mod, func))
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turning known errors into one line and an exit code."""
+    from .errors import ExitStatus, SipctlError
+    from .output import Output
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except SipctlError as exc:
+        Output().error(exc.message, exc.hint)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        Output().error("interrupted")
+        return int(ExitStatus.INTERRUPTED)
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        Output().error("aborted")
+        return int(ExitStatus.ERROR)
+    except Exception as exc:  # click usage errors and anything else: one line, no traceback
+        code = getattr(exc, "exit_code", None)
+        show = getattr(exc, "format_message", None)
+        if code is not None and show is not None:  # a click.UsageError or BadParameter
+            Output().error(show(), "see --help")
+            return int(code)
+        if isinstance(exc, (BrokenPipeError,)):
+            return 0
+        Output().error(f"unexpected {type(exc).__name__}: {exc}", "please report this as a bug with the command line you ran")
+        return int(ExitStatus.ERROR)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""One configuration for sipd and sipctl, loaded from TOML.
+
+Where the file comes from: ``--config FILE``, else ``$SIPD_CONFIG``, else ``/etc/sipd/sipd.toml``
+if it exists, else built-in defaults that work without any file.
+
+Every key is declared once, below, as a field of a section dataclass with a ``doc`` in its metadata.
+``sipd --check-config``, ``sipctl config show`` and the ``sipd.toml(5)`` man page are all derived
+from these declarations, so a key that is not declared here does not exist.
+
+How to add a key: add a field to the section with ``field(default=..., metadata=_doc("..."))``.
+Types allowed: bool, int, float, str, list[str], dict[str, str]. Validation of values beyond their
+type goes into ``_validate_values``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+DEFAULT_PATH = Path("/etc/sipd/sipd.toml")
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    return {"doc": text, **extra}
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _default_db_url() -> str:
+    if _is_root():
+        return "sqlite:///var/lib/sipd/sipd.db"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return f"sqlite:///{base.lstrip('/')}/sipd/sipd.db"
+
+
+def _default_socket() -> str:
+    if _is_root():
+        return "/run/sipd/sipd.sock"
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sipd-{os.getuid()}"
+    return f"{base}/sipd.sock"
+
+
+@dataclass(kw_only=True)
+class ServerSection:
+    listen: list[str] = field(
+        default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+        metadata=_doc("Listen sockets as proto:host:port (proto udp, tcp or tls; IPv6 as [::1])."),
+    )
+    domains: list[str] = field(
+        default_factory=list,
+        metadata=_doc("Local SIP domains served in addition to the `domain` table."),
+    )
+    advertised_address: str = field(
+        default="",
+        metadata=_doc("Host put in Via/Record-Route instead of the listen address (e.g. behind NAT)."),
+    )
+    server_header: str = field(
+        default="",
+        metadata=_doc("Server/User-Agent header value sent; empty sends none (scanners learn less)."),
+    )
+    workers: int = field(default=1, metadata=_doc("Worker processes (1 = single asyncio process)."))
+
+
+@dataclass(kw_only=True)
+class DatabaseSection:
+    url: str = field(
+        default_factory=_default_db_url,
+        metadata=_doc(
+            "Database URL: sqlite:///ABSOLUTE/PATH or mysql://user:pw@host:3306/dbname.",
+            secret_in_url=True,
+        ),
+    )
+    ro_url: str = field(
+        default="",
+        metadata=_doc("Read-only URL used by reporting commands; empty means use `url`.", secret_in_url=True),
+    )
+    connect_timeout: float = field(default=5.0, metadata=_doc("Seconds to wait when connecting."))
+
+
+@dataclass(kw_only=True)
+class MgmtSection:
+    socket: str = field(
+        default_factory=_default_socket,
+        metadata=_doc("Path of the management Unix socket (JSON-RPC 2.0)."),
+    )
+    socket_mode: str = field(default="0660", metadata=_doc("File mode of the socket, octal."))
+    socket_group: str = field(default="", metadata=_doc("Group owning the socket; empty keeps the default."))
+    socket_owner: str = field(default="", metadata=_doc("User owning the socket; empty keeps the default."))
+    fifo: str = field(default="", metadata=_doc("Path of the OpenSIPS-style MI FIFO; empty disables it."))
+    http_listen: str = field(
+        default="",
+        metadata=_doc("host:port of the HTTP management interface (loopback only); empty disables it."),
+    )
+    http_token: str = field(
+        default="",
+        metadata=_doc("Bearer token required by the HTTP management interface.", secret=True),
+    )
+    timeout: float = field(default=5.0, metadata=_doc("Seconds sipctl waits for a management reply."))
+
+
+@dataclass(kw_only=True)
+class LogSection:
+    level: str = field(default="info", metadata=_doc("Log level: debug, info, warning, error."))
+    destination: str = field(default="stderr", metadata=_doc("stderr or syslog."))
+    facility: str = field(default="local1", metadata=_doc("Syslog facility (e.g. local1, as the report's LOG_LOCAL1)."))
+    ident: str = field(default="sipd", metadata=_doc("Syslog ident."))
+    sip_trace: bool = field(default=False, metadata=_doc("Log every SIP message in full (logger sipd.trace)."))
+
+
+@dataclass(kw_only=True)
+class Config:
+    """The effective configuration. ``source`` is the file it came from, or None for defaults."""
+
+    server: ServerSection = field(default_factory=ServerSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    mgmt: MgmtSection = field(default_factory=MgmtSection)
+    log: LogSection = field(default_factory=LogSection)
+    source: Path | None = None
+
+
+class ConfigError(Exception):
+    """The configuration could not be loaded. ``problems`` lists (key, message, hint)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.message}" if self.key else self.message
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+def sections() -> dict[str, type]:
+    """Section name -> dataclass, in file order."""
+    hints = get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
+    """Which file to read: explicit, $SIPD_CONFIG, /etc/sipd/sipd.toml, or None (defaults)."""
+    if path:
+        return Path(path)
+    env = os.environ.get("SIPD_CONFIG")
+    if env:
+        return Path(env)
+    if DEFAULT_PATH.exists():
+        return DEFAULT_PATH
+    return None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the configuration.
+
+    Raises:
+        ConfigError: with every problem found (unknown key, wrong type, bad value, unreadable file).
+    """
+    config, problems = check(path)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def check(path: str | os.PathLike[str] | None = None) -> tuple[Config, list[Problem]]:
+    """Load the configuration and return it with the list of problems (empty when valid)."""
+    resolved = resolve_path(path)
+    if resolved is None:
+        config = Config()
+        return config, _validate_values(config)
+    try:
+        raw = tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Config(), [Problem("", f"config file {resolved} does not exist", "create it or pass --config")]
+    except PermissionError:
+        return Config(), [Problem("", f"config file {resolved} is not readable", "check its mode and owner")]
+    except IsADirectoryError:
+        return Config(), [Problem("", f"config path {resolved} is a directory", "pass the TOML file itself")]
+    except UnicodeDecodeError:
+        return Config(), [Problem("", f"config file {resolved} is not UTF-8 text", "save it as UTF-8")]
+    except tomllib.TOMLDecodeError as exc:
+        return Config(), [Problem("", f"{resolved}: invalid TOML: {exc}", "fix the syntax at that line")]
+    config, problems = from_dict(raw)
+    config.source = resolved
+    problems += _validate_values(config)
+    return config, problems
+
+
+def from_dict(raw: dict[str, Any]) -> tuple[Config, list[Problem]]:
+    """Build a Config from parsed TOML, collecting problems instead of stopping at the first."""
+    problems: list[Problem] = []
+    kwargs: dict[str, Any] = {}
+    known = sections()
+    for name, value in raw.items():
+        if name not in known:
+            problems.append(Problem(name, "unknown section", f"known sections: {', '.join(known)}"))
+            continue
+        if not isinstance(value, dict):
+            problems.append(Problem(name, "must be a table", f"write it as [{name}]"))
+            continue
+        kwargs[name] = _build_section(name, known[name], value, problems)
+    return Config(**kwargs), problems
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], problems: list[Problem]) -> Any:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    good: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{name}.{key}"
+        if key not in fields:
+            close = [k for k in fields if k.replace("_", "") == key.replace("_", "").replace("-", "")]
+            hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(fields)}"
+            problems.append(Problem(dotted, "unknown key", hint))
+            continue
+        expected = hints[key]
+        coerced, ok = _coerce(value, expected)
+        if not ok:
+            problems.append(
+                Problem(dotted, f"expected {_type_name(expected)}, got {type(value).__name__} {value!r}")
+            )
+            continue
+        good[key] = coerced
+    return cls(**good)
+
+
+def _coerce(value: Any, expected: Any) -> tuple[Any, bool]:
+    origin = get_origin(expected)
+    if origin is list:
+        (item,) = get_args(expected)
+        if not isinstance(value, list):
+            return value, False
+        items = []
+        for v in value:
+            c, ok = _coerce(v, item)
+            if not ok:
+                return value, False
+            items.append(c)
+        return items, True
+    if origin is dict:
+        if not isinstance(value, dict):
+            return value, False
+        return dict(value), True
+    if expected is bool:
+        return value, isinstance(value, bool)
+    if expected is int:
+        return value, isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), True
+        return value, False
+    if expected is str:
+        return value, isinstance(value, str)
+    return value, True
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "a table"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value validation
+
+_LISTEN_RE = re.compile(r"^(udp|tcp|tls):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    proto: str
+    host: str  # without brackets
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse ``proto:host:port``. Raises ValueError with a readable message."""
+    m = _LISTEN_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"cannot parse listen address {text!r}; write proto:host:port, e.g. udp:127.0.0.1:5060 or tcp:[::1]:5060")
+    proto, host, port = m.group(1), m.group(2), int(m.group(3))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range in {text!r}")
+    if host.startswith("["):
+        host = host[1:-1]
+    return ListenAddress(proto, host, port)
+
+
+_LEVELS = {"trace", "debug", "info", "warning", "error", "critical"}
+
+
+def _validate_values(config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    if not config.server.listen:
+        problems.append(Problem("server.listen", "no listen address", 'e.g. listen = ["udp:127.0.0.1:5060"]'))
+    for i, item in enumerate(config.server.listen):
+        try:
+            parse_listen(item)
+        except ValueError as exc:
+            problems.append(Problem(f"server.listen[{i}]", str(exc)))
+    url = config.database.url
+    if not (url.startswith("sqlite:///") or url.startswith("mysql://")):
+        problems.append(
+            Problem("database.url", f"unsupported URL {mask_url(url)!r}", "use sqlite:///path/to/file.db or mysql://user:pw@host:3306/db")
+        )
+    if config.log.level.lower() not in _LEVELS:
+        problems.append(Problem("log.level", f"unknown level {config.log.level!r}", f"one of {', '.join(sorted(_LEVELS))}"))
+    if config.log.destination not in ("stderr", "syslog"):
+        problems.append(Problem("log.destination", f"unknown destination {config.log.destination!r}", "stderr or syslog"))
+    try:
+        int(config.mgmt.socket_mode, 8)
+    except ValueError:
+        problems.append(Problem("mgmt.socket_mode", f"not an octal mode: {config.mgmt.socket_mode!r}", 'e.g. "0660"'))
+    if config.mgmt.http_listen:
+        host = config.mgmt.http_listen.rsplit(":", 1)[0].strip("[]")
+        if host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
+            problems.append(Problem("mgmt.http_listen", "must be a loopback address", "e.g. 127.0.0.1:8888"))
+        if not config.mgmt.http_token:
+            problems.append(Problem("mgmt.http_token", "HTTP management needs a token", "set http_token to a long random string"))
+    for check_fn in VALIDATORS:
+        problems.extend(check_fn(config))
+    return problems
+
+
+#: Extra validators registered by feature modules: ``fn(config) -> list[Problem]``.
+VALIDATORS: list[Any] = []
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and ``config show``)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def to_dict(config: Config, *, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
+    """The effective configuration as plain data, defaults included."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sections():
+        section = getattr(config, name)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            if mask_secrets and f.metadata.get("secret") and v:
+                v = "***"
+            elif mask_secrets and f.metadata.get("secret_in_url") and isinstance(v, str):
+                v = mask_url(v)
+            values[f.name] = v
+        out[name] = values
+    return out
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """Every key as (dotted name, type, default, doc) for docs and the man page."""
+    rows = []
+    for name, cls in sections().items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = None
+            rows.append((f"{name}.{f.name}", _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+    return rows
