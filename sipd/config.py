@@ -115,6 +115,72 @@ class LogSection:
 
 
 @dataclass(kw_only=True)
+class RegistrarSection:
+    min_expires: int = field(default=60, metadata=_doc("Shortest registration accepted, seconds (0 = no minimum)."))
+    default_expires: int = field(
+        default=3600, metadata=_doc("Expiry used when REGISTER has no Expires header or contact expires param, seconds.")
+    )
+    max_expires: int = field(default=86400, metadata=_doc("Longer registrations are clamped to this, seconds (0 = no maximum)."))
+    min_expires_mode: str = field(
+        default="clamp",
+        metadata=_doc("Below min_expires: clamp (raise silently, as OpenSIPS) or reject (423 with Min-Expires, RFC 3261 10.3)."),
+    )
+    max_contacts: int = field(default=10, metadata=_doc("Bindings per address-of-record (0 = unlimited); more gets 503."))
+    gruu: bool = field(default=True, metadata=_doc("Hand out GRUUs (RFC 5627) to contacts with +sip.instance."))
+
+
+@dataclass(kw_only=True)
+class AuthSection:
+    register: bool = field(default=True, metadata=_doc("Challenge REGISTER with digest auth (realm = domain)."))
+    invite: bool = field(
+        default=True,
+        metadata=_doc("Challenge requests from a local domain that leave the server (407); only authenticated users call."),
+    )
+    algorithms: list[str] = field(
+        default_factory=lambda: ["MD5"],
+        metadata=_doc('Digest algorithms offered, in order: MD5 and/or SHA-256 (baresip 1.0 refuses SHA-256; keep MD5 first).'),
+    )
+    nonce_expires: int = field(default=300, metadata=_doc("Lifetime of a nonce, seconds; older ones get stale=true."))
+    secret: str = field(
+        default="",
+        metadata=_doc("Secret signing nonces; empty picks a random one at start (set it when nodes share load).", secret=True),
+    )
+
+
+@dataclass(kw_only=True)
+class LocationSection:
+    mode: str = field(
+        default="write-through",
+        metadata=_doc(
+            "Persistence of registrations: write-through (200 sent once committed), write-back (flushed on a timer"
+            " and at shutdown), db-only (read from the database on lookup; several nodes), memory (never stored)."
+        ),
+    )
+    flush_interval: float = field(default=10.0, metadata=_doc("write-back: seconds between flushes."))
+
+
+@dataclass(kw_only=True)
+class ProxySection:
+    record_route: bool = field(default=True, metadata=_doc("Insert Record-Route (double when the transport changes)."))
+    aliases: bool = field(default=True, metadata=_doc("Resolve R-URIs through the dbaliases table."))
+    dialplan: bool = field(default=False, metadata=_doc("Translate the R-URI user with the dialplan before routing."))
+    dialplan_id: int = field(default=0, metadata=_doc("Dialplan id (dpid) used for the R-URI translation."))
+    invite_timeout: float = field(
+        default=60.0, metadata=_doc("Seconds a forked INVITE may ring before branches are cancelled (408)."),
+    )
+    serial_timeout: float = field(
+        default=20.0, metadata=_doc("Seconds before moving to the next q-value group in serial forking."),
+    )
+
+
+@dataclass(kw_only=True)
+class LimitsSection:
+    tcp_max_connections: int = field(default=4096, metadata=_doc("TCP/TLS connections open at once, in total."))
+    tcp_max_per_source: int = field(default=64, metadata=_doc("TCP/TLS connections from one IP address."))
+    tcp_idle_timeout: float = field(default=600.0, metadata=_doc("Seconds before an idle TCP/TLS connection is closed."))
+
+
+@dataclass(kw_only=True)
 class Config:
     """The effective configuration. ``source`` is the file it came from, or None for defaults."""
 
@@ -122,6 +188,11 @@ class Config:
     database: DatabaseSection = field(default_factory=DatabaseSection)
     mgmt: MgmtSection = field(default_factory=MgmtSection)
     log: LogSection = field(default_factory=LogSection)
+    registrar: RegistrarSection = field(default_factory=RegistrarSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+    location: LocationSection = field(default_factory=LocationSection)
+    proxy: ProxySection = field(default_factory=ProxySection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
     source: Path | None = None
 
 
@@ -336,6 +407,15 @@ def _validate_values(config: Config) -> list[Problem]:
             problems.append(Problem("mgmt.http_listen", "must be a loopback address", "e.g. 127.0.0.1:8888"))
         if not config.mgmt.http_token:
             problems.append(Problem("mgmt.http_token", "HTTP management needs a token", "set http_token to a long random string"))
+    if config.registrar.min_expires_mode not in ("clamp", "reject"):
+        problems.append(Problem("registrar.min_expires_mode", f"unknown mode {config.registrar.min_expires_mode!r}", "clamp or reject"))
+    for alg in config.auth.algorithms:
+        if alg not in ("MD5", "SHA-256"):
+            problems.append(Problem("auth.algorithms", f"unknown algorithm {alg!r}", 'MD5 and/or SHA-256, e.g. ["MD5"]'))
+    if not config.auth.algorithms:
+        problems.append(Problem("auth.algorithms", "empty", 'e.g. ["MD5"]'))
+    if config.location.mode not in ("write-through", "write-back", "db-only", "memory"):
+        problems.append(Problem("location.mode", f"unknown mode {config.location.mode!r}", "write-through, write-back, db-only or memory"))
     for check_fn in VALIDATORS:
         problems.extend(check_fn(config))
     return problems
