@@ -181,6 +181,19 @@ class LimitsSection:
 
 
 @dataclass(kw_only=True)
+class DnsSection:
+    nameservers: list[str] = field(
+        default_factory=list,
+        metadata=_doc('Name servers for RFC 3263 lookups as IP or IP:PORT (e.g. ["127.0.0.1:5353"]); empty uses /etc/resolv.conf.'),
+    )
+    timeout: float = field(default=2.0, metadata=_doc("Seconds one DNS lookup may take in total."))
+    cache_size: int = field(default=4096, metadata=_doc("DNS answers kept in the resolver cache (least recently used dropped)."))
+    negative_ttl: float = field(
+        default=30.0, metadata=_doc("Seconds a missing name/record is remembered when the server sends no SOA (RFC 2308)."),
+    )
+
+
+@dataclass(kw_only=True)
 class Config:
     """The effective configuration. ``source`` is the file it came from, or None for defaults."""
 
@@ -193,6 +206,7 @@ class Config:
     location: LocationSection = field(default_factory=LocationSection)
     proxy: ProxySection = field(default_factory=ProxySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    dns: DnsSection = field(default_factory=DnsSection)
     source: Path | None = None
 
 
@@ -416,6 +430,11 @@ def _validate_values(config: Config) -> list[Problem]:
         problems.append(Problem("auth.algorithms", "empty", 'e.g. ["MD5"]'))
     if config.location.mode not in ("write-through", "write-back", "db-only", "memory"):
         problems.append(Problem("location.mode", f"unknown mode {config.location.mode!r}", "write-through, write-back, db-only or memory"))
+    for i, ns in enumerate(config.dns.nameservers):
+        if not re.fullmatch(r"[0-9.]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*", ns):
+            problems.append(Problem(f"dns.nameservers[{i}]", f"not IP or IP:PORT: {ns!r}", 'e.g. "127.0.0.1:5353"'))
+    if config.dns.timeout <= 0:
+        problems.append(Problem("dns.timeout", "must be positive", "e.g. 2.0"))
     for check_fn in VALIDATORS:
         problems.extend(check_fn(config))
     return problems
