@@ -194,6 +194,58 @@ class DnsSection:
 
 
 @dataclass(kw_only=True)
+class AntifloodSection:
+    enabled: bool = field(default=True, metadata=_doc("Count packets per source IP and ban sources over the limit (like Kamailio pike)."))
+    window: float = field(default=2.0, metadata=_doc("Sliding window of the per-source packet count, seconds."))
+    limit: int = field(
+        default=400,
+        metadata=_doc("Packets (UDP datagrams, or requests on TCP/TLS) one source may send per window before it is banned."),
+    )
+    ban_time: float = field(default=300.0, metadata=_doc("Seconds a flooding source stays banned (its packets dropped before parsing)."))
+    trusted_networks: list[str] = field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        metadata=_doc("CIDR networks never counted nor banned automatically (peer proxies, gateways, the host itself)."),
+    )
+    max_tracked: int = field(default=50000, metadata=_doc("Sources counted at once (the least recently active is forgotten first)."))
+    max_bans: int = field(default=10000, metadata=_doc("Entries in the ban table (the oldest automatic ban is evicted first)."))
+    auth_fail_threshold: int = field(
+        default=5, metadata=_doc("Failed digest attempts from one source within auth_fail_window that ban it (0 = never)."),
+    )
+    auth_fail_window: float = field(default=600.0, metadata=_doc("Window for counting failed digest attempts, seconds."))
+    auth_fail_ban_time: float = field(default=900.0, metadata=_doc("Seconds a source stays banned after too many failed digest attempts."))
+    scanner_ban_time: float = field(
+        default=0.0, metadata=_doc("Seconds a source sending a scanner User-Agent is banned (0 = only drop its requests)."),
+    )
+
+
+@dataclass(kw_only=True)
+class SpamSection:
+    enabled: bool = field(default=True, metadata=_doc("Drop calls to user@<our IP address> and requests from known scanners."))
+    own_addresses: list[str] = field(
+        default_factory=list,
+        metadata=_doc("IP addresses of this server besides the listen and advertised addresses (public IPs behind NAT)."),
+    )
+    action: str = field(
+        default="drop",
+        metadata=_doc('What a spam call gets: "drop" (silently), "403" or "404". Logged as "Dropped Spam-Call to <To-URI> from <source>".'),
+    )
+    methods: list[str] = field(
+        default_factory=lambda: ["INVITE", "MESSAGE", "REFER"],
+        metadata=_doc("Initial requests checked by the IP-domain rule (REGISTER and OPTIONS to the IP stay legitimate)."),
+    )
+    numeric_ip_users: bool = field(
+        default=False, metadata=_doc("Also treat digits@<any IP address> (To or Request-URI) as spam."),
+    )
+    scanner_user_agents: list[str] = field(
+        default_factory=lambda: [
+            "friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent", "sundayddr", "iWar",
+            "sip-scan", "SIVuS", "smap", "pplsip", "Gulp", "sipsscan",
+        ],
+        metadata=_doc("User-Agent substrings (case-insensitive) whose requests are dropped silently; empty list disables."),
+    )
+
+
+@dataclass(kw_only=True)
 class Config:
     """The effective configuration. ``source`` is the file it came from, or None for defaults."""
 
@@ -207,6 +259,8 @@ class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     dns: DnsSection = field(default_factory=DnsSection)
+    antiflood: AntifloodSection = field(default_factory=AntifloodSection)
+    spam: SpamSection = field(default_factory=SpamSection)
     source: Path | None = None
 
 
@@ -442,6 +496,36 @@ def _validate_values(config: Config) -> list[Problem]:
 
 #: Extra validators registered by feature modules: ``fn(config) -> list[Problem]``.
 VALIDATORS: list[Any] = []
+
+
+def _validate_security(config: Config) -> list[Problem]:
+    """[antiflood] and [spam] values (issue 6)."""
+    import ipaddress
+
+    problems: list[Problem] = []
+    for i, item in enumerate(config.antiflood.trusted_networks):
+        try:
+            ipaddress.ip_network(item.strip("[]"), strict=False)
+        except ValueError:
+            problems.append(Problem(f"antiflood.trusted_networks[{i}]", f"not a network: {item!r}", "e.g. 10.0.0.0/8 or ::1/128"))
+    a = config.antiflood
+    for key in ("window", "limit", "max_tracked", "max_bans"):
+        if getattr(a, key) <= 0:
+            problems.append(Problem(f"antiflood.{key}", "must be positive"))
+    for key in ("ban_time", "auth_fail_window", "auth_fail_ban_time", "scanner_ban_time", "auth_fail_threshold"):
+        if getattr(a, key) < 0:
+            problems.append(Problem(f"antiflood.{key}", "must not be negative"))
+    if config.spam.action not in ("drop", "403", "404"):
+        problems.append(Problem("spam.action", f"unknown action {config.spam.action!r}", 'one of "drop", "403", "404"'))
+    for i, item in enumerate(config.spam.own_addresses):
+        try:
+            ipaddress.ip_address(item.strip("[]"))
+        except ValueError:
+            problems.append(Problem(f"spam.own_addresses[{i}]", f"not an IP address: {item!r}"))
+    return problems
+
+
+VALIDATORS.append(_validate_security)
 
 
 def mask_url(url: str) -> str:
