@@ -103,6 +103,22 @@ class MgmtSection:
         metadata=_doc("Bearer token required by the HTTP management interface.", secret=True),
     )
     timeout: float = field(default=5.0, metadata=_doc("Seconds sipctl waits for a management reply."))
+    fifo_mode: str = field(default="0660", metadata=_doc("File mode of the MI FIFO, octal."))
+    fifo_reply_dir: str = field(
+        default="/tmp",
+        metadata=_doc("Directory holding the clients' reply FIFOs (the `:name:` of a FIFO request)."),
+    )
+    max_request_size: int = field(
+        default=65536, metadata=_doc("Largest management request accepted, in bytes (larger: rejected).")
+    )
+    read_timeout: float = field(
+        default=10.0,
+        metadata=_doc("Seconds a management client may take to send its request or read the reply."),
+    )
+    max_connections: int = field(
+        default=64,
+        metadata=_doc("Concurrent management connections (socket + HTTP); more are answered with an error."),
+    )
 
 
 @dataclass(kw_only=True)
