@@ -31,6 +31,8 @@ GROUPS: list[tuple[str, str]] = [
     ("user", "user"),
     ("alias", "alias"),
     ("dp", "dp"),
+    ("cert", "cert"),
+    ("tls", "tls"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = []
