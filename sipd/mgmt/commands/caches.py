@@ -1,0 +1,66 @@
+"""Cache commands: domain_reload, domain_dump, dp_reload, dp_translate, subscriber_reload."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..registry import MgmtError, Param, command
+from . import maybe_await, need
+
+logger = logging.getLogger(__name__)
+
+
+async def _reload(state: Any, attr: str, what: str) -> str:
+    cache = need(state, attr, what)
+    try:
+        await maybe_await(cache.reload())
+    except Exception as exc:
+        logger.warning("%s reload failed: %s", what, exc, exc_info=True)
+        raise MgmtError(500, f"{what} reload failed: {exc}") from None
+    return "OK"
+
+
+@command("domain_reload", help="Reload the local domains from the database.")
+async def domain_reload(state: Any) -> Any:
+    return await _reload(state, "domains", "domain cache")
+
+
+@command("domain_dump", help="The local domains held in memory.")
+async def domain_dump(state: Any) -> Any:
+    cache = need(state, "domains", "domain cache")
+    out = []
+    for name, attrs in cache.dump():
+        item: dict[str, Any] = {"name": name}
+        if attrs:
+            item["attributes"] = attrs
+        out.append(item)
+    return {"Domains": out}
+
+
+@command("dp_reload", params=[Param("partition", required=False)], help="Reload the dialplan rules.")
+async def dp_reload(state: Any, partition: str | None = None) -> Any:
+    return await _reload(state, "dialplan", "dialplan")
+
+
+@command("dp_translate", params=[Param("dpid"), Param("input"), Param("partition", required=False)],
+         help="Translate input with the rules of dialplan id dpid.")
+async def dp_translate(state: Any, dpid: str, input: str, partition: str | None = None) -> Any:
+    cache = need(state, "dialplan", "dialplan")
+    try:
+        dp = int(str(dpid).strip())
+    except ValueError:
+        raise MgmtError(404, "Empty/Wrong id parameter") from None
+    has = getattr(cache, "has_dpid", None)
+    if has is not None and not has(dp):
+        raise MgmtError(404, "No information available for dpid")
+    found = cache.translate(dp, input)
+    if found is None:
+        raise MgmtError(404, "No translation")
+    output, rule = found
+    return {"Output": output, "ATTRIBUTES": getattr(rule, "attrs", "") or ""}
+
+
+@command("subscriber_reload", help="Flush the subscriber (HA1) cache; entries are re-read on use.")
+async def subscriber_reload(state: Any) -> Any:
+    return await _reload(state, "subscribers", "subscriber cache")

@@ -1,0 +1,116 @@
+"""Core commands: which, help, uptime, version, ps, log_level, reload."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from ... import __version__
+from ..registry import COMMANDS, MgmtError, Param, command, load_commands
+from . import maybe_await
+
+logger = logging.getLogger(__name__)
+
+TRACE = 5
+LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+@command("which", params=[Param("command", required=False, help="command name")],
+         help="List the management commands, or the parameter recipes of one command.")
+async def which(state: Any, command: str | None = None) -> Any:
+    load_commands()
+    if command is None:
+        return sorted(COMMANDS)
+    cmd = COMMANDS.get(command)
+    if cmd is None:
+        raise MgmtError(404, "unknown MI command")
+    return cmd.recipes()
+
+
+@command("help", params=[Param("mi_cmd", required=False, help="command name")],
+         help="Describe one command and its parameters.")
+async def help_(state: Any, mi_cmd: str | None = None) -> Any:
+    load_commands()
+    if mi_cmd is None:
+        return {"Commands": [{"name": c.name, "help": c.help} for c in sorted(COMMANDS.values(), key=lambda c: c.name)]}
+    cmd = COMMANDS.get(mi_cmd)
+    if cmd is None:
+        raise MgmtError(404, "unknown MI command")
+    return {"Help": cmd.help, "Params": [{"name": p.name, "required": p.required, "type": p.type,
+                                          "help": p.help} for p in cmd.params]}
+
+
+@command("uptime", help="Current time, start time and seconds up.")
+async def uptime(state: Any) -> Any:
+    now = time.time()
+    started = float(getattr(state, "started_at", now) or now)
+    return {"Now": time.ctime(now), "Up since": time.ctime(started), "Up time": f"{int(now - started)} [sec]"}
+
+
+@command("version", help="Server name and version.")
+async def version(state: Any) -> Any:
+    return {"Server": f"sipd {__version__} ({platform.machine()}/{sys.platform})",
+            "Python": platform.python_version()}
+
+
+@command("ps", help="The processes of the server.")
+async def ps(state: Any) -> Any:
+    return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)"}]}
+
+
+def _level_name(level: int) -> str:
+    for name, value in LEVELS.items():
+        if value == level:
+            return name
+    return logging.getLevelName(level).lower()
+
+
+@command("log_level", params=[Param("level", required=False, help="trace|debug|info|warning|error|critical")],
+         help="Show or set the log level of the daemon.")
+async def log_level(state: Any, level: str | None = None) -> Any:
+    log = logging.getLogger("sipd")
+    if level is None:
+        return {"Processes": [{"PID": os.getpid(), "Log level": _level_name(log.getEffectiveLevel())}]}
+    name = level.strip().lower()
+    if name not in LEVELS:
+        raise MgmtError(400, f"unknown log level {level!r}; one of {', '.join(LEVELS)}")
+    setter = getattr(state, "set_log_level", None)
+    if callable(setter):
+        await maybe_await(setter(name))
+    else:
+        log.setLevel(LEVELS[name])
+    logger.info("log level set to %s through the management interface", name)
+    return {"New global log level": name}
+
+
+@command("reload", help="Re-read what can change without a restart: domains, dialplan, "
+                        "subscriber cache, log level.")
+async def reload(state: Any) -> Any:
+    done: list[str] = []
+    for attr in ("domains", "dialplan", "subscribers"):
+        cache = getattr(state, attr, None)
+        if cache is None or not hasattr(cache, "reload"):
+            continue
+        try:
+            await maybe_await(cache.reload())
+        except Exception as exc:
+            logger.warning("reload of %s failed: %s", attr, exc, exc_info=True)
+            raise MgmtError(500, f"reload of {attr} failed: {exc}") from None
+        done.append(attr)
+    config = getattr(state, "config", None)
+    source = getattr(config, "source", None)
+    if source is not None:
+        from ... import config as cfg
+
+        try:
+            fresh = cfg.load(source)
+        except cfg.ConfigError as exc:
+            raise MgmtError(400, f"configuration not reloaded: {exc.problems[0]}") from None
+        await log_level(state, fresh.log.level)
+        done.append("log_level")
+    return {"Reloaded": done}
