@@ -262,6 +262,41 @@ class SpamSection:
 
 
 @dataclass(kw_only=True)
+class TlsSection:
+    """Defaults for every TLS domain. Per-socket server domains and per-destination client domains
+    are tables of the same keys (any subset) that override these; see docs of server_domains."""
+
+    certificate: str = field(default="", metadata=_doc("PEM certificate (leaf first, then intermediates) sipd presents, as server and as client."))
+    private_key: str = field(default="", metadata=_doc("PEM private key of the certificate (unencrypted; mode 0600)."))
+    ca_file: str = field(default="", metadata=_doc("PEM file of CAs trusted to verify peers; empty with empty ca_dir uses the system CAs."))
+    ca_dir: str = field(default="", metadata=_doc("Directory of hashed CA files (c_rehash) trusted to verify peers."))
+    verify_cert: bool = field(
+        default=True,
+        metadata=_doc("Client role: verify the certificate of servers sipd connects to (chain + RFC 5922 identity). "
+                      "In a server domain: verify a client certificate when one is presented."),
+    )
+    require_cert: bool = field(default=False, metadata=_doc("Server role: refuse clients that present no valid certificate (mutual TLS)."))
+    min_version: str = field(default="1.2", metadata=_doc('Lowest TLS version accepted: "1.2" or "1.3" ("1.0"/"1.1" only for broken old endpoints).'))
+    max_version: str = field(default="", metadata=_doc('Highest TLS version; "1.2" caps for old endpoints (and sipsak); empty = newest.'))
+    ciphers: str = field(default="", metadata=_doc("OpenSSL cipher list for TLS <= 1.2; empty keeps OpenSSL's secure default."))
+    server_name: str = field(default="", metadata=_doc("Client role: SIP domain or host name the server's certificate must assert (and SNI); empty = the destination host."))
+    handshake_timeout: float = field(default=10.0, metadata=_doc("Seconds a TLS handshake may take before the connection is dropped (large chains, slow endpoints)."))
+    send_timeout: float = field(default=10.0, metadata=_doc("Seconds a TLS connection may leave written data unsent before it is closed."))
+    max_pending_handshakes: int = field(default=512, metadata=_doc("Handshakes in progress at once per server; further connections are refused until some finish."))
+    reload_interval: float = field(default=10.0, metadata=_doc("Seconds between checks of certificate/key file modification times (hot reload); 0 disables."))
+    server_domains: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_doc('Server TLS domains per listening socket: [tls.server_domains."tls:127.0.0.1:5061"] with any keys of [tls]. '
+                      'A tls listener without its own table uses [tls].'),
+    )
+    client_domains: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_doc('Client TLS domains per destination: [tls.client_domains."host:port"] or [tls.client_domains."host"] '
+                      'with any keys of [tls]; other destinations use [tls].'),
+    )
+
+
+@dataclass(kw_only=True)
 class Config:
     """The effective configuration. ``source`` is the file it came from, or None for defaults."""
 
@@ -277,6 +312,7 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     antiflood: AntifloodSection = field(default_factory=AntifloodSection)
     spam: SpamSection = field(default_factory=SpamSection)
+    tls: TlsSection = field(default_factory=TlsSection)
     source: Path | None = None
 
 
@@ -521,7 +557,7 @@ def _validate_security(config: Config) -> list[Problem]:
     problems: list[Problem] = []
     for i, item in enumerate(config.antiflood.trusted_networks):
         try:
-            ipaddress.ip_network(item.strip("[]"), strict=False)
+            ipaddress.ip_network(item.replace("[", "").replace("]", ""), strict=False)
         except ValueError:
             problems.append(Problem(f"antiflood.trusted_networks[{i}]", f"not a network: {item!r}", "e.g. 10.0.0.0/8 or ::1/128"))
     a = config.antiflood
@@ -542,6 +578,16 @@ def _validate_security(config: Config) -> list[Problem]:
 
 
 VALIDATORS.append(_validate_security)
+
+
+def _validate_tls(config: Config) -> list[Problem]:
+    """[tls] values and domain tables (issue 8); the rules live in sipd/tlsconf.py."""
+    from .tlsconf import validate_config
+
+    return validate_config(config)
+
+
+VALIDATORS.append(_validate_tls)
 
 
 def mask_url(url: str) -> str:

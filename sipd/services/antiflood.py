@@ -60,7 +60,7 @@ def parse_networks(items: Iterable[str]) -> list[IPNetwork]:
     nets: list[IPNetwork] = []
     for item in items:
         try:
-            nets.append(ipaddress.ip_network(item.strip().strip("[]"), strict=False))
+            nets.append(ipaddress.ip_network(item.strip().replace("[", "").replace("]", ""), strict=False))
         except ValueError:
             raise ValueError(f"not an IP address or network: {item!r} (write e.g. 10.0.0.0/8 or ::1)") from None
     return nets
