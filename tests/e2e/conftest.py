@@ -1,0 +1,75 @@
+"""Fixtures for end-to-end tests: a live SIP server on loopback plus real third-party clients.
+
+The server is the real ``sipd`` (tests/helpers/sipd_proc.py). ``SIPD_E2E_TARGET=kamailio`` runs the
+same tests against Kamailio instead (tests/e2e/kamailio_ref.py), to check the harness itself.
+Every server started here is stopped by PID at teardown, and its log must hold no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import missing, require_tool
+from helpers.sipd_proc import SipdProcess
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+DOMAIN = "example.test"
+USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "dave": "davepw"}
+TARGET = os.environ.get("SIPD_E2E_TARGET", "sipd")
+
+
+def user_rows(domain: str = DOMAIN) -> list[tuple[str, str]]:
+    return [(f"{u}@{domain}", pw) for u, pw in USERS.items()]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Callable[..., SipdProcess]:
+    """make(config_overrides=None, db_url=None, *, domains=[DOMAIN], users=USERS@DOMAIN, start=True)."""
+    started: list = []
+
+    def make(config_overrides: dict | None = None, db_url: str | None = None, *, start: bool = True,
+             domains: list[str] | None = None, users: list[tuple[str, str]] | None = None, **kw):
+        domains = [DOMAIN] if domains is None else domains
+        users = user_rows(domains[0]) if users is None else users
+        if TARGET == "kamailio":
+            from .kamailio_ref import KamailioProcess, kamailio_binary
+
+            if not kamailio_binary():
+                missing("kamailio not installed")
+            proc = KamailioProcess(tmp_path, domains=domains, users=users, **kw)
+        else:
+            proc = SipdProcess(tmp_path, config_overrides, db_url, domains=domains, users=users, **kw)
+        started.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    yield make
+    errors = []
+    for proc in started:
+        try:
+            proc.close(check_log=True)
+        except AssertionError as exc:
+            errors.append(str(exc))
+    if errors:
+        pytest.fail("\n\n".join(errors))
+
+
+@pytest.fixture
+def server(server_factory):
+    """A running server for example.test with the standard users."""
+    return server_factory()
+
+
+@pytest.fixture
+def sipp_bin() -> str:
+    return require_tool("sipp")
+
+
+@pytest.fixture
+def baresip_bin() -> str:
+    return require_tool("baresip")

@@ -1,0 +1,106 @@
+"""Issue 4 acceptance with SIPp: REGISTER with auth, a call through the proxy, CANCEL before answer,
+forking to two contacts, 480 for a user without contacts, 404 for an unknown user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from helpers.sipp import SippProcess, run_sipp, write_inf
+
+from .conftest import DOMAIN, SCENARIOS, USERS
+
+pytestmark = pytest.mark.e2e
+
+
+def creds(tmp_path: Path, user: str) -> Path:
+    return write_inf(tmp_path, [(user, DOMAIN, USERS[user])], name=f"{user}.csv")
+
+
+def register(server, tmp_path: Path, user: str, *, contact_port: int | None = None, expires: int = 120,
+             transport: str = "u1", password: str | None = None):
+    port = free_port()
+    inf = write_inf(tmp_path, [(user, DOMAIN, password or USERS[user])], name=f"reg-{user}-{port}.csv")
+    return run_sipp(SCENARIOS / "register.xml", server.address, port=port, cwd=tmp_path, inf=inf,
+                    transport=transport, timeout=10,
+                    keys={"expires": expires, "contact_port": contact_port or port})
+
+
+def uas(tmp_path: Path, scenario: str = "uas_answer.xml", port: int | None = None) -> SippProcess:
+    return SippProcess(SCENARIOS / scenario, None, port=port or free_port(), cwd=tmp_path, timeout=20,
+                       media_port=free_port())
+
+
+def call(server, tmp_path: Path, caller: str, callee: str, scenario: str = "uac_call.xml", hold_ms: int = 300):
+    return run_sipp(SCENARIOS / scenario, server.address, port=free_port(), cwd=tmp_path,
+                    inf=creds(tmp_path, caller), service=callee, hold_ms=hold_ms, timeout=15,
+                    media_port=free_port())
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_register_with_auth(server, tmp_path, sipp_bin, transport):
+    res = register(server, tmp_path, "alice", transport=transport)
+    assert res.ok and res.successful == 1, res.explain()
+
+
+def test_register_wrong_password_fails(server, tmp_path, sipp_bin):
+    res = register(server, tmp_path, "alice", password="wrong")
+    assert not res.ok, res.explain()
+
+
+def test_call_through_proxy(server, tmp_path, sipp_bin):
+    callee = uas(tmp_path).start()
+    try:
+        reg = register(server, tmp_path, "bob", contact_port=int(callee.argv[callee.argv.index("-p") + 1]))
+        assert reg.ok, reg.explain()
+        res = call(server, tmp_path, "alice", "bob")
+        assert res.ok and res.successful == 1, res.explain()
+        assert "Record-Route" in callee.wait(timeout=10).messages
+    finally:
+        end = callee.stop()
+    assert end.successful == 1, end.explain()
+
+
+def uas_port(p: SippProcess) -> int:
+    return int(p.argv[p.argv.index("-p") + 1])
+
+
+def test_cancel_before_answer(server, tmp_path, sipp_bin):
+    callee = uas(tmp_path, "uas_ring_cancel.xml").start()
+    try:
+        assert register(server, tmp_path, "bob", contact_port=uas_port(callee)).ok
+        res = call(server, tmp_path, "alice", "bob", "uac_cancel.xml")
+        assert res.ok and res.successful == 1, res.explain()
+        end = callee.wait(timeout=10)
+    finally:
+        end = callee.stop()
+    assert end.successful == 1, end.explain()
+
+
+def test_forking_two_contacts(server, tmp_path, sipp_bin):
+    answering = uas(tmp_path, "uas_answer.xml").start()
+    ringing = uas(tmp_path, "uas_ring_cancel.xml").start()
+    try:
+        for leg in (answering, ringing):
+            reg = register(server, tmp_path, "bob", contact_port=uas_port(leg))
+            assert reg.ok, reg.explain()
+        res = call(server, tmp_path, "alice", "bob")
+        assert res.ok and res.successful == 1, res.explain()
+        answered = answering.wait(timeout=10)
+        cancelled = ringing.wait(timeout=10)
+    finally:
+        answered, cancelled = answering.stop(), ringing.stop()
+    assert answered.successful == 1, answered.explain()
+    assert cancelled.successful == 1, cancelled.explain()
+
+
+def test_call_unregistered_user_480(server, tmp_path, sipp_bin):
+    res = call(server, tmp_path, "alice", "carol", "uac_480.xml")
+    assert res.ok and res.successful == 1, res.explain()
+
+
+def test_call_unknown_user_404(server, tmp_path, sipp_bin):
+    res = call(server, tmp_path, "alice", "nobody", "uac_404.xml")
+    assert res.ok and res.successful == 1, res.explain()
