@@ -31,8 +31,11 @@ GROUPS: list[tuple[str, str]] = [
     ("user", "user"),
     ("alias", "alias"),
     ("dp", "dp"),
+    ("config", "config"),
     ("cert", "cert"),
     ("tls", "tls"),
+    ("dns", "dns"),
+    ("ban", "ban"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = []
