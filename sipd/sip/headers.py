@@ -1,0 +1,369 @@
+"""Header names and the structured headers: name-addr (From/To/Contact/Route), Via, CSeq.
+
+Header *names* are case-insensitive and have compact forms (RFC 3261 §7.3.3, §20); every header
+is stored under a canonical key: the lowercased long name (``"v"`` -> ``"via"``). Values are kept
+as received (folding collapsed to one SP); structured parsing happens only when asked for.
+
+Liberal where real peers need it, strict where the torture tests ask for it:
+* no LWS needed between an unquoted display name and ``<`` (RFC 4475 §3.1.1.6);
+* an unquoted display name must be tokens separated by LWS (``Bell, Alexander`` is a 400);
+* no LWS inside ``<...>`` (RFC 4475 §3.1.2.14), no ``?``/``,`` in a URI without ``<>``
+  (RFC 3261 §20.10; RFC 4475 §3.1.2.13): 400;
+* empty parameters (``;;``) are a 400 (RFC 4475 §3.1.2.1);
+* parameter values keep their quotes (``+sip.instance="<urn:...>"``) so they re-serialise unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import RemoteProtocolError
+from .uri import URI, format_host, parse_uri, split_hostport
+
+# Compact forms (RFC 3261 §7.3.3 and the IANA SIP parameters registry).
+COMPACT_FORMS: dict[str, str] = {
+    "a": "accept-contact", "b": "referred-by", "c": "content-type", "d": "request-disposition",
+    "e": "content-encoding", "f": "from", "i": "call-id", "j": "reject-contact",
+    "k": "supported", "l": "content-length", "m": "contact", "n": "identity-info",
+    "o": "event", "r": "refer-to", "s": "subject", "t": "to", "u": "allow-events", "v": "via",
+    "x": "session-expires", "y": "identity",
+}
+
+# Headers whose value is a comma-separated list (RFC 3261 §7.3.1). get_all() splits only these:
+# for others (Date, WWW-Authenticate, unknown extension headers) a comma is part of the value.
+LIST_HEADERS = frozenset(
+    "via contact route record-route path service-route allow supported require proxy-require "
+    "unsupported accept accept-encoding accept-language allow-events content-encoding "
+    "content-language in-reply-to warning alert-info call-info error-info reply-to "
+    "accept-contact reject-contact request-disposition security-client security-server "
+    "security-verify p-associated-uri p-asserted-identity p-preferred-identity".split()
+)
+
+# How we spell a header when we render a *new* one (only the key is stored for parsed ones).
+CANONICAL_NAMES: dict[str, str] = {
+    k: v
+    for v in (
+        "Via From To Call-ID CSeq Contact Max-Forwards Content-Length Content-Type Route "
+        "Record-Route Expires Min-Expires Allow Supported Require Proxy-Require Unsupported "
+        "Authorization Proxy-Authorization WWW-Authenticate Proxy-Authenticate User-Agent Server "
+        "Accept Date Retry-After Warning Path Event Subject Timestamp Organization "
+        "Authentication-Info Content-Encoding Session-Expires Min-SE Refer-To Referred-By RSeq RAck "
+        "Allow-Events Subscription-State Reason Privacy P-Asserted-Identity Service-Route"
+    ).split()
+    for k in (v.lower(),)
+}
+CANONICAL_NAMES["www-authenticate"] = "WWW-Authenticate"
+CANONICAL_NAMES["cseq"] = "CSeq"
+CANONICAL_NAMES["call-id"] = "Call-ID"
+
+
+def header_key(name: str) -> str:
+    """Canonical lookup key of a header name: lowercased long form."""
+    low = name.strip().lower()
+    return COMPACT_FORMS.get(low, low)
+
+
+def display_name(key: str) -> str:
+    return CANONICAL_NAMES.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+# display-name = *(token LWS) / quoted-string   (unquoted form: tokens separated by LWS)
+_DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*\Z")
+# via-parm = sent-protocol LWS sent-by; sent-protocol = protocol-name SLASH protocol-version
+#            SLASH transport   (SLASH = SWS "/" SWS, so LWS around the slashes is legal)
+_VIA_RE = re.compile(
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
+    r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+([^;]+?)[ \t]*(?:;(.*))?\Z",
+    re.S,
+)
+# gen-value = token / host / quoted-string (host covers "[IPv6]")
+_PVALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]*\Z")
+
+
+def _err(msg: str) -> RemoteProtocolError:
+    return RemoteProtocolError(msg, 400)
+
+
+def quoted_end(text: str, start: int) -> int:
+    """Index just after the quoted-string starting at ``text[start] == '"'``; -1 if unterminated."""
+    i = start + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i + 1
+        i += 1
+    return -1
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header list on commas that are not inside quotes or ``<>``. Items are stripped."""
+    if '"' not in value and "<" not in value:
+        return [v.strip() for v in value.split(",")]
+    out: list[str] = []
+    start = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if c == '"':
+            end = quoted_end(value, i)
+            if end < 0:
+                raise _err("unterminated quoted string")
+            i = end
+            continue
+        if c == "<":
+            end = value.find(">", i)
+            if end < 0:
+                raise _err("unterminated <")
+            i = end + 1
+            continue
+        if c == ",":
+            out.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    out.append(value[start:].strip())
+    return out
+
+
+def _split_semis(text: str) -> list[str]:
+    if '"' not in text:
+        return text.split(";")
+    out: list[str] = []
+    start = i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            end = quoted_end(text, i)
+            if end < 0:
+                raise _err("unterminated quoted string in parameter")
+            i = end
+            continue
+        if c == ";":
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Header parameters after the first ``;``: ``a=b ; c ; d="x;y"``. Names lowercased."""
+    params: dict[str, str | None] = {}
+    for item in _split_semis(text):
+        name, sep, value = item.partition("=")
+        name = name.strip(" \t")
+        if not TOKEN_RE.match(name):
+            raise _err(f"invalid parameter {item.strip()[:40]!r}")
+        if sep:
+            value = value.strip(" \t")
+            if value.startswith('"'):
+                if quoted_end(value, 0) != len(value):
+                    raise _err("bad quoted parameter value")
+            elif not _PVALUE_RE.match(value):
+                raise _err(f"invalid parameter value {value[:40]!r}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+class NameAddr:
+    """``[display] <uri> *(;param)`` (From, To, Contact, Route, Record-Route ...).
+
+    ``display`` is the text between the quotes (escapes kept) or the unquoted tokens; None if absent.
+    """
+
+    __slots__ = ("display", "uri", "params")
+
+    def __init__(self, uri: URI, display: str | None = None, params: dict[str, str | None] | None = None):
+        self.uri = uri
+        self.display = display
+        self.params = params if params is not None else {}
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @tag.setter
+    def tag(self, value: str | None) -> None:
+        if value is None:
+            self.params.pop("tag", None)
+        else:
+            self.params["tag"] = value
+
+    def __str__(self) -> str:
+        d = "" if self.display is None else f'"{self.display}" '
+        return f"{d}<{self.uri}>{format_params(self.params)}"
+
+    def __repr__(self) -> str:
+        return f"NameAddr({str(self)!r})"
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """Parse one name-addr or addr-spec with header parameters. Raises RemoteProtocolError(400)."""
+    s = text.strip(" \t")
+    display: str | None = None
+    if s.startswith('"'):
+        end = quoted_end(s, 0)
+        if end < 0:
+            raise _err("unterminated quote in display name")
+        display = s[1 : end - 1]
+        rest = s[end:].lstrip(" \t")
+        if not rest.startswith("<"):
+            raise _err("quoted display name without <uri>")
+    else:
+        lt = s.find("<")
+        if lt >= 0:
+            d = s[:lt].strip(" \t")
+            if d:
+                if not _DISPLAY_TOKENS_RE.match(d):
+                    raise _err(f"display name must be quoted: {d[:40]!r}")
+                display = d
+            rest = s[lt:]
+        else:
+            rest = ""
+    if rest:
+        gt = rest.find(">")
+        if gt < 0:
+            raise _err("missing >")
+        uri = parse_uri(rest[1:gt])
+        after = rest[gt + 1 :].strip(" \t")
+        if not after:
+            return NameAddr(uri, display)
+        if after[0] != ";":
+            raise _err(f"junk after >: {after[:40]!r}")
+        return NameAddr(uri, display, parse_params(after[1:]))
+    # addr-spec: the first ';' ends the URI, what follows are header parameters (RFC 3261 §20.10)
+    utext, sep, ptext = s.partition(";")
+    utext = utext.rstrip(" \t")
+    if "?" in utext or "," in utext:
+        raise _err("URI with headers or commas must be enclosed in <>")
+    uri = parse_uri(utext)
+    return NameAddr(uri, None, parse_params(ptext) if sep else None)
+
+
+def parse_name_addr_list(value: str) -> list[NameAddr]:
+    items = split_commas(value)
+    for item in items:
+        if not item:
+            raise _err("empty element in list")
+    return [parse_name_addr(item) for item in items]
+
+
+class Via:
+    """One Via value. ``params`` holds branch, received, rport (None if bare), maddr, ttl ..."""
+
+    __slots__ = ("protocol", "transport", "host", "port", "params")
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport.upper()
+        self.host = host
+        self.port = port
+        self.params = params if params is not None else {}
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> str:
+        h = format_host(self.host)
+        return h if self.port is None else f"{h}:{self.port}"
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The numeric rport value (RFC 3581), None if absent or bare."""
+        v = self.params.get("rport")
+        return int(v) if v and v.isdigit() else None
+
+    def __str__(self) -> str:
+        return f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+
+def parse_via(text: str) -> list[Via]:
+    """Parse a Via header value (possibly several comma-separated via-parms)."""
+    out = []
+    for item in split_commas(text):
+        m = _VIA_RE.match(item)
+        if m is None:
+            raise _err(f"invalid Via {item[:60]!r}")
+        name, version, transport, sent_by, ptext = m.groups()
+        host, port = split_hostport(sent_by.replace(" ", "").replace("\t", ""))
+        params = parse_params(ptext) if ptext is not None else {}
+        out.append(Via(transport, host, port, params, f"{name.upper()}/{version}"))
+    return out
+
+
+class CSeq:
+    __slots__ = ("seq", "method")
+
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+    def __repr__(self) -> str:
+        return f"CSeq({self.seq}, {self.method!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CSeq) and (self.seq, self.method) == (other.seq, other.method)
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.method))
+
+
+def parse_cseq(text: str) -> CSeq:
+    """CSeq = 1*DIGIT LWS Method; the number must fit in 32 bits (RFC 3261 §8.1.1.5)."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise _err(f"invalid CSeq {text[:40]!r}")
+    num, method = parts
+    if not num.isdigit() or not num.isascii() or len(num) > 10 or int(num) > 0xFFFFFFFF:
+        raise _err(f"invalid CSeq number {num[:40]!r}")
+    if not TOKEN_RE.match(method):
+        raise _err(f"invalid CSeq method {method[:40]!r}")
+    return CSeq(int(num), method)
+
+
+def parse_uint(text: str, limit: int, what: str) -> int:
+    """A bounded decimal (leading zeros allowed) -> int; RemoteProtocolError(400) if not."""
+    t = text.strip()
+    if not t or not t.isdigit() or not t.isascii() or len(t.lstrip("0")) > len(str(limit)):
+        raise _err(f"invalid {what} {t[:40]!r}")
+    value = int(t)
+    if value > limit:
+        raise _err(f"{what} {t[:40]} out of range")
+    return value
+
+
+def parse_token_list(value: str) -> list[str]:
+    """Require / Proxy-Require / Supported / Allow values: comma-separated tokens."""
+    return [v for v in (x.strip() for x in value.split(",")) if v]

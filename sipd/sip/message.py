@@ -1,0 +1,846 @@
+"""SIP messages: parsing (datagram and stream framing), lazy header access, serialisation.
+
+Theory of operation
+-------------------
+``parse_message`` decodes the header block once (UTF-8 with ``surrogateescape``: never a strict
+codec on untrusted bytes, and the round trip is byte-exact), splits it into lines, unfolds
+continuation lines and stores each header as ``[key, name, value, raw]``: the canonical key
+(lowercased long name), the name as written, the unfolded value and the original text of the
+line(s). Serialising writes ``raw`` for every untouched header, so a proxy forwards unknown
+headers byte for byte; only headers it changed (Via, Record-Route, Max-Forwards ...) are rendered.
+
+Structured values are parsed on first access and cached in the ``Headers`` object. The headers
+every transaction needs (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length, Contact) are
+validated when the message is parsed, so a message object that exists is well-formed in those.
+
+Policy decisions (RFC 4475 / RFC 5118 torture tests; table in tests/sip/data/README.md)
+-----------------------------------------------------------------------------------------
+* RFC 2543 compatibility is ON: a request without Max-Forwards, without a branch or From tag, or
+  (on UDP) without Content-Length is accepted; the body is then the rest of the datagram
+  (RFC 3261 §18.3). Transactions fall back to RFC 2543 matching (``transaction.py``).
+* A datagram holding a message followed by junk: the junk after Content-Length bytes is ignored.
+* The Request-Line must be exactly ``Method SP Request-URI SP SIP-Version``: extra or trailing
+  spaces, LWS inside the URI and ``<uri>`` are a 400 (we never "repair" a Request-URI). So are
+  escaped headers in the Request-URI (``sip:u@h?Route=...``), which must never become headers.
+* ``SIP/x.y`` other than 2.0 -> 505. Anything else unparsable in a request -> 400, with a
+  ``partial`` request attached when Via/From/To/Call-ID/CSeq could be read.
+* Any error in a response -> ``status_hint=None`` (drop: we never answer a response).
+* CSeq number > 2**32-1, Max-Forwards > 255, duplicate Call-ID/From/To/CSeq/Max-Forwards,
+  conflicting Content-Length values, negative/non-numeric Content-Length, or a body shorter than
+  Content-Length -> 400. CSeq method != request method -> 400 (501 for a method we do not know,
+  as RFC 4475 §3.1.2.18 prefers).
+* Expires larger than 2**32-1 reads as "absent" (the registrar then applies its default).
+* Unknown URI schemes parse (opaque URIs); unknown Require/Proxy-Require tags, Max-Forwards 0,
+  unknown methods are application decisions: helpers in ``sanity.py``.
+* IPv6 with three colons is rejected (see ``uri.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .headers import (
+    COMPACT_FORMS,
+    LIST_HEADERS,
+    TOKEN_RE,
+    CSeq,
+    NameAddr,
+    Via,
+    display_name,
+    header_key,
+    parse_cseq,
+    parse_name_addr,
+    parse_name_addr_list,
+    parse_uint,
+    parse_via,
+    split_commas,
+)
+from .status import reason_phrase
+from .uri import URI, parse_uri
+
+# -- limits ------------------------------------------------------------------------------------
+# The largest message we accept: the maximum UDP payload (65,535 bytes, IPv4 total length) is
+# also Kamailio's and OpenSIPS's default BUF_SIZE. RFC 3261 §18.1.1 makes senders switch to TCP
+# above ~1,300 bytes, so real messages are far smaller; RFC 4475's longest (longreq) is 3.5 KB.
+MAX_MESSAGE_SIZE = 65535
+# Header lines per message. Real requests carry 10-30; a limit stops a flood of one-byte headers
+# from making us build 30,000 list entries for one datagram.
+MAX_HEADERS = 256
+# Bytes buffered per stream connection before a message completes: one maximal message plus
+# room for the start of the next one (pipelining). Beyond this the peer is misbehaving.
+MAX_STREAM_BUFFER = 2 * MAX_MESSAGE_SIZE
+
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
+)
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.I)
+_SINGLETONS = ("call-id", "from", "to", "cseq")
+_WS = " \t"
+
+# Exact spellings seen on the wire -> key, to skip lower()/compact lookups on the hot path.
+_FAST_KEYS: dict[str, str] = {}
+for _k in (
+    "Via From To Call-ID CSeq Contact Max-Forwards Content-Length Content-Type Route Record-Route "
+    "Expires Allow Supported Require Proxy-Require User-Agent Server Authorization "
+    "Proxy-Authorization WWW-Authenticate Proxy-Authenticate Accept Date Subject Event Path "
+    "Call-Id Cseq Min-Expires Allow-Events Organization Timestamp Unsupported Warning Session-Expires"
+).split():
+    _FAST_KEYS[_k] = _k.lower()
+    _FAST_KEYS[_k.lower()] = _k.lower()
+for _c, _full in COMPACT_FORMS.items():
+    _FAST_KEYS[_c] = _full
+    _FAST_KEYS[_c.upper()] = _full
+del _k, _c, _full
+
+_KEY_CACHE: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    k = _FAST_KEYS.get(name) or _KEY_CACHE.get(name)
+    if k is None:
+        k = header_key(name)
+        if len(_KEY_CACHE) < 1024:  # names from our own code only; bounded anyway
+            _KEY_CACHE[name] = k
+    return k
+
+
+class Headers:
+    """Ordered, case-insensitive header list; compact names accepted; raw text kept per line.
+
+    Each entry is ``[key, name, value, raw]``; ``raw`` is None once the entry was changed.
+    """
+
+    __slots__ = ("_items", "_index", "_cache")
+
+    def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
+        self._items: list[list[Any]] = []
+        self._index: dict[str, list[list[Any]]] | None = None
+        self._cache: dict[str, Any] = {}
+        if items:
+            for name, value in items:
+                self._items.append([_key(name), name, value, None])
+
+    @classmethod
+    def _from_items(cls, items: list[list[Any]]) -> Headers:
+        h = cls.__new__(cls)
+        h._items = items
+        h._index = None
+        h._cache = {}
+        return h
+
+    def _idx(self) -> dict[str, list[list[Any]]]:
+        idx = self._index
+        if idx is None:
+            idx = {}
+            for it in self._items:
+                lst = idx.get(it[0])
+                if lst is None:
+                    idx[it[0]] = [it]
+                else:
+                    lst.append(it)
+            self._index = idx
+        return idx
+
+    def _changed(self, key: str) -> None:
+        self._index = None
+        self._cache.pop(key, None)
+        if key == "contact":
+            self._cache.pop("contact*", None)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def get(self, name: str) -> str | None:
+        """Value of the first header line of that name (whole line, lists not split)."""
+        lst = self._idx().get(_key(name))
+        return lst[0][2] if lst else None
+
+    def get_all(self, name: str) -> list[str]:
+        """All values; list headers (Via, Contact, Route, Require ...) split on their commas."""
+        key = _key(name)
+        lst = self._idx().get(key)
+        if not lst:
+            return []
+        if key not in LIST_HEADERS:
+            return [it[2] for it in lst]
+        out: list[str] = []
+        for it in lst:
+            out.extend(v for v in split_commas(it[2]) if v)
+        return out
+
+    def count(self, name: str) -> int:
+        """Number of header *lines* with that name."""
+        return len(self._idx().get(_key(name), ()))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _key(name) in self._idx()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for it in self._items:
+            yield it[1], it[2]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def raw_lines(self) -> list[str]:
+        return [it[3] if it[3] is not None else f"{it[1]}: {it[2]}" for it in self._items]
+
+    # -- editing ----------------------------------------------------------------------------------
+    def set(self, name: str, value: str) -> None:
+        """Replace all occurrences by one (at the position of the first, else appended)."""
+        key = _key(name)
+        items = self._items
+        first = -1
+        keep = []
+        for i, it in enumerate(items):
+            if it[0] == key:
+                if first < 0:
+                    first = len(keep)
+                    keep.append([key, name, value, None])
+                continue
+            keep.append(it)
+        if first < 0:
+            keep.append([key, name, value, None])
+        self._items = keep
+        self._changed(key)
+
+    def remove(self, name: str) -> None:
+        key = _key(name)
+        self._items = [it for it in self._items if it[0] != key]
+        self._changed(key)
+
+    def append(self, name: str, value: str) -> None:
+        key = _key(name)
+        self._items.append([key, name, value, None])
+        self._changed(key)
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert before the first header of that name (or at the top if there is none)."""
+        key = _key(name)
+        items = self._items
+        pos = 0
+        for i, it in enumerate(items):
+            if it[0] == key:
+                pos = i
+                break
+        items.insert(pos, [key, name, value, None])
+        self._changed(key)
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first *value* of a list header (e.g. the top Via), keeping the others."""
+        key = _key(name)
+        for i, it in enumerate(self._items):
+            if it[0] == key:
+                rest = split_commas(it[2])[1:] if key in LIST_HEADERS else []
+                new = [[key, it[1], value, None]]
+                if rest:
+                    new.append([key, it[1], ", ".join(rest), None])
+                self._items[i : i + 1] = new
+                self._changed(key)
+                return
+        self.append(name, value)
+
+    def remove_first(self, name: str) -> None:
+        """Remove the first *value* of a list header (pop the top Via of a response)."""
+        key = _key(name)
+        for i, it in enumerate(self._items):
+            if it[0] == key:
+                rest = split_commas(it[2])[1:] if key in LIST_HEADERS else []
+                if rest:
+                    self._items[i] = [key, it[1], ", ".join(rest), None]
+                else:
+                    del self._items[i]
+                self._changed(key)
+                return
+
+    def copy(self) -> Headers:
+        return Headers._from_items([list(it) for it in self._items])
+
+
+class Message:
+    """Common part of Request and Response."""
+
+    __slots__ = ("headers", "body")
+
+    headers: Headers
+    body: bytes
+
+    # -- header API ---------------------------------------------------------------------------------
+    def get(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def get_all(self, name: str) -> list[str]:
+        return self.headers.get_all(name)
+
+    def set(self, name: str, value: str) -> None:
+        self.headers.set(name, value)
+
+    def remove(self, name: str) -> None:
+        self.headers.remove(name)
+
+    def prepend(self, name: str, value: str) -> None:
+        self.headers.prepend(name, value)
+
+    def append(self, name: str, value: str) -> None:
+        self.headers.append(name, value)
+
+    def replace_first(self, name: str, value: str) -> None:
+        self.headers.replace_first(name, value)
+
+    def remove_first(self, name: str) -> None:
+        self.headers.remove_first(name)
+
+    # -- parsed accessors (lazy, cached in the Headers object) -------------------------------------
+    def _one(self, key: str) -> str:
+        lst = self.headers._idx().get(key)
+        if not lst:
+            raise RemoteProtocolError(f"missing {display_name(key)} header", 400)
+        if len(lst) > 1:
+            raise RemoteProtocolError(f"more than one {display_name(key)} header", 400)
+        return lst[0][2]
+
+    @property
+    def vias(self) -> list[Via]:
+        c = self.headers._cache
+        v = c.get("via")
+        if v is None:
+            lst = self.headers._idx().get("via")
+            if not lst:
+                raise RemoteProtocolError("missing Via header", 400)
+            v = []
+            for it in lst:
+                v.extend(parse_via(it[2]))
+            c["via"] = v
+        return v
+
+    @property
+    def via(self) -> Via:
+        return self.vias[0]
+
+    @property
+    def from_(self) -> NameAddr:
+        c = self.headers._cache
+        v = c.get("from")
+        if v is None:
+            v = c["from"] = parse_name_addr(self._one("from"))
+        return v
+
+    @property
+    def to(self) -> NameAddr:
+        c = self.headers._cache
+        v = c.get("to")
+        if v is None:
+            v = c["to"] = parse_name_addr(self._one("to"))
+        return v
+
+    @property
+    def call_id(self) -> str:
+        c = self.headers._cache
+        v = c.get("call-id")
+        if v is None:
+            v = self._one("call-id")
+            if not v or " " in v or "\t" in v:
+                raise RemoteProtocolError("invalid Call-ID", 400)
+            c["call-id"] = v
+        return v
+
+    @property
+    def cseq(self) -> CSeq:
+        c = self.headers._cache
+        v = c.get("cseq")
+        if v is None:
+            v = c["cseq"] = parse_cseq(self._one("cseq"))
+        return v
+
+    @property
+    def max_forwards(self) -> int | None:
+        c = self.headers._cache
+        if "max-forwards" in c:
+            return c["max-forwards"]  # type: ignore[no-any-return]
+        lst = self.headers._idx().get("max-forwards")
+        if not lst:
+            v = None
+        elif len(lst) > 1:
+            raise RemoteProtocolError("more than one Max-Forwards header", 400)
+        else:
+            v = parse_uint(lst[0][2], 255, "Max-Forwards")
+        c["max-forwards"] = v
+        return v
+
+    def _name_addrs(self, key: str) -> list[NameAddr]:
+        c = self.headers._cache
+        v = c.get(key)
+        if v is None:
+            v = []
+            for it in self.headers._idx().get(key, ()):
+                v.extend(parse_name_addr_list(it[2]))
+            c[key] = v
+        return v  # type: ignore[no-any-return]
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Contact values; empty for ``Contact: *`` (see ``contact_star``)."""
+        if self.contact_star:
+            return []
+        return self._name_addrs("contact")
+
+    @property
+    def contact_star(self) -> bool:
+        c = self.headers._cache
+        v = c.get("contact*")
+        if v is None:
+            lst = self.headers._idx().get("contact", ())
+            v = any(it[2].strip() == "*" for it in lst)
+            if v and (len(lst) > 1 or lst[0][2].strip() != "*"):
+                raise RemoteProtocolError("Contact: * must be the only Contact", 400)
+            c["contact*"] = v
+        return v  # type: ignore[no-any-return]
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._name_addrs("route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._name_addrs("record-route")
+
+    @property
+    def expires(self) -> int | None:
+        """Expires header; None if absent or larger than 2**32-1 (treated as absent)."""
+        v = self.get("expires")
+        if v is None:
+            return None
+        t = v.strip()
+        if t.isdigit() and t.isascii() and len(t.lstrip("0")) > 10:
+            return None
+        value = parse_uint(t, 2**63, "Expires")
+        return value if value <= 0xFFFFFFFF else None
+
+    @property
+    def content_type(self) -> str | None:
+        return self.get("content-type")
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialise; Content-Length is set to the body length, untouched headers stay byte-exact."""
+        h = self.headers
+        n = len(self.body)
+        cl = h._idx().get("content-length")
+        if cl is None or len(cl) != 1 or cl[0][2] != str(n):
+            h.set("Content-Length", str(n)) if cl else h.append("Content-Length", str(n))
+        parts = [self._start_line()]
+        for it in h._items:
+            raw = it[3]
+            parts.append(raw if raw is not None else f"{it[1]}: {it[2]}")
+        parts.append("\r\n")
+        return "\r\n".join(parts).encode("utf-8", "surrogateescape") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+class Request(Message):
+    __slots__ = ("method", "version", "_uri", "_uri_text")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.method = method
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self._uri: URI | None
+        if isinstance(uri, URI):
+            self._uri, self._uri_text = uri, str(uri)
+        else:
+            self._uri, self._uri_text = None, uri
+
+    @property
+    def uri(self) -> URI:
+        """The Request-URI. Assign a URI or a string to change it (do not edit it in place)."""
+        u = self._uri
+        if u is None:
+            u = self._uri = parse_uri(self._uri_text)
+        return u
+
+    @uri.setter
+    def uri(self, value: URI | str) -> None:
+        if isinstance(value, str):
+            value = parse_uri(value)
+        self._uri = value
+        self._uri_text = str(value)
+
+    @property
+    def uri_text(self) -> str:
+        return self._uri_text
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self._uri_text} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self._uri_text}>"
+
+
+class Response(Message):
+    __slots__ = ("status", "reason", "version")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+
+def _split_head(data: bytes) -> tuple[list[str], int]:
+    """-> (header block lines, offset of the body). Raises RemoteProtocolError."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end].decode("utf-8", "surrogateescape").split("\r\n"), end + 4
+    lf = data.find(b"\n\n")
+    if lf >= 0:  # bare-LF peers (RFC 3261 §7: we are liberal in what we accept)
+        lines = data[:lf].decode("utf-8", "surrogateescape").split("\n")
+        return [ln[:-1] if ln.endswith("\r") else ln for ln in lines], lf + 2
+    if data.endswith(b"\r\n"):  # header block not terminated by an empty line: no body
+        return data[:-2].decode("utf-8", "surrogateescape").split("\r\n"), len(data)
+    raise RemoteProtocolError("no end of header block", 400)
+
+
+def _split_headers(lines: list[str]) -> list[list[Any]]:
+    if len(lines) > MAX_HEADERS + 1:
+        raise RemoteProtocolError("too many header lines", 513)
+    items: list[list[Any]] = []
+    fast = _FAST_KEYS
+    for i in range(1, len(lines)):
+        line = lines[i]
+        c = line[:1]
+        if c == " " or c == "\t":  # continuation line (folding, RFC 3261 §7.3.1)
+            if not items:
+                raise RemoteProtocolError("continuation line before first header", 400)
+            prev = items[-1]
+            prev[2] = (prev[2] + " " + line.strip(_WS)).strip(_WS)
+            prev[3] = f"{prev[3]}\r\n{line}"
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise RemoteProtocolError(f"header line without colon: {line[:40]!r}", 400)
+        key = fast.get(name)
+        if key is None:
+            n = name.rstrip(" \t")
+            if not TOKEN_RE.match(n):
+                raise RemoteProtocolError(f"invalid header name {name[:40]!r}", 400)
+            key = header_key(n)
+        items.append([key, name, value.strip(" \t"), line])
+    return items
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one datagram (or one stream-framed message). Raises RemoteProtocolError."""
+    is_response = data[:4] == b"SIP/"
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise RemoteProtocolError("message too large", None if is_response else 513)
+    if data[:2] == b"\r\n":  # RFC 3261 §7.5: ignore CRLFs before the start line
+        data = data.lstrip(b"\r\n")
+        is_response = data[:4] == b"SIP/"
+    if not data:
+        raise RemoteProtocolError("empty message", None)
+    try:
+        lines, body_at = _split_head(data)
+        start = lines[0]
+        if is_response:
+            return _parse_response(start, lines, data, body_at)
+    except RemoteProtocolError as e:
+        if is_response:
+            e.status_hint = None
+        raise
+    return _parse_request(start, lines, data, body_at)
+
+
+def _frame_body(h: Headers, data: bytes, body_at: int) -> bytes:
+    cls = h._idx().get("content-length")
+    if not cls:
+        return data[body_at:]  # UDP without Content-Length: the rest of the datagram
+    n = parse_uint(cls[0][2], MAX_MESSAGE_SIZE, "Content-Length")
+    for it in cls[1:]:
+        if parse_uint(it[2], MAX_MESSAGE_SIZE, "Content-Length") != n:
+            raise RemoteProtocolError("conflicting Content-Length headers", 400)
+    if body_at + n > len(data):
+        raise RemoteProtocolError("body shorter than Content-Length", 400)
+    return data[body_at : body_at + n]
+
+
+def _parse_response(start: str, lines: list[str], data: bytes, body_at: int) -> Response:
+    parts = start.split(" ", 2)
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+        raise RemoteProtocolError(f"bad status line {start[:60]!r}", None)
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not "100" <= code <= "699":
+        raise RemoteProtocolError(f"bad status code {code[:20]!r}", None)
+    h = Headers._from_items(_split_headers(lines))
+    body = _frame_body(h, data, body_at)
+    resp = Response(int(code), parts[2] if len(parts) == 3 else "", h, body, parts[0])
+    _validate(resp, RemoteProtocolError)
+    return resp
+
+
+def _parse_request(start: str, lines: list[str], data: bytes, body_at: int) -> Request:
+    error: RemoteProtocolError | None = None
+    parts = start.split(" ")
+    method = parts[0]
+    uri: URI | None = None
+    try:
+        if len(parts) != 3:
+            raise RemoteProtocolError("malformed Request-Line (must be: method SP uri SP version)", 400)
+        version = parts[2]
+        if version.upper() != "SIP/2.0":
+            if _VERSION_RE.match(version):
+                raise RemoteProtocolError(f"SIP version {version!r} not supported", 505)
+            raise RemoteProtocolError(f"bad SIP version {version[:20]!r}", 400)
+        if not TOKEN_RE.match(method):
+            raise RemoteProtocolError(f"invalid method {method[:40]!r}", 400)
+        uri = parse_uri(parts[1])
+        if uri.headers:
+            raise RemoteProtocolError("headers in the Request-URI", 400)
+    except RemoteProtocolError as e:
+        error = e
+    try:
+        items = _split_headers(lines)
+    except RemoteProtocolError as e:
+        e.partial = None
+        raise
+    h = Headers._from_items(items)
+    req = Request(method, parts[1] if len(parts) > 1 else "", h)
+    req._uri = uri  # keep the Request-URI text exactly as received
+    try:
+        if error is not None:
+            raise error
+        req.body = _frame_body(h, data, body_at)
+        _validate(req, RemoteProtocolError)
+    except RemoteProtocolError as e:
+        e.partial = _partial(req) if e.status_hint is not None else None
+        raise
+    return req
+
+
+def _partial(req: Request) -> Request | None:
+    """The request itself if a response can be built from it (RFC 3261 §8.2.6 needs these)."""
+    idx = req.headers._idx()
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        if key not in idx:
+            return None
+    if not TOKEN_RE.match(req.method):
+        return None
+    req.headers._cache.clear()
+    return req
+
+
+def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolError]) -> None:
+    """Check (and cache) the headers every transaction needs. Raises ``err`` with a status hint."""
+    try:
+        idx = msg.headers._idx()
+        for key in _SINGLETONS:
+            lst = idx.get(key)
+            if not lst:
+                raise RemoteProtocolError(f"missing {display_name(key)} header", 400)
+            if len(lst) > 1:
+                raise RemoteProtocolError(f"more than one {display_name(key)} header", 400)
+        msg.vias  # noqa: B018 - parse and cache
+        msg.call_id  # noqa: B018
+        cseq = msg.cseq
+        msg.from_  # noqa: B018
+        msg.to  # noqa: B018
+        msg.max_forwards  # noqa: B018
+        if "contact" in idx:
+            msg.contacts  # noqa: B018
+        if isinstance(msg, Request) and cseq.method != msg.method:
+            status = 400 if msg.method in KNOWN_METHODS else 501
+            raise RemoteProtocolError("CSeq method does not match the request method", status)
+    except RemoteProtocolError as e:
+        if err is RemoteProtocolError:
+            raise
+        raise LocalProtocolError(str(e), e.status_hint) from None
+
+
+# -- stream framing ----------------------------------------------------------------------------------
+
+_CL_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I)
+
+
+class StreamParser:
+    """Frames SIP messages out of a TCP/TLS byte stream (RFC 3261 §18.3, RFC 5626 §3.5.1).
+
+    Content-Length is mandatory on streams (absent = 0). A double CRLF between messages is a
+    keep-alive ping (answer with one CRLF: ``pop_keepalive()``); a single CRLF is a pong, ignored.
+    Any framing error raises RemoteProtocolError: the caller should close the connection.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._search_from = 0
+        self._keepalives = 0
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def keepalive_pending(self) -> bool:
+        return self._keepalives > 0
+
+    def pop_keepalive(self) -> bool:
+        if self._keepalives:
+            self._keepalives -= 1
+            return True
+        return False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        buf += data
+        if len(buf) > MAX_STREAM_BUFFER:
+            raise RemoteProtocolError("stream buffer overflow", None)
+        out: list[Request | Response] = []
+        while buf:
+            if buf[:2] == b"\r\n":
+                if buf[:4] == b"\r\n\r\n":
+                    self._keepalives += 1
+                    del buf[:4]
+                    continue
+                if len(buf) < 4 and buf == b"\r\n\r\n"[: len(buf)]:
+                    break  # maybe the start of a ping: wait for more
+                del buf[:2]  # a pong (or stray CRLF before a start line)
+                self._search_from = 0
+                continue
+            end = buf.find(b"\r\n\r\n", self._search_from)
+            if end < 0:
+                if len(buf) > MAX_MESSAGE_SIZE:
+                    raise RemoteProtocolError("header block too large", None)
+                self._search_from = max(0, len(buf) - 3)
+                break
+            head = bytes(buf[: end + 2])
+            lengths = {m.group(1).strip() for m in _CL_RE.finditer(head)}
+            if len(lengths) > 1:
+                raise RemoteProtocolError("conflicting Content-Length headers", None)
+            n = parse_uint(lengths.pop().decode("latin-1"), MAX_MESSAGE_SIZE, "Content-Length") if lengths else 0
+            total = end + 4 + n
+            if total > MAX_MESSAGE_SIZE:
+                raise RemoteProtocolError("message too large", None)
+            if len(buf) < total:
+                self._search_from = end  # header block already found
+                break
+            chunk = bytes(buf[:total])
+            del buf[:total]
+            self._search_from = 0
+            try:
+                out.append(parse_message(chunk))
+            except RemoteProtocolError as e:
+                if not out:
+                    raise
+                self._error = e
+                break
+        return out
+
+
+# -- building ---------------------------------------------------------------------------------------
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> Response:
+    """Build a response per RFC 3261 §8.2.6: Via (all, in order), From, To (+tag), Call-ID, CSeq."""
+    if not 100 <= status <= 699:
+        raise LocalProtocolError(f"invalid status {status}", None)
+    items: list[list[Any]] = []
+    to_added = False
+    for it in request.headers._items:
+        key = it[0]
+        if key == "via" or key == "from" or key == "call-id" or key == "cseq":
+            items.append(list(it))
+        elif key == "to":
+            if to_added:
+                continue
+            to_added = True
+            if to_tag is not None and status != 100 and "tag" not in _to_params(request):
+                items.append(["to", it[1], f"{it[2]};tag={to_tag}", None])
+            else:
+                items.append(list(it))
+    h = Headers._from_items(items)
+    for name, value in headers:
+        h.append(name, value)
+    return Response(status, reason, h)
+
+
+def _to_params(request: Request) -> dict[str, str | None]:
+    try:
+        return request.to.params
+    except RemoteProtocolError:
+        return {}
+
+
+def make_request(
+    method: str,
+    uri: URI | str,
+    *,
+    headers: Iterable[tuple[str, str]],
+    body: bytes = b"",
+) -> Request:
+    """Build a request; From, To, Call-ID and CSeq are required, Max-Forwards defaults to 70."""
+    if not TOKEN_RE.match(method):
+        raise LocalProtocolError(f"invalid method {method!r}", None)
+    try:
+        u = uri if isinstance(uri, URI) else parse_uri(uri)
+    except RemoteProtocolError as e:
+        raise LocalProtocolError(str(e), None) from None
+    h = Headers(headers)
+    if "max-forwards" not in h._idx():
+        h.append("Max-Forwards", "70")
+    req = Request(method, u, h, body)
+    for key in ("via",):
+        if key in h._idx():
+            break
+    else:  # Via is added by whoever sends it; validate the rest
+        idx = h._idx()
+        for key in _SINGLETONS:
+            if key not in idx:
+                raise LocalProtocolError(f"missing {display_name(key)} header", None)
+        try:
+            req.call_id, req.cseq, req.from_, req.to  # noqa: B018
+        except RemoteProtocolError as e:
+            raise LocalProtocolError(str(e), None) from None
+        if req.cseq.method != method:
+            raise LocalProtocolError("CSeq method does not match the request method", None)
+        return req
+    _validate(req, LocalProtocolError)
+    return req
