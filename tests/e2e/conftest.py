@@ -73,3 +73,22 @@ def sipp_bin() -> str:
 @pytest.fixture
 def baresip_bin() -> str:
     return require_tool("baresip")
+
+
+@pytest.fixture
+def baresip_factory(tmp_path: Path, baresip_bin):
+    """make(user, password=None, *, transport="udp", server=None, **kw) -> started BaresipUA."""
+    from helpers.baresip import BaresipUA
+
+    uas: list[BaresipUA] = []
+
+    def make(user: str, password: str | None = None, *, server=None, transport: str = "udp", **kw):
+        proxy = kw.pop("proxy", None) or (server.address if server is not None else None)
+        ua = BaresipUA(tmp_path, user, password if password is not None else USERS[user],
+                       transport=transport, proxy=proxy, **kw)
+        uas.append(ua)
+        return ua.start()
+
+    yield make
+    for ua in uas:
+        ua.stop()

@@ -1,0 +1,52 @@
+"""Issue 4 acceptance with baresip: registration over UDP and TCP with the password, a wrong password
+fails, and two users call each other with RTP flowing both ways, UDP caller to TCP callee and back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+HOLD = 1.5        # seconds of media before hang-up
+MIN_RTP = 20      # packets each way (ptime 20 ms: ~50/s)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_register(server, baresip_factory, transport):
+    ua = baresip_factory("alice", server=server, transport=transport)
+    assert ua.wait_registered(10) == "OK", ua.last_reginfo + "\n" + server.log_tail()
+
+
+def test_wrong_password_fails(server, baresip_factory):
+    ua = baresip_factory("alice", "not-the-password", server=server)
+    assert ua.wait_registered(10) == "ERR", ua.last_reginfo
+
+
+def call_with_media(caller, callee, hold: float = HOLD) -> None:
+    for ua in (callee, caller):
+        assert ua.wait_registered(10) == "OK", f"{ua.user}: {ua.last_reginfo}"
+    caller.dial(callee.aor)
+    for ua in (caller, callee):
+        ev = ua.wait_event({"CALL_ESTABLISHED", "CALL_CLOSED"}, 10)
+        assert ev and ev["type"] == "CALL_ESTABLISHED", f"{ua.user}: {ev}"
+    end = time.monotonic() + hold
+    while time.monotonic() < end:
+        for ua in (caller, callee):
+            ua.pump(0.05)
+            assert not any(e.get("type") == "CALL_CLOSED" for e in ua.ctrl.events), f"{ua.user}: closed early"
+    caller.hangup()
+    for ua in (caller, callee):
+        assert ua.wait_event({"CALL_CLOSED"}, 10), f"{ua.user}: no CALL_CLOSED after hangup"
+    for ua in (caller, callee):
+        ua.stop()
+        rtp = ua.rtp_packets()
+        assert rtp and min(rtp) >= MIN_RTP, f"{ua.user}: RTP packets (tx, rx) = {rtp}"
+
+
+@pytest.mark.parametrize("caller_tp,callee_tp", [("udp", "tcp"), ("tcp", "udp")])
+def test_call_with_media_across_transports(server, baresip_factory, caller_tp, callee_tp):
+    callee = baresip_factory("bob", server=server, transport=callee_tp)
+    caller = baresip_factory("alice", server=server, transport=caller_tp, answer="manual")
+    call_with_media(caller, callee)
