@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from .output import Output
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:  # typer.Exit(n) inside a command returns n here
+            return rc
     except SipctlError as exc:
         Output().error(exc.message, exc.hint)
         return int(exc.exit_code)

@@ -1,0 +1,120 @@
+"""sipctl dp: dialplan rules (OpenSIPS semantics: lowest pr wins, repl_exp with \\1.. references)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..context import get_env
+from ..output import Output
+
+app = typer.Typer(help="Manage and test dialplan rules.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+_COLS = ["id", "dpid", "pr", "match_op", "match_exp", "match_flags", "subst_exp", "repl_exp", "attrs", "disabled"]
+
+
+def _row(r: dict) -> list:
+    return [r[c] if c != "disabled" else ("yes" if r[c] else "") for c in _COLS]
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    dpid: Annotated[int, typer.Argument(help="Dialplan id (the group of rules a translation uses).")],
+    pr: Annotated[int, typer.Option("--pr", help="Priority: the matching rule with the lowest pr wins.")] = 0,
+    match_op: Annotated[str, typer.Option("--match-op", help="equal or regex.")] = "regex",
+    match_exp: Annotated[str, typer.Option("--match-exp", help="String or PCRE regex the input must match.")] = "",
+    match_flags: Annotated[str, typer.Option("--match-flags", help="icase for case-insensitive matching.")] = "",
+    subst_exp: Annotated[str, typer.Option("--subst-exp", help="Regex whose groups feed \\1..\\9 in --repl-exp.")] = "",
+    repl_exp: Annotated[str, typer.Option("--repl-exp", help="The output; \\1..\\9 are groups of --subst-exp.")] = "",
+    attrs: Annotated[str, typer.Option("--attrs", help="Attributes returned with the translation.")] = "",
+    disabled: Annotated[bool, typer.Option("--disabled", help="Store the rule but do not use it.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a rule; regexes and references are checked before it is stored.
+
+    Example: sipctl dp add 0 --pr 5 --match-op regex --match-exp 'sip:979[0-9]+' --subst-exp 'sip:979([0-9]+)' --repl-exp 'sip:979\\1@vc.dfn.de'
+    """
+    from ..errors import UsageError
+    from ..lib import db as dblib
+    from ..lib import dialplan
+
+    if not match_exp:
+        raise UsageError("--match-exp is required", hint="e.g. --match-exp '^sip:979[0-9]+'")
+    with dblib.env_session(get_env(ctx)) as db:
+        r = dialplan.add_rule(db, dpid=dpid, pr=pr, match_op=match_op, match_exp=match_exp,
+                              match_flags=match_flags, subst_exp=subst_exp, repl_exp=repl_exp,
+                              attrs=attrs, disabled=disabled)
+    Output(json_mode=as_json).result(f"rule {r['id']} added to dialplan {dpid}", r)
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    rule_id: Annotated[int, typer.Argument(metavar="ID", help="Rule id (see sipctl dp list).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a rule by id.
+
+    Example: sipctl dp rm 3
+    """
+    from ..lib import db as dblib
+    from ..lib import dialplan
+
+    with dblib.env_session(get_env(ctx)) as db:
+        r = dialplan.rm_rule(db, rule_id)
+    Output(json_mode=as_json).result(f"rule {r['id']} removed", r)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    dpid: Annotated[Optional[int], typer.Argument(help="Only this dialplan id.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List rules in evaluation order (dpid, then pr, then id).
+
+    Example: sipctl dp list 0
+    """
+    from ..lib import db as dblib
+    from ..lib import dialplan
+
+    with dblib.env_session(get_env(ctx)) as db:
+        rows = dialplan.list_rules(db, dpid)
+    Output(json_mode=as_json).table(_COLS, [_row(r) for r in rows], data=rows)
+
+
+@app.command()
+def test(
+    ctx: typer.Context,
+    dpid: Annotated[int, typer.Argument(help="Dialplan id.")],
+    text: Annotated[str, typer.Argument(metavar="INPUT", help="The string to translate, e.g. a request URI.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Translate INPUT as sipd would: print the matching rule and the output (exit 1 if none).
+
+    Example: sipctl dp test 0 sip:97924988@osips.vcc.test.tu-dresden.de
+    """
+    from ..lib import db as dblib
+    from ..lib import dialplan
+
+    with dblib.env_session(get_env(ctx)) as db:
+        r = dialplan.test(db, dpid, text)
+    out = Output(json_mode=as_json)
+    if as_json:
+        out.json(r)
+    else:
+        if r["rule"]:
+            out.table(_COLS, [_row(r["rule"])], title="matching rule")
+        if r["matched"]:
+            shown = r["output"] if r["output"] else f"{text} (unchanged: the rule has no repl_exp)"
+            out.result(f"{text} -> {shown}")
+        for d in r["discarded"]:
+            out.warning(f"rule {d['id']} is skipped by sipd: {d['reason']}")
+    if not r["matched"]:
+        if not as_json:
+            out.error(f"no translation for {text!r}: {r['reason']}",
+                      "sipctl dp list shows the rules" if not r["rule"] else "check --subst-exp of that rule")
+        raise typer.Exit(1)

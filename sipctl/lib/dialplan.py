@@ -1,0 +1,97 @@
+"""Dialplan rules in the database: add (validated), remove, list, and test a translation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from sipd.db import Database
+    from sipd.services.dialplan import Rule
+
+MAX_EXP = 255  # dialplan.match_exp / subst_exp / repl_exp are CHAR(255)
+
+
+def rule_dict(rule: Rule) -> dict[str, Any]:
+    return {
+        "id": rule.id, "dpid": rule.dpid, "pr": rule.pr,
+        "match_op": "equal" if rule.match_op == 0 else "regex" if rule.match_op == 1 else str(rule.match_op),
+        "match_exp": rule.match_exp, "match_flags": "icase" if rule.match_flags & 1 else "",
+        "subst_exp": rule.subst_exp, "repl_exp": rule.repl_exp, "attrs": rule.attrs,
+        "disabled": rule.disabled,
+    }
+
+
+def add_rule(db: Database, *, dpid: int, pr: int, match_op: str, match_exp: str, match_flags: str = "",
+             subst_exp: str = "", repl_exp: str = "", attrs: str = "", disabled: bool = False) -> dict[str, Any]:
+    """Validate the rule exactly as the daemon will compile it, then store it."""
+    from sipd.services.dialplan import MATCH_OPS, Rule, RuleError, validate_rule
+
+    if match_op not in MATCH_OPS:
+        raise UsageError(f"unknown match operator {match_op!r}", hint="use --match-op equal or --match-op regex")
+    flags = 0
+    for flag in filter(None, (f.strip() for f in match_flags.split(","))):
+        if flag != "icase":
+            raise UsageError(f"unknown match flag {flag!r}", hint="the only flag is icase")
+        flags |= 1
+    for name, value in (("match_exp", match_exp), ("subst_exp", subst_exp), ("repl_exp", repl_exp),
+                        ("attrs", attrs)):
+        if len(value) > MAX_EXP:
+            raise UsageError(f"{name} is longer than {MAX_EXP} characters", hint="shorten it")
+    rule = Rule(dpid=dpid, pr=pr, match_op=MATCH_OPS[match_op], match_exp=match_exp, match_flags=flags,
+                subst_exp=subst_exp, repl_exp=repl_exp, attrs=attrs, disabled=disabled)
+    try:
+        validate_rule(rule)
+    except RuleError as exc:
+        raise UsageError(f"invalid rule: {exc}", hint=_hint(exc.field)) from None
+    res = db.execute("INSERT INTO dialplan (dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, "
+                     "timerec, disabled, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                     (dpid, pr, rule.match_op, match_exp, flags, subst_exp or None, repl_exp or None,
+                      int(disabled), attrs or None))
+    rid = int(res.lastrowid or 0)
+    return rule_dict(_with_id(rule, rid))
+
+
+def _with_id(rule: Rule, rid: int) -> Rule:
+    from dataclasses import replace
+
+    return replace(rule, id=rid)
+
+
+def _hint(field: str) -> str:
+    return {
+        "match_exp": "check the regular expression (PCRE syntax, e.g. ^sip:979[0-9]+)",
+        "subst_exp": "check the regular expression (PCRE syntax); its groups feed \\1..\\9 in --repl-exp",
+        "repl_exp": "use \\1..\\9 for groups of --subst-exp, \\\\ for a backslash, \\$ for a dollar",
+    }.get(field, "see sipctl dp add --help")
+
+
+def rm_rule(db: Database, rule_id: int) -> dict[str, Any]:
+    res = db.execute("DELETE FROM dialplan WHERE id = ?", (rule_id,))
+    if res.rowcount == 0:
+        raise NotFoundError(f"dialplan rule {rule_id} does not exist", hint="sipctl dp list shows the rule ids")
+    return {"id": rule_id}
+
+
+def list_rules(db: Database, dpid: int | None = None) -> list[dict[str, Any]]:
+    from sipd.db.queries import load_dialplan
+
+    rules = load_dialplan(db, include_disabled=True)
+    return [rule_dict(r) for r in sorted(rules, key=lambda r: (r.dpid, r.pr, r.id))
+            if dpid is None or r.dpid == dpid]
+
+
+def test(db: Database, dpid: int, text: str) -> dict[str, Any]:
+    """Translate ``text`` with the enabled rules of ``dpid`` as the daemon would."""
+    from sipd.db.queries import load_dialplan
+    from sipd.services.dialplan import Dialplan
+
+    plan = Dialplan(load_dialplan(db))
+    t = plan.explain(dpid, text)
+    return {
+        "dpid": dpid, "input": text, "matched": t.ok, "output": t.output,
+        "result": (t.output or text) if t.ok else None,
+        "rule": rule_dict(t.rule) if t.rule else None, "reason": t.reason,
+        "discarded": [{"id": r.id, "reason": why} for r, why in plan.discarded if r.dpid == dpid],
+    }

@@ -1,0 +1,388 @@
+"""The one schema, rendered as DDL for SQLite and MySQL; create, status, migrate, drop.
+
+Table and column names follow OpenSIPS 3.x (reference/opensips.md §4) so that an operator can move
+data over with plain SQL, and so OpenSIPS's tools recognise the tables. Each table has a row in
+``version`` (``table_name``, ``table_version``) carrying the OpenSIPS version number where the table
+comes from OpenSIPS; our own tables (``cdrs``, ``stats_history``) start at 1.
+
+Deliberate differences from OpenSIPS, each for a reason:
+- ``dialplan.match_exp``/``subst_exp``/``repl_exp`` are CHAR(255), not 64/64/32: real rules with a
+  domain in them do not fit in 32 characters (the report's repl_exp is 19, its match_exp 49).
+- ``location.reg_id`` (RFC 5626 outbound) is kept as a column instead of inside ``kv_store``.
+- ``acc``/``missed_calls`` carry ``caller``/``callee`` URIs, which OpenSIPS operators always add by
+  hand (``extra_fields``).
+
+Forward migrations: ``MIGRATIONS[table]`` is a list of ``Migration(from_version, to_version,
+statements)``; ``migrate()`` applies the ones that lead from the stored version to ``Table.version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import DbSchemaError, DbSchemaMissing
+
+if TYPE_CHECKING:
+    from .base import Database
+
+_AUTO = object()  # default: '' for strings, 0 for numbers when NOT NULL; none when nullable
+DATETIME_DEFAULT = "1900-01-01 00:00:01"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str                 # serial | bigserial | int | uint | bigint | float | char(N) | text | datetime | blob
+    nullable: bool = False
+    default: Any = _AUTO      # None = no DEFAULT clause
+
+    def ddl(self, dialect: str) -> str:
+        t = self.type
+        if t in ("serial", "bigserial"):
+            if dialect == "sqlite":
+                return f"`{self.name}` INTEGER PRIMARY KEY AUTOINCREMENT"
+            base = "INT" if t == "serial" else "BIGINT"
+            return f"`{self.name}` {base} UNSIGNED AUTO_INCREMENT PRIMARY KEY"
+        sql_type = _type(t, dialect)
+        parts = [f"`{self.name}`", sql_type]
+        parts.append("NULL" if self.nullable else "NOT NULL")
+        default = self.default
+        if default is _AUTO:
+            if self.nullable:
+                default = None
+            elif t.startswith("char"):
+                default = ""
+            elif t in ("int", "uint", "bigint", "float"):
+                default = 0
+            elif t == "datetime":
+                default = DATETIME_DEFAULT
+            else:
+                default = None  # TEXT/BLOB cannot have a DEFAULT in older MySQL
+        if default is not None:
+            parts.append("DEFAULT " + (f"'{default}'" if isinstance(default, str) else repr(default)))
+        return " ".join(parts)
+
+
+def _type(t: str, dialect: str) -> str:
+    if dialect == "sqlite":
+        if t in ("int", "uint", "bigint"):
+            return "INTEGER"
+        if t == "float":
+            return "REAL"
+        if t.startswith("char"):
+            return "VARCHAR" + t[4:]
+        return {"text": "TEXT", "datetime": "TEXT", "blob": "BLOB"}[t]
+    if t.startswith("char"):
+        return "VARCHAR" + t[4:]
+    return {"int": "INT", "uint": "INT UNSIGNED", "bigint": "BIGINT", "float": "FLOAT",
+            "text": "TEXT", "datetime": "DATETIME", "blob": "BLOB"}[t]
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    columns: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    version: int
+    columns: tuple[Column, ...]
+    indexes: tuple[Index, ...] = ()
+    primary_key: tuple[str, ...] = ()   # for tables without a serial column (dialog)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self, dialect: str) -> list[str]:
+        """CREATE statements (idempotent: IF NOT EXISTS) for this table in ``dialect``."""
+        cols = [c.ddl(dialect) for c in self.columns]
+        if self.primary_key:
+            cols.append("PRIMARY KEY (" + ", ".join(f"`{c}`" for c in self.primary_key) + ")")
+        if dialect == "mysql":
+            for ix in self.indexes:
+                kind = "UNIQUE KEY" if ix.unique else "KEY"
+                cols.append(f"{kind} `{ix.name}` (" + ", ".join(f"`{c}`" for c in ix.columns) + ")")
+            return [f"CREATE TABLE IF NOT EXISTS `{self.name}` (\n  " + ",\n  ".join(cols)
+                    + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"]
+        stmts = [f"CREATE TABLE IF NOT EXISTS `{self.name}` (\n  " + ",\n  ".join(cols) + "\n)"]
+        for ix in self.indexes:
+            kind = "UNIQUE INDEX" if ix.unique else "INDEX"
+            stmts.append(f"CREATE {kind} IF NOT EXISTS `{self.name}_{ix.name}` ON `{self.name}` ("
+                         + ", ".join(f"`{c}`" for c in ix.columns) + ")")
+        return stmts
+
+
+def C(name: str, type: str, nullable: bool = False, default: Any = _AUTO) -> Column:  # noqa: N802
+    return Column(name, type, nullable, default)
+
+
+def _acc_columns(with_duration: bool) -> tuple[Column, ...]:
+    cols = [
+        C("id", "serial"), C("method", "char(16)"), C("from_tag", "char(64)"), C("to_tag", "char(64)"),
+        C("callid", "char(255)"), C("sip_code", "char(3)"), C("sip_reason", "char(128)"),
+        C("time", "datetime", default=None),
+    ]
+    if with_duration:
+        cols += [C("duration", "uint"), C("ms_duration", "uint")]
+    cols += [C("setuptime", "uint"), C("created", "datetime", nullable=True),
+             C("caller", "char(255)"), C("callee", "char(255)")]
+    return tuple(cols)
+
+
+VERSION_TABLE = Table("version", 1, (
+    C("table_name", "char(32)", default=None), C("table_version", "uint"),
+), (Index("t_name_idx", ("table_name",), unique=True),))
+
+TABLES: tuple[Table, ...] = (
+    VERSION_TABLE,
+    Table("subscriber", 8, (
+        C("id", "serial"), C("username", "char(64)"), C("domain", "char(64)"),
+        C("password", "char(64)"),  # plaintext only with --store-plaintext, else ''
+        C("email_address", "char(128)"), C("ha1", "char(64)"), C("ha1_sha256", "char(64)"),
+        C("ha1_sha512t256", "char(64)"), C("rpid", "char(128)", nullable=True),
+    ), (Index("account_idx", ("username", "domain"), unique=True), Index("username_idx", ("username",)))),
+    Table("dbaliases", 2, (
+        C("id", "serial"), C("alias_username", "char(64)"), C("alias_domain", "char(64)"),
+        C("username", "char(64)"), C("domain", "char(64)"),
+    ), (Index("alias_idx", ("alias_username", "alias_domain"), unique=True),
+        Index("target_idx", ("username", "domain")))),
+    Table("domain", 4, (
+        C("id", "serial"), C("domain", "char(64)"), C("attrs", "char(255)", nullable=True),
+        C("accept_subdomain", "uint"), C("last_modified", "datetime"),
+    ), (Index("domain_idx", ("domain",), unique=True),)),
+    Table("location", 1013, (
+        C("contact_id", "bigserial"), C("username", "char(64)"), C("domain", "char(64)", nullable=True),
+        C("contact", "text"), C("received", "char(255)", nullable=True),
+        C("path", "char(255)", nullable=True),
+        C("expires", "uint"),  # unix time; 0 = permanent
+        C("q", "float", default=1.0), C("callid", "char(255)", default="Default-Call-ID"),
+        C("cseq", "int", default=13), C("last_modified", "datetime"), C("flags", "int"),
+        C("cflags", "char(255)", nullable=True), C("user_agent", "char(255)"),
+        C("socket", "char(64)", nullable=True), C("methods", "int", nullable=True),
+        C("sip_instance", "char(255)", nullable=True), C("kv_store", "text", nullable=True),
+        C("attr", "char(255)", nullable=True), C("reg_id", "uint"),
+    ), (Index("account_idx", ("username", "domain")),)),
+    Table("dialplan", 5, (
+        C("id", "serial"), C("dpid", "int", default=None), C("pr", "int"),
+        C("match_op", "int", default=None), C("match_exp", "char(255)", default=None),
+        C("match_flags", "int"), C("subst_exp", "char(255)", nullable=True),
+        C("repl_exp", "char(255)", nullable=True), C("timerec", "char(255)", nullable=True),
+        C("disabled", "int"), C("attrs", "char(255)", nullable=True),
+    ), (Index("dpid_idx", ("dpid",)),)),
+    Table("acc", 7, _acc_columns(True), (Index("callid_idx", ("callid",)),)),
+    Table("missed_calls", 5, _acc_columns(False), (Index("callid_idx", ("callid",)),)),
+    Table("dialog", 12, (
+        C("dlg_id", "bigint", default=None), C("callid", "char(255)"), C("from_uri", "char(255)"),
+        C("from_tag", "char(64)"), C("to_uri", "char(255)"), C("to_tag", "char(64)"),
+        C("mangled_from_uri", "char(255)", nullable=True), C("mangled_to_uri", "char(255)", nullable=True),
+        C("caller_cseq", "char(11)"), C("callee_cseq", "char(11)"),
+        C("caller_ping_cseq", "uint"), C("callee_ping_cseq", "uint"),
+        C("caller_route_set", "text", nullable=True), C("callee_route_set", "text", nullable=True),
+        C("caller_contact", "char(255)", nullable=True), C("callee_contact", "char(255)", nullable=True),
+        C("caller_sock", "char(64)"), C("callee_sock", "char(64)"),
+        C("state", "uint"), C("start_time", "uint"), C("timeout", "uint"),
+        C("vars", "blob", nullable=True), C("profiles", "text", nullable=True),
+        C("script_flags", "char(255)", nullable=True), C("module_flags", "uint"), C("flags", "uint"),
+        C("rt_on_answer", "char(64)", nullable=True), C("rt_on_timeout", "char(64)", nullable=True),
+        C("rt_on_hangup", "char(64)", nullable=True),
+    ), primary_key=("dlg_id",)),
+    Table("cdrs", 1, (
+        C("id", "bigserial"), C("callid", "char(255)"), C("from_tag", "char(64)"),
+        C("to_tag", "char(64)"), C("caller", "char(255)"), C("callee", "char(255)"),
+        C("start_time", "datetime"), C("answer_time", "datetime", nullable=True),
+        C("end_time", "datetime", nullable=True),
+        C("setup_time", "uint"),   # seconds from INVITE to the final response
+        C("duration", "uint"),     # seconds from answer to end (0 when not answered)
+        C("ms_duration", "uint"),
+        C("sip_code", "char(3)"), C("sip_reason", "char(128)"),
+        C("status", "char(16)"),      # answered | missed | failed | cancelled
+        C("end_reason", "char(32)"),  # caller-bye | callee-bye | timeout | ...
+    ), (Index("callid_idx", ("callid",)), Index("start_idx", ("start_time",)))),
+    Table("stats_history", 1, (
+        C("id", "bigserial"), C("time", "uint"),  # unix time of the sample
+        C("name", "char(64)"), C("value", "bigint"),
+    ), (Index("name_time_idx", ("name", "time")),)),
+    Table("presentity", 5, (
+        C("id", "serial"), C("username", "char(64)"), C("domain", "char(64)"),
+        C("event", "char(64)"), C("etag", "char(64)"), C("expires", "int"),
+        C("received_time", "int"), C("body", "blob", nullable=True),
+        C("extra_hdrs", "blob", nullable=True), C("sender", "char(255)", nullable=True),
+        C("priority", "int"),
+    ), (Index("presentity_idx", ("username", "domain", "event", "etag"), unique=True),)),
+    Table("active_watchers", 12, (
+        C("id", "serial"), C("presentity_uri", "char(255)"), C("to_user", "char(64)"),
+        C("to_domain", "char(64)"), C("watcher_username", "char(64)"),
+        C("watcher_domain", "char(64)"), C("event", "char(64)", default="presence"),
+        C("event_id", "char(64)", nullable=True), C("to_tag", "char(64)"), C("from_tag", "char(64)"),
+        C("callid", "char(255)"), C("local_cseq", "int"), C("remote_cseq", "int"),
+        C("contact", "char(255)"), C("record_route", "text", nullable=True), C("expires", "int"),
+        C("status", "int", default=2), C("reason", "char(64)", nullable=True), C("version", "int"),
+        C("socket_info", "char(64)"), C("local_contact", "char(255)"),
+        C("sharing_tag", "char(32)", nullable=True),
+    ), (Index("active_watchers_idx", ("presentity_uri", "callid", "to_tag", "from_tag"), unique=True),)),
+    Table("watchers", 4, (
+        C("id", "serial"), C("presentity_uri", "char(255)"), C("watcher_username", "char(64)"),
+        C("watcher_domain", "char(64)"), C("event", "char(64)", default="presence"),
+        C("status", "int"), C("reason", "char(64)", nullable=True), C("inserted_time", "int"),
+    ), (Index("watcher_idx", ("presentity_uri", "watcher_username", "watcher_domain", "event"),
+              unique=True),)),
+)
+
+BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Statements taking ``table`` from ``from_version`` to ``to_version``.
+
+    ``statements`` maps a dialect ("sqlite", "mysql") to SQL strings, or is a callable
+    ``fn(db)`` for changes that need data rewriting.
+    """
+
+    table: str
+    from_version: int
+    to_version: int
+    statements: dict[str, Sequence[str]] | Callable[[Database], None] = field(default_factory=dict)
+
+    def apply(self, db: Database) -> None:
+        if callable(self.statements):
+            self.statements(db)
+            return
+        for sql in self.statements.get(db.dialect, ()):
+            db.execute(sql)
+
+
+#: Forward migrations, per table, in order. Empty while every table is at its first version.
+MIGRATIONS: dict[str, list[Migration]] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Operations
+
+@dataclass(frozen=True)
+class TableStatus:
+    name: str
+    expected: int
+    present: bool
+    version: int | None
+
+    @property
+    def state(self) -> str:
+        if not self.present:
+            return "missing"
+        if self.name == "version":
+            return "ok"
+        if self.version is None:
+            return "no version row"
+        if self.version < self.expected:
+            return "outdated"
+        if self.version > self.expected:
+            return "newer"
+        return "ok"
+
+
+def _versions(db: Database, present: set[str]) -> dict[str, int]:
+    if "version" not in present:
+        return {}
+    return {r["table_name"]: int(r["table_version"])
+            for r in db.query("SELECT table_name, table_version FROM version")}
+
+
+def status(db: Database) -> list[TableStatus]:
+    """One TableStatus per table in TABLES (present, stored version, expected version)."""
+    present = db.tables()
+    versions = _versions(db, present)
+    return [TableStatus(t.name, t.version, t.name in present,
+                        1 if t.name == "version" and t.name in present else versions.get(t.name))
+            for t in TABLES]
+
+
+def create_all(db: Database, tables: Sequence[Table] = TABLES) -> list[tuple[str, str]]:
+    """Create every missing table and its version row. Idempotent.
+
+    Returns:
+        ``(table, "created" | "exists")`` for each table; existing tables are not touched
+        (a missing version row of an existing table is added).
+    """
+    present = db.tables()
+    result: list[tuple[str, str]] = []
+    with db.transaction():
+        for table in tables:
+            if table.name in present:
+                result.append((table.name, "exists"))
+            else:
+                for stmt in table.ddl(db.dialect):
+                    db.execute(stmt)
+                result.append((table.name, "created"))
+        versions = _versions(db, db.tables())
+        for table in tables:
+            if table.name != "version" and table.name not in versions:
+                db.execute("INSERT INTO version (table_name, table_version) VALUES (?, ?)",
+                           (table.name, table.version))
+    return result
+
+
+def migrate(db: Database, migrations: dict[str, list[Migration]] | None = None) -> list[tuple[str, str]]:
+    """Bring every table to its expected version: create missing ones, apply forward migrations.
+
+    Returns:
+        ``(table, what was done)`` for each table that changed; empty when already current.
+
+    Raises:
+        DbSchemaMissing: the version table does not exist (nothing created yet).
+        DbSchemaError: a table is newer than this program, or no migration path exists.
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    present = db.tables()
+    if "version" not in present:
+        raise DbSchemaMissing("version", "the database has no tables yet")
+    done: list[tuple[str, str]] = []
+    for st in status(db):
+        table = BY_NAME[st.name]
+        if not st.present:
+            create_all(db, [table])
+            done.append((st.name, f"created at version {table.version}"))
+            continue
+        if st.name == "version":
+            continue
+        version = st.version if st.version is not None else table.version
+        if st.version is None:
+            db.execute("INSERT INTO version (table_name, table_version) VALUES (?, ?)",
+                       (st.name, table.version))
+            done.append((st.name, f"version row added ({table.version})"))
+            continue
+        if version > table.version:
+            raise DbSchemaError(
+                f"table {st.name} is at version {version}, newer than this sipd knows ({table.version})",
+                hint="upgrade sipd/sipctl to the release that created this database")
+        start = version
+        while version < table.version:
+            step = next((m for m in migrations.get(st.name, []) if m.from_version == version), None)
+            if step is None:
+                raise DbSchemaError(f"no migration for table {st.name} from version {version}",
+                                    hint="recreate the table, or upgrade through intermediate releases")
+            with db.transaction():
+                step.apply(db)
+                db.execute("UPDATE version SET table_version = ? WHERE table_name = ?",
+                           (step.to_version, st.name))
+            version = step.to_version
+        if start != version:
+            done.append((st.name, f"migrated {start} -> {version}"))
+    return done
+
+
+def drop_all(db: Database) -> list[str]:
+    """Drop every table of the schema that exists. Returns the names dropped."""
+    present = db.tables()
+    dropped = []
+    for table in reversed(TABLES):
+        if table.name in present:
+            db.execute(f"DROP TABLE IF EXISTS `{table.name}`")
+            dropped.append(table.name)
+    return dropped
