@@ -15,6 +15,8 @@ class ExitStatus(IntEnum):
     TIMEOUT = 6
     NOT_FOUND = 7      # the thing named does not exist
     EXISTS = 8         # the thing to add already exists
+    MGMT_UNKNOWN_COMMAND = 9  # sipd does not know that management command
+    MGMT_BAD_PARAMS = 10      # sipd refused the command's parameters
     INTERRUPTED = 130
 
 
