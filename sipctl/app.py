@@ -36,9 +36,20 @@ GROUPS: list[tuple[str, str]] = [
     ("tls", "tls"),
     ("dns", "dns"),
     ("ban", "ban"),
+    ("ul", "ul"),
+    ("stats", "stats"),
 ]
 # (module, function name, command name) — single top-level verbs.
-VERBS: list[tuple[str, str, str]] = []
+VERBS: list[tuple[str, str, str]] = [
+    ("online", "online", "online"),
+    ("monitor", "monitor", "monitor"),
+    ("mi", "mi", "mi"),
+    ("runtime", "ps", "ps"),
+    ("runtime", "uptime", "uptime"),
+    ("runtime", "version", "version"),
+    ("runtime", "log_level", "log-level"),
+    ("runtime", "reload", "reload"),
+]
 
 
 @app.callback()

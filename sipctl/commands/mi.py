@@ -1,0 +1,37 @@
+"""sipctl mi: any management command, raw (opensips-cli mi / opensipsctl fifo)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..context import get_env
+from ..output import Output
+
+
+def _complete_command(ctx: typer.Context, incomplete: str) -> list[str]:
+    from ..lib import mgmt
+
+    try:
+        names = mgmt.command_names(get_env(ctx).config)
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def mi(
+    ctx: typer.Context,
+    command: Annotated[str, typer.Argument(help="Management command (sipctl mi which lists them).",
+                                           autocompletion=_complete_command)],
+    params: Annotated[Optional[list[str]], typer.Argument(help="Parameters: all k=v (named) or all positional.")] = None,
+) -> None:
+    """Run a management command of the running sipd and print its JSON reply.
+
+    Example: sipctl mi get_statistics core: usrloc:
+    """
+    from ..lib import mgmt
+
+    args = mgmt.parse_mi_args(list(params or []))
+    result = mgmt.call(get_env(ctx).config, command, args)
+    Output(json_mode=True).json(result)
