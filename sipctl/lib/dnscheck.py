@@ -481,41 +481,25 @@ def _hostport(host: str, port: int) -> str:
 
 
 def certificate_covers(der: bytes, domain: str) -> tuple[bool, list[str], float | None]:
-    """Whether the certificate identifies ``domain`` as a SIP domain.
+    """Whether the certificate identifies ``domain`` as a SIP domain (RFC 5922 §7.2).
 
-    RFC 5922 §7.1/7.2: use subjectAltName URI entries ``sip:DOMAIN`` and dNSName entries that equal
-    the domain; the CN counts only when there is no subjectAltName. Wildcards are not accepted
-    (§7.2: "a wildcard ... MUST NOT" be used to identify a SIP domain).
+    The rules are sipd's own (:func:`sipd.tlsconf.matches_sip_domain`: subjectAltName ``sip:`` URIs
+    and dNSNames, CN only without SAN, never wildcards), so the check agrees with the daemon.
 
     Returns:
-        (covers, the identities found as "DNS:x"/"URI:x"/"CN:x", notAfter as POSIX time or None)
+        (covers, the identities found as "DNS:x"/"URI:x"/"IP:x"/"CN:x", notAfter as POSIX time)
     """
     from cryptography import x509
-    from cryptography.x509.oid import NameOID
+
+    from sipd.tlsconf import matches_sip_domain
+
+    from .cert import names_of
 
     cert = x509.load_der_x509_certificate(der)
-    not_after = cert.not_valid_after_utc.timestamp()
-    names: list[str] = []
-    ids: set[str] = set()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-            names.append(f"URI:{uri}")
-            low = uri.lower()
-            if low.startswith("sip:"):
-                ids.add(low[4:].split(";")[0])
-        for dns_name in san.get_values_for_type(x509.DNSName):
-            names.append(f"DNS:{dns_name}")
-            ids.add(dns_name.lower().rstrip("."))
-    else:
-        for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-            value = attr.value if isinstance(attr.value, str) else attr.value.decode()
-            names.append(f"CN:{value}")
-            ids.add(value.lower())
-    return domain in ids, names, not_after
+    names = names_of(cert)
+    shown = ([f"URI:{u}" for u in names.uris] + [f"DNS:{d}" for d in names.dns] + [f"IP:{i}" for i in names.ips]
+             or ([f"CN:{names.common_name}"] if names.common_name else []))
+    return matches_sip_domain(names, domain), shown, cert.not_valid_after_utc.timestamp()
 
 
 # ---------------------------------------------------------------------------------------------
