@@ -1,0 +1,85 @@
+"""Logging setup for the daemon: one place that configures handlers.
+
+Loggers: ``sipd`` (operational, one line per decision at info level), ``sipd.trace`` (whole SIP
+messages at the TRACE level, enabled by ``[log] sip_trace``), ``sipd.acc`` (accounting).
+Destination: stderr (colour only on a TTY) or syslog with a facility and ident (the report's
+``log_facility=LOG_LOCAL1``). Modules only call ``logging.getLogger(__name__)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
+_LEVELS = {
+    "trace": TRACE,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+_SYSLOG_SOCKETS = ("/dev/log", "/var/run/syslog")
+
+
+class _Formatter(logging.Formatter):
+    """``2026-01-01 12:00:00 INFO  message``; level coloured when writing to a terminal."""
+
+    COLOURS = {"ERROR": "31", "CRITICAL": "31", "WARNING": "33", "INFO": "32", "DEBUG": "36", "TRACE": "35"}
+
+    def __init__(self, colour: bool):
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S")
+        self.colour = colour
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging API)
+        text = super().formatMessage(record)
+        if self.colour:
+            code = self.COLOURS.get(record.levelname)
+            if code:
+                name = record.levelname
+                text = text.replace(name, f"\x1b[{code}m{name}\x1b[0m", 1)
+        return text
+
+
+def level_of(name: str) -> int:
+    return _LEVELS.get(name.lower(), logging.INFO)
+
+
+def configure(config: Config, *, stream=None) -> None:
+    """Install the handlers for ``sipd`` from ``[log]``; idempotent (replaces earlier handlers)."""
+    root = logging.getLogger("sipd")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    handler: logging.Handler
+    if config.log.destination == "syslog":
+        address = next((p for p in _SYSLOG_SOCKETS if os.path.exists(p)), ("127.0.0.1", 514))
+        facility = logging.handlers.SysLogHandler.facility_names.get(
+            config.log.facility.lower().removeprefix("log_"), logging.handlers.SysLogHandler.LOG_LOCAL1
+        )
+        handler = logging.handlers.SysLogHandler(address=address, facility=facility)
+        handler.setFormatter(logging.Formatter(f"{config.log.ident}[%(process)d]: %(levelname)s %(message)s"))
+    else:
+        out = stream or sys.stderr
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(_Formatter(colour=hasattr(out, "isatty") and out.isatty()))
+    root.addHandler(handler)
+    root.propagate = False
+    set_level(config.log.level)
+    trace = logging.getLogger("sipd.trace")
+    trace.setLevel(TRACE if config.log.sip_trace else logging.WARNING)
+
+
+def set_level(name: str) -> None:
+    """Change the operational log level at run time (mgmt ``log_level``)."""
+    logging.getLogger("sipd").setLevel(level_of(name))

@@ -1,0 +1,674 @@
+"""The daemon: startup, main loop, graceful shutdown (the uvicorn lifecycle), and the glue between
+transports, the transaction layer, the request pipeline and the proxy.
+
+Reading order: ``run()`` -> ``Server.serve()`` -> ``startup()`` / ``main_loop()`` / ``shutdown()``.
+The receive path: transport -> ``datagram_received`` / ``message_received`` -> layer ->
+``_process`` (events) -> ``_on_request`` (pipeline) -> ``_apply`` (reply / forward) -> ``transmit``
+(drain ``messages_to_send`` and re-arm the single layer timer, aioquic style).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import logging as sipd_logging
+from .services import pipeline
+from .services.pipeline import Branch, Context, Defer, Drop, Forward, Reply
+from .state import CallEvent, ServerState
+from .transport.base import BindError
+from .transport.manager import Transports
+
+if TYPE_CHECKING:
+    from .config import Config
+
+logger = logging.getLogger("sipd")
+trace = logging.getLogger("sipd.trace")
+
+HOUSEKEEPING_INTERVAL = 1.0
+SHUTDOWN_GRACE = 3.0  # seconds to let running transactions finish after SIGTERM
+
+
+class StartupError(Exception):
+    """Startup failed; the message is one line for the operator (exit 1, no traceback)."""
+
+
+def _fmt_addr(addr: tuple) -> str:
+    host = f"[{addr[1]}]" if ":" in addr[1] else addr[1]
+    return f"{addr[0]}:{host}:{addr[2]}"
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.state = ServerState(config)
+        self.state.server = self
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.layer: Any = None
+        self.transports: Transports = None  # type: ignore[assignment]
+        self.proxy: Any = None
+        self.resolver: Any = None
+        self.authenticator: Any = None
+        self.mgmt: Any = None
+        self.stages: list = []
+        self.self_addresses: set[tuple[str, int]] = set()
+        self.should_exit = False
+        self.force_exit = False
+        self._exit_event: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._tags = itertools.count(1)
+        self._rand = os.urandom(4).hex()
+        self._branch_seq = itertools.count(1)
+        self._last_flush = 0.0
+        self._last_sweep = 0.0
+        self.trace_on = config.log.sip_trace
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._exit_event = asyncio.Event()
+        self._install_signals()
+        try:
+            await self.startup()
+        except StartupError as exc:
+            logger.error("%s", exc)
+            await self._close_quietly()
+            return 1
+        try:
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def startup(self) -> None:
+        from .config import parse_listen
+        from .services.auth import Authenticator
+        from .services.proxy import Proxy
+        from .services.resolve import SipResolver
+        from .sip.transaction import LayerConfig  # noqa: F401  (fails early if the core is absent)
+
+        config = self.config
+        state = self.state
+        self.stats_init()
+        await self._open_database()
+        self.authenticator = Authenticator(config.auth)
+        self.resolver = SipResolver(config)
+        self.layer = self._make_layer()
+        self.proxy = Proxy(self)
+        self.stages = pipeline.build_pipeline(state)
+        self.transports = Transports(self, config.limits, ssl_context=self._tls_context())
+        names = []
+        for item in config.server.listen:
+            addr = parse_listen(item)
+            try:
+                listener = await self.transports.bind(addr)
+            except BindError as exc:
+                raise StartupError(str(exc)) from None
+            names.append(listener.name)
+            host = (config.server.advertised_address or listener.host).lower()
+            self.self_addresses.add((host, listener.port))
+            self.self_addresses.add((listener.host.lower(), listener.port))
+        await self._start_mgmt()
+        logger.info("sipd ready, listening on %s (%d domains, %d subscribers, %d AORs registered, location %s)",
+                    ", ".join(names), len(state.domains), len(state.subscribers), len(state.location),
+                    config.location.mode)
+        try:
+            from .notify import Notifier
+
+            Notifier.from_env().ready(f"listening on {', '.join(names)}")
+        except Exception:  # noqa: BLE001 - systemd notification is best effort
+            pass
+
+    async def main_loop(self) -> None:
+        assert self._exit_event is not None
+        while not self.should_exit:
+            try:
+                await asyncio.wait_for(self._exit_event.wait(), HOUSEKEEPING_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            if self.should_exit:
+                break
+            try:
+                await self.housekeeping()
+            except Exception:  # noqa: BLE001 - housekeeping must never stop the server
+                logger.exception("housekeeping failed")
+
+    async def housekeeping(self) -> None:
+        wall = time.time()
+        now = self.loop.time()
+        state = self.state
+        removed = state.location.expire(wall)
+        if removed:
+            self.stats.counter("usrloc:location-expires").inc(len(removed))
+            logger.debug("%d contacts expired", len(removed))
+            mode = self.config.location.mode
+            if mode in ("write-through", "db-only") and state.db is not None:
+                for aor in {a for a, _ in removed}:
+                    fut = state.db.save_aor(aor, state.location.contacts(aor))
+                    fut.add_done_callback(_ignore_result)
+                state.location.dirty.clear()
+        if self.config.location.mode == "write-back" and now - self._last_flush >= self.config.location.flush_interval:
+            self._last_flush = now
+            await self.flush_location()
+        if now - self._last_sweep >= 10.0:
+            self._last_sweep = now
+            self.transports.sweep(now)
+
+    async def flush_location(self) -> None:
+        state = self.state
+        if state.db is None or not state.location.dirty:
+            return
+        dirty, state.location.dirty = state.location.dirty, set()
+        items = [(aor, state.location.contacts(aor)) for aor in dirty]
+        try:
+            await state.db.flush_all(items)
+            logger.debug("write-back: flushed %d AORs", len(items))
+        except Exception as exc:  # noqa: BLE001 - retry on the next flush
+            state.location.dirty |= dirty
+            logger.error("write-back flush failed (%d AORs, will retry): %s", len(items), exc)
+
+    async def shutdown(self) -> None:
+        logger.info("sipd shutting down%s", " (forced)" if self.force_exit else "")
+        if self.transports is not None:
+            self.transports.stop_accepting()
+        deadline = self.loop.time() + SHUTDOWN_GRACE
+        while not self.force_exit and (self._tasks or (self.proxy and self.proxy.contexts)) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.config.location.mode == "write-back":
+            await self.flush_location()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._close_quietly()
+        logger.info("sipd stopped")
+
+    async def _close_quietly(self) -> None:
+        if self.mgmt is not None:
+            try:
+                await self.mgmt.close()
+            except Exception:  # noqa: BLE001
+                logger.exception("closing the management server failed")
+            self.mgmt = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transports is not None:
+            self.transports.close()
+        if self.state.db is not None:
+            try:
+                await self.state.db.close()
+            except Exception:  # noqa: BLE001
+                logger.exception("closing the database failed")
+            self.state.db = None
+        await asyncio.sleep(0)
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_signal(self, sig: int) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+        if self._exit_event is not None:
+            self._exit_event.set()
+
+    def request_exit(self) -> None:
+        self._on_signal(signal.SIGTERM)
+
+    # -- startup helpers --------------------------------------------------------------------------
+
+    async def _open_database(self) -> None:
+        from .db import DbError
+        from .services.auth import Credentials
+        from .services.store import Store
+
+        state = self.state
+        config = self.config
+        store = Store(config.database.url, config.database.connect_timeout)
+        try:
+            await store.open()
+            if config.database.url.startswith("sqlite:"):
+                from .db import schema
+
+                await store.call(schema.create_all, store.db)
+            state.db = store
+            await self._load_caches()
+        except DbError as exc:
+            state.db = None
+            await store.close()
+            hint = f" — {exc.hint}" if getattr(exc, "hint", "") else ""
+            raise StartupError(f"{exc.message}{hint}") from None
+
+        async def load_one(user: str, domain: str) -> Credentials | None:
+            row = await store.load_subscriber(user, domain)
+            return Credentials(row["ha1"] or "", row["ha1_sha256"] or "") if row else None
+
+        state.subscribers.loader = load_one
+        state.subscribers.reloader = self._reload_subscribers
+        state.domains.reloader = self._reload_domains
+        state.aliases.reloader = self._reload_aliases
+        state.dialplan.reloader = self._reload_dialplan
+
+    async def _load_caches(self) -> None:
+        state = self.state
+        await self._reload_domains()
+        await self._reload_subscribers()
+        await self._reload_aliases()
+        await self._reload_dialplan()
+        if self.config.location.mode != "memory":
+            for aor, contact in await state.db.load_locations(time.time()):  # type: ignore[union-attr]
+                state.location.replace(aor, state.location.contacts(aor) + [contact], mark_dirty=False)
+
+    async def _reload_domains(self) -> None:
+        self.state.domains.set(await self.state.db.load_domains())  # type: ignore[union-attr]
+
+    async def _reload_subscribers(self) -> None:
+        self.state.subscribers.load(await self.state.db.load_subscribers())  # type: ignore[union-attr]
+
+    async def _reload_aliases(self) -> None:
+        self.state.aliases.set(await self.state.db.load_aliases())  # type: ignore[union-attr]
+
+    async def _reload_dialplan(self) -> None:
+        self.state.dialplan.set(await self.state.db.load_dialplan())  # type: ignore[union-attr]
+
+    def _make_layer(self) -> Any:
+        from .sip.transaction import LayerConfig, TransactionLayer
+
+        return TransactionLayer(LayerConfig())
+
+    def _tls_context(self) -> Any:
+        return None  # the TLS area provides a server ssl.SSLContext here
+
+    async def _start_mgmt(self) -> None:
+        try:
+            from .mgmt import server as mgmt_server
+        except ImportError:
+            return
+        try:
+            self.mgmt = await mgmt_server.start(self.state)
+        except Exception as exc:  # noqa: BLE001 - the SIP service runs without management
+            logger.warning("management interface not started: %s", exc)
+
+    def stats_init(self) -> None:
+        self.stats = s = self.state.stats
+        self.c_rcv_requests = s.counter("core:rcv_requests")
+        self.c_rcv_replies = s.counter("core:rcv_replies")
+        self.c_fwd_replies = s.counter("core:fwd_replies")
+        self.c_drop_requests = s.counter("core:drop_requests")
+        self.c_drop_replies = s.counter("core:drop_replies")
+        self.c_err_requests = s.counter("core:err_requests")
+        self.c_bad_msg = s.counter("core:bad_msg_hdr")
+        self.c_uas = s.counter("tm:UAS_transactions")
+        self.c_sent_replies = s.counter("sl:sent_replies")
+        self.c_sl = {k: s.counter(f"sl:{k}xx_replies") for k in range(1, 7)}
+        self.c_tm = {k: s.counter(f"tm:{k}xx_transactions") for k in range(2, 7)}
+        for name in ("core:fwd_requests", "tm:UAC_transactions", "registrar:accepted_regs",
+                     "registrar:rejected_regs", "usrloc:location-expires", "core:bad_URIs_rcvd"):
+            s.counter(name)
+        loc = self.state.location
+        s.gauge("usrloc:registered_users", lambda: len(loc))
+        s.gauge("usrloc:location-users", lambda: len(loc))
+        s.gauge("usrloc:location-contacts", loc.count_contacts)
+        s.gauge("registrar:max_expires", lambda: self.config.registrar.max_expires)
+        s.gauge("registrar:max_contacts", lambda: self.config.registrar.max_contacts)
+        s.gauge("registrar:default_expire", lambda: self.config.registrar.default_expires)
+        s.gauge("tm:inuse_transactions", lambda: len(self.proxy.contexts) if self.proxy else 0)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.stats.counter(name).inc(n)
+
+    # -- receive path -----------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        now = self.loop.time()
+        if self.trace_on:
+            trace.log(sipd_logging.TRACE, "recv %d bytes from %s:\n%s", len(data), _fmt_addr(addr),
+                      data.decode("utf-8", "replace"))
+        if len(data) <= 4 and not data.strip():
+            return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
+        self.layer.receive_datagram(data, addr, now)
+        self._process(now)
+
+    def message_received(self, msg: Any, addr: tuple) -> None:
+        now = self.loop.time()
+        if self.trace_on:
+            trace.log(sipd_logging.TRACE, "recv from %s:\n%s", _fmt_addr(addr),
+                      msg.to_bytes().decode("utf-8", "replace"))
+        self.layer.receive_message(msg, addr, now)
+        self._process(now)
+
+    def stream_rejected(self, addr: tuple, exc: Exception) -> None:
+        self.c_bad_msg.inc()
+        logger.info("closing %s: unparsable stream (%s)", _fmt_addr(addr), exc)
+
+    def _process(self, now: float) -> None:
+        layer = self.layer
+        while True:
+            ev = layer.next_event()
+            if ev is None:
+                break
+            try:
+                self._dispatch(ev, now)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the server
+                logger.exception("error handling %s", type(ev).__name__)
+        self.transmit()
+
+    def _dispatch(self, ev: Any, now: float) -> None:
+        kind = type(ev).__name__
+        if kind == "RequestReceived":
+            self.c_rcv_requests.inc()
+            if ev.tx_key is not None:
+                self.c_uas.inc()
+            self._on_request(ev.request, ev.source, ev.tx_key, now)
+        elif kind == "ResponseReceived":
+            self.c_rcv_replies.inc()
+            self.proxy.on_response(ev.response, ev.tx_key, now)
+        elif kind == "CancelReceived":
+            self.c_rcv_requests.inc()
+            self._on_cancel(ev, now)
+        elif kind == "TransactionTimedOut":
+            self.proxy.on_timeout(ev.tx_key, now)
+        elif kind == "TransactionTerminated":
+            self.proxy.on_terminated(ev.tx_key)
+        elif kind == "MessageRejected":
+            self.c_bad_msg.inc()
+            self.c_err_requests.inc()
+            logger.debug("rejected message from %s: %s %s", _fmt_addr(ev.source), ev.status, ev.reason)
+
+    def _on_cancel(self, ev: Any, now: float) -> None:
+        found = ev.tx_key_of_invite is not None and self.proxy.on_cancel(ev.tx_key_of_invite, now)
+        tx = getattr(ev, "tx_key", None)
+        if found:
+            logger.info("CANCEL %s from %s -> 200, branches cancelled", ev.request.uri_text, _fmt_addr(ev.source))
+        if not getattr(self.layer, "answers_cancel", False):
+            self.reply(ev.request, tx if tx is not None else True, 200 if found else 481,
+                       None if found else "Call/Transaction Does Not Exist", quiet=True, source=ev.source)
+
+    def _on_request(self, request: Any, source: tuple, tx_key: Any, now: float) -> None:
+        ctx = Context(request, source, self.state, now, time.time(), tx_key)
+        try:
+            decision = pipeline.run(self.stages, ctx)
+        except Exception as exc:  # RemoteProtocolError from a lazily parsed header, or a bug
+            from .sip.errors import RemoteProtocolError
+
+            if isinstance(exc, RemoteProtocolError):
+                status = getattr(exc, "status_hint", 400) or 400
+                self.reply(request, tx_key, status, None, why=str(exc), source=source)
+                return
+            raise
+        self._apply(ctx, decision)
+
+    def _apply(self, ctx: Context, decision: Any) -> None:
+        req = ctx.request
+        if isinstance(decision, Reply):
+            self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source)
+        elif isinstance(decision, Forward):
+            self._log_forward(ctx, decision)
+            self.proxy.forward(req, ctx.source, ctx.tx_key, decision, self.loop.time(), decision.why)
+        elif isinstance(decision, Defer):
+            task = self.loop.create_task(self._deferred(ctx, decision))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(decision, Drop):
+            self.c_drop_requests.inc()
+            logger.debug("%s %s from %s dropped: %s", req.method, req.uri_text, _fmt_addr(ctx.source), decision.why)
+
+    async def _deferred(self, ctx: Context, defer: Defer) -> None:
+        try:
+            decision: Any = defer
+            for _ in range(8):  # a stage may defer again (e.g. load AOR, then commit)
+                result = await decision.coro
+                decision = result if result is not None else pipeline.run(self.stages, ctx, decision.resume)
+                if not isinstance(decision, Defer):
+                    break
+            else:
+                decision = Reply(500, "Server Internal Error", why="too many deferred steps")
+            self._apply(ctx, decision)
+        except Exception as exc:  # noqa: BLE001 - DB trouble: answer 500, keep serving
+            logger.error("%s %s from %s -> 500: %s", ctx.request.method, ctx.request.uri_text, _fmt_addr(ctx.source), exc)
+            self.reply(ctx.request, ctx.tx_key, 500, "Server Internal Error", [("Retry-After", "5")], quiet=True,
+                       source=ctx.source)
+        self.transmit()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def transmit(self) -> None:
+        layer = self.layer
+        now = self.loop.time()
+        send = self.transports.send
+        for out in layer.messages_to_send(now):
+            if self.trace_on:
+                trace.log(sipd_logging.TRACE, "send %d bytes to %s:\n%s", len(out.data), _fmt_addr(out.dest),
+                          out.data.decode("utf-8", "replace"))
+            send(out.data, out.dest)
+        when = layer.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = when
+            if when is not None:
+                self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.loop.time()
+        self.layer.handle_timer(now)
+        self._process(now)
+
+    def to_tag(self) -> str:
+        return f"{self._rand}.{next(self._tags)}"
+
+    def token(self) -> str:
+        return os.urandom(8).hex()
+
+    def local_response(self, request: Any, status: int, reason: str | None = None, headers: Any = ()) -> Any:
+        from .sip.message import make_response
+
+        resp = make_response(request, status, reason, to_tag=self.to_tag() if status > 100 else None, headers=headers)
+        if self.config.server.server_header:
+            resp.append("Server", self.config.server.server_header)
+        return resp
+
+    def reply(self, request: Any, tx_key: Any, status: int, reason: str | None, headers: Any = (), *,
+              why: str = "", quiet: bool = False, source: tuple | None = None) -> None:
+        if request.method == "ACK":
+            return
+        resp = self.local_response(request, status, reason, headers)
+        now = self.loop.time()
+        if tx_key is not None:
+            self.layer.send_response(resp, now)
+        else:
+            dest = self.via_destination(resp, source)
+            if dest is None:
+                return
+            self.layer.send_stateless(resp, dest, now)
+        self.c_sent_replies.inc()
+        self.c_sl[status // 100].inc()
+        if not quiet:
+            self._log_reply(request, source, status, why)
+
+    def _log_reply(self, request: Any, source: tuple | None, status: int, why: str) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        who = _who(request)
+        src = _fmt_addr(source) if source else "?"
+        logger.info("%s %s from %s -> %d%s", request.method, who, src, status, f" ({why})" if why else "")
+
+    def _log_forward(self, ctx: Context, decision: Forward) -> None:
+        if not logger.isEnabledFor(logging.INFO) or decision.stateless or ctx.request.method in ("ACK",):
+            return
+        req = ctx.request
+        notes = [n for n in (ctx.extra.get("dialplan"), ctx.extra.get("alias")) if n]
+        targets = ", ".join(b.label or (_fmt_addr(b.dest) if b.dest else str(b.ruri)) for g in decision.groups for b in g)
+        logger.info("%s %s from %s -> forwarded to %s (%s)", req.method, _who(req), _fmt_addr(ctx.source), targets,
+                    "; ".join(notes + [decision.why]))
+
+    def log_final(self, ctx: Any, response: Any) -> None:
+        logger.debug("%s %s: final %d %s", ctx.request.method, ctx.request.uri_text, response.status, response.reason)
+        k = response.status // 100
+        if k in self.c_tm:
+            self.c_tm[k].inc()
+
+    def emit_response(self, ctx: Any, response: Any, now: float) -> None:
+        events = self.state.events
+        if events.listeners:
+            events.emit(CallEvent(kind="response", request=ctx.request, response=response, tx_key=ctx.server_tx, now=now))
+
+    def relay_response(self, ctx: Any, response: Any, now: float) -> None:
+        response.remove_first("Via")
+        self.c_fwd_replies.inc()
+        if ctx.server_tx is None:
+            dest = self.via_destination(response, ctx.source)
+            if dest is not None:
+                self.layer.send_stateless(response, dest, now)
+            return
+        try:
+            self.layer.send_response(response, now)
+        except Exception:  # noqa: BLE001 - server transaction gone (late 2xx): send it statelessly
+            dest = self.via_destination(response, ctx.source)
+            if dest is not None:
+                self.layer.send_stateless(response, dest, now)
+
+    def forward_response_stateless(self, response: Any, now: float) -> None:
+        """A response without a client transaction (2xx retransmission): RFC 3261 §16.11."""
+        vias = response.vias
+        if len(vias) < 2 or (vias[0].host.lower(), vias[0].port or 5060) not in self.self_addresses:
+            self.c_drop_replies.inc()
+            return
+        response.remove_first("Via")
+        dest = self.via_destination(response, None)
+        if dest is None:
+            self.c_drop_replies.inc()
+            return
+        self.c_fwd_replies.inc()
+        self.layer.send_stateless(response, dest, now)
+
+    def via_destination(self, response: Any, source: tuple | None) -> tuple | None:
+        """Where a response goes: the top Via (received/rport, RFC 3581), or the request's source."""
+        try:
+            via = response.vias[0]
+        except Exception:  # noqa: BLE001
+            return source
+        host = via.params.get("received") or via.host
+        if host in ("255.255.255.255", "0.0.0.0") or host.startswith("224."):
+            return None  # never answer to broadcast/multicast (RFC 4475 §3.3.10)
+        rport = via.params.get("rport")
+        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+        proto = via.transport.lower()
+        if source is not None and source[0] == proto and source[1] == host:
+            return source
+        return self.reuse_connection((proto, host, port, None))
+
+    def reuse_connection(self, dest: tuple) -> tuple:
+        if dest[0] == "udp":
+            return dest
+        conn = self.transports.by_peer.get((dest[0], dest[1], dest[2]))
+        return (dest[0], dest[1], dest[2], conn.conn_id) if conn is not None and not conn.closed else dest
+
+    # -- helpers used by the pipeline and the proxy ------------------------------------------------
+
+    def transports_available(self) -> tuple[str, ...]:
+        return tuple(sorted({lst.proto for lst in self.transports.listeners}))
+
+    def listener_for(self, addr: tuple) -> Any:
+        proto = addr[0]
+        v6 = ":" in addr[1]
+        best = None
+        for lst in self.transports.listeners:
+            if lst.proto == proto and lst.family6 == v6:
+                return lst
+            if lst.proto == proto and best is None:
+                best = lst
+        return best or (self.transports.listeners[0] if self.transports.listeners else None)
+
+    def local_socket_name(self, source: tuple) -> str:
+        lst = self.listener_for(source)
+        return lst.name if lst is not None else ""
+
+    def _host_of(self, listener: Any) -> str:
+        host = self.config.server.advertised_address or listener.host
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+    def record_route_value(self, listener: Any) -> str:
+        transport = "" if listener.proto == "udp" else f";transport={listener.proto}"
+        return f"<sip:{self._host_of(listener)}:{listener.port}{transport};lr>"
+
+    def add_via(self, req: Any, listener: Any, loop_hash: str) -> None:
+        branch = f"z9hG4bK{loop_hash}.{self._rand}{next(self._branch_seq)}"
+        rport = ";rport" if listener.proto == "udp" else ""
+        req.prepend("Via", f"SIP/2.0/{listener.proto.upper()} {self._host_of(listener)}:{listener.port};branch={branch}{rport}")
+
+    def has_own_via(self, req: Any, loop_hash: str) -> bool:
+        prefix = f"z9hG4bK{loop_hash}."
+        for via in req.vias:
+            if (via.host.lower(), via.port or 5060) in self.self_addresses:
+                branch = via.branch or ""
+                if branch.startswith(prefix):
+                    return True
+        return False
+
+    def dest_from_uri(self, uri: Any) -> tuple | None:
+        dest = pipeline.dest_of(uri)
+        return self.reuse_connection(dest) if dest is not None else None
+
+    def branch_for_contact(self, c: Any) -> Branch:
+        from .sip.headers import parse_name_addr, split_commas
+        from .sip.uri import parse_uri
+
+        uri = parse_uri(c.uri)
+        routes = split_commas(c.path) if c.path else []
+        dest: tuple | None = None
+        if routes:
+            dest = self.dest_from_uri(parse_name_addr(routes[0]).uri)
+        elif c.conn_id is not None and self.transports.connection(c.conn_id) is not None:
+            conn = self.transports.connection(c.conn_id)
+            dest = (conn.proto, conn.host, conn.port, conn.conn_id)  # type: ignore[union-attr]
+        elif c.received and c.received.startswith("udp:"):
+            proto, rest = c.received.split(":", 1)
+            host, _, port = rest.rpartition(":")
+            dest = ("udp", host.strip("[]"), int(port), None)
+        else:
+            dest = self.dest_from_uri(uri)
+        return Branch(uri, dest, routes, label=_fmt_addr(dest) if dest else c.uri)
+
+
+def _who(request: Any) -> str:
+    try:
+        if request.method == "REGISTER":
+            return request.to.uri.aor().split(":", 1)[1]
+        return request.uri_text
+    except Exception:  # noqa: BLE001
+        return request.uri_text
+
+
+def _ignore_result(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def run(config: Config) -> int:
+    """Run the daemon until SIGTERM/SIGINT. Returns the process exit status."""
+    sipd_logging.configure(config)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    server = Server(config)
+    try:
+        return runner(server.serve())
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,141 @@
+"""Digest authentication of requests (RFC 3261 §22, RFC 8760 SHA-256) against cached HA1s.
+
+Decisions only: the digest arithmetic is in ``sipd.sip.auth`` (pure) and the HA1s come from the
+``SubscriberCache`` (filled from the ``subscriber`` table by ``store.py``). Rules:
+- realm = the domain of the AOR (To for REGISTER, From otherwise), as OpenSIPS ``www_authorize("$td")``.
+- Challenges list the configured algorithms in order (MD5 first by default: baresip 1.0 refuses a
+  SHA-256 challenge and SIPp/sipsak read only the first one).
+- An unknown user gets exactly the same treatment as a wrong password (a fresh challenge), so the
+  answers do not reveal which users exist.
+- A nonce past its age gets a new challenge with ``stale=true`` (the UA retries without asking the user).
+- With qop the nonce count must grow (replay guard, bounded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..sip import auth as digest
+
+if TYPE_CHECKING:
+    from ..config import AuthSection
+
+logger = logging.getLogger(__name__)
+
+#: The HA1 cache answers "unknown" for this long before asking the database again (a user added
+#: with sipctl is then usable within this time, or at once after ``sipctl`` reloads the cache).
+NEGATIVE_TTL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    ha1: str
+    ha1_sha256: str
+
+
+class SubscriberCache:
+    """(user, domain) -> HA1 values, filled at start; misses are looked up through ``loader``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Credentials] = {}
+        self._negative: dict[tuple[str, str], float] = {}
+        self.loader = None  # async (user, domain) -> Credentials | None ; set by the server
+        self.reloader = None  # async () -> None
+
+    def load(self, rows: list[tuple[str, str, str, str]]) -> None:
+        self._entries = {(u, d.lower()): Credentials(h1 or "", h2 or "") for u, d, h1, h2 in rows}
+        self._negative.clear()
+
+    def get(self, user: str, domain: str) -> Credentials | None:
+        return self._entries.get((user, domain.lower()))
+
+    def known_missing(self, user: str, domain: str, now: float) -> bool:
+        t = self._negative.get((user, domain.lower()))
+        return t is not None and t > now
+
+    def put(self, user: str, domain: str, creds: Credentials | None, now: float) -> None:
+        key = (user, domain.lower())
+        if creds is None:
+            if len(self._negative) > 100_000:
+                self._negative.clear()
+            self._negative[key] = now + NEGATIVE_TTL
+        else:
+            self._entries[key] = creds
+            self._negative.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def reload(self) -> None:
+        if self.reloader is not None:
+            await self.reloader()
+        else:
+            self._negative.clear()
+
+
+@dataclass(slots=True)
+class AuthResult:
+    """ok: user authenticated; else reply ``status`` with ``headers`` (a challenge), or look up."""
+
+    ok: bool
+    user: str = ""
+    status: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    lookup: tuple[str, str] | None = None  # (user, realm) to load, then call again
+    why: str = ""
+
+
+class Authenticator:
+    def __init__(self, cfg: AuthSection, *, rand=os.urandom):
+        self.cfg = cfg
+        self.secret = cfg.secret.encode() if cfg.secret else rand(32)
+        self.rand = rand
+        self.nonce_counter = digest.NonceCounter(100_000)
+
+    def challenge(self, realm: str, now: float, *, proxy: bool, stale: bool = False, why: str = "") -> AuthResult:
+        nonce = digest.make_nonce(self.secret, now, self.rand(12))
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        headers = tuple((name, digest.challenge(realm, nonce, alg, stale=stale)) for alg in self.cfg.algorithms)
+        return AuthResult(False, status=407 if proxy else 401, headers=headers, why=why)
+
+    def check(self, request, realm: str, cache: SubscriberCache, now: float, *, proxy: bool) -> AuthResult:
+        """Authenticate ``request`` for ``realm``. ``now`` is wall-clock time (nonces are stored)."""
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        creds = None
+        for value in request.get_all(header):
+            if not value.lstrip()[:6].lower() == "digest":
+                continue  # unknown scheme: as if absent (RFC 4475 §3.3.7)
+            try:
+                c = digest.parse_credentials(value)
+            except Exception:  # noqa: BLE001 - any malformed credentials are just a new challenge
+                continue
+            if (c.realm or "").lower() == realm.lower():
+                creds = c
+                break
+        if creds is None:
+            return self.challenge(realm, now, proxy=proxy, why="no credentials")
+        user = creds.username or ""
+        if "@" in user:  # some UAs send user@domain as the username
+            user = user.split("@", 1)[0]
+        state = digest.check_nonce(self.secret, creds.nonce or "", now, self.cfg.nonce_expires)
+        if state == "invalid":
+            return self.challenge(realm, now, proxy=proxy, why="invalid nonce")
+        sub = cache.get(user, realm)
+        if sub is None:
+            if cache.loader is not None and not cache.known_missing(user, realm, now):
+                return AuthResult(False, lookup=(user, realm))
+            return self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
+        algorithm = (creds.algorithm or "MD5").upper()
+        ha1 = sub.ha1_sha256 if algorithm.startswith("SHA-256") else sub.ha1
+        if algorithm not in ("MD5", "SHA-256") or algorithm not in self.cfg.algorithms or not ha1:
+            return self.challenge(realm, now, proxy=proxy, why=f"algorithm {algorithm} not offered")
+        if not digest.verify(creds, request.method, ha1, body=request.body):
+            return self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
+        if state == "stale":
+            return self.challenge(realm, now, proxy=proxy, stale=True, why="stale nonce")
+        if creds.qop and creds.nc and not self.nonce_counter.check_and_update(creds.nonce, creds.nc):
+            return self.challenge(realm, now, proxy=proxy, why="nonce count replayed")
+        return AuthResult(True, user=user)

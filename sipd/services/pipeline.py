@@ -1,0 +1,445 @@
+"""The request pipeline: an ordered list of stages ``stage(ctx) -> Decision | None`` (contracts §9).
+
+    sanity -> [antiflood] -> [spam] -> loose_route -> local (server itself) -> local_domain -> auth
+           -> registrar -> dialplan -> aliases -> location -> forward
+
+``None`` means "continue with the next stage". A ``Defer`` carries a coroutine (database or DNS I/O)
+whose result is again a Decision; the server awaits it and resumes the pipeline after the stage
+that deferred (``Defer.resume``). Other areas insert a stage with one line in ``build_pipeline``:
+antiflood and spam go right after ``sanity`` (see ``INSERT_AFTER_SANITY``).
+
+Stages are plain functions over the ``Context``; they do no I/O themselves. Everything they say
+about a request ends up in one info line (``Context.why``) written by the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import registrar as registrar_mod
+from .location import aor_key
+
+if TYPE_CHECKING:
+    from ..state import ServerState
+
+logger = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, REFER, SUBSCRIBE, NOTIFY"
+SUPPORTED = "path, gruu, outbound"
+KNOWN_METHODS = frozenset(ALLOW.replace(" ", "").split(","))
+#: Methods that create a dialog: Record-Route is inserted for these (RFC 3261 §16.6 step 4).
+DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+# -- decisions ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    reason: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    why: str = ""
+
+
+@dataclass(slots=True)
+class Branch:
+    """One place to try: the R-URI to set, where to send (None: resolve the R-URI, RFC 3263),
+    Route values to push (Path), and a label for the log."""
+
+    ruri: Any
+    dest: tuple | None = None
+    routes: list[str] = field(default_factory=list)
+    label: str = ""
+
+
+@dataclass(slots=True)
+class Forward:
+    groups: list[list[Branch]]  # tried in order (serial); the branches of one group in parallel
+    why: str = ""
+    record_route: bool = True
+    stateless: bool = False  # ACK for 2xx
+
+
+@dataclass(slots=True)
+class Drop:
+    why: str = ""
+
+
+@dataclass(slots=True)
+class Defer:
+    coro: Awaitable[Decision | None]
+    resume: int = 0  # index of the stage to run after the coroutine returned None
+
+
+Decision = Reply | Forward | Drop | Defer
+
+
+@dataclass(slots=True)
+class Context:
+    request: Any
+    source: tuple
+    state: ServerState
+    now: float  # loop time
+    wall: float  # unix time
+    tx_key: Any = None
+    from_local: bool = False
+    ruri_local: bool = False
+    loose_routed: bool = False
+    auth_user: str = ""
+    why: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Stage = Callable[[Context], "Decision | None"]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def is_self(state: ServerState, uri: Any) -> bool:
+    """True when ``uri`` names this server (one of its listen addresses or its advertised name)."""
+    server = state.server
+    if server is None or uri.host is None:
+        return False
+    host = uri.host.lower()
+    port = uri.port
+    for h, p in server.self_addresses:
+        if h == host and (port is None and p == 5060 or port == p or port is None and not uri.user):
+            return True
+    return False
+
+
+def targets_server(state: ServerState, uri: Any) -> bool:
+    """An R-URI for the server itself: one of our addresses, or a local domain without a user."""
+    if is_self(state, uri):
+        return True
+    return not uri.user and uri.host is not None and uri.host in state.domains
+
+
+def _pop_route(request: Any) -> None:
+    values = request.get_all("Route")
+    request.remove("Route")
+    rest = values[1:]
+    if rest:
+        request.set("Route", ", ".join(rest))
+
+
+def dest_of(uri: Any, conn_table: Any = None) -> tuple | None:
+    """(transport, host, port, None) for a URI with a numeric host; None when DNS is needed."""
+    from .resolve import is_numeric
+
+    host = uri.params.get("maddr") or uri.host
+    if not host or not is_numeric(host):
+        return None
+    transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    return (transport, host, port, None)
+
+
+# -- stages -------------------------------------------------------------------------------------
+
+
+def sanity(ctx: Context) -> Decision | None:
+    req = ctx.request
+    uri = req.uri
+    if uri.scheme not in ("sip", "sips", "tel"):
+        return Reply(416, "Unsupported URI Scheme", why=f"R-URI scheme {uri.scheme}")
+    if req.cseq.method != req.method:
+        return Reply(400, "CSeq Method Mismatch", why="CSeq method differs from request method")
+    preq = req.get_all("Proxy-Require")
+    if preq:
+        tags = ", ".join(t.strip() for v in preq for t in v.split(",") if t.strip())
+        return Reply(420, "Bad Extension", [("Unsupported", tags)], why=f"Proxy-Require {tags}")
+    return None
+
+
+def loose_route(ctx: Context) -> Decision | None:
+    """Pop our own Route entries (RFC 3261 §16.4, double Record-Route) and route in-dialog requests."""
+    req = ctx.request
+    state = ctx.state
+    routes = req.routes
+    if routes and is_self(state, routes[0].uri):
+        _pop_route(req)
+        routes = routes[1:]
+        if routes and is_self(state, routes[0].uri):
+            _pop_route(req)
+            routes = routes[1:]
+        ctx.loose_routed = True
+    in_dialog = req.to.tag is not None
+    if not in_dialog:
+        return None
+    if routes:
+        dest = dest_of(routes[0].uri)
+        return Forward([[Branch(req.uri, dest, label=str(routes[0].uri))]], why="in-dialog, by Route", record_route=False,
+                       stateless=req.method == "ACK")
+    if ctx.loose_routed or not targets_server(state, req.uri):
+        uri = req.uri
+        if "gr" in uri.params or (uri.host in state.domains and uri.user):
+            return None  # GRUU / AOR as remote target: resolved through location below
+        if not ctx.loose_routed and req.method != "ACK":
+            return Reply(404, "Not Here", why="in-dialog request without our Route")
+        return Forward([[Branch(uri, dest_of(uri), label=str(uri))]], why="in-dialog, by R-URI", record_route=False,
+                       stateless=req.method == "ACK")
+    if req.method == "ACK":
+        return Drop("ACK for the server itself")
+    return None
+
+
+def local(ctx: Context) -> Decision | None:
+    """Requests for the server itself (OPTIONS keep-alive pings, RFC 3261 §11)."""
+    req = ctx.request
+    if req.method == "REGISTER" or not targets_server(ctx.state, req.uri):
+        return None
+    if req.method == "OPTIONS":
+        return Reply(200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)],
+                     why="OPTIONS for the server")
+    if req.method == "ACK":
+        return Drop("ACK for the server itself")
+    return Reply(501 if req.method not in KNOWN_METHODS else 405,
+                 "Not Implemented" if req.method not in KNOWN_METHODS else "Method Not Allowed",
+                 [("Allow", "OPTIONS, REGISTER")], why=f"{req.method} for the server itself")
+
+
+def max_forwards(ctx: Context) -> Decision | None:
+    mf = ctx.request.max_forwards
+    if mf is not None and mf <= 0 and ctx.request.method != "REGISTER":
+        return Reply(483, "Too Many Hops", why="Max-Forwards reached 0")
+    return None
+
+
+def local_domain(ctx: Context) -> Decision | None:
+    req = ctx.request
+    domains = ctx.state.domains
+    if req.method == "REGISTER":
+        to_uri = req.to.uri
+        if to_uri.scheme not in ("sip", "sips"):
+            return Reply(400, "Bad Request", why="AOR is not a SIP URI")
+        if to_uri.host not in domains:
+            return Reply(403, "Domain Not Served", why=f"registration for foreign domain {to_uri.host}")
+        return None
+    from_uri = req.from_.uri
+    ctx.from_local = from_uri.is_sip and from_uri.host in domains
+    ruri = req.uri
+    ctx.ruri_local = ruri.host in domains if ruri.host else False
+    if not ctx.from_local and not ctx.ruri_local and not ctx.loose_routed:
+        return Reply(403, "Relaying Denied", why=f"neither {from_uri.host} nor {ruri.host} is local (no open relay)")
+    return None
+
+
+def _auth_stage(index: int) -> Stage:
+    def auth(ctx: Context) -> Decision | None:
+        req = ctx.request
+        state = ctx.state
+        cfg = state.config.auth
+        server = state.server
+        if req.method == "REGISTER":
+            if not cfg.register:
+                return None
+            realm, proxy, user = req.to.uri.host, False, req.to.uri.user
+        else:
+            if not (cfg.invite and ctx.from_local and not ctx.loose_routed) or req.method in ("ACK", "CANCEL", "PRACK"):
+                return None
+            if req.to.tag is not None:
+                return None
+            realm, proxy, user = req.from_.uri.host, True, req.from_.uri.user
+        result = server.authenticator.check(req, realm, state.subscribers, ctx.wall, proxy=proxy)
+        if result.ok:
+            if result.user != user:
+                return Reply(403, "Forbidden", why=f"authenticated as {result.user}, not {user}")
+            ctx.auth_user = result.user
+            if proxy:
+                _strip_credentials(req, realm)
+            return None
+        if result.lookup is not None:
+            return Defer(_load_subscriber(state, *result.lookup, ctx.wall), resume=index)
+        return Reply(result.status, None, list(result.headers), why=result.why)
+
+    return auth
+
+
+def _strip_credentials(req: Any, realm: str) -> None:
+    values = req.get_all("Proxy-Authorization")
+    keep = [v for v in values if f'realm="{realm}"' not in v and f"realm={realm}" not in v]
+    if len(keep) != len(values):
+        req.remove("Proxy-Authorization")
+        for v in keep:
+            req.prepend("Proxy-Authorization", v)
+
+
+async def _load_subscriber(state: ServerState, user: str, realm: str, wall: float) -> None:
+    from .auth import Credentials
+
+    row = await state.db.load_subscriber(user, realm) if state.db is not None else None
+    state.subscribers.put(user, realm, Credentials(row["ha1"] or "", row["ha1_sha256"] or "") if row else None, wall)
+    return None
+
+
+def registrar(ctx: Context) -> Decision | None:
+    req = ctx.request
+    if req.method != "REGISTER":
+        return None
+    state = ctx.state
+    mode = state.config.location.mode
+    aor = aor_key(req.to.uri.user, req.to.uri.host)
+    if mode == "db-only" and not ctx.extra.get("aor_loaded"):
+        return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
+    src = ctx.source
+    host = f"[{src[1]}]" if ":" in src[1] else src[1]
+    received = f"{src[0]}:{host}:{src[2]}"
+    server = state.server
+    outcome = registrar_mod.register(
+        req, state.location.contacts(aor), state.config.registrar, ctx.wall,
+        received=received, socket=server.local_socket_name(src) if server else "",
+        conn_id=src[3] if len(src) > 3 else None, token=server.token() if server else "t",
+    )
+    stats = state.stats
+    if outcome.status != 200:
+        stats.counter("registrar:rejected_regs").inc()
+        return Reply(outcome.status, outcome.reason, outcome.headers, why=outcome.error)
+    stats.counter("registrar:accepted_regs").inc()
+    n = len(outcome.contacts or ())
+    why = f"{n} binding{'s' if n != 1 else ''}"
+    if outcome.changed:
+        state.location.replace(aor, list(outcome.contacts or []), mark_dirty=mode == "write-back")
+        if mode in ("write-through", "db-only") and state.db is not None:
+            return Defer(_commit(state, aor, outcome, why))
+    return Reply(200, "OK", outcome.headers, why=why)
+
+
+async def _load_aor(ctx: Context, aor: str) -> None:
+    contacts = await ctx.state.db.load_aor(aor, ctx.wall)
+    ctx.state.location.replace(aor, contacts, mark_dirty=False)
+    ctx.extra["aor_loaded"] = True
+    return None
+
+
+async def _commit(state: ServerState, aor: str, outcome: Any, why: str) -> Decision:
+    try:
+        await state.db.save_aor(aor, list(outcome.contacts or []))
+    except Exception as exc:  # noqa: BLE001 - reported to the UA as 500, logged by the store
+        return Reply(500, "Server Internal Error", [("Retry-After", "5")], why=f"location not stored: {exc}")
+    return Reply(200, "OK", outcome.headers, why=why)
+
+
+def dialplan(ctx: Context) -> Decision | None:
+    """dp_translate(dpid, "$ru/$ru") as in the report: the whole R-URI in, the whole R-URI out."""
+    cfg = ctx.state.config.proxy
+    req = ctx.request
+    if not cfg.dialplan or not ctx.ruri_local or req.to.tag is not None:
+        return None
+    text = str(req.uri)
+    result = ctx.state.dialplan.translate(cfg.dialplan_id, text)
+    if result is None:
+        return None
+    output = result[0]
+    from ..sip.uri import parse_uri
+
+    try:
+        new = parse_uri(output) if ":" in output.split("@", 1)[0] else req.uri.replace(user=output)
+    except Exception:  # noqa: BLE001 - a bad rule must not kill the call
+        logger.warning("dialplan %d turned %s into an invalid URI %r; R-URI unchanged", cfg.dialplan_id, text, output)
+        return None
+    req.uri = new
+    ctx.ruri_local = bool(new.host) and new.host in ctx.state.domains
+    ctx.extra["dialplan"] = f"dialplan {text} -> {new}"
+    return None
+
+
+def aliases(ctx: Context) -> Decision | None:
+    req = ctx.request
+    if not ctx.state.config.proxy.aliases or not ctx.ruri_local or not req.uri.user or req.to.tag is not None:
+        return None
+    target = ctx.state.aliases.get(req.uri.user, req.uri.host)
+    if target is None:
+        return None
+    user, domain = target
+    old = req.uri.aor()
+    req.uri = req.uri.replace(user=user, host=domain, port=None)
+    ctx.ruri_local = domain in ctx.state.domains
+    ctx.extra["alias"] = f"alias {old} -> {user}@{domain}"
+    return None
+
+
+def location(ctx: Context) -> Decision | None:
+    req = ctx.request
+    state = ctx.state
+    uri = req.uri
+    if not ctx.ruri_local:
+        if uri.host and uri.host in state.domains:
+            ctx.ruri_local = True
+        else:
+            return None
+    if not uri.user:
+        return Reply(404, "Not Found", why="no user in R-URI")
+    loc = state.location
+    aor = aor_key(uri.user, uri.host)
+    if state.config.location.mode == "db-only" and not ctx.extra.get("aor_loaded"):
+        return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
+    gr = uri.params.get("gr", False)
+    if gr is not False:
+        if uri.user.startswith("tgruu."):
+            found = loc.resolve_temp_gruu(uri.user[6:])
+            contacts = loc.by_instance(found[0], found[1], ctx.wall) if found else []
+        else:
+            contacts = loc.by_instance(aor, f"<{gr}>", ctx.wall) + loc.by_instance(aor, gr or "", ctx.wall)
+        if not contacts:
+            return Reply(480, "Temporarily Unavailable", why=f"GRUU {uri} has no contact")
+    else:
+        contacts = loc.lookup(aor, ctx.wall)
+    if not contacts:
+        user, _, domain = aor.rpartition("@")
+        subs = state.subscribers
+        if subs.get(user, domain) is None and aor not in loc:
+            if subs.loader is not None and not subs.known_missing(user, domain, ctx.wall) and not ctx.extra.get("sub_loaded"):
+                ctx.extra["sub_loaded"] = True
+                return Defer(_load_subscriber(state, user, domain, ctx.wall), resume=ctx.extra["stage_index"])
+            return Reply(404, "Not Found", why="unknown user")
+        return Reply(480, "Temporarily Unavailable", why="no registered contacts")
+    server = state.server
+    groups: list[list[Branch]] = []
+    last_q: object = object()
+    for c in contacts:
+        branch = server.branch_for_contact(c) if server else Branch(c.uri)
+        if c.q != last_q or not groups:
+            groups.append([])
+            last_q = c.q
+        groups[-1].append(branch)
+    return Forward(groups, why=f"{len(contacts)} contact{'s' if len(contacts) != 1 else ''}")
+
+
+def forward(ctx: Context) -> Decision | None:
+    """Everything not local goes out by its R-URI (RFC 3263 when the host is a name)."""
+    uri = ctx.request.uri
+    return Forward([[Branch(uri, dest_of(uri), label=str(uri))]], why="foreign domain")
+
+
+#: Stages others insert right after sanity (antiflood, spam). Keep this list small and ordered.
+INSERT_AFTER_SANITY: list[Stage] = []
+
+
+def build_pipeline(state: ServerState) -> list[Stage]:
+    stages: list[Stage] = [sanity]
+    stages += INSERT_AFTER_SANITY  # antiflood, spam (other areas)
+    stages += [loose_route, local, max_forwards, local_domain]
+    stages.append(_auth_stage(len(stages)))
+    stages += [registrar, dialplan, aliases, location, forward]
+    return stages
+
+
+def run(stages: list[Stage], ctx: Context, start: int = 0) -> Decision:
+    """Run from stage ``start``; returns the first decision (``forward`` always decides)."""
+    for i in range(start, len(stages)):
+        ctx.extra["stage_index"] = i
+        decision = stages[i](ctx)
+        if decision is not None:
+            return decision
+    return Drop("no stage decided")
+
+
+def wall_clock() -> float:
+    return time.time()

@@ -1,0 +1,412 @@
+"""Stateful forwarding (RFC 3261 §16): branches, forking, CANCEL, best-response selection.
+
+The pipeline decides *where* (a ``Forward`` with serial groups of parallel ``Branch``es); this
+module carries it out over the transaction layer and follows the client transactions until a final
+response goes upstream.
+
+Theory of operation:
+- One ``ProxyContext`` per server transaction (keyed by its tx_key). Each branch is a client
+  transaction (keyed by its tx_key in ``Proxy.branches``).
+- INVITE: 100 Trying at once (§16.2: the proxy, not the layer, decides). Provisional responses
+  other than 100 go upstream as they come. The first 2xx goes upstream and the other branches are
+  CANCELled (§16.7 step 10); later 2xx are forwarded too (each is a dialog of its own).
+- A final non-2xx is kept. When every branch of the current group has answered: a 6xx ends the
+  search; otherwise the next q-group is tried (serial forking by descending q); when none is left
+  the best response goes upstream (§16.7 step 6: 6xx, else the lowest class, 503 -> 500, 401/407
+  challenges merged). No response at all -> 408.
+- Branch timers: the whole INVITE search is bounded by ``proxy.invite_timeout`` (Timer C, §16.8);
+  one q-group by ``proxy.serial_timeout``.
+- A branch whose destination needs DNS (foreign domain, RFC 3263) resolves first; its targets
+  are tried in order, moving on after a timeout or a 503 (RFC 3263 §4.3).
+- CANCEL from upstream cancels every pending branch; the 487s they produce come back as the
+  best response. If downstream stays silent, 487 is sent after a grace period.
+- Loop detection (RFC 5393 §4.2): our branch ids carry a hash of the fields that identify the
+  request as we received it; a request that comes back with one of our Vias holding the same hash
+  is a loop (482). Max-Forwards catches the rest (483).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .pipeline import DIALOG_METHODS, Branch, Forward
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+logger = logging.getLogger("sipd.proxy")
+
+CANCEL_GRACE = 4.0  # seconds to wait for the 487s after CANCEL before answering 487 ourselves
+
+
+def loop_hash(req: Any) -> str:
+    """RFC 5393 §4.2 loop hash over the request as received (before our changes)."""
+    parts = [req.uri_text, req.from_.tag or "", req.to.tag or "", req.call_id, str(req.cseq.seq)]
+    parts += req.get_all("Route")
+    parts += req.get_all("Proxy-Require")
+    parts += req.get_all("Proxy-Authorization")
+    return format(zlib.crc32("\x00".join(parts).encode("utf-8", "surrogateescape")), "08x")
+
+
+def best_response(responses: list[Any]) -> Any | None:
+    """RFC 3261 §16.7 step 6 among final non-2xx responses (None when there are none)."""
+    if not responses:
+        return None
+    six = [r for r in responses if r.status >= 600]
+    if six:
+        return six[0]
+    best = min(responses, key=lambda r: (r.status // 100, r.status in (408, 503), r.status))
+    return best
+
+
+def clone_request(req: Any) -> Any:
+    from ..sip.message import Request
+
+    return Request(req.method, req.uri_text, req.headers.copy(), req.body, req.version)
+
+
+@dataclass(eq=False)
+class BranchState:
+    ctx: ProxyContext
+    branch: Branch
+    tx_key: Any = None
+    request: Any = None
+    dest: tuple | None = None
+    alternates: list[tuple] = field(default_factory=list)
+    provisional: bool = False
+    final: int = 0
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class ProxyContext:
+    server_tx: Any
+    request: Any
+    source: tuple
+    groups: list[list[Branch]]
+    record_route: bool
+    loop_hash: str
+    why: str = ""
+    branches: list[BranchState] = field(default_factory=list)
+    responses: list[Any] = field(default_factory=list)
+    answered: bool = False  # a 2xx went upstream
+    final_sent: bool = False
+    cancelled: bool = False
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    group_timer: asyncio.TimerHandle | None = None
+    challenges: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[BranchState]:
+        return [b for b in self.branches if not b.final]
+
+
+class Proxy:
+    def __init__(self, server: Server):
+        self.server = server
+        self.contexts: dict[Any, ProxyContext] = {}
+        self.branch_tx: dict[Any, BranchState] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- starting ---------------------------------------------------------------------------------
+
+    def forward(self, request: Any, source: tuple, tx_key: Any, decision: Forward, now: float, why: str) -> None:
+        server = self.server
+        req_hash = loop_hash(request)
+        if server.has_own_via(request, req_hash):
+            server.reply(request, tx_key, 482, "Loop Detected", why="loop detected (RFC 5393)", source=source)
+            return
+        if decision.stateless:
+            self._forward_stateless(request, source, decision, now)
+            return
+        ctx = ProxyContext(tx_key, request, source, list(decision.groups), decision.record_route and request.method in DIALOG_METHODS,
+                           req_hash, why=why)
+        if tx_key is not None:
+            self.contexts[tx_key] = ctx
+        if request.method == "INVITE":
+            server.reply(request, tx_key, 100, "Trying", quiet=True, source=source)
+            timeout = server.state.config.proxy.invite_timeout
+            ctx.timers.append(server.loop.call_later(timeout, self._invite_timeout, ctx))
+        self._next_group(ctx, now)
+
+    def _next_group(self, ctx: ProxyContext, now: float) -> bool:
+        if not ctx.groups:
+            return False
+        group = ctx.groups.pop(0)
+        if ctx.group_timer is not None:
+            ctx.group_timer.cancel()
+            ctx.group_timer = None
+        if ctx.groups and ctx.request.method == "INVITE":
+            ctx.group_timer = self.server.loop.call_later(self.server.state.config.proxy.serial_timeout, self._group_timeout, ctx)
+        for branch in group:
+            bs = BranchState(ctx, branch)
+            ctx.branches.append(bs)
+            if branch.dest is None:
+                self._resolve_then_send(bs)
+            else:
+                bs.dest = branch.dest
+                self._send_branch(bs, now)
+        return True
+
+    def _resolve_then_send(self, bs: BranchState) -> None:
+        server = self.server
+
+        async def resolve() -> None:
+            try:
+                targets = await server.resolver.resolve(bs.branch.ruri, transports=server.transports_available())
+            except Exception as exc:  # noqa: BLE001 - DNS failure is a 503/404 upstream, not a crash
+                logger.info("DNS lookup for %s failed: %s", bs.branch.ruri, exc)
+                targets = []
+            if not targets:
+                bs.final = 404
+                bs.ctx.responses.append(server.local_response(bs.ctx.request, 404, "Not Found (DNS)"))
+                self._after_final(bs.ctx, server.loop.time())
+                return
+            dests = [(t.transport, t.host, t.port, None) for t in targets]
+            bs.dest, bs.alternates = dests[0], dests[1:]
+            self._send_branch(bs, server.loop.time())
+            server.transmit()
+
+        task = server.loop.create_task(resolve())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send_branch(self, bs: BranchState, now: float) -> None:
+        server = self.server
+        ctx = bs.ctx
+        req = clone_request(ctx.request)
+        branch = bs.branch
+        if branch.ruri is not None and str(branch.ruri) != req.uri_text:
+            req.uri = branch.ruri
+        mf = ctx.request.max_forwards
+        req.set("Max-Forwards", str((70 if mf is None else mf) - 1))
+        for route in reversed(branch.routes):
+            req.prepend("Route", route)
+        dest = bs.dest
+        assert dest is not None
+        out_listener = server.listener_for(dest)
+        if ctx.record_route:
+            in_listener = server.listener_for(ctx.source)
+            if in_listener is not out_listener and in_listener is not None:
+                req.prepend("Record-Route", server.record_route_value(in_listener))
+            req.prepend("Record-Route", server.record_route_value(out_listener))
+        server.add_via(req, out_listener, ctx.loop_hash)
+        bs.request = req
+        try:
+            bs.tx_key = server.layer.send_request(req, dest, now)
+        except Exception as exc:  # noqa: BLE001 - e.g. a destination we cannot use; answer 500/503 upstream
+            logger.warning("cannot forward %s to %s: %s", req.method, dest, exc)
+            bs.final = 503
+            ctx.responses.append(server.local_response(ctx.request, 503, "Service Unavailable"))
+            self._after_final(ctx, now)
+            return
+        self.branch_tx[bs.tx_key] = bs
+        server.count("core:fwd_requests")
+        server.count("tm:UAC_transactions")
+
+    def _forward_stateless(self, request: Any, source: tuple, decision: Forward, now: float) -> None:
+        """ACK for 2xx: end to end, no transaction (RFC 3261 §16.11 / §13.2.2.4)."""
+        server = self.server
+        branch = decision.groups[0][0]
+        dest = branch.dest
+        if dest is None:
+            dest = server.dest_from_uri(branch.ruri)
+            if dest is None:
+                server.count("core:drop_requests")
+                return
+        req = clone_request(request)
+        mf = request.max_forwards
+        req.set("Max-Forwards", str((70 if mf is None else mf) - 1))
+        server.add_via(req, server.listener_for(dest), loop_hash(request))
+        server.layer.send_stateless(req, server.reuse_connection(dest), now)
+        server.count("core:fwd_requests")
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def on_response(self, response: Any, tx_key: Any, now: float) -> None:
+        server = self.server
+        bs = self.branch_tx.get(tx_key) if tx_key is not None else None
+        if bs is None:
+            server.forward_response_stateless(response, now)
+            return
+        ctx = bs.ctx
+        status = response.status
+        server.emit_response(ctx, response, now)
+        if status < 200:
+            bs.provisional = True
+            if bs.cancelled and bs.tx_key is not None:
+                server.layer.cancel(bs.tx_key, now)
+            if status == 100 or ctx.final_sent:
+                return
+            self._relay(ctx, response, now)
+            return
+        if bs.final:
+            if 200 <= status < 300 and ctx.request.method == "INVITE":
+                self._relay(ctx, response, now)  # 2xx retransmission / second 2xx
+            return
+        bs.final = status
+        if 200 <= status < 300:
+            ctx.answered = True
+            self._relay(ctx, response, now)
+            self._finish(ctx, now, cancel_others=True)
+            return
+        if status == 503 and bs.alternates and not ctx.cancelled:  # RFC 3263 §4.3 failover
+            self._failover(bs, now)
+            return
+        if status in (401, 407):
+            for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+                for v in response.get_all(name):
+                    ctx.challenges.append((name, v))
+        ctx.responses.append(response)
+        if status >= 600:
+            self._send_best(ctx, now)
+            self._finish(ctx, now, cancel_others=True)
+            return
+        self._after_final(ctx, now)
+
+    def on_timeout(self, tx_key: Any, now: float) -> None:
+        bs = self.branch_tx.get(tx_key)
+        if bs is None or bs.final:
+            return
+        if bs.alternates and not bs.ctx.cancelled:
+            self._failover(bs, now)
+            return
+        bs.final = 408
+        if not bs.provisional or bs.ctx.request.method != "INVITE":
+            bs.ctx.responses.append(self.server.local_response(bs.ctx.request, 408, "Request Timeout"))
+        else:
+            bs.ctx.responses.append(self.server.local_response(bs.ctx.request, 408, "Request Timeout"))
+        self._after_final(bs.ctx, now)
+
+    def on_terminated(self, tx_key: Any) -> None:
+        bs = self.branch_tx.pop(tx_key, None)
+        if bs is not None:
+            return
+        ctx = self.contexts.pop(tx_key, None)
+        if ctx is not None:
+            self._clear_timers(ctx)
+
+    def on_cancel(self, invite_tx: Any, now: float) -> bool:
+        """CANCEL matched ``invite_tx``; returns False when there is no such proxied INVITE."""
+        ctx = self.contexts.get(invite_tx)
+        if ctx is None:
+            return False
+        if ctx.final_sent or ctx.cancelled:
+            return True
+        ctx.cancelled = True
+        ctx.groups.clear()
+        for bs in ctx.pending:
+            self._cancel_branch(bs, now)
+        ctx.timers.append(self.server.loop.call_later(CANCEL_GRACE, self._cancel_grace, ctx))
+        return True
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _failover(self, bs: BranchState, now: float) -> None:
+        self.branch_tx.pop(bs.tx_key, None)
+        bs.dest = bs.alternates.pop(0)
+        bs.final = 0
+        bs.provisional = False
+        logger.info("%s %s: trying next target %s", bs.ctx.request.method, bs.branch.ruri, _fmt(bs.dest))
+        self._send_branch(bs, now)
+
+    def _cancel_branch(self, bs: BranchState, now: float) -> None:
+        if bs.final or bs.cancelled:
+            return
+        bs.cancelled = True
+        if bs.tx_key is not None and bs.provisional:
+            self.server.layer.cancel(bs.tx_key, now)
+        # no provisional yet: the CANCEL goes out when one arrives (RFC 3261 §9.1), see on_response
+
+    def _after_final(self, ctx: ProxyContext, now: float) -> None:
+        if ctx.final_sent or ctx.pending:
+            return
+        if not ctx.cancelled and self._next_group(ctx, now):
+            return
+        self._send_best(ctx, now)
+        self._finish(ctx, now, cancel_others=False)
+
+    def _send_best(self, ctx: ProxyContext, now: float) -> None:
+        if ctx.final_sent:
+            return
+        best = best_response(ctx.responses)
+        server = self.server
+        if best is None:
+            best = server.local_response(ctx.request, 408, "Request Timeout")
+        elif best.status == 503:
+            best = server.local_response(ctx.request, 500, "Server Internal Error")  # §16.7 step 6
+        elif best.status in (401, 407) and len(ctx.challenges) > 1:
+            for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+                best.remove(name)
+            for name, v in ctx.challenges:
+                best.append(name, v)
+        self._relay(ctx, best, now)
+
+    def _relay(self, ctx: ProxyContext, response: Any, now: float) -> None:
+        server = self.server
+        if response.status >= 200:
+            ctx.final_sent = True
+            server.log_final(ctx, response)
+        server.relay_response(ctx, response, now)
+
+    def _finish(self, ctx: ProxyContext, now: float, *, cancel_others: bool) -> None:
+        ctx.final_sent = True
+        ctx.groups.clear()
+        if cancel_others:
+            for bs in ctx.pending:
+                self._cancel_branch(bs, now)
+        self._clear_timers(ctx)
+
+    def _clear_timers(self, ctx: ProxyContext) -> None:
+        for t in ctx.timers:
+            t.cancel()
+        ctx.timers.clear()
+        if ctx.group_timer is not None:
+            ctx.group_timer.cancel()
+            ctx.group_timer = None
+
+    def _invite_timeout(self, ctx: ProxyContext) -> None:
+        now = self.server.loop.time()
+        if ctx.final_sent:
+            return
+        ctx.groups.clear()
+        for bs in ctx.pending:
+            self._cancel_branch(bs, now)
+            bs.final = 408
+        if not ctx.responses:
+            ctx.responses.append(self.server.local_response(ctx.request, 408, "Request Timeout"))
+        self._send_best(ctx, now)
+        self._finish(ctx, now, cancel_others=False)
+        self.server.transmit()
+
+    def _group_timeout(self, ctx: ProxyContext) -> None:
+        now = self.server.loop.time()
+        ctx.group_timer = None
+        if ctx.final_sent or not ctx.groups:
+            return
+        for bs in ctx.pending:
+            self._cancel_branch(bs, now)
+            bs.final = 408
+        self._next_group(ctx, now)
+        self.server.transmit()
+
+    def _cancel_grace(self, ctx: ProxyContext) -> None:
+        if ctx.final_sent:
+            return
+        now = self.server.loop.time()
+        for bs in ctx.pending:
+            bs.final = 487
+        self._relay(ctx, self.server.local_response(ctx.request, 487, "Request Terminated"), now)
+        self._finish(ctx, now, cancel_others=False)
+        self.server.transmit()
+
+
+def _fmt(dest: tuple | None) -> str:
+    if dest is None:
+        return "?"
+    host = f"[{dest[1]}]" if ":" in dest[1] else dest[1]
+    return f"{dest[0]}:{host}:{dest[2]}"

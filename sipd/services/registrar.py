@@ -1,0 +1,218 @@
+"""Registrar decisions (RFC 3261 §10.3, RFC 3327 Path, RFC 5626 instance/reg-id, RFC 5627 GRUU).
+
+Pure: ``register(...)`` takes the REGISTER, the current bindings of its AOR, the settings and the
+time, and returns an ``Outcome`` (status, headers, the new binding list). Nothing here touches the
+network, the clock or the database; the pipeline stage applies the outcome (memory, then store).
+
+Rules, in the order they are checked:
+1. The To URI must be sip/sips with a user part (400), else the AOR is unusable.
+2. ``Contact: *`` is only valid alone and with ``Expires: 0`` (400); it removes every binding.
+3. Each contact's expiry is its ``expires`` param, else the Expires header, else default_expires.
+   Out-of-range values (> 2^32-1, RFC 3261 §20.19) count as the default. Non-numeric -> 400.
+   0 < expires < min_expires: clamp up (OpenSIPS) or 423 + Min-Expires (``min_expires_mode``).
+   expires > max_expires: clamp down.
+4. q must be 0..1 (400). Contacts keep their q; unspecified q sorts last.
+5. A contact matching an existing binding (same URI, or same +sip.instance/reg-id) with the same
+   Call-ID and a lower CSeq is out of order (400 "Invalid CSeq number").
+6. More than max_contacts live bindings after the change -> 503 (OpenSIPS "Too many registered
+   contacts"); nothing is changed.
+The 200 lists every live binding with its remaining expires (and pub-gruu/temp-gruu, RFC 5627).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .location import Contact, aor_key
+
+if TYPE_CHECKING:
+    from ..config import RegistrarSection
+
+MAX_EXPIRES_VALUE = 2**32 - 1
+
+
+@dataclass
+class Outcome:
+    status: int
+    reason: str
+    aor: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    contacts: list[Contact] | None = None  # new full binding list (None = unchanged / error)
+    changed: bool = False
+    error: str = ""  # P-Registrar-Error text / log reason
+
+
+def _fail(status: int, reason: str, why: str, aor: str = "") -> Outcome:
+    return Outcome(status, reason, aor, headers=[("P-Registrar-Error", why)] if status == 400 else [], error=why)
+
+
+def _parse_expires(text: str | None) -> int | None:
+    """int seconds, None when absent; raises ValueError when not a number."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.isdigit():
+        raise ValueError(text)
+    value = int(text)
+    return None if value > MAX_EXPIRES_VALUE else value
+
+
+def _unquote(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def register(
+    request,
+    current: list[Contact],
+    cfg: RegistrarSection,
+    now: float,
+    *,
+    received: str,
+    socket: str,
+    conn_id: int | None,
+    token: str,
+    gruu_supported: bool | None = None,
+) -> Outcome:
+    """Decide a REGISTER whose AOR is local and already authenticated.
+
+    Args:
+        request: the REGISTER (``sipd.sip.message.Request``).
+        current: the AOR's bindings now (may include expired ones; they are dropped).
+        cfg: the [registrar] settings.
+        now: wall-clock unix time.
+        received: where it came from, ``"udp:192.0.2.1:5060"``.
+        socket: our listen socket it arrived on.
+        conn_id: the TCP/TLS connection, or None.
+        token: a fresh random token for a temporary GRUU.
+    """
+    to_uri = request.to.uri
+    if to_uri.scheme not in ("sip", "sips"):
+        return _fail(400, "Bad Request", "AOR is not a SIP URI")
+    if not to_uri.user:
+        return _fail(400, "Bad Request", "No username in To URI")
+    aor = aor_key(to_uri.user, to_uri.host)
+    call_id = request.call_id
+    cseq = request.cseq.seq
+    try:
+        header_expires = _parse_expires(request.get("Expires"))
+    except ValueError:
+        header_expires = None
+
+    live = [c for c in current if c.alive(now)]
+    if request.contact_star:
+        if header_expires != 0 or len(request.get_all("Contact")) > 1:
+            return _fail(400, "Bad Request", "* used in contact and expires is not zero or more than 1 contact", aor)
+        return _ok(aor, [], now, changed=bool(current), gruu=False)
+
+    if gruu_supported is None:
+        gruu_supported = "gruu" in _tokens(request.get_all("Supported"))
+    gruu = cfg.gruu and gruu_supported
+    path_values = request.get_all("Path")
+    path = ",".join(path_values) if path_values else None
+    user_agent = request.get("User-Agent") or ""
+    new = list(live)
+    changed = len(live) != len(current)
+    for na in request.contacts:
+        if na.uri.scheme not in ("sip", "sips", "tel"):
+            return _fail(400, "Bad Request", "Unsupported contact URI scheme", aor)
+        params = na.params
+        try:
+            expires = _parse_expires(params.get("expires")) if "expires" in params else header_expires
+        except ValueError:
+            return _fail(400, "Bad Request", "Invalid expires param in contact", aor)
+        if expires is None:
+            expires = cfg.default_expires
+        q: float | None = None
+        if params.get("q") is not None:
+            try:
+                q = float(params["q"])  # type: ignore[arg-type]
+            except ValueError:
+                return _fail(400, "Bad Request", "Invalid q param in contact", aor)
+            if not 0.0 <= q <= 1.0:
+                return _fail(400, "Bad Request", "Invalid q param in contact", aor)
+        if expires and cfg.min_expires and expires < cfg.min_expires:
+            if cfg.min_expires_mode == "reject":
+                return Outcome(
+                    423, "Interval Too Brief", aor, headers=[("Min-Expires", str(cfg.min_expires))],
+                    error=f"expires {expires} below {cfg.min_expires}",
+                )
+            expires = cfg.min_expires
+        if cfg.max_expires and expires > cfg.max_expires:
+            expires = cfg.max_expires
+        instance = _unquote(params.get("+sip.instance"))
+        reg_id: int | None = None
+        if instance and params.get("reg-id"):
+            try:
+                reg_id = int(params["reg-id"])  # type: ignore[arg-type]
+            except ValueError:
+                return _fail(400, "Bad Request", "Invalid reg-id param in contact", aor)
+        uri_text = str(na.uri)
+        binding = Contact(
+            uri=uri_text,
+            expires=now + expires if expires else 0.0,
+            q=q,
+            call_id=call_id,
+            cseq=cseq,
+            user_agent=user_agent,
+            received=received,
+            path=path,
+            socket=socket,
+            instance=instance,
+            reg_id=reg_id,
+            conn_id=conn_id,
+            temp_gruu=token if (gruu and instance) else None,
+            last_modified=now,
+        )
+        idx = next((i for i, c in enumerate(new) if c.same_binding(binding)), None)
+        if idx is not None:
+            old = new[idx]
+            if old.call_id == call_id and cseq < old.cseq:
+                return _fail(400, "Bad Request", "Invalid CSeq number", aor)
+            if expires == 0:
+                del new[idx]
+            else:
+                binding.state = "CS_DIRTY" if old.state != "CS_NEW" else "CS_NEW"
+                if binding.temp_gruu is None:
+                    binding.temp_gruu = old.temp_gruu
+                new[idx] = binding
+            changed = True
+        elif expires:
+            new.append(binding)
+            changed = True
+    if cfg.max_contacts and len(new) > cfg.max_contacts:
+        return Outcome(503, "Service Unavailable", aor, error="Too many registered contacts")
+    return _ok(aor, new, now, changed=changed, gruu=gruu)
+
+
+def _tokens(values: list[str]) -> set[str]:
+    return {t.strip().lower() for v in values for t in v.split(",")}
+
+
+def _ok(aor: str, contacts: list[Contact], now: float, *, changed: bool, gruu: bool) -> Outcome:
+    contacts.sort(key=Contact.sort_q, reverse=True)
+    headers = [("Contact", contact_value(aor, c, now, gruu)) for c in contacts]
+    return Outcome(200, "OK", aor, headers=headers, contacts=contacts, changed=changed)
+
+
+def contact_value(aor: str, c: Contact, now: float, gruu: bool = False) -> str:
+    """``<uri>;expires=N[;q=..][;+sip.instance=..][;reg-id=..][;pub-gruu=..;temp-gruu=..]``."""
+    left = max(0, int(c.expires - now + 0.5)) if c.expires else 0
+    parts = [f"<{c.uri}>;expires={left}"]
+    if c.q is not None:
+        parts.append(f"q={c.q:g}")
+    if c.instance:
+        parts.append(f'+sip.instance="{c.instance}"')
+        if c.reg_id is not None:
+            parts.append(f"reg-id={c.reg_id}")
+        if gruu:
+            parts.append(f'pub-gruu="sip:{aor};gr={c.instance.strip("<>")}"')
+            if c.temp_gruu:
+                domain = aor.rpartition("@")[2]
+                parts.append(f'temp-gruu="sip:tgruu.{c.temp_gruu}@{domain};gr"')
+    return ";".join(parts)

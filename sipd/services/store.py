@@ -1,0 +1,181 @@
+"""The daemon's database I/O: loading caches and persisting location, off the event loop.
+
+All calls run on one dedicated worker thread (SQLite connections belong to their thread; one
+thread also keeps writes ordered). Location writes are *batched*: every binding change queued while
+a commit is running goes into the next transaction together, and each waiter's future resolves
+when its change is committed (write-through: the 200 is sent then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .location import Contact
+
+if TYPE_CHECKING:
+    from ..db import Database
+
+logger = logging.getLogger(__name__)
+
+_INSERT_COLUMNS = (
+    "username", "domain", "contact", "received", "path", "expires", "q", "callid", "cseq",
+    "last_modified", "flags", "cflags", "user_agent", "socket", "methods", "sip_instance",
+    "kv_store", "reg_id",
+)
+_INSERT_SQL = f"INSERT INTO location ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+
+
+def contact_row(aor: str, c: Contact) -> tuple:
+    user, _, domain = aor.rpartition("@")
+    kv = json.dumps({"temp_gruu": c.temp_gruu}) if c.temp_gruu else None
+    return (
+        user, domain, c.uri, c.received, c.path, int(c.expires), -1.0 if c.q is None else c.q,
+        c.call_id, c.cseq, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.last_modified or time.time())),
+        c.flags, c.cflags, c.user_agent, c.socket, c.methods, c.instance, kv, c.reg_id or 0,
+    )
+
+
+def contact_from_row(row: dict[str, Any]) -> tuple[str, Contact]:
+    kv: dict[str, Any] = {}
+    if row.get("kv_store"):
+        try:
+            kv = json.loads(row["kv_store"])
+        except ValueError:
+            kv = {}
+    q = row.get("q")
+    c = Contact(
+        uri=row["contact"], expires=float(row["expires"] or 0), q=None if q is None or q < 0 else float(q),
+        call_id=row.get("callid") or "", cseq=int(row.get("cseq") or 0), user_agent=row.get("user_agent") or "",
+        received=row.get("received"), path=row.get("path"), socket=row.get("socket") or "",
+        flags=int(row.get("flags") or 0), cflags=row.get("cflags") or "", methods=row.get("methods"),
+        instance=row.get("sip_instance"), reg_id=int(row["reg_id"]) if row.get("reg_id") else None,
+        state="CS_SYNC", temp_gruu=kv.get("temp_gruu"),
+    )
+    return f"{row['username']}@{(row.get('domain') or '').lower()}", c
+
+
+class Store:
+    """Owns the Database connection on a worker thread."""
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        self.url = url
+        self.timeout = timeout
+        self.db: Database | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipd-db")
+        self._queue: dict[str, tuple[list[Contact], list[asyncio.Future]]] = {}
+        self._writer: asyncio.Task | None = None
+        self.commits = 0
+        self.failures = 0
+
+    async def call(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> None:
+        from ..db import connect
+
+        self.db = await self.call(lambda: connect(self.url, timeout=self.timeout))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        if self.db is not None:
+            db, self.db = self.db, None
+            await self.call(db.close)
+        self._executor.shutdown(wait=True)
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    async def load_domains(self) -> dict[str, str | None]:
+        from ..db import queries
+
+        return {d: None for d in await self.call(queries.load_domains, self.db)}
+
+    async def load_subscribers(self) -> list[tuple[str, str, str, str]]:
+        from ..db import queries
+
+        rows = await self.call(queries.load_subscribers, self.db)
+        return [(u, d, v.get("ha1") or "", v.get("ha1_sha256") or "") for (u, d), v in rows.items()]
+
+    async def load_subscriber(self, user: str, domain: str) -> dict[str, str] | None:
+        from ..db import queries
+
+        return await self.call(queries.load_subscriber, self.db, user, domain)
+
+    async def load_aliases(self) -> dict[tuple[str, str], tuple[str, str]]:
+        from ..db import queries
+
+        return await self.call(queries.load_aliases, self.db)
+
+    async def load_dialplan(self) -> list[Any]:
+        from ..db import queries
+
+        return await self.call(queries.load_dialplan, self.db)
+
+    async def load_locations(self, now: float) -> list[tuple[str, Contact]]:
+        from ..db import queries
+
+        rows = await self.call(lambda: queries.load_locations(self.db, now=now))
+        return [contact_from_row(r) for r in rows]
+
+    async def load_aor(self, aor: str, now: float) -> list[Contact]:
+        user, _, domain = aor.rpartition("@")
+
+        def q() -> list[dict[str, Any]]:
+            return self.db.query(  # type: ignore[union-attr]
+                "SELECT * FROM location WHERE username = ? AND domain = ? AND (expires = 0 OR expires > ?)"
+                " ORDER BY contact_id", (user, domain, int(now)))
+
+        return [contact_from_row(r)[1] for r in await self.call(q)]
+
+    # -- writing (batched) ---------------------------------------------------------------------
+
+    def save_aor(self, aor: str, contacts: list[Contact]) -> asyncio.Future:
+        """Queue the full binding list of ``aor``; the future resolves when it is committed."""
+        fut = asyncio.get_running_loop().create_future()
+        entry = self._queue.get(aor)
+        if entry is None:
+            self._queue[aor] = (list(contacts), [fut])
+        else:
+            self._queue[aor] = (list(contacts), entry[1] + [fut])
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, {}
+            try:
+                await self.call(self._write_batch, {a: c for a, (c, _) in batch.items()})
+                self.commits += 1
+                for _, futs in batch.values():
+                    for f in futs:
+                        if not f.done():
+                            f.set_result(True)
+            except Exception as exc:  # noqa: BLE001 - the caller decides (500, retry later)
+                self.failures += 1
+                logger.error("location write failed (%d AORs): %s", len(batch), exc)
+                for _, futs in batch.values():
+                    for f in futs:
+                        if not f.done():
+                            f.set_exception(exc)
+
+    def _write_batch(self, batch: dict[str, list[Contact]]) -> None:
+        db = self.db
+        assert db is not None
+        with db.transaction():
+            for aor, contacts in batch.items():
+                user, _, domain = aor.rpartition("@")
+                db.execute("DELETE FROM location WHERE username = ? AND domain = ?", (user, domain))
+                if contacts:
+                    db.executemany(_INSERT_SQL, [contact_row(aor, c) for c in contacts])
+
+    async def flush_all(self, items: list[tuple[str, list[Contact]]]) -> None:
+        """write-back: persist these AORs (full lists) in one transaction."""
+        if items:
+            await self.call(self._write_batch, dict(items))

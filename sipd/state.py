@@ -1,0 +1,149 @@
+"""The one object the daemon's parts share: configuration, caches, statistics (contracts §4).
+
+Everything a service or a management command needs at run time hangs off ``ServerState``; there
+are no module globals. The caches are plain in-memory structures filled at start by
+``services/store.py`` and reloaded on demand (``reload()`` coroutines).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .services.auth import SubscriberCache
+from .services.location import Location
+from .stats import Statistics
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .services.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class DomainCache:
+    """Local domains: the ``domain`` table plus ``[server] domains``; lowercase."""
+
+    def __init__(self, configured: list[str]):
+        self.configured = {d.lower() for d in configured}
+        self.from_db: dict[str, str | None] = {}
+        self._all = frozenset(self.configured)
+        self.reloader: Callable[[], Any] | None = None
+
+    def set(self, rows: dict[str, str | None]) -> None:
+        self.from_db = {k.lower(): v for k, v in rows.items()}
+        self._all = frozenset(self.configured | set(self.from_db))
+
+    def __contains__(self, domain: object) -> bool:
+        return isinstance(domain, str) and domain.lower() in self._all
+
+    def __iter__(self):
+        return iter(sorted(self._all))
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def dump(self) -> list[tuple[str, str | None]]:
+        return [(d, self.from_db.get(d)) for d in sorted(self._all)]
+
+    async def reload(self) -> None:
+        if self.reloader is not None:
+            await self.reloader()
+
+
+class AliasCache:
+    """dbaliases: (alias_user, alias_domain) -> (user, domain)."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[str, str], tuple[str, str]] = {}
+        self.reloader: Callable[[], Any] | None = None
+
+    def set(self, table: dict[tuple[str, str], tuple[str, str]]) -> None:
+        self.table = {(u, d.lower()): t for (u, d), t in table.items()}
+
+    def get(self, user: str, domain: str) -> tuple[str, str] | None:
+        return self.table.get((user, domain.lower()))
+
+    async def reload(self) -> None:
+        if self.reloader is not None:
+            await self.reloader()
+
+
+class DialplanCache:
+    """The dialplan engine over the rules loaded from the ``dialplan`` table."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.reloader: Callable[[], Any] | None = None
+
+    def set(self, rules: list[Any]) -> None:
+        from .services.dialplan import Dialplan
+
+        self.engine = Dialplan(rules)
+
+    def translate(self, dpid: int, text: str) -> tuple[str, Any] | None:
+        if self.engine is None:
+            return None
+        return self.engine.translate(dpid, text)
+
+    def has_dpid(self, dpid: int) -> bool:
+        return self.engine is not None and dpid in self.engine.dpids()
+
+    async def reload(self) -> None:
+        if self.reloader is not None:
+            await self.reloader()
+
+
+class Events:
+    """Transaction-level events for accounting/dialog listeners (contracts §9)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[Any], None]] = []
+
+    def subscribe(self, callback: Callable[[Any], None]) -> None:
+        self.listeners.append(callback)
+
+    def emit(self, event: Any) -> None:
+        for cb in self.listeners:
+            try:
+                cb(event)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the call
+                logger.exception("event listener %r failed", cb)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEvent:
+    kind: str  # "request" | "response" | "ended"
+    request: Any
+    response: Any
+    tx_key: Any
+    now: float
+
+
+@dataclass(eq=False)
+class ServerState:
+    config: Config
+    stats: Statistics = field(default_factory=Statistics)
+    started_at: float = field(default_factory=time.time)
+    location: Location = field(default_factory=Location)
+    domains: DomainCache = field(default=None)  # type: ignore[assignment]
+    dialplan: DialplanCache = field(default_factory=DialplanCache)
+    subscribers: SubscriberCache = field(default_factory=SubscriberCache)
+    aliases: AliasCache = field(default_factory=AliasCache)
+    db: Store | None = None
+    events: Events = field(default_factory=Events)
+    bans: Any = None
+    dialogs: Any = None
+    server: Any = None  # the running Server (listeners, proxy), for mgmt commands
+
+    def __post_init__(self) -> None:
+        if self.domains is None:
+            self.domains = DomainCache(self.config.server.domains)
+
+    def set_log_level(self, level: str) -> None:
+        from .logging import set_level
+
+        set_level(level)

@@ -1,0 +1,66 @@
+"""What every transport shares: addresses, the sink they deliver to, and the connection table.
+
+Transports move bytes only. A received datagram goes to ``sink.datagram_received(data, addr)``; a
+stream transport frames bytes with the core's ``StreamParser`` (that *is* handing bytes to the core)
+and delivers whole messages with ``sink.message_received(msg, addr)``. Sending goes through
+``Transports.send(data, dest)``, which picks the listener (UDP) or the connection (TCP/TLS).
+
+An ``Address`` is ``(transport, host, port, conn_id)`` as in docs/contracts.md §1: ``conn_id`` names
+the TCP/TLS connection a message came on, so replies and calls to a TCP-registered endpoint reuse
+it (RFC 3261 §18.2.2, RFC 5626 flows). TLS plugs in as a stream transport with an ``ssl`` context.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+Address = tuple  # (transport: str, host: str, port: int, conn_id: int | None)
+
+
+class Sink(Protocol):
+    def datagram_received(self, data: bytes, addr: Address) -> None: ...
+
+    def message_received(self, msg: Any, addr: Address) -> None: ...
+
+    def stream_rejected(self, addr: Address, exc: Exception) -> None: ...
+
+
+class Listener:
+    """A bound socket of one transport. ``name`` is ``udp:127.0.0.1:5060``."""
+
+    proto = ""
+
+    def __init__(self, host: str, port: int):
+        self.host = host
+        self.port = port
+
+    @property
+    def name(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{h}:{self.port}"
+
+    @property
+    def family6(self) -> bool:
+        return ":" in self.host
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class BindError(Exception):
+    """A listener could not be bound; the message is one line for the operator."""
+
+
+def bind_error_message(name: str, exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return f"address already in use: {name} — another sipd or SIP server running? see server.listen"
+    if exc.errno == errno.EACCES:
+        return f"permission denied binding {name} — ports below 1024 need root or CAP_NET_BIND_SERVICE; see server.listen"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"cannot bind {name}: the address is not on this host — see server.listen"
+    return f"cannot bind {name}: {exc.strerror or exc} — see server.listen"

@@ -1,0 +1,152 @@
+"""All listeners and connections of one server, and the single ``send(data, dest)`` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from .base import Address, Listener, Sink
+from .stream import StreamConnection, StreamListener
+from .udp import UdpListener
+
+if TYPE_CHECKING:
+    from ..config import LimitsSection, ListenAddress
+
+logger = logging.getLogger(__name__)
+
+
+class Transports:
+    """Listeners + the connection table. ``ssl_contexts`` maps "tls" to an ``ssl.SSLContext``
+    (server side) — the TLS engineer fills it; outbound TLS uses ``client_ssl``."""
+
+    def __init__(self, sink: Sink, limits: LimitsSection, *, ssl_context=None, client_ssl=None):
+        self.sink = sink
+        self.limits = limits
+        self.loop = asyncio.get_event_loop()
+        self.listeners: list[Listener] = []
+        self.udp4: UdpListener | None = None
+        self.udp6: UdpListener | None = None
+        self.conns: dict[int, StreamConnection] = {}
+        self.by_peer: dict[tuple[str, str, int], StreamConnection] = {}
+        self.per_source: Counter[str] = Counter()
+        self.ssl_context = ssl_context
+        self.client_ssl = client_ssl
+        self.accepting = True
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def bind(self, addr: ListenAddress) -> Listener:
+        """Bind one listener. Raises BindError with an operator-readable line."""
+        listener: Listener
+        if addr.proto == "udp":
+            listener = await UdpListener.bind(addr.host, addr.port, self.sink)
+            if listener.family6:
+                self.udp6 = self.udp6 or listener  # type: ignore[assignment]
+            else:
+                self.udp4 = self.udp4 or listener  # type: ignore[assignment]
+        else:
+            ssl = self.ssl_context if addr.proto == "tls" else None
+            if addr.proto == "tls" and ssl is None:
+                from .base import BindError
+
+                raise BindError(f"cannot listen on {addr}: TLS is not configured — see [tls]")
+            listener = await StreamListener.bind(addr.proto, addr.host, addr.port, self, ssl=ssl)
+        self.listeners.append(listener)
+        return listener
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
+        for lst in self.listeners:
+            if isinstance(lst, StreamListener):
+                lst.server.close()
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.close()
+        for lst in self.listeners:
+            lst.close()
+        self.listeners.clear()
+
+    # -- the connection table ---------------------------------------------------------------------
+
+    def admit(self, conn: StreamConnection) -> bool:
+        """Called when a connection is up; False refuses it (limits)."""
+        if not conn.outbound:
+            if not self.accepting:
+                return False
+            if len(self.conns) >= self.limits.tcp_max_connections:
+                logger.warning("%s connection from %s refused: %d connections open (limits.tcp_max_connections)",
+                               conn.proto, conn.host, len(self.conns))
+                return False
+            if self.per_source[conn.host] >= self.limits.tcp_max_per_source:
+                logger.warning("%s connection from %s refused: too many from this address (limits.tcp_max_per_source)",
+                               conn.proto, conn.host)
+                return False
+        self.conns[conn.conn_id] = conn
+        self.by_peer[(conn.proto, conn.host, conn.port)] = conn
+        self.per_source[conn.host] += 1
+        return True
+
+    def forget(self, conn: StreamConnection) -> None:
+        if self.conns.pop(conn.conn_id, None) is None:
+            return
+        key = (conn.proto, conn.host, conn.port)
+        if self.by_peer.get(key) is conn:
+            del self.by_peer[key]
+        self.per_source[conn.host] -= 1
+        if self.per_source[conn.host] <= 0:
+            del self.per_source[conn.host]
+
+    def connection(self, conn_id: int | None) -> StreamConnection | None:
+        return self.conns.get(conn_id) if conn_id is not None else None
+
+    def sweep(self, now: float) -> int:
+        """Close connections idle longer than limits.tcp_idle_timeout; returns how many."""
+        limit = now - self.limits.tcp_idle_timeout
+        idle = [c for c in self.conns.values() if c.last_activity < limit]
+        for c in idle:
+            logger.debug("closing idle %s connection to %s:%s", c.proto, c.host, c.port)
+            c.close()
+        return len(idle)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def send(self, data: bytes, dest: Address) -> None:
+        proto, host, port = dest[0], dest[1], dest[2]
+        if proto == "udp":
+            lst = self.udp6 if ":" in host else self.udp4
+            if lst is None:
+                lst = self.udp4 or self.udp6
+                if lst is None:
+                    logger.warning("cannot send to udp:%s:%s: no UDP listener", host, port)
+                    return
+            lst.sendto(data, host, port)
+            return
+        conn = self.conns.get(dest[3]) if len(dest) > 3 and dest[3] is not None else None
+        if conn is None or conn.closed:
+            conn = self.by_peer.get((proto, host, port))
+        if conn is None or conn.closed:
+            conn = self._connect(proto, host, port)
+        conn.write(data)
+
+    def _connect(self, proto: str, host: str, port: int) -> StreamConnection:
+        conn = StreamConnection(self, proto, outbound=(host, port))
+        self.by_peer[(proto, host, port)] = conn  # queued writes go to this one until it is up
+        ssl = self.client_ssl if proto == "tls" else None
+
+        async def connect() -> None:
+            try:
+                await self.loop.create_connection(lambda: conn, host, port, ssl=ssl)
+            except OSError as exc:
+                logger.info("%s connection to %s:%s failed: %s", proto, host, port, exc)
+                conn.closed = True
+                if self.by_peer.get((proto, host, port)) is conn:
+                    del self.by_peer[(proto, host, port)]
+                on_fail = getattr(self.sink, "connect_failed", None)
+                if on_fail is not None:
+                    on_fail((proto, host, port, None))
+
+        self.loop.create_task(connect())
+        return conn
