@@ -308,7 +308,13 @@ class SipdProcess(ServerProcess):
     def provision(self, domains: Iterable[str] = (), users: Sequence[tuple[str, str]] = ()) -> None:
         """Create the schema (idempotent), then add domains and users with sipctl."""
         if not self._provisioned:
-            self.sipctl("db", "create")
+            if self.db_url.startswith("mysql://"):
+                # create the database itself too: --admin-url is the server part of the URL
+                scheme, rest = self.db_url.split("://", 1)
+                admin = f"{scheme}://{rest.split('/', 1)[0]}"
+                self.sipctl("db", "create", "--admin-url", admin)
+            else:
+                self.sipctl("db", "create")
             self._provisioned = True
         for d in domains:
             self.sipctl("domain", "add", d)
