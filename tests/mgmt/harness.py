@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sipd import config as cfg
 from sipd.mgmt import client
@@ -94,10 +91,23 @@ class Harness:
             self.loop.stop()
 
 
-@pytest.fixture
-def mgmt(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
+def write_config(h: Harness) -> Path:
+    """A sipd.toml with the harness's [mgmt] and [database] for sipctl --config."""
+    m = h.config.mgmt
+    path = h.tmp / "sipd.toml"
+    path.write_text(
+        "[mgmt]\n"
+        f'socket = "{m.socket}"\nfifo = "{m.fifo}"\nfifo_reply_dir = "{m.fifo_reply_dir}"\n'
+        f'http_listen = "{m.http_listen}"\nhttp_token = "{m.http_token}"\ntimeout = {m.timeout}\n'
+        "[database]\n"
+        f'url = "{h.config.database.url}"\n')
+    return path
+
+
+def run_cli(config: Path, *args: str, capsys: Any) -> tuple[int, str, str]:
+    from sipctl.app import main
+
+    capsys.readouterr()
+    code = main(["--config", str(config), *args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -18,7 +18,7 @@ from sipd.mgmt.client import MgmtConnectError
 from sipd.mgmt.protocol import RpcError
 from sipd.mgmt.server import MgmtStartError, start
 
-from .conftest import TOKEN, Harness
+from .harness import TOKEN, Harness
 
 
 def raw_unix(path: str, data: bytes, *, timeout: float = 5) -> bytes:

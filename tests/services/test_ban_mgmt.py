@@ -12,7 +12,7 @@ from sipctl.context import Env
 from sipctl.errors import NotFoundError, UsageError
 from sipd.mgmt.protocol import RpcError
 from sipd.services.antiflood import Antiflood, AntifloodSettings
-from tests.mgmt.conftest import Harness
+from tests.mgmt.harness import Harness
 
 
 @pytest.fixture
