@@ -1,0 +1,127 @@
+"""Registrar decisions as pure functions: REGISTER bytes in, Outcome out."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipd.config import RegistrarSection
+from sipd.services.location import Contact, Location
+from sipd.services.registrar import register
+from sipd.sip.message import parse_message
+
+NOW = 1_700_000_000.0
+
+
+def reg(contacts: list[str], *, expires: str | None = None, call_id: str = "c1", cseq: int = 1, extra: str = "") -> object:
+    lines = [
+        "REGISTER sip:example.test SIP/2.0",
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1",
+        "Max-Forwards: 70",
+        "From: <sip:alice@example.test>;tag=a",
+        "To: <sip:alice@example.test>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+    ]
+    lines += [f"Contact: {c}" for c in contacts]
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    if extra:
+        lines.append(extra)
+    lines += ["Content-Length: 0", "", ""]
+    return parse_message("\r\n".join(lines).encode())
+
+
+def run(request, current=None, **cfg):
+    return register(request, current or [], RegistrarSection(**cfg), NOW, received="udp:192.0.2.1:5060",
+                    socket="udp:127.0.0.1:5060", conn_id=None, token="tok")
+
+
+def test_new_binding_listed_with_expires():
+    out = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600"))
+    assert out.status == 200 and out.changed
+    assert out.aor == "alice@example.test"
+    assert out.headers == [("Contact", "<sip:alice@192.0.2.1:5060>;expires=600")]
+    assert out.contacts[0].received == "udp:192.0.2.1:5060"
+
+
+def test_default_expires_and_clamps():
+    assert run(reg(["<sip:a@h>"])).contacts[0].expires == NOW + 3600
+    assert run(reg(["<sip:a@h>"], expires="5")).contacts[0].expires == NOW + 60
+    assert run(reg(["<sip:a@h>"], expires="999999")).contacts[0].expires == NOW + 86400
+
+
+def test_423_in_reject_mode():
+    out = run(reg(["<sip:a@h>"], expires="5"), min_expires_mode="reject")
+    assert out.status == 423 and ("Min-Expires", "60") in out.headers
+
+
+def test_contact_param_expires_wins_and_zero_removes():
+    first = run(reg(["<sip:a@h>;expires=300", "<sip:b@h>"], expires="100"))
+    assert [c.expires - NOW for c in first.contacts] == [300, 100]
+    second = run(reg(["<sip:a@h>;expires=0"], call_id="c1", cseq=2), current=first.contacts)
+    assert [c.uri for c in second.contacts] == ["sip:b@h"]
+
+
+def test_star_removes_all_and_needs_expires_zero():
+    first = run(reg(["<sip:a@h>", "<sip:b@h>"]))
+    assert run(reg(["*"], expires="0", cseq=2), current=first.contacts).contacts == []
+    assert run(reg(["*"], cseq=2), current=first.contacts).status == 400
+
+
+def test_q_values_ordered_and_checked():
+    out = run(reg(["<sip:a@h>;q=0.5", "<sip:b@h>;q=1.0", "<sip:c@h>"]))
+    assert [c.uri for c in out.contacts] == ["sip:b@h", "sip:a@h", "sip:c@h"]
+    assert run(reg(["<sip:a@h>;q=2"])).status == 400
+    assert run(reg(["<sip:a@h>;q=x"])).status == 400
+
+
+def test_max_contacts_503():
+    out = run(reg(["<sip:a@h>", "<sip:b@h>", "<sip:c@h>"]), max_contacts=2)
+    assert out.status == 503
+
+
+def test_lower_cseq_same_call_id_rejected():
+    first = run(reg(["<sip:a@h>"], cseq=5))
+    assert run(reg(["<sip:a@h>"], cseq=4), current=first.contacts).status == 400
+    assert run(reg(["<sip:a@h>"], cseq=6), current=first.contacts).status == 200
+
+
+def test_instance_reg_id_and_gruu():
+    out = run(reg(['<sip:a@192.0.2.1>;+sip.instance="<urn:uuid:1234>";reg-id=1'], extra="Supported: gruu, path"))
+    c = out.contacts[0]
+    assert c.instance == "<urn:uuid:1234>" and c.reg_id == 1 and c.temp_gruu == "tok"
+    value = out.headers[0][1]
+    assert 'pub-gruu="sip:alice@example.test;gr=urn:uuid:1234"' in value
+    assert 'temp-gruu="sip:tgruu.tok@example.test;gr"' in value
+    # same instance, new URI: replaces the binding (RFC 5626)
+    again = run(reg(['<sip:a@192.0.2.9>;+sip.instance="<urn:uuid:1234>";reg-id=1'], cseq=2), current=out.contacts)
+    assert [x.uri for x in again.contacts] == ["sip:a@192.0.2.9"]
+
+
+def test_path_stored():
+    out = run(reg(["<sip:a@h>"], extra="Path: <sip:edge.example.test;lr>"))
+    assert out.contacts[0].path == "<sip:edge.example.test;lr>"
+
+
+def test_non_sip_aor_400():
+    req = parse_message(
+        b"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK2\r\nFrom: <http://x>;tag=1\r\n"
+        b"To: <isbn:2983792873>\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert run(req).status == 400
+
+
+def test_location_expire_and_index():
+    loc = Location()
+    loc.replace("a@x", [Contact("sip:a@1", NOW + 10), Contact("sip:a@2", NOW + 100, q=0.5)])
+    assert [c.uri for c in loc.lookup("a@x", NOW)] == ["sip:a@2", "sip:a@1"]
+    removed = loc.expire(NOW + 50)
+    assert [c.uri for _, c in removed] == ["sip:a@1"]
+    assert loc.count_contacts() == 1
+    assert loc.remove("a@x") == 1 and "a@x" not in loc
+
+
+@pytest.mark.parametrize("q,expected", [("0.5", 0.5), (None, None)])
+def test_q_param(q, expected):
+    contact = "<sip:a@h>" + (f";q={q}" if q else "")
+    assert run(reg([contact])).contacts[0].q == expected
