@@ -178,6 +178,7 @@ class _Checker:
         self.cache = R.Cache()  # one run asks each (name, type) once
         self.addresses: dict[str, set[str]] = {}  # ip -> forward names that led to it
         self.srv_targets: set[str] = set()
+        self.naptr_targets: set[str] = set()  # SRV names some NAPTR points to
 
     def q(self, name: str, rdtype: str) -> R.Answer:
         return R.lookup_sync(self.resolver, R.Query(name, rdtype), self.cache)
@@ -232,7 +233,6 @@ class _Checker:
             self.add("naptr", self.domain, Verdict.WARN, f"no NAPTR records ({naptr.status.value})",
                      "optional: without NAPTR, clients try SRV _sips._tcp, _sip._tcp, _sip._udp (RFC 3263 §4.1)")
             return srv_names
-        self.naptr_targets: set[str] = set()
         sip = [r for r in naptr.records if r.service.upper() in R.NAPTR_SERVICES]
         if not sip:
             self.add("naptr", self.domain, Verdict.WARN, "NAPTR records exist but none for SIP",
@@ -269,11 +269,10 @@ class _Checker:
     def check_srv(self, srv_names: list[str]) -> bool:
         legacy = f"{LEGACY_TLS}.{self.domain}"
         found = False
-        naptr_targets = getattr(self, "naptr_targets", set())
         for name in [*srv_names, legacy]:
             answer = self.q(name, "SRV")
             if answer.status in (R.Status.NXDOMAIN, R.Status.NODATA):
-                if name == legacy or name in naptr_targets:
+                if name == legacy or name in self.naptr_targets:
                     continue  # absent legacy name is fine; NAPTR row already failed
                 self.add("srv", name, Verdict.WARN, "not published",
                          f"publish {name} SRV if the server offers {_service_transport(name)}")

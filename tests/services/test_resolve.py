@@ -218,6 +218,14 @@ def test_sync_and_async_agree_against_dnsmasq(good_ns):
     assert sync == res == EXPECTED_GOOD
     udp = R.resolve_sync(Uri("sip", "example.test", None, {"transport": "udp"}), R.make_resolver([good_ns.nameserver]))
     assert udp == EXPECTED_GOOD[2:]
+    # the real URI type (and its text) works the same as the stand-in
+    from sipd.sip.uri import parse_uri
+
+    resolver = R.make_resolver([good_ns.nameserver])
+    assert R.resolve_sync(parse_uri("sips:bob@example.test"), resolver) == EXPECTED_GOOD[:1]
+    assert R.resolve_sync("sip:bob@sip.example.test:5080;transport=TCP", resolver) == [
+        Target("tcp", "127.0.0.2", 5080, "sip.example.test")]
+    assert R.resolve_sync("sip:bob@example.test:5080", resolver) == []  # no A for the bare domain
 
 
 @pytest.mark.e2e

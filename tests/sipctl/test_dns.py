@@ -317,3 +317,32 @@ def test_probe_udp_port_unreachable(tmp_path, capsys):
         code, report = run_json(capsys, "example.test", "-n", ns.nameserver, "--probe", "--timeout", "2")
     (probe,) = rows(report, section="probe")
     assert code == 1 and probe["detail"] == "no SIP answer: port unreachable"
+
+
+def test_probe_live_sipd(tmp_path, capsys):
+    """Issue 9 acceptance: --probe reports a live sipd's answers (UDP and TCP)."""
+    require_tool("dnsmasq")
+    from tests.conftest import missing
+    from tests.helpers.sipd_proc import SipdProcess
+
+    sipd = SipdProcess(tmp_path, host="127.0.0.2", domains=["example.test"])
+    try:
+        sipd.start()
+    except Exception as exc:  # the daemon itself is broken or absent: not this test's subject
+        sipd.close(check_log=False)
+        missing(f"sipd does not start: {str(exc).splitlines()[0]}")
+    try:
+        zone = ["local=/example.test/", "local=/0.0.127.in-addr.arpa/", "host-record=sip.example.test,127.0.0.2",
+                f"srv-host=_sip._udp.example.test,sip.example.test,{sipd.udp_port},10,100",
+                f"srv-host=_sip._tcp.example.test,sip.example.test,{sipd.tcp_port},10,100"]
+        with Dnsmasq(tmp_path, zone) as ns:
+            code, report = run_json(capsys, "example.test", "-n", ns.nameserver, "--probe", "--timeout", "2",
+                                    "--expect-address", "127.0.0.2")
+    finally:
+        sipd.close()
+    probes = {c["subject"]: c for c in rows(report, section="probe")}
+    assert set(probes) == {f"udp 127.0.0.2:{sipd.udp_port}", f"tcp 127.0.0.2:{sipd.tcp_port}"}
+    for row in probes.values():
+        assert row["data"]["status"] == 200, row
+        assert row["verdict"] == "pass" and row["data"]["rtt_ms"] > 0
+    assert code == 0, rows(report, "fail")
