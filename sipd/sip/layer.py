@@ -1,0 +1,393 @@
+"""The transaction layer: matching, the four machines of ``transaction.py``, timers and output.
+
+Bytes (or framed messages) come in with the time they arrived; events come out through
+``next_event()``; everything to put on the wire is queued for ``messages_to_send(now)``; one timer
+deadline is exposed by ``get_timer()`` and fired by ``handle_timer(now)`` (the aioquic shape).
+
+Matching (RFC 3261 §17.1.3, §17.2.3):
+
+* responses -> client transactions by (top Via branch, CSeq method);
+* requests -> server transactions by (branch, sent-by, method) with ACK mapped to INVITE, when the
+  branch carries the ``z9hG4bK`` magic cookie *and* something after it; otherwise (RFC 2543 peers,
+  and RFC 4475 §3.2.1's bare ``z9hG4bK``) by (Call-ID, From tag, CSeq number, method, top Via).
+  The To tag is left out of the fallback key so the ACK for a non-2xx (which carries our To tag)
+  matches its INVITE; the Request-URI is left out so responses can be matched to it too.
+* CANCEL gets a server transaction of its own (so ``send_response`` can answer 200 or 481) and
+  is reported as ``CancelReceived`` with the key of the INVITE server transaction it cancels
+  (None if there is none).
+
+Responses from server transactions go back to the address the request came from (RFC 3581
+symmetric response routing; on TCP/TLS the same connection), which is what NATed endpoints need.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import LocalProtocolError, RemoteProtocolError, TransactionError
+from .message import Headers, Request, Response, make_response, parse_message
+from .transaction import (
+    INITIAL_TIMERS,
+    TIMER_INPUT,
+    Action,
+    Input,
+    Kind,
+    State,
+    TimerValues,
+    Transaction,
+)
+
+# (transport, host, port, conn_id | None); transport is "udp", "tcp", "tls" ...
+Address = tuple[str, str, int, Any]
+TxKey = tuple[Any, ...]
+
+RELIABLE = frozenset({"tcp", "tls", "sctp", "ws", "wss"})
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def _default_factory() -> str:
+    raise LocalProtocolError("LayerConfig needs a branch_factory/tag_factory", None)
+
+
+@dataclass
+class LayerConfig:
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    branch_factory: Callable[[], str] = _default_factory  # returns a branch *with* z9hG4bK
+    tag_factory: Callable[[], str] = _default_factory
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestReceived:
+    request: Request
+    source: Address
+    tx_key: TxKey | None  # None: ACK for a 2xx (or unmatched ACK): no transaction
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelReceived:
+    request: Request
+    source: Address
+    tx_key: TxKey | None  # the INVITE server transaction it cancels, None if none
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseReceived:
+    response: Response
+    tx_key: TxKey | None  # None: stray (e.g. 2xx retransmission after the transaction ended)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransactionTimedOut:
+    tx_key: TxKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransactionTerminated:
+    tx_key: TxKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageRejected:
+    source: Address
+    status: int | None  # the error reply already queued, None if dropped silently
+    reason: str
+
+
+Event = (
+    RequestReceived | CancelReceived | ResponseReceived | TransactionTimedOut
+    | TransactionTerminated | MessageRejected
+)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    data: bytes
+    dest: Address
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def server_key(msg: Request | Response, method: str) -> TxKey:
+    via = msg.via
+    branch = via.branch
+    if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+        return ("s", branch, via.sent_by.lower(), method)
+    return ("s2543", msg.call_id, msg.from_.tag, msg.cseq.seq, method, str(via))
+
+
+def client_key(msg: Request | Response) -> TxKey:
+    return ("c", msg.via.branch, msg.cseq.method)
+
+
+def _is_reliable(addr: Address) -> bool:
+    return addr[0].lower() in RELIABLE
+
+
+class TransactionLayer:
+    """Sans-IO RFC 3261 transaction layer (client and server, INVITE and non-INVITE)."""
+
+    def __init__(self, config: LayerConfig | None = None) -> None:
+        self.config = config or LayerConfig()
+        self._values = TimerValues(self.config.t1, self.config.t2, self.config.t4)
+        self._txs: dict[TxKey, Transaction] = {}
+        self._events: deque[Event] = deque()
+        self._out: list[Outgoing] = []
+        self._heap: list[tuple[float, int, TxKey, str]] = []
+        self._seq = 0
+
+    # -- introspection ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def get_transaction(self, key: TxKey) -> Transaction | None:
+        return self._txs.get(key)
+
+    def state_of(self, key: TxKey) -> State | None:
+        tx = self._txs.get(key)
+        return tx.state if tx else None
+
+    # -- output -----------------------------------------------------------------------------------
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def messages_to_send(self, now: float) -> list[Outgoing]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            deadline, _, key, name = heap[0]
+            tx = self._txs.get(key)
+            if tx is not None and tx.timers.get(name) == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale entry
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        for _ in range(len(heap) + 1):  # bounded: each entry is popped at most once
+            if not heap or heap[0][0] > now:
+                return
+            deadline, _, key, name = heapq.heappop(heap)
+            tx = self._txs.get(key)
+            if tx is None or tx.timers.get(name) != deadline:
+                continue
+            del tx.timers[name]
+            self._step(tx, TIMER_INPUT[name], now)
+
+    # -- input ------------------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if not data.strip(b"\r\n"):
+            return  # CRLF keep-alive (RFC 5626 §3.5.1 / §4.4.1)
+        try:
+            msg = parse_message(data)
+        except RemoteProtocolError as e:
+            self.reject(e, addr)
+            return
+        self.receive_message(msg, addr, now)
+
+    def reject(self, error: RemoteProtocolError, addr: Address) -> None:
+        """Queue the stateless error reply for a message that failed to parse (if possible)."""
+        status = error.status_hint
+        if status is not None and error.partial is not None:
+            try:
+                resp = make_response(error.partial, status)
+                self._out.append(Outgoing(resp.to_bytes(), addr))
+            except Exception:  # noqa: BLE001 - best effort on a broken message
+                status = None
+        else:
+            status = None
+        self._events.append(MessageRejected(source=addr, status=status, reason=str(error)))
+
+    def receive_message(self, msg: Request | Response, addr: Address, now: float) -> None:
+        if isinstance(msg, Response):
+            self._on_response(msg, now)
+        else:
+            self._on_request(msg, addr, now)
+
+    def _on_request(self, req: Request, addr: Address, now: float) -> None:
+        method = req.method
+        if method == "ACK":
+            tx = self._txs.get(server_key(req, "INVITE"))
+            if tx is not None and tx.kind is Kind.IST:
+                if Action.PASS_UP in self._step(tx, Input.RECV_ACK, now):
+                    self._events.append(RequestReceived(request=req, source=addr, tx_key=None))
+                return
+            self._events.append(RequestReceived(request=req, source=addr, tx_key=None))
+            return
+        key = server_key(req, method)
+        tx = self._txs.get(key)
+        if tx is not None:
+            self._step(tx, Input.RECV_REQUEST, now)
+            return
+        kind = Kind.IST if method == "INVITE" else Kind.NIST
+        tx = Transaction(kind, key, req, addr, _is_reliable(addr), self._values)
+        self._txs[key] = tx
+        if method == "CANCEL":
+            inv_key = key[:-1] + ("INVITE",) if key[0] == "s" else key[:4] + ("INVITE",) + key[5:]
+            inv = self._txs.get(inv_key)
+            found = inv_key if inv is not None and inv.kind is Kind.IST else None
+            self._events.append(CancelReceived(request=req, source=addr, tx_key=found))
+        else:
+            self._events.append(RequestReceived(request=req, source=addr, tx_key=key))
+
+    def _on_response(self, resp: Response, now: float) -> None:
+        key = client_key(resp)
+        tx = self._txs.get(key)
+        if tx is None:
+            self._events.append(ResponseReceived(response=resp, tx_key=None))
+            return
+        s = resp.status
+        inp = Input.RECV_1XX if s < 200 else Input.RECV_2XX if s < 300 else Input.RECV_FINAL
+        tx.last_response = resp
+        self._step(tx, inp, now)
+        if tx.pending_cancel is not None and tx.kind is Kind.ICT:
+            cancel, tx.pending_cancel = tx.pending_cancel, None
+            if tx.state is State.PROCEEDING:
+                self._start_client(cancel, tx.peer, now)
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send_request(self, request: Request, dest: Address, now: float) -> TxKey:
+        """Start a client transaction. The request needs a top Via; a branch is added if missing."""
+        if request.method == "ACK":
+            raise LocalProtocolError("ACK is not sent in a transaction: use send_stateless", None)
+        if "via" not in request.headers:
+            raise LocalProtocolError("request without Via", None)
+        via = request.via
+        if not (via.branch or "").startswith(MAGIC_COOKIE) or via.branch == MAGIC_COOKIE:
+            via.params["branch"] = self.config.branch_factory()
+            request.replace_first("Via", str(via))
+        return self._start_client(request, dest, now)
+
+    def _start_client(self, request: Request, dest: Address, now: float) -> TxKey:
+        key = client_key(request)
+        if key in self._txs:
+            raise LocalProtocolError(f"transaction {key} already exists", None)
+        kind = Kind.ICT if request.method == "INVITE" else Kind.NICT
+        tx = Transaction(kind, key, request, dest, _is_reliable(dest), self._values)
+        tx.request_bytes = request.to_bytes()
+        self._txs[key] = tx
+        self._out.append(Outgoing(tx.request_bytes, dest))
+        for name in INITIAL_TIMERS[kind]:
+            tx.start_timer(name, now)
+        self._arm(tx)
+        return key
+
+    def send_response(self, response: Response, now: float) -> None:
+        """Send a response through its server transaction (matched by Via branch/sent-by, CSeq)."""
+        method = response.cseq.method
+        key = server_key(response, method)
+        tx = self._txs.get(key)
+        if tx is None or tx.kind not in (Kind.IST, Kind.NIST):
+            raise TransactionError(f"no server transaction for {response!r} ({method})")
+        s = response.status
+        inp = Input.SEND_1XX if s < 200 else Input.SEND_2XX if s < 300 else Input.SEND_FINAL
+        tx.last_response = response
+        tx.last_response_bytes = response.to_bytes()
+        self._step(tx, inp, now)
+
+    def send_stateless(self, msg: Request | Response, dest: Address, now: float) -> None:
+        self._out.append(Outgoing(msg.to_bytes(), dest))
+
+    def cancel(self, tx_key: TxKey, now: float) -> Request | None:
+        """Build and send (once a provisional arrived) a CANCEL for a client INVITE transaction."""
+        tx = self._txs.get(tx_key)
+        if tx is None or tx.kind is not Kind.ICT:
+            raise TransactionError(f"no client INVITE transaction {tx_key}")
+        if tx.state not in (State.CALLING, State.PROCEEDING) or tx.pending_cancel is not None:
+            return None
+        cancel = make_cancel(tx.request)
+        if tx.state is State.PROCEEDING:
+            self._start_client(cancel, tx.peer, now)
+        else:  # RFC 3261 §9.1: wait for a provisional response before sending
+            tx.pending_cancel = cancel
+        return cancel
+
+    def transport_error(self, tx_key: TxKey, now: float) -> None:
+        tx = self._txs.get(tx_key)
+        if tx is not None:
+            self._step(tx, Input.TRANSPORT_ERROR, now)
+
+    # -- machinery --------------------------------------------------------------------------------
+    def _step(self, tx: Transaction, inp: Input, now: float) -> tuple[Action, ...]:
+        try:
+            actions = tx.step(inp, now)
+        except RemoteProtocolError:
+            return ()
+        out = self._out
+        for a in actions:
+            if a is Action.PASS_UP:
+                if tx.kind in (Kind.ICT, Kind.NICT):
+                    self._events.append(ResponseReceived(response=tx.last_response, tx_key=tx.key))
+            elif a is Action.RETRANSMIT:
+                out.append(Outgoing(tx.request_bytes or b"", tx.peer))
+            elif a is Action.SEND or a is Action.RESEND:
+                if tx.last_response_bytes is not None:
+                    out.append(Outgoing(tx.last_response_bytes, tx.peer))
+            elif a is Action.SEND_ACK:
+                if tx.ack_bytes is None or tx.last_response is not None:
+                    tx.ack_bytes = make_ack(tx.request, tx.last_response).to_bytes()
+                out.append(Outgoing(tx.ack_bytes, tx.peer))
+            elif a is Action.TIMEOUT:
+                self._events.append(TransactionTimedOut(tx_key=tx.key))
+        if tx.state is State.TERMINATED:
+            self._txs.pop(tx.key, None)
+            self._events.append(TransactionTerminated(tx_key=tx.key))
+        else:
+            self._arm(tx)
+            if any(d <= now for d in tx.timers.values()):
+                self.handle_timer(now)  # zero-length timers (reliable transports) fire at once
+        return actions
+
+    def _arm(self, tx: Transaction) -> None:
+        for name, deadline in tx.timers.items():
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline, self._seq, tx.key, name))
+        if len(self._heap) > 4 * len(self._txs) + 64:  # drop stale entries now and then
+            self._heap = [e for e in self._heap if (t := self._txs.get(e[2])) and t.timers.get(e[3]) == e[0]]
+            heapq.heapify(self._heap)
+
+
+# -- requests built by the layer -----------------------------------------------------------------
+
+
+def _copy(req: Request, names: tuple[str, ...]) -> list[list[Any]]:
+    return [list(it) for it in req.headers._items if it[0] in names]
+
+
+def make_ack(invite: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final response (RFC 3261 §17.1.1.3)."""
+    items = [["via", "Via", str(invite.via), None]]
+    items += _copy(invite, ("route", "from", "call-id", "max-forwards"))
+    to = [it for it in response.headers._items if it[0] == "to"][:1]
+    items += [list(it) for it in to]
+    items.append(["cseq", "CSeq", f"{invite.cseq.seq} ACK", None])
+    ack = Request("ACK", invite.uri_text, Headers._from_items(items))
+    return ack
+
+
+def make_cancel(invite: Request) -> Request:
+    """A CANCEL for a request we sent (RFC 3261 §9.1): same R-URI, top Via, From, To, Call-ID, CSeq number."""
+    items = [["via", "Via", str(invite.via), None]]
+    items += _copy(invite, ("route", "from", "to", "call-id"))
+    items.append(["max-forwards", "Max-Forwards", "70", None])
+    items.append(["cseq", "CSeq", f"{invite.cseq.seq} CANCEL", None])
+    return Request("CANCEL", invite.uri_text, Headers._from_items(items))
+
+
+__all__ = [
+    "Address", "CancelReceived", "Event", "LayerConfig", "MessageRejected", "Outgoing",
+    "RequestReceived", "ResponseReceived", "TransactionLayer", "TransactionTerminated",
+    "TransactionTimedOut", "TxKey", "make_ack", "make_cancel",
+]
