@@ -83,7 +83,37 @@ def list_(
 
     with dblib.env_session(get_env(ctx)) as db:
         rows = dialplan.list_rules(db, dpid)
-    Output(json_mode=as_json).table(_COLS, [_row(r) for r in rows], data=rows)
+    out = Output(json_mode=as_json)
+    if as_json:
+        out.json(rows)
+        return
+    # one line per rule: regexes are too long for table cells in an 80-column terminal
+    last = None
+    for r in rows:
+        if r["dpid"] != last:
+            out.out.print(f"dpid {r['dpid']}", highlight=False, markup=False, style="bold")
+            last = r["dpid"]
+        out.out.print("  " + _describe(r), highlight=False, markup=False, soft_wrap=True)
+    if not rows:
+        out.result("no dialplan rules" + (f" for dpid {dpid}" if dpid is not None else ""))
+
+
+def _q(text: str) -> str:
+    return f"'{text}'"
+
+
+def _describe(r: dict) -> str:
+    text = f"[{r['id']}] pr {r['pr']} {r['match_op']} {_q(r['match_exp'])}"
+    if r["match_flags"]:
+        text += f" ({r['match_flags']})"
+    if r["subst_exp"]:
+        text += f" subst {_q(r['subst_exp'])}"
+    text += f" -> {_q(r['repl_exp'])}" if r["repl_exp"] else " -> (input unchanged)"
+    if r["attrs"]:
+        text += f" attrs {_q(r['attrs'])}"
+    if r["disabled"]:
+        text += " [disabled]"
+    return text
 
 
 @app.command()
@@ -107,7 +137,9 @@ def test(
         out.json(r)
     else:
         if r["rule"]:
-            out.table(_COLS, [_row(r["rule"])], title="matching rule")
+            rule = r["rule"]
+            out.table(["field", "value"], [(c, v) for c, v in zip(_COLS, _row(rule)) if v not in ("", None)],
+                      title=f"matching rule {rule['id']}")
         if r["matched"]:
             shown = r["output"] if r["output"] else f"{text} (unchanged: the rule has no repl_exp)"
             out.result(f"{text} -> {shown}")

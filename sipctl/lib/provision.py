@@ -99,7 +99,8 @@ def rm_domain(db: Database, domain: str, *, force: bool = False) -> dict[str, An
 def list_domains(db: Database) -> list[dict[str, Any]]:
     rows = db.query("SELECT d.domain, d.attrs, d.accept_subdomain, d.last_modified, "
                     "(SELECT COUNT(*) FROM subscriber s WHERE s.domain = d.domain) AS users "
-                    "FROM domain d ORDER BY d.domain")
+                    "FROM domain d")
+    rows.sort(key=lambda r: r["domain"])  # same order on both backends (MySQL collation differs)
     return [{"domain": r["domain"], "attrs": r["attrs"] or "", "accept_subdomain": bool(r["accept_subdomain"]),
              "users": int(r["users"]), "last_modified": str(r["last_modified"])} for r in rows]
 
@@ -176,7 +177,7 @@ def list_users(db: Database, domain: str | None = None) -> list[dict[str, Any]]:
     if domain:
         sql += " WHERE s.domain = ?"
         params = (normalize_domain(domain),)
-    rows = db.query(sql + " ORDER BY s.domain, s.username", params)
+    rows = sorted(db.query(sql, params), key=lambda r: (r["domain"], r["username"]))
     return [{"user": r["username"], "domain": r["domain"], "email": r["email_address"] or "",
              "aliases": int(r["aliases"])} for r in rows]
 
@@ -240,6 +241,6 @@ def list_aliases(db: Database, user: str | None = None, domain: str | None = Non
     if user is not None and domain is not None:
         sql += " WHERE username = ? AND domain = ?"
         params = (user, domain)
-    rows = db.query(sql + " ORDER BY alias_domain, alias_username", params)
+    rows = sorted(db.query(sql, params), key=lambda r: (r["alias_domain"], r["alias_username"]))
     return [{"alias": f"{r['alias_username']}@{r['alias_domain']}", "target": f"{r['username']}@{r['domain']}"}
             for r in rows]
