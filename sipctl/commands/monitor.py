@@ -17,7 +17,8 @@ def _render(out: Output, cycle: int, snap, rates: dict[str, float]) -> None:
     from ..lib import stats
 
     console = out.out
-    console.print(f"[dim][cycle #: {cycle}; if constant make sure server lives][/dim]")
+    console.print(f"[cycle #: {cycle}; if constant make sure server lives]", style="dim", markup=False,
+                  highlight=False)
     console.print(f"[bold]Server::[/bold] {snap.server}", highlight=False)
     for k, v in snap.uptime.items():
         console.print(f"[bold]{k}::[/bold] {v}", highlight=False)
