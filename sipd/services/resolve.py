@@ -455,8 +455,14 @@ async def run(gen: Plan, resolver: dns.asyncresolver.Resolver, cache: Cache | No
     try:
         batch = next(gen)
         while True:
-            answers = await asyncio.gather(*(lookup(resolver, q, cache) for q in batch))
-            batch = gen.send(list(answers))
+            # cache hits need no task; only the misses run concurrently
+            answers = [cache.get(q) if cache is not None else None for q in batch]
+            misses = [i for i, a in enumerate(answers) if a is None]
+            if misses:
+                fetched = await asyncio.gather(*(lookup(resolver, batch[i], cache) for i in misses))
+                for i, a in zip(misses, fetched):
+                    answers[i] = a
+            batch = gen.send([a for a in answers if a is not None])
     except StopIteration as stop:
         return list(stop.value)
 
