@@ -93,7 +93,6 @@ class Server:
         from .services.auth import Authenticator
         from .services.proxy import Proxy
         from .services.resolve import SipResolver
-        from .sip.transaction import LayerConfig  # noqa: F401  (fails early if the core is absent)
 
         config = self.config
         state = self.state
@@ -282,9 +281,12 @@ class Server:
         self.state.dialplan.set(await self.state.db.load_dialplan())  # type: ignore[union-attr]
 
     def _make_layer(self) -> Any:
-        from .sip.transaction import LayerConfig, TransactionLayer
+        from .sip.layer import LayerConfig, TransactionLayer
 
-        return TransactionLayer(LayerConfig())
+        def branch() -> str:
+            return f"z9hG4bK{self._rand}x{next(self._branch_seq)}"
+
+        return TransactionLayer(LayerConfig(branch_factory=branch, tag_factory=self.to_tag))
 
     def _tls_context(self) -> Any:
         return None  # the TLS area provides a server ssl.SSLContext here
@@ -336,6 +338,8 @@ class Server:
                       data.decode("utf-8", "replace"))
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
+        if self.state.bans is not None and not self.state.bans.check_packet(addr[1], now):
+            return  # banned or flooding source: dropped before parsing (antiflood)
         self.layer.receive_datagram(data, addr, now)
         self._process(now)
 
@@ -346,6 +350,10 @@ class Server:
                       msg.to_bytes().decode("utf-8", "replace"))
         self.layer.receive_message(msg, addr, now)
         self._process(now)
+
+    def connection_allowed(self, host: str) -> bool:
+        bans = self.state.bans
+        return bans is None or not bans.is_banned(host, self.loop.time())
 
     def stream_rejected(self, addr: tuple, exc: Exception) -> None:
         self.c_bad_msg.inc()
@@ -386,13 +394,12 @@ class Server:
             logger.debug("rejected message from %s: %s %s", _fmt_addr(ev.source), ev.status, ev.reason)
 
     def _on_cancel(self, ev: Any, now: float) -> None:
-        found = ev.tx_key_of_invite is not None and self.proxy.on_cancel(ev.tx_key_of_invite, now)
-        tx = getattr(ev, "tx_key", None)
+        found = ev.tx_key is not None and self.proxy.on_cancel(ev.tx_key, now)
         if found:
             logger.info("CANCEL %s from %s -> 200, branches cancelled", ev.request.uri_text, _fmt_addr(ev.source))
-        if not getattr(self.layer, "answers_cancel", False):
-            self.reply(ev.request, tx if tx is not None else True, 200 if found else 481,
-                       None if found else "Call/Transaction Does Not Exist", quiet=True, source=ev.source)
+        # the layer gave the CANCEL a server transaction of its own: answer through it
+        self.reply(ev.request, True, 200 if found else 481, None if found else "Call/Transaction Does Not Exist",
+                   quiet=found, why="no such transaction", source=ev.source)
 
     def _on_request(self, request: Any, source: tuple, tx_key: Any, now: float) -> None:
         ctx = Context(request, source, self.state, now, time.time(), tx_key)

@@ -135,7 +135,8 @@ class ServerState:
     aliases: AliasCache = field(default_factory=AliasCache)
     db: Store | None = None
     events: Events = field(default_factory=Events)
-    bans: Any = None
+    bans: Any = None  # antiflood (sipd/services/security.py)
+    spam: Any = None
     dialogs: Any = None
     server: Any = None  # the running Server (listeners, proxy), for mgmt commands
 

@@ -86,6 +86,8 @@ class AuthResult:
     headers: tuple[tuple[str, str], ...] = ()
     lookup: tuple[str, str] | None = None  # (user, realm) to load, then call again
     why: str = ""
+    failed: str = ""  # "unknown_user" | "wrong_password" when credentials were checked and wrong
+    user_tried: str = ""
 
 
 class Authenticator:
@@ -127,13 +129,17 @@ class Authenticator:
         if sub is None:
             if cache.loader is not None and not cache.known_missing(user, realm, now):
                 return AuthResult(False, lookup=(user, realm))
-            return self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
+            result = self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
+            result.failed, result.user_tried = "unknown_user", user
+            return result
         algorithm = (creds.algorithm or "MD5").upper()
         ha1 = sub.ha1_sha256 if algorithm.startswith("SHA-256") else sub.ha1
         if algorithm not in ("MD5", "SHA-256") or algorithm not in self.cfg.algorithms or not ha1:
             return self.challenge(realm, now, proxy=proxy, why=f"algorithm {algorithm} not offered")
         if not digest.verify(creds, request.method, ha1, body=request.body):
-            return self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
+            result = self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
+            result.failed, result.user_tried = "wrong_password", user
+            return result
         if state == "stale":
             return self.challenge(realm, now, proxy=proxy, stale=True, why="stale nonce")
         if creds.qop and creds.nc and not self.nonce_counter.check_and_update(creds.nonce, creds.nc):

@@ -257,6 +257,12 @@ def _auth_stage(index: int) -> Stage:
             return None
         if result.lookup is not None:
             return Defer(_load_subscriber(state, *result.lookup, ctx.wall), resume=index)
+        if result.failed and state.bans is not None:
+            from . import security
+
+            dropped = security.auth_failed(ctx, result.user_tried, realm, result.failed)
+            if dropped is not None:
+                return dropped
         return Reply(result.status, None, list(result.headers), why=result.why)
 
     return auth
@@ -424,7 +430,13 @@ INSERT_AFTER_SANITY: list[Stage] = []
 
 def build_pipeline(state: ServerState) -> list[Stage]:
     stages: list[Stage] = [sanity]
-    stages += INSERT_AFTER_SANITY  # antiflood, spam (other areas)
+    try:
+        from . import security
+    except ImportError:  # pragma: no cover - the security area is optional
+        security = None  # type: ignore[assignment]
+    if security is not None:
+        stages += security.stages(state)  # antiflood, spam
+    stages += INSERT_AFTER_SANITY  # further stages of other areas
     stages += [loose_route, local, max_forwards, local_domain]
     stages.append(_auth_stage(len(stages)))
     stages += [registrar, dialplan, aliases, location, forward]

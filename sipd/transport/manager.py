@@ -34,6 +34,7 @@ class Transports:
         self.ssl_context = ssl_context
         self.client_ssl = client_ssl
         self.accepting = True
+        self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -79,6 +80,9 @@ class Transports:
             if len(self.conns) >= self.limits.tcp_max_connections:
                 logger.warning("%s connection from %s refused: %d connections open (limits.tcp_max_connections)",
                                conn.proto, conn.host, len(self.conns))
+                return False
+            allowed = getattr(self.sink, "connection_allowed", None)
+            if allowed is not None and not allowed(conn.host):
                 return False
             if self.per_source[conn.host] >= self.limits.tcp_max_per_source:
                 logger.warning("%s connection from %s refused: too many from this address (limits.tcp_max_per_source)",
@@ -148,5 +152,7 @@ class Transports:
                 if on_fail is not None:
                     on_fail((proto, host, port, None))
 
-        self.loop.create_task(connect())
+        task = self.loop.create_task(connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return conn
