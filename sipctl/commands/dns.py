@@ -23,7 +23,7 @@ def check(
     domain: Annotated[str, typer.Argument(help="The SIP domain, e.g. example.org.")],
     *,
     nameserver: Annotated[Optional[list[str]], typer.Option(
-        "--nameserver", "-n", help="Name server to ask, IP or IP:PORT (repeat); default [dns] nameservers, else the system's.")] = None,
+        "--nameserver", "-n", help="Name server to ask, IP or IP:PORT (repeat); default \\[dns] nameservers, else the system's.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per DNS lookup and per probe.")] = 2.0,
     probe: Annotated[bool, typer.Option("--probe", help="Send OPTIONS to every target (UDP, TCP, TLS); check TLS certificates.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable report (for monitoring).")] = False,
@@ -34,8 +34,8 @@ def check(
 ) -> None:
     """Check NAPTR, SRV, target addresses, reverse DNS and RFC 3263 resolution of a SIP domain.
 
-    Every check prints ✓ (pass), ✗ (fail, with a hint) or ! (warning). Exit status 0 when nothing
-    failed, 1 when something did, 2 for usage errors.
+    Every check prints ✓ (pass), ✗ (fail, with a hint) or ! (warning).
+    Exit status: 0 when nothing failed, 1 when something did, 2 for usage errors.
 
     Example: sipctl dns check example.org --nameserver 127.0.0.1:5353 --probe
     """
