@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         Output().error(f"unexpected {type(exc).__name__}: {exc}", "please report this as a bug with the command line you ran")
         return int(ExitStatus.ERROR)
-    return 0
+    # With standalone_mode=False, click returns the code of a typer.Exit raised by the command.
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
