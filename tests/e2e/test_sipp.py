@@ -30,13 +30,13 @@ def register(server, tmp_path: Path, user: str, *, contact_port: int | None = No
 
 def uas(tmp_path: Path, scenario: str = "uas_answer.xml", port: int | None = None) -> SippProcess:
     return SippProcess(SCENARIOS / scenario, None, port=port or free_port(), cwd=tmp_path, timeout=20,
-                       media_port=free_port())
+                       media_port=free_port(), abort_unexpected=False)
 
 
 def call(server, tmp_path: Path, caller: str, callee: str, scenario: str = "uac_call.xml", hold_ms: int = 300):
     return run_sipp(SCENARIOS / scenario, server.address, port=free_port(), cwd=tmp_path,
                     inf=creds(tmp_path, caller), service=callee, hold_ms=hold_ms, timeout=15,
-                    media_port=free_port())
+                    media_port=free_port(), abort_unexpected=scenario != "uac_call.xml")
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])

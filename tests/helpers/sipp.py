@@ -78,7 +78,7 @@ class SippProcess:
                  keys: dict[str, object] | None = None, service: str | None = None,
                  calls: int = 1, rate: float | None = None, hold_ms: int | None = None,
                  timeout: float = 20, media_port: int | None = None, extra: Sequence[str] = (),
-                 name: str | None = None) -> None:
+                 name: str | None = None, abort_unexpected: bool = True) -> None:
         self.cwd = Path(cwd)
         self.name = name or Path(scenario).stem
         self.timeout = timeout
@@ -94,8 +94,10 @@ class SippProcess:
                  "-recv_timeout", str(int(min(timeout, 10) * 1000)),
                  "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
                  "-trace_err", "-error_file", str(self.err_file),
-                 "-trace_msg", "-message_file", str(self.msg_file),
-                 "-default_behaviors", "all,-abortunexp"]
+                 "-trace_msg", "-message_file", str(self.msg_file)]
+        if not abort_unexpected:
+            # a 180 overtaken by the 200 is legal on UDP through a proxy: log it, keep the call
+            argv += ["-default_behaviors", "all,-abortunexp"]
         if media_port:
             argv += ["-mp", str(media_port)]
         if inf:
