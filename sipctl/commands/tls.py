@@ -14,16 +14,11 @@ app = typer.Typer(help="TLS domains of the running sipd: list, reload.", no_args
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _call(ctx: typer.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    from ..errors import MgmtUnavailable
+def _call(ctx: typer.Context, method: str) -> Any:
+    from ..lib import mgmt
 
-    env = get_env(ctx)
-    try:
-        from sipd.mgmt import client
-    except ImportError:  # the management client is not part of this build
-        raise MgmtUnavailable("management client not available", hint="upgrade sipd") from None
-    conf = env.config
-    return client.call(conf, method, params or {}, conf.mgmt.timeout)
+    conf = get_env(ctx).config
+    return mgmt.call(conf, method, {}, conf.mgmt.timeout)
 
 
 @app.command("list")

@@ -1,0 +1,32 @@
+"""TLS management commands: tls_list (domains, certificates, expiry) and tls_reload (issue 8).
+
+Names follow OpenSIPS tls_mgm (``tls_list``, ``tls_reload``); unlike OpenSIPS, reload works for
+file-configured domains: certificates and keys are re-read, a broken file keeps the old one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import MgmtError, command
+
+
+def _tls(state: Any) -> Any:
+    tls = getattr(getattr(state, "server", None), "tls", None)
+    if tls is None:
+        raise MgmtError(500, "command not activated (no TLS listener or [tls] certificate configured)")
+    return tls
+
+
+@command("tls_list", help="List TLS domains: role, socket/destination, certificate subject and expiry, versions.")
+async def tls_list(state: Any) -> dict[str, Any]:
+    tls = _tls(state)
+    return {"domains": tls.describe()}
+
+
+@command("tls_reload", help="Re-read certificates and keys of every TLS domain (broken files keep the old one).")
+async def tls_reload(state: Any) -> dict[str, Any]:
+    tls = _tls(state)
+    report = tls.reload()
+    return {"domains": report, "reloaded": sum(1 for r in report if r["reloaded"]),
+            "failed": sum(1 for r in report if r["error"])}
