@@ -1,0 +1,284 @@
+"""Live-daemon test harness: start the real ``sipd`` as a subprocess on free loopback ports, and
+socket-based user agents (UDP or TCP) that build requests by hand and answer like a phone would.
+
+Everything is bounded: each wait has a timeout, every loop a count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sipd.sip import auth as digest
+from sipd.sip.message import parse_message, Request, Response
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = "example.test"
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Daemon:
+    """``python -m sipd --config ...`` with UDP+TCP on one free port; ``log`` collects stderr."""
+
+    def __init__(self, tmp: Path, overrides: dict[str, dict[str, Any]] | None = None, *, db_url: str | None = None,
+                 port: int | None = None):
+        self.tmp = tmp
+        self.port = port or free_port()
+        self.db_url = db_url or f"sqlite:///{tmp}/sipd.db"
+        sections: dict[str, dict[str, Any]] = {
+            "server": {"listen": [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"], "domains": [DOMAIN]},
+            "database": {"url": self.db_url},
+            "mgmt": {"socket": str(tmp / "sipd.sock")},
+            "log": {"level": "info"},
+        }
+        for name, values in (overrides or {}).items():
+            sections.setdefault(name, {}).update(values)
+        self.config = tmp / "sipd.toml"
+        self.config.write_text("".join(
+            f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()) for name, values in sections.items()))
+        self.proc: subprocess.Popen | None = None
+        self.log_path = tmp / "sipd.log"
+
+    def start(self, timeout: float = 15.0) -> Daemon:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "sipd", "--config", str(self.config)], cwd=ROOT,
+                                     stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "sipd ready" in self.log():
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sipd exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.02)
+        raise AssertionError(f"sipd not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        rc = 0
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+                try:
+                    rc = self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    rc = self.proc.wait(5)
+            else:
+                rc = self.proc.returncode
+            self.proc = None
+            self._log.close()
+        return rc
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def add_subscriber(db_url: str, user: str, password: str, domain: str = DOMAIN) -> None:
+    from sipd.db import connect, schema
+
+    with connect(db_url) as db:
+        schema.create_all(db)
+        db.execute("DELETE FROM subscriber WHERE username = ? AND domain = ?", (user, domain))
+        db.execute("INSERT INTO subscriber (username, domain, password, email_address, ha1, ha1_sha256, ha1_sha512t256)"
+                   " VALUES (?, ?, '', '', ?, ?, '')",
+                   (user, domain, digest.ha1_md5(user, domain, password), digest.ha1_sha256(user, domain, password)))
+
+
+_ids = itertools.count(1)
+
+
+class UA:
+    """A minimal SIP user agent on a real socket (UDP, or one TCP connection to the server)."""
+
+    def __init__(self, server_port: int, user: str, *, transport: str = "udp", password: str = "",
+                 domain: str = DOMAIN, host: str = "127.0.0.1"):
+        self.user, self.password, self.domain, self.transport = user, password, domain, transport
+        self.server = (host, server_port)
+        if transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((host, 0))
+        else:
+            self.sock = socket.create_connection(self.server, timeout=5)
+        self.port = self.sock.getsockname()[1]
+        self.host = host
+        self.buf = b""
+        self.cseq = 1
+        self.call_id = f"{user}-{next(_ids)}-{os.getpid()}@test"
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> UA:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def contact(self) -> str:
+        t = "" if self.transport == "udp" else f";transport={self.transport}"
+        return f"<sip:{self.user}@{self.host}:{self.port}{t}>"
+
+    def via(self, branch: str | None = None) -> str:
+        return f"SIP/2.0/{self.transport.upper()} {self.host}:{self.port};branch={branch or 'z9hG4bK' + os.urandom(6).hex()};rport"
+
+    # -- raw I/O ------------------------------------------------------------------------------------
+    def send(self, data: bytes | str, dest: tuple[str, int] | None = None) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        if self.transport == "udp":
+            self.sock.sendto(data, dest or self.server)
+        else:
+            self.sock.sendall(data)
+
+    def recv(self, timeout: float = 3.0) -> Request | Response:
+        deadline = time.monotonic() + timeout
+        if self.transport == "udp":
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{self.user}: nothing received in {timeout}s")
+                r, _, _ = select.select([self.sock], [], [], left)
+                if r:
+                    data, _ = self.sock.recvfrom(65535)
+                    if data.strip():
+                        return parse_message(data)
+        from sipd.sip.message import StreamParser
+
+        parser = getattr(self, "_parser", None) or StreamParser()
+        self._parser = parser
+        pending = getattr(self, "_pending", [])
+        self._pending = pending
+        for _ in range(10000):
+            if pending:
+                return pending.pop(0)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.user}: nothing received in {timeout}s")
+            r, _, _ = select.select([self.sock], [], [], left)
+            if r:
+                data = self.sock.recv(65535)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                pending.extend(parser.feed(data))
+        raise AssertionError("unreachable")
+
+    def expect(self, *statuses: int, timeout: float = 3.0, skip: tuple[int, ...] = (100,)) -> Response:
+        for _ in range(20):
+            msg = self.recv(timeout)
+            if isinstance(msg, Response) and msg.status in skip and msg.status not in statuses:
+                continue
+            assert isinstance(msg, Response), f"expected response {statuses}, got {msg!r}"
+            assert not statuses or msg.status in statuses, f"expected {statuses}, got {msg.status} {msg.reason}"
+            return msg
+        raise AssertionError("too many skipped responses")
+
+    def expect_request(self, method: str, timeout: float = 3.0) -> Request:
+        for _ in range(20):
+            msg = self.recv(timeout)
+            if isinstance(msg, Request) and msg.method == method:
+                return msg
+            if isinstance(msg, Request) and msg.method != method:
+                continue
+        raise AssertionError(f"no {method} received")
+
+    def nothing(self, timeout: float = 0.3) -> None:
+        try:
+            msg = self.recv(timeout)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected {msg!r}")
+
+    # -- building -----------------------------------------------------------------------------------
+    def request(self, method: str, uri: str, *, to: str | None = None, headers: list[str] = (), body: str = "",
+                call_id: str | None = None, cseq: int | None = None, from_tag: str = "ft1", via: str | None = None) -> str:
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        to = to or f"<sip:{self.user}@{self.domain}>"
+        lines = [f"{method} {uri} SIP/2.0", f"Via: {via or self.via()}", "Max-Forwards: 70",
+                 f"From: <sip:{self.user}@{self.domain}>;tag={from_tag}", f"To: {to}",
+                 f"Call-ID: {call_id or self.call_id}", f"CSeq: {cseq} {method}", f"Contact: {self.contact}",
+                 *headers, f"Content-Length: {len(body.encode())}", "", body]
+        return "\r\n".join(lines)
+
+    def authorization(self, challenge_resp: Response, method: str, uri: str, *, proxy: bool = False,
+                      password: str | None = None) -> str:
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        value = challenge_resp.get(name)
+        assert value, f"no {name} in {challenge_resp!r}"
+        params = digest.parse_auth_params(value.split(" ", 1)[1])
+        realm, nonce = params["realm"], params["nonce"]
+        algorithm = params.get("algorithm", "MD5")
+        pw = self.password if password is None else password
+        ha1 = digest.ha1_sha256(self.user, realm, pw) if algorithm.upper() == "SHA-256" else digest.ha1_md5(self.user, realm, pw)
+        creds = digest.Credentials(username=self.user, realm=realm, nonce=nonce, uri=uri, response="", algorithm=algorithm,
+                                   cnonce="abcdef", nc="00000001", qop="auth")
+        response = digest.expected_response(creds, method, ha1)
+        hdr = "Proxy-Authorization" if proxy else "Authorization"
+        return (f'{hdr}: Digest username="{self.user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+                f'response="{response}", algorithm={algorithm}, cnonce="abcdef", nc=00000001, qop=auth')
+
+    def register(self, expires: int = 600, *, contact: str | None = None, password: str | None = None,
+                 extra: list[str] = ()) -> Response:
+        uri = f"sip:{self.domain}"
+        headers = [f"Expires: {expires}", *extra]
+        req = self.request("REGISTER", uri, headers=headers)
+        if contact is not None:
+            req = req.replace(f"Contact: {self.contact}", f"Contact: {contact}")
+        self.send(req)
+        resp = self.expect(200, 401, 403, 423, 400, 503)
+        if resp.status != 401:
+            return resp
+        auth = self.authorization(resp, "REGISTER", uri, password=password)
+        req = self.request("REGISTER", uri, headers=[*headers, auth])
+        if contact is not None:
+            req = req.replace(f"Contact: {self.contact}", f"Contact: {contact}")
+        self.send(req)
+        return self.expect(200, 401, 403, 423, 400, 503)
+
+    def respond(self, req: Request, status: int, reason: str = "OK", *, to_tag: str = "callee1", body: str = "",
+                headers: list[str] = ()) -> None:
+        lines = [f"SIP/2.0 {status} {reason}"]
+        for v in req.get_all("Via"):
+            lines.append(f"Via: {v}")
+        for rr in req.get_all("Record-Route"):
+            lines.append(f"Record-Route: {rr}")
+        to = req.get("To") or ""
+        if status > 100 and ";tag=" not in to:
+            to += f";tag={to_tag}"
+        lines += [f"From: {req.get('From')}", f"To: {to}", f"Call-ID: {req.call_id}", f"CSeq: {req.get('CSeq')}",
+                  f"Contact: {self.contact}", *headers, f"Content-Length: {len(body.encode())}", "", body]
+        self.send("\r\n".join(lines))
