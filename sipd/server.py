@@ -103,7 +103,8 @@ class Server:
         self.layer = self._make_layer()
         self.proxy = Proxy(self)
         self.stages = pipeline.build_pipeline(state)
-        self.transports = Transports(self, config.limits, ssl_context=self._tls_context())
+        self.tls = self._tls_manager()
+        self.transports = Transports(self, config.limits, tls=self.tls)
         names = []
         for item in config.server.listen:
             addr = parse_listen(item)
@@ -199,6 +200,8 @@ class Server:
             self._timer.cancel()
         if self.transports is not None:
             self.transports.close()
+        if getattr(self, "tls", None) is not None:
+            self.tls.close()
         if self.state.db is not None:
             try:
                 await self.state.db.close()
@@ -288,8 +291,20 @@ class Server:
 
         return TransactionLayer(LayerConfig(branch_factory=branch, tag_factory=self.to_tag))
 
-    def _tls_context(self) -> Any:
-        return None  # the TLS area provides a server ssl.SSLContext here
+    def _tls_manager(self) -> Any:
+        """TLS domains (sipd/tlsconf.py); None when no tls listener and no [tls] certificate/CA."""
+        t = self.config.tls
+        if not (any(x.strip().lower().startswith("tls:") for x in self.config.server.listen)
+                or t.certificate or t.ca_file or t.client_domains):
+            return None
+        from .tlsconf import TlsManager
+
+        try:
+            manager = TlsManager(t, self.config.server.listen)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise StartupError(f"TLS: cannot load certificate/key/CA: {exc} — see [tls]; check with sipctl cert check") from None
+        manager.start(self.loop)
+        return manager
 
     async def _start_mgmt(self) -> None:
         try:

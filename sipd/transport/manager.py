@@ -21,7 +21,7 @@ class Transports:
     """Listeners + the connection table. ``ssl_contexts`` maps "tls" to an ``ssl.SSLContext``
     (server side) — the TLS engineer fills it; outbound TLS uses ``client_ssl``."""
 
-    def __init__(self, sink: Sink, limits: LimitsSection, *, ssl_context=None, client_ssl=None):
+    def __init__(self, sink: Sink, limits: LimitsSection, *, ssl_context=None, client_ssl=None, tls=None):
         self.sink = sink
         self.limits = limits
         self.loop = asyncio.get_event_loop()
@@ -33,6 +33,7 @@ class Transports:
         self.per_source: Counter[str] = Counter()
         self.ssl_context = ssl_context
         self.client_ssl = client_ssl
+        self.tls = tls  # sipd.tlsconf.TlsManager: TLS domains, listeners and outgoing TLS (transport/tls.py)
         self.accepting = True
         self._tasks: set[asyncio.Task] = set()
 
@@ -47,6 +48,10 @@ class Transports:
                 self.udp6 = self.udp6 or listener  # type: ignore[assignment]
             else:
                 self.udp4 = self.udp4 or listener  # type: ignore[assignment]
+        elif addr.proto == "tls" and self.tls is not None:
+            from .tls import TlsListener
+
+            listener = await TlsListener.bind(addr.host, addr.port, self, self.tls)
         else:
             ssl = self.ssl_context if addr.proto == "tls" else None
             if addr.proto == "tls" and ssl is None:
@@ -136,6 +141,10 @@ class Transports:
         conn.write(data)
 
     def _connect(self, proto: str, host: str, port: int) -> StreamConnection:
+        if proto == "tls" and self.tls is not None:
+            from .tls import connect
+
+            return connect(self, self.tls, host, port)
         conn = StreamConnection(self, proto, outbound=(host, port))
         self.by_peer[(proto, host, port)] = conn  # queued writes go to this one until it is up
         ssl = self.client_ssl if proto == "tls" else None

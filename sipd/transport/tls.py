@@ -155,7 +155,7 @@ class TlsListener(Listener):
                                                  ssl_handshake_timeout=self.tls.handshake_timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
             self.failed += 1
-            logger.info("tls %s: handshake with %s:%s failed: %s", self.name, peer[0], peer[1], exc)
+            logger.info("tls %s: handshake with %s:%s failed: %s", self.name, peer[0], peer[1], str(exc) or type(exc).__name__)
             transport.abort()
             return
         finally:
