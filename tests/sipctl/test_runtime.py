@@ -125,3 +125,39 @@ def test_other_transports(daemon, sipctl, monkeypatch):
         assert sipctl("uptime", "--json").json["Up time"].endswith("[sec]"), t
     monkeypatch.setenv("SIPCTL_MGMT_TRANSPORT", "pigeon")
     assert sipctl("uptime").code == ExitStatus.USAGE
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the client as another user")
+def test_permission_denied_as_other_user(tmp_path):
+    """As root, run sipctl as nobody against a 0660 root:root socket: EACCES, hint names the group."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from mgmt.harness import Harness
+
+    base = Path(tempfile.mkdtemp(prefix="sipd-perm-"))
+    try:
+        os.chmod(base, 0o755)
+        h = Harness(base, fifo="", http_listen="")
+        try:
+            conf = base / "sipd.toml"
+            conf.write_text(f'[mgmt]\nsocket = "{h.config.mgmt.socket}"\n')
+            os.chmod(conf, 0o644)
+            os.chmod(Path(h.config.mgmt.socket).parent, 0o755)
+            repo = Path(__file__).resolve().parents[2]
+            try:
+                res = subprocess.run([sys.executable, "-m", "sipctl", "-c", str(conf), "uptime"], user=65534,
+                                     capture_output=True, text=True, timeout=60, cwd="/",
+                                     env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(repo), "HOME": "/"})
+            except PermissionError:
+                pytest.skip("this Python is not executable by nobody")
+        finally:
+            h.close()
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+    if "No module named" in res.stderr:
+        pytest.skip("the checkout is not readable by nobody")
+    assert res.returncode == ExitStatus.MGMT_PERMISSION, res.stderr
+    assert "permission denied" in res.stderr and "group root" in res.stderr and "mode 0660" in res.stderr
