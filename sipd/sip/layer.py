@@ -307,6 +307,8 @@ class TransactionLayer:
             raise TransactionError(f"no client INVITE transaction {tx_key}")
         if tx.state not in (State.CALLING, State.PROCEEDING) or tx.pending_cancel is not None:
             return None
+        if ("c", tx.key[1], "CANCEL") in self._txs:
+            return None  # already cancelled
         cancel = make_cancel(tx.request)
         if tx.state is State.PROCEEDING:
             self._start_client(cancel, tx.peer, now)
