@@ -549,7 +549,8 @@ class Server:
             events.emit(CallEvent(kind="response", request=ctx.request, response=response, tx_key=ctx.server_tx, now=now))
 
     def relay_response(self, ctx: Any, response: Any, now: float) -> None:
-        response.remove_first("Via")
+        if id(response) not in ctx.local_ids:
+            response.remove_first("Via")
         self.c_fwd_replies.inc()
         if ctx.server_tx is None:
             dest = self.via_destination(response, ctx.source)

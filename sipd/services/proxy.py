@@ -99,6 +99,7 @@ class ProxyContext:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     group_timer: asyncio.TimerHandle | None = None
     challenges: list[tuple[str, str]] = field(default_factory=list)
+    local_ids: set[int] = field(default_factory=set)  # responses we generated (no Via of ours to pop)
 
     @property
     def pending(self) -> list[BranchState]:
@@ -163,7 +164,7 @@ class Proxy:
                 targets = []
             if not targets:
                 bs.final = 404
-                bs.ctx.responses.append(server.local_response(bs.ctx.request, 404, "Not Found (DNS)"))
+                bs.ctx.responses.append(self._local(bs.ctx, 404, "Not Found (DNS)"))
                 self._after_final(bs.ctx, server.loop.time())
                 return
             dests = [(t.transport, t.host, t.port, None) for t in targets]
@@ -201,7 +202,7 @@ class Proxy:
         except Exception as exc:  # noqa: BLE001 - e.g. a destination we cannot use; answer 500/503 upstream
             logger.warning("cannot forward %s to %s: %s", req.method, dest, exc)
             bs.final = 503
-            ctx.responses.append(server.local_response(ctx.request, 503, "Service Unavailable"))
+            ctx.responses.append(self._local(ctx, 503, "Service Unavailable"))
             self._after_final(ctx, now)
             return
         self.branch_tx[bs.tx_key] = bs
@@ -277,9 +278,9 @@ class Proxy:
             return
         bs.final = 408
         if not bs.provisional or bs.ctx.request.method != "INVITE":
-            bs.ctx.responses.append(self.server.local_response(bs.ctx.request, 408, "Request Timeout"))
+            bs.ctx.responses.append(self._local(bs.ctx, 408, "Request Timeout"))
         else:
-            bs.ctx.responses.append(self.server.local_response(bs.ctx.request, 408, "Request Timeout"))
+            bs.ctx.responses.append(self._local(bs.ctx, 408, "Request Timeout"))
         self._after_final(bs.ctx, now)
 
     def on_terminated(self, tx_key: Any) -> None:
@@ -303,6 +304,11 @@ class Proxy:
             self._cancel_branch(bs, now)
         ctx.timers.append(self.server.loop.call_later(CANCEL_GRACE, self._cancel_grace, ctx))
         return True
+
+    def _local(self, ctx: ProxyContext, status: int, reason: str) -> Any:
+        resp = self.server.local_response(ctx.request, status, reason)
+        ctx.local_ids.add(id(resp))
+        return resp
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -336,9 +342,9 @@ class Proxy:
         best = best_response(ctx.responses)
         server = self.server
         if best is None:
-            best = server.local_response(ctx.request, 408, "Request Timeout")
+            best = self._local(ctx, 408, "Request Timeout")
         elif best.status == 503:
-            best = server.local_response(ctx.request, 500, "Server Internal Error")  # §16.7 step 6
+            best = self._local(ctx, 500, "Server Internal Error")  # §16.7 step 6
         elif best.status in (401, 407) and len(ctx.challenges) > 1:
             for name in ("WWW-Authenticate", "Proxy-Authenticate"):
                 best.remove(name)
@@ -378,7 +384,7 @@ class Proxy:
             self._cancel_branch(bs, now)
             bs.final = 408
         if not ctx.responses:
-            ctx.responses.append(self.server.local_response(ctx.request, 408, "Request Timeout"))
+            ctx.responses.append(self._local(ctx, 408, "Request Timeout"))
         self._send_best(ctx, now)
         self._finish(ctx, now, cancel_others=False)
         self.server.transmit()
@@ -400,7 +406,7 @@ class Proxy:
         now = self.server.loop.time()
         for bs in ctx.pending:
             bs.final = 487
-        self._relay(ctx, self.server.local_response(ctx.request, 487, "Request Terminated"), now)
+        self._relay(ctx, self._local(ctx, 487, "Request Terminated"), now)
         self._finish(ctx, now, cancel_others=False)
         self.server.transmit()
 
