@@ -67,7 +67,7 @@ def parse_url(url: str) -> DbUrl:
         if not rest.startswith("/") or len(rest) < 2:
             raise DbUnavailable(url, "an SQLite URL needs an absolute path",
                                 hint="write sqlite:///absolute/path/to/sipd.db")
-        return DbUrl("sqlite", path=unquote(rest))
+        return DbUrl("sqlite", path="/" + unquote(rest).lstrip("/"))  # sqlite:////abs == sqlite:///abs
     if url.startswith("mysql://"):
         parts = urlsplit(url)
         try:

@@ -207,6 +207,7 @@ TABLES: tuple[Table, ...] = (
     Table("stats_history", 1, (
         C("id", "bigserial"), C("time", "uint"),  # unix time of the sample
         C("name", "char(64)"), C("value", "bigint"),
+        C("box", "char(64)"),  # which sipd node sampled it ('' = this one); contract §5
     ), (Index("name_time_idx", ("name", "time")),)),
     Table("presentity", 5, (
         C("id", "serial"), C("username", "char(64)"), C("domain", "char(64)"),
