@@ -86,19 +86,20 @@ def _err(msg: str) -> RemoteProtocolError:
     return RemoteProtocolError(msg, 400)
 
 
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE; the closing quote is optional in
+# the pattern so that an unterminated string can be reported.
+_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*("?)', re.S)
+# A list separator outside quotes and <...>: group 1 (",") or 2 (";") is set for a separator.
+_COMMA_SCAN = re.compile(r'"(?:[^"\\]|\\.)*("?)|<[^>]*(>?)|(,)', re.S)
+_SEMI_SCAN = re.compile(r'"(?:[^"\\]|\\.)*("?)|(;)', re.S)
+
+
 def quoted_end(text: str, start: int) -> int:
     """Index just after the quoted-string starting at ``text[start] == '"'``; -1 if unterminated."""
-    i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i + 1
-        i += 1
-    return -1
+    m = _QUOTED_RE.match(text, start)
+    if m is None or not m.group(1):
+        return -1
+    return m.end()
 
 
 def split_commas(value: str) -> list[str]:
@@ -107,26 +108,14 @@ def split_commas(value: str) -> list[str]:
         return [v.strip() for v in value.split(",")]
     out: list[str] = []
     start = 0
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if c == '"':
-            end = quoted_end(value, i)
-            if end < 0:
-                raise _err("unterminated quoted string")
-            i = end
-            continue
-        if c == "<":
-            end = value.find(">", i)
-            if end < 0:
-                raise _err("unterminated <")
-            i = end + 1
-            continue
-        if c == ",":
-            out.append(value[start:i].strip())
-            start = i + 1
-        i += 1
+    for m in _COMMA_SCAN.finditer(value):
+        if m.group(3):
+            out.append(value[start : m.start()].strip())
+            start = m.end()
+        elif m.group(1) == "" and m.group(0)[:1] == '"':
+            raise _err("unterminated quoted string")
+        elif m.group(2) == "" and m.group(0)[:1] == "<":
+            raise _err("unterminated <")
     out.append(value[start:].strip())
     return out
 
@@ -135,20 +124,13 @@ def _split_semis(text: str) -> list[str]:
     if '"' not in text:
         return text.split(";")
     out: list[str] = []
-    start = i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            end = quoted_end(text, i)
-            if end < 0:
-                raise _err("unterminated quoted string in parameter")
-            i = end
-            continue
-        if c == ";":
-            out.append(text[start:i])
-            start = i + 1
-        i += 1
+    start = 0
+    for m in _SEMI_SCAN.finditer(text):
+        if m.group(2):
+            out.append(text[start : m.start()])
+            start = m.end()
+        elif not m.group(1):
+            raise _err("unterminated quoted string in parameter")
     out.append(text[start:])
     return out
 

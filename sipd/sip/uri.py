@@ -250,7 +250,33 @@ def parse_uri(text: str) -> URI:
     return URI(low, opaque=rest)
 
 
+# Fast path for the common shape ``user@host[:port][;params]`` (no escapes, IPv6, password or
+# headers); anything else goes through the general code below, which accepts a superset.
+_FAST_SIP_RE = re.compile(
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9_][A-Za-z0-9_\-.]*)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!*_+`'~\[\]/:&$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]*)?)*)\Z"
+)
+
+
 def _parse_sip(scheme: str, rest: str) -> URI:
+    m = _FAST_SIP_RE.match(rest)
+    if m is not None:
+        user, host, port, ptext = m.groups()
+        params: dict[str, str | None] = {}
+        if ptext:
+            for item in ptext[1:].split(";"):
+                name, sep, value = item.partition("=")
+                params[name.lower()] = value if sep else None
+        p = None
+        if port is not None:
+            p = int(port)
+            if p > 65535:
+                raise _err(f"port {p} out of range")
+        return URI(scheme, user, None, host, p, params)
+    return _parse_sip_slow(scheme, rest)
+
+
+def _parse_sip_slow(scheme: str, rest: str) -> URI:
     if _SIP_URI_BAD.search(rest):
         raise _err(f"invalid characters in URI {rest[:80]!r}")
     if "%" in rest and _BAD_ESCAPE.search(rest):
