@@ -136,10 +136,9 @@ def covers_any(names: CertNames, candidates: Iterable[str]) -> bool:
 #
 # A *domain* is one set of TLS settings: the [tls] defaults, or a table under
 # [tls.server_domains."tls:HOST:PORT"] (the listener it serves) or [tls.client_domains."HOST[:PORT]"]
-# (the destinations it connects to). Contexts are built once and kept for the life of the process;
-# a reload re-reads certificate and key *into the same context* after proving the new files good on
-# a scratch context, so listeners keep their context object, existing connections keep the
-# certificate they negotiated with, and new handshakes see the new one. A broken new file is logged
+# (the destinations it connects to). A reload builds a fresh context from the files and swaps it in;
+# the TLS listener and connect() read ``domain.context`` at every handshake, so existing connections
+# keep the certificate they negotiated with, and new handshakes see the new one. A broken new file is logged
 # and reported, and the old certificate stays in use.
 
 import logging  # noqa: E402
@@ -420,11 +419,9 @@ class TlsManager:
                 continue
             entry = {"name": d.name, "role": d.role, "match": d.match or "default", "reloaded": False, "error": ""}
             try:
-                build_context(d)  # prove the new files on a scratch context first
-                if d.certificate and d.context is not None:
-                    d.context.load_cert_chain(d.certificate, d.private_key or None)
-                if (d.ca_file or d.ca_dir) and d.context is not None:
-                    d.context.load_verify_locations(cafile=d.ca_file or None, capath=d.ca_dir or None)
+                # A new context replaces the old one: listeners and connect() pick ``d.context``
+                # per handshake, so new connections use it and existing ones keep theirs.
+                d.context = build_context(d)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 d.error = f"{type(exc).__name__}: {exc}"
                 d.mtimes = _mtimes(d.files())  # report once per change, not on every poll
