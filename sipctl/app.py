@@ -49,6 +49,7 @@ VERBS: list[tuple[str, str, str]] = [
     ("runtime", "version", "version"),
     ("runtime", "log_level", "log-level"),
     ("runtime", "reload", "reload"),
+    ("doctor", "doctor", "doctor"),
 ]
 
 

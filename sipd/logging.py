@@ -51,6 +51,26 @@ class _Formatter(logging.Formatter):
         return text
 
 
+class RecentProblems(logging.Handler):
+    """Keeps the last warnings and errors in memory for ``sipctl doctor`` (mgmt ``log_recent``),
+    whatever the log destination (stderr, syslog, journald)."""
+
+    def __init__(self, maxlen: int = 200):
+        super().__init__(logging.WARNING)
+        from collections import deque
+
+        self.records: deque[tuple[float, str, str]] = deque(maxlen=maxlen)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append((record.created, record.levelname, record.getMessage()))
+        except Exception:  # a bad format string in a log call must not break logging
+            self.handleError(record)
+
+
+RECENT = RecentProblems()
+
+
 def level_of(name: str) -> int:
     return _LEVELS.get(name.lower(), logging.INFO)
 
@@ -74,6 +94,7 @@ def configure(config: Config, *, stream=None) -> None:
         handler = logging.StreamHandler(out)
         handler.setFormatter(_Formatter(colour=hasattr(out, "isatty") and out.isatty()))
     root.addHandler(handler)
+    root.addHandler(RECENT)
     root.propagate = False
     set_level(config.log.level)
     trace = logging.getLogger("sipd.trace")

@@ -1,0 +1,12 @@
+
+_sipctl_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _SIPCTL_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _sipctl_completion sipctl
+

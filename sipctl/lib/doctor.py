@@ -1,0 +1,265 @@
+"""sipctl doctor: the report's troubleshooting checklist as one command.
+
+The OpenSIPS report lists the places an operator had to look when something failed: the config,
+the database tables, ``netstat -tulpn | grep opensips``, the control panel, the log at a high level,
+DNS. Each check here answers one of them with a verdict and, when it fails, a hint saying what to do.
+Checks reuse the libraries of the single-purpose commands (config check, db status, mgmt, cert check,
+dns check); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import SipctlError
+
+PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+
+
+@dataclass(kw_only=True)
+class Finding:
+    area: str
+    subject: str
+    verdict: str
+    detail: str
+    hint: str = ""
+
+
+@dataclass(kw_only=True)
+class DoctorReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, area: str, subject: str, verdict: str, detail: str, hint: str = "") -> None:
+        self.findings.append(Finding(area=area, subject=subject, verdict=verdict, detail=detail, hint=hint))
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.verdict == FAIL for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "findings": [asdict(f) for f in self.findings]}
+
+
+def run(env: Any, *, dns_timeout: float = 2.0, skip_dns: bool = False, log_seconds: float = 3600) -> DoctorReport:
+    """Walk the checklist. Later checks still run when earlier ones fail."""
+    from sipd import config as cfg
+
+    report = DoctorReport()
+    conf, problems = cfg.check(env.config_path)
+    where = str(conf.source) if conf.source else "built-in defaults"
+    if problems:
+        for p in problems:
+            report.add("config", p.key or where, FAIL, p.message, p.hint or "run sipd --check-config")
+    else:
+        report.add("config", where, PASS, "configuration valid")
+    if env.db_url:
+        conf.database.url = env.db_url
+
+    domains = _check_database(report, conf)
+    daemon_up = _check_daemon(report, conf)
+    _check_listen(report, conf, daemon_up)
+    _check_domains(report, conf, domains)
+    _check_tls(report, conf, domains)
+    if not skip_dns:
+        _check_dns(report, conf, domains, dns_timeout)
+    if daemon_up:
+        _check_log(report, conf, log_seconds)
+    return report
+
+
+def _guard(report: DoctorReport, area: str, subject: str, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except SipctlError as exc:
+        report.add(area, subject, FAIL, exc.message, exc.hint)
+
+
+def _check_database(report: DoctorReport, conf: Any) -> list[str]:
+    from sipd.config import mask_url
+
+    from . import db as dblib
+
+    url = conf.database.url
+    domains: list[str] = []
+    try:
+        st = dblib.status(url, timeout=min(conf.database.connect_timeout, 5.0))
+    except SipctlError as exc:
+        report.add("database", mask_url(url), FAIL, exc.message, exc.hint or "check [database] url")
+        return domains
+    if st["missing"]:
+        report.add("database", st["url"], FAIL, f"tables missing: {', '.join(st['missing'])}",
+                   "run sipctl db create")
+    elif not st["ok"]:
+        old = [t["name"] for t in st["tables"] if t["state"] != "ok"]
+        report.add("database", st["url"], FAIL, f"schema version differs for: {', '.join(old)}",
+                   "run sipctl db migrate")
+    else:
+        report.add("database", st["url"], PASS, f"{st['backend']} reachable, schema up to date ({len(st['tables'])} tables)")
+    try:
+        with dblib.session(url, timeout=5.0) as db:
+            domains = [r["domain"] for r in db.query("SELECT domain FROM domain ORDER BY domain")]
+    except SipctlError:
+        pass
+    return domains
+
+
+def _check_daemon(report: DoctorReport, conf: Any) -> bool:
+    from . import mgmt
+
+    try:
+        up = mgmt.call(conf, "uptime", timeout=3.0)
+    except SipctlError as exc:
+        report.add("daemon", conf.mgmt.socket, FAIL, exc.message,
+                   exc.hint or "start sipd (systemctl start sipd) and check its log")
+        return False
+    report.add("daemon", conf.mgmt.socket, PASS, f"sipd answering, up {up.get('Up time', '?')}")
+    return True
+
+
+def _check_listen(report: DoctorReport, conf: Any, daemon_up: bool) -> None:
+    """The netstat check: every configured socket bound (by sipd when it runs, free when it doesn't)."""
+    from sipd.config import parse_listen
+
+    from .dnscheck import probe_options
+
+    for item in conf.server.listen:
+        try:
+            la = parse_listen(item)
+        except ValueError as exc:
+            report.add("listen", item, FAIL, str(exc), "fix server.listen")
+            continue
+        if daemon_up:
+            res = probe_options(la.proto, la.host, la.port, la.host, 2.0)
+            if res.status is not None:
+                report.add("listen", str(la), PASS, f"answers OPTIONS: {res.status} {res.reason} in {res.rtt_ms:.1f} ms")
+            else:
+                report.add("listen", str(la), FAIL, f"no SIP answer ({res.error or 'timeout'})",
+                           f"sipd runs but {la} is not served: check its log for a bind error; "
+                           f"ss -lntup | grep {la.port} shows who holds the port")
+        else:
+            taken = _port_taken(la.proto, la.host, la.port)
+            if taken:
+                report.add("listen", str(la), FAIL, f"{taken}, so sipd cannot bind it",
+                           f"ss -lntup | grep :{la.port} shows the program holding it; stop it or change server.listen")
+            else:
+                report.add("listen", str(la), WARN, "free (sipd is not running)", "start sipd")
+
+
+def _port_taken(proto: str, host: str, port: int) -> str:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(family, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "port in use by another program"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return "address not configured on this host"
+            if exc.errno == errno.EACCES:
+                return ""  # privileged port: only root can test; not a finding
+            return str(exc)
+    return ""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_domains(report: DoctorReport, conf: Any, db_domains: list[str]) -> None:
+    all_domains = sorted(set(db_domains) | set(conf.server.domains))
+    if not all_domains:
+        report.add("domains", "local domains", FAIL, "no local domain: every REGISTER will be refused (403)",
+                   "sipctl domain add sip.example.org (and the server's IP address, as the report does)")
+    else:
+        report.add("domains", "local domains", PASS, ", ".join(all_domains))
+
+
+def _check_tls(report: DoctorReport, conf: Any, db_domains: list[str]) -> None:
+    tls = getattr(conf, "tls", None)
+    has_tls_listener = any(item.startswith("tls:") for item in conf.server.listen)
+    if tls is None or not (has_tls_listener or tls.certificate):
+        report.add("tls", "certificate", SKIP, "no TLS listener configured")
+        return
+    if not tls.certificate:
+        report.add("tls", "certificate", FAIL, "a tls: listener is configured but [tls] certificate is empty",
+                   "sipctl cert csr ... then set [tls] certificate and private_key")
+        return
+    from . import cert as certlib
+
+    names = [d for d in sorted(set(db_domains) | set(conf.server.domains)) if not _is_ip(d)]
+    try:
+        r = certlib.check(tls.certificate, tls.private_key or None, ca=tls.ca_file or None, domains=names)
+    except SipctlError as exc:
+        report.add("tls", tls.certificate, FAIL, exc.message, exc.hint)
+        return
+    for p in r.problems:
+        report.add("tls", tls.certificate, FAIL, p, f"sipctl cert check --cert {tls.certificate} shows details")
+    for w in r.warnings:
+        report.add("tls", tls.certificate, WARN, w, "renew the certificate soon")
+    if r.ok:
+        report.add("tls", tls.certificate, PASS, f"{r.subject}, valid until {r.not_after} ({r.days_left} days)")
+
+
+def _check_dns(report: DoctorReport, conf: Any, db_domains: list[str], timeout: float) -> None:
+    from sipd.config import parse_listen
+
+    from . import dnscheck
+
+    names = [d for d in sorted(set(db_domains) | set(conf.server.domains)) if not _is_ip(d)]
+    if not names:
+        report.add("dns", "SRV/A records", SKIP, "no local domain with a DNS name")
+        return
+    addresses = []
+    for item in conf.server.listen:
+        try:
+            host = parse_listen(item).host
+        except ValueError:
+            continue
+        if _is_ip(host) and not ipaddress.ip_address(host).is_unspecified:
+            addresses.append(host)
+    nameservers = list(getattr(getattr(conf, "dns", None), "nameservers", []) or [])
+    for name in names:
+        try:
+            r = dnscheck.check_domain(name, nameservers=nameservers, timeout=timeout,
+                                      expect_addresses=sorted(set(addresses)))
+        except SipctlError as exc:
+            report.add("dns", name, FAIL, exc.message, exc.hint)
+            continue
+        failed = [c for c in r.checks if c.verdict is dnscheck.Verdict.FAIL]
+        if failed:
+            first = failed[0]
+            more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+            report.add("dns", name, FAIL, f"{first.subject}: {first.detail}{more}",
+                       first.hint or f"sipctl dns check {name} shows every record")
+        else:
+            report.add("dns", name, PASS, r.summary())
+
+
+def _check_log(report: DoctorReport, conf: Any, seconds: float) -> None:
+    from . import mgmt
+
+    try:
+        recent = mgmt.call(conf, "log_recent", {"seconds": str(int(seconds)), "level": "ERROR"}, timeout=3.0)
+    except SipctlError as exc:
+        report.add("log", "recent errors", WARN, exc.message)
+        return
+    records = recent.get("Records", [])
+    if records:
+        last = records[-1]
+        report.add("log", "recent errors", FAIL,
+                   f"{len(records)} error(s) in the last {int(seconds // 60)} min; last: {last['time']} {last['message']}",
+                   "read the log around that time (journalctl -u sipd, or stderr)")
+    else:
+        report.add("log", "recent errors", PASS, f"no errors logged in the last {int(seconds // 60)} min")
