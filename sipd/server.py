@@ -180,7 +180,7 @@ class Server:
         if self.transports is not None:
             self.transports.stop_accepting()
         deadline = self.loop.time() + SHUTDOWN_GRACE
-        while not self.force_exit and (self._tasks or (self.proxy and self.proxy.contexts)) and self.loop.time() < deadline:
+        while not self.force_exit and (self._tasks or self._calls_pending()) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.config.location.mode == "write-back":
             await self.flush_location()
@@ -188,6 +188,9 @@ class Server:
             task.cancel()
         await self._close_quietly()
         logger.info("sipd stopped")
+
+    def _calls_pending(self) -> bool:
+        return self.proxy is not None and any(not c.final_sent for c in self.proxy.contexts.values())
 
     async def _close_quietly(self) -> None:
         if self.mgmt is not None:

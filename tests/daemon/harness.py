@@ -48,6 +48,8 @@ class Daemon:
             "database": {"url": self.db_url},
             "mgmt": {"socket": str(tmp / "sipd.sock")},
             "log": {"level": "info"},
+            # every test client is 127.0.0.1: the flood counter would ban it (tests/services cover antiflood)
+            "antiflood": {"enabled": False},
         }
         for name, values in (overrides or {}).items():
             sections.setdefault(name, {}).update(values)
