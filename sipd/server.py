@@ -161,6 +161,8 @@ class Server:
         if now - self._last_sweep >= 10.0:
             self._last_sweep = now
             self.transports.sweep(now)
+            if state.bans is not None:
+                state.bans.housekeeping(now)  # expired bans, idle flood counters (issue 6)
 
     async def flush_location(self) -> None:
         state = self.state
