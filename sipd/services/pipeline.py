@@ -44,6 +44,7 @@ class Reply:
     reason: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     why: str = ""
+    to_tag: str | None = None  # None: a fresh one; set when the reply creates a dialog (SUBSCRIBE)
 
 
 @dataclass(slots=True)
@@ -115,10 +116,10 @@ def is_self(state: ServerState, uri: Any) -> bool:
 
 
 def targets_server(state: ServerState, uri: Any) -> bool:
-    """An R-URI for the server itself: one of our addresses, or a local domain without a user."""
-    if is_self(state, uri):
-        return True
-    return not uri.user and uri.host is not None and uri.host in state.domains
+    """An R-URI for the server itself: no user part, and one of our addresses or a local domain."""
+    if uri.user:
+        return False  # user@host is routed (the host may be both our address and a local domain)
+    return is_self(state, uri) or (uri.host is not None and uri.host in state.domains)
 
 
 def _pop_route(request: Any) -> None:
@@ -437,9 +438,12 @@ def build_pipeline(state: ServerState) -> list[Stage]:
     if security is not None:
         stages += security.stages(state)  # antiflood, spam
     stages += INSERT_AFTER_SANITY  # further stages of other areas
-    stages += [loose_route, local, max_forwards, local_domain]
+    from . import presence
+
+    pres_early, pres_late = presence.stages(state)  # [presence]: own subscription dialogs; PUBLISH/SUBSCRIBE
+    stages += [*pres_early, loose_route, local, max_forwards, local_domain]
     stages.append(_auth_stage(len(stages)))
-    stages += [registrar, dialplan, aliases, location, forward]
+    stages += [*pres_late, registrar, dialplan, aliases, location, forward]
     return stages
 
 

@@ -61,15 +61,20 @@ class Daemon:
 
     def start(self, timeout: float = 15.0) -> Daemon:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        offset = len(self.log())
         self.proc = subprocess.Popen([sys.executable, "-m", "sipd", "--config", str(self.config)], cwd=ROOT,
                                      stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "sipd ready" in self.log():
+            if "sipd ready" in self.log()[offset:]:
+                self.ready_line = next(ln for ln in self.log()[offset:].splitlines() if "sipd ready" in ln)
                 return self
             if self.proc.poll() is not None:
-                raise AssertionError(f"sipd exited with {self.proc.returncode}:\n{self.log()}")
+                self.proc = None
+                self._log.close()
+                raise AssertionError(f"sipd exited:\n{self.log()}")
             time.sleep(0.02)
+        self.stop()
         raise AssertionError(f"sipd not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:

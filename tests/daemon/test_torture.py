@@ -4,7 +4,8 @@ tests/sip/data/README.md names for a registrar + proxy with digest auth; the dae
 Local domains are example.com/.net/.org as the README assumes. Because authentication is on,
 a well-formed request from a local user is challenged (401 REGISTER, 407 otherwise) where the
 README says "accept": the challenge *is* the acceptance path. Branch ids are made unique per send
-(the files share some, and the transaction layer would rightly absorb them as retransmissions).
+and so are Call-IDs (the files share some, and the transaction layer would rightly absorb
+them as retransmissions).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from sipd.sip.message import StreamParser, parse_message
 from tests.daemon.harness import Daemon
 
 DATA = Path(__file__).resolve().parents[1] / "sip" / "data"
@@ -51,9 +51,18 @@ EXPECTED: dict[str, set[int | None]] = {
 }
 
 
+def status_of(data: bytes) -> int:
+    """The status code of a response (the echoed headers may be as broken as the request was)."""
+    m = re.match(rb"SIP/2\.0 (\d{3}) ", data)
+    assert m, data[:80]
+    return int(m.group(1))
+
+
 def unique_branches(data: bytes) -> bytes:
     tag = os.urandom(4).hex().encode()
-    return re.sub(rb"branch=z9hG4bK(?=[^;,\r\n])", b"branch=z9hG4bK" + tag, data)
+    data = re.sub(rb"branch=z9hG4bK(?=[^;,\r\n])", b"branch=z9hG4bK" + tag, data)
+    # RFC 2543 matching (no magic cookie) keys on the Call-ID: make that unique too
+    return re.sub(rb"(?im)^((?:call-id|i)[ \t]*:[ \t]*)(\S+)", rb"\g<1>\g<2>." + tag, data, count=1)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +80,7 @@ def first_status_udp(port: int, data: bytes) -> int | None:
         s.settimeout(0.3)
         s.sendto(data, ("127.0.0.1", port))
         try:
-            return parse_message(s.recv(65535)).status
+            return status_of(s.recv(65535))
         except socket.timeout:
             return None
 
@@ -80,7 +89,7 @@ def first_status_tcp(port: int, data: bytes) -> int | str | None:
     with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
         s.settimeout(0.3)
         s.sendall(data)
-        parser = StreamParser()
+        buf = b""
         deadline = time.monotonic() + 0.6
         while time.monotonic() < deadline:
             try:
@@ -89,9 +98,9 @@ def first_status_tcp(port: int, data: bytes) -> int | str | None:
                 return None
             if not chunk:
                 return "closed"
-            msgs = parser.feed(chunk)
-            if msgs:
-                return msgs[0].status
+            buf += chunk
+            if b"\r\n" in buf:
+                return status_of(buf)
         return None
 
 
