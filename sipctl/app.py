@@ -38,6 +38,9 @@ GROUPS: list[tuple[str, str]] = [
     ("ban", "ban"),
     ("ul", "ul"),
     ("stats", "stats"),
+    ("dialog", "dialog"),
+    ("cdr", "cdr"),
+    ("missed", "missed"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = [

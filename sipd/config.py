@@ -297,6 +297,29 @@ class TlsSection:
 
 
 @dataclass(kw_only=True)
+class AccSection:
+    enabled: bool = field(default=True, metadata=_doc("Accounting: acc rows per INVITE/BYE/CANCEL, missed_calls for INVITEs without 2xx, one cdrs row per call."))
+    db_url: str = field(
+        default="", metadata=_doc("Database for accounting records; empty = [database] url.", secret_in_url=True),
+    )
+    spool: str = field(
+        default="",
+        metadata=_doc("Append-only file holding records while the database is unreachable (replayed in order); "
+                      "empty = acc.spool beside the SQLite file, else /var/spool/sipd/acc.spool."),
+    )
+    retry_interval: float = field(default=2.0, metadata=_doc("Seconds between attempts to reach the database again while spooling."))
+
+
+@dataclass(kw_only=True)
+class DialogSection:
+    enabled: bool = field(default=True, metadata=_doc("Track calls as dialogs (sipctl dialog list/end), persisted in the dialog table across restarts."))
+    lifetime: float = field(
+        default=43200.0,
+        metadata=_doc("Seconds an answered call may last; then both sides get a BYE (CDR end reason \"Dialog Timeout\"). 0 = no limit."),
+    )
+
+
+@dataclass(kw_only=True)
 class Config:
     """The effective configuration. ``source`` is the file it came from, or None for defaults."""
 
@@ -313,6 +336,8 @@ class Config:
     antiflood: AntifloodSection = field(default_factory=AntifloodSection)
     spam: SpamSection = field(default_factory=SpamSection)
     tls: TlsSection = field(default_factory=TlsSection)
+    acc: AccSection = field(default_factory=AccSection)
+    dialog: DialogSection = field(default_factory=DialogSection)
     source: Path | None = None
 
 

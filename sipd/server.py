@@ -102,6 +102,9 @@ class Server:
         self.resolver = SipResolver(config)
         self.layer = self._make_layer()
         self.proxy = Proxy(self)
+        from .services import accounting
+
+        await accounting.start(self)  # [acc]/[dialog]: sets state.dialogs
         self.stages = pipeline.build_pipeline(state)
         self.tls = self._tls_manager()
         self.transports = Transports(self, config.limits, tls=self.tls)
@@ -188,6 +191,8 @@ class Server:
             await self.flush_location()
         for task in list(self._tasks):
             task.cancel()
+        if self.state.dialogs is not None:
+            await self.state.dialogs.close()  # flush accounting (or spool it)
         await self._close_quietly()
         logger.info("sipd stopped")
 
@@ -521,6 +526,8 @@ class Server:
             if dest is None:
                 return
             self.layer.send_stateless(resp, dest, now)
+        if status >= 200 and self.state.events.listeners:  # local final replies: accounting (contracts §9)
+            self.state.events.emit(CallEvent(kind="response", request=request, response=resp, tx_key=tx_key, now=now))
         self.c_sent_replies.inc()
         self.c_sl[status // 100].inc()
         if not quiet:
@@ -547,6 +554,11 @@ class Server:
         k = response.status // 100
         if k in self.c_tm:
             self.c_tm[k].inc()
+
+    def emit_request(self, request: Any, tx_key: Any, now: float) -> None:
+        events = self.state.events
+        if events.listeners:
+            events.emit(CallEvent(kind="request", request=request, response=None, tx_key=tx_key, now=now))
 
     def emit_response(self, ctx: Any, response: Any, now: float) -> None:
         events = self.state.events

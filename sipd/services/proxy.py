@@ -121,6 +121,7 @@ class Proxy:
         if server.has_own_via(request, req_hash):
             server.reply(request, tx_key, 482, "Loop Detected", why="loop detected (RFC 5393)", source=source)
             return
+        server.emit_request(request, tx_key, now)  # accounting/dialogs (contracts §9)
         if decision.stateless:
             self._forward_stateless(request, source, decision, now)
             return
@@ -236,7 +237,6 @@ class Proxy:
             return
         ctx = bs.ctx
         status = response.status
-        server.emit_response(ctx, response, now)
         if status < 200:
             bs.provisional = True
             if bs.cancelled and bs.tx_key is not None:
@@ -354,6 +354,7 @@ class Proxy:
 
     def _relay(self, ctx: ProxyContext, response: Any, now: float) -> None:
         server = self.server
+        server.emit_response(ctx, response, now)  # what goes upstream (contracts §9)
         if response.status >= 200:
             ctx.final_sent = True
             server.log_final(ctx, response)
