@@ -1,0 +1,166 @@
+"""Accounting, dialogs and CDRs against the live daemon (socket user agents, SQLite and MariaDB).
+
+Each test drives calls through a real ``sipd`` subprocess with the socket UAs of
+tests/daemon/harness.py, then reads acc / missed_calls / cdrs / dialog from the database and the
+dialogs over the management socket (``sipctl dialog ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MYSQL_URL, missing, mysql_available
+from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+
+ROOT = Path(__file__).resolve().parents[2]
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+USERS = ("alice", "bob")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def query(url: str, sql: str, params: tuple = ()) -> list[dict]:
+    from sipd.db import connect
+
+    with connect(url) as db:
+        return db.query(sql, params)
+
+
+def wait_rows(url: str, sql: str, params: tuple, n: int, timeout: float = 8.0) -> list[dict]:
+    """Poll (bounded) until the query returns at least ``n`` rows."""
+    deadline = time.monotonic() + timeout
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        try:
+            rows = query(url, sql, params)
+        except Exception:  # noqa: BLE001 - the database may be briefly unreachable in outage tests
+            rows = []
+        if len(rows) >= n:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"expected {n} rows for {sql} {params}, got {rows}")
+
+
+def sipctl(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if check:
+        assert res.returncode == 0, f"sipctl {args}: rc {res.returncode}\n{res.stdout}{res.stderr}"
+    return res
+
+
+def invite(caller: UA, target: str, call_id: str) -> str:
+    """INVITE with the 407 round trip; returns the R-URI."""
+    uri = f"sip:{target}@{DOMAIN}"
+    headers = ["Content-Type: application/sdp"]
+    caller.send(caller.request("INVITE", uri, to=f"<{uri}>", headers=headers, body=SDP, call_id=call_id, cseq=1))
+    resp = caller.expect(407)
+    caller.send(caller.request("ACK", uri, to=resp.get("To"), call_id=call_id, cseq=1, via=resp.get("Via")))
+    auth = caller.authorization(resp, "INVITE", uri, proxy=True)
+    caller.send(caller.request("INVITE", uri, to=f"<{uri}>", headers=[*headers, auth], body=SDP,
+                               call_id=call_id, cseq=2))
+    return uri
+
+
+class Call:
+    """One call alice -> bob through the proxy, driven step by step."""
+
+    def __init__(self, alice: UA, bob: UA, call_id: str):
+        self.alice, self.bob, self.call_id = alice, bob, call_id
+        self.inv = None
+        self.ok = None
+
+    def ring(self):
+        invite(self.alice, "bob", self.call_id)
+        self.inv = self.bob.expect_request("INVITE")
+        self.bob.respond(self.inv, 180, "Ringing")
+        self.alice.expect(180)
+        return self
+
+    def answer(self):
+        self.bob.respond(self.inv, 200, "OK", body=SDP, headers=["Content-Type: application/sdp"])
+        self.ok = self.alice.expect(200)
+        route = [f"Route: {rr}" for rr in reversed(self.ok.get_all("Record-Route"))]
+        self.alice.send(self.alice.request("ACK", str(self.ok.contacts[0].uri), to=self.ok.get("To"),
+                                           headers=route, call_id=self.call_id, cseq=2))
+        self.bob.expect_request("ACK")
+        return self
+
+    def hangup(self):
+        route = [f"Route: {rr}" for rr in reversed(self.ok.get_all("Record-Route"))]
+        self.alice.send(self.alice.request("BYE", str(self.ok.contacts[0].uri), to=self.ok.get("To"),
+                                           headers=route, call_id=self.call_id, cseq=3))
+        bye = self.bob.expect_request("BYE")
+        self.bob.respond(bye, 200)
+        self.alice.expect(200)
+        return self
+
+
+def make_daemon(tmp: Path, db_url: str | None = None, **overrides) -> Daemon:
+    conf = {"proxy": {"invite_timeout": 5.0}, "acc": {"spool": str(tmp / "acc.spool"), "retry_interval": 0.3},
+            "dialog": {"lifetime": 3600.0}}
+    for k, v in overrides.items():
+        conf.setdefault(k, {}).update(v)
+    d = Daemon(tmp, conf, db_url=db_url)
+    for user in USERS:
+        add_subscriber(d.db_url, user, "pw-" + user)
+    return d
+
+
+@contextmanager
+def running(d: Daemon):
+    d.start()
+    try:
+        yield d
+    finally:
+        rc = d.stop()
+        log = d.log()
+        assert "Traceback" not in log, log
+        assert rc == 0, log
+
+
+@contextmanager
+def phones(d: Daemon):
+    with UA(d.port, "alice", password="pw-alice") as alice, UA(d.port, "bob", password="pw-bob") as bob:
+        assert bob.register(300).status == 200
+        yield alice, bob
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+def test_call_acc_rows_and_cdr_duration(tmp_path):
+    d = make_daemon(tmp_path)
+    with running(d), phones(d) as (alice, bob):
+        call = Call(alice, bob, "acc-call-1").ring().answer()
+        rows = wait_rows(d.db_url, "SELECT * FROM dialog WHERE callid = ?", ("acc-call-1",), 1)
+        assert rows[0]["from_tag"] == "ft1" and rows[0]["to_tag"] == "callee1"
+        listed = json.loads(sipctl(d, "dialog", "list", "--json").stdout)
+        assert [x["callid"] for x in listed] == ["acc-call-1"]
+        assert listed[0]["state"] == "confirmed"
+        time.sleep(1.5)  # the hold time the CDR must show
+        call.hangup()
+        acc = wait_rows(d.db_url, "SELECT * FROM acc WHERE callid = ? ORDER BY id", ("acc-call-1",), 2)
+        cdr = wait_rows(d.db_url, "SELECT * FROM cdrs WHERE callid = ?", ("acc-call-1",), 1)
+    assert [(r["method"], r["sip_code"]) for r in acc] == [("INVITE", "200"), ("BYE", "200")], acc
+    assert acc[0]["from_tag"] == "ft1" and acc[0]["to_tag"] == "callee1"
+    assert acc[0]["caller"] == f"sip:alice@{DOMAIN}" and acc[0]["callee"] == f"sip:bob@{DOMAIN}"
+    assert len(cdr) == 1
+    c = cdr[0]
+    assert c["status"] == "answered" and c["sip_code"] == "200" and c["end_reason"] == "Upstream BYE"
+    assert abs(c["ms_duration"] - 1500) < 1000, c
+    assert c["duration"] in (1, 2)
+    assert query(d.db_url, "SELECT * FROM dialog") == []
+    assert query(d.db_url, "SELECT * FROM missed_calls") == []
