@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -46,12 +47,13 @@ class Output:
         if self.json_mode:
             self.json(data if data is not None else {"ok": True, "message": message})
         elif not self.quiet:
-            self.out.print(message, highlight=False)
+            self.out.print(message, highlight=False, markup=False)
 
     def warning(self, message: str) -> None:
-        self.err.print(f"[yellow]Warning:[/yellow] {message}", highlight=False)
+        self.err.print(f"[yellow]Warning:[/yellow] {escape(message)}", highlight=False)
 
     def error(self, message: str, hint: str = "") -> None:
-        self.err.print(f"[red]Error:[/red] {message}", highlight=False, markup=True)
+        # Messages quote config keys like "[mgmt] socket": escape them so rich does not eat them.
+        self.err.print(f"[red]Error:[/red] {escape(message)}", highlight=False, markup=True)
         if hint:
-            self.err.print(f"Hint: {hint}", highlight=False)
+            self.err.print(f"Hint: {hint}", highlight=False, markup=False)

@@ -27,6 +27,8 @@ def doctor(
 
     Example: sipctl doctor
     """
+    from rich.markup import escape
+
     from ..lib import doctor as lib
 
     env = get_env(ctx)
@@ -36,9 +38,10 @@ def doctor(
         out.json(report.to_dict())
     else:
         for f in report.findings:
-            out.out.print(f"{MARK[f.verdict]} [bold]{f.area:<8}[/bold] {f.subject}: {f.detail}", highlight=False)
+            out.out.print(f"{MARK[f.verdict]} [bold]{f.area:<8}[/bold] {escape(f.subject)}: {escape(f.detail)}",
+                          highlight=False)
             if f.hint and f.verdict in ("fail", "warn"):
-                out.out.print(f"    [dim]hint:[/dim] {f.hint}", highlight=False)
+                out.out.print(f"    [dim]hint:[/dim] {escape(f.hint)}", highlight=False)
         failed = sum(1 for f in report.findings if f.verdict == "fail")
         out.out.print("all checks passed" if not failed else f"{failed} problem(s) found", highlight=False)
     if not report.ok:
