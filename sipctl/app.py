@@ -41,6 +41,7 @@ GROUPS: list[tuple[str, str]] = [
     ("dialog", "dialog"),
     ("cdr", "cdr"),
     ("missed", "missed"),
+    ("presence", "presence"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = [

@@ -297,6 +297,26 @@ class TlsSection:
 
 
 @dataclass(kw_only=True)
+class PresenceSection:
+    enabled: bool = field(default=True, metadata=_doc("Act as presence server (PUBLISH/SUBSCRIBE/NOTIFY, RFC 3856/3903/6665) for local-domain users."))
+    policy: str = field(
+        default="same-domain",
+        metadata=_doc("Who may watch whom: same-domain (watcher and presentity share a domain), local (any local-domain user), open (anyone), rules (the `rules` list)."),
+    )
+    rules: list[str] = field(
+        default_factory=list,
+        metadata=_doc('policy = "rules": "WATCHER PRESENTITY" glob pairs, e.g. "*@example.com boss@example.com"; a SUBSCRIBE matching none gets 403.'),
+    )
+    default_expires: int = field(default=3600, metadata=_doc("Expires used when a PUBLISH/SUBSCRIBE has none, seconds."))
+    min_expires: int = field(default=60, metadata=_doc("Shorter non-zero PUBLISH/SUBSCRIBE expiry gets 423 Interval Too Brief, seconds."))
+    max_expires: int = field(default=3600, metadata=_doc("Longer PUBLISH/SUBSCRIBE expiry is clamped to this, seconds."))
+    max_subscriptions: int = field(default=20000, metadata=_doc("Active subscriptions held at once; more get 503."))
+    max_publications: int = field(default=20000, metadata=_doc("Publications (entity tags) held at once; more get 503."))
+    max_body: int = field(default=16384, metadata=_doc("Largest PIDF body accepted in a PUBLISH, bytes (larger gets 413)."))
+    busy_from_calls: bool = field(default=True, metadata=_doc("Show users in an answered call as busy (on-the-phone) without them publishing."))
+
+
+@dataclass(kw_only=True)
 class AccSection:
     enabled: bool = field(default=True, metadata=_doc("Accounting: acc rows per INVITE/BYE/CANCEL, missed_calls for INVITEs without 2xx, one cdrs row per call."))
     db_url: str = field(
@@ -338,6 +358,7 @@ class Config:
     tls: TlsSection = field(default_factory=TlsSection)
     acc: AccSection = field(default_factory=AccSection)
     dialog: DialogSection = field(default_factory=DialogSection)
+    presence: PresenceSection = field(default_factory=PresenceSection)
     source: Path | None = None
 
 
@@ -613,6 +634,16 @@ def _validate_tls(config: Config) -> list[Problem]:
 
 
 VALIDATORS.append(_validate_tls)
+
+
+def _validate_presence(config: Config) -> list[Problem]:
+    """[presence] values (issue 10); the rules live in sipd/services/presence_state.py."""
+    from .services.presence_state import validate_config
+
+    return [Problem(k, m, h) for k, m, h in validate_config(config.presence)]
+
+
+VALIDATORS.append(_validate_presence)
 
 
 def mask_url(url: str) -> str:

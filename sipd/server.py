@@ -63,6 +63,7 @@ class Server:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.local_uac: dict[Any, Any] = {}  # tx_key -> callback(event): requests the server sends itself (NOTIFY)
         self._tags = itertools.count(1)
         self._rand = os.urandom(4).hex()
         self._branch_seq = itertools.count(1)
@@ -398,6 +399,13 @@ class Server:
 
     def _dispatch(self, ev: Any, now: float) -> None:
         kind = type(ev).__name__
+        if self.local_uac and kind in ("ResponseReceived", "TransactionTimedOut", "TransactionTerminated"):
+            handler = self.local_uac.get(ev.tx_key)
+            if handler is not None:  # a client transaction of the server's own (presence NOTIFY)
+                if kind == "ResponseReceived":
+                    self.c_rcv_replies.inc()
+                handler(ev)
+                return
         if kind == "RequestReceived":
             self.c_rcv_requests.inc()
             if ev.tx_key is not None:
@@ -443,7 +451,8 @@ class Server:
     def _apply(self, ctx: Context, decision: Any) -> None:
         req = ctx.request
         if isinstance(decision, Reply):
-            self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source)
+            self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source,
+                       to_tag=decision.to_tag)
         elif isinstance(decision, Forward):
             self._log_forward(ctx, decision)
             self.proxy.forward(req, ctx.source, ctx.tx_key, decision, self.loop.time(), decision.why)
@@ -505,19 +514,20 @@ class Server:
     def token(self) -> str:
         return os.urandom(8).hex()
 
-    def local_response(self, request: Any, status: int, reason: str | None = None, headers: Any = ()) -> Any:
+    def local_response(self, request: Any, status: int, reason: str | None = None, headers: Any = (),
+                       to_tag: str | None = None) -> Any:
         from .sip.message import make_response
 
-        resp = make_response(request, status, reason, to_tag=self.to_tag() if status > 100 else None, headers=headers)
+        resp = make_response(request, status, reason, to_tag=(to_tag or self.to_tag()) if status > 100 else None, headers=headers)
         if self.config.server.server_header:
             resp.append("Server", self.config.server.server_header)
         return resp
 
     def reply(self, request: Any, tx_key: Any, status: int, reason: str | None, headers: Any = (), *,
-              why: str = "", quiet: bool = False, source: tuple | None = None) -> None:
+              why: str = "", quiet: bool = False, source: tuple | None = None, to_tag: str | None = None) -> None:
         if request.method == "ACK":
             return
-        resp = self.local_response(request, status, reason, headers)
+        resp = self.local_response(request, status, reason, headers, to_tag)
         now = self.loop.time()
         if tx_key is not None:
             self.layer.send_response(resp, now)

@@ -138,6 +138,7 @@ class ServerState:
     bans: Any = None  # antiflood (sipd/services/security.py)
     spam: Any = None
     dialogs: Any = None
+    presence: Any = None  # sipd/services/presence.py PresenceService when [presence] enabled
     server: Any = None  # the running Server (listeners, proxy), for mgmt commands
 
     def __post_init__(self) -> None:
