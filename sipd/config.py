@@ -194,6 +194,14 @@ class LimitsSection:
     tcp_max_connections: int = field(default=4096, metadata=_doc("TCP/TLS connections open at once, in total."))
     tcp_max_per_source: int = field(default=64, metadata=_doc("TCP/TLS connections from one IP address."))
     tcp_idle_timeout: float = field(default=600.0, metadata=_doc("Seconds before an idle TCP/TLS connection is closed."))
+    max_message_size: int = field(
+        default=65535, metadata=_doc("Largest UDP datagram parsed, bytes (the parser's own cap is 65535); larger ones are dropped unread."),
+    )
+    max_transactions: int = field(
+        default=20000,
+        metadata=_doc("Transactions held at once; beyond it new UDP requests are dropped unparsed (responses still pass) until some end."),
+    )
+    nonce_table: int = field(default=100000, metadata=_doc("Nonces remembered for the nonce-count replay check (least recently used forgotten)."))
 
 
 @dataclass(kw_only=True)

@@ -99,7 +99,7 @@ class Server:
         state = self.state
         self.stats_init()
         await self._open_database()
-        self.authenticator = Authenticator(config.auth)
+        self.authenticator = Authenticator(config.auth, nonce_table=config.limits.nonce_table)
         self.resolver = SipResolver(config)
         self.layer = self._make_layer()
         self.proxy = Proxy(self)
@@ -366,6 +366,10 @@ class Server:
             return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
         if self.state.bans is not None and not self.state.bans.check_packet(addr[1], now):
             return  # banned or flooding source: dropped before parsing (antiflood)
+        limits = self.config.limits  # hard limits (issue 6): shed excess before parsing
+        if len(data) > limits.max_message_size or (len(self.layer) >= limits.max_transactions and data[:4] != b"SIP/"):
+            self.c_drop_requests.inc()
+            return
         self.layer.receive_datagram(data, addr, now)
         self._process(now)
 

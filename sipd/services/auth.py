@@ -91,11 +91,11 @@ class AuthResult:
 
 
 class Authenticator:
-    def __init__(self, cfg: AuthSection, *, rand=os.urandom):
+    def __init__(self, cfg: AuthSection, *, rand=os.urandom, nonce_table: int = 100_000):
         self.cfg = cfg
         self.secret = cfg.secret.encode() if cfg.secret else rand(32)
         self.rand = rand
-        self.nonce_counter = digest.NonceCounter(100_000)
+        self.nonce_counter = digest.NonceCounter(nonce_table)
 
     def challenge(self, realm: str, now: float, *, proxy: bool, stale: bool = False, why: str = "") -> AuthResult:
         nonce = digest.make_nonce(self.secret, now, self.rand(12))
