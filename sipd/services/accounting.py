@@ -356,6 +356,7 @@ class Accounting:
                 server.transmit()
                 return "cancelled"
             return "not-found"
+        dlg.end_reason = reason
         for to_callee in (True, False):
             try:
                 self._send_bye(dlg, to_callee, now)

@@ -35,8 +35,11 @@ class Spool:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = "".join(json.dumps(r.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n" for r in records)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = "\n" + data  # a torn line from a crash: never glue a record onto it
             os.write(fd, data.encode("utf-8"))
             os.fsync(fd)
         finally:

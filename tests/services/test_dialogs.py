@@ -1,0 +1,169 @@
+"""The dialog state machine and the records calls produce (pure; fake clock, parsed messages)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipd.services.cdr import CALLEE_BYE, CALLER_BYE, DIALOG_TIMEOUT, MI_TERMINATION
+from sipd.services.dialogs import Dialog, DlgState, Tracker
+from sipd.sip.message import parse_message
+
+RR_US = "<sip:127.0.0.1:5060;lr>"
+RR_DOWN = "<sip:10.0.0.9:5070;lr>"
+RR_UP = "<sip:10.0.0.1:5080;lr>"
+
+
+def req(method: str, *, call_id: str = "c1", from_tag: str = "ft", to_tag: str | None = None, cseq: int = 1,
+        rr: list[str] = (), uri: str = "sip:bob@example.test"):
+    to = "<sip:bob@example.test>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [f"{method} {uri} SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1;rport=5062",
+             "Max-Forwards: 70", f"From: <sip:alice@example.test>;tag={from_tag}", f"To: {to}",
+             f"Call-ID: {call_id}", f"CSeq: {cseq} {method}", "Contact: <sip:alice@127.0.0.1:5062>",
+             *[f"Record-Route: {r}" for r in rr], "Content-Length: 0", "", ""]
+    return parse_message("\r\n".join(lines).encode())
+
+
+def resp(request, status: int, reason: str = "OK", *, to_tag: str | None = "tt", rr: list[str] = ()):
+    to = request.get("To") + (f";tag={to_tag}" if to_tag and ";tag=" not in request.get("To") else "")
+    lines = [f"SIP/2.0 {status} {reason}", f"Via: {request.get('Via')}", f"From: {request.get('From')}",
+             f"To: {to}", f"Call-ID: {request.call_id}", f"CSeq: {request.get('CSeq')}",
+             "Contact: <sip:bob@127.0.0.1:5064>", *[f"Record-Route: {r}" for r in rr], "Content-Length: 0", "", ""]
+    return parse_message("\r\n".join(lines).encode())
+
+
+def tables(records):
+    return [(r.op, r.table) for r in records]
+
+
+@pytest.fixture
+def tracker():
+    ids = iter(range(100, 200))
+    return Tracker(lifetime=60.0, ids=lambda: next(ids), is_self_route=lambda v: v == RR_US)
+
+
+def answered_call(tracker, clock, call_id="c1"):
+    inv = req("INVITE", call_id=call_id, rr=[RR_UP])
+    assert tracker.on_request(inv, "tx1", clock.now, "udp:127.0.0.1:5062") == []
+    clock.advance(1.0)
+    assert tracker.on_response(inv, resp(inv, 180, "Ringing"), "tx1", clock.now) == []
+    assert tracker.find(call_id).state == DlgState.EARLY
+    clock.advance(2.0)
+    out = tracker.on_response(inv, resp(inv, 200, rr=[RR_DOWN, RR_US, RR_UP]), "tx1", clock.now)
+    return inv, out
+
+
+def test_answered_call_then_caller_bye(tracker, clock):
+    inv, out = answered_call(tracker, clock)
+    assert tables(out) == [("insert", "acc"), ("upsert", "dialog")]
+    acc = out[0].row
+    assert acc["method"] == "INVITE" and acc["sip_code"] == "200" and acc["setuptime"] == 3
+    assert acc["caller"] == "sip:alice@example.test" and acc["callee"] == "sip:bob@example.test"
+    dlg = tracker.find("c1")
+    assert dlg.state == DlgState.CONFIRMED_NA and dlg.to_tag == "tt"
+    assert dlg.callee_route_set == [RR_DOWN] and dlg.caller_route_set == [RR_UP]
+    assert dlg.timeout == clock.now + 60.0
+    ack = req("ACK", to_tag="tt", cseq=1)
+    tracker.on_request(ack, None, clock.now)
+    assert dlg.state == DlgState.CONFIRMED
+    clock.advance(42.4)
+    bye = req("BYE", to_tag="tt", cseq=2)
+    out = tracker.on_request(bye, "tx2", clock.now)
+    assert tables(out) == [("insert", "cdrs"), ("delete", "dialog")]
+    cdr = out[0].row
+    assert (cdr["setup_time"], cdr["duration"], cdr["ms_duration"]) == (3, 42, 42400)
+    assert cdr["status"] == "answered" and cdr["end_reason"] == CALLER_BYE
+    assert cdr["from_tag"] == "ft" and cdr["to_tag"] == "tt" and cdr["callid"] == "c1"
+    assert tracker.find("c1") is None and tracker.dialogs == {} and tracker.by_tx == {}
+    clock.advance(0.1)
+    out = tracker.on_response(bye, resp(bye, 200), "tx2", clock.now)
+    assert tables(out) == [("insert", "acc")]
+    assert out[0].row["method"] == "BYE" and out[0].row["caller"] == "sip:alice@example.test"
+
+
+def test_callee_bye_and_second_2xx_ignored(tracker, clock):
+    inv, _ = answered_call(tracker, clock)
+    assert tracker.on_response(inv, resp(inv, 200), "tx1", clock.now) == []  # retransmission
+    bye = req("BYE", from_tag="tt", to_tag="ft", cseq=7)
+    # the callee's BYE carries its tag in From
+    out = tracker.on_request(bye, "tx3", clock.advance(5))
+    assert out[0].row["end_reason"] == CALLEE_BYE and out[0].row["duration"] == 5
+
+
+@pytest.mark.parametrize("status,reason,expected", [
+    (486, "Busy Here", "missed"), (480, "Temporarily Unavailable", "missed"), (603, "Decline", "missed"),
+    (500, "Server Internal Error", "failed"), (487, "Request Terminated", "cancelled"),
+])
+def test_failed_call_records(tracker, clock, status, reason, expected):
+    inv = req("INVITE")
+    tracker.on_request(inv, "tx1", clock.now)
+    clock.advance(4.2)
+    out = tracker.on_response(inv, resp(inv, status, reason), "tx1", clock.now)
+    assert tables(out) == [("insert", "acc"), ("insert", "missed_calls"), ("insert", "cdrs")]
+    missed, cdr = out[1].row, out[2].row
+    assert "duration" not in missed and missed["sip_code"] == str(status) and missed["setuptime"] == 4
+    assert cdr["status"] == expected and cdr["setup_time"] == 4 and cdr["duration"] == 0
+    assert cdr["answer_time"] is None and cdr["start_time"] is not None and cdr["end_time"] is not None
+    assert tracker.dialogs == {}
+
+
+def test_cancelled_call(tracker, clock):
+    inv = req("INVITE")
+    tracker.on_request(inv, "tx1", clock.now)
+    tracker.on_response(inv, resp(inv, 180, "Ringing"), "tx1", clock.advance(1))
+    cancel = req("CANCEL")
+    out = tracker.on_response(cancel, resp(cancel, 200, to_tag=None), True, clock.advance(1))
+    assert tables(out) == [("insert", "acc")] and out[0].row["method"] == "CANCEL"
+    out = tracker.on_response(inv, resp(inv, 487, "Request Terminated"), "tx1", clock.advance(0.1))
+    assert out[2].row["status"] == "cancelled" and out[2].row["end_reason"] == "Cancelled"
+    assert out[2].row["setup_time"] == 2
+
+
+def test_local_replies(tracker, clock):
+    inv = req("INVITE")
+    assert tracker.on_response(inv, resp(inv, 407, "Proxy Authentication Required"), "txa", clock.now) == []
+    out = tracker.on_response(inv, resp(inv, 404, "Not Found"), "txb", clock.now)
+    assert tables(out) == [("insert", "acc"), ("insert", "missed_calls"), ("insert", "cdrs")]
+    assert out[2].row["status"] == "missed" and out[2].row["setup_time"] == 0
+
+
+def test_lifetime_due_and_end(tracker, clock):
+    answered_call(tracker, clock)
+    dlg = tracker.find("c1")
+    assert tracker.due(clock.advance(59)) == []
+    assert tracker.due(clock.advance(1)) == [dlg]
+    out = tracker.end(dlg, clock.now, DIALOG_TIMEOUT)
+    assert out[0].row["end_reason"] == DIALOG_TIMEOUT and out[0].row["duration"] == 60
+    assert tracker.end(dlg, clock.now, DIALOG_TIMEOUT) == []  # only once
+
+
+def test_persisted_row_roundtrip_keeps_times(tracker, clock):
+    """A restart: the dialog row brings back start and answer times; the BYE completes the CDR."""
+    _, out = answered_call(tracker, clock)
+    row = out[1].row
+    fresh = Tracker(lifetime=60.0)
+    assert fresh.restore([row]) == 1
+    dlg = fresh.find(str(row["dlg_id"]))
+    assert isinstance(dlg, Dialog) and dlg.restored and dlg.answered == clock.now
+    assert dlg.created == clock.now - 3 and dlg.callee_route_set == [RR_DOWN]
+    bye = req("BYE", to_tag="tt", cseq=2)
+    cdr = fresh.on_request(bye, "txz", clock.advance(10))[0].row
+    assert (cdr["setup_time"], cdr["duration"], cdr["status"]) == (3, 10, "answered")
+
+
+def test_switches(clock):
+    quiet = Tracker(acc=False, dialogs=False)
+    inv = req("INVITE")
+    quiet.on_request(inv, "tx1", clock.now)
+    assert quiet.on_response(inv, resp(inv, 200), "tx1", clock.now) == []
+    assert len(quiet.dialogs) == 1  # still tracked (lifetime, dlg_list)
+    only_dlg = Tracker(acc=False, dialogs=True)
+    only_dlg.on_request(inv, "tx1", clock.now)
+    assert tables(only_dlg.on_response(inv, resp(inv, 200), "tx1", clock.now)) == [("upsert", "dialog")]
+
+
+def test_mi_termination_of_early_dialog_marks_reason(tracker, clock):
+    inv = req("INVITE")
+    tracker.on_request(inv, "tx1", clock.now)
+    tracker.find("c1").end_reason = MI_TERMINATION
+    out = tracker.on_response(inv, resp(inv, 487, "Request Terminated"), "tx1", clock.advance(1))
+    assert out[2].row["end_reason"] == MI_TERMINATION and out[2].row["status"] == "cancelled"
