@@ -7,7 +7,7 @@ import pytest
 
 from conftest import require_tool
 
-from .conftest import DOMAIN, TARGET
+from .conftest import DOMAIN
 from .test_baresip import call_with_media
 
 pytestmark = pytest.mark.e2e
@@ -16,8 +16,6 @@ OTHER = "other.test"
 
 
 def test_call_to_other_domain_via_dns_srv(server_factory, baresip_factory, tmp_path):
-    if TARGET == "kamailio":
-        pytest.skip("the resolver configuration is sipd's")
     require_tool("dnsmasq")
     from helpers.dnsmasq import Dnsmasq
 

@@ -10,8 +10,7 @@ import pytest
 
 from conftest import MYSQL_URL, missing, mysql_available
 
-from .conftest import TARGET
-from .test_sipp import call, register, uas, uas_port
+from .test_sipp import call, registered_uas
 
 pytestmark = pytest.mark.e2e
 
@@ -35,13 +34,9 @@ def mysql_db_url():
 
 
 def survive_kill9(server_factory, tmp_path, mode: str, db_url: str | None) -> None:
-    if TARGET == "kamailio":
-        pytest.skip("persistence modes are sipd configuration")
     server = server_factory({"location": {"mode": mode}}, db_url)
-    callee = uas(tmp_path).start()
+    callee = registered_uas(server, tmp_path, "bob")
     try:
-        reg = register(server, tmp_path, "bob", contact_port=uas_port(callee), expires=600)
-        assert reg.ok, reg.explain()
         server.kill9()
         server.restart()
         res = call(server, tmp_path, "alice", "bob")

@@ -21,7 +21,9 @@ def creds(tmp_path: Path, user: str) -> Path:
 
 def register(server, tmp_path: Path, user: str, *, contact_port: int | None = None, expires: int = 120,
              transport: str = "u1", password: str | None = None):
-    port = free_port()
+    # register from the port the binding is for (the callee UAS starts there afterwards): the same
+    # as a phone registering itself, whether the registrar routes by Contact or by source address
+    port = contact_port or free_port()
     inf = write_inf(tmp_path, [(user, DOMAIN, password or USERS[user])], name=f"reg-{user}-{port}.csv")
     return run_sipp(SCENARIOS / "register.xml", server.address, port=port, cwd=tmp_path, inf=inf,
                     transport=transport, timeout=10,
@@ -50,11 +52,17 @@ def test_register_wrong_password_fails(server, tmp_path, sipp_bin):
     assert not res.ok, res.explain()
 
 
+def registered_uas(server, tmp_path: Path, user: str, scenario: str = "uas_answer.xml") -> SippProcess:
+    """Register USER from a fresh port, then start a SIPp UAS on that port."""
+    port = free_port()
+    reg = register(server, tmp_path, user, contact_port=port, expires=600)
+    assert reg.ok, reg.explain()
+    return uas(tmp_path, scenario, port=port).start()
+
+
 def test_call_through_proxy(server, tmp_path, sipp_bin):
-    callee = uas(tmp_path).start()
+    callee = registered_uas(server, tmp_path, "bob")
     try:
-        reg = register(server, tmp_path, "bob", contact_port=int(callee.argv[callee.argv.index("-p") + 1]))
-        assert reg.ok, reg.explain()
         res = call(server, tmp_path, "alice", "bob")
         assert res.ok and res.successful == 1, res.explain()
         assert "Record-Route" in callee.wait(timeout=10).messages
@@ -63,14 +71,9 @@ def test_call_through_proxy(server, tmp_path, sipp_bin):
     assert end.successful == 1, end.explain()
 
 
-def uas_port(p: SippProcess) -> int:
-    return int(p.argv[p.argv.index("-p") + 1])
-
-
 def test_cancel_before_answer(server, tmp_path, sipp_bin):
-    callee = uas(tmp_path, "uas_ring_cancel.xml").start()
+    callee = registered_uas(server, tmp_path, "bob", "uas_ring_cancel.xml")
     try:
-        assert register(server, tmp_path, "bob", contact_port=uas_port(callee)).ok
         res = call(server, tmp_path, "alice", "bob", "uac_cancel.xml")
         assert res.ok and res.successful == 1, res.explain()
         end = callee.wait(timeout=10)
@@ -80,12 +83,9 @@ def test_cancel_before_answer(server, tmp_path, sipp_bin):
 
 
 def test_forking_two_contacts(server, tmp_path, sipp_bin):
-    answering = uas(tmp_path, "uas_answer.xml").start()
-    ringing = uas(tmp_path, "uas_ring_cancel.xml").start()
+    answering = registered_uas(server, tmp_path, "bob", "uas_answer.xml")
+    ringing = registered_uas(server, tmp_path, "bob", "uas_ring_cancel.xml")
     try:
-        for leg in (answering, ringing):
-            reg = register(server, tmp_path, "bob", contact_port=uas_port(leg))
-            assert reg.ok, reg.explain()
         res = call(server, tmp_path, "alice", "bob")
         assert res.ok and res.successful == 1, res.explain()
         answered = answering.wait(timeout=10)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -305,8 +306,40 @@ class SipdProcess(ServerProcess):
             raise SipctlError(f"sipctl {' '.join(args)} -> rc {res.returncode}\n{res.stdout}{res.stderr}")
         return res
 
+    # SQLite databases provisioned by sipctl once per session, copied for each later daemon that
+    # asks for the same domains and users (saves ~6 sipctl runs per test)
+    _templates: dict[tuple, Path] = {}
+    _template_dir: Path | None = None
+
+    def _provision_sqlite_from_template(self, domains: list[str], users: list[tuple[str, str]]) -> bool:
+        db_file = Path(self.db_url[len("sqlite:///"):])
+        if not self.db_url.startswith("sqlite:///") or db_file.exists():
+            return False
+        key = (tuple(domains), tuple(users))
+        template = SipdProcess._templates.get(key)
+        if template is None:
+            self.provision_with_sipctl(domains, users)
+            if SipdProcess._template_dir is None:
+                import atexit
+                import tempfile
+
+                SipdProcess._template_dir = Path(tempfile.mkdtemp(prefix="sipd-e2e-templates-"))
+                atexit.register(shutil.rmtree, SipdProcess._template_dir, True)
+            template = SipdProcess._template_dir / f"t{len(SipdProcess._templates)}.db"
+            shutil.copyfile(db_file, template)
+            SipdProcess._templates[key] = template
+        else:
+            shutil.copyfile(template, db_file)
+        self._provisioned = True
+        return True
+
     def provision(self, domains: Iterable[str] = (), users: Sequence[tuple[str, str]] = ()) -> None:
         """Create the schema (idempotent), then add domains and users with sipctl."""
+        domains, users = list(domains), list(users)
+        if self._provisioned or not self._provision_sqlite_from_template(domains, users):
+            self.provision_with_sipctl(domains, users)
+
+    def provision_with_sipctl(self, domains: list[str], users: list[tuple[str, str]]) -> None:
         if not self._provisioned:
             if self.db_url.startswith("mysql://"):
                 # create the database itself too: --admin-url is the server part of the URL
