@@ -199,7 +199,10 @@ class LimitsSection:
     )
     max_transactions: int = field(
         default=20000,
-        metadata=_doc("Transactions held at once; beyond it new UDP requests are dropped unparsed (responses still pass) until some end."),
+        metadata=_doc(
+            "Transactions held at once; beyond it new UDP requests from outside [antiflood] trusted_networks are"
+            " dropped unparsed (responses still pass) until some end (a UDP transaction lives 32 s after its answer)."
+        ),
     )
     nonce_table: int = field(default=100000, metadata=_doc("Nonces remembered for the nonce-count replay check (least recently used forgotten)."))
 

@@ -367,7 +367,8 @@ class Server:
         if self.state.bans is not None and not self.state.bans.check_packet(addr[1], now):
             return  # banned or flooding source: dropped before parsing (antiflood)
         limits = self.config.limits  # hard limits (issue 6): shed excess before parsing
-        if len(data) > limits.max_message_size or (len(self.layer) >= limits.max_transactions and data[:4] != b"SIP/"):
+        if len(data) > limits.max_message_size or (len(self.layer) >= limits.max_transactions and data[:4] != b"SIP/"
+                                                    and not (self.state.bans and addr[1] in self.state.bans.trusted)):
             self.c_drop_requests.inc()
             return
         self.layer.receive_datagram(data, addr, now)
