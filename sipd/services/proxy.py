@@ -122,7 +122,7 @@ class Proxy:
             server.reply(request, tx_key, 482, "Loop Detected", why="loop detected (RFC 5393)", source=source)
             return
         server.emit_request(request, tx_key, now)  # accounting/dialogs (contracts §9)
-        if decision.stateless:
+        if decision.stateless or request.method == "ACK":  # ACK for 2xx: end to end, no transaction
             self._forward_stateless(request, source, decision, now)
             return
         ctx = ProxyContext(tx_key, request, source, list(decision.groups), decision.record_route and request.method in DIALOG_METHODS,
