@@ -27,6 +27,16 @@ else
   export RATES_reg_auth=${RATES_reg_auth:-"1000 2000 4000 6000 8000 12000"}
   export RATES_call=${RATES_call:-"200 400 600 800 1000 1350 1600"}
 fi
+# ports chosen at run time (other work on this machine may hold 5070/15070/15071)
+free_port() { python3 -c 'import random, socket
+for _ in range(200):
+    p = random.randint(12000, 19999)      # below the ephemeral range: no client socket takes it
+    u, t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket()
+    try:
+        u.bind(("127.0.0.1", p)); t.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass
+    finally: u.close(); t.close()'; }
+export TARGET_PORT=${TARGET_PORT:-$(free_port)} UAS_PORT=${UAS_PORT:-$(free_port)} UAC_PORT=${UAC_PORT:-$(free_port)}
 if [ "${SKIP_KAMAILIO:-0}" != 1 ]; then
   OUT="$base/kamailio" KAM_AUTH=htable KAM_CHILDREN=${KAM_CHILDREN:-2} "$here/run.sh" kamailio
 fi
