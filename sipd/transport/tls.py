@@ -2,13 +2,16 @@
 
 TLS is the TCP stream transport of ``stream.py`` with a handshake in front. Theory of operation:
 
-* Accepting: the listening socket is plain TCP. Each accepted socket first gets a tiny
-  ``_Handshake`` protocol that pauses reading, checks the number of handshakes in progress
-  (``tls.max_pending_handshakes``) and then upgrades with ``loop.start_tls(...,
-  ssl_handshake_timeout=tls.handshake_timeout)``. Handshakes run concurrently on the event loop, so
-  a peer that stalls (slowloris) costs one pending slot until its timeout and never delays others.
-  Only after the handshake does the connection enter the connection table (``Transports.admit``),
-  as a ``TlsConnection`` — a ``StreamConnection`` with a send timeout.
+* Accepting: the listener accepts from its socket itself (``loop.add_reader``), so it can count the
+  handshakes in progress and refuse (RST) a connection beyond ``tls.max_pending_handshakes`` before
+  any TLS state is allocated. Each accepted socket is handed to ``loop.connect_accepted_socket(...,
+  ssl=<the domain's current context>, ssl_handshake_timeout=tls.handshake_timeout)`` — public API
+  that behaves the same on asyncio and uvloop (``start_tls`` on an accepted transport does not work
+  on uvloop). Handshakes run concurrently on the event loop, so a peer that stalls (slowloris) costs
+  one pending slot until its timeout and never delays others. Only after the handshake does the
+  connection enter the connection table (``Transports.admit``), as a ``TlsConnection`` — a
+  ``StreamConnection`` with a send timeout. Taking ``domain.context`` per connection is what makes
+  hot reload work: new connections get the new certificate, existing ones keep theirs.
 * Connecting: ``connect()`` opens TCP + TLS with the client domain chosen for the destination, then
   checks the server's identity per RFC 5922 (``TlsManager.check_peer``) before any byte is sent.
 * Send timeout: when the peer stops reading and our buffer passes the high-water mark, asyncio calls
@@ -22,6 +25,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import struct
 from typing import TYPE_CHECKING, Any
 
 from .base import BindError, Listener, bind_error_message
@@ -75,56 +79,28 @@ class TlsConnection(StreamConnection):
         super().connection_lost(exc)
 
 
-class _Handshake(asyncio.Protocol):
-    """Accepted TCP socket waiting for its TLS handshake (see the module docstring)."""
-
-    def __init__(self, listener: TlsListener):
-        self.listener = listener
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        lst = self.listener
-        manager = lst.manager
-        if not manager.accepting:
-            transport.abort()
-            return
-        if lst.pending >= lst.tls.max_pending_handshakes:
-            lst.refused += 1
-            if lst.refused == 1 or lst.refused % 1000 == 0:
-                logger.warning("tls %s: %d handshakes in progress (tls.max_pending_handshakes); refusing new "
-                               "connections (%d so far)", lst.name, lst.pending, lst.refused)
-            transport.abort()
-            return
-        transport.pause_reading()  # the ClientHello waits in the kernel until start_tls takes over
-        lst.pending += 1
-        task = manager.loop.create_task(lst.upgrade(transport))
-        lst.tasks.add(task)
-        task.add_done_callback(lst.tasks.discard)
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
-
-
 class TlsListener(Listener):
     proto = "tls"
 
-    def __init__(self, host: str, port: int, manager: Transports, tls: TlsManager, domain: TlsDomain):
+    #: Connections taken from the kernel's accept queue per wake-up (fairness with other work).
+    ACCEPT_BATCH = 64
+
+    def __init__(self, host: str, port: int, manager: Transports, tls: TlsManager, domain: TlsDomain,
+                 sock: socket.socket):
         super().__init__(host, port)
         self.manager = manager
         self.tls = tls
         self.domain = domain
-        self.server: asyncio.base_events.Server | None = None
+        self.sock: socket.socket | None = sock
         self.pending = 0
         self.refused = 0
         self.failed = 0
+        self.accepted = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def bind(cls, host: str, port: int, manager: Transports, tls: TlsManager) -> TlsListener:
         """Bind ``tls:host:port``. Raises BindError (one line) when it cannot."""
-        loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         name = f"tls:{'[' + host + ']' if ':' in host else host}:{port}"
         domain = tls.server_domain(name)
@@ -141,34 +117,80 @@ class TlsListener(Listener):
         except OSError as exc:
             sock.close()
             raise BindError(bind_error_message(name, exc)) from None
-        self = cls(host, sock.getsockname()[1], manager, tls, domain)
-        self.server = await loop.create_server(lambda: _Handshake(self), sock=sock)
+        self = cls(host, sock.getsockname()[1], manager, tls, domain, sock)
+        manager.loop.add_reader(sock.fileno(), self._on_readable)
         return self
 
-    async def upgrade(self, transport: asyncio.Transport) -> None:
-        loop = self.manager.loop
+    def _on_readable(self) -> None:
+        """Accept what the kernel has queued (bounded), refusing beyond the pending-handshake cap."""
+        if self.sock is None:
+            return
+        manager = self.manager
+        for _ in range(self.ACCEPT_BATCH):
+            try:
+                conn, _peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the connection stays queued; log, retry later
+                logger.warning("tls %s: accept failed: %s", self.name, exc)
+                return
+            if not manager.accepting or self.pending >= self.tls.max_pending_handshakes:
+                if manager.accepting:
+                    self.refused += 1
+                    if self.refused == 1 or self.refused % 1000 == 0:
+                        logger.warning("tls %s: %d handshakes in progress (tls.max_pending_handshakes); refusing new "
+                                       "connections (%d so far)", self.name, self.pending, self.refused)
+                _abort(conn)
+                continue
+            conn.setblocking(False)
+            self.pending += 1
+            self.accepted += 1
+            task = manager.loop.create_task(self._handshake(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        # The domain's *current* context: a reload (tlsconf.TlsManager.reload) applies to the next
+        # connection, and connections already up keep the certificate they negotiated with.
         domain = self.domain
         conn = TlsConnection(self.manager, domain, self.tls.send_timeout)
-        peer = transport.get_extra_info("peername") or ("?", 0)
         try:
-            tls_transport = await loop.start_tls(transport, conn, domain.context, server_side=True,  # type: ignore[arg-type]
-                                                 ssl_handshake_timeout=self.tls.handshake_timeout)
+            peer = sock.getpeername()
+        except OSError:
+            peer = ("?", 0)
+        try:
+            # The TLS protocol calls conn.connection_made once the handshake has completed; it
+            # enters the connection table (Transports.admit) only then.
+            await self.manager.loop.connect_accepted_socket(lambda: conn, sock, ssl=domain.context,  # type: ignore[arg-type]
+                                                           ssl_handshake_timeout=self.tls.handshake_timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
             self.failed += 1
-            logger.info("tls %s: handshake with %s:%s failed: %s", self.name, peer[0], peer[1], str(exc) or type(exc).__name__)
-            transport.abort()
-            return
+            logger.info("tls %s: handshake with %s:%s failed: %s", self.name, peer[0], peer[1],
+                        str(exc) or type(exc).__name__)
+            # the socket belongs to the loop's transport now, which closes it (uvloop detaches it
+            # only once libuv has closed the handle: closing it here could close a reused fd)
         finally:
             self.pending -= 1
-        if tls_transport is None:  # peer went away between handshake and now
-            return
-        conn.connection_made(tls_transport)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self.sock is not None:
+            try:
+                self.manager.loop.remove_reader(self.sock.fileno())
+            except (ValueError, RuntimeError):  # loop already closed
+                pass
+            self.sock.close()
+            self.sock = None
         for task in list(self.tasks):
             task.cancel()
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with RST: a refused peer learns at once, and no TIME_WAIT is left here."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
 
 
 def connect(manager: Transports, tls: TlsManager, host: str, port: int) -> StreamConnection:
