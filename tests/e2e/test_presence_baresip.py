@@ -28,8 +28,13 @@ def make_ua(tmp_path, server, user, *, contacts=(), publish=False, answer="auto"
 
     ua = BaresipUA(tmp_path, user, USERS[user], proxy=server.address, answer=answer)
     cfg = ua.home / "config"
-    cfg.write_text(cfg.read_text() + "module_app\t\tcontact.so\nmodule_app\t\tpresence.so\n"
-                   + ("module\t\t\tstdio.so\n" if ui else ""))
+    extra = "module_app\t\tcontact.so\nmodule_app\t\tpresence.so\n"
+    if ui:  # the TCP console UI: received MESSAGEs are printed to whoever is connected
+        from helpers.sipd_proc import _free_port
+
+        ua.cons_port = _free_port("127.0.0.1", None)
+        extra += f"module\t\t\tcons.so\ncons_listen\t\t127.0.0.1:{ua.cons_port}\n"
+    cfg.write_text(cfg.read_text() + extra)
     if publish:
         acc = ua.home / "accounts"
         acc.write_text(acc.read_text().rstrip("\n") + ";pubint=600\n")
@@ -97,18 +102,28 @@ def test_baresip_watcher_sees_publish_and_call(server, tmp_path):
 
 
 def test_baresip_message_between_users(server, tmp_path):
-    bob = make_ua(tmp_path, server, "bob", ui=True)  # the stdio UI prints received messages to the log
+    import socket
+
+    bob = make_ua(tmp_path, server, "bob", ui=True)
     alice = make_ua(tmp_path, server, "alice", contacts=["bob"])
+    console = socket.create_connection(("127.0.0.1", bob.cons_port), timeout=5)
     try:
         assert bob.wait_registered(10) == "OK", bob.last_reginfo
         assert alice.wait_registered(10) == "OK", alice.last_reginfo
         text = f"hello-bob-{time.monotonic_ns()}"
         alice.ctrl.cmd("message", text)
+        seen = b""
         end = time.monotonic() + 10
-        while time.monotonic() < end and text not in bob.log_text():
-            bob.pump(0.2)
-        assert text in bob.log_text(), server.log_tail() + "\n" + alice.log_text()[-1500:]
+        console.settimeout(0.5)
+        while time.monotonic() < end and text.encode() not in seen:
+            try:
+                seen += console.recv(65536)
+            except socket.timeout:
+                pass
+        assert text.encode() in seen, server.log_tail() + "\n" + alice.log_text()[-1500:]
+        assert b"sip:alice@example.test" in seen  # the sender as bob sees it
         assert "MESSAGE sip:bob@example.test" in server.log_text()
     finally:
+        console.close()
         alice.stop()
         bob.stop()
