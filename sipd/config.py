@@ -66,6 +66,11 @@ class ServerSection:
         metadata=_doc("Server/User-Agent header value sent; empty sends none (scanners learn less)."),
     )
     workers: int = field(default=1, metadata=_doc("Worker processes (1 = single asyncio process)."))
+    multidomain: bool = field(
+        default=True,
+        metadata=_doc("Serve every domain of the `domain` table too, each with its own users (user@a and user@b differ); "
+                      "false: only the `domains` listed here are local (USE_MULTIDOMAIN off)."),
+    )
 
 
 @dataclass(kw_only=True)
@@ -351,6 +356,52 @@ class DialogSection:
 
 
 @dataclass(kw_only=True)
+class NatSection:
+    """USE_NAT (issue 11): endpoints behind NAT; the rules live in sipd/services/nat.py."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_doc("Reach UDP contacts at the address their REGISTER came from (received/rport) instead of the Contact URI, "
+                      "fix the Contact of NATed callers, and ping NATed contacts; false sends to the Contact URI as written."),
+    )
+    keepalive_interval: float = field(default=30.0, metadata=_doc("Seconds between keep-alive pings to each NATed contact (0 = no pings)."))
+    keepalive_method: str = field(default="options", metadata=_doc('Keep-alive ping: "options" (a SIP OPTIONS request) or "crlf" (a CRLF datagram).'))
+
+
+@dataclass(kw_only=True)
+class DiversionSection:
+    """VM_DIVERSION (issue 11): failed calls to local users go to a voicemail/reception URI."""
+
+    uri: str = field(default="", metadata=_doc("Where failed calls to local users are redirected (voicemail, reception); empty disables."))
+    on_busy: bool = field(default=True, metadata=_doc("Divert when the callee is busy (486, 600)."))
+    on_no_answer: bool = field(default=True, metadata=_doc("Divert when nobody answers within no_answer_timeout."))
+    on_unavailable: bool = field(default=True, metadata=_doc("Divert when the callee is unavailable (480, 404, 408, or no registered contact)."))
+    no_answer_timeout: float = field(default=20.0, metadata=_doc("Seconds a call may ring before its branches are cancelled and it is diverted."))
+    header: str = field(default="diversion", metadata=_doc('Header telling the target why: "diversion" (RFC 5806) or "history-info" (RFC 7044).'))
+
+
+@dataclass(kw_only=True)
+class PstnSection:
+    """HAVE_OUTBOUND_PSTN / HAVE_INBOUND_PSTN (issue 11): a PSTN gateway."""
+
+    gateway: str = field(default="", metadata=_doc('SIP URI of the PSTN gateway, e.g. "sip:192.0.2.10:5060"; empty disables PSTN routing.'))
+    prefixes: list[str] = field(default_factory=lambda: ["+"], metadata=_doc("R-URI user prefixes dialled to the PSTN (the number is all digits after it)."))
+    strip_prefix: bool = field(default=False, metadata=_doc("Remove the matched prefix before sending the number to the gateway."))
+    trusted_addresses: list[str] = field(
+        default_factory=list,
+        metadata=_doc("Source IPs trusted as inbound PSTN (no auth challenge); empty = the gateway's own address."),
+    )
+
+
+@dataclass(kw_only=True)
+class RoutingSection:
+    """The Python routing hook (issue 11; docs/routing-hook.md)."""
+
+    hook: str = field(default="", metadata=_doc("Python file (/path/hook.py) or module name whose route(request) is called for each initial request; empty = none."))
+    error_log_interval: float = field(default=60.0, metadata=_doc("A failing hook's traceback is logged at most once per this many seconds."))
+
+
+@dataclass(kw_only=True)
 class Config:
     """The effective configuration. ``source`` is the file it came from, or None for defaults."""
 
@@ -370,6 +421,10 @@ class Config:
     acc: AccSection = field(default_factory=AccSection)
     dialog: DialogSection = field(default_factory=DialogSection)
     presence: PresenceSection = field(default_factory=PresenceSection)
+    nat: NatSection = field(default_factory=NatSection)
+    diversion: DiversionSection = field(default_factory=DiversionSection)
+    pstn: PstnSection = field(default_factory=PstnSection)
+    routing: RoutingSection = field(default_factory=RoutingSection)
     source: Path | None = None
 
 
@@ -655,6 +710,16 @@ def _validate_presence(config: Config) -> list[Problem]:
 
 
 VALIDATORS.append(_validate_presence)
+
+
+def _validate_residential(config: Config) -> list[Problem]:
+    """[nat], [diversion], [pstn], [routing] values (issue 11)."""
+    from .services.pstn import validate_config
+
+    return [Problem(k, m, h) for k, m, h in validate_config(config)]
+
+
+VALIDATORS.append(_validate_residential)
 
 
 def mask_url(url: str) -> str:

@@ -121,6 +121,9 @@ class Server:
             self.self_addresses.add((host, listener.port))
             self.self_addresses.add((listener.host.lower(), listener.port))
         await self._start_mgmt()
+        from .services import nat
+
+        self.nat_keepalive = nat.start(self)  # [nat] keep-alive pings to NATed contacts (issue 11)
         logger.info("sipd ready, listening on %s (%d domains, %d subscribers, %d AORs registered, location %s)",
                     ", ".join(names), len(state.domains), len(state.subscribers), len(state.location),
                     config.location.mode)
@@ -283,6 +286,9 @@ class Server:
                 state.location.replace(aor, state.location.contacts(aor) + [contact], mark_dirty=False)
 
     async def _reload_domains(self) -> None:
+        if not self.config.server.multidomain:  # single domain: only [server] domains are local (issue 11)
+            self.state.domains.set({})
+            return
         self.state.domains.set(await self.state.db.load_domains())  # type: ignore[union-attr]
 
     async def _reload_subscribers(self) -> None:
@@ -690,7 +696,7 @@ class Server:
         elif c.conn_id is not None and self.transports.connection(c.conn_id) is not None:
             conn = self.transports.connection(c.conn_id)
             dest = (conn.proto, conn.host, conn.port, conn.conn_id)  # type: ignore[union-attr]
-        elif c.received and c.received.startswith("udp:"):
+        elif c.received and c.received.startswith("udp:") and self.config.nat.enabled:  # [nat]: the NAT pinhole
             proto, rest = c.received.split(":", 1)
             host, _, port = rest.rpartition(":")
             dest = ("udp", host.strip("[]"), int(port), None)

@@ -64,6 +64,7 @@ class Forward:
     why: str = ""
     record_route: bool = True
     stateless: bool = False  # ACK for 2xx
+    diversion: Any = None  # diversion.CallDiversion: redirect on busy/no answer/unavailable (issue 11)
 
 
 @dataclass(slots=True)
@@ -441,9 +442,15 @@ def build_pipeline(state: ServerState) -> list[Stage]:
     from . import presence
 
     pres_early, pres_late = presence.stages(state)  # [presence]: own subscription dialogs; PUBLISH/SUBSCRIBE
-    stages += [*pres_early, loose_route, local, max_forwards, local_domain]
+    from . import diversion, hook, nat, pstn  # residential features (issue 11)
+
+    gateway = pstn.setup(state)
+    stages += [*pres_early, loose_route, local, max_forwards, *hook.stages(state),
+               pstn.trust_stage(gateway, local_domain) if gateway else local_domain]
     stages.append(_auth_stage(len(stages)))
-    stages += [*pres_late, registrar, dialplan, aliases, location, forward]
+    stages += [*pres_late, *nat.stages(state), registrar, dialplan, *hook.route_stages(state),
+               *([pstn.outbound_stage(gateway)] if gateway else []), aliases,
+               diversion.location_stage(state, location), forward]
     return stages
 
 

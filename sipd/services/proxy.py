@@ -100,6 +100,7 @@ class ProxyContext:
     group_timer: asyncio.TimerHandle | None = None
     challenges: list[tuple[str, str]] = field(default_factory=list)
     local_ids: set[int] = field(default_factory=set)  # responses we generated (no Via of ours to pop)
+    diversion: Any = None  # diversion.CallDiversion (issue 11): may redirect instead of a final failure
 
     @property
     def pending(self) -> list[BranchState]:
@@ -129,6 +130,9 @@ class Proxy:
                            req_hash, why=why)
         if tx_key is not None:
             self.contexts[tx_key] = ctx
+        if decision.diversion is not None and request.method == "INVITE":
+            ctx.diversion = decision.diversion
+            ctx.diversion.attach(self, ctx)  # no-answer timer
         if request.method == "INVITE":
             server.reply(request, tx_key, 100, "Trying", quiet=True, source=source)
             timeout = server.state.config.proxy.invite_timeout
@@ -340,6 +344,8 @@ class Proxy:
         if ctx.final_sent:
             return
         best = best_response(ctx.responses)
+        if ctx.diversion is not None and ctx.diversion.on_failure(self, ctx, best):
+            return  # diverted (busy/unavailable): a new branch is under way
         server = self.server
         if best is None:
             best = self._local(ctx, 408, "Request Timeout")
@@ -361,6 +367,9 @@ class Proxy:
         server.relay_response(ctx, response, now)
 
     def _finish(self, ctx: ProxyContext, now: float, *, cancel_others: bool) -> None:
+        if ctx.diversion is not None and ctx.diversion.redirecting:
+            ctx.diversion.redirecting = False  # _send_best diverted the call: it is not finished
+            return
         ctx.final_sent = True
         ctx.groups.clear()
         if cancel_others:

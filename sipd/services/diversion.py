@@ -1,0 +1,168 @@
+"""Failure diversion (osipsconfig's VM_DIVERSION): a failed call to a local user goes elsewhere.
+
+Rules (``[diversion]``, active when ``uri`` is set), for an initial INVITE to a local user:
+- Unavailable (``on_unavailable``): no registered contact or unknown user (the location stage's
+  480/404), or every branch failed with 480, 404, 408, 410 or 503 -> diverted.
+- Busy (``on_busy``): the best final response is 486 or 600 (a 600 ends the search at once).
+- No answer (``on_no_answer``): nobody answered within ``no_answer_timeout`` seconds -> the ringing
+  branches are CANCELled and the call is diverted.
+- A call is diverted at most once, never when the caller cancelled, never when the callee answered,
+  and never when the R-URI already is the diversion target (no loops).
+- The diverted INVITE carries the original target and the reason: ``Diversion`` (RFC 5806:
+  ``<sip:bob@example.com>;reason=user-busy;counter=1``) or ``History-Info`` (RFC 7044 with the RFC
+  4458 ``cause`` URI parameter), per ``[diversion] header``. Its R-URI is the diversion URI; a
+  target in a local domain is looked up in the location table like any local user.
+
+Hooks into the proxy (docs/contracts.md §9): ``Forward.diversion`` carries a ``CallDiversion``;
+``Proxy.forward`` calls ``attach`` and ``Proxy._send_best`` asks ``on_failure`` before a failure goes
+upstream (True = diverted: the proxy keeps the call going with the new branch).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .pipeline import Branch, Forward, Reply, dest_of
+
+if TYPE_CHECKING:
+    from .pipeline import Context, Decision, Stage
+    from .proxy import Proxy, ProxyContext
+
+logger = logging.getLogger("sipd.diversion")
+
+BUSY = frozenset({486, 600})
+UNAVAILABLE = frozenset({404, 408, 410, 480, 503})
+#: RFC 5806 reason and RFC 4458 cause for each kind of failure.
+REASONS = {"busy": ("user-busy", 486), "no-answer": ("no-answer", 408), "unavailable": ("unavailable", 480)}
+
+
+class DiversionService:
+    def __init__(self, cfg: Any):
+        from ..sip.uri import parse_uri
+
+        self.cfg = cfg
+        self.target = parse_uri(cfg.uri)
+
+    def kind_of(self, status: int) -> str | None:
+        if status in BUSY and self.cfg.on_busy:
+            return "busy"
+        if status in UNAVAILABLE and self.cfg.on_unavailable:
+            return "unavailable"
+        return None
+
+    def applies(self, ctx: Context) -> bool:
+        req = ctx.request
+        if req.method != "INVITE" or req.to.tag is not None or not ctx.ruri_local:
+            return False
+        uri = req.uri
+        t = self.target
+        return not (uri.user == t.user and (uri.host or "").lower() == (t.host or "").lower())
+
+    def mark(self, request: Any, original: str, kind: str) -> None:
+        """Add the Diversion / History-Info header telling the target why."""
+        reason, cause = REASONS[kind]
+        if self.cfg.header == "history-info":
+            if not request.get_all("History-Info"):
+                request.append("History-Info", f"<{original}>;index=1")
+            target = self.target.replace(params={**self.target.params, "cause": str(cause)})
+            request.append("History-Info", f"<{target}>;index=1.1;mp=1")
+        else:
+            counter = len(request.get_all("Diversion")) + 1
+            request.prepend("Diversion", f"<{original}>;reason={reason};counter={counter}")
+
+    def branches(self, ctx_state: Any, wall: float) -> list[Branch]:
+        """Where the diverted call goes: the target's registered contacts if it is local, else the URI."""
+        from .location import aor_key
+
+        t = self.target
+        server = ctx_state.server
+        if t.user and t.host in ctx_state.domains:
+            contacts = ctx_state.location.lookup(aor_key(t.user, t.host), wall)
+            if contacts and server is not None:
+                return [server.branch_for_contact(c) for c in contacts]
+        dest = dest_of(t)
+        if dest is not None and server is not None:
+            dest = server.reuse_connection(dest)
+        return [Branch(t, dest, label=f"diversion {t}")]
+
+    def wrap_location(self, location: Stage) -> Stage:
+        def location_or_divert(ctx: Context) -> Decision | None:
+            decision = location(ctx)
+            if not self.applies(ctx):
+                return decision
+            if isinstance(decision, Reply) and decision.status in (404, 480) and self.cfg.on_unavailable:
+                original = str(ctx.request.uri)
+                self.mark(ctx.request, original, "unavailable")
+                logger.info("INVITE %s: %s -> diverted to %s (unavailable)", original, decision.why, self.target)
+                return Forward([self.branches(ctx.state, ctx.wall)], why=f"diverted to {self.target} ({decision.why})")
+            if isinstance(decision, Forward):
+                decision.diversion = CallDiversion(self, str(ctx.request.uri), ctx.wall)
+            return decision
+
+        return location_or_divert
+
+
+class CallDiversion:
+    """The diversion state of one call (lives in ``ProxyContext.diversion``)."""
+
+    __slots__ = ("service", "original", "wall", "done", "redirecting")
+
+    def __init__(self, service: DiversionService, original: str, wall: float):
+        self.service = service
+        self.original = original
+        self.wall = wall
+        self.done = False
+        self.redirecting = False  # set while the proxy must not finish the call (see Proxy._finish)
+
+    def attach(self, proxy: Proxy, ctx: ProxyContext) -> None:
+        """Called by ``Proxy.forward``: start the no-answer timer."""
+        if self.service.cfg.on_no_answer:
+            loop = proxy.server.loop
+            ctx.timers.append(loop.call_later(self.service.cfg.no_answer_timeout, self._no_answer, proxy, ctx))
+
+    def on_failure(self, proxy: Proxy, ctx: ProxyContext, best: Any) -> bool:
+        """Called by ``Proxy._send_best`` before a final failure goes upstream; True = diverted."""
+        if self.done or ctx.cancelled or ctx.answered or ctx.final_sent:
+            return False
+        status = best.status if best is not None else 408
+        kind = self.service.kind_of(status)
+        if kind is None:
+            return False
+        self._divert(proxy, ctx, kind, f"{status}")
+        return True
+
+    def _no_answer(self, proxy: Proxy, ctx: ProxyContext) -> None:
+        if self.done or ctx.cancelled or ctx.answered or ctx.final_sent:
+            return
+        self._divert(proxy, ctx, "no-answer", f"no answer in {self.service.cfg.no_answer_timeout:g}s")
+        self.redirecting = False
+        proxy.server.transmit()
+
+    def _divert(self, proxy: Proxy, ctx: ProxyContext, kind: str, why: str) -> None:
+        import time
+
+        now = proxy.server.loop.time()
+        self.done = True
+        self.redirecting = True
+        for bs in ctx.pending:
+            proxy._cancel_branch(bs, now)
+            bs.final = bs.final or 408  # their late 487s are ignored
+        svc = self.service
+        svc.mark(ctx.request, self.original, kind)
+        ctx.responses.clear()
+        ctx.challenges.clear()
+        ctx.groups[:] = [svc.branches(proxy.server.state, time.time())]
+        logger.info("INVITE %s: %s (%s) -> diverted to %s", self.original, kind, why, svc.target)
+        proxy._next_group(ctx, now)
+
+
+def setup(state: Any) -> DiversionService | None:
+    cfg = state.config.diversion
+    return DiversionService(cfg) if cfg.uri else None
+
+
+def location_stage(state: Any, location: Stage) -> Stage:
+    """``location`` itself, or wrapped with diversion when ``[diversion] uri`` is set."""
+    svc = setup(state)
+    return svc.wrap_location(location) if svc is not None else location

@@ -1,0 +1,182 @@
+"""NAT traversal for endpoints behind NAT (osipsconfig's USE_NAT), without media relay.
+
+Rules (``[nat] enabled``):
+- Detection: a UDP endpoint is NATed when the address its request came from (what the transport
+  saw: Via ``received``/``rport``, RFC 3581) differs from the host:port in its Contact, or from the
+  sent-by of its top Via. For a registered contact the registrar stores that source as
+  ``received`` (``udp:IP:PORT``), so ``is_nated(contact)`` compares the two.
+- Routing: calls to a UDP contact go to its ``received`` address (the pinhole the REGISTER opened),
+  not to the private Contact URI (``Server.branch_for_contact``). With NAT handling off they go to
+  the Contact URI as written.
+- Contact fixing: a dialog-creating request from a NATed UDP caller gets its Contact host:port
+  replaced by the source address (OpenSIPS ``fix_nated_contact``), so in-dialog requests reach it.
+- Keep-alive: every ``keepalive_interval`` seconds each live NATed UDP contact gets an OPTIONS
+  request (or a bare CRLF datagram, ``keepalive_method = "crlf"``) sent from our listen socket to
+  its received address, which keeps the NAT binding open. Replies to the OPTIONS are dropped as
+  stray responses. TCP/TLS endpoints keep their own connection alive (RFC 5626 CRLF pings).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from .pipeline import DIALOG_METHODS
+
+if TYPE_CHECKING:
+    from ..server import Server
+    from .location import Contact
+    from .pipeline import Context, Decision, Stage
+
+logger = logging.getLogger("sipd.nat")
+
+_seq = itertools.count(1)
+
+
+def parse_received(received: str | None) -> tuple[str, str, int] | None:
+    """``"udp:192.0.2.1:5060"`` / ``"udp:[::1]:5060"`` -> (proto, host, port); None if unusable."""
+    if not received or ":" not in received:
+        return None
+    proto, rest = received.split(":", 1)
+    host, _, port = rest.rpartition(":")
+    if not port.isdigit() or not host:
+        return None
+    return proto, host.strip("[]"), int(port)
+
+
+def is_nated(contact: Contact) -> bool:
+    """True for a UDP contact whose URI host:port differs from where its REGISTER came from."""
+    got = parse_received(contact.received)
+    if got is None or got[0] != "udp":
+        return False
+    from ..sip.uri import parse_uri
+
+    try:
+        uri = parse_uri(contact.uri)
+    except Exception:  # noqa: BLE001 - a contact we cannot parse: assume it needs the received path
+        return True
+    if (uri.transport or "udp") != "udp":
+        return False
+    return ((uri.host or "").strip("[]").lower(), uri.port or 5060) != (got[1].lower(), got[2])
+
+
+def request_nated(request: Any, source: tuple) -> bool:
+    """True when a UDP request's Contact or top Via sent-by differs from its source address."""
+    if source[0] != "udp":
+        return False
+    src = (source[1].lower(), source[2])
+    via = request.via
+    if ((via.host or "").strip("[]").lower(), via.port or 5060) != src:
+        return True
+    contacts = request.contacts
+    if contacts:
+        uri = contacts[0].uri
+        return ((uri.host or "").strip("[]").lower(), uri.port or 5060) != src
+    return False
+
+
+def fix_contact_stage(ctx: Context) -> Decision | None:
+    """Rewrite the Contact of a NATed caller's dialog-creating request to its source address."""
+    req = ctx.request
+    if req.method not in DIALOG_METHODS or req.to.tag is not None or ctx.source[0] != "udp":
+        return None
+    contacts = req.contacts
+    if len(contacts) != 1 or contacts[0].uri.scheme not in ("sip", "sips"):
+        return None
+    src = ctx.source
+    uri = contacts[0].uri
+    if ((uri.host or "").strip("[]").lower(), uri.port or 5060) == (src[1].lower(), src[2]):
+        return None
+    na = contacts[0]
+    na.uri = uri.replace(host=src[1], port=src[2])
+    req.set("Contact", str(na))
+    ctx.extra["nat"] = f"NATed caller, Contact {uri.host_port} -> {na.uri.host_port}"
+    return None
+
+
+def stages(state: Any) -> list[Stage]:
+    """Inserted before the registrar (after auth): empty when [nat] is off."""
+    return [fix_contact_stage] if state.config.nat.enabled else []
+
+
+# -- keep-alive pings -----------------------------------------------------------------------------
+
+
+class KeepAlive:
+    """Pings NATed UDP contacts on a timer (``loop.call_later`` chain; nothing to stop at shutdown)."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.cfg = server.config.nat
+        self.handle: Any = None
+        self.sent = server.state.stats.counter("nat:keepalives_sent")
+        self._rand = os.urandom(4).hex()
+
+    def start(self) -> None:
+        self.handle = self.server.loop.call_later(self.cfg.keepalive_interval, self.tick)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def tick(self) -> None:
+        try:
+            self.ping_all()
+        except Exception:  # noqa: BLE001 - a bad contact must not stop the pings
+            logger.exception("NAT keep-alive round failed")
+        if not self.server.should_exit:
+            self.start()
+
+    def ping_all(self) -> int:
+        import time
+
+        server = self.server
+        wall = time.time()
+        n = 0
+        for aor, contacts in server.state.location.items():
+            for c in contacts:
+                if c.alive(wall) and is_nated(c):
+                    got = parse_received(c.received)
+                    if got is not None:
+                        self.ping(aor, c, ("udp", got[1], got[2], None))
+                        n += 1
+        return n
+
+    def ping(self, aor: str, contact: Contact, dest: tuple) -> None:
+        server = self.server
+        if self.cfg.keepalive_method == "crlf":
+            data = b"\r\n\r\n"
+        else:
+            data = self.options(aor, contact, dest)
+        server.transports.send(data, dest)
+        self.sent.inc()
+
+    def options(self, aor: str, contact: Contact, dest: tuple) -> bytes:
+        server = self.server
+        listener = server.listener_for(dest)
+        host = server._host_of(listener)
+        n = next(_seq)
+        tag = f"{self._rand}{n}"
+        return (
+            f"OPTIONS {contact.uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{listener.port};branch=z9hG4bKka{tag};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:keepalive@{host}:{listener.port}>;tag={tag}\r\n"
+            f"To: <sip:{aor}>\r\n"
+            f"Call-ID: ka{tag}@{host}\r\n"
+            f"CSeq: {n} OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode("utf-8", "surrogateescape")
+
+
+def start(server: Server) -> KeepAlive | None:
+    """Start the keep-alive timer when NAT handling and pings are on."""
+    cfg = server.config.nat
+    if not cfg.enabled or cfg.keepalive_interval <= 0:
+        return None
+    ka = KeepAlive(server)
+    ka.start()
+    return ka
