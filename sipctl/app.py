@@ -54,6 +54,7 @@ VERBS: list[tuple[str, str, str]] = [
     ("runtime", "log_level", "log-level"),
     ("runtime", "reload", "reload"),
     ("doctor", "doctor", "doctor"),
+    ("trace", "trace", "trace"),
 ]
 
 

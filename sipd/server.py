@@ -70,6 +70,9 @@ class Server:
         self._last_flush = 0.0
         self._last_sweep = 0.0
         self.trace_on = config.log.sip_trace
+        from .livetrace import Tracer
+
+        self.tracer = Tracer(self._local_address)  # sipctl trace; .active is False unless someone watches
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class Server:
             self.self_addresses.add((host, listener.port))
             self.self_addresses.add((listener.host.lower(), listener.port))
         await self._start_mgmt()
+        await self._start_trace()
         from .services import nat
 
         self.nat_keepalive = nat.start(self)  # [nat] keep-alive pings to NATed contacts (issue 11)
@@ -204,6 +208,7 @@ class Server:
         return self.proxy is not None and any(not c.final_sent for c in self.proxy.contexts.values())
 
     async def _close_quietly(self) -> None:
+        await self.tracer.close()
         if self.mgmt is not None:
             try:
                 await self.mgmt.close()
@@ -323,6 +328,21 @@ class Server:
         manager.start(self.loop)
         return manager
 
+    async def _start_trace(self) -> None:
+        from .livetrace import trace_socket_path
+
+        path = trace_socket_path(self.config.mgmt.socket)
+        try:
+            await self.tracer.start(path, int(self.config.mgmt.socket_mode, 8))
+        except OSError as exc:  # the SIP service runs without tracing
+            logger.warning("trace socket %s not started: %s", path, exc)
+
+    def _local_address(self, proto: str) -> tuple[str, int] | None:
+        for lst in self.transports.listeners if self.transports else ():
+            if lst.proto == proto:
+                return (lst.host, lst.port)
+        return None
+
     async def _start_mgmt(self) -> None:
         try:
             from .mgmt import server as mgmt_server
@@ -368,6 +388,8 @@ class Server:
         if self.trace_on:
             trace.log(sipd_logging.TRACE, "recv %d bytes from %s:\n%s", len(data), _fmt_addr(addr),
                       data.decode("utf-8", "replace"))
+        if self.tracer.active:
+            self.tracer.emit("in", addr, data)
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
         if self.state.bans is not None and not self.state.bans.check_packet(addr[1], now):
@@ -385,6 +407,8 @@ class Server:
         if self.trace_on:
             trace.log(sipd_logging.TRACE, "recv from %s:\n%s", _fmt_addr(addr),
                       msg.to_bytes().decode("utf-8", "replace"))
+        if self.tracer.active:
+            self.tracer.emit("in", addr, msg.to_bytes())
         self.layer.receive_message(msg, addr, now)
         self._process(now)
 
@@ -502,6 +526,8 @@ class Server:
             if self.trace_on:
                 trace.log(sipd_logging.TRACE, "send %d bytes to %s:\n%s", len(out.data), _fmt_addr(out.dest),
                           out.data.decode("utf-8", "replace"))
+            if self.tracer.active:
+                self.tracer.emit("out", out.dest, out.data)
             send(out.data, out.dest)
         when = layer.get_timer()
         if when != self._timer_at:
