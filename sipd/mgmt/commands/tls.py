@@ -18,10 +18,14 @@ def _tls(state: Any) -> Any:
     return tls
 
 
-@command("tls_list", help="List TLS domains: role, socket/destination, certificate subject and expiry, versions.")
+@command("tls_list", help="List TLS domains (role, socket/destination, certificate subject and expiry, versions) and listeners (handshakes in progress, failed, refused).")
 async def tls_list(state: Any) -> dict[str, Any]:
     tls = _tls(state)
-    return {"domains": tls.describe()}
+    transports = getattr(state.server, "transports", None)
+    listeners = [{"listener": lst.name, "domain": lst.domain.name, "pending_handshakes": lst.pending,
+                  "accepted": lst.accepted, "failed_handshakes": lst.failed, "refused": lst.refused}
+                 for lst in getattr(transports, "listeners", ()) if hasattr(lst, "pending")]
+    return {"domains": tls.describe(), "listeners": listeners}
 
 
 @command("tls_reload", help="Re-read certificates and keys of every TLS domain (broken files keep the old one).")
