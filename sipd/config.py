@@ -65,7 +65,12 @@ class ServerSection:
         default="",
         metadata=_doc("Server/User-Agent header value sent; empty sends none (scanners learn less)."),
     )
-    workers: int = field(default=1, metadata=_doc("Worker processes (1 = single asyncio process)."))
+    user: str = field(
+        default="",
+        metadata=_doc("Started as root, sipd binds its sockets and then runs as this user (e.g. \"sipd\"); empty keeps the user."),
+    )
+    group: str = field(default="", metadata=_doc("Group to run as after binding; empty uses the user's primary group."))
+    pid_file: str = field(default="", metadata=_doc("Write the daemon's PID to this file (removed at exit); empty writes none."))
     multidomain: bool = field(
         default=True,
         metadata=_doc("Serve every domain of the `domain` table too, each with its own users (user@a and user@b differ); "

@@ -107,7 +107,7 @@ class Tracer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
         if self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone, or not ours to remove after a privilege drop
                 self._path.unlink()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

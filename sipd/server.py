@@ -70,6 +70,10 @@ class Server:
         self._last_flush = 0.0
         self._last_sweep = 0.0
         self.trace_on = config.log.sip_trace
+        from .notify import Notifier
+
+        self.notifier = Notifier.from_env()  # systemd Type=notify; no-op outside systemd
+        self._last_watchdog = 0.0
         from .livetrace import Tracer
 
         self.tracer = Tracer(self._local_address)  # sipctl trace; .active is False unless someone watches
@@ -131,12 +135,8 @@ class Server:
         logger.info("sipd ready, listening on %s (%d domains, %d subscribers, %d AORs registered, location %s)",
                     ", ".join(names), len(state.domains), len(state.subscribers), len(state.location),
                     config.location.mode)
-        try:
-            from .notify import Notifier
-
-            Notifier.from_env().ready(f"listening on {', '.join(names)}")
-        except Exception:  # noqa: BLE001 - systemd notification is best effort
-            pass
+        self._drop_privileges()
+        self.notifier.ready(f"listening on {', '.join(names)}")
 
     async def main_loop(self) -> None:
         assert self._exit_event is not None
@@ -147,6 +147,9 @@ class Server:
                 pass
             if self.should_exit:
                 break
+            if self.notifier.watchdog_interval and self.loop.time() - self._last_watchdog >= self.notifier.watchdog_interval:
+                self._last_watchdog = self.loop.time()
+                self.notifier.watchdog()  # only from the loop: a stuck loop stops the pings
             try:
                 await self.housekeeping()
             except Exception:  # noqa: BLE001 - housekeeping must never stop the server
@@ -190,6 +193,7 @@ class Server:
 
     async def shutdown(self) -> None:
         logger.info("sipd shutting down%s", " (forced)" if self.force_exit else "")
+        self.notifier.stopping()
         if self.transports is not None:
             self.transports.stop_accepting()
         deadline = self.loop.time() + SHUTDOWN_GRACE
@@ -202,6 +206,10 @@ class Server:
         if self.state.dialogs is not None:
             await self.state.dialogs.close()  # flush accounting (or spool it)
         await self._close_quietly()
+        from .privileges import remove_pid_file
+
+        remove_pid_file(self.config.server.pid_file)
+        self.notifier.close()
         logger.info("sipd stopped")
 
     def _calls_pending(self) -> bool:
@@ -235,6 +243,28 @@ class Server:
                 self.loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
+
+        try:
+            self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    def _on_sighup(self) -> None:
+        """SIGHUP = ``sipctl reload``: domains, dialplan, subscribers, TLS, routing hook, log level."""
+
+        async def reload() -> None:
+            from .mgmt.commands.core import reload as reload_command
+            from .mgmt.registry import MgmtError
+
+            try:
+                result = await reload_command(self.state)
+                logger.info("SIGHUP: reloaded %s", ", ".join(result["Reloaded"]) or "nothing")
+            except MgmtError as exc:
+                logger.error("SIGHUP: reload failed: %s", exc)
+
+        task = self.loop.create_task(reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_signal(self, sig: int) -> None:
         if self.should_exit and sig == signal.SIGINT:
@@ -327,6 +357,28 @@ class Server:
             raise StartupError(f"TLS: cannot load certificate/key/CA: {exc} — see [tls]; check with sipctl cert check") from None
         manager.start(self.loop)
         return manager
+
+    def _drop_privileges(self) -> None:
+        """PID file, then [server] user/group once every socket is bound and the database open."""
+        from .privileges import PrivilegeError, drop, write_pid_file
+
+        server = self.config.server
+        try:
+            write_pid_file(server.pid_file)
+        except OSError as exc:
+            raise StartupError(f"server.pid_file: cannot write {server.pid_file}: {exc.strerror}") from None
+        from .db import parse_url
+
+        db_url = parse_url(self.config.database.url)
+        writable = [db_url.path] if db_url.scheme == "sqlite" and db_url.path.startswith("/") else []
+        if self.state.dialogs is not None:  # [acc] spool file: written whenever the database is down
+            from .services.accounting import default_spool_path
+
+            writable.append(self.config.acc.spool or default_spool_path(self.config.database.url))
+        try:
+            drop(server.user, server.group, writable=writable)
+        except (PrivilegeError, OSError) as exc:
+            raise StartupError(str(exc)) from None
 
     async def _start_trace(self) -> None:
         from .livetrace import trace_socket_path

@@ -43,7 +43,7 @@ def test_sipd_config_env(monkeypatch, tmp_path):
 @pytest.mark.parametrize("text, key, words", [
     ("[server]\nlisten_on = []\n", "server.listen_on", "unknown key"),
     ("[servre]\n", "servre", "unknown section"),
-    ("[server]\nworkers = \"2\"\n", "server.workers", "expected an integer"),
+    ("[registrar]\nmax_contacts = \"2\"\n", "registrar.max_contacts", "expected an integer"),
     ("[server]\nlisten = \"udp:1.2.3.4:5060\"\n", "server.listen", "expected a list of a string"),
     ("[server]\nlisten = [\"udp:127.0.0.1\"]\n", "server.listen[0]", "cannot parse listen address"),
     ("[server]\nlisten = [\"sctp:127.0.0.1:5060\"]\n", "server.listen[0]", "cannot parse"),
@@ -58,8 +58,9 @@ def test_problems_name_the_key(tmp_path, text, key, words):
 
 
 def test_all_problems_reported_at_once(tmp_path):
-    _, problems = cfg.check(_write(tmp_path, '[server]\nworkers = "x"\nadvertised-address = ""\n[log]\nlevel = "no"\n'))
-    assert {p.key for p in problems} == {"server.workers", "server.advertised-address", "log.level"}
+    _, problems = cfg.check(_write(tmp_path, '[server]\nadvertised-address = ""\n[registrar]\nmax_contacts = "x"\n'
+                                                 '[log]\nlevel = "no"\n'))
+    assert {p.key for p in problems} == {"registrar.max_contacts", "server.advertised-address", "log.level"}
     assert any(p.hint == "did you mean advertised_address?" for p in problems)
 
 

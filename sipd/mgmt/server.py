@@ -218,7 +218,7 @@ class MgmtServer:
                 await asyncio.wait_for(srv.wait_closed(), 1.0)
         for path in (self.socket_path, self.fifo_path):
             if path is not None:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # gone, or not ours to remove after a privilege drop
                     path.unlink()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

@@ -7,7 +7,7 @@ operator who needs more writes a Python function instead (docs/routing-hook.md).
   source) and actions (rewrite the R-URI, reply, drop, choose a destination, add/remove headers,
   set accounting flags, log). Only what is documented in docs/routing-hook.md is API.
 * ``RoutingHook``: loads the module (a file path or an importable module name), reloads it on
-  demand (MI ``hook_reload``, SIGHUP), and runs it safely: a hook that raises costs the request a
+  demand (MI ``hook_reload``, or ``reload``/SIGHUP with everything else), and runs it safely: a hook that raises costs the request a
   500, its traceback is logged at most once per ``[routing] error_log_interval``, the server goes on.
 * The pipeline stages (docs/contracts.md §9): ``hook_stage`` right after ``max_forwards`` (before
   the local-domain and auth checks, like the top of an OpenSIPS route block) and ``destination_stage``
@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -352,30 +351,8 @@ def setup(state: ServerState) -> RoutingHook | None:
         raise StartupError(f"routing hook: {exc} — see [routing] hook; check with sipd --check-config") from None
     state.routing_hook = hook  # type: ignore[attr-defined]
     state.stats.counter("hook:errors")
-    _install_sighup(hook)
     logger.info("routing hook %s loaded", cfg.hook)
     return hook
-
-
-def _install_sighup(hook: RoutingHook) -> None:
-    """SIGHUP reloads the hook (as ``sipctl mi hook_reload``); best effort outside a running loop."""
-    import asyncio
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-
-    def on_hup() -> None:
-        try:
-            hook.reload()
-        except HookError as exc:
-            logger.error("SIGHUP: routing hook not reloaded, the previous one stays active: %s", exc)
-
-    try:
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-    except (NotImplementedError, RuntimeError, ValueError):
-        pass
 
 
 # -- pipeline stages ----------------------------------------------------------------------------

@@ -43,6 +43,6 @@ def test_show_masks_secrets(tmp_path: Path):
 
 def test_show_broken_config_is_one_line(tmp_path: Path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[server]\nworkers = 'two'\n")
+    cfg.write_text("[registrar]\nmax_contacts = 'two'\n")
     r = Cli(cfg)("config", "show")
-    assert r.code == ExitStatus.USAGE and "server.workers" in r.err and "sipctl config check" in r.err
+    assert r.code == ExitStatus.USAGE and "registrar.max_contacts" in r.err and "sipctl config check" in r.err

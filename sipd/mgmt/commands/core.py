@@ -89,7 +89,7 @@ async def log_level(state: Any, level: str | None = None) -> Any:
 
 
 @command("reload", help="Re-read what can change without a restart: domains, dialplan, "
-                        "subscriber cache, log level.")
+                        "subscriber cache, TLS certificates, routing hook, log level (also on SIGHUP).")
 async def reload(state: Any) -> Any:
     done: list[str] = []
     for attr in ("domains", "dialplan", "subscribers"):
@@ -102,6 +102,20 @@ async def reload(state: Any) -> Any:
             logger.warning("reload of %s failed: %s", attr, exc, exc_info=True)
             raise MgmtError(500, f"reload of {attr} failed: {exc}") from None
         done.append(attr)
+    tls = getattr(getattr(state, "server", None), "tls", None)
+    if tls is not None and hasattr(tls, "reload"):
+        failed = [r for r in tls.reload() if r.get("error")]
+        done.append("tls" if not failed else f"tls ({len(failed)} domain(s) kept their old certificate)")
+    hook = getattr(state, "routing_hook", None)
+    if hook is not None:
+        from ...services.hook import HookError
+
+        try:
+            hook.reload()
+            done.append("routing_hook")
+        except HookError as exc:
+            logger.error("routing hook not reloaded, the previous one stays active: %s", exc)
+            done.append("routing_hook (failed, previous one kept)")
     config = getattr(state, "config", None)
     source = getattr(config, "source", None)
     if source is not None:
