@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from conftest import require_tool
+from conftest import free_port, missing, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +43,12 @@ def tls_sipd(server_factory: Callable[..., Any], pki: Path, tmp_path: Path) -> C
         if not hasattr(proc, "config"):
             pytest.skip("sipd-specific TLS configuration")
         cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-        shutil.copy(pki / "srv.pem", cert)
-        shutil.copy(pki / "srv.key", key)
-        proc.tls_port = proc.port + 1
-        proc.config["server"]["listen"].append(f"tls:127.0.0.1:{proc.tls_port}")
+        proc.tls_port = free_port("tcp", below=10000)
+        proc.config["server"]["listen"] += [f"tls:127.0.0.1:{proc.tls_port}", *tls.pop("extra_listen", [])]
+        cert.write_bytes(Path(tls.pop("certificate", pki / "srv.pem")).read_bytes())
+        key.write_bytes(Path(tls.pop("private_key", pki / "srv.key")).read_bytes())
+        for name, table in tls.pop("server_domains", {}).items():  # sections: keys hold ':' and '.'
+            proc.config[f'tls.server_domains."{name}"'] = table
         proc.config["tls"] = {"certificate": str(cert), "private_key": str(key),
                               "ca_file": str(pki / "root" / "root.pem"), **tls}
         proc.cert_path, proc.key_path = cert, key
@@ -242,3 +246,159 @@ def test_refuses_to_start_with_a_broken_tls_file(server_factory: Callable[..., A
     assert "Traceback" not in out, out
     lines = [ln for ln in out.splitlines() if "TLS" in ln]
     assert len(lines) == 1 and "cannot load certificate/key/CA" in lines[0] and "sipctl cert check" in lines[0], out
+
+
+# ---------------------------------------------------------------------------------- linphone over TLS
+
+LINPHONERC = """[sip]
+sip_port=-1
+sip_tcp_port=-1
+sip_tls_port={port}
+guess_hostname=1
+register_only_when_network_is_up=0
+auto_net_state_mon=0
+use_ipv6=0
+verify_server_certs=1
+verify_server_cn=1
+root_ca={ca}
+[net]
+mtu=1300
+[video]
+enabled=0
+capture=0
+display=0
+[storage]
+uri=null
+[proxy_0]
+reg_proxy=<sip:127.0.0.1:{proxy};transport=tls>
+reg_route=<sip:127.0.0.1:{proxy};transport=tls;lr>
+reg_identity=<sip:{user}@example.test>
+reg_expires=600
+reg_sendregister=1
+publish=0
+[auth_info_0]
+username={user}
+userid={user}
+passwd={password}
+domain=example.test
+"""
+
+
+class Linphone:
+    """linphone-daemon (liblinphone 5.1, mbedTLS: it really verifies the server certificate), one
+    account, driven over its unix command socket; ended by its PID."""
+
+    def __init__(self, tmp_path: Path, user: str, password: str, proxy_port: int, ca: Path) -> None:
+        binary = shutil.which("linphone-daemon")
+        if not binary:
+            missing("linphone-daemon not installed (Debian package linphone-cli)")
+        self.dir = tmp_path / f"linphone-{user}-{proxy_port}"
+        (self.dir / "home").mkdir(parents=True)
+        (self.dir / "xdg").mkdir(mode=0o700)
+        rc = self.dir / "linphonerc"
+        rc.write_text(LINPHONERC.format(port=free_port("tcp"), ca=ca, proxy=proxy_port, user=user, password=password))
+        self.sock_path = f"/tmp/sipd-tls-{os.getpid()}-{proxy_port}"
+        self.log = self.dir / "linphone.log"
+        # MS_AUDIO_PRIO=NORMAL: as root mediastreamer2 would run its audio thread SCHED_RR at top priority
+        env = dict(os.environ, HOME=str(self.dir / "home"), XDG_RUNTIME_DIR=str(self.dir / "xdg"),
+                   MS_AUDIO_PRIO="NORMAL", MS_VIDEO_PRIO="NORMAL")
+        self.out = open(self.dir / "stdout.txt", "wb")
+        self.proc = subprocess.Popen([binary, "--config", str(rc), "--log", str(self.log), "--pipe", Path(self.sock_path).name,
+                                      "--disable-stats-events"], stdin=subprocess.DEVNULL, stdout=self.out,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.sock: socket.socket | None = None
+        deadline = time.monotonic() + 10
+        while self.sock is None and time.monotonic() < deadline and self.proc.poll() is None:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(self.sock_path)
+                self.sock = s
+            except OSError:
+                s.close()
+                time.sleep(0.1)
+        assert self.sock is not None, "linphone-daemon command socket did not appear"
+
+    def cmd(self, line: str, timeout: float = 3.0) -> str:
+        assert self.sock is not None
+        self.sock.sendall(line.encode() + b"\n")
+        data = b""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                self.sock.settimeout(0.2)  # replies have no terminator: read until idle
+        except (TimeoutError, socket.timeout):
+            pass
+        return data.decode(errors="replace")
+
+    def registration(self, timeout: float) -> str:
+        """"OK", "ERR" or the last status seen when ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            out = self.cmd("register-status ALL")
+            if "LinphoneRegistrationOk" in out:
+                return "OK"
+            if "LinphoneRegistrationFailed" in out:
+                return "ERR"
+            time.sleep(0.3)
+        return out.strip() or "TIMEOUT"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.cmd("quit", timeout=1)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.sock is not None:
+            self.sock.close()
+        self.out.close()
+        try:
+            os.unlink(self.sock_path)
+        except OSError:
+            pass
+
+
+def test_linphone_registers_over_tls_and_rejects_wrong_name(tls_sipd: Callable[..., Any], tmp_path: Path) -> None:
+    """CA and certificates made with the real ``sipctl cert ca``; linphone verifies the server."""
+    if not shutil.which("linphone-daemon"):
+        missing("linphone-daemon not installed (Debian package linphone-cli)")
+    ca, certs = tmp_path / "lab-ca", tmp_path / "certs"
+    certs.mkdir()
+
+    def sipctl(*calls: list[str]) -> None:
+        procs = [subprocess.Popen([sys.executable, "-m", "sipctl", "cert", *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for args in calls]
+        for p in procs:
+            out, _ = p.communicate(timeout=60)
+            assert p.returncode == 0, out
+
+    sipctl(["ca", "init", "--dir", str(ca), "--cn", "Lab CA", "--key-type", "ec:p256"])
+    sipctl(["ca", "issue", "--ca", str(ca), "--cn", "sip.example.test", "--san", "example.test", "--san", "127.0.0.1",
+            "--key-type", "ec:p256", "--cert-out", str(certs / "good.pem"), "--key-out", str(certs / "good.key")],
+           ["ca", "issue", "--ca", str(ca), "--cn", "other.example.org", "--key-type", "ec:p256",
+            "--cert-out", str(certs / "other.pem"), "--key-out", str(certs / "other.key")])
+    wrong_port = free_port("tcp")
+    proc = tls_sipd(certificate=str(certs / "good.pem"), private_key=str(certs / "good.key"),
+                    extra_listen=[f"tls:127.0.0.1:{wrong_port}"],
+                    server_domains={f"tls:127.0.0.1:{wrong_port}": {"certificate": str(certs / "other.pem"),
+                                                                    "private_key": str(certs / "other.key")}})
+    good = Linphone(tmp_path, "alice", "alicepw", proc.tls_port, ca / "root.pem")
+    wrong = Linphone(tmp_path, "bob", "bobpw", wrong_port, ca / "root.pem")
+    try:
+        assert good.registration(15) == "OK", good.log.read_text(errors="replace")[-2000:] + proc.log_tail()
+        assert wrong.registration(3) != "OK"
+        assert f"tls tls:127.0.0.1:{wrong_port}: handshake with 127.0.0.1" in proc.log_text(), proc.log_tail()
+        listed = proc.sipctl("ul", "show", "--json", check=False).stdout
+        assert "alice" in listed and "bob@" not in listed, listed
+    finally:
+        good.close()
+        wrong.close()
