@@ -266,7 +266,16 @@ def sipd_bash_completion() -> str:
     )
 
 
+def config_example() -> str:
+    """The residential profile with what the report's deployment used (installed as sipd.toml.example)."""
+    from sipctl.lib.template import Features, render
+
+    return render(Features(tcp=True, tls=True, aliases=True, auth=True, acc=True, persistent_location=True,
+                           dialog=True, dialplan=True))
+
+
 FILES = {
+    "contrib/sipd.toml.example": config_example,
     "man/sipctl.1": sipctl_man,
     "man/sipd.8": sipd_man,
     "man/sipd.toml.5": sipd_toml_man,
