@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from .errors import RemoteProtocolError
-from .uri import URI, format_host, parse_uri, split_hostport
+from .uri import FAST_SIP_URI, URI, _fast_uri, format_host, parse_uri, split_hostport
 
 # Compact forms (RFC 3261 §7.3.3 and the IANA SIP parameters registry).
 COMPACT_FORMS: dict[str, str] = {
@@ -192,8 +192,61 @@ class NameAddr:
         return f"NameAddr({str(self)!r})"
 
 
+# Fast paths. Each one is one regex over the whole value for the shape nearly every message
+# has; a value it does not match goes through the general parser, which accepts a superset and
+# builds the same object for what both accept (tests/sip/test_fastpath.py checks that).
+_T = r"[A-Za-z0-9\-.!%*_+`'~]"
+_Q = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # quoted-string, the loop unrolled (much faster in re)
+# header parameters: ;name[=token-or-host|quoted-string], no LWS
+_HPARAMS = rf'((?:;{_T}+(?:=(?:{_Q}|[A-Za-z0-9\-.!%*_+`\'~:\[\]]*))?)*)'
+_HPARAM_ITEM = re.compile(rf'({_T}+)(?:(=)({_Q}|[A-Za-z0-9\-.!%*_+`\'~:\[\]]*))?;?', re.S)
+# [ "display" | tokens ] <sip-uri> params        (groups: 1 quoted, 2 tokens, 3-7 URI, 8 params)
+_NAME_ADDR_FAST = re.compile(
+    rf'(?:"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*|({_T}+(?:[ \t]+{_T}+)*)[ \t]*)?<{FAST_SIP_URI}>{_HPARAMS}\Z', re.S
+).match
+# SIP/2.0/transport host[:port] params        (one via-parm, no LWS inside)
+_VIA_FAST = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_][A-Za-z0-9_\-.]*)(?::([0-9]{{1,5}}))?{_HPARAMS}\Z", re.S
+).match
+_CSEQ_FAST = re.compile(rf"([0-9]{{1,10}}) ({_T}+)\Z").match
+_new = object.__new__
+
+
+def _fast_params(ptext: str) -> dict[str, str | None]:
+    """Parameters matched by ``_HPARAMS`` (non-empty, starting with ';') -> dict."""
+    params: dict[str, str | None] = {}
+    if '"' not in ptext:
+        for item in ptext[1:].split(";"):
+            name, sep, value = item.partition("=")
+            params[name.lower()] = value if sep else None
+    else:
+        for name, sep, value in _HPARAM_ITEM.findall(ptext, 1):
+            params[name.lower()] = value if sep else None
+    return params
+
+
+def _fast_name_addr(text: str) -> NameAddr | None:
+    m = _NAME_ADDR_FAST(text)
+    if m is None:
+        return None
+    uri = _fast_uri(m, 2)
+    if uri is None:
+        return None
+    na = _new(NameAddr)
+    d = m.group(1)
+    na.display = m.group(2) if d is None else d
+    na.uri = uri
+    ptext = m.group(8)
+    na.params = _fast_params(ptext) if ptext else {}
+    return na
+
+
 def parse_name_addr(text: str) -> NameAddr:
     """Parse one name-addr or addr-spec with header parameters. Raises RemoteProtocolError(400)."""
+    return _fast_name_addr(text) or _parse_name_addr(text)
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     s = text.strip(" \t")
     display: str | None = None
     if s.startswith('"'):
@@ -236,6 +289,10 @@ def parse_name_addr(text: str) -> NameAddr:
 
 
 def parse_name_addr_list(value: str) -> list[NameAddr]:
+    if "," not in value:
+        na = _fast_name_addr(value)
+        if na is not None:
+            return [na]
     items = split_commas(value)
     for item in items:
         if not item:
@@ -290,6 +347,30 @@ class Via:
 
 def parse_via(text: str) -> list[Via]:
     """Parse a Via header value (possibly several comma-separated via-parms)."""
+    v = _fast_via(text)
+    return [v] if v is not None else _parse_via(text)
+
+
+def _fast_via(text: str) -> Via | None:
+    m = _VIA_FAST(text)
+    if m is None:
+        return None
+    transport, host, port, ptext = m.groups()
+    p = None
+    if port is not None:
+        p = int(port)
+        if p > 65535:
+            return None
+    v = _new(Via)
+    v.protocol = "SIP/2.0"
+    v.transport = transport.upper()
+    v.host = host
+    v.port = p
+    v.params = _fast_params(ptext) if ptext else {}
+    return v
+
+
+def _parse_via(text: str) -> list[Via]:
     out = []
     for item in split_commas(text):
         m = _VIA_RE.match(item)
@@ -324,6 +405,23 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     """CSeq = 1*DIGIT LWS Method; the number must fit in 32 bits (RFC 3261 §8.1.1.5)."""
+    return _fast_cseq(text) or _parse_cseq(text)
+
+
+def _fast_cseq(text: str) -> CSeq | None:
+    m = _CSEQ_FAST(text)
+    if m is None:
+        return None
+    num = int(m.group(1))
+    if num > 0xFFFFFFFF:
+        return None
+    c = _new(CSeq)
+    c.seq = num
+    c.method = m.group(2)
+    return c
+
+
+def _parse_cseq(text: str) -> CSeq:
     parts = text.split()
     if len(parts) != 2:
         raise _err(f"invalid CSeq {text[:40]!r}")

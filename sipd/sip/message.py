@@ -86,7 +86,12 @@ for _k in (
     "Via From To Call-ID CSeq Contact Max-Forwards Content-Length Content-Type Route Record-Route "
     "Expires Allow Supported Require Proxy-Require User-Agent Server Authorization "
     "Proxy-Authorization WWW-Authenticate Proxy-Authenticate Accept Date Subject Event Path "
-    "Call-Id Cseq Min-Expires Allow-Events Organization Timestamp Unsupported Warning Session-Expires"
+    "Call-Id Cseq Min-Expires Allow-Events Organization Timestamp Unsupported Warning Session-Expires "
+    "Min-SE P-Asserted-Identity P-Preferred-Identity Privacy Reason Refer-To Referred-By RSeq RAck "
+    "Subscription-State Content-Disposition Content-Encoding Content-Language Accept-Encoding "
+    "Accept-Language Alert-Info Call-Info Error-Info Authentication-Info Retry-After Service-Route "
+    "Diversion Remote-Party-ID History-Info Reply-To In-Reply-To Priority MIME-Version Replaces "
+    "P-Access-Network-Info P-Charging-Vector X-Serialnumber"
 ).split():
     _FAST_KEYS[_k] = _k.lower()
     _FAST_KEYS[_k.lower()] = _k.lower()
@@ -96,6 +101,12 @@ for _c, _full in COMPACT_FORMS.items():
 del _k, _c, _full
 
 _KEY_CACHE: dict[str, str] = {}
+# Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
+_SMALL_UINTS = {str(i): i for i in range(2048)}
+# Header names read off the wire that are not in _FAST_KEYS: cached too, but only short ones and
+# only so many (a scanner sending random names fills it once, then we simply stop caching).
+_WIRE_KEYS: dict[str, str] = {}
+_WIRE_KEYS_MAX = 512
 
 
 def _key(name: str) -> str:
@@ -531,6 +542,42 @@ def _split_head(data: bytes) -> tuple[list[str], int]:
     raise RemoteProtocolError("no end of header block", 400)
 
 
+def _wire_key(name: str) -> str:
+    k = _WIRE_KEYS.get(name)
+    if k is None:
+        k = header_key(name)
+        if len(_WIRE_KEYS) < _WIRE_KEYS_MAX and len(name) <= 64:
+            _WIRE_KEYS[name] = k
+    return k
+
+
+def _split_block(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[list[Any]]]] | None:
+    """Fast path of ``_split_headers`` (header lines only), also building the index.
+
+    Gives up (None) on anything unusual -- a name not seen before, folding, a line without a colon,
+    too many lines -- and ``_split_headers`` then does the work and raises the errors.
+    """
+    if len(lines) > MAX_HEADERS:
+        return None
+    fast = _FAST_KEYS
+    wire = _WIRE_KEYS
+    items: list[list[Any]] = []
+    idx: dict[str, list[list[Any]]] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        key = fast.get(name) or wire.get(name)
+        if key is None or not sep:
+            return None
+        it = [key, name, value.strip(" \t"), line]
+        items.append(it)
+        lst = idx.get(key)
+        if lst is None:
+            idx[key] = [it]
+        else:
+            lst.append(it)
+    return items, idx
+
+
 def _split_headers(lines: list[str]) -> list[list[Any]]:
     if len(lines) > MAX_HEADERS + 1:
         raise RemoteProtocolError("too many header lines", 513)
@@ -554,9 +601,29 @@ def _split_headers(lines: list[str]) -> list[list[Any]]:
             n = name.rstrip(" \t")
             if not TOKEN_RE.match(n):
                 raise RemoteProtocolError(f"invalid header name {name[:40]!r}", 400)
-            key = header_key(n)
+            key = _wire_key(n)
         items.append([key, name, value.strip(" \t"), line])
     return items
+
+
+def _head_items(data: bytes) -> tuple[str, Headers, int]:
+    """-> (start line, headers, offset of the body). Raises RemoteProtocolError."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
+        r = _split_block(lines[1:])
+        body_at = end + 4
+    else:
+        lines, body_at = _split_head(data)
+        r = None
+    h = _new_headers(Headers)
+    h._cache = {}
+    if r is None:
+        h._items = _split_headers(lines)
+        h._index = None
+    else:
+        h._items, h._index = r
+    return lines[0], h, body_at
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -569,23 +636,28 @@ def parse_message(data: bytes) -> Request | Response:
         is_response = data[:4] == b"SIP/"
     if not data:
         raise RemoteProtocolError("empty message", None)
-    try:
-        lines, body_at = _split_head(data)
-        start = lines[0]
-        if is_response:
-            return _parse_response(start, lines, data, body_at)
-    except RemoteProtocolError as e:
-        if is_response:
+    if is_response:
+        try:
+            start, h, body_at = _head_items(data)
+            return _parse_response(start, h, data, body_at)
+        except RemoteProtocolError as e:
             e.status_hint = None
+            raise
+    try:
+        start, h, body_at = _head_items(data)
+    except RemoteProtocolError as e:
+        e.partial = None
         raise
-    return _parse_request(start, lines, data, body_at)
+    return _parse_request(start, h, data, body_at)
 
 
 def _frame_body(h: Headers, data: bytes, body_at: int) -> bytes:
     cls = h._idx().get("content-length")
     if not cls:
         return data[body_at:]  # UDP without Content-Length: the rest of the datagram
-    n = parse_uint(cls[0][2], MAX_MESSAGE_SIZE, "Content-Length")
+    n = _SMALL_UINTS.get(cls[0][2])
+    if n is None:
+        n = parse_uint(cls[0][2], MAX_MESSAGE_SIZE, "Content-Length")
     for it in cls[1:]:
         if parse_uint(it[2], MAX_MESSAGE_SIZE, "Content-Length") != n:
             raise RemoteProtocolError("conflicting Content-Length headers", 400)
@@ -594,27 +666,30 @@ def _frame_body(h: Headers, data: bytes, body_at: int) -> bytes:
     return data[body_at : body_at + n]
 
 
-def _parse_response(start: str, lines: list[str], data: bytes, body_at: int) -> Response:
+def _parse_response(start: str, h: Headers, data: bytes, body_at: int) -> Response:
     parts = start.split(" ", 2)
     if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
         raise RemoteProtocolError(f"bad status line {start[:60]!r}", None)
     code = parts[1]
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not "100" <= code <= "699":
         raise RemoteProtocolError(f"bad status code {code[:20]!r}", None)
-    h = Headers._from_items(_split_headers(lines))
     body = _frame_body(h, data, body_at)
     resp = Response(int(code), parts[2] if len(parts) == 3 else "", h, body, parts[0])
     _validate(resp, RemoteProtocolError)
     return resp
 
 
-def _parse_request(start: str, lines: list[str], data: bytes, body_at: int) -> Request:
+def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request:
     error: RemoteProtocolError | None = None
     parts = start.split(" ")
     method = parts[0]
     uri: URI | None = None
     try:
-        if len(parts) != 3:
+        if len(parts) == 3 and parts[2] == "SIP/2.0" and method in KNOWN_METHODS:
+            uri = parse_uri(parts[1])  # the common case, checked below like the others
+            if uri.headers:
+                raise RemoteProtocolError("headers in the Request-URI", 400)
+        elif len(parts) != 3:
             raise RemoteProtocolError("malformed Request-Line (must be: method SP uri SP version)", 400)
         version = parts[2]
         if version.upper() != "SIP/2.0":
@@ -623,19 +698,19 @@ def _parse_request(start: str, lines: list[str], data: bytes, body_at: int) -> R
             raise RemoteProtocolError(f"bad SIP version {version[:20]!r}", 400)
         if not TOKEN_RE.match(method):
             raise RemoteProtocolError(f"invalid method {method[:40]!r}", 400)
-        uri = parse_uri(parts[1])
-        if uri.headers:
-            raise RemoteProtocolError("headers in the Request-URI", 400)
+        else:
+            uri = parse_uri(parts[1])
+            if uri.headers:
+                raise RemoteProtocolError("headers in the Request-URI", 400)
     except RemoteProtocolError as e:
         error = e
-    try:
-        items = _split_headers(lines)
-    except RemoteProtocolError as e:
-        e.partial = None
-        raise
-    h = Headers._from_items(items)
-    req = Request(method, parts[1] if len(parts) > 1 else "", h)
-    req._uri = uri  # keep the Request-URI text exactly as received
+    req = _new_request(Request)
+    req.method = method
+    req.version = "SIP/2.0"
+    req.headers = h
+    req.body = b""
+    req._uri = uri
+    req._uri_text = parts[1] if len(parts) > 1 else ""  # the Request-URI text exactly as received
     try:
         if error is not None:
             raise error
@@ -645,6 +720,9 @@ def _parse_request(start: str, lines: list[str], data: bytes, body_at: int) -> R
         e.partial = _partial(req) if e.status_hint is not None else None
         raise
     return req
+
+
+_new_request = _new_headers = object.__new__
 
 
 def _partial(req: Request) -> Request | None:
@@ -660,21 +738,51 @@ def _partial(req: Request) -> Request | None:
 
 
 def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolError]) -> None:
-    """Check (and cache) the headers every transaction needs. Raises ``err`` with a status hint."""
+    """Check (and cache) the headers every transaction needs. Raises ``err`` with a status hint.
+
+    The same checks, in the same order, as reading ``vias``, ``call_id``, ``cseq``, ``from_``,
+    ``to``, ``max_forwards`` and ``contacts``; inlined because every message pays for it.
+    """
     try:
-        idx = msg.headers._idx()
+        h = msg.headers
+        idx = h._idx()
+        c = h._cache
         for key in _SINGLETONS:
             lst = idx.get(key)
             if not lst:
                 raise RemoteProtocolError(f"missing {display_name(key)} header", 400)
             if len(lst) > 1:
                 raise RemoteProtocolError(f"more than one {display_name(key)} header", 400)
-        msg.vias  # noqa: B018 - parse and cache
-        msg.call_id  # noqa: B018
-        cseq = msg.cseq
-        msg.from_  # noqa: B018
-        msg.to  # noqa: B018
-        msg.max_forwards  # noqa: B018
+        if "via" not in c:
+            lst = idx.get("via")
+            if not lst:
+                raise RemoteProtocolError("missing Via header", 400)
+            if len(lst) == 1:
+                c["via"] = parse_via(lst[0][2])
+            else:
+                vias: list[Via] = []
+                for it in lst:
+                    vias.extend(parse_via(it[2]))
+                c["via"] = vias
+        if "call-id" not in c:
+            v = idx["call-id"][0][2]
+            if not v or " " in v or "\t" in v:
+                raise RemoteProtocolError("invalid Call-ID", 400)
+            c["call-id"] = v
+        cseq = c.get("cseq")
+        if cseq is None:
+            cseq = c["cseq"] = parse_cseq(idx["cseq"][0][2])
+        if "from" not in c:
+            c["from"] = parse_name_addr(idx["from"][0][2])
+        if "to" not in c:
+            c["to"] = parse_name_addr(idx["to"][0][2])
+        if "max-forwards" not in c:
+            lst = idx.get("max-forwards")
+            if lst and len(lst) == 1:
+                mf = _SMALL_UINTS.get(lst[0][2])
+                c["max-forwards"] = mf if mf is not None and mf <= 255 else parse_uint(lst[0][2], 255, "Max-Forwards")
+            else:
+                msg.max_forwards  # noqa: B018 - None, or the error
         if "contact" in idx:
             msg.contacts  # noqa: B018
         if isinstance(msg, Request) and cseq.method != msg.method:

@@ -1,0 +1,114 @@
+"""The parser's fast paths (one regex for the common shape) agree with the general code.
+
+Every fast path may give up (None) but must never accept something the general parser rejects,
+nor build a different object from it. Mutated values (hypothesis) and the common shapes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sipd.sip import headers as H
+from sipd.sip import message as M
+from sipd.sip import uri as U
+from sipd.sip.errors import RemoteProtocolError
+
+from .fuzz import cases, valid_invite
+
+
+def _uri(u):
+    return (u.scheme, u.user, u.password, u.host, u.port, u.params, u.headers, u.opaque)
+
+
+def _na(n):
+    return (n.display, _uri(n.uri), n.params)
+
+
+def _via(v):
+    return (v.protocol, v.transport, v.host, v.port, v.params)
+
+
+def _fast_uri(text):
+    m = U._FAST_URI(text)
+    return None if m is None else U._fast_uri(m, 0)
+
+
+def _slow_uri(text):
+    scheme, _, rest = text.partition(":")
+    return U._parse_sip_slow(scheme.lower(), rest)
+
+
+# (fast, general, comparable form, common values that must take the fast path)
+PAIRS = {
+    "uri": (_fast_uri, _slow_uri, _uri, ["sip:bob@example.com", "SIPS:a@h:5061;transport=TLS;lr",
+                                          "sip:proxy.example.com;lr", "sip:+4930123@gw;user=phone"]),
+    "name-addr": (H._fast_name_addr, H._parse_name_addr, _na, [
+        '"Room 101" <sip:room101@example.com>;tag=a73kszlfl', "<sip:bob@example.com>",
+        '<sip:alice@192.0.2.10:5060;transport=udp>;+sip.instance="<urn:uuid:0-1>";reg-id=1;q=0.5',
+        "Bob Smith <sips:bob@h>;expires=60", '"" <sip:h;lr>', '"a\\"b;c" <sip:x@y>;p="q;r=s\\\\"']),
+    "via": (H._fast_via, lambda t: H._parse_via(t)[0], _via, [
+        "SIP/2.0/UDP 192.0.2.10:5060;rport;branch=z9hG4bK-524287-1---a3c5b1e0f2d4",
+        "SIP/2.0/TCP host.example.com;branch=z9hG4bK1;received=10.0.0.1;rport=5060", "SIP/2.0/tls h:5061"]),
+    "cseq": (H._fast_cseq, H._parse_cseq, lambda c: (c.seq, c.method), ["2 REGISTER", "4294967295 INVITE"]),
+}
+ALPHABET = list(' \t";:<>@=,.?&%[]/\\\x00\r\n+-_~*\'()$!`9aZ') + [
+    "%41", "%zz", "\u00e9", "sip:", "<sip:a@b>", "65536", "99999", ";tag=", '"x"', "[::1]", "SIP/2.0/"]
+
+
+def _agree(kind, text):
+    fast, slow, form, _ = PAIRS[kind]
+    got = fast(text)
+    if got is None:
+        return
+    try:
+        expected = slow(text)
+    except RemoteProtocolError as e:
+        pytest.fail(f"{kind} fast path accepted {text!r}, general code says {e}")
+    assert form(got) == form(expected), text
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_common_shapes_take_the_fast_path(kind):
+    fast = PAIRS[kind][0]
+    for text in PAIRS[kind][3]:
+        assert fast(text) is not None, text
+        _agree(kind, text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(kind=st.sampled_from(sorted(PAIRS)), data=st.data())
+def test_fast_paths_agree_with_general_code_on_mutations(kind, data):
+    text = data.draw(st.sampled_from(PAIRS[kind][3]))
+    edits = data.draw(st.lists(st.tuples(st.integers(0, 120), st.sampled_from(ALPHABET),
+                                         st.sampled_from(["ins", "del", "rep"])), min_size=1, max_size=3))
+    for pos, piece, op in edits:
+        pos = min(pos, len(text))
+        if op == "ins":
+            text = text[:pos] + piece + text[pos:]
+        elif op == "del":
+            text = text[:pos] + text[pos + 1:]
+        else:
+            text = text[:pos] + piece + text[pos + 1:]
+    _agree(kind, text)
+
+
+def test_header_split_fast_path_agrees():
+    n_fast = 0
+    for _desc, data in list(cases(extra=0))[::3]:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            continue
+        lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
+        fast = M._split_block(lines[1:])
+        if fast is None:
+            continue
+        n_fast += 1
+        assert fast[0] == M._split_headers(lines)
+        idx = M.Headers._from_items(fast[0])._idx()
+        assert {k: [id(x) for x in v] for k, v in fast[1].items()} == {k: [id(x) for x in v] for k, v in idx.items()}
+    assert n_fast > 20
+    M.parse_message(valid_invite())  # the first time, X-Custom goes the long way (then cached)
+    lines = valid_invite().split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert M._split_block(lines[1:]) is not None
