@@ -1,0 +1,99 @@
+"""NAT handling: detection, Contact fixing, keep-alive pings (fake loop clock, fake transport)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sipd.services import nat
+from sipd.services.location import Contact
+from sipd.stats import Statistics
+
+from _residential import ctx, req, state
+
+
+def test_parse_received():
+    assert nat.parse_received("udp:192.0.2.1:5060") == ("udp", "192.0.2.1", 5060)
+    assert nat.parse_received("udp:[2001:db8::1]:5070") == ("udp", "2001:db8::1", 5070)
+    assert nat.parse_received(None) is None and nat.parse_received("udp:x") is None
+
+
+def test_contact_nated_when_uri_differs_from_source():
+    assert nat.is_nated(Contact("sip:a@10.0.0.5:5060", 0, received="udp:203.0.113.7:40000"))
+    assert not nat.is_nated(Contact("sip:a@203.0.113.7:40000", 0, received="udp:203.0.113.7:40000"))
+    assert not nat.is_nated(Contact("sip:a@203.0.113.7", 0, received="udp:203.0.113.7:5060"))  # default port
+    assert not nat.is_nated(Contact("sip:a@10.0.0.5;transport=tcp", 0, received="tcp:203.0.113.7:40000"))
+    assert not nat.is_nated(Contact("sip:a@10.0.0.5", 0, received=None))
+
+
+def test_request_nated():
+    r = req()  # Via and Contact 10.0.0.5:5060
+    assert nat.request_nated(r, ("udp", "203.0.113.7", 40000, None))
+    assert not nat.request_nated(r, ("udp", "10.0.0.5", 5060, None))
+    assert not nat.request_nated(r, ("tcp", "203.0.113.7", 40000, 3))
+
+
+def test_fix_contact_of_nated_caller():
+    st = state()
+    c = ctx(st, req())
+    assert nat.fix_contact_stage(c) is None
+    assert c.request.contacts[0].uri.host_port == "203.0.113.7:40000"
+    assert "NATed caller" in c.extra["nat"]
+    same = ctx(st, req(contact="<sip:alice@203.0.113.7:40000>"))
+    nat.fix_contact_stage(same)
+    assert "nat" not in same.extra
+    register = ctx(st, req("REGISTER", "sip:example.test", to="sip:alice@example.test"))
+    nat.fix_contact_stage(register)
+    assert register.request.contacts[0].uri.host == "10.0.0.5"  # the registrar keeps the Contact as sent
+    assert nat.stages(state(nat={"enabled": False})) == []
+
+
+class FakeLoop:
+    def __init__(self):
+        self.later = []
+
+    def call_later(self, delay, fn):
+        self.later.append((delay, fn))
+        return SimpleNamespace(cancel=lambda: None)
+
+
+def server_with(contacts, method="options"):
+    st = state(nat={"keepalive_interval": 15.0, "keepalive_method": method})
+    for aor, c in contacts:
+        st.location.replace(aor, [c], mark_dirty=False)
+    sent = []
+    listener = SimpleNamespace(port=5060)
+    return SimpleNamespace(config=st.config, state=st, loop=FakeLoop(), should_exit=False,
+                           transports=SimpleNamespace(send=lambda data, dest: sent.append((data, dest))),
+                           listener_for=lambda dest: listener, _host_of=lambda l: "192.0.2.10"), sent
+
+
+def test_keepalive_pings_only_live_nated_udp_contacts():
+    import time
+
+    far = time.time() + 3600
+    srv, sent = server_with([
+        ("alice@example.test", Contact("sip:alice@10.0.0.5:5060", far, received="udp:203.0.113.7:40000")),
+        ("bob@example.test", Contact("sip:bob@203.0.113.8:5060", far, received="udp:203.0.113.8:5060")),
+        ("carol@example.test", Contact("sip:carol@10.0.0.9", 1.0, received="udp:203.0.113.9:5060")),  # expired
+    ])
+    srv.state.stats = Statistics()
+    ka = nat.start(srv)
+    assert srv.loop.later[0][0] == 15.0
+    srv.loop.later[0][1]()  # the timer fires
+    assert len(sent) == 1
+    data, dest = sent[0]
+    assert dest == ("udp", "203.0.113.7", 40000, None)
+    assert data.startswith(b"OPTIONS sip:alice@10.0.0.5:5060 SIP/2.0\r\n") and b"To: <sip:alice@example.test>" in data
+    assert len(srv.loop.later) == 2  # re-armed
+    assert ka.sent.value == 1
+
+
+def test_keepalive_crlf_and_disabled():
+    import time
+
+    srv, sent = server_with([("alice@example.test", Contact("sip:alice@10.0.0.5", time.time() + 60,
+                                                            received="udp:203.0.113.7:40000"))], method="crlf")
+    ka = nat.start(srv)
+    assert ka.ping_all() == 1 and sent[0][0] == b"\r\n\r\n"
+    srv.config.nat.keepalive_interval = 0
+    assert nat.start(srv) is None
