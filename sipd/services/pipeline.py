@@ -165,16 +165,21 @@ def loose_route(ctx: Context) -> Decision | None:
     req = ctx.request
     state = ctx.state
     routes = req.routes
+    popped = False
     if routes and is_self(state, routes[0].uri):
         _pop_route(req)
         routes = routes[1:]
         if routes and is_self(state, routes[0].uri):
             _pop_route(req)
             routes = routes[1:]
-        ctx.loose_routed = True
+        popped = True
     in_dialog = req.to.tag is not None
     if not in_dialog:
+        # An initial request with a preloaded Route to us (our outbound-proxy role) is consumed here
+        # and then checked like any initial request: local domain, no open relay, auth. Only
+        # in-dialog requests are trusted for having come back through our Record-Route.
         return None
+    ctx.loose_routed = popped
     if routes:
         dest = dest_of(routes[0].uri)
         return Forward([[Branch(req.uri, dest, label=str(routes[0].uri))]], why="in-dialog, by Route", record_route=False,

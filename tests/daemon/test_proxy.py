@@ -160,3 +160,23 @@ def test_no_answer_408(daemon):
         bob.expect_request("ACK")
         assert alice.expect(408, 487, timeout=6).status in (408, 487)
         assert bob.register(0).status == 200
+
+
+def test_preloaded_route_to_us_does_not_skip_auth_or_relay_check(daemon):
+    """An initial request with our own Route preloaded (outbound proxy) is an initial request:
+    a local caller is still challenged, and a foreign-to-foreign request is still refused."""
+    our_route = f"Route: <sip:127.0.0.1:{daemon.port};lr>"
+    with UA(daemon.port, "alice", password="pw-alice") as alice, UA(daemon.port, "bob", password="pw-bob") as bob:
+        assert bob.register(300).status == 200
+        uri = f"sip:bob@{DOMAIN}"
+        alice.send(alice.request("INVITE", uri, to=f"<{uri}>", headers=[our_route], call_id="preloaded-1", cseq=1))
+        assert alice.expect(407).status == 407
+        bob.nothing()
+        alice.send(alice.request("MESSAGE", uri, to=f"<{uri}>", headers=[our_route, "Content-Type: text/plain"],
+                                 body="hi", call_id="preloaded-2", cseq=1))
+        assert alice.expect(407).status == 407
+        bob.nothing()
+    with UA(daemon.port, "mallory", domain="evil.example", transport="udp") as mallory:
+        target = "sip:victim@elsewhere.example"
+        mallory.send(mallory.request("INVITE", target, to=f"<{target}>", headers=[our_route], call_id="relay-1", cseq=1))
+        assert mallory.expect(403).status == 403
