@@ -8,7 +8,7 @@ Decisions only: the digest arithmetic is in ``sipd.sip.auth`` (pure) and the HA1
 - An unknown user gets exactly the same treatment as a wrong password (a fresh challenge), so the
   answers do not reveal which users exist.
 - A nonce past its age gets a new challenge with ``stale=true`` (the UA retries without asking the user).
-- With qop the nonce count must grow (replay guard, bounded).
+- With qop the nonce count must grow; an answer without qop uses its nonce once (replay guard, bounded).
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class Authenticator:
             return result
         if state == "stale":
             return self.challenge(realm, now, proxy=proxy, stale=True, why="stale nonce")
-        if creds.qop and creds.nc and not self.nonce_counter.check_and_update(creds.nonce, creds.nc):
+        # with qop the count must grow; an answer without qop (RFC 2069 style) counts as 0: single use
+        if not self.nonce_counter.check_and_update(creds.nonce, creds.nc if creds.qop else None):
             return self.challenge(realm, now, proxy=proxy, why="nonce count replayed")
         return AuthResult(True, user=user)

@@ -204,6 +204,22 @@ def test_reused_nonce_count_is_refused_increasing_is_accepted(both):
         assert status(register(ua, authorization("bob", pw, offer, "REGISTER", REG_URI, nc=8), expires=0)) == 200
 
 
+def test_answer_without_qop_is_single_use(both):
+    """An RFC 2069-style answer (no qop, no nc) cannot be replayed within the nonce's lifetime."""
+    pw = USERS["bob"]
+    with UA(both.port, "bob") as ua:
+        offer = challenges(register(ua))[0]
+        ha1 = hashlib.md5(f"bob:{DOMAIN}:{pw}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"REGISTER:{REG_URI}".encode()).hexdigest()
+        response = hashlib.md5(f"{ha1}:{offer['nonce']}:{ha2}".encode()).hexdigest()
+        cred = (f'Authorization: Digest username="bob", realm="{DOMAIN}", nonce="{offer["nonce"]}", '
+                f'uri="{REG_URI}", response="{response}", algorithm=MD5')
+        assert status(register(ua, cred)) == 200
+        raw = register(ua, cred)
+        assert status(raw) == 401
+        assert all(o["nonce"] != offer["nonce"] for o in challenges(raw))
+
+
 # -- 3. expired and forged nonces ----------------------------------------------------------------
 
 
