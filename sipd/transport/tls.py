@@ -131,8 +131,11 @@ class TlsListener(Listener):
                 conn, _peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: the connection stays queued; log, retry later
-                logger.warning("tls %s: accept failed: %s", self.name, exc)
+            except OSError as exc:  # EMFILE and friends: the connection stays queued in the kernel;
+                # stop watching for a second (level-triggered readiness would spin), as asyncio does
+                logger.warning("tls %s: accept failed: %s; retrying in 1 s", self.name, exc)
+                manager.loop.remove_reader(self.sock.fileno())
+                manager.loop.call_later(1.0, self._resume_accepting)
                 return
             if not manager.accepting or self.pending >= self.tls.max_pending_handshakes:
                 if manager.accepting:
@@ -148,6 +151,10 @@ class TlsListener(Listener):
             task = manager.loop.create_task(self._handshake(conn))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    def _resume_accepting(self) -> None:
+        if self.sock is not None:
+            self.manager.loop.add_reader(self.sock.fileno(), self._on_readable)
 
     async def _handshake(self, sock: socket.socket) -> None:
         # The domain's *current* context: a reload (tlsconf.TlsManager.reload) applies to the next

@@ -283,3 +283,31 @@ def test_outgoing_tls_verifies_identity(pki: Path, run: Any) -> None:
                 finally:
                     transports.close()
     run(main())
+
+
+def test_accept_failure_backs_off_instead_of_spinning(pki: Path, run: Any) -> None:
+    """EMFILE on accept: the listener stops watching its socket for a second, then accepts again."""
+    async def main() -> None:
+        async with Server(section(pki)) as srv:
+            real_sock = srv.listener.sock
+            assert real_sock is not None
+
+            class Failing:
+                def __init__(self) -> None:
+                    self.calls = 0
+
+                def accept(self) -> Any:
+                    self.calls += 1
+                    raise OSError(24, "Too many open files")
+
+                def fileno(self) -> int:
+                    return real_sock.fileno()
+
+            failing = Failing()
+            srv.listener.sock = failing  # type: ignore[assignment]
+            with socket.create_connection(("127.0.0.1", srv.port)):
+                await asyncio.sleep(0.3)
+                assert failing.calls == 1  # not called again while the socket stays readable
+                srv.listener.sock = real_sock
+                await wait_for(lambda: srv.listener.accepted == 1, 3.0)
+    run(main())
