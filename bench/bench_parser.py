@@ -74,6 +74,13 @@ def read_proxy_headers(m):
     return (m.vias, m.from_, m.to, m.call_id, m.cseq, m.max_forwards, m.routes, m.contacts)
 
 
+def read_proxy_fields(m):
+    """What a proxy/registrar then looks at inside them (URIs and params are built lazily)."""
+    via = m.via
+    return (m.uri.host, via.branch, via.sent_by, m.from_.tag, m.to.tag, m.call_id, m.cseq.seq,
+            m.max_forwards, [r.uri.params for r in m.routes], [(c.uri.host, c.params) for c in m.contacts])
+
+
 def bench(name, fn, n, repeat):
     fn()
     cpu, wall = [], []
@@ -135,6 +142,8 @@ def main() -> None:
     bench("parse REGISTER + read proxy headers", lambda: read_proxy_headers(parse_message(REGISTER)), n, r)
     bench("parse INVITE (SDP) + read proxy headers", lambda: read_proxy_headers(parse_message(INVITE)), n, r)
     bench("parse INVITE only", lambda: parse_message(INVITE), n, r)
+    bench("parse REGISTER + read fields (URIs, tags)", lambda: read_proxy_fields(parse_message(REGISTER)), n, r)
+    bench("parse INVITE + read fields (URIs, tags)", lambda: read_proxy_fields(parse_message(INVITE)), n, r)
     bench("parse + forward-serialise INVITE", forward, n, r)
     bench("build 401 challenge (nonce + response)", challenge, n, r)
     bench("verify digest response (parse+nonce+MD5)", verify, n, r)

@@ -164,14 +164,40 @@ class NameAddr:
     """``[display] <uri> *(;param)`` (From, To, Contact, Route, Record-Route ...).
 
     ``display`` is the text between the quotes (escapes kept) or the unquoted tokens; None if absent.
+    A NameAddr from the fast path below was fully validated by its regex; its ``uri`` and
+    ``params`` objects are built from the match on first access (most are never looked at).
     """
 
-    __slots__ = ("display", "uri", "params")
+    __slots__ = ("display", "_uri", "_params", "_m")
 
     def __init__(self, uri: URI, display: str | None = None, params: dict[str, str | None] | None = None):
-        self.uri = uri
+        self._uri = uri
         self.display = display
-        self.params = params if params is not None else {}
+        self._params = params if params is not None else {}
+        self._m = None
+
+    @property
+    def uri(self) -> URI:
+        u = self._uri
+        if u is None:
+            u = self._uri = _fast_uri(self._m, 2)  # type: ignore[arg-type]
+        return u  # type: ignore[return-value]
+
+    @uri.setter
+    def uri(self, value: URI) -> None:
+        self._uri = value
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        p = self._params
+        if p is None:
+            ptext = self._m.group(8)  # type: ignore[union-attr]
+            p = self._params = _fast_params(ptext) if ptext else {}
+        return p
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
 
     @property
     def tag(self) -> str | None:
@@ -226,18 +252,17 @@ def _fast_params(ptext: str) -> dict[str, str | None]:
 
 
 def _fast_name_addr(text: str) -> NameAddr | None:
+    """Validate with one regex; the URI and params are built on first access (see NameAddr)."""
     m = _NAME_ADDR_FAST(text)
     if m is None:
         return None
-    uri = _fast_uri(m, 2)
-    if uri is None:
-        return None
+    d, tokens, port = m.group(1, 2, 6)
+    if port is not None and len(port) == 5 and port > "65535":
+        return None  # the general code raises the error
     na = _new(NameAddr)
-    d = m.group(1)
-    na.display = m.group(2) if d is None else d
-    na.uri = uri
-    ptext = m.group(8)
-    na.params = _fast_params(ptext) if ptext else {}
+    na.display = tokens if d is None else d
+    na._uri = na._params = None
+    na._m = m
     return na
 
 

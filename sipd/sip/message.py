@@ -59,6 +59,7 @@ from .headers import (
     split_commas,
 )
 from .status import reason_phrase
+from . import uri as uri_module
 from .uri import URI, parse_uri
 
 # -- limits ------------------------------------------------------------------------------------
@@ -402,7 +403,7 @@ class Message:
         v = c.get("contact*")
         if v is None:
             lst = self.headers._idx().get("contact", ())
-            v = any(it[2].strip() == "*" for it in lst)
+            v = any("*" in it[2] and it[2].strip() == "*" for it in lst)
             if v and (len(lst) > 1 or lst[0][2].strip() != "*"):
                 raise RemoteProtocolError("Contact: * must be the only Contact", 400)
             c["contact*"] = v
@@ -685,20 +686,18 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
     method = parts[0]
     uri: URI | None = None
     try:
-        if len(parts) == 3 and parts[2] == "SIP/2.0" and method in KNOWN_METHODS:
-            uri = parse_uri(parts[1])  # the common case, checked below like the others
-            if uri.headers:
-                raise RemoteProtocolError("headers in the Request-URI", 400)
-        elif len(parts) != 3:
-            raise RemoteProtocolError("malformed Request-Line (must be: method SP uri SP version)", 400)
-        version = parts[2]
-        if version.upper() != "SIP/2.0":
-            if _VERSION_RE.match(version):
-                raise RemoteProtocolError(f"SIP version {version!r} not supported", 505)
-            raise RemoteProtocolError(f"bad SIP version {version[:20]!r}", 400)
-        if not TOKEN_RE.match(method):
-            raise RemoteProtocolError(f"invalid method {method[:40]!r}", 400)
+        if len(parts) == 3 and parts[2] == "SIP/2.0" and method in KNOWN_METHODS and _uri_ok(parts[1]):
+            pass  # the common case: validated, the URI object is built on first access
         else:
+            if len(parts) != 3:
+                raise RemoteProtocolError("malformed Request-Line (must be: method SP uri SP version)", 400)
+            version = parts[2]
+            if version.upper() != "SIP/2.0":
+                if _VERSION_RE.match(version):
+                    raise RemoteProtocolError(f"SIP version {version!r} not supported", 505)
+                raise RemoteProtocolError(f"bad SIP version {version[:20]!r}", 400)
+            if not TOKEN_RE.match(method):
+                raise RemoteProtocolError(f"invalid method {method[:40]!r}", 400)
             uri = parse_uri(parts[1])
             if uri.headers:
                 raise RemoteProtocolError("headers in the Request-URI", 400)
@@ -723,6 +722,16 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
 
 
 _new_request = _new_headers = object.__new__
+_FAST_URI = uri_module._FAST_URI
+
+
+def _uri_ok(text: str) -> bool:
+    """True if the fast path of ``parse_uri`` takes ``text`` (then it cannot fail)."""
+    m = _FAST_URI(text)
+    if m is None:
+        return False
+    port = m.group(4)
+    return port is None or len(port) < 5 or port <= "65535"
 
 
 def _partial(req: Request) -> Request | None:
