@@ -164,7 +164,11 @@ class AuthSection:
     )
     algorithms: list[str] = field(
         default_factory=lambda: ["MD5"],
-        metadata=_doc('Digest algorithms offered, in order: MD5 and/or SHA-256 (baresip 1.0 refuses SHA-256; keep MD5 first).'),
+        metadata=_doc(
+            'Digest algorithms offered, in order: MD5 and/or SHA-256. Offering SHA-256 at all locks out baresip 1.0'
+            ' (it refuses any challenge list naming SHA-256); SIPp and sipsak answer only the first; linphone the'
+            ' first it can.'
+        ),
     )
     nonce_expires: int = field(default=300, metadata=_doc("Lifetime of a nonce, seconds; older ones get stale=true."))
     secret: str = field(

@@ -3,8 +3,9 @@
 Decisions only: the digest arithmetic is in ``sipd.sip.auth`` (pure) and the HA1s come from the
 ``SubscriberCache`` (filled from the ``subscriber`` table by ``store.py``). Rules:
 - realm = the domain of the AOR (To for REGISTER, From otherwise), as OpenSIPS ``www_authorize("$td")``.
-- Challenges list the configured algorithms in order (MD5 first by default: baresip 1.0 refuses a
-  SHA-256 challenge and SIPp/sipsak read only the first one).
+- Challenges list the configured algorithms in order (only MD5 by default: baresip 1.0 fails on any
+  list naming SHA-256, even after MD5; SIPp/sipsak read only the first one; liblinphone 5.1 answers
+  the first it can, or the one its auth_info pins -- tests/e2e/test_linphone.py).
 - An unknown user gets exactly the same treatment as a wrong password (a fresh challenge), so the
   answers do not reveal which users exist.
 - A nonce past its age gets a new challenge with ``stale=true`` (the UA retries without asking the user).
