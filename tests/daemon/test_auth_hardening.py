@@ -19,11 +19,13 @@ import os
 import re
 import select
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
 
 import pytest
 
+from tests.conftest import free_port, require_tool
 from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
@@ -355,3 +357,26 @@ def test_log_line_is_fixed_format_and_carries_no_secret(both):
     line = lines[0][0]
     assert lines[0][1].startswith("eve%20realm%3Dx") and lines[0][2] == DOMAIN, line
     assert "s3cr3t-guess" not in both.log()
+
+
+# -- what the order of the offers means to a client that reads only the first -------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("offered", "ok"), [(["MD5", "SHA-256"], True), (["SHA-256", "MD5"], False)])
+def test_sipsak_answers_only_the_first_offer(tmp_path, offered, ok):
+    """Why MD5 goes first when both are offered: sipsak 0.9.8 reads only the first challenge.
+    (sipsak cuts 5-digit ports in the R-URI and resolves the URI host itself: port < 10000, IP domain.)"""
+    sipsak = require_tool("sipsak")
+    d = Daemon(tmp_path, {"auth": {"algorithms": offered}, "server": {"domains": ["127.0.0.1"]},
+                          "spam": {"enabled": False}}, port=free_port(below=10000))
+    add_subscriber(d.db_url, "alice", "alice-pw", domain="127.0.0.1")
+    with d:
+        res = subprocess.run([sipsak, "-U", "-i", "-s", f"sip:alice@127.0.0.1:{d.port}", "-u", "alice",
+                              "-a", "alice-pw", "-x", "60"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+        assert d.alive()
+    if ok:
+        assert res.returncode == 0, res.stdout + res.stderr
+    else:
+        assert res.returncode != 0 and "unsupported authentication algorithm" in res.stderr, res.stdout + res.stderr
