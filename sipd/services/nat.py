@@ -9,7 +9,9 @@ Rules (``[nat] enabled``):
   not to the private Contact URI (``Server.branch_for_contact``). With NAT handling off they go to
   the Contact URI as written.
 - Contact fixing: a dialog-creating request from a NATed UDP caller gets its Contact host:port
-  replaced by the source address (OpenSIPS ``fix_nated_contact``), so in-dialog requests reach it.
+  replaced by the source address (OpenSIPS ``fix_nated_contact``), so in-dialog requests reach it;
+  likewise a 1xx/2xx from a callee reached at its received address whose Contact is a private
+  address (``fix_response_contact``, called by the proxy).
 - Keep-alive: every ``keepalive_interval`` seconds each live NATed UDP contact gets an OPTIONS
   request (or a bare CRLF datagram, ``keepalive_method = "crlf"``) sent from our listen socket to
   its received address, which keeps the NAT binding open. Replies to the OPTIONS are dropped as
@@ -94,6 +96,36 @@ def fix_contact_stage(ctx: Context) -> Decision | None:
     req.set("Contact", str(na))
     ctx.extra["nat"] = f"NATed caller, Contact {uri.host_port} -> {na.uri.host_port}"
     return None
+
+
+def _private(host: str) -> bool:
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return addr.is_private or addr.is_loopback or addr.is_link_local
+
+
+def fix_response_contact(response: Any, dest: tuple) -> bool:
+    """A NATed callee's 1xx/2xx: a private Contact host:port other than where we reached it (``dest``,
+    its received address) is replaced by ``dest`` so that in-dialog requests reach it (OpenSIPS
+    ``fix_nated_contact`` with ``nat_uac_test`` "Contact is RFC 1918"). Returns True when changed."""
+    try:
+        contacts = response.contacts
+    except Exception:  # noqa: BLE001 - a broken Contact is the UAC's problem, not ours
+        return False
+    if len(contacts) != 1:
+        return False
+    na = contacts[0]
+    uri = na.uri
+    host = (uri.host or "").strip("[]").lower()
+    if (host, uri.port or 5060) == (dest[1].lower(), dest[2]) or not _private(host):
+        return False
+    na.uri = uri.replace(host=dest[1], port=dest[2])
+    response.set("Contact", str(na))
+    return True
 
 
 def stages(state: Any) -> list[Stage]:

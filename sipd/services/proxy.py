@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .pipeline import DIALOG_METHODS, Branch, Forward
+from .nat import fix_response_contact
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -81,6 +82,13 @@ class BranchState:
     final: int = 0
     cancelled: bool = False
 
+    @property
+    def nat_fix(self) -> bool:
+        """A dialog-creating UDP branch sent straight to a contact (no Route): its Contact may need fixing."""
+        dest = self.dest
+        return (dest is not None and dest[0] == "udp" and not self.branch.routes and self.ctx.request.method in DIALOG_METHODS
+                and self.ctx.nat)
+
 
 @dataclass(eq=False)
 class ProxyContext:
@@ -101,6 +109,7 @@ class ProxyContext:
     challenges: list[tuple[str, str]] = field(default_factory=list)
     local_ids: set[int] = field(default_factory=set)  # responses we generated (no Via of ours to pop)
     diversion: Any = None  # diversion.CallDiversion (issue 11): may redirect instead of a final failure
+    nat: bool = False  # [nat] enabled: fix private Contacts in responses (issue 11)
 
     @property
     def pending(self) -> list[BranchState]:
@@ -130,6 +139,7 @@ class Proxy:
                            req_hash, why=why)
         if tx_key is not None:
             self.contexts[tx_key] = ctx
+        ctx.nat = server.state.config.nat.enabled
         if decision.diversion is not None and request.method == "INVITE":
             ctx.diversion = decision.diversion
             ctx.diversion.attach(self, ctx)  # no-answer timer
@@ -241,6 +251,8 @@ class Proxy:
             return
         ctx = bs.ctx
         status = response.status
+        if status < 300 and bs.nat_fix:  # [nat]: callee reached at its NAT pinhole (issue 11)
+            fix_response_contact(response, bs.dest)
         if status < 200:
             bs.provisional = True
             if bs.cancelled and bs.tx_key is not None:

@@ -336,15 +336,25 @@ def test_nat(d):
             else:
                 carol.nothing(0.8)
             invite(d, alice, f"carol@{DOMAIN}", f"nat-{d.name}")
-            if d.on:  # to where the REGISTER came from
+            if d.on:  # to where the REGISTER came from; the answer's private Contact is fixed too
                 inv = carol.expect_request("INVITE")
-                refuse(carol, inv)
+                rr = "".join(f"Record-Route: {v}\r\n" for v in inv.get_all("Record-Route"))
+                carol.send(f"SIP/2.0 200 OK\r\n{_echo(inv)}{rr}Contact: {contact}\r\nContent-Length: 0\r\n\r\n")
+                ok = final_after(alice, 200)
+                assert ok.contacts[0].uri.host_port == f"127.0.0.1:{carol.port}", ok.get("Contact")
+                route = [f"Route: {v}" for v in reversed(ok.get_all("Record-Route"))]
+                target = str(ok.contacts[0].uri)
+                alice.send(alice.request("ACK", target, to=ok.get("To"), headers=route, call_id=f"nat-{d.name}", cseq=2))
+                alice.send(alice.request("BYE", target, to=ok.get("To"), headers=route, call_id=f"nat-{d.name}", cseq=3))
+                bye = carol.expect_request("BYE")  # in-dialog requests reach the NATed callee
+                carol.respond(bye, 200)
+                assert alice.expect(200).status == 200
             else:  # to the Contact as written
                 inv = recv_sip(private)
                 assert inv.method == "INVITE"
                 private.sendto(f"SIP/2.0 603 Decline\r\n{_echo(inv)}Content-Length: 0\r\n\r\n".encode(),
                                ("127.0.0.1", d.port))
-            assert final_after(alice, 603).status == 603
+                assert final_after(alice, 603).status == 603
             assert carol.register(0, contact=contact).status == 200
     finally:
         private.close()

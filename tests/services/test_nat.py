@@ -97,3 +97,20 @@ def test_keepalive_crlf_and_disabled():
     assert ka.ping_all() == 1 and sent[0][0] == b"\r\n\r\n"
     srv.config.nat.keepalive_interval = 0
     assert nat.start(srv) is None
+
+
+def test_fix_response_contact():
+    from sipd.sip.message import parse_message
+
+    def resp(contact):
+        return parse_message(("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1\r\n"
+                              "From: <sip:a@example.test>;tag=1\r\nTo: <sip:b@example.test>;tag=2\r\nCall-ID: c\r\n"
+                              f"CSeq: 1 INVITE\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n").encode())
+
+    r = resp("<sip:b@10.0.0.9:5062>;expires=60")
+    assert nat.fix_response_contact(r, ("udp", "203.0.113.7", 40000, None))
+    assert r.get("Contact") == "<sip:b@203.0.113.7:40000>;expires=60"
+    public = resp("<sip:b@93.184.216.34:5060>")  # a public Contact is left alone (behind a proxy, not NAT)
+    assert not nat.fix_response_contact(public, ("udp", "203.0.113.7", 40000, None))
+    same = resp("<sip:b@10.0.0.9:5062>")
+    assert not nat.fix_response_contact(same, ("udp", "10.0.0.9", 5062, None))
