@@ -1,7 +1,12 @@
 """The request pipeline: an ordered list of stages ``stage(ctx) -> Decision | None`` (contracts §9).
 
-    sanity -> [antiflood] -> [spam] -> loose_route -> local (server itself) -> local_domain -> auth
-           -> registrar -> dialplan -> aliases -> location -> forward
+    sanity -> [antiflood] -> [spam] -> loose_route -> local (server itself) -> max_forwards
+           -> [routing hook] -> local_domain [+ PSTN gateway trust] -> auth -> [presence]
+           -> [NAT Contact fix] -> registrar -> dialplan -> [hook destination] -> [PSTN outbound]
+           -> aliases -> location [+ failure diversion] -> forward
+
+Bracketed stages exist only when their feature is configured (issue 11: services/hook.py, pstn.py,
+nat.py, diversion.py; docs/routing-hook.md).
 
 ``None`` means "continue with the next stage". A ``Defer`` carries a coroutine (database or DNS I/O)
 whose result is again a Decision; the server awaits it and resumes the pipeline after the stage
