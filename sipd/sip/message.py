@@ -80,6 +80,7 @@ KNOWN_METHODS = frozenset(
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.I)
 _SINGLETONS = ("call-id", "from", "to", "cseq")
 _WS = " \t"
+CRLF = "\r\n"
 
 # Exact spellings seen on the wire -> key, to skip lower()/compact lookups on the hot path.
 _FAST_KEYS: dict[str, str] = {}
@@ -117,6 +118,13 @@ def _key(name: str) -> str:
         if len(_KEY_CACHE) < 1024:  # names from our own code only; bounded anyway
             _KEY_CACHE[name] = k
     return k
+
+
+def _rest_of_list(key: str, value: str) -> list[str]:
+    """The values after the first one of a list header line (nothing for other headers)."""
+    if key not in LIST_HEADERS or ("," not in value):
+        return []
+    return split_commas(value)[1:]
 
 
 class Headers:
@@ -157,10 +165,18 @@ class Headers:
         return idx
 
     def _changed(self, key: str) -> None:
-        self._index = None
-        self._cache.pop(key, None)
-        if key == "contact":
-            self._cache.pop("contact*", None)
+        c = self._cache
+        if c:
+            c.pop(key, None)
+            if key == "contact":
+                c.pop("contact*", None)
+
+    def _pos(self, it: list[Any]) -> int:
+        """Index of the entry ``it`` (by identity) in the item list."""
+        for i, x in enumerate(self._items):
+            if x is it:
+                return i
+        raise ValueError("header index out of sync")  # pragma: no cover - cannot happen
 
     # -- reading ----------------------------------------------------------------------------------
     def get(self, name: str) -> str | None:
@@ -198,73 +214,91 @@ class Headers:
     def raw_lines(self) -> list[str]:
         return [it[3] if it[3] is not None else f"{it[1]}: {it[2]}" for it in self._items]
 
-    # -- editing ----------------------------------------------------------------------------------
+    # -- editing (the item list and its index are updated in place) ------------------------------
     def set(self, name: str, value: str) -> None:
         """Replace all occurrences by one (at the position of the first, else appended)."""
         key = _key(name)
-        items = self._items
-        first = -1
-        keep = []
-        for i, it in enumerate(items):
-            if it[0] == key:
-                if first < 0:
-                    first = len(keep)
-                    keep.append([key, name, value, None])
-                continue
-            keep.append(it)
-        if first < 0:
-            keep.append([key, name, value, None])
-        self._items = keep
+        idx = self._idx()
+        new = [key, name, value, None]
+        old = idx.get(key)
+        if not old:
+            self._items.append(new)
+        else:
+            items = self._items
+            items[self._pos(old[0])] = new
+            if len(old) > 1:
+                drop = {id(it) for it in old[1:]}
+                self._items = [it for it in items if id(it) not in drop]
+        idx[key] = [new]
         self._changed(key)
 
     def remove(self, name: str) -> None:
         key = _key(name)
-        self._items = [it for it in self._items if it[0] != key]
+        if self._idx().pop(key, None):
+            self._items = [it for it in self._items if it[0] != key]
         self._changed(key)
 
     def append(self, name: str, value: str) -> None:
         key = _key(name)
-        self._items.append([key, name, value, None])
+        idx = self._idx()
+        new = [key, name, value, None]
+        self._items.append(new)
+        lst = idx.get(key)
+        if lst is None:
+            idx[key] = [new]
+        else:
+            lst.append(new)
         self._changed(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first header of that name (or at the top if there is none)."""
         key = _key(name)
-        items = self._items
-        pos = 0
-        for i, it in enumerate(items):
-            if it[0] == key:
-                pos = i
-                break
-        items.insert(pos, [key, name, value, None])
+        idx = self._idx()
+        new = [key, name, value, None]
+        lst = idx.get(key)
+        if lst:
+            self._items.insert(self._pos(lst[0]), new)
+            lst.insert(0, new)
+        else:
+            self._items.insert(0, new)
+            idx[key] = [new]
         self._changed(key)
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first *value* of a list header (e.g. the top Via), keeping the others."""
         key = _key(name)
-        for i, it in enumerate(self._items):
-            if it[0] == key:
-                rest = split_commas(it[2])[1:] if key in LIST_HEADERS else []
-                new = [[key, it[1], value, None]]
-                if rest:
-                    new.append([key, it[1], ", ".join(rest), None])
-                self._items[i : i + 1] = new
-                self._changed(key)
-                return
-        self.append(name, value)
+        lst = self._idx().get(key)
+        if not lst:
+            self.append(name, value)
+            return
+        it = lst[0]
+        rest = _rest_of_list(key, it[2])
+        new = [[key, it[1], value, None]]
+        if rest:
+            new.append([key, it[1], ", ".join(rest), None])
+        i = self._pos(it)
+        self._items[i : i + 1] = new
+        lst[0:1] = new
+        self._changed(key)
 
     def remove_first(self, name: str) -> None:
         """Remove the first *value* of a list header (pop the top Via of a response)."""
         key = _key(name)
-        for i, it in enumerate(self._items):
-            if it[0] == key:
-                rest = split_commas(it[2])[1:] if key in LIST_HEADERS else []
-                if rest:
-                    self._items[i] = [key, it[1], ", ".join(rest), None]
-                else:
-                    del self._items[i]
-                self._changed(key)
-                return
+        idx = self._idx()
+        lst = idx.get(key)
+        if not lst:
+            return
+        it = lst[0]
+        rest = _rest_of_list(key, it[2])
+        i = self._pos(it)
+        if rest:
+            self._items[i] = lst[0] = [key, it[1], ", ".join(rest), None]
+        else:
+            del self._items[i]
+            del lst[0]
+            if not lst:
+                del idx[key]
+        self._changed(key)
 
     def copy(self) -> Headers:
         return Headers._from_items([list(it) for it in self._items])
@@ -444,12 +478,10 @@ class Message:
         cl = h._idx().get("content-length")
         if cl is None or len(cl) != 1 or cl[0][2] != str(n):
             h.set("Content-Length", str(n)) if cl else h.append("Content-Length", str(n))
-        parts = [self._start_line()]
-        for it in h._items:
-            raw = it[3]
-            parts.append(raw if raw is not None else f"{it[1]}: {it[2]}")
-        parts.append("\r\n")
-        return "\r\n".join(parts).encode("utf-8", "surrogateescape") + self.body
+        # untouched lines are written as received (raw), edited ones rendered
+        lines = [it[3] or f"{it[1]}: {it[2]}" for it in h._items]  # never empty (Content-Length)
+        return b"".join((f"{self._start_line()}\r\n{CRLF.join(lines)}\r\n\r\n".encode("utf-8", "surrogateescape"),
+                         self.body))
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -487,6 +519,11 @@ class Request(Message):
     @uri.setter
     def uri(self, value: URI | str) -> None:
         if isinstance(value, str):
+            m = _FAST_URI(value)
+            if m is not None and _is_canonical(m):
+                self._uri = None  # valid and already in the form str(URI) gives: parse when read
+                self._uri_text = value
+                return
             value = parse_uri(value)
         self._uri = value
         self._uri_text = str(value)
@@ -723,6 +760,24 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
 
 _new_request = _new_headers = object.__new__
 _FAST_URI = uri_module._FAST_URI
+
+
+def _is_canonical(m: re.Match[str]) -> bool:
+    """A FAST_SIP_URI match that parses and re-serialises to the same text: lowercase scheme and
+    parameter names (str(URI) lowercases them), no repeated parameter, port without leading 0."""
+    scheme, port, ptext = m.group(1, 4, 5)
+    if scheme != "sip" and scheme != "sips":
+        return False
+    if port is not None and (len(port) == 5 and port > "65535" or (port[0] == "0" and port != "0")):
+        return False
+    if not ptext:
+        return True
+    if ptext != ptext.lower():
+        return False
+    if ptext.count(";") == 1:
+        return True
+    names = [p.partition("=")[0] for p in ptext[1:].split(";")]
+    return len(set(names)) == len(names)
 
 
 def _uri_ok(text: str) -> bool:
