@@ -13,6 +13,14 @@ Structured values are parsed on first access and cached in the ``Headers`` objec
 every transaction needs (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length, Contact) are
 validated when the message is parsed, so a message object that exists is well-formed in those.
 
+Speed (bench/bench_parser.py): every datagram pays for the above, so the common shapes take fast
+paths -- header lines split with one partition per line (known and already-seen names only), one
+regex per name-addr/Via/CSeq/URI value. A fast path validates the whole value but may build the
+parts later: a NameAddr's URI and params and the Request-URI object are built when first read.
+Whatever a fast path does not recognise goes through the general code, which accepts a superset
+and gives the same result (tests/sip/test_fastpath.py). Edits keep the name index in place, and
+serialisation writes untouched lines as received.
+
 Policy decisions (RFC 4475 / RFC 5118 torture tests; table in tests/sip/data/README.md)
 -----------------------------------------------------------------------------------------
 * RFC 2543 compatibility is ON: a request without Max-Forwards, without a branch or From tag, or
@@ -847,8 +855,13 @@ def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolE
                 c["max-forwards"] = mf if mf is not None and mf <= 255 else parse_uint(lst[0][2], 255, "Max-Forwards")
             else:
                 msg.max_forwards  # noqa: B018 - None, or the error
-        if "contact" in idx:
-            msg.contacts  # noqa: B018
+        lst = idx.get("contact")
+        if lst:
+            if len(lst) == 1 and "*" not in lst[0][2] and "contact" not in c:
+                c["contact*"] = False  # what contact_star would say; then what contacts reads
+                c["contact"] = parse_name_addr_list(lst[0][2])
+            else:
+                msg.contacts  # noqa: B018
         if isinstance(msg, Request) and cseq.method != msg.method:
             status = 400 if msg.method in KNOWN_METHODS else 501
             raise RemoteProtocolError("CSeq method does not match the request method", status)
