@@ -364,27 +364,27 @@ class TransactionLayer:
 # -- requests built by the layer -----------------------------------------------------------------
 
 
-def _copy(req: Request, names: tuple[str, ...]) -> list[list[Any]]:
-    return [list(it) for it in req.headers._items if it[0] in names]
+def _copy(req: Request, names: tuple[str, ...]) -> list[Any]:
+    return [it for it in req.headers._items if it[0] in names]
 
 
 def make_ack(invite: Request, response: Response) -> Request:
     """The ACK for a non-2xx final response (RFC 3261 §17.1.1.3)."""
-    items = [["via", "Via", str(invite.via), None]]
+    items: list[Any] = [("via", "Via", str(invite.via), None)]
     items += _copy(invite, ("route", "from", "call-id", "max-forwards"))
     to = [it for it in response.headers._items if it[0] == "to"][:1]
-    items += [list(it) for it in to]
-    items.append(["cseq", "CSeq", f"{invite.cseq.seq} ACK", None])
+    items += to
+    items.append(("cseq", "CSeq", f"{invite.cseq.seq} ACK", None))
     ack = Request("ACK", invite.uri_text, Headers._from_items(items))
     return ack
 
 
 def make_cancel(invite: Request) -> Request:
     """A CANCEL for a request we sent (RFC 3261 §9.1): same R-URI, top Via, From, To, Call-ID, CSeq number."""
-    items = [["via", "Via", str(invite.via), None]]
+    items: list[Any] = [("via", "Via", str(invite.via), None)]
     items += _copy(invite, ("route", "from", "to", "call-id"))
-    items.append(["max-forwards", "Max-Forwards", "70", None])
-    items.append(["cseq", "CSeq", f"{invite.cseq.seq} CANCEL", None])
+    items.append(("max-forwards", "Max-Forwards", "70", None))
+    items.append(("cseq", "CSeq", f"{invite.cseq.seq} CANCEL", None))
     return Request("CANCEL", invite.uri_text, Headers._from_items(items))
 
 

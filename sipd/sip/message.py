@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``parse_message`` decodes the header block once (UTF-8 with ``surrogateescape``: never a strict
 codec on untrusted bytes, and the round trip is byte-exact), splits it into lines, unfolds
-continuation lines and stores each header as ``[key, name, value, raw]``: the canonical key
+continuation lines and stores each header as ``(key, name, value, raw)``: the canonical key
 (lowercased long name), the name as written, the unfolded value and the original text of the
 line(s). Serialising writes ``raw`` for every untouched header, so a proxy forwards unknown
 headers byte for byte; only headers it changed (Via, Record-Route, Max-Forwards ...) are rendered.
@@ -111,6 +111,8 @@ for _c, _full in COMPACT_FORMS.items():
 del _k, _c, _full
 
 _KEY_CACHE: dict[str, str] = {}
+# One header line: (key, name as written, value, raw line(s) or None if rendered by us).
+Item = tuple[str, str, str, Any]
 # Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
 _SMALL_UINTS = {str(i): i for i in range(2048)}
 # Header names read off the wire that are not in _FAST_KEYS: cached too, but only short ones and
@@ -138,28 +140,29 @@ def _rest_of_list(key: str, value: str) -> list[str]:
 class Headers:
     """Ordered, case-insensitive header list; compact names accepted; raw text kept per line.
 
-    Each entry is ``[key, name, value, raw]``; ``raw`` is None once the entry was changed.
+    Each entry is an immutable ``(key, name, value, raw)``; ``raw`` is None for an entry we made
+    or changed. Entries are replaced, never edited, so copies can share them.
     """
 
     __slots__ = ("_items", "_index", "_cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
-        self._items: list[list[Any]] = []
-        self._index: dict[str, list[list[Any]]] | None = None
+        self._items: list[Item] = []
+        self._index: dict[str, list[Item]] | None = None
         self._cache: dict[str, Any] = {}
         if items:
             for name, value in items:
-                self._items.append([_key(name), name, value, None])
+                self._items.append((_key(name), name, value, None))
 
     @classmethod
-    def _from_items(cls, items: list[list[Any]]) -> Headers:
+    def _from_items(cls, items: list[Item]) -> Headers:
         h = cls.__new__(cls)
         h._items = items
         h._index = None
         h._cache = {}
         return h
 
-    def _idx(self) -> dict[str, list[list[Any]]]:
+    def _idx(self) -> dict[str, list[Item]]:
         idx = self._index
         if idx is None:
             idx = {}
@@ -179,7 +182,7 @@ class Headers:
             if key == "contact":
                 c.pop("contact*", None)
 
-    def _pos(self, it: list[Any]) -> int:
+    def _pos(self, it: Item) -> int:
         """Index of the entry ``it`` (by identity) in the item list."""
         for i, x in enumerate(self._items):
             if x is it:
@@ -227,7 +230,7 @@ class Headers:
         """Replace all occurrences by one (at the position of the first, else appended)."""
         key = _key(name)
         idx = self._idx()
-        new = [key, name, value, None]
+        new = (key, name, value, None)
         old = idx.get(key)
         if not old:
             self._items.append(new)
@@ -249,7 +252,7 @@ class Headers:
     def append(self, name: str, value: str) -> None:
         key = _key(name)
         idx = self._idx()
-        new = [key, name, value, None]
+        new = (key, name, value, None)
         self._items.append(new)
         lst = idx.get(key)
         if lst is None:
@@ -262,7 +265,7 @@ class Headers:
         """Insert before the first header of that name (or at the top if there is none)."""
         key = _key(name)
         idx = self._idx()
-        new = [key, name, value, None]
+        new = (key, name, value, None)
         lst = idx.get(key)
         if lst:
             self._items.insert(self._pos(lst[0]), new)
@@ -281,9 +284,9 @@ class Headers:
             return
         it = lst[0]
         rest = _rest_of_list(key, it[2])
-        new = [[key, it[1], value, None]]
+        new: list[Item] = [(key, it[1], value, None)]
         if rest:
-            new.append([key, it[1], ", ".join(rest), None])
+            new.append((key, it[1], ", ".join(rest), None))
         i = self._pos(it)
         self._items[i : i + 1] = new
         lst[0:1] = new
@@ -300,7 +303,7 @@ class Headers:
         rest = _rest_of_list(key, it[2])
         i = self._pos(it)
         if rest:
-            self._items[i] = lst[0] = [key, it[1], ", ".join(rest), None]
+            self._items[i] = lst[0] = (key, it[1], ", ".join(rest), None)
         else:
             del self._items[i]
             del lst[0]
@@ -309,7 +312,7 @@ class Headers:
         self._changed(key)
 
     def copy(self) -> Headers:
-        return Headers._from_items([list(it) for it in self._items])
+        return Headers._from_items(list(self._items))
 
 
 class Message:
@@ -597,7 +600,7 @@ def _wire_key(name: str) -> str:
     return k
 
 
-def _split_block(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[list[Any]]]] | None:
+def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, list[Item]]] | None:
     """Fast path of ``_split_headers`` (header lines only), also building the index.
 
     Gives up (None) on anything unusual -- a name not seen before, folding, a line without a colon,
@@ -607,14 +610,14 @@ def _split_block(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[list
         return None
     fast = _FAST_KEYS
     wire = _WIRE_KEYS
-    items: list[list[Any]] = []
-    idx: dict[str, list[list[Any]]] = {}
+    items: list[Item] = []
+    idx: dict[str, list[Item]] = {}
     for line in lines:
         name, sep, value = line.partition(":")
         key = fast.get(name) or wire.get(name)
         if key is None or not sep:
             return None
-        it = [key, name, value.strip(" \t"), line]
+        it = (key, name, value.strip(" \t"), line)
         items.append(it)
         lst = idx.get(key)
         if lst is None:
@@ -624,10 +627,10 @@ def _split_block(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[list
     return items, idx
 
 
-def _split_headers(lines: list[str]) -> list[list[Any]]:
+def _split_headers(lines: list[str]) -> list[Item]:
     if len(lines) > MAX_HEADERS + 1:
         raise RemoteProtocolError("too many header lines", 513)
-    items: list[list[Any]] = []
+    items: list[Item] = []
     fast = _FAST_KEYS
     for i in range(1, len(lines)):
         line = lines[i]
@@ -636,8 +639,7 @@ def _split_headers(lines: list[str]) -> list[list[Any]]:
             if not items:
                 raise RemoteProtocolError("continuation line before first header", 400)
             prev = items[-1]
-            prev[2] = (prev[2] + " " + line.strip(_WS)).strip(_WS)
-            prev[3] = f"{prev[3]}\r\n{line}"
+            items[-1] = (prev[0], prev[1], (prev[2] + " " + line.strip(_WS)).strip(_WS), f"{prev[3]}\r\n{line}")
             continue
         name, sep, value = line.partition(":")
         if not sep:
@@ -648,7 +650,7 @@ def _split_headers(lines: list[str]) -> list[list[Any]]:
             if not TOKEN_RE.match(n):
                 raise RemoteProtocolError(f"invalid header name {name[:40]!r}", 400)
             key = _wire_key(n)
-        items.append([key, name, value.strip(" \t"), line])
+        items.append((key, name, value.strip(" \t"), line))
     return items
 
 
@@ -967,20 +969,20 @@ def make_response(
     """Build a response per RFC 3261 §8.2.6: Via (all, in order), From, To (+tag), Call-ID, CSeq."""
     if not 100 <= status <= 699:
         raise LocalProtocolError(f"invalid status {status}", None)
-    items: list[list[Any]] = []
+    items: list[Item] = []
     to_added = False
     for it in request.headers._items:
         key = it[0]
         if key == "via" or key == "from" or key == "call-id" or key == "cseq":
-            items.append(list(it))
+            items.append(it)
         elif key == "to":
             if to_added:
                 continue
             to_added = True
             if to_tag is not None and status != 100 and "tag" not in _to_params(request):
-                items.append(["to", it[1], f"{it[2]};tag={to_tag}", None])
+                items.append(("to", it[1], f"{it[2]};tag={to_tag}", None))
             else:
-                items.append(list(it))
+                items.append(it)
     h = Headers._from_items(items)
     for name, value in headers:
         h.append(name, value)
