@@ -20,6 +20,7 @@ about a request ends up in one info line (``Context.why``) written by the server
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -185,6 +186,8 @@ def loose_route(ctx: Context) -> Decision | None:
         # in-dialog requests are trusted for having come back through our Record-Route.
         return None
     ctx.loose_routed = popped
+    if req.get("Proxy-Authorization") is not None:
+        _strip_own_credentials(req, state.domains)
     if routes:
         dest = dest_of(routes[0].uri)
         return Forward([[Branch(req.uri, dest, label=str(routes[0].uri))]], why="in-dialog, by Route", record_route=False,
@@ -286,6 +289,21 @@ def _strip_credentials(req: Any, realm: str) -> None:
     if len(keep) != len(values):
         req.remove("Proxy-Authorization")
         for v in keep:
+            req.prepend("Proxy-Authorization", v)
+
+
+_REALM = re.compile(r'realm\s*=\s*"?([^",\s]*)', re.IGNORECASE)
+
+
+def _strip_own_credentials(req: Any, domains: Any) -> None:
+    """Remove Proxy-Authorization for our realms from an in-dialog request (RFC 3261 §22.3: they are
+    ours to consume). UAs such as linphone copy the INVITE's into ACK and BYE; forwarded, they would
+    show the callee the caller's nonce, cnonce and response: an offline password-guessing oracle."""
+    values = req.get_all("Proxy-Authorization")
+    keep = [v for v in values if (m := _REALM.search(v)) is None or m.group(1).lower() not in domains]
+    if len(keep) != len(values):
+        req.remove("Proxy-Authorization")
+        for v in reversed(keep):
             req.prepend("Proxy-Authorization", v)
 
 

@@ -359,6 +359,46 @@ def test_log_line_is_fixed_format_and_carries_no_secret(both):
     assert "s3cr3t-guess" not in both.log()
 
 
+# -- credentials are consumed, never shown to the callee ---------------------------------------------
+
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+
+def test_callee_never_sees_the_callers_digest_response(both):
+    """Our realm's Proxy-Authorization is removed from the INVITE and also from the ACK and BYE,
+    into which UAs such as linphone copy it: with the nonce, cnonce and response a callee could
+    guess the caller's password offline. Credentials for another realm pass untouched."""
+    foreign = 'Proxy-Authorization: Digest username="a", realm="upstream.example", nonce="n", uri="sip:x", response="r"'
+    with UA(both.port, "alice", password=USERS["alice"]) as alice, UA(both.port, "bob", password=USERS["bob"]) as bob:
+        assert bob.register(60).status == 200
+        uri, call_id = f"sip:bob@{DOMAIN}", f"cred-{os.urandom(4).hex()}"
+        invite = alice.request("INVITE", uri, to=f"<{uri}>", call_id=call_id, cseq=1)
+        alice.send(invite)
+        first = recv_raw(alice)
+        ack_for(alice, invite, first)
+        offer = challenges(first, "proxy-authenticate")[0]
+        ours = authorization("alice", USERS["alice"], offer, "INVITE", uri, proxy=True)
+        alice.send(alice.request("INVITE", uri, to=f"<{uri}>", call_id=call_id, cseq=2, body=SDP,
+                                 headers=[ours, foreign, "Content-Type: application/sdp"]))
+        inv = bob.expect_request("INVITE")
+        assert [v for v in inv.get_all("Proxy-Authorization")] == [foreign.split(": ", 1)[1]]
+        bob.respond(inv, 200, "OK", body=SDP, headers=["Content-Type: application/sdp"])
+        ok = alice.expect(200)
+        route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
+        remote, to = str(ok.contacts[0].uri), ok.get("To")
+        alice.send(alice.request("ACK", remote, to=to, call_id=call_id, cseq=2, headers=[*route, ours, foreign]))
+        ack = bob.expect_request("ACK")
+        alice.send(alice.request("BYE", remote, to=to, call_id=call_id, cseq=3,
+                                 headers=[*route, authorization("alice", USERS["alice"], offer, "BYE", remote,
+                                                                proxy=True, nc=2), foreign]))
+        bye = bob.expect_request("BYE")
+        bob.respond(bye, 200)
+        alice.expect(200)
+        for req in (ack, bye):
+            assert req.get_all("Proxy-Authorization") == [foreign.split(": ", 1)[1]], req
+        assert bob.register(0).status == 200
+
+
 # -- what the order of the offers means to a client that reads only the first -------------------
 
 

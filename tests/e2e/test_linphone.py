@@ -136,6 +136,31 @@ def test_calls_between_linphone_and_baresip_through_sipd(server_factory, linphon
     assert lp2 and min(lp2) > 10, lp2
 
 
+def test_call_between_linphones_with_sha256_only(server_factory, linphone_factory, tmp_path):
+    """SHA-256 end to end: REGISTER (401) and INVITE (407) answered with SHA-256, caller on UDP,
+    callee on TCP; RTP both ways."""
+    server = server_factory({"auth": {"algorithms": ["SHA-256"]}})
+    alice = linphone_factory("alice", "alicepw", server=server)
+    carol = linphone_factory("carol", "carolpw", server=server, transport="tcp", auto_answer=True)
+    assert alice.wait_registered(10) == "OK", alice.last_status
+    assert carol.wait_registered(10) == "OK", carol.last_status
+    tone = tone_wav(tmp_path)
+    alice.call(f"sip:carol@{DOMAIN}")
+    state = alice.wait_call_state(RUNNING | ENDED, 10)
+    assert state in RUNNING, state + alice.log_tail()
+    assert carol.wait_call_state(RUNNING, 5) in RUNNING
+    assert alice.play(tone) and carol.play(tone)
+    _hold(alice, 1.5)
+    assert alice.terminate()
+    assert carol.wait_call_state({""}, 5) == ""
+    # REGISTER and INVITE; linphone also copies credentials into the ACK and BYE (nc=2)
+    assert set(answered_algorithms(alice)) == {"SHA-256"} and len(answered_algorithms(alice)) >= 2
+    assert answered_algorithms(carol) == ["SHA-256"]
+    for ua in (alice, carol):
+        counts = _wait_rtp(ua)
+        assert counts and min(counts) > 10, (ua.user, counts)
+
+
 def _wait_rtp(ua: LinphoneUA, after=None, timeout: float = 3.0):
     """oRTP prints the session statistics when the call's streams stop (bounded wait)."""
     deadline = time.monotonic() + timeout
