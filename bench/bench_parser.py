@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sipd.sip import auth  # noqa: E402
+from sipd.sip.layer import LayerConfig, RequestReceived, TransactionLayer  # noqa: E402
 from sipd.sip.message import make_response, parse_message  # noqa: E402
 
 REGISTER = (
@@ -81,10 +82,12 @@ def read_proxy_fields(m):
             m.max_forwards, [r.uri.params for r in m.routes], [(c.uri.host, c.params) for c in m.contacts])
 
 
-def bench(name, fn, n, repeat):
+def bench(name, fn, n, repeat, reset=None):
     fn()
     cpu, wall = [], []
     for _ in range(repeat):
+        if reset is not None:
+            reset()
         w0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             fn()
@@ -128,6 +131,28 @@ def verify():
     assert auth.verify(c, "REGISTER", HA1)
 
 
+def layer_bench(n: int):
+    """A fresh INVITE server transaction per call: receive, event out, 100 Trying through it."""
+    layer = TransactionLayer(LayerConfig(branch_factory=lambda: "z9hG4bKb", tag_factory=lambda: "t"))
+    addr = ("udp", "192.0.2.20", 5060, None)
+    datagrams = [INVITE.replace(b"z9hG4bK-77ab8c93f1", f"z9hG4bK-{i:010d}".encode()) for i in range(n + 1)]
+    it = iter(datagrams)
+
+    def one():
+        layer.receive_datagram(next(it), addr, 1.0)
+        ev = layer.next_event()
+        assert isinstance(ev, RequestReceived)
+        layer.send_response(make_response(ev.request, 100), 1.0)
+        layer.messages_to_send(1.0)
+
+    def reset():
+        nonlocal it, layer
+        it = iter(datagrams)
+        layer = TransactionLayer(LayerConfig(branch_factory=lambda: "z9hG4bKb", tag_factory=lambda: "t"))
+
+    return one, reset
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", action="store_true")
@@ -145,6 +170,8 @@ def main() -> None:
     bench("parse REGISTER + read fields (URIs, tags)", lambda: read_proxy_fields(parse_message(REGISTER)), n, r)
     bench("parse INVITE + read fields (URIs, tags)", lambda: read_proxy_fields(parse_message(INVITE)), n, r)
     bench("parse + forward-serialise INVITE", forward, n, r)
+    one, reset = layer_bench(n)
+    bench("layer: INVITE in (new tx) + 100 Trying out", one, n, r, reset)
     bench("build 401 challenge (nonce + response)", challenge, n, r)
     bench("verify digest response (parse+nonce+MD5)", verify, n, r)
     if args.profile:

@@ -214,6 +214,9 @@ class NameAddr:
         d = "" if self.display is None else f'"{self.display}" '
         return f"{d}<{self.uri}>{format_params(self.params)}"
 
+    def __reduce__(self) -> tuple[type[NameAddr], tuple[URI, str | None, dict[str, str | None]]]:
+        return NameAddr, (self.uri, self.display, self.params)  # copy/pickle: no match object
+
     def __repr__(self) -> str:
         return f"NameAddr({str(self)!r})"
 

@@ -115,6 +115,7 @@ _KEY_CACHE: dict[str, str] = {}
 Item = tuple[str, str, str, Any]
 # Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
 _SMALL_UINTS = {str(i): i for i in range(2048)}
+_SMALL_UINTS_B = {str(i).encode(): i for i in range(2048)}
 # Header names read off the wire that are not in _FAST_KEYS: cached too, but only short ones and
 # only so many (a scanner sending random names fills it once, then we simply stop caching).
 _WIRE_KEYS: dict[str, str] = {}
@@ -935,7 +936,12 @@ class StreamParser:
             lengths = {m.group(1).strip() for m in _CL_RE.finditer(head)}
             if len(lengths) > 1:
                 raise RemoteProtocolError("conflicting Content-Length headers", None)
-            n = parse_uint(lengths.pop().decode("latin-1"), MAX_MESSAGE_SIZE, "Content-Length") if lengths else 0
+            n = 0
+            if lengths:
+                v = lengths.pop()
+                n = _SMALL_UINTS_B.get(v)  # type: ignore[assignment]
+                if n is None:
+                    n = parse_uint(v.decode("latin-1"), MAX_MESSAGE_SIZE, "Content-Length")
             total = end + 4 + n
             if total > MAX_MESSAGE_SIZE:
                 raise RemoteProtocolError("message too large", None)

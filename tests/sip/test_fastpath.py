@@ -112,3 +112,17 @@ def test_header_split_fast_path_agrees():
     M.parse_message(valid_invite())  # the first time, X-Custom goes the long way (then cached)
     lines = valid_invite().split(b"\r\n\r\n")[0].decode().split("\r\n")
     assert M._split_block(lines[1:]) is not None
+
+
+def test_lazy_name_addr_behaves_like_a_built_one():
+    import copy
+    import pickle
+
+    na = H.parse_name_addr('"A" <sip:a@b;lr>;tag=1')
+    assert pickle.loads(pickle.dumps(na)).tag == "1" and str(copy.deepcopy(na)) == str(na)
+    other = copy.copy(H.parse_name_addr("<sip:a@b>;tag=1"))
+    other.tag = "2"
+    other.uri = U.parse_uri("sip:c@d")
+    assert str(other) == "<sip:c@d>;tag=2"
+    with pytest.raises(RemoteProtocolError):  # the regex takes it, the port range check does not
+        H.parse_name_addr("<sip:a@b:65536>")
