@@ -87,7 +87,7 @@ class AuthResult:
     headers: tuple[tuple[str, str], ...] = ()
     lookup: tuple[str, str] | None = None  # (user, realm) to load, then call again
     why: str = ""
-    failed: str = ""  # "unknown_user" | "wrong_password" when credentials were checked and wrong
+    failed: str = ""  # "unknown_user" | "wrong_password" | "bad_algorithm" when credentials were wrong
     user_tried: str = ""
 
 
@@ -136,7 +136,11 @@ class Authenticator:
         algorithm = (creds.algorithm or "MD5").upper()
         ha1 = sub.ha1_sha256 if algorithm.startswith("SHA-256") else sub.ha1
         if algorithm not in ("MD5", "SHA-256") or algorithm not in self.cfg.algorithms or not ha1:
-            return self.challenge(realm, now, proxy=proxy, why=f"algorithm {algorithm} not offered")
+            # a failure like any other: an unknown user's answer counts towards the ban, so a known
+            # user's must too, or the ban would tell which users exist
+            result = self.challenge(realm, now, proxy=proxy, why=f"algorithm {algorithm} not offered")
+            result.failed, result.user_tried = "bad_algorithm", user
+            return result
         if not digest.verify(creds, request.method, ha1, body=request.body):
             result = self.challenge(realm, now, proxy=proxy, why=f"authentication failed for {user}")
             result.failed, result.user_tried = "wrong_password", user

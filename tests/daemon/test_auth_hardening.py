@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import select
+import socket
 import sqlite3
 import subprocess
 import time
@@ -357,6 +358,46 @@ def test_log_line_is_fixed_format_and_carries_no_secret(both):
     line = lines[0][0]
     assert lines[0][1].startswith("eve%20realm%3Dx") and lines[0][2] == DOMAIN, line
     assert "s3cr3t-guess" not in both.log()
+
+
+def ua_from(ip: str, server_port: int, user: str) -> UA:
+    """A harness UA whose socket is bound to another loopback address (a separate source IP)."""
+    ua = UA(server_port, user)
+    ua.sock.close()
+    ua.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ua.sock.bind((ip, 0))
+    ua.host, ua.port = ip, ua.sock.getsockname()[1]
+    return ua
+
+
+def test_ban_counting_does_not_tell_known_from_unknown_users(tmp_path):
+    """Failed answers count towards the source's ban alike for a known and an unknown user, also
+    when they use an algorithm that is not offered: the ban is no user-existence oracle."""
+    threshold = 3
+    d = Daemon(tmp_path, {"auth": {"algorithms": ["SHA-256"]},
+                          "antiflood": {"enabled": True, "trusted_networks": [], "auth_fail_threshold": threshold}})
+    add_subscriber(d.db_url, "alice", USERS["alice"])
+    with d:
+        outcome = {}
+        for ip, user in (("127.0.0.2", "alice"), ("127.0.0.3", f"ghost{os.urandom(3).hex()}")):
+            with ua_from(ip, d.port, user) as ua:
+                answers = []
+                for _ in range(threshold + 1):
+                    ua.send(ua.request("REGISTER", REG_URI, headers=["Expires: 60"]))
+                    try:
+                        (offer,) = challenges(recv_raw(ua, timeout=0.5))
+                    except TimeoutError:
+                        answers.append("dropped")
+                        continue
+                    ua.send(ua.request("REGISTER", REG_URI, headers=[
+                        "Expires: 60", authorization(user, "guess", offer, "REGISTER", REG_URI, algorithm="MD5")]))
+                    try:
+                        answers.append(status(recv_raw(ua, timeout=0.5)))
+                    except TimeoutError:
+                        answers.append("dropped")
+                outcome[user.startswith("ghost")] = answers
+        assert outcome[False] == outcome[True], outcome
+        assert outcome[False][-1] == "dropped", outcome  # banned at the threshold
 
 
 # -- credentials are consumed, never shown to the callee ---------------------------------------------
