@@ -149,7 +149,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
         self._items: list[Item] = []
-        self._index: dict[str, list[Item]] | None = None
+        self._index: dict[str, tuple[Item, ...]] | None = None
         self._cache: dict[str, Any] = {}
         if items:
             for name, value in items:
@@ -163,16 +163,14 @@ class Headers:
         h._cache = {}
         return h
 
-    def _idx(self) -> dict[str, list[Item]]:
+    def _idx(self) -> dict[str, tuple[Item, ...]]:
+        """key -> the entries with that key, in order (tuples: no GC tracking once they settle)."""
         idx = self._index
         if idx is None:
             idx = {}
             for it in self._items:
                 lst = idx.get(it[0])
-                if lst is None:
-                    idx[it[0]] = [it]
-                else:
-                    lst.append(it)
+                idx[it[0]] = (it,) if lst is None else lst + (it,)
             self._index = idx
         return idx
 
@@ -241,7 +239,7 @@ class Headers:
             if len(old) > 1:
                 drop = {id(it) for it in old[1:]}
                 self._items = [it for it in items if id(it) not in drop]
-        idx[key] = [new]
+        idx[key] = (new,)
         self._changed(key)
 
     def remove(self, name: str) -> None:
@@ -256,10 +254,7 @@ class Headers:
         new = (key, name, value, None)
         self._items.append(new)
         lst = idx.get(key)
-        if lst is None:
-            idx[key] = [new]
-        else:
-            lst.append(new)
+        idx[key] = (new,) if lst is None else lst + (new,)
         self._changed(key)
 
     def prepend(self, name: str, value: str) -> None:
@@ -270,16 +265,17 @@ class Headers:
         lst = idx.get(key)
         if lst:
             self._items.insert(self._pos(lst[0]), new)
-            lst.insert(0, new)
+            idx[key] = (new,) + lst
         else:
             self._items.insert(0, new)
-            idx[key] = [new]
+            idx[key] = (new,)
         self._changed(key)
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first *value* of a list header (e.g. the top Via), keeping the others."""
         key = _key(name)
-        lst = self._idx().get(key)
+        idx = self._idx()
+        lst = idx.get(key)
         if not lst:
             self.append(name, value)
             return
@@ -290,7 +286,7 @@ class Headers:
             new.append((key, it[1], ", ".join(rest), None))
         i = self._pos(it)
         self._items[i : i + 1] = new
-        lst[0:1] = new
+        idx[key] = tuple(new) + lst[1:]
         self._changed(key)
 
     def remove_first(self, name: str) -> None:
@@ -304,11 +300,13 @@ class Headers:
         rest = _rest_of_list(key, it[2])
         i = self._pos(it)
         if rest:
-            self._items[i] = lst[0] = (key, it[1], ", ".join(rest), None)
+            self._items[i] = new = (key, it[1], ", ".join(rest), None)
+            idx[key] = (new,) + lst[1:]
         else:
             del self._items[i]
-            del lst[0]
-            if not lst:
+            if len(lst) > 1:
+                idx[key] = lst[1:]
+            else:
                 del idx[key]
         self._changed(key)
 
@@ -601,7 +599,7 @@ def _wire_key(name: str) -> str:
     return k
 
 
-def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, list[Item]]] | None:
+def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, tuple[Item, ...]]] | None:
     """Fast path of ``_split_headers`` (header lines only), also building the index.
 
     Gives up (None) on anything unusual -- a name not seen before, folding, a line without a colon,
@@ -612,7 +610,7 @@ def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, list[Item]]] |
     fast = _FAST_KEYS
     wire = _WIRE_KEYS
     items: list[Item] = []
-    idx: dict[str, list[Item]] = {}
+    idx: dict[str, tuple[Item, ...]] = {}
     for line in lines:
         name, sep, value = line.partition(":")
         key = fast.get(name) or wire.get(name)
@@ -621,10 +619,7 @@ def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, list[Item]]] |
         it = (key, name, value.strip(" \t"), line)
         items.append(it)
         lst = idx.get(key)
-        if lst is None:
-            idx[key] = [it]
-        else:
-            lst.append(it)
+        idx[key] = (it,) if lst is None else lst + (it,)
     return items, idx
 
 
