@@ -119,7 +119,7 @@ def authorization(user: str, password: str, challenge: dict[str, str], method: s
                   nc: int = 1, algorithm: str | None = None, nonce: str | None = None, proxy: bool = False,
                   ha1: str | None = None) -> str:
     algorithm = algorithm or challenge.get("algorithm", "MD5")
-    realm, nonce = challenge["realm"], nonce or challenge["nonce"]
+    realm, nonce = challenge["realm"], challenge["nonce"] if nonce is None else nonce
     h = hashlib.sha256 if algorithm == "SHA-256" else hashlib.md5
     ha1 = ha1 or h(f"{user}:{realm}:{password}".encode()).hexdigest()
     cnonce = os.urandom(8).hex()
