@@ -231,7 +231,9 @@ _HPARAMS = rf'((?:;{_T}+(?:=(?:{_Q}|[A-Za-z0-9\-.!%*_+`\'~:\[\]]*))?)*)'
 _HPARAM_ITEM = re.compile(rf'({_T}+)(?:(=)({_Q}|[A-Za-z0-9\-.!%*_+`\'~:\[\]]*))?;?', re.S)
 # [ "display" | tokens ] <sip-uri> params        (groups: 1 quoted, 2 tokens, 3-7 URI, 8 params)
 _NAME_ADDR_FAST = re.compile(
-    rf'(?:"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*|({_T}+(?:[ \t]+{_T}+)*)[ \t]*)?<{FAST_SIP_URI}>{_HPARAMS}\Z', re.S
+    rf'(?:"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*|({_T}+(?:[ \t]+{_T}+)*)[ \t]*)?'
+    rf"<{FAST_SIP_URI}>{_HPARAMS}\Z",
+    re.S,
 ).match
 # SIP/2.0/transport host[:port] params        (one via-parm, no LWS inside)
 _VIA_FAST = re.compile(

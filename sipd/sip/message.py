@@ -490,8 +490,8 @@ class Message:
             h.set("Content-Length", str(n)) if cl else h.append("Content-Length", str(n))
         # untouched lines are written as received (raw), edited ones rendered
         lines = [it[3] or f"{it[1]}: {it[2]}" for it in h._items]  # never empty (Content-Length)
-        return b"".join((f"{self._start_line()}\r\n{CRLF.join(lines)}\r\n\r\n".encode("utf-8", "surrogateescape"),
-                         self.body))
+        head = f"{self._start_line()}\r\n{CRLF.join(lines)}\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -635,7 +635,8 @@ def _split_headers(lines: list[str]) -> list[Item]:
             if not items:
                 raise RemoteProtocolError("continuation line before first header", 400)
             prev = items[-1]
-            items[-1] = (prev[0], prev[1], (prev[2] + " " + line.strip(_WS)).strip(_WS), f"{prev[3]}\r\n{line}")
+            value = (prev[2] + " " + line.strip(_WS)).strip(_WS)
+            items[-1] = (prev[0], prev[1], value, f"{prev[3]}\r\n{line}")
             continue
         name, sep, value = line.partition(":")
         if not sep:
@@ -850,7 +851,9 @@ def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolE
             lst = idx.get("max-forwards")
             if lst and len(lst) == 1:
                 mf = _SMALL_UINTS.get(lst[0][2])
-                c["max-forwards"] = mf if mf is not None and mf <= 255 else parse_uint(lst[0][2], 255, "Max-Forwards")
+                if mf is None or mf > 255:
+                    mf = parse_uint(lst[0][2], 255, "Max-Forwards")
+                c["max-forwards"] = mf
             else:
                 msg.max_forwards  # noqa: B018 - None, or the error
         lst = idx.get("contact")
