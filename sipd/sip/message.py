@@ -116,8 +116,8 @@ Item = tuple[str, str, str, Any]
 # Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
 _SMALL_UINTS = {str(i): i for i in range(2048)}
 _SMALL_UINTS_B = {str(i).encode(): i for i in range(2048)}
-# Header names read off the wire that are not in _FAST_KEYS: cached too, but only short ones and
-# only so many (a scanner sending random names fills it once, then we simply stop caching).
+# Header names read off the wire that are not in _FAST_KEYS (validated tokens): cached too, only
+# short ones and only so many. Messages whose names are all known take the fast split.
 _WIRE_KEYS: dict[str, str] = {}
 _WIRE_KEYS_MAX = 512
 
@@ -594,7 +594,9 @@ def _wire_key(name: str) -> str:
     k = _WIRE_KEYS.get(name)
     if k is None:
         k = header_key(name)
-        if len(_WIRE_KEYS) < _WIRE_KEYS_MAX and len(name) <= 64:
+        if len(name) <= 64:
+            if len(_WIRE_KEYS) >= _WIRE_KEYS_MAX:
+                _WIRE_KEYS.clear()  # a scanner's random names: start over, the real ones come back
             _WIRE_KEYS[name] = k
     return k
 

@@ -133,3 +133,13 @@ def test_lazy_name_addr_behaves_like_a_built_one():
     assert str(other) == "<sip:c@d>;tag=2"
     with pytest.raises(RemoteProtocolError):  # the regex takes it, the port range check does not
         H.parse_name_addr("<sip:a@b:65536>")
+
+
+def test_name_cache_is_bounded_and_recovers():
+    base = valid_invite()
+    for i in range(M._WIRE_KEYS_MAX + 50):
+        M.parse_message(base.replace(b"X-Custom:", f"X-Scan-{i}:".encode()))
+        assert len(M._WIRE_KEYS) <= M._WIRE_KEYS_MAX
+    M.parse_message(base)  # X-Custom learnt again
+    lines = base.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert M._split_block(lines[1:]) is not None
