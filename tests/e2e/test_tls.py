@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -250,122 +249,6 @@ def test_refuses_to_start_with_a_broken_tls_file(server_factory: Callable[..., A
 
 # ---------------------------------------------------------------------------------- linphone over TLS
 
-LINPHONERC = """[sip]
-sip_port=-1
-sip_tcp_port=-1
-sip_tls_port={port}
-guess_hostname=1
-register_only_when_network_is_up=0
-auto_net_state_mon=0
-use_ipv6=0
-verify_server_certs=1
-verify_server_cn=1
-root_ca={ca}
-[net]
-mtu=1300
-[video]
-enabled=0
-capture=0
-display=0
-[storage]
-uri=null
-[proxy_0]
-reg_proxy=<sip:127.0.0.1:{proxy};transport=tls>
-reg_route=<sip:127.0.0.1:{proxy};transport=tls;lr>
-reg_identity=<sip:{user}@example.test>
-reg_expires=600
-reg_sendregister=1
-publish=0
-[auth_info_0]
-username={user}
-userid={user}
-passwd={password}
-domain=example.test
-"""
-
-
-class Linphone:
-    """linphone-daemon (liblinphone 5.1, mbedTLS: it really verifies the server certificate), one
-    account, driven over its unix command socket; ended by its PID."""
-
-    def __init__(self, tmp_path: Path, user: str, password: str, proxy_port: int, ca: Path) -> None:
-        binary = shutil.which("linphone-daemon")
-        if not binary:
-            missing("linphone-daemon not installed (Debian package linphone-cli)")
-        self.dir = tmp_path / f"linphone-{user}-{proxy_port}"
-        (self.dir / "home").mkdir(parents=True)
-        (self.dir / "xdg").mkdir(mode=0o700)
-        rc = self.dir / "linphonerc"
-        rc.write_text(LINPHONERC.format(port=free_port("tcp"), ca=ca, proxy=proxy_port, user=user, password=password))
-        self.sock_path = f"/tmp/sipd-tls-{os.getpid()}-{proxy_port}"
-        self.log = self.dir / "linphone.log"
-        # MS_AUDIO_PRIO=NORMAL: as root mediastreamer2 would run its audio thread SCHED_RR at top priority
-        env = dict(os.environ, HOME=str(self.dir / "home"), XDG_RUNTIME_DIR=str(self.dir / "xdg"),
-                   MS_AUDIO_PRIO="NORMAL", MS_VIDEO_PRIO="NORMAL")
-        self.out = open(self.dir / "stdout.txt", "wb")
-        self.proc = subprocess.Popen([binary, "--config", str(rc), "--log", str(self.log), "--pipe", Path(self.sock_path).name,
-                                      "--disable-stats-events"], stdin=subprocess.DEVNULL, stdout=self.out,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.sock: socket.socket | None = None
-        deadline = time.monotonic() + 10
-        while self.sock is None and time.monotonic() < deadline and self.proc.poll() is None:
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect(self.sock_path)
-                self.sock = s
-            except OSError:
-                s.close()
-                time.sleep(0.1)
-        assert self.sock is not None, "linphone-daemon command socket did not appear"
-
-    def cmd(self, line: str, timeout: float = 3.0) -> str:
-        assert self.sock is not None
-        self.sock.sendall(line.encode() + b"\n")
-        data = b""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                self.sock.settimeout(0.2)  # replies have no terminator: read until idle
-        except (TimeoutError, socket.timeout):
-            pass
-        return data.decode(errors="replace")
-
-    def registration(self, timeout: float) -> str:
-        """"OK", "ERR" or the last status seen when ``timeout`` ran out."""
-        deadline = time.monotonic() + timeout
-        out = ""
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            out = self.cmd("register-status ALL")
-            if "LinphoneRegistrationOk" in out:
-                return "OK"
-            if "LinphoneRegistrationFailed" in out:
-                return "ERR"
-            time.sleep(0.3)
-        return out.strip() or "TIMEOUT"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.cmd("quit", timeout=1)
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.sock is not None:
-            self.sock.close()
-        self.out.close()
-        try:
-            os.unlink(self.sock_path)
-        except OSError:
-            pass
-
 
 def test_linphone_registers_over_tls_and_rejects_wrong_name(tls_sipd: Callable[..., Any], tmp_path: Path) -> None:
     """CA and certificates made with the real ``sipctl cert ca``; linphone verifies the server."""
@@ -391,14 +274,18 @@ def test_linphone_registers_over_tls_and_rejects_wrong_name(tls_sipd: Callable[.
                     extra_listen=[f"tls:127.0.0.1:{wrong_port}"],
                     server_domains={f"tls:127.0.0.1:{wrong_port}": {"certificate": str(certs / "other.pem"),
                                                                     "private_key": str(certs / "other.key")}})
-    good = Linphone(tmp_path, "alice", "alicepw", proc.tls_port, ca / "root.pem")
-    wrong = Linphone(tmp_path, "bob", "bobpw", wrong_port, ca / "root.pem")
+    from helpers.linphone import LinphoneUA
+
+    good = LinphoneUA(tmp_path, "alice", "alicepw", proxy=f"127.0.0.1:{proc.tls_port}", transport="tls",
+                      cafile=ca / "root.pem").start()
+    wrong = LinphoneUA(tmp_path, "bob", "bobpw", proxy=f"127.0.0.1:{wrong_port}", transport="tls",
+                       cafile=ca / "root.pem").start()
     try:
-        assert good.registration(15) == "OK", good.log.read_text(errors="replace")[-2000:] + proc.log_tail()
-        assert wrong.registration(3) != "OK"
+        assert good.wait_registered(15) == "OK", good.log_tail() + proc.log_tail()
+        assert wrong.wait_registered(3) != "OK"
         assert f"tls tls:127.0.0.1:{wrong_port}: handshake with 127.0.0.1" in proc.log_text(), proc.log_tail()
         listed = proc.sipctl("ul", "show", "--json", check=False).stdout
         assert "alice" in listed and "bob@" not in listed, listed
     finally:
-        good.close()
-        wrong.close()
+        good.stop()
+        wrong.stop()

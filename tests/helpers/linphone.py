@@ -43,16 +43,16 @@ ENDED = frozenset({"LinphoneCallError", "LinphoneCallEnd", "LinphoneCallReleased
 RC = """[sip]
 sip_port={udp}
 sip_tcp_port={tcp}
-sip_tls_port=-1
+sip_tls_port={tls}
 guess_hostname=1
 register_only_when_network_is_up=0
 auto_net_state_mon=0
 ipv6_migration_done=1
 use_ipv6=0
 inc_timeout=30
-verify_server_certs=0
-verify_server_cn=0
-default_proxy=0
+verify_server_certs={verify}
+verify_server_cn={verify}
+{root_ca}default_proxy=0
 [net]
 mtu=1300
 [rtp]
@@ -112,9 +112,11 @@ class LinphoneUA:
 
     def __init__(self, tmp_path: Path, user: str, password: str, *, proxy: str, domain: str = "example.test",
                  transport: str = "udp", expires: int = 600, auto_answer: bool = False,
-                 algorithm: str | None = None) -> None:
-        if transport not in ("udp", "tcp"):
-            raise ValueError("transport must be udp or tcp (TLS: see tests/e2e/test_tls.py)")
+                 algorithm: str | None = None, cafile: Path | str | None = None) -> None:
+        """``cafile``: with transport="tls", the CA linphone verifies the server certificate against
+        (mbedTLS matches DNS-type SANs only, hence DNS:127.0.0.1 in test certificates)."""
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError("transport must be udp, tcp or tls")
         self.user, self.domain, self.transport = user, domain, transport
         self.auto_answer = auto_answer
         self.dir = Path(tmp_path) / f"linphone-{user}-{random.randint(0, 1 << 30):x}"
@@ -126,6 +128,8 @@ class LinphoneUA:
         self.rc = self.dir / "linphonerc"
         self.rc.write_text(RC.format(
             udp=self.sip_port if transport == "udp" else -1, tcp=self.sip_port if transport == "tcp" else -1,
+            tls=self.sip_port if transport == "tls" else -1, verify=1 if cafile else 0,
+            root_ca=f"root_ca={cafile}\n" if cafile else "",
             proxy=proxy, transport=transport, user=user,
             domain=domain, password=password, expires=expires, auth_extra=auth_extra))
         self.pipe = f"sipd-lp-{os.getpid()}-{random.randint(0, 1 << 30):x}"
