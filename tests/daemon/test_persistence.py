@@ -3,7 +3,6 @@ calls still route; write-back flushes at graceful shutdown."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, missing
+from conftest import missing
 from helpers.sipd_proc import SipdProcess, options_ping
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,6 @@ publication/subscription state machine with a fake clock (sipd/services/presence
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from types import SimpleNamespace
 
 import pytest
 
