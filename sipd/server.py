@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
@@ -33,6 +34,9 @@ trace = logging.getLogger("sipd.trace")
 
 HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 3.0  # seconds to let running transactions finish after SIGTERM
+TIMER_GRID = 0.02  # seconds: transaction timers fire on this grid (see transmit)
+REPLY_TTL = 32.0  # seconds a stateless reply is kept for retransmissions (64*T1, as Timer J)
+REPLY_CACHE_SIZE = 65536  # ... and at most this many (oldest dropped first)
 GC_THRESHOLD = 20000  # allocations between young collections (CPython's default: 700)
 
 
@@ -65,6 +69,8 @@ class Server:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._socket_names: dict[tuple, str] = {}
+        self.replies = ReplyCache(REPLY_TTL, REPLY_CACHE_SIZE)  # stateless REGISTER retransmissions
         self.local_uac: dict[Any, Any] = {}  # tx_key -> callback(event): requests the server sends itself (NOTIFY)
         self._tags = itertools.count(1)
         self._rand = os.urandom(4).hex()
@@ -454,8 +460,37 @@ class Server:
                                                     and not (self.state.bans and addr[1] in self.state.bans.trusted)):
             self.c_drop_requests.inc()
             return
+        if data[:9] == b"REGISTER ":
+            self._register_datagram(data, addr, now)
+            return
         self.layer.receive_datagram(data, addr, now)
         self._process(now)
+
+    def _register_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+        """REGISTER over UDP is answered statelessly, as OpenSIPS/Kamailio ``save()`` does with
+        ``sl_send_reply``: no server transaction, no Timer J 32 s later. A retransmission gets the
+        answer already sent again from ``self.replies`` (nothing while a write-through commit runs),
+        so the registrar and the digest nonce counter see each REGISTER once."""
+        from .sip.errors import RemoteProtocolError
+        from .sip.message import parse_message
+
+        try:
+            req = parse_message(data)
+        except RemoteProtocolError as exc:
+            self.layer.reject(exc, addr)
+            self._process(now)
+            return
+        key = (req.get("Call-ID"), req.get("CSeq"), req.get("Via"), addr[1], addr[2])
+        replies = self.replies
+        sent = replies.get(key)
+        if sent is not None:
+            if sent:
+                self._send(sent, addr)
+            return
+        replies.put(key, b"", now)  # in progress
+        self.c_rcv_requests.inc()
+        self._on_request(req, addr, None, now, sl_key=key)
+        self.transmit()
 
     def message_received(self, msg: Any, addr: tuple) -> None:
         now = self.loop.time()
@@ -524,8 +559,10 @@ class Server:
         self.reply(ev.request, True, 200 if found else 481, None if found else "Call/Transaction Does Not Exist",
                    quiet=found, why="no such transaction", source=ev.source)
 
-    def _on_request(self, request: Any, source: tuple, tx_key: Any, now: float) -> None:
+    def _on_request(self, request: Any, source: tuple, tx_key: Any, now: float, sl_key: Any = None) -> None:
         ctx = Context(request, source, self.state, now, time.time(), tx_key)
+        if sl_key is not None:
+            ctx.extra["sl_key"] = sl_key
         try:
             decision = pipeline.run(self.stages, ctx)
         except Exception as exc:  # RemoteProtocolError from a lazily parsed header, or a bug
@@ -533,7 +570,7 @@ class Server:
 
             if isinstance(exc, RemoteProtocolError):
                 status = getattr(exc, "status_hint", 400) or 400
-                self.reply(request, tx_key, status, None, why=str(exc), source=source)
+                self.reply(request, tx_key, status, None, why=str(exc), source=source, sl_key=sl_key)
                 return
             raise
         self._apply(ctx, decision)
@@ -542,7 +579,7 @@ class Server:
         req = ctx.request
         if isinstance(decision, Reply):
             self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source,
-                       to_tag=decision.to_tag)
+                       to_tag=decision.to_tag, sl_key=ctx.extra.get("sl_key"))
         elif isinstance(decision, Forward):
             self._log_forward(ctx, decision)
             self.proxy.forward(req, ctx.source, ctx.tx_key, decision, self.loop.time(), decision.why)
@@ -568,7 +605,7 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - DB trouble: answer 500, keep serving
             logger.error("%s %s from %s -> 500: %s", ctx.request.method, ctx.request.uri_text, _fmt_addr(ctx.source), exc)
             self.reply(ctx.request, ctx.tx_key, 500, "Server Internal Error", [("Retry-After", "5")], quiet=True,
-                       source=ctx.source)
+                       source=ctx.source, sl_key=ctx.extra.get("sl_key"))
         self.transmit()
 
     # -- sending ----------------------------------------------------------------------------------
@@ -576,27 +613,40 @@ class Server:
     def transmit(self) -> None:
         layer = self.layer
         now = self.loop.time()
-        send = self.transports.send
         for out in layer.messages_to_send(now):
-            if self.trace_on:
-                trace.log(sipd_logging.TRACE, "send %d bytes to %s:\n%s", len(out.data), _fmt_addr(out.dest),
-                          out.data.decode("utf-8", "replace"))
-            if self.tracer.active:
-                self.tracer.emit("out", out.dest, out.data)
-            send(out.data, out.dest)
+            self._send(out.data, out.dest)
         when = layer.get_timer()
-        if when != self._timer_at:
+        if when is None:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+                self._timer_at = None
+            return
+        # Coalesce: every transaction has a deadline of its own (Timer J/K end each REGISTER 32 s
+        # later); firing the loop timer on a TIMER_GRID grid handles all that are due at once
+        # instead of one loop callback per transaction. Retransmission timers are >= 500 ms.
+        when = -(-when // TIMER_GRID) * TIMER_GRID
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
             self._timer_at = when
-            if when is not None:
-                self._timer = self.loop.call_at(when, self._on_timer)
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _send(self, data: bytes, dest: tuple) -> None:
+        if self.trace_on:
+            trace.log(sipd_logging.TRACE, "send %d bytes to %s:\n%s", len(data), _fmt_addr(dest),
+                      data.decode("utf-8", "replace"))
+        if self.tracer.active:
+            self.tracer.emit("out", dest, data)
+        self.transports.send(data, dest)
 
     def _on_timer(self) -> None:
+        at = self._timer_at
         self._timer = None
         self._timer_at = None
         now = self.loop.time()
+        if at is not None and now < at:  # the loop may fire a timer up to its clock resolution early
+            now = at
         self.layer.handle_timer(now)
         self._process(now)
 
@@ -616,12 +666,18 @@ class Server:
         return resp
 
     def reply(self, request: Any, tx_key: Any, status: int, reason: str | None, headers: Any = (), *,
-              why: str = "", quiet: bool = False, source: tuple | None = None, to_tag: str | None = None) -> None:
+              why: str = "", quiet: bool = False, source: tuple | None = None, to_tag: str | None = None,
+              sl_key: Any = None) -> None:
         if request.method == "ACK":
             return
         resp = self.local_response(request, status, reason, headers, to_tag)
         now = self.loop.time()
-        if tx_key is not None:
+        if sl_key is not None and source is not None:  # stateless REGISTER: back where it came from (RFC 3581)
+            data = resp.to_bytes()
+            if status >= 200:
+                self.replies.put(sl_key, data, now)
+            self._send(data, source)
+        elif tx_key is not None:
             self.layer.send_response(resp, now)
         else:
             dest = self.via_destination(resp, source)
@@ -736,8 +792,12 @@ class Server:
         return best or (self.transports.listeners[0] if self.transports.listeners else None)
 
     def local_socket_name(self, source: tuple) -> str:
-        lst = self.listener_for(source)
-        return lst.name if lst is not None else ""
+        key = (source[0], ":" in source[1], len(self.transports.listeners))
+        name = self._socket_names.get(key)
+        if name is None:  # one shared string per listener (stored in every contact)
+            lst = self.listener_for(source)
+            name = self._socket_names[key] = lst.name if lst is not None else ""
+        return name
 
     def _host_of(self, listener: Any) -> str:
         host = self.config.server.advertised_address or listener.host
@@ -793,6 +853,32 @@ def _who(request: Any) -> str:
         return request.uri_text
     except Exception:  # noqa: BLE001
         return request.uri_text
+
+
+class ReplyCache:
+    """Final replies sent statelessly, by (Call-ID, CSeq, top Via, source host, port), for ``ttl``
+    seconds and at most ``size`` entries; b"" marks a request still being processed."""
+
+    def __init__(self, ttl: float, size: int):
+        self.ttl = ttl
+        self.size = size
+        self._data: dict[Any, bytes] = {}
+        self._order: deque[tuple[float, Any]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Any) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: Any, data: bytes, now: float) -> None:
+        d = self._data
+        if key not in d:
+            order = self._order
+            order.append((now + self.ttl, key))
+            while order and (order[0][0] <= now or len(order) > self.size):
+                d.pop(order.popleft()[1], None)
+        d[key] = data
 
 
 def _tune_gc() -> None:

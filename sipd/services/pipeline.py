@@ -331,7 +331,7 @@ def registrar(ctx: Context) -> Decision | None:
     outcome = registrar_mod.register(
         req, state.location.contacts(aor), state.config.registrar, ctx.wall,
         received=received, socket=server.local_socket_name(src) if server else "",
-        conn_id=src[3] if len(src) > 3 else None, token=server.token() if server else "t",
+        conn_id=src[3] if len(src) > 3 else None, token=server.token if server else "t",
     )
     stats = state.stats
     if outcome.status != 200:

@@ -21,6 +21,8 @@ The 200 lists every live binding with its remaining expires (and pub-gruu/temp-g
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,7 +78,7 @@ def register(
     received: str,
     socket: str,
     conn_id: int | None,
-    token: str,
+    token: str | Callable[[], str],
     gruu_supported: bool | None = None,
 ) -> Outcome:
     """Decide a REGISTER whose AOR is local and already authenticated.
@@ -89,7 +91,8 @@ def register(
         received: where it came from, ``"udp:192.0.2.1:5060"``.
         socket: our listen socket it arrived on.
         conn_id: the TCP/TLS connection, or None.
-        token: a fresh random token for a temporary GRUU.
+        token: a fresh random token for a temporary GRUU (or a function returning one, called only
+            when a temporary GRUU is made).
     """
     to_uri = request.to.uri
     if to_uri.scheme not in ("sip", "sips"):
@@ -116,6 +119,8 @@ def register(
     path_values = request.get_all("Path")
     path = ",".join(path_values) if path_values else None
     user_agent = request.get("User-Agent") or ""
+    if len(user_agent) <= 128:
+        user_agent = sys.intern(user_agent)  # one copy per UA model in a big location table
     new = list(live)
     changed = len(live) != len(current)
     for na in request.contacts:
@@ -166,7 +171,7 @@ def register(
             instance=instance,
             reg_id=reg_id,
             conn_id=conn_id,
-            temp_gruu=token if (gruu and instance) else None,
+            temp_gruu=(token() if callable(token) else token) if (gruu and instance) else None,
             last_modified=now,
         )
         idx = next((i for i, c in enumerate(new) if c.same_binding(binding)), None)
