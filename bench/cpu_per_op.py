@@ -110,6 +110,9 @@ def main() -> int:
     ap.add_argument("--profile", help="write a cProfile dump here and print the top entries")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--pyspy", help="sample the daemon with py-spy (collapsed stacks to this file) and print the top entries")
+    ap.add_argument("--tail", type=float, default=0.0,
+                    help="seconds to wait after SIPp before reading the CPU time: 34 includes every transaction's end "
+                         "(Timer J/K, 32 s); an idle sipd uses no CPU")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--extra", default="", help="extra TOML lines appended to the config (e.g. '[server]\\nworkers = 2')")
     args = ap.parse_args()
@@ -165,7 +168,7 @@ def main() -> int:
         spy = None
         if args.pyspy:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(daemon.pid), "-r", "2000",
-                                    "-f", "raw", "-o", args.pyspy, "-d", str(args.count // args.rate + 2), "--nonblocking"],
+                                    "-f", "raw", "-o", args.pyspy, "-d", str(int(args.count // args.rate + args.tail + 2)), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         before = cpu_seconds(daemon.pid)
@@ -176,7 +179,11 @@ def main() -> int:
                         "-fd", "1", "-timeout", f"{tmo}s"], cwd=run_dir, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         wall = time.monotonic() - t0
+        mid = cpu_seconds(daemon.pid)
+        time.sleep(args.tail)
         after = cpu_seconds(daemon.pid)
+        if args.tail:
+            print(f"CPU during SIPp {sum(mid) - sum(before):.2f}s, in the {args.tail:g}s after {sum(after) - sum(mid):.2f}s")
         if spy is not None:
             spy.wait(30)
         ok, failed = sipp_stat(run_dir)

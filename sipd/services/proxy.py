@@ -133,7 +133,7 @@ class Proxy:
             return
         server.emit_request(request, tx_key, now)  # accounting/dialogs (contracts §9)
         if decision.stateless or request.method == "ACK":  # ACK for 2xx: end to end, no transaction
-            self._forward_stateless(request, source, decision, now)
+            self._forward_stateless(request, source, decision, now, req_hash)
             return
         ctx = ProxyContext(tx_key, request, source, list(decision.groups), decision.record_route and request.method in DIALOG_METHODS,
                            req_hash, why=why)
@@ -224,7 +224,7 @@ class Proxy:
         server.count("core:fwd_requests")
         server.count("tm:UAC_transactions")
 
-    def _forward_stateless(self, request: Any, source: tuple, decision: Forward, now: float) -> None:
+    def _forward_stateless(self, request: Any, source: tuple, decision: Forward, now: float, req_hash: str) -> None:
         """ACK for 2xx: end to end, no transaction (RFC 3261 §16.11 / §13.2.2.4)."""
         server = self.server
         branch = decision.groups[0][0]
@@ -237,7 +237,7 @@ class Proxy:
         req = clone_request(request)
         mf = request.max_forwards
         req.set("Max-Forwards", str((70 if mf is None else mf) - 1))
-        server.add_via(req, server.listener_for(dest), loop_hash(request))
+        server.add_via(req, server.listener_for(dest), req_hash)
         server.layer.send_stateless(req, server.reuse_connection(dest), now)
         server.count("core:fwd_requests")
 
