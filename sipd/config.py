@@ -353,6 +353,11 @@ class AccSection:
                       "empty = acc.spool beside the SQLite file, else /var/spool/sipd/acc.spool."),
     )
     retry_interval: float = field(default=2.0, metadata=_doc("Seconds between attempts to reach the database again while spooling."))
+    writer: str = field(
+        default="process",
+        metadata=_doc("Where records are written to the database and spool: \"process\" (a child process, off the "
+                      "event loop's CPU and GIL) or \"thread\" (a thread of the daemon)."),
+    )
 
 
 @dataclass(kw_only=True)
@@ -688,6 +693,8 @@ def _validate_security(config: Config) -> list[Problem]:
     for key in ("ban_time", "auth_fail_window", "auth_fail_ban_time", "scanner_ban_time", "auth_fail_threshold"):
         if getattr(a, key) < 0:
             problems.append(Problem(f"antiflood.{key}", "must not be negative"))
+    if config.acc.writer not in ("process", "thread"):
+        problems.append(Problem("acc.writer", f"unknown writer {config.acc.writer!r}", 'one of "process", "thread"'))
     if config.spam.action not in ("drop", "403", "404"):
         problems.append(Problem("spam.action", f"unknown action {config.spam.action!r}", 'one of "drop", "403", "404"'))
     for i, item in enumerate(config.spam.own_addresses):

@@ -1,15 +1,25 @@
 """Accounting and dialog tracking in the daemon: listens to ``state.events``, stores records.
 
-The decisions are in ``dialogs.py`` (pure). This module is the I/O around it:
-- ``AccWriter``: one worker thread with its own database connection. Records are queued by the
-  event loop (a deque append, never blocking) and written in batches, one transaction per batch.
-  When the database fails, the batch goes to the spool file (``spool.py``, fsync'd) and so does
-  everything after it, to keep the order; every ``retry_interval`` the writer tries to replay the
-  spool, and once it is empty writes go to the database again. At start the spool is replayed
-  before the persisted dialogs are loaded.
+The decisions are in ``dialogs.py`` (pure): the tracker turns call events into compact *facts*.
+This module is the I/O around it:
+- The writer (``acc_writer.py``) turns facts into rows and stores them, batched, spooling them
+  while the database is unreachable. ``[acc] writer = "process"`` (default): it runs in a child
+  process, ``WriterProcess`` here only pickles the facts of each loop iteration onto a pipe;
+  ``"thread"``: ``AccWriter`` on a thread of the daemon (``ThreadWriter``).
 - ``Accounting``: the service object (``state.dialogs``): feeds the tracker from call events,
   ends dialogs whose lifetime is over (BYE both ways, CDR "Dialog Timeout"), and ends a dialog on
   operator request (``dlg_end_dlg``: BYE both ways, or CANCEL while early).
+
+What a crash can lose (records = acc / missed_calls / cdrs / dialog rows):
+- ``kill -9`` of sipd with the process writer: the facts of the loop iteration in progress (not yet
+  written to the pipe), and whatever the pipe could not take (only when the child is more than the
+  pipe's capacity, 1 MiB, behind: then the rest waits in the daemon's memory). Everything already
+  in the pipe is written (or spooled) by the child, which ends when it has read it all.
+- ``kill -9`` of the writer (child or, with the thread writer, the daemon): the records it had
+  received but not yet committed or spooled -- at most the batch being written plus the queue
+  (records wait ``LINGER`` = 50 ms, up to ``BATCH_SIZE``, before a transaction).
+- Nothing that reached the database or the spool file (fsync'd) is lost; a restart replays the
+  spool before loading the persisted dialogs.
 
 Start/stop from ``sipd/server.py``: ``await accounting.start(server)`` and
 ``await state.dialogs.close()``.
@@ -19,15 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
+import pickle
+import sys
 import time
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cdr import DIALOG_TIMEOUT, MI_TERMINATION, Record
-from .dialogs import Dialog, DlgState, Tracker, default_ids
+from .acc_writer import BATCH_SIZE, LINGER, AccWriter, coalesce, write_records
+from .cdr import DIALOG_TIMEOUT, MI_TERMINATION
+from .dialogs import Dialog, DlgState, Tracker, default_ids, expand
 from .spool import Spool
 
 if TYPE_CHECKING:
@@ -37,8 +47,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sipd.acc")
 
 TICK = 1.0            # seconds between lifetime checks
-BATCH_SIZE = 500      # records per database transaction
-LINGER = 0.05         # seconds the writer waits for more records before a transaction
+STOP_TIMEOUT = 15.0   # seconds the daemon waits for the writer process to finish on shutdown
+RESPAWN_DELAY = 1.0   # seconds before a writer process that died is started again
+SELF_ROUTE_CACHE = 256
 
 
 def default_spool_path(db_url: str) -> str:
@@ -53,245 +64,174 @@ def default_spool_path(db_url: str) -> str:
     return f"{base}/sipd/acc.spool"
 
 
-# -- the writer -----------------------------------------------------------------------------------
+# -- the writers, as the service sees them --------------------------------------------------------
 
 
-def coalesce(records: list[Record]) -> list[Record]:
-    """Drop dialog rows inserted and deleted within the same batch (short calls): same end state."""
-    deleted = {r.row["dlg_id"] for r in records if r.op == "delete" and r.table == "dialog"}
-    if not deleted:
-        return records
-    upserted = {r.row["dlg_id"] for r in records if r.op == "upsert" and r.table == "dialog"}
-    both = deleted & upserted
-    if not both:
-        return records
-    return [r for r in records if not (r.table == "dialog" and r.row["dlg_id"] in both)]
+class ThreadWriter:
+    """``AccWriter`` on a thread of the daemon (``[acc] writer = "thread"``)."""
+
+    def __init__(self, writer: AccWriter):
+        self.writer = writer
+
+    async def open(self) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(self.writer.startup)
+        self.writer.start()
+        return rows
+
+    def put(self, facts: list[tuple]) -> None:
+        self.writer.put(facts)
+
+    def stats(self) -> dict[str, Any]:
+        return self.writer.stats()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.writer.stop)
 
 
-MULTI_ROW = 100  # rows per multi-row INSERT statement
+_BOOT = ("import sys; sys.path.insert(0, {root!r}); "
+         "from sipd.services.acc_writer import child_main; sys.exit(child_main())")
 
 
-def write_records(db: Database, records: list[Record]) -> None:
-    """Store ``records`` in one transaction (blocking). Raises sipd.db.DbError.
+class WriterProcess:
+    """The writer in a child process (acc_writer.py has the protocol). The event loop's part:
+    collect the facts of one loop iteration, pickle them as one frame onto the child's stdin
+    (a non-blocking pipe: the transport buffers when it is full), read statistics and log lines
+    back. A child that dies is started again (what it held is lost and logged)."""
 
-    Consecutive inserts into the same table become multi-row INSERTs (one statement per
-    ``MULTI_ROW`` rows): far fewer round trips on MySQL and less Python work on SQLite.
-    """
-    records = coalesce(records)
-    with db.transaction():
-        i = 0
-        n = len(records)
-        while i < n:
-            r = records[i]
-            if r.op == "insert":
-                cols = tuple(r.row)
-                j = i + 1
-                while j < n and j - i < MULTI_ROW and records[j].op == "insert" and records[j].table == r.table \
-                        and tuple(records[j].row) == cols:
-                    j += 1
-                one = "(" + ", ".join("?" * len(cols)) + ")"
-                params: list[Any] = []
-                for rec in records[i:j]:
-                    params.extend(rec.row[c] for c in cols)
-                db.execute(f"INSERT INTO {r.table} ({', '.join(cols)}) VALUES " + ", ".join([one] * (j - i)), params)
-                i = j
-                continue
-            if r.op == "upsert":  # the dialog row, keyed by dlg_id (portable: delete + insert)
-                db.execute(f"DELETE FROM {r.table} WHERE dlg_id = ?", (r.row["dlg_id"],))
-                cols = tuple(r.row)
-                db.execute(f"INSERT INTO {r.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                           [r.row[c] for c in cols])
-            elif r.op == "delete":
-                db.execute(f"DELETE FROM {r.table} WHERE dlg_id = ?", (r.row["dlg_id"],))
-            i += 1
+    def __init__(self, init: dict[str, Any]):
+        self.init = init
+        self.proc: asyncio.subprocess.Process | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple] = []
+        self._scheduled = False
+        self._live = False
+        self._closing = False
+        self._ready: asyncio.Future | None = None
+        self._reader: asyncio.Task | None = None
+        self._respawner: asyncio.Task | None = None
+        self._stats: dict[str, Any] = {}
+        self._base: dict[str, int] = {}   # totals of children that ended (restarts)
+        self.restarts = 0
 
+    async def open(self) -> list[dict[str, Any]]:
+        self._loop = asyncio.get_running_loop()
+        return await self._spawn(load_dialogs=True)
 
-class AccWriter:
-    """Batches records to the database on a worker thread; spools them when it is unreachable.
+    async def _spawn(self, load_dialogs: bool) -> list[dict[str, Any]]:
+        assert self._loop is not None
+        root = str(Path(__file__).resolve().parents[2])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _BOOT.format(root=root), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=None, close_fds=True)
+        self.proc = proc
+        _grow_pipe(proc.stdin)
+        self._ready = self._loop.create_future()
+        self._reader = self._loop.create_task(self._read(proc, self._ready))
+        self._write(dict(self.init, load_dialogs=load_dialogs))
+        rows = await self._ready
+        self._live = True
+        self._flush()  # facts queued while it started
+        return rows
 
-    Args:
-        connect: () -> Database, called on the worker thread (again after a failure).
-        spool: where records go while the database is down.
-        retry_interval: seconds between attempts to reach the database again.
-        clock: monotonic clock (tests inject one).
-    """
+    def put(self, facts: list[tuple]) -> None:
+        self._pending += facts
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
-    def __init__(self, connect: Callable[[], Database], spool: Spool, *, retry_interval: float = 2.0,
-                 batch_size: int = BATCH_SIZE, linger: float = LINGER,
-                 clock: Callable[[], float] = time.monotonic):
-        self._connect = connect
-        self.spool = spool
-        self.retry_interval = retry_interval
-        self.batch_size = batch_size
-        self.linger = linger
-        self._clock = clock
-        self._db: Database | None = None
-        self._queue: deque[Record] = deque()
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        self.db_down = False
-        self._next_retry = 0.0
-        # statistics (read by the event loop; ints are updated atomically enough for counters)
-        self.written = 0          # records committed to the database
-        self.transactions = 0     # database transactions (batches) committed
-        self.spooled = 0          # records appended to the spool
-        self.replayed = 0         # records replayed from the spool
-        self.lost = 0             # records neither stored nor spooled (spool unwritable)
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._pending and self._live:
+            facts, self._pending = self._pending, []
+            self._write(facts)
 
-    # -- event-loop side --------------------------------------------------------------------------
+    def _write(self, obj: Any) -> None:
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.write(len(data).to_bytes(4, "big") + data)  # type: ignore[union-attr]
 
-    def put(self, records: list[Record]) -> None:
-        """Queue records (never blocks on I/O)."""
-        with self._cond:
-            self._queue.extend(records)
-            self._cond.notify()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sipd-acc", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Write (or spool) what is queued, then end the thread and close the connection. Blocking."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        with self._cond:
-            rest = list(self._queue)
-            self._queue.clear()
-        if rest:  # the thread did not finish in time: keep the records anyway
-            self._spool(rest)
-        self._close_db()
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    # -- worker side ------------------------------------------------------------------------------
-
-    def startup(self) -> list[dict[str, Any]]:
-        """Replay the spool and load the persisted dialogs (blocking; before ``start()``).
-
-        Returns the ``dialog`` rows ([] when the database cannot be read).
-        """
-        self.replay()
-        if self.db_down:
-            return []
+    async def _read(self, proc: asyncio.subprocess.Process, ready: asyncio.Future) -> None:
+        stdout = proc.stdout
+        assert stdout is not None
         try:
-            db = self._database()
-            return db.query("SELECT * FROM dialog")
-        except Exception as exc:  # noqa: BLE001 - DbError or driver trouble: start without them
-            logger.error("accounting: cannot load persisted dialogs: %s", _msg(exc))
-            self._failed()
-            return []
+            while True:
+                head = await stdout.readexactly(4)
+                msg = pickle.loads(await stdout.readexactly(int.from_bytes(head, "big")))
+                kind = msg[0]
+                if kind == "stats":
+                    self._stats = msg[1]
+                elif kind == "log":
+                    logger.log(msg[1], "%s", msg[2])
+                elif kind == "ready" and not ready.done():
+                    ready.set_result(msg[1])
+        except (asyncio.IncompleteReadError, pickle.UnpicklingError, EOFError, ValueError, IndexError):
+            pass
+        rc = await proc.wait()
+        self._live = False
+        for key in ("written", "transactions", "spooled", "replayed", "lost"):
+            self._base[key] = self._base.get(key, 0) + int(self._stats.get(key, 0))
+        self._stats = {}
+        if not ready.done():
+            ready.set_exception(RuntimeError(f"the accounting writer process ended at start (exit {rc})"))
+            return
+        if not self._closing:
+            logger.error("accounting writer process ended unexpectedly (exit %s): records it had not "
+                         "stored are lost; starting it again", rc)
+            self._respawner = asyncio.get_running_loop().create_task(self._respawn())
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue and not self._stop:
-                    wait = self.retry_interval if self.db_down else None
-                    self._cond.wait(wait)
-                if self._queue and self.linger > 0:  # let a batch build up: one transaction for many calls
-                    deadline = time.monotonic() + self.linger
-                    for _ in range(1000):
-                        left = deadline - time.monotonic()
-                        if left <= 0 or self._stop or len(self._queue) >= self.batch_size:
-                            break
-                        self._cond.wait(left)
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-                stopping = self._stop and not self._queue
-            try:
-                self.step(batch)
-            except Exception:  # noqa: BLE001 - the writer must survive anything
-                logger.error("accounting writer: unexpected error", exc_info=True)
-                self._spool(batch)
-            if stopping:
+    async def _respawn(self) -> None:
+        for _ in range(1_000_000):
+            await asyncio.sleep(RESPAWN_DELAY)
+            if self._closing:
                 return
-
-    def step(self, batch: list[Record]) -> None:
-        """Handle one batch (worker thread; called directly by tests)."""
-        if self.db_down or self.spool.pending():
-            self._spool(batch)
-            if self._clock() >= self._next_retry:
-                self.replay()
-            return
-        if not batch:
-            return
-        try:
-            write_records(self._database(), batch)
-        except Exception as exc:  # noqa: BLE001 - DbError, or the driver failing in an odd way
-            logger.error("accounting: database write failed (%d records spooled to %s): %s",
-                         len(batch), self.spool.path, _msg(exc))
-            self._failed()
-            self._spool(batch)
-            return
-        self.written += len(batch)
-        self.transactions += 1
-
-    def replay(self) -> bool:
-        """Replay the spool into the database, in order. True when the spool is empty afterwards."""
-        if not self.spool.pending():
-            self.db_down = False
-            return True
-        done = 0
-        try:
-            db = self._database()
-            for records, offset in self.spool.chunks(self.batch_size):
-                if records:
-                    write_records(db, records)
-                self.spool.commit(offset)
-                done += len(records)
-                self.replayed += len(records)
-                self.written += len(records)
-                self.transactions += 1
-        except Exception as exc:  # noqa: BLE001
-            if done:
-                logger.warning("accounting: replayed %d spooled records, then: %s", done, _msg(exc))
-            else:
-                logger.debug("accounting: database still unavailable: %s", _msg(exc))
-            self._failed()
-            return False
-        self.spool.clear()
-        self.db_down = False
-        logger.warning("accounting: database back, %d spooled records replayed", done)
-        return True
-
-    def _database(self) -> Database:
-        if self._db is None:
-            self._db = self._connect()
-        return self._db
-
-    def _failed(self) -> None:
-        if not self.db_down:
-            logger.warning("accounting: database unavailable; spooling records to %s", self.spool.path)
-        self.db_down = True
-        self._next_retry = self._clock() + self.retry_interval
-        self._close_db()
-
-    def _close_db(self) -> None:
-        if self._db is not None:
             try:
-                self._db.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self._db = None
+                await self._spawn(load_dialogs=False)
+                self.restarts += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; facts wait in memory
+                logger.error("accounting writer process cannot start: %s", exc)
 
-    def _spool(self, records: list[Record]) -> None:
-        if not records:
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self._stats)
+        for key, base in self._base.items():
+            out[key] = out.get(key, 0) + base
+        out["restarts"] = self.restarts
+        return out
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._respawner is not None:
+            self._respawner.cancel()
+        self._flush()
+        proc = self.proc
+        if proc is None:
             return
+        if self._pending:  # the child is down: nowhere to send them
+            logger.error("accounting: %d facts not written (writer process down at shutdown)", len(self._pending))
+        if proc.stdin is not None:
+            proc.stdin.close()  # EOF once the buffered frames are written: the child finishes and exits
         try:
-            self.spool.append(records)
-            self.spooled += len(records)
-        except OSError as exc:
-            self.lost += len(records)
-            logger.error("accounting: cannot write the spool %s, %d records lost: %s",
-                         self.spool.path, len(records), exc.strerror or exc)
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except (asyncio.TimeoutError, TimeoutError):
+            logger.error("accounting writer process still busy after %.0f s; killing it (records it held "
+                         "are lost)", STOP_TIMEOUT)
+            proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5.0)
+            except (asyncio.TimeoutError, TimeoutError):
+                self._reader.cancel()
 
 
-def _msg(exc: Exception) -> str:
-    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+def _grow_pipe(stdin: Any) -> None:
+    """1 MiB pipe (Linux default is 64 KiB): more room before the daemon has to buffer."""
+    try:
+        import fcntl
+
+        pipe = stdin.transport.get_extra_info("pipe")
+        fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+    except Exception:  # noqa: BLE001 - not Linux, or above pipe-max-size: the default will do
+        pass
 
 
 # -- the service ----------------------------------------------------------------------------------
@@ -310,17 +250,28 @@ class Accounting:
                                ids=default_ids(int(time.time() * 1000)), is_self_route=self._is_self_route)
         url = cfg.acc.db_url or cfg.database.url
         timeout = cfg.database.connect_timeout
+        spool = cfg.acc.spool or default_spool_path(url)
+        self.writer: ThreadWriter | WriterProcess
+        if cfg.acc.writer == "thread":
+            def connect() -> Database:
+                from ..db import connect as db_connect
 
-        def connect() -> Database:
-            from ..db import connect as db_connect
+                return db_connect(url, timeout=timeout)
 
-            return db_connect(url, timeout=timeout)
-
-        self.writer = AccWriter(connect, Spool(cfg.acc.spool or default_spool_path(url)),
-                                retry_interval=cfg.acc.retry_interval)
+            self.writer = ThreadWriter(AccWriter(connect, Spool(spool), retry_interval=cfg.acc.retry_interval,
+                                                 expand=expand))
+        else:
+            self.writer = WriterProcess({
+                "url": url, "timeout": timeout, "spool": spool, "retry_interval": cfg.acc.retry_interval,
+                "user": cfg.server.user, "group": cfg.server.group, "writable": _writable(url, spool),
+                "log_level": logging.getLogger("sipd").getEffectiveLevel(), "stop_timeout": STOP_TIMEOUT - 3,
+            })
         self._offset = 0.0
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._self_routes: dict[str, bool] = {}
+        self._processed: Any = None
+        self._failed: Any = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -328,22 +279,23 @@ class Accounting:
         server = self.server
         self._loop = asyncio.get_running_loop()
         self._offset = time.time() - self._loop.time()
-        rows = await asyncio.to_thread(self.writer.startup)
+        rows = await self.writer.open()
         if self.dialogs_on:
             n = self.tracker.restore(rows)
             if n:
                 logger.info("dialogs: %d calls restored from the database", n)
         elif rows:
             logger.info("dialogs: tracking disabled; %d persisted dialogs ignored", len(rows))
-        self.writer.start()
         stats = server.state.stats
         stats.gauge("dialog:active_dialogs", lambda: self.tracker.counts()[0])
         stats.gauge("dialog:early_dialogs", lambda: self.tracker.counts()[1])
         for name in ("dialog:processed_dialogs", "dialog:expired_dialogs", "dialog:failed_dialogs"):
             stats.counter(name)
-        stats.gauge("acc:spooled_records", lambda: self.writer.spooled)
-        stats.gauge("acc:written_records", lambda: self.writer.written)
-        stats.gauge("acc:db_transactions", lambda: self.writer.transactions)
+        self._processed = stats.counter("dialog:processed_dialogs")
+        self._failed = stats.counter("dialog:failed_dialogs")
+        stats.gauge("acc:spooled_records", lambda: self.writer.stats().get("spooled", 0))
+        stats.gauge("acc:written_records", lambda: self.writer.stats().get("written", 0))
+        stats.gauge("acc:db_transactions", lambda: self.writer.stats().get("transactions", 0))
         server.state.events.subscribe(self.on_event)
         if self.dialogs_on and self.tracker.lifetime > 0:
             self._task = self._loop.create_task(self._ticker())
@@ -356,7 +308,7 @@ class Accounting:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await asyncio.to_thread(self.writer.stop)
+        await self.writer.close()
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -365,23 +317,27 @@ class Accounting:
 
     def on_event(self, ev: Any) -> None:
         request = ev.request
-        if request is None or request.method not in ("INVITE", "BYE", "CANCEL", "ACK"):
+        if request is None:
             return
-        wall = self.wall(ev.now)
+        method = request.method
+        if method not in _CALL_METHODS:
+            return
+        kind = ev.kind
         tracker = self.tracker
-        if ev.kind == "request":
+        if kind == "request":
             before = len(tracker.dialogs)
-            records = tracker.on_request(request, ev.tx_key, wall, _via_source(request))
+            facts = tracker.on_request(request, ev.tx_key, ev.now + self._offset,
+                                       _via_source(request) if method == "INVITE" else "")
             if len(tracker.dialogs) > before:
-                self.server.state.stats.counter("dialog:processed_dialogs").inc()
-        elif ev.kind == "response":
-            records = tracker.on_response(request, ev.response, ev.tx_key, wall)
-            if request.method == "INVITE" and ev.response.status >= 300 and records:
-                self.server.state.stats.counter("dialog:failed_dialogs").inc()
+                self._processed.inc()
+        elif kind == "response":
+            facts = tracker.on_response(request, ev.response, ev.tx_key, ev.now + self._offset)
+            if facts and method == "INVITE" and ev.response.status >= 300:
+                self._failed.inc()
         else:
             return
-        if records:
-            self.writer.put(records)
+        if facts:
+            self.writer.put(facts)
 
     # -- actions ----------------------------------------------------------------------------------
 
@@ -465,13 +421,33 @@ class Accounting:
         server.layer.send_request(req, dest, now)
 
     def _is_self_route(self, value: str) -> bool:
+        """Record-Route value names this server? Cached: the same few values come with every call."""
+        cache = self._self_routes
+        hit = cache.get(value)
+        if hit is not None:
+            return hit
         from ..sip.headers import parse_name_addr
         from .pipeline import is_self
 
         try:
-            return is_self(self.server.state, parse_name_addr(value).uri)
+            mine = bool(is_self(self.server.state, parse_name_addr(value).uri))
         except Exception:  # noqa: BLE001 - a malformed Record-Route is not ours
-            return False
+            mine = False
+        if len(cache) >= SELF_ROUTE_CACHE:
+            cache.clear()
+        cache[value] = mine
+        return mine
+
+
+_CALL_METHODS = frozenset({"INVITE", "BYE", "CANCEL", "ACK"})
+
+
+def _writable(url: str, spool: str) -> list[str]:
+    """Files the writer process keeps writing (handed to [server] user when it drops root)."""
+    out = [spool]
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        out.append("/" + url[len("sqlite:///"):].lstrip("/"))
+    return out
 
 
 def _via_source(request: Any) -> str:
@@ -498,4 +474,5 @@ async def start(server: Server) -> Accounting | None:
     return service
 
 
-__all__ = ["AccWriter", "Accounting", "DlgState", "start", "write_records"]
+__all__ = ["BATCH_SIZE", "LINGER", "AccWriter", "Accounting", "DlgState", "ThreadWriter", "WriterProcess", "coalesce",
+           "start", "write_records"]

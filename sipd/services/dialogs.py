@@ -1,8 +1,10 @@
 """Call tracking: dialogs (OpenSIPS ``dialog`` module) and the accounting records calls produce.
 
 Pure: events in (request forwarded, response relayed or sent, with their wall-clock time),
-``Record``s out (sipd/services/cdr.py). No I/O, no clock, no asyncio; the service in
-``accounting.py`` feeds it from ``state.events`` and stores what comes out.
+*facts* out: compact tuples (see ``expand``) that the accounting writer turns into ``Record``s
+(sipd/services/cdr.py) off the event loop. No I/O, no clock, no asyncio; the service in
+``accounting.py`` feeds it from ``state.events`` and hands the facts to the writer. The tracker
+does the least it can per event: header values are kept as received and parsed only when needed.
 
 Theory of operation:
 - An initial INVITE forwarded by the proxy creates a ``Dialog`` in state UNCONFIRMED, keyed by
@@ -31,8 +33,8 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 from .cdr import (
@@ -61,31 +63,91 @@ class DlgState(IntEnum):
         return {1: "unconfirmed", 2: "early", 3: "confirmed", 4: "confirmed", 5: "deleted"}[int(self)]
 
 
-@dataclass(eq=False)
+@lru_cache(maxsize=4096)
+def uri_of(value: str) -> str:
+    """The URI (as text) of the first name-addr in a From/To/Contact header value; "" if none/bad.
+
+    Dialogs keep header values as received and parse them only when a URI is needed (dlg_list,
+    a BYE we send, and the rows, which the accounting writer builds off the event loop).
+    """
+    if not value:
+        return ""
+    from ..sip.headers import parse_name_addr, parse_name_addr_list
+
+    try:
+        return str(parse_name_addr(value).uri)
+    except Exception:  # noqa: BLE001 - several contacts on one line, or garbage
+        pass
+    try:
+        lst = parse_name_addr_list(value)
+    except Exception:  # noqa: BLE001 - a bad Contact must not stop accounting
+        return ""
+    return str(lst[0].uri) if lst else ""
+
+
+def as_header(uri: str) -> str:
+    """A URI (from a persisted row) as a header value ``uri_of`` gives back unchanged."""
+    return f"<{uri}>" if uri else ""
+
+
 class Dialog:
-    id: int
-    call_id: str
-    from_tag: str
-    caller: str                      # From URI
-    callee: str                      # To URI
-    ruri: str = ""
-    to_tag: str = ""
-    state: DlgState = DlgState.UNCONFIRMED
-    created: float = 0.0             # INVITE forwarded (wall)
-    answered: float | None = None    # 2xx relayed (wall)
-    timeout: float | None = None     # wall time the lifetime ends (None = no limit)
-    caller_contact: str = ""
-    callee_contact: str = ""
-    caller_route_set: list[str] = field(default_factory=list)  # us -> caller, nearest first
-    callee_route_set: list[str] = field(default_factory=list)  # us -> callee, nearest first
-    caller_cseq: int = 0             # highest CSeq seen from the caller
-    callee_cseq: int = 0             # highest CSeq seen from the callee
-    caller_addr: str = ""            # "udp:127.0.0.1:5062" where the INVITE came from
-    callee_addr: str = ""            # where the 2xx came from
-    invite_tx: Any = None
-    cancelled: bool = False
-    end_reason: str = ""             # set before ending when we end it (MI, timeout)
-    restored: bool = False
+    """One call. Addresses are kept as the header values received (``from_hdr``...) and parsed on
+    first use of ``caller``/``callee``/``caller_contact``/``callee_contact``."""
+
+    __slots__ = ("id", "call_id", "from_tag", "from_hdr", "to_hdr", "ruri", "to_tag", "state", "created",
+                 "answered", "timeout", "caller_contact_hdr", "callee_contact_hdr", "caller_route_set",
+                 "callee_route_set", "caller_cseq", "callee_cseq", "caller_addr", "callee_addr", "invite_tx",
+                 "cancelled", "end_reason", "restored")
+
+    def __init__(self, id: int, call_id: str, from_tag: str, from_hdr: str, to_hdr: str, *, ruri: str = "",
+                 to_tag: str = "", state: DlgState = DlgState.UNCONFIRMED, created: float = 0.0,
+                 answered: float | None = None, timeout: float | None = None, caller_contact_hdr: str = "",
+                 callee_contact_hdr: str = "", caller_route_set: list[str] | None = None,
+                 callee_route_set: list[str] | None = None, caller_cseq: int = 0, callee_cseq: int = 0,
+                 caller_addr: str = "", callee_addr: str = "", invite_tx: Any = None, cancelled: bool = False,
+                 end_reason: str = "", restored: bool = False):
+        self.id = id
+        self.call_id = call_id
+        self.from_tag = from_tag
+        self.from_hdr = from_hdr                    # From header value (caller)
+        self.to_hdr = to_hdr                        # To header value of the INVITE (callee)
+        self.ruri = ruri
+        self.to_tag = to_tag
+        self.state = state
+        self.created = created                      # INVITE forwarded (wall)
+        self.answered = answered                    # 2xx relayed (wall)
+        self.timeout = timeout                      # wall time the lifetime ends (None = no limit)
+        self.caller_contact_hdr = caller_contact_hdr
+        self.callee_contact_hdr = callee_contact_hdr
+        self.caller_route_set = caller_route_set if caller_route_set is not None else []  # us -> caller
+        self.callee_route_set = callee_route_set if callee_route_set is not None else []  # us -> callee
+        self.caller_cseq = caller_cseq              # highest CSeq seen from the caller
+        self.callee_cseq = callee_cseq              # highest CSeq seen from the callee
+        self.caller_addr = caller_addr              # "udp:127.0.0.1:5062" where the INVITE came from
+        self.callee_addr = callee_addr              # where the 2xx came from
+        self.invite_tx = invite_tx
+        self.cancelled = cancelled
+        self.end_reason = end_reason                # set before ending when we end it (MI, timeout)
+        self.restored = restored
+
+    @property
+    def caller(self) -> str:  # From URI
+        return uri_of(self.from_hdr)
+
+    @property
+    def callee(self) -> str:  # To URI
+        return uri_of(self.to_hdr)
+
+    @property
+    def caller_contact(self) -> str:
+        return uri_of(self.caller_contact_hdr)
+
+    @property
+    def callee_contact(self) -> str:
+        return uri_of(self.callee_contact_hdr)
+
+    def __repr__(self) -> str:
+        return f"Dialog(id={self.id}, call_id={self.call_id!r}, state={self.state.label})"
 
     def as_dict(self, wall: float | None = None) -> dict[str, Any]:
         """The ``dlg_list`` view (OpenSIPS names where they exist)."""
@@ -103,21 +165,16 @@ class Dialog:
             d["duration"] = max(0, int(wall - self.answered)) if self.answered else 0
         return d
 
+    def fact(self) -> tuple:
+        """The ``dialog`` row to store, as a compact tuple (``expand`` builds the row)."""
+        return ("dlg", self.id, self.call_id, self.from_tag, self.from_hdr, self.to_hdr, self.to_tag,
+                self.caller_cseq, self.callee_cseq, tuple(self.caller_route_set), tuple(self.callee_route_set),
+                self.caller_contact_hdr, self.callee_contact_hdr, self.caller_addr, self.callee_addr,
+                int(self.state), self.created, self.answered, self.timeout, self.ruri)
+
     def to_row(self) -> dict[str, Any]:
         """The ``dialog`` table row (OpenSIPS columns; our extra times in ``vars`` as JSON)."""
-        return {
-            "dlg_id": self.id, "callid": self.call_id[:255], "from_uri": self.caller[:255],
-            "from_tag": self.from_tag[:64], "to_uri": self.callee[:255], "to_tag": self.to_tag[:64],
-            "caller_cseq": str(self.caller_cseq), "callee_cseq": str(self.callee_cseq),
-            "caller_route_set": ",".join(self.caller_route_set) or None,
-            "callee_route_set": ",".join(self.callee_route_set) or None,
-            "caller_contact": self.caller_contact[:255] or None, "callee_contact": self.callee_contact[:255] or None,
-            "caller_sock": self.caller_addr[:64], "callee_sock": self.callee_addr[:64],
-            "state": int(self.state), "start_time": int(self.answered or 0), "timeout": int(self.timeout or 0),
-            "vars": json.dumps({"created": self.created, "answered": self.answered, "timeout": self.timeout,
-                                "ruri": self.ruri, "caller_route_set": self.caller_route_set,
-                                "callee_route_set": self.callee_route_set}),
-        }
+        return dialog_row(self.fact())
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Dialog:
@@ -130,12 +187,13 @@ class Dialog:
             v = {}
         answered = v.get("answered") or (float(row["start_time"]) if row.get("start_time") else None)
         return cls(
-            id=int(row["dlg_id"]), call_id=row.get("callid") or "", from_tag=row.get("from_tag") or "",
-            caller=row.get("from_uri") or "", callee=row.get("to_uri") or "", ruri=v.get("ruri", ""),
+            int(row["dlg_id"]), row.get("callid") or "", row.get("from_tag") or "",
+            as_header(row.get("from_uri") or ""), as_header(row.get("to_uri") or ""), ruri=v.get("ruri", ""),
             to_tag=row.get("to_tag") or "", state=DlgState(int(row.get("state") or 4)),
             created=float(v.get("created") or answered or 0), answered=answered,
             timeout=v.get("timeout") or (float(row["timeout"]) if row.get("timeout") else None),
-            caller_contact=row.get("caller_contact") or "", callee_contact=row.get("callee_contact") or "",
+            caller_contact_hdr=as_header(row.get("caller_contact") or ""),
+            callee_contact_hdr=as_header(row.get("callee_contact") or ""),
             caller_route_set=list(v.get("caller_route_set") or []),
             callee_route_set=list(v.get("callee_route_set") or []),
             caller_cseq=_int(row.get("caller_cseq")), callee_cseq=_int(row.get("callee_cseq")),
@@ -151,16 +209,72 @@ def _int(v: Any) -> int:
         return 0
 
 
-def _uri(name_addr: Any) -> str:
-    return str(name_addr.uri)
+# -- facts: what the tracker emits (compact tuples of str/int/float, cheap to pickle) -------------
+#
+#   ("acc", method, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created|None)
+#   ("fail", from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created, cancelled, end_reason)
+#   ("cdr", call_id, from_tag, to_tag, from_hdr, to_hdr, created, answered, ended, end_reason)
+#   ("dlg", ...Dialog.fact())           -> dialog upsert
+#   ("del", dlg_id)                     -> dialog delete
+#
+# ``expand`` turns them into ``Record``s (rows with formatted times, URIs, CDR arithmetic). It runs
+# in the accounting writer (a child process by default), not on the event loop.
 
 
-def _contact(msg: Any) -> str:
-    try:
-        contacts = msg.contacts
-    except Exception:  # noqa: BLE001 - a bad Contact must not stop accounting
-        return ""
-    return str(contacts[0].uri) if contacts else ""
+def dialog_row(f: tuple) -> dict[str, Any]:
+    (_, dlg_id, call_id, from_tag, from_hdr, to_hdr, to_tag, caller_cseq, callee_cseq, caller_rs, callee_rs,
+     caller_contact_hdr, callee_contact_hdr, caller_addr, callee_addr, state, created, answered, timeout, ruri) = f
+    return {
+        "dlg_id": dlg_id, "callid": call_id[:255], "from_uri": uri_of(from_hdr)[:255],
+        "from_tag": from_tag[:64], "to_uri": uri_of(to_hdr)[:255], "to_tag": to_tag[:64],
+        "caller_cseq": str(caller_cseq), "callee_cseq": str(callee_cseq),
+        "caller_route_set": ",".join(caller_rs) or None,
+        "callee_route_set": ",".join(callee_rs) or None,
+        "caller_contact": uri_of(caller_contact_hdr)[:255] or None,
+        "callee_contact": uri_of(callee_contact_hdr)[:255] or None,
+        "caller_sock": caller_addr[:64], "callee_sock": callee_addr[:64],
+        "state": state, "start_time": int(answered or 0), "timeout": int(timeout or 0),
+        "vars": json.dumps({"created": created, "answered": answered, "timeout": timeout,
+                            "ruri": ruri, "caller_route_set": list(caller_rs),
+                            "callee_route_set": list(callee_rs)}),
+    }
+
+
+def expand(facts: Iterable[tuple]) -> list[tuple]:
+    """Facts -> records for the writer (``acc``, ``missed_calls``, ``cdrs``, ``dialog``)."""
+    out: list[Record] = []
+    for f in facts:
+        kind = f[0]
+        if kind == "acc":
+            _, method, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created = f
+            out.append(Record("insert", "acc", acc_row(
+                method=method, from_tag=from_tag, to_tag=to_tag, call_id=call_id, code=code, reason=reason,
+                wall=wall, caller=uri_of(from_hdr), callee=uri_of(to_hdr), created=created,
+                setup=(wall - created) if created is not None else 0.0)))
+        elif kind == "cdr":
+            _, call_id, from_tag, to_tag, from_hdr, to_hdr, created, answered, ended, end_reason = f
+            out.append(Record("insert", "cdrs", cdr_row(
+                call_id=call_id, from_tag=from_tag, to_tag=to_tag, caller=uri_of(from_hdr), callee=uri_of(to_hdr),
+                created=created, answered=answered, ended=ended, code=200, reason="OK", cancelled=False,
+                end_reason=end_reason)))
+        elif kind == "fail":
+            (_, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created, cancelled,
+             end_reason) = f
+            caller, callee = uri_of(from_hdr), uri_of(to_hdr)
+            common = dict(method="INVITE", from_tag=from_tag, to_tag=to_tag, call_id=call_id, code=code,
+                          reason=reason, wall=wall, caller=caller, callee=callee, created=created,
+                          setup=wall - created)
+            out.append(Record("insert", "acc", acc_row(**common)))  # type: ignore[arg-type]
+            out.append(Record("insert", "missed_calls", acc_row(**common, missed=True)))  # type: ignore[arg-type]
+            out.append(Record("insert", "cdrs", cdr_row(
+                call_id=call_id, from_tag=from_tag, to_tag=to_tag, caller=caller, callee=callee,
+                created=created, answered=None, ended=wall, code=code, reason=reason,
+                cancelled=cancelled, end_reason=end_reason)))
+        elif kind == "dlg":
+            out.append(Record("upsert", "dialog", dialog_row(f)))
+        elif kind == "del":
+            out.append(Record("delete", "dialog", {"dlg_id": f[1]}))
+    return out
 
 
 def default_ids(start_ms: int) -> Callable[[], int]:
@@ -215,7 +329,7 @@ class Tracker:
 
     # -- events -----------------------------------------------------------------------------------
 
-    def on_request(self, request: Any, tx_key: Any, wall: float, source: str = "") -> list[Record]:
+    def on_request(self, request: Any, tx_key: Any, wall: float, source: str = "") -> list[tuple]:
         """A request the proxy forwarded (ACK for 2xx included, with ``tx_key`` None)."""
         method = request.method
         to_tag = request.to.tag
@@ -223,25 +337,27 @@ class Tracker:
             return self._new_call(request, tx_key, wall, source)
         if not to_tag:
             return []
-        dlg = self._match(request.call_id, request.from_.tag or "", to_tag)
+        from_tag = request.from_.tag or ""
+        dlg = self._match(request.call_id, from_tag, to_tag)
+        from_caller = False
         if dlg is not None:
-            from_caller = (request.from_.tag or "") == dlg.from_tag
+            from_caller = from_tag == dlg.from_tag
             seq = request.cseq.seq
             if from_caller:
-                dlg.caller_cseq = max(dlg.caller_cseq, seq)
-            else:
-                dlg.callee_cseq = max(dlg.callee_cseq, seq)
+                if seq > dlg.caller_cseq:
+                    dlg.caller_cseq = seq
+            elif seq > dlg.callee_cseq:
+                dlg.callee_cseq = seq
             if method == "ACK" and dlg.state == DlgState.CONFIRMED_NA:
                 dlg.state = DlgState.CONFIRMED
         if method == "BYE":
             if tx_key is not None:
                 self.pending[tx_key] = dlg
             if dlg is not None:
-                from_caller = (request.from_.tag or "") == dlg.from_tag
-                return self.end(dlg, wall, CALLER_BYE if from_caller else CALLEE_BYE)
+                return self._end(dlg, wall, CALLER_BYE if from_caller else CALLEE_BYE)
         return []
 
-    def on_response(self, request: Any, response: Any, tx_key: Any, wall: float, peer: str = "") -> list[Record]:
+    def on_response(self, request: Any, response: Any, tx_key: Any, wall: float, peer: str = "") -> list[tuple]:
         """A response relayed upstream (or sent by the server itself) for ``request``."""
         method = request.method
         status = response.status
@@ -270,20 +386,21 @@ class Tracker:
 
     # -- ending -----------------------------------------------------------------------------------
 
-    def end(self, dlg: Dialog, wall: float, reason: str) -> list[Record]:
+    def end(self, dlg: Dialog, wall: float, reason: str) -> list[tuple]:
         """End a confirmed call now: its CDR, and the dialog row deleted."""
+        return self._end(dlg, wall, reason)
+
+    def _end(self, dlg: Dialog, wall: float, reason: str) -> list[tuple]:
         if dlg.id not in self.dialogs:
             return []
         self._forget(dlg)
         dlg.state = DlgState.DELETED
-        out: list[Record] = []
+        out: list[tuple] = []
         if self.acc:
-            out.append(Record("insert", "cdrs", cdr_row(
-                call_id=dlg.call_id, from_tag=dlg.from_tag, to_tag=dlg.to_tag, caller=dlg.caller,
-                callee=dlg.callee, created=dlg.created, answered=dlg.answered, ended=wall, code=200,
-                reason="OK", cancelled=False, end_reason=dlg.end_reason or reason)))
+            out.append(("cdr", dlg.call_id, dlg.from_tag, dlg.to_tag, dlg.from_hdr, dlg.to_hdr, dlg.created,
+                        dlg.answered, wall, dlg.end_reason or reason))
         if self.persist:
-            out.append(Record("delete", "dialog", {"dlg_id": dlg.id}))
+            out.append(("del", dlg.id))
         return out
 
     def restore(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -305,14 +422,14 @@ class Tracker:
 
     def _make(self, request: Any, tx_key: Any, wall: float, source: str) -> Dialog:
         return Dialog(
-            id=self._ids(), call_id=request.call_id, from_tag=request.from_.tag or "",
-            caller=_uri(request.from_), callee=_uri(request.to), ruri=request.uri_text,
-            created=wall, caller_contact=_contact(request),
+            self._ids(), request.call_id, request.from_.tag or "", request.get("From") or "",
+            request.get("To") or "", ruri=request.uri_text, created=wall,
+            caller_contact_hdr=request.get("Contact") or "",
             caller_route_set=list(request.get_all("Record-Route")),
             caller_cseq=request.cseq.seq, caller_addr=source, invite_tx=tx_key,
         )
 
-    def _new_call(self, request: Any, tx_key: Any, wall: float, source: str) -> list[Record]:
+    def _new_call(self, request: Any, tx_key: Any, wall: float, source: str) -> list[tuple]:
         if tx_key is None or tx_key in self.by_tx:
             return []
         dlg = self._make(request, tx_key, wall, source)
@@ -321,7 +438,7 @@ class Tracker:
         self.by_call[dlg.call_id] = dlg
         return []
 
-    def _invite_response(self, dlg: Dialog, response: Any, wall: float, peer: str) -> list[Record]:
+    def _invite_response(self, dlg: Dialog, response: Any, wall: float, peer: str) -> list[tuple]:
         status = response.status
         if dlg.answered is not None:
             return []  # 2xx retransmission or a second forked 2xx
@@ -330,57 +447,45 @@ class Tracker:
             if tag and dlg.state == DlgState.UNCONFIRMED:
                 dlg.state = DlgState.EARLY
                 dlg.to_tag = tag
-                dlg.callee_contact = _contact(response) or dlg.callee_contact
+                dlg.callee_contact_hdr = response.get("Contact") or dlg.callee_contact_hdr
             return []
         if status >= 300:
             return self._failed(dlg, response, wall)
         dlg.answered = wall
         dlg.state = DlgState.CONFIRMED_NA
         dlg.to_tag = response.to.tag or ""
-        dlg.callee_contact = _contact(response)
+        dlg.callee_contact_hdr = response.get("Contact") or ""
         dlg.callee_addr = peer
         dlg.callee_route_set = self._downstream_routes(response.get_all("Record-Route"))
         if self.lifetime > 0:
             dlg.timeout = wall + self.lifetime
-        out: list[Record] = []
+        out: list[tuple] = []
         if self.acc:
-            out.append(Record("insert", "acc", acc_row(
-                method="INVITE", from_tag=dlg.from_tag, to_tag=dlg.to_tag, call_id=dlg.call_id, code=status,
-                reason=response.reason, wall=wall, caller=dlg.caller, callee=dlg.callee, created=dlg.created,
-                setup=wall - dlg.created)))
+            out.append(("acc", "INVITE", dlg.from_tag, dlg.to_tag, dlg.call_id, status, response.reason, wall,
+                        dlg.from_hdr, dlg.to_hdr, dlg.created))
         if self.persist:
-            out.append(Record("upsert", "dialog", dlg.to_row()))
+            out.append(dlg.fact())
         return out
 
-    def _failed(self, dlg: Dialog, response: Any, wall: float) -> list[Record]:
+    def _failed(self, dlg: Dialog, response: Any, wall: float) -> list[tuple]:
         self._forget(dlg)
         dlg.state = DlgState.DELETED
         if not self.acc:
             return []
-        status, reason = response.status, response.reason
-        to_tag = response.to.tag or dlg.to_tag
-        common = dict(method="INVITE", from_tag=dlg.from_tag, to_tag=to_tag, call_id=dlg.call_id, code=status,
-                      reason=reason, wall=wall, caller=dlg.caller, callee=dlg.callee, created=dlg.created,
-                      setup=wall - dlg.created)
+        status = response.status
         end_reason = dlg.end_reason or (CANCELLED if dlg.cancelled or status == 487 else REJECTED)
-        return [
-            Record("insert", "acc", acc_row(**common)),  # type: ignore[arg-type]
-            Record("insert", "missed_calls", acc_row(**common, missed=True)),  # type: ignore[arg-type]
-            Record("insert", "cdrs", cdr_row(
-                call_id=dlg.call_id, from_tag=dlg.from_tag, to_tag=to_tag, caller=dlg.caller, callee=dlg.callee,
-                created=dlg.created, answered=None, ended=wall, code=status, reason=reason,
-                cancelled=dlg.cancelled, end_reason=end_reason)),
-        ]
+        return [("fail", dlg.from_tag, response.to.tag or dlg.to_tag, dlg.call_id, status, response.reason, wall,
+                 dlg.from_hdr, dlg.to_hdr, dlg.created, dlg.cancelled, end_reason)]
 
-    def _acc_simple(self, request: Any, response: Any, wall: float, dlg: Dialog | None) -> list[Record]:
+    def _acc_simple(self, request: Any, response: Any, wall: float, dlg: Dialog | None) -> list[tuple]:
         if not self.acc:
             return []
-        caller = dlg.caller if dlg is not None else _uri(request.from_)
-        callee = dlg.callee if dlg is not None else _uri(request.to)
-        return [Record("insert", "acc", acc_row(
-            method=request.method, from_tag=request.from_.tag or "", to_tag=request.to.tag or response.to.tag or "",
-            call_id=request.call_id, code=response.status, reason=response.reason, wall=wall,
-            caller=caller, callee=callee))]
+        if dlg is not None:
+            from_hdr, to_hdr = dlg.from_hdr, dlg.to_hdr
+        else:
+            from_hdr, to_hdr = request.get("From") or "", request.get("To") or ""
+        return [("acc", request.method, request.from_.tag or "", request.to.tag or response.to.tag or "",
+                 request.call_id, response.status, response.reason, wall, from_hdr, to_hdr, None)]
 
     def _forget(self, dlg: Dialog) -> None:
         self.dialogs.pop(dlg.id, None)
@@ -393,7 +498,8 @@ class Tracker:
         dlg = self.by_call.get(call_id)
         if dlg is None:
             return None
-        if {tag_a, tag_b} == {dlg.from_tag, dlg.to_tag}:
+        f, t = dlg.from_tag, dlg.to_tag
+        if (tag_a == f and tag_b == t) or (tag_a == t and tag_b == f):
             return dlg
         return None
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from sipd.services.cdr import CALLEE_BYE, CALLER_BYE, DIALOG_TIMEOUT, MI_TERMINATION
-from sipd.services.dialogs import Dialog, DlgState, Tracker
+from sipd.services.dialogs import Dialog, DlgState, expand
+from sipd.services.dialogs import Tracker as FactTracker
 from sipd.sip.message import parse_message
 
 RR_US = "<sip:127.0.0.1:5060;lr>"
@@ -29,6 +32,25 @@ def resp(request, status: int, reason: str = "OK", *, to_tag: str | None = "tt",
              f"To: {to}", f"Call-ID: {request.call_id}", f"CSeq: {request.get('CSeq')}",
              "Contact: <sip:bob@127.0.0.1:5064>", *[f"Record-Route: {r}" for r in rr], "Content-Length: 0", "", ""]
     return parse_message("\r\n".join(lines).encode())
+
+
+class Tracker(FactTracker):
+    """The tracker with its facts expanded into records (what the writer stores)."""
+
+    def on_request(self, *args, **kw):
+        return expand(_picklable(super().on_request(*args, **kw)))
+
+    def on_response(self, *args, **kw):
+        return expand(_picklable(super().on_response(*args, **kw)))
+
+    def end(self, *args, **kw):
+        return expand(_picklable(super().end(*args, **kw)))
+
+
+def _picklable(facts):
+    """Facts cross a pipe to the writer process: plain tuples of plain values, pickled and back."""
+    assert all(type(f) is tuple for f in facts)
+    return pickle.loads(pickle.dumps(facts))
 
 
 def tables(records):
