@@ -23,6 +23,7 @@ symmetric response routing; on TCP/TLS the same connection), which is what NATed
 from __future__ import annotations
 
 import heapq
+from sys import intern
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,20 +118,27 @@ class Outgoing:
 # -- keys ------------------------------------------------------------------------------------------
 
 
+# Keys live as long as their transactions: the method and sent-by strings are interned (shared by
+# every transaction from the same peer; interned strings are freed with their last user).
+
+
 def server_key(msg: Request | Response, method: str) -> TxKey:
     via = msg.via
     branch = via.branch
     if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
-        return ("s", branch, via.sent_by.lower(), method)
-    return ("s2543", msg.call_id, msg.from_.tag, msg.cseq.seq, method, str(via))
+        return ("s", branch, intern(via.sent_by.lower()), intern(method))
+    return ("s2543", msg.call_id, msg.from_.tag, msg.cseq.seq, intern(method), str(via))
 
 
 def client_key(msg: Request | Response) -> TxKey:
-    return ("c", msg.via.branch, msg.cseq.method)
+    return ("c", msg.via.branch, intern(msg.cseq.method))
 
 
 def _is_reliable(addr: Address) -> bool:
     return addr[0].lower() in RELIABLE
+
+
+_NO_TIMERS = (None, None, None, None)
 
 
 class TransactionLayer:
@@ -166,24 +174,26 @@ class TransactionLayer:
 
     def get_timer(self) -> float | None:
         heap = self._heap
+        txs = self._txs
         while heap:
             deadline, _, key, name = heap[0]
-            tx = self._txs.get(key)
-            if tx is not None and tx.timers.get(name) == deadline:
+            tx = txs.get(key)
+            if tx is not None and tx.deadline(name) == deadline:
                 return deadline
-            heapq.heappop(heap)  # stale entry
+            heapq.heappop(heap)  # stale entry (timer cancelled or restarted, transaction gone)
         return None
 
     def handle_timer(self, now: float) -> None:
         heap = self._heap
+        txs = self._txs
         for _ in range(len(heap) + 1):  # bounded: each entry is popped at most once
             if not heap or heap[0][0] > now:
                 return
             deadline, _, key, name = heapq.heappop(heap)
-            tx = self._txs.get(key)
-            if tx is None or tx.timers.get(name) != deadline:
+            tx = txs.get(key)
+            if tx is None or tx.deadline(name) != deadline:
                 continue
-            del tx.timers[name]
+            tx.fired(name)
             self._step(tx, TIMER_INPUT[name], now)
 
     # -- input ------------------------------------------------------------------------------------
@@ -250,8 +260,7 @@ class TransactionLayer:
             return
         s = resp.status
         inp = Input.RECV_1XX if s < 200 else Input.RECV_2XX if s < 300 else Input.RECV_FINAL
-        tx.last_response = resp
-        self._step(tx, inp, now)
+        self._step(tx, inp, now, resp)
         if tx.pending_cancel is not None and tx.kind is Kind.ICT:
             cancel, tx.pending_cancel = tx.pending_cancel, None
             if tx.state is State.PROCEEDING:
@@ -275,13 +284,16 @@ class TransactionLayer:
         if key in self._txs:
             raise LocalProtocolError(f"transaction {key} already exists", None)
         kind = Kind.ICT if request.method == "INVITE" else Kind.NICT
-        tx = Transaction(kind, key, request, dest, _is_reliable(dest), self._values)
-        tx.request_bytes = request.to_bytes()
+        data = request.to_bytes()
+        slim = _slim_invite(request) if kind is Kind.ICT else None
+        tx = Transaction(kind, key, slim, dest, _is_reliable(dest), self._values)
         self._txs[key] = tx
-        self._out.append(Outgoing(tx.request_bytes, dest))
+        self._out.append(Outgoing(data, dest))
         for name in INITIAL_TIMERS[kind]:
             tx.start_timer(name, now)
-        self._arm(tx)
+        if tx.retx_name is not None:  # kept only to retransmit (unreliable transports)
+            tx.request_bytes = data
+        self._arm(tx, _NO_TIMERS)
         return key
 
     def send_response(self, response: Response, now: float) -> None:
@@ -293,7 +305,6 @@ class TransactionLayer:
             raise TransactionError(f"no server transaction for {response!r} ({method})")
         s = response.status
         inp = Input.SEND_1XX if s < 200 else Input.SEND_2XX if s < 300 else Input.SEND_FINAL
-        tx.last_response = response
         tx.last_response_bytes = response.to_bytes()
         self._step(tx, inp, now)
 
@@ -322,7 +333,8 @@ class TransactionLayer:
             self._step(tx, Input.TRANSPORT_ERROR, now)
 
     # -- machinery --------------------------------------------------------------------------------
-    def _step(self, tx: Transaction, inp: Input, now: float) -> tuple[Action, ...]:
+    def _step(self, tx: Transaction, inp: Input, now: float, resp: Response | None = None) -> tuple[Action, ...]:
+        old = (tx.retx_name, tx.retx_at, tx.main_name, tx.main_at)
         try:
             actions = tx.step(inp, now)
         except RemoteProtocolError:
@@ -330,38 +342,70 @@ class TransactionLayer:
         out = self._out
         for a in actions:
             if a is Action.PASS_UP:
-                if tx.kind in (Kind.ICT, Kind.NICT):
-                    self._events.append(ResponseReceived(response=tx.last_response, tx_key=tx.key))
+                if resp is not None:  # client transactions: the response received
+                    self._events.append(ResponseReceived(response=resp, tx_key=tx.key))
             elif a is Action.RETRANSMIT:
                 out.append(Outgoing(tx.request_bytes or b"", tx.peer))
             elif a is Action.SEND or a is Action.RESEND:
                 if tx.last_response_bytes is not None:
                     out.append(Outgoing(tx.last_response_bytes, tx.peer))
             elif a is Action.SEND_ACK:
-                if tx.ack_bytes is None or tx.last_response is not None:
-                    tx.ack_bytes = make_ack(tx.request, tx.last_response).to_bytes()
+                if tx.ack_bytes is None:  # retransmitted finals get the same ACK (§17.1.1.3)
+                    tx.ack_bytes = make_ack(tx.request, resp).to_bytes()
                 out.append(Outgoing(tx.ack_bytes, tx.peer))
             elif a is Action.TIMEOUT:
                 self._events.append(TransactionTimedOut(tx_key=tx.key))
-        if tx.state is State.TERMINATED:
+        state = tx.state
+        if state is State.TERMINATED:
             self._txs.pop(tx.key, None)
             self._events.append(TransactionTerminated(tx_key=tx.key))
+            return actions
+        if tx.retx_at is None:  # no more retransmissions (A stops at the first provisional)
+            tx.request_bytes = None
+        if state is State.COMPLETED or state is State.ACCEPTED:
+            # past the final response nothing is retransmitted or cancelled any more: a client
+            # transaction keeps only the ACK bytes (server ones never keep the request)
+            tx.request = tx.pending_cancel = None
+        if tx.main_at is not None and tx.main_at <= now:
+            name = tx.main_name  # zero-length timers (reliable transports) fire at once
+            tx.fired(name)
+            self._step(tx, TIMER_INPUT[name], now)
         else:
-            self._arm(tx)
-            if any(d <= now for d in tx.timers.values()):
-                self.handle_timer(now)  # zero-length timers (reliable transports) fire at once
+            self._arm(tx, old)
         return actions
 
-    def _arm(self, tx: Transaction) -> None:
-        for name, deadline in tx.timers.items():
+    def _arm(self, tx: Transaction, old: tuple[Any, ...]) -> None:
+        """Queue the timers ``step`` (re)started; cancelled ones stay in the heap until popped or
+        swept (lazy deletion), and the sweep keeps the heap within 3 entries per transaction."""
+        heap = self._heap
+        if tx.retx_at is not None and (tx.retx_at != old[1] or tx.retx_name != old[0]):
             self._seq += 1
-            heapq.heappush(self._heap, (deadline, self._seq, tx.key, name))
-        if len(self._heap) > 4 * len(self._txs) + 64:  # drop stale entries now and then
-            self._heap = [e for e in self._heap if (t := self._txs.get(e[2])) and t.timers.get(e[3]) == e[0]]
+            heapq.heappush(heap, (tx.retx_at, self._seq, tx.key, tx.retx_name))
+        if tx.main_at is not None and (tx.main_at != old[3] or tx.main_name != old[2]):
+            self._seq += 1
+            heapq.heappush(heap, (tx.main_at, self._seq, tx.key, tx.main_name))
+        txs = self._txs
+        if len(heap) > 3 * len(txs) + 64:  # at most 2 live timers per transaction: amortised O(1)
+            self._heap = [e for e in heap if (t := txs.get(e[2])) is not None and t.deadline(e[3]) == e[0]]
             heapq.heapify(self._heap)
 
 
 # -- requests built by the layer -----------------------------------------------------------------
+
+
+_SLIM_KEYS = frozenset({"route", "from", "to", "call-id", "cseq", "max-forwards"})
+
+
+def _slim_invite(invite: Request) -> Request:
+    """What an INVITE client transaction keeps of its request until the final response: the
+    Request-URI and the headers ``make_cancel``/``make_ack`` copy (top Via, Route, From, To,
+    Call-ID, CSeq, Max-Forwards) -- no body, no other headers, no parsed caches."""
+    items = invite.headers._items
+    top = next((it for it in items if it[0] == "via"), None)
+    slim = [it for it in items if it[0] in _SLIM_KEYS]
+    if top is not None:
+        slim.insert(0, top)
+    return Request("INVITE", invite.uri_text, Headers._from_items(slim))
 
 
 def _copy(req: Request, names: tuple[str, ...]) -> list[Any]:

@@ -252,13 +252,54 @@ def timer_duration(name: str, values: TimerValues, reliable: bool) -> float | No
     return unreliable_fn(values)
 
 
+# Per (kind, state, input): (next state, timer operations, I/O actions for the layer), compiled once
+# from TRANSITIONS so ``step`` does no string work. Timer operations: ("start", name),
+# ("cancel", name), ("backoff", cap_t2: bool) and ("t2", None) (E at T2 in Proceeding).
+_TimerOp = tuple[str, Any]
+_COMPILED: dict[Kind, dict[tuple[State, Input], tuple[State, tuple[_TimerOp, ...], tuple[Action, ...]]]] = {}
+
+
+def _compile() -> None:
+    for kind, table in TRANSITIONS.items():
+        out = _COMPILED[kind] = {}
+        for pair, (new, actions) in table.items():
+            ops: list[_TimerOp] = []
+            io: list[Action] = []
+            for a in actions:
+                if a.name.startswith("START_"):
+                    ops.append(("start", a.name[6]))
+                elif a.name.startswith("CANCEL_"):
+                    ops.append(("cancel", a.name[7]))
+                elif a is Action.BACKOFF_A:
+                    ops.append(("backoff", False))
+                elif a is Action.BACKOFF_E or a is Action.BACKOFF_G:
+                    ops.append(("backoff", True))
+                elif a is Action.T2_E:
+                    ops.append(("t2", None))
+                else:
+                    io.append(a)
+            out[pair] = (new, tuple(ops), tuple(io))
+
+
+_compile()
+RETRANSMIT_TIMERS = frozenset("AEG")  # at most one of them runs at a time; the others share a slot too
+
+
 class Transaction:
-    """State of one transaction. The layer owns it and executes the actions ``step`` returns."""
+    """State of one transaction. The layer owns it and executes the actions ``step`` returns.
+
+    Memory (bench/bench_tx_memory.py): a transaction keeps only what its state needs. Server
+    transactions never keep the parsed request, and keep the last response only as bytes (to
+    absorb retransmissions). Client transactions keep the request bytes while they retransmit;
+    the INVITE client keeps the parsed request (for CANCEL and the ACK) only until its final
+    response, then just the ACK bytes. Timers are two slots, not dicts: at most one retransmit
+    timer (A, E or G) and one other timer (B, D, F, H, I, J, K, L or M) run at any time.
+    """
 
     __slots__ = (
-        "kind", "key", "state", "request", "request_bytes", "peer", "reliable", "timers",
-        "intervals", "last_response", "last_response_bytes", "ack_bytes", "pending_cancel",
-        "values",
+        "kind", "key", "state", "request", "request_bytes", "peer", "reliable", "values",
+        "last_response_bytes", "ack_bytes", "pending_cancel",
+        "retx_name", "retx_at", "interval", "main_name", "main_at",
     )
 
     def __init__(
@@ -267,63 +308,85 @@ class Transaction:
         self.kind = kind
         self.key = key
         self.state = INITIAL_STATE[kind]
-        self.request = request
+        # the parsed request: only the INVITE client needs it (make_cancel, make_ack)
+        self.request = request if kind is Kind.ICT else None
         self.request_bytes: bytes | None = None
         self.peer = peer  # destination (client) or source (server) Address
         self.reliable = reliable
         self.values = values
-        self.timers: dict[str, float] = {}  # timer -> deadline
-        self.intervals: dict[str, float] = {}  # A/E/G: current retransmit interval
-        self.last_response: Any = None
         self.last_response_bytes: bytes | None = None
         self.ack_bytes: bytes | None = None
         self.pending_cancel: Any = None
+        self.retx_name: str | None = None  # A, E or G
+        self.retx_at: float | None = None
+        self.interval = 0.0  # current retransmit interval
+        self.main_name: str | None = None  # B, D, F, H, I, J, K, L or M
+        self.main_at: float | None = None
+
+    @property
+    def timers(self) -> dict[str, float]:
+        """Running timers: name -> deadline (introspection; the state lives in the slots)."""
+        out = {}
+        if self.retx_at is not None:
+            out[self.retx_name] = self.retx_at
+        if self.main_at is not None:
+            out[self.main_name] = self.main_at
+        return out
+
+    def deadline(self, name: str) -> float | None:
+        if name == self.retx_name:
+            return self.retx_at
+        if name == self.main_name:
+            return self.main_at
+        return None
+
+    def fired(self, name: str) -> None:
+        """Timer ``name`` fired or is cancelled: it no longer runs (a retransmit timer keeps its
+        name and interval, so the transition can restart it doubled)."""
+        if name == self.retx_name:
+            self.retx_at = None
+        elif name == self.main_name:
+            self.main_at = None
 
     def start_timer(self, name: str, now: float) -> None:
         d = timer_duration(name, self.values, self.reliable)
         if d is None:
             return
-        if name in ("A", "E", "G"):
-            self.intervals[name] = d
-        self.timers[name] = now + d
+        if name in RETRANSMIT_TIMERS:
+            self.interval = d
+            self.retx_name, self.retx_at = name, now + d
+        else:
+            self.main_name, self.main_at = name, now + d
 
-    def backoff(self, name: str, now: float, cap: float | None) -> None:
-        if name not in self.intervals:
+    def backoff(self, now: float, cap: float | None) -> None:
+        if self.retx_name is None:
             return
-        d = self.intervals[name] * 2
-        if cap is not None:
-            d = min(d, cap)
-        self.intervals[name] = d
-        self.timers[name] = now + d
+        d = self.interval * 2
+        if cap is not None and d > cap:
+            d = cap
+        self.interval = d
+        self.retx_at = now + d
 
-    def step(self, inp: Input, now: float) -> tuple[Any, ...]:
+    def step(self, inp: Input, now: float) -> tuple[Action, ...]:
         """Apply one input: change state, update timers; return the I/O actions for the layer."""
         try:
-            new, actions = TRANSITIONS[self.kind][(self.state, inp)]
+            new, ops, io = _COMPILED[self.kind][(self.state, inp)]
         except KeyError:
             msg = f"{self.kind.value} transaction: no transition from {self.state.value} on {inp.value}"
             if inp in LOCAL_INPUTS:
                 raise LocalProtocolError(msg, None) from None
             raise RemoteProtocolError(msg, None) from None
         self.state = new
-        out = []
-        t2 = self.values.t2
-        for a in actions:
-            name = a.name
-            if name.startswith("START_"):
-                self.start_timer(name[6], now)
-            elif name.startswith("CANCEL_"):
-                self.timers.pop(name[7], None)
-            elif a is Action.BACKOFF_A:
-                self.backoff("A", now, None)
-            elif a is Action.BACKOFF_E or a is Action.BACKOFF_G:
-                self.backoff(name[-1], now, t2)
-            elif a is Action.T2_E:
-                if "E" in self.intervals:
-                    self.intervals["E"] = t2
-                    self.timers["E"] = now + t2
-            else:
-                out.append(a)
+        for op, arg in ops:
+            if op == "start":
+                self.start_timer(arg, now)
+            elif op == "cancel":
+                self.fired(arg)
+            elif op == "backoff":
+                self.backoff(now, self.values.t2 if arg else None)
+            elif self.retx_name == "E":  # "t2": E at T2 in Proceeding
+                self.interval = t2 = self.values.t2
+                self.retx_at = now + t2
         if new is State.TERMINATED:
-            self.timers.clear()
-        return tuple(out)
+            self.retx_name = self.retx_at = self.main_name = self.main_at = None
+        return io
