@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bytes per live transaction in the sans-IO transaction layer, by kind and state.
 
-Usage: .venv/bin/python bench/bench_tx_memory.py [-n 5000]
+Usage: .venv/bin/python bench/bench_tx_memory.py [-n 5000] [--cpu]
 
 For each case, N transactions are driven through a ``TransactionLayer`` (UDP, so the absorbing
 timers D/I/J/K/L/M really keep them alive) into the named state, the way the daemon does it:
@@ -216,11 +216,77 @@ def measure(fn, n):
             "heap_entries": round(len(layer._heap) / len(layer), 2)}
 
 
+def steady_cpu(live: int, n: int, threshold: int | None) -> dict[str, float]:
+    """CPU us per REGISTER (datagram in, 200 out, its Timer J later) and the part of it spent in
+    the garbage collector, at 1,000 REGISTER per simulated second with Timer J = ``live`` ms: while
+    the population grows from 0 to ``live`` ("fill", when every transaction survives and the
+    collector runs), then for ``n`` more in the steady state. Thresholds: default, or
+    ``threshold`` for generation 0 as the daemon sets it."""
+    import time
+
+    layer = TransactionLayer(LayerConfig(t1=live / 1000 / 64, branch_factory=lambda: "z9hG4bK-x",
+                                         tag_factory=lambda: "t"))
+    old = gc.get_threshold()
+    gc_time = [0.0, 0.0]
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_time[1] = time.process_time()
+        else:
+            gc_time[0] += time.process_time() - gc_time[1]
+
+    def run(first, last):
+        gc_time[0] = 0.0
+        t0 = time.process_time()
+        for i in range(first, last):
+            now = i / 1000
+            layer.handle_timer(now)
+            drain(layer)
+            nist_at(layer, i, now)
+            drain(layer)
+        return (time.process_time() - t0) / (last - first) * 1e6, gc_time[0] / (last - first) * 1e6
+
+    if threshold is not None:
+        gc.set_threshold(threshold, old[1], old[2])
+    gc.collect()
+    gc.callbacks.append(on_gc)
+    try:
+        fill, fill_gc = run(0, live)
+        steady, steady_gc = run(live, live + n)
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.set_threshold(*old)
+    assert abs(len(layer) - live) < live * 0.05 + 2, (len(layer), live)
+    return {"fill_us": round(fill, 1), "fill_gc_us": round(fill_gc, 1), "steady_us": round(steady, 1),
+            "steady_gc_us": round(steady_gc, 1)}
+
+
+def nist_at(layer, i, now):
+    layer.receive_datagram(REGISTER.format(i=i).encode(), SRC, now)
+    req = layer.next_event().request
+    touch(req)
+    resp = make_response(req, 200, to_tag=f"srv{i}", headers=[
+        ("Contact", f"<sip:alice{i}@192.0.2.10:5060;transport=udp>;expires=3600"),
+        ("Date", "Sat, 13 Nov 2010 23:29:00 GMT"), ("Server", "sipd")])
+    layer.send_response(resp, now)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--cpu", action="store_true", help="also: CPU per REGISTER with 5,000 and 32,000 live")
     args = ap.parse_args()
     res = {}
+    if args.cpu:
+        print("| live NIST transactions | gc threshold0 | fill: us/REGISTER | of which GC | steady: us/REGISTER |"
+              " of which GC |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for live in (5000, 32000):
+            for thr in (None, 20000):
+                r = res[f"cpu_{live}_{thr or 'default'}"] = steady_cpu(live, 20000, thr)
+                print(f"| {live:,} | {thr or gc.get_threshold()[0]} | {r['fill_us']} | {r['fill_gc_us']} | "
+                      f"{r['steady_us']} | {r['steady_gc_us']} |")
+        print()
     print(f"| case ({args.n:,} live UDP transactions) | bytes/tx | GC objects/tx | heap entries/tx |")
     print("|---|---:|---:|---:|")
     for name, _, fn in CASES:
