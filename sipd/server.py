@@ -143,6 +143,9 @@ class Server:
         logger.info("sipd ready, listening on %s (%d domains, %d subscribers, %d AORs registered, location %s)",
                     ", ".join(names), len(state.domains), len(state.subscribers), len(state.location),
                     config.location.mode)
+        if not len(state.domains):
+            logger.warning("no local domain yet: every REGISTER will be refused (403); add one with "
+                           "`sipctl domain add example.org` (then `sipctl reload`) or set [server] domains")
         self._drop_privileges()
         _tune_gc()
         self.notifier.ready(f"listening on {', '.join(names)}")
