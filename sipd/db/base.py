@@ -121,6 +121,8 @@ class Database:
 
 def to_format_style(sql: str) -> str:
     """Translate ``?`` placeholders to ``%s`` (and escape literal ``%``), skipping quoted text."""
+    if "%" not in sql and "'" not in sql and '"' not in sql and "`" not in sql:
+        return sql.replace("?", "%s")  # the usual statement: no quoting to respect
     out: list[str] = []
     quote = ""
     for ch in sql:

@@ -110,3 +110,20 @@ def test_write_records_upsert_delete(db_url):
 def test_default_spool_path():
     assert default_spool_path("sqlite:///var/lib/sipd/sipd.db") == "/var/lib/sipd/acc.spool"
     assert default_spool_path("mysql://u@h/db").endswith("acc.spool")
+
+
+def test_write_records_groups_inserts_by_table_in_order(db_url):
+    from sipd.services.acc_writer import MULTI_ROW
+
+    recs = []
+    for i in range(MULTI_ROW + 30):  # interleaved tables, more rows than one statement holds
+        recs.append(acc(i))
+        recs.append(Record("insert", "cdrs", {"callid": f"d{i}", "status": "answered",
+                                              "start_time": "2024-05-01 10:00:00"}))
+    recs.insert(7, Record("insert", "acc", {"method": "BYE", "callid": "odd-columns", "sip_code": "200",
+                                            "time": "2024-05-01 10:00:00"}))
+    with connect(db_url) as db:
+        write_records(db, recs)
+        cdrs = [r["callid"] for r in db.query("SELECT callid FROM cdrs ORDER BY id")]
+    assert callids(db_url) == [f"c{i}" for i in range(MULTI_ROW + 30)] + ["odd-columns"]
+    assert cdrs == [f"d{i}" for i in range(MULTI_ROW + 30)]
