@@ -333,7 +333,9 @@ class TransactionLayer:
             self._step(tx, Input.TRANSPORT_ERROR, now)
 
     # -- machinery --------------------------------------------------------------------------------
-    def _step(self, tx: Transaction, inp: Input, now: float, resp: Response | None = None) -> tuple[Action, ...]:
+    def _step(
+        self, tx: Transaction, inp: Input, now: float, resp: Response | None = None
+    ) -> tuple[Action, ...]:
         old = (tx.retx_name, tx.retx_at, tx.main_name, tx.main_at)
         try:
             actions = tx.step(inp, now)
@@ -386,7 +388,9 @@ class TransactionLayer:
             heapq.heappush(heap, (tx.main_at, self._seq, tx.key, tx.main_name))
         txs = self._txs
         if len(heap) > 3 * len(txs) + 64:  # at most 2 live timers per transaction: amortised O(1)
-            self._heap = [e for e in heap if (t := txs.get(e[2])) is not None and t.deadline(e[3]) == e[0]]
+            self._heap = [
+                e for e in heap if (t := txs.get(e[2])) is not None and t.deadline(e[3]) == e[0]
+            ]
             heapq.heapify(self._heap)
 
 

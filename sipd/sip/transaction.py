@@ -256,7 +256,8 @@ def timer_duration(name: str, values: TimerValues, reliable: bool) -> float | No
 # from TRANSITIONS so ``step`` does no string work. Timer operations: ("start", name),
 # ("cancel", name), ("backoff", cap_t2: bool) and ("t2", None) (E at T2 in Proceeding).
 _TimerOp = tuple[str, Any]
-_COMPILED: dict[Kind, dict[tuple[State, Input], tuple[State, tuple[_TimerOp, ...], tuple[Action, ...]]]] = {}
+_Compiled = tuple[State, tuple[_TimerOp, ...], tuple[Action, ...]]
+_COMPILED: dict[Kind, dict[tuple[State, Input], _Compiled]] = {}
 
 
 def _compile() -> None:
@@ -282,7 +283,8 @@ def _compile() -> None:
 
 
 _compile()
-RETRANSMIT_TIMERS = frozenset("AEG")  # at most one of them runs at a time; the others share a slot too
+# At most one retransmit timer (A, E or G) runs at a time, and one other: two slots per transaction.
+RETRANSMIT_TIMERS = frozenset("AEG")
 
 
 class Transaction:
