@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import MYSQL_URL, missing, mysql_available
 from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +100,27 @@ class Call:
         self.bob.respond(bye, 200)
         self.alice.expect(200)
         return self
+
+
+def writer_pid(d: Daemon) -> int:
+    """The accounting writer process: the daemon's only child."""
+    kids = Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children").read_text().split()
+    assert len(kids) == 1, kids
+    return int(kids[0])
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Bounded wait until ``pid`` has exited (it is not our child: poll /proc; a zombie counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still running after {timeout}s")
 
 
 def make_daemon(tmp: Path, db_url: str | None = None, **overrides) -> Daemon:
@@ -242,7 +257,9 @@ def test_kill9_during_call_keeps_dialog_and_completes_cdr(tmp_path):
             answered = time.monotonic()
             wait_rows(d.db_url, "SELECT * FROM dialog", (), 1)
             time.sleep(1.0)
+            child = writer_pid(d)
             d.kill9()
+            wait_gone(child)  # the writer process sees EOF on its pipe, finishes and ends
             d.start()
             listed = json.loads(sipctl(d, "dialog", "list", "--json").stdout)
             assert [(x["callid"], x["state"]) for x in listed] == [("k9-1", "confirmed")]
@@ -257,3 +274,24 @@ def test_kill9_during_call_keeps_dialog_and_completes_cdr(tmp_path):
     assert abs(cdr["ms_duration"] / 1000 - held) < 1.0 and cdr["answer_time"] is not None
     assert [a["method"] for a in acc] == ["INVITE", "BYE"]
     assert query(d.db_url, "SELECT * FROM dialog") == []
+
+
+def test_writer_process_killed_is_restarted_and_ends_with_the_daemon(tmp_path):
+    d = make_daemon(tmp_path)
+    with running(d), phones(d) as (alice, bob):
+        Call(alice, bob, "wp-1").ring().answer().hangup()
+        wait_rows(d.db_url, "SELECT * FROM cdrs", (), 1)
+        first = writer_pid(d)
+        os.kill(first, 9)  # the writer process dies (it is not the daemon's main process)
+        wait_gone(first)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children").read_text() \
+                .split() in ([], [str(first)]):
+            time.sleep(0.05)
+        second = writer_pid(d)
+        assert second != first
+        Call(alice, bob, "wp-2").ring().answer().hangup()
+        cdrs = wait_rows(d.db_url, "SELECT callid FROM cdrs ORDER BY id", (), 2)
+        assert [c["callid"] for c in cdrs] == ["wp-1", "wp-2"]
+    wait_gone(second)  # ended with the daemon (running() checked exit code 0 and no traceback)
+    assert "accounting writer process ended unexpectedly" in d.log()
