@@ -383,10 +383,17 @@ def _become(user: str, group: str, writable: list[str]) -> None:
     """Drop root like the daemon does (sipd.privileges.drop without the module preload)."""
     if not user or os.geteuid() != 0:
         return
-    from ..privileges import hand_over, resolve
+    import importlib
+
+    for name in ("fcntl", "traceback"):  # while the interpreter's files are still readable
+        importlib.import_module(name)
+    from ..privileges import hand_over, preload, resolve
+    from .dialogs import uri_of
 
     uid, gid = resolve(user, group)
     hand_over(list(writable), uid, gid)
+    preload()  # every module the writer may import later (the database drivers included)
+    uri_of("<sip:warm@up>")
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)

@@ -255,13 +255,7 @@ class Accounting:
         spool = cfg.acc.spool or default_spool_path(url)
         self.writer: ThreadWriter | WriterProcess
         if cfg.acc.writer == "thread":
-            def connect() -> Database:
-                from ..db import connect as db_connect
-
-                return db_connect(url, timeout=timeout)
-
-            self.writer = ThreadWriter(AccWriter(connect, Spool(spool), retry_interval=cfg.acc.retry_interval,
-                                                 expand=expand))
+            self.writer = ThreadWriter(self._thread_writer())
         else:
             self.writer = WriterProcess({
                 "url": url, "timeout": timeout, "spool": spool, "retry_interval": cfg.acc.retry_interval,
@@ -275,13 +269,32 @@ class Accounting:
         self._processed: Any = None
         self._failed: Any = None
 
+    def _thread_writer(self) -> AccWriter:
+        cfg = self.server.config
+        url = cfg.acc.db_url or cfg.database.url
+        timeout = cfg.database.connect_timeout
+
+        def connect() -> Database:
+            from ..db import connect as db_connect
+
+            return db_connect(url, timeout=timeout)
+
+        return AccWriter(connect, Spool(cfg.acc.spool or default_spool_path(url)),
+                         retry_interval=cfg.acc.retry_interval, expand=expand)
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def open(self) -> None:
         server = self.server
         self._loop = asyncio.get_running_loop()
         self._offset = time.time() - self._loop.time()
-        rows = await self.writer.open()
+        try:
+            rows = await self.writer.open()
+        except Exception as exc:  # noqa: BLE001 - cannot start a process here: keep accounting anyway
+            logger.error("accounting: the writer process cannot start (%s); writing from a thread instead", exc)
+            await self.writer.close()
+            self.writer = ThreadWriter(self._thread_writer())
+            rows = await self.writer.open()
         if self.dialogs_on:
             n = self.tracker.restore(rows)
             if n:
