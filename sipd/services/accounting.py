@@ -13,8 +13,9 @@ This module is the I/O around it:
 What a crash can lose (records = acc / missed_calls / cdrs / dialog rows):
 - ``kill -9`` of sipd with the process writer: the facts of the loop iteration in progress (not yet
   written to the pipe), and whatever the pipe could not take (only when the child is more than the
-  pipe's capacity, 1 MiB, behind: then the rest waits in the daemon's memory). Everything already
-  in the pipe is written (or spooled) by the child, which ends when it has read it all.
+  pipe's capacity behind -- 1 MiB; with uvloop a socket pair, up to net.core.wmem_max -- the rest waits
+  in the daemon's memory). Everything already in the pipe is written (or spooled) by the child,
+  which ends when it has read it all.
 - ``kill -9`` of the writer (child or, with the thread writer, the daemon): the records it had
   received but not yet committed or spooled -- at most the batch being written plus the queue
   (records wait ``LINGER`` = 50 ms, up to ``BATCH_SIZE``, before a transaction).
@@ -226,13 +227,22 @@ class WriterProcess:
 
 
 def _grow_pipe(stdin: Any) -> None:
-    """1 MiB pipe (Linux default is 64 KiB): more room before the daemon has to buffer."""
+    """More room before the daemon has to buffer: a 1 MiB pipe (Linux default 64 KiB); uvloop
+    gives the child a socket pair instead, whose send buffer the kernel caps (net.core.wmem_max)."""
     try:
-        import fcntl
+        transport = stdin.transport
+        pipe = transport.get_extra_info("pipe")
+        if pipe is not None:
+            import fcntl
 
-        pipe = stdin.transport.get_extra_info("pipe")
-        fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
-    except Exception:  # noqa: BLE001 - not Linux, or above pipe-max-size: the default will do
+            fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    except Exception:  # noqa: BLE001 - not Linux, or above the limits: the default will do
         pass
 
 
