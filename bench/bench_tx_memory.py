@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Bytes per live transaction in the sans-IO transaction layer, by kind and state.
 
-Usage: .venv/bin/python bench/bench_tx_memory.py [-n 5000] [--cpu]
+Usage: .venv/bin/python bench/bench_tx_memory.py [-n 5000] [--cpu] [--soak 100000]
 
 For each case, N transactions are driven through a ``TransactionLayer`` (UDP, so the absorbing
 timers D/I/J/K/L/M really keep them alive) into the named state, the way the daemon does it:
@@ -261,6 +261,35 @@ def steady_cpu(live: int, n: int, threshold: int | None) -> dict[str, float]:
             "steady_gc_us": round(steady_gc, 1)}
 
 
+def soak(live: int, n: int) -> dict:
+    """Steady state, mixed kinds: per simulated ms one REGISTER (NIST 200), one INVITE answered
+    486 and ACKed (IST), one INVITE sent and answered 200 (ICT, Accepted), with Timer J/H/M keeping
+    about ``live`` of each alive; VmRSS, live transactions and heap size sampled 10 times."""
+    layer = TransactionLayer(LayerConfig(t1=live / 1000 / 64, branch_factory=lambda: "z9hG4bK-x",
+                                         tag_factory=lambda: "t"))
+    samples = []
+    for i in range(n):
+        now = i / 1000
+        layer.handle_timer(now)
+        drain(layer)
+        nist_at(layer, i, now)
+        drain(layer)
+        layer.receive_datagram(_invite_bytes(i), SRC, now)
+        req = layer.next_event().request
+        layer.send_response(make_response(req, 486, to_tag=f"srv{i}"), now)
+        layer.receive_datagram(ACK.format(i=i).encode(), SRC, now)
+        drain(layer)
+        creq = _client_request(i, True)
+        layer.send_request(creq, DST, now)
+        layer.receive_datagram(_response_for(creq, 200, i), DST, now)
+        del req, creq
+        drain(layer)
+        if (i + 1) % (n // 10) == 0:
+            rss = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmRSS:"))
+            samples.append((i + 1, len(layer), len(layer._heap), round(rss / 1024, 1)))
+    return {"samples": samples}
+
+
 def nist_at(layer, i, now):
     layer.receive_datagram(REGISTER.format(i=i).encode(), SRC, now)
     req = layer.next_event().request
@@ -275,8 +304,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--cpu", action="store_true", help="also: CPU per REGISTER with 5,000 and 32,000 live")
+    ap.add_argument("--soak", type=int, default=0, metavar="N",
+                    help="also: N steady-state rounds of mixed kinds (3 x 5,000 live), RSS sampled")
     args = ap.parse_args()
     res = {}
+    if args.soak:
+        r = res["soak"] = soak(5000, args.soak)
+        print("| rounds | live transactions | heap entries | VmRSS MiB |\n|---:|---:|---:|---:|")
+        for row in r["samples"]:
+            print("| " + " | ".join(f"{x:,}" if isinstance(x, int) else str(x) for x in row) + " |")
+        print()
     if args.cpu:
         print("| live NIST transactions | gc threshold0 | fill: us/REGISTER | of which GC | steady: us/REGISTER |"
               " of which GC |")
