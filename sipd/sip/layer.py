@@ -296,13 +296,14 @@ class TransactionLayer:
         self._arm(tx, _NO_TIMERS)
         return key
 
-    def send_response(self, response: Response, now: float) -> None:
-        """Send a response through its server transaction (matched by Via branch/sent-by, CSeq)."""
-        method = response.cseq.method
-        key = server_key(response, method)
-        tx = self._txs.get(key)
+    def send_response(self, response: Response, now: float, tx_key: TxKey | None = None) -> None:
+        """Send a response through its server transaction: ``tx_key`` (the key the request came
+        with, as the proxy holds it) or else matched by the response's Via branch/sent-by and CSeq."""
+        if tx_key is None:
+            tx_key = server_key(response, response.cseq.method)
+        tx = self._txs.get(tx_key)
         if tx is None or tx.kind not in (Kind.IST, Kind.NIST):
-            raise TransactionError(f"no server transaction for {response!r} ({method})")
+            raise TransactionError(f"no server transaction for {response!r} ({tx_key})")
         s = response.status
         inp = Input.SEND_1XX if s < 200 else Input.SEND_2XX if s < 300 else Input.SEND_FINAL
         tx.last_response_bytes = response.to_bytes()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
+from sipd.sip.errors import TransactionError
 from sipd.sip.layer import ResponseReceived, TransactionLayer, TransactionTerminated
 from sipd.sip.message import Headers, Message, make_request, make_response, parse_message
 from sipd.sip.transaction import State
@@ -166,3 +169,15 @@ def test_invite_view_without_route_or_max_forwards(clock):
     cancel = layer.cancel(key, clock.now)
     assert cancel.get_all("Via") == ["SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-v1"]
     assert cancel.cseq.seq == 7
+
+
+def test_send_response_with_the_key_the_request_came_with(clock):
+    layer = make_layer()
+    data, ev = server_invite(layer, clock, method="OPTIONS")
+    layer.send_response(make_response(ev.request, 200, to_tag="x"), clock.now, tx_key=ev.tx_key)
+    (out,) = layer.messages_to_send(clock.now)
+    assert layer.state_of(ev.tx_key) is State.COMPLETED and out.dest == UDP_A
+    layer.receive_datagram(data, UDP_A, clock.now)
+    assert [o.data for o in layer.messages_to_send(clock.now)] == [out.data]
+    with pytest.raises(TransactionError):
+        layer.send_response(make_response(ev.request, 200), clock.now, tx_key=("s", "gone", "h", "X"))
