@@ -114,6 +114,7 @@ def main() -> int:
                     help="seconds to wait after SIPp before reading the CPU time: 34 includes every transaction's end "
                          "(Timer J/K, 32 s); an idle sipd uses no CPU")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--location-mode", default="memory", help="[location] mode (the default config is write-through)")
     ap.add_argument("--extra", default="", help="extra TOML lines appended to the config (e.g. '[server]\\nworkers = 2')")
     args = ap.parse_args()
 
@@ -127,7 +128,7 @@ def main() -> int:
         "database": {"url": f"sqlite:///{tmp / 'sipd-bench.db'}"},
         "mgmt": {"socket": str(tmp / "sipd.sock")},
         "log": {"level": "warning"},
-        "location": {"mode": "memory"},
+        "location": {"mode": args.location_mode},
         "auth": {"register": mode == "auth", "invite": False},
         "antiflood": {"enabled": False},
         "spam": {"enabled": False},

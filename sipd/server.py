@@ -471,9 +471,18 @@ class Server:
 
     def _register_datagram(self, data: bytes, addr: tuple, now: float) -> None:
         """REGISTER over UDP is answered statelessly, as OpenSIPS/Kamailio ``save()`` does with
-        ``sl_send_reply``: no server transaction, no Timer J 32 s later. A retransmission gets the
-        answer already sent again from ``self.replies`` (nothing while a write-through commit runs),
-        so the registrar and the digest nonce counter see each REGISTER once."""
+        ``sl_send_reply``: no server transaction, no Timer J 32 s later. A retransmission (the same
+        bytes from the same address, RFC 3261 §17.1.2.2) gets the answer already sent again from
+        ``self.replies`` without being parsed (nothing while a write-through commit runs), so the
+        registrar and the digest nonce counter see each REGISTER once and an overloaded server
+        does not spend its time on retransmissions."""
+        key = (hash(data), addr[1], addr[2])  # SipHash, randomised per process: no crafted collisions
+        replies = self.replies
+        sent = replies.get(key)
+        if sent is not None:
+            if sent:
+                self._send(sent, addr)
+            return
         from .sip.errors import RemoteProtocolError
         from .sip.message import parse_message
 
@@ -482,13 +491,6 @@ class Server:
         except RemoteProtocolError as exc:
             self.layer.reject(exc, addr)
             self._process(now)
-            return
-        key = (req.get("Call-ID"), req.get("CSeq"), req.get("Via"), addr[1], addr[2])
-        replies = self.replies
-        sent = replies.get(key)
-        if sent is not None:
-            if sent:
-                self._send(sent, addr)
             return
         replies.put(key, b"", now)  # in progress
         self.c_rcv_requests.inc()
@@ -859,7 +861,7 @@ def _who(request: Any) -> str:
 
 
 class ReplyCache:
-    """Final replies sent statelessly, by (Call-ID, CSeq, top Via, source host, port), for ``ttl``
+    """Final replies sent statelessly, by (hash of the request bytes, source host, port), for ``ttl``
     seconds and at most ``size`` entries; b"" marks a request still being processed."""
 
     def __init__(self, ttl: float, size: int):
