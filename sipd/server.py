@@ -837,6 +837,7 @@ class Server:
         uri = parse_uri(c.uri)
         routes = split_commas(c.path) if c.path else []
         dest: tuple | None = None
+        nated = False
         if routes:
             dest = self.dest_from_uri(parse_name_addr(routes[0]).uri)
         elif c.conn_id is not None and self.transports.connection(c.conn_id) is not None:
@@ -846,9 +847,10 @@ class Server:
             proto, rest = c.received.split(":", 1)
             host, _, port = rest.rpartition(":")
             dest = ("udp", host.strip("[]"), int(port), None)
+            nated = ((uri.host or "").strip("[]").lower(), uri.port or 5060) != (dest[1].lower(), dest[2])
         else:
             dest = self.dest_from_uri(uri)
-        return Branch(uri, dest, routes, label=_fmt_addr(dest) if dest else c.uri)
+        return Branch(uri, dest, routes, label=_fmt_addr(dest) if dest else c.uri, nated=nated)
 
 
 def _who(request: Any) -> str:

@@ -84,6 +84,9 @@ def fix_contact_stage(ctx: Context) -> Decision | None:
     req = ctx.request
     if req.method not in DIALOG_METHODS or req.to.tag is not None or ctx.source[0] != "udp":
         return None
+    if len(req.vias) != 1:
+        return None  # came through another proxy: the source is that proxy, not the caller's NAT
+
     contacts = req.contacts
     if len(contacts) != 1 or contacts[0].uri.scheme not in ("sip", "sips"):
         return None

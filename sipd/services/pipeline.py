@@ -62,6 +62,7 @@ class Branch:
     dest: tuple | None = None
     routes: list[str] = field(default_factory=list)
     label: str = ""
+    nated: bool = False  # sent to a registered contact's NAT pinhole (received), not its Contact URI
 
 
 @dataclass(slots=True)

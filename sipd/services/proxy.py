@@ -84,10 +84,11 @@ class BranchState:
 
     @property
     def nat_fix(self) -> bool:
-        """A dialog-creating UDP branch sent straight to a contact (no Route): its Contact may need fixing."""
+        """A dialog-creating UDP branch sent to a registered contact's NAT pinhole: its answer's Contact
+        may need fixing. Never for branches to other proxies or domains (their Contact is not ours to fix)."""
         dest = self.dest
-        return (dest is not None and dest[0] == "udp" and not self.branch.routes and self.ctx.request.method in DIALOG_METHODS
-                and self.ctx.nat)
+        return (dest is not None and dest[0] == "udp" and self.branch.nated and not self.branch.routes
+                and self.ctx.request.method in DIALOG_METHODS and self.ctx.nat)
 
 
 @dataclass(eq=False)
