@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import sys
 
-import pytest
 from mgmtfixtures import daemon, sipctl  # noqa: F401
 
 from sipctl.errors import ExitStatus
@@ -88,35 +88,116 @@ def test_timeout(tmp_path, capsys):
     assert code == ExitStatus.TIMEOUT and "no reply from sipd within 0.2 s" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
-def test_permission_denied_names_group(daemon, capsys):
-    sock = daemon.config.mgmt.socket
-    os.chmod(sock, 0o600)
-    os.chmod(sock, 0o000)
+def _run_as_nobody(args: list[str]) -> tuple[int, str]:
+    """Run ``sipctl ARGS`` in a forked child that has become nobody (uid/gid 65534).
+
+    Root ignores file modes, so as root the only way to see a permission error is to stop being
+    root. Forking after importing everything sipctl needs (as sipd does before dropping privileges)
+    works wherever Python is installed, even in a directory nobody cannot read.
+    """
+    import importlib
+    import pkgutil
+
+    import sipctl as sipctl_pkg
+    from sipd.privileges import preload
+
+    preload()
+    for info in pkgutil.walk_packages(sipctl_pkg.__path__, "sipctl."):
+        importlib.import_module(info.name)
+    from sipctl.app import main
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 99
+        try:
+            os.close(read)
+            os.dup2(write, 2)
+            os.dup2(write, 1)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - pytest's capture objects are not fds
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+            code = main(args)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks = []
+    while True:
+        data = os.read(read, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
+def _as_other_user(capsys, conf, *args: str) -> tuple[int, str]:
+    if os.geteuid() == 0:
+        return _run_as_nobody(["-c", str(conf), *args])
+    code, _, err = _cli(capsys, conf, *args)
+    return code, err
+
+
+def test_permission_denied_names_group(capsys):
+    """A socket the user may not use: EACCES, and the hint names the socket's group and mode."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from mgmt.harness import Harness
+
+    base = Path(tempfile.mkdtemp(prefix="sipd-perm-", dir="/tmp"))  # traversable, unlike pytest's tmp
     try:
-        code, _, err = _cli(capsys, daemon.config_path, "uptime")
+        os.chmod(base, 0o755)
+        h = Harness(base, fifo="", http_listen="")
+        try:
+            sock = h.config.mgmt.socket
+            os.chmod(Path(sock).parent, 0o755)
+            os.chmod(sock, 0o000)
+            conf = base / "sipd.toml"
+            conf.write_text(f'[mgmt]\nsocket = "{sock}"\n')
+            os.chmod(conf, 0o644)
+            code, err = _as_other_user(capsys, conf, "uptime")
+        finally:
+            h.close()
     finally:
-        os.chmod(sock, 0o660)
-    assert code == ExitStatus.MGMT_PERMISSION
+        shutil.rmtree(base, ignore_errors=True)
+    assert code == ExitStatus.MGMT_PERMISSION, err
     assert "permission denied" in err and "group" in err and "mode 0000" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
 def test_fifo_permission_mentions_protected_fifos(tmp_path, capsys, monkeypatch):
-    sticky = tmp_path / "sticky"
-    sticky.mkdir()
-    os.chmod(sticky, 0o1777)
-    fifo = sticky / "sipd_fifo"
-    os.mkfifo(fifo, 0o600)
-    os.chmod(fifo, 0o000)
-    replies = tmp_path / "replies"
-    replies.mkdir()
-    conf = tmp_path / "sipd.toml"
-    conf.write_text(f'[mgmt]\nfifo = "{fifo}"\nfifo_reply_dir = "{replies}"\n')
-    monkeypatch.setenv("SIPCTL_MGMT_TRANSPORT", "fifo")
-    code, _, err = _cli(capsys, conf, "uptime")
-    assert code == ExitStatus.MGMT_PERMISSION and "fs.protected_fifos" in err
-    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="sipd-fifo-", dir="/tmp")  # traversable by nobody, unlike pytest's tmp
+    try:
+        os.chmod(base, 0o755)
+        sticky = os.path.join(base, "sticky")
+        os.mkdir(sticky)
+        os.chmod(sticky, 0o1777)
+        fifo = os.path.join(sticky, "sipd_fifo")
+        os.mkfifo(fifo, 0o600)
+        os.chmod(fifo, 0o000)
+        replies = os.path.join(base, "replies")
+        os.mkdir(replies)
+        os.chmod(replies, 0o1777)
+        conf = os.path.join(base, "sipd.toml")
+        with open(conf, "w") as fh:
+            fh.write(f'[mgmt]\nfifo = "{fifo}"\nfifo_reply_dir = "{replies}"\n')
+        os.chmod(conf, 0o644)
+        monkeypatch.setenv("SIPCTL_MGMT_TRANSPORT", "fifo")
+        code, err = _as_other_user(capsys, conf, "uptime")
+        assert code == ExitStatus.MGMT_PERMISSION and "fs.protected_fifos" in err, err
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_other_transports(daemon, sipctl, monkeypatch):
@@ -125,39 +206,3 @@ def test_other_transports(daemon, sipctl, monkeypatch):
         assert sipctl("uptime", "--json").json["Up time"].endswith("[sec]"), t
     monkeypatch.setenv("SIPCTL_MGMT_TRANSPORT", "pigeon")
     assert sipctl("uptime").code == ExitStatus.USAGE
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the client as another user")
-def test_permission_denied_as_other_user(tmp_path):
-    """As root, run sipctl as nobody against a 0660 root:root socket: EACCES, hint names the group."""
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from mgmt.harness import Harness
-
-    base = Path(tempfile.mkdtemp(prefix="sipd-perm-"))
-    try:
-        os.chmod(base, 0o755)
-        h = Harness(base, fifo="", http_listen="")
-        try:
-            conf = base / "sipd.toml"
-            conf.write_text(f'[mgmt]\nsocket = "{h.config.mgmt.socket}"\n')
-            os.chmod(conf, 0o644)
-            os.chmod(Path(h.config.mgmt.socket).parent, 0o755)
-            repo = Path(__file__).resolve().parents[2]
-            try:
-                res = subprocess.run([sys.executable, "-m", "sipctl", "-c", str(conf), "uptime"], user=65534,
-                                     capture_output=True, text=True, timeout=60, cwd="/",
-                                     env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(repo), "HOME": "/"})
-            except PermissionError:
-                pytest.skip("this Python is not executable by nobody")
-        finally:
-            h.close()
-    finally:
-        subprocess.run(["rm", "-rf", str(base)], check=False)
-    if "No module named" in res.stderr:
-        pytest.skip("the checkout is not readable by nobody")
-    assert res.returncode == ExitStatus.MGMT_PERMISSION, res.stderr
-    assert "permission denied" in res.stderr and "group root" in res.stderr and "mode 0660" in res.stderr
