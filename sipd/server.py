@@ -682,8 +682,8 @@ class Server:
             if status >= 200:
                 self.replies.put(sl_key, data, now)
             self._send(data, source)
-        elif tx_key is not None:
-            self.layer.send_response(resp, now)
+        elif tx_key is not None:  # True: "the layer has one" (CANCEL), matched by Via/CSeq
+            self.layer.send_response(resp, now, tx_key if isinstance(tx_key, tuple) else None)
         else:
             dest = self.via_destination(resp, source)
             if dest is None:
@@ -738,7 +738,7 @@ class Server:
                 self.layer.send_stateless(response, dest, now)
             return
         try:
-            self.layer.send_response(response, now)
+            self.layer.send_response(response, now, ctx.server_tx)
         except Exception:  # noqa: BLE001 - server transaction gone (late 2xx): send it statelessly
             dest = self.via_destination(response, ctx.source)
             if dest is not None:
