@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing
+
 from sipctl import docgen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +29,7 @@ def test_committed_file_matches_generated(rel):
 def test_man_page_renders_without_warnings(page):
     groff = shutil.which("groff")
     if not groff:
-        pytest.skip("groff not installed")
+        missing("groff not installed (Debian package groff-base)")
     r = subprocess.run([groff, "-ww", "-z", "-man", str(ROOT / page)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
