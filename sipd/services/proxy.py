@@ -359,7 +359,6 @@ class Proxy:
         best = best_response(ctx.responses)
         if ctx.diversion is not None and ctx.diversion.on_failure(self, ctx, best):
             return  # diverted (busy/unavailable): a new branch is under way
-        server = self.server
         if best is None:
             best = self._local(ctx, 408, "Request Timeout")
         elif best.status == 503:
