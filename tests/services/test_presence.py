@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
 from sipd.config import PresenceSection
 from sipd.services import pidf
@@ -275,8 +276,9 @@ def test_validate_config():
     assert {p[0] for p in probs} == {"presence.policy", "presence.rules[0]", "presence.max_expires"}
 
 
-def test_store_roundtrip(tmp_path, clock):
-    from sipd.db import connect, schema
+def test_store_roundtrip(db_url, clock):
+    """The presence tables on SQLite and on the real MariaDB (dbfixtures ``db_url`` is parametrized)."""
+    from sipd.db import connect
     from sipd.services import presence_store
 
     st = PresenceState(cfg())
@@ -284,8 +286,7 @@ def test_store_roundtrip(tmp_path, clock):
     r = st.subscribe(subscribe(rr=["<sip:p1.test;lr>"]), clock.now, local_contact=LC)
     sub = st.find("s1", r.to_tag)
     st.notify_parts(sub, None, clock.now)
-    with connect(f"sqlite:///{tmp_path}/p.db") as db:
-        schema.create_all(db)
+    with connect(db_url) as db:
         pubs = [(k, st.pubs[k[0]].get(k[1])) for k in st.dirty_pubs]
         subs = [(k, st.subs.get(k)) for k in st.dirty_subs]
         presence_store.flush(db, pubs, subs, st.new_watchers, clock.now)
