@@ -30,7 +30,7 @@ _ids = itertools.count(1)
 
 class StreamConnection(asyncio.Protocol):
     def __init__(self, manager: Transports, proto: str, *, outbound: tuple[str, int] | None = None):
-        from ..sip.message import StreamParser
+        from ..sip.framing import StreamParser
 
         self.manager = manager
         self.proto = proto
