@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
 from .services import pipeline
+from .sip.errors import RemoteProtocolError
+from .sip.message import make_response, parse_message
 from .services.pipeline import Branch, Context, Defer, Drop, Forward, Reply
 from .state import CallEvent, ServerState
 from .transport.base import BindError
@@ -483,9 +485,6 @@ class Server:
             if sent:
                 self._send(sent, addr)
             return
-        from .sip.errors import RemoteProtocolError
-        from .sip.message import parse_message
-
         try:
             req = parse_message(data)
         except RemoteProtocolError as exc:
@@ -571,8 +570,6 @@ class Server:
         try:
             decision = pipeline.run(self.stages, ctx)
         except Exception as exc:  # RemoteProtocolError from a lazily parsed header, or a bug
-            from .sip.errors import RemoteProtocolError
-
             if isinstance(exc, RemoteProtocolError):
                 status = getattr(exc, "status_hint", 400) or 400
                 self.reply(request, tx_key, status, None, why=str(exc), source=source, sl_key=sl_key)
@@ -663,8 +660,6 @@ class Server:
 
     def local_response(self, request: Any, status: int, reason: str | None = None, headers: Any = (),
                        to_tag: str | None = None) -> Any:
-        from .sip.message import make_response
-
         resp = make_response(request, status, reason, to_tag=(to_tag or self.to_tag()) if status > 100 else None, headers=headers)
         if self.config.server.server_header:
             resp.append("Server", self.config.server.server_header)

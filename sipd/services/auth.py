@@ -98,12 +98,36 @@ class Authenticator:
         self.secret = cfg.secret.encode() if cfg.secret else rand(32)
         self.rand = rand
         self.nonce_counter = digest.NonceCounter(nonce_table)
+        self._templates: dict[tuple, tuple[tuple[str, str, str], ...]] = {}
 
     def challenge(self, realm: str, now: float, *, proxy: bool, stale: bool = False, why: str = "") -> AuthResult:
         nonce = digest.make_nonce(self.secret, now, self.rand(12))
-        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        headers = tuple((name, digest.challenge(realm, nonce, alg, stale=stale)) for alg in self.cfg.algorithms)
+        key = (realm, proxy, stale, tuple(self.cfg.algorithms))
+        parts = self._templates.get(key)
+        if parts is None and "\x00" not in realm:
+            parts = self._template(key)
+        if parts is None:
+            name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+            headers = tuple((name, digest.challenge(realm, nonce, alg, stale=stale)) for alg in self.cfg.algorithms)
+        else:
+            headers = tuple((name, f"{head}{nonce}{tail}") for name, head, tail in parts)
         return AuthResult(False, status=407 if proxy else 401, headers=headers, why=why)
+
+    def _template(self, key: tuple) -> tuple[tuple[str, str, str], ...]:
+        """The challenge headers of ``key`` split around the nonce: the rest does not change
+        between challenges (realm, algorithm, qop, stale), so it is rendered once."""
+        realm, proxy, stale, algorithms = key
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        mark = "\x00"
+        parts = []
+        for alg in algorithms:
+            value = digest.challenge(realm, mark, alg, stale=stale)
+            head, _, tail = value.partition(mark)  # the realm has no NUL (checked by the caller)
+            parts.append((name, head, tail))
+        if len(self._templates) >= 1024:  # realms are local domains; bound it anyway
+            self._templates.clear()
+        self._templates[key] = result = tuple(parts)
+        return result
 
     def check(self, request, realm: str, cache: SubscriberCache, now: float, *, proxy: bool) -> AuthResult:
         """Authenticate ``request`` for ``realm``. ``now`` is wall-clock time (nonces are stored)."""
@@ -156,6 +180,7 @@ class Authenticator:
 
 #: One ``name=token`` or ``name="quoted, no backslash"`` item followed by a comma or the end.
 _CRED_ITEM = re.compile(r'[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*(?:"([^"\\\r\n]*)"|([^ \t",\r\n]+))[ \t]*(?:,|\Z)')
+_CRED_SCAN = re.compile(f"{_CRED_ITEM.pattern}|([\\s\\S])")
 _MANDATORY = ("username", "realm", "nonce", "uri", "response")
 
 
@@ -168,15 +193,13 @@ def parse_credentials_fast(value: str) -> digest.Credentials | None:
     if scheme.lower() != "digest":
         return None
     params: dict[str, str] = {}
-    pos, end = 0, len(rest)
-    match = _CRED_ITEM.match
-    while pos < end:
-        m = match(rest, pos)
-        if m is None or m.end() == pos:
+    # one findall: an item where one can start, else one stray character; no stray character means
+    # the items chain from 0 to the end. An unquoted value is never empty, so ``q or u`` is the
+    # quoted value when there was one ("" included).
+    for name, q, u, stray in _CRED_SCAN.findall(rest):
+        if stray:
             return None
-        quoted = m.group(2)
-        params[m.group(1).lower()] = quoted if quoted is not None else m.group(3)
-        pos = m.end()
+        params[name.lower()] = q or u
     for name in _MANDATORY:
         if name not in params:
             return None
