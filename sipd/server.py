@@ -660,10 +660,10 @@ class Server:
 
     def local_response(self, request: Any, status: int, reason: str | None = None, headers: Any = (),
                        to_tag: str | None = None) -> Any:
-        resp = make_response(request, status, reason, to_tag=(to_tag or self.to_tag()) if status > 100 else None, headers=headers)
-        if self.config.server.server_header:
-            resp.append("Server", self.config.server.server_header)
-        return resp
+        server_header = self.config.server.server_header
+        if server_header:
+            headers = [*headers, ("Server", server_header)]
+        return make_response(request, status, reason, to_tag=(to_tag or self.to_tag()) if status > 100 else None, headers=headers)
 
     def reply(self, request: Any, tx_key: Any, status: int, reason: str | None, headers: Any = (), *,
               why: str = "", quiet: bool = False, source: tuple | None = None, to_tag: str | None = None,

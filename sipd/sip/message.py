@@ -902,10 +902,9 @@ def make_response(
                 items.append(("to", it[1], f"{it[2]};tag={to_tag}", None))
             else:
                 items.append(it)
-    h = Headers._from_items(items)
-    for name, value in headers:
-        h.append(name, value)
-    return Response(status, reason, h)
+    for name, value in headers:  # as Headers.append would, without keeping the index up to date
+        items.append((_key(name), name, value, None))
+    return Response(status, reason, Headers._from_items(items))
 
 
 def _to_params(request: Request) -> dict[str, str | None]:
