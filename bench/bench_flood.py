@@ -125,10 +125,11 @@ def start_flood(port: int, seconds: float, n: int, src: str = "127.0.0.2", nsrc:
                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
 
 
-def finish(flooders: list[subprocess.Popen]) -> int:
+def finish(flooders: list[subprocess.Popen], seconds: float = 0.0) -> int:
+    """Wait for the flooders (they stop by themselves after ``seconds``) and add up what they sent."""
     sent = 0
     for f in flooders:
-        out, _ = f.communicate(timeout=120)
+        out, _ = f.communicate(timeout=seconds + 120)
         sent += int(out.strip() or 0)
     return sent
 
@@ -186,11 +187,15 @@ def main() -> int:
             # memory after a flood from many sources (each one tracked, most banned)
             rss0 = rss_kib(pid)
             flood = start_flood(port, args.spread_seconds, 1, nsrc=args.spread_sources)
-            sent = finish(flood)
+            samples, t0 = [], time.monotonic()
+            while flood[0].poll() is None and time.monotonic() - t0 < args.spread_seconds + 120:
+                samples.append((round(time.monotonic() - t0), rss_kib(pid)))
+                time.sleep(min(30.0, max(1.0, args.spread_seconds / 20)))
+            sent = finish(flood, args.spread_seconds)
             s = stats(proc)
             results["spread_flood"] = {
                 "seconds": args.spread_seconds, "sources": args.spread_sources, "sent": sent,
-                "rss_before_kib": rss0, "rss_after_kib": rss_kib(pid),
+                "rss_before_kib": rss0, "rss_after_kib": rss_kib(pid), "rss_samples_kib": samples,
                 "active_bans": s["antiflood:active_bans"], "tracked_sources": s["antiflood:tracked_sources"],
             }
             results["after_spread_legit"] = legit_registers(port, 1.0, host="127.0.0.4")
