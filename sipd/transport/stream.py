@@ -97,6 +97,24 @@ class StreamConnection(asyncio.Protocol):
         self.closed = True
 
 
+def listening_socket(proto: str, host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A bound, listening, non-blocking stream socket (TCP or TLS). Raises BindError (one line)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    name = f"{proto}:{'[' + host + ']' if ':' in host else host}:{port}"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise BindError(bind_error_message(name, exc)) from None
+    return sock
+
+
 class StreamListener(Listener):
     def __init__(self, proto: str, host: str, port: int, server: asyncio.base_events.Server):
         self.proto = proto
@@ -106,19 +124,7 @@ class StreamListener(Listener):
     @classmethod
     async def bind(cls, proto: str, host: str, port: int, manager: Transports, ssl=None) -> StreamListener:
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        name = f"{proto}:{'[' + host + ']' if ':' in host else host}:{port}"
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise BindError(bind_error_message(name, exc)) from None
+        sock = listening_socket(proto, host, port)
         port = sock.getsockname()[1]
         server = await loop.create_server(lambda: StreamConnection(manager, proto), sock=sock, ssl=ssl)
         return cls(proto, host, port, server)

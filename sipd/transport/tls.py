@@ -28,8 +28,8 @@ import ssl
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .base import BindError, Listener, bind_error_message
-from .stream import StreamConnection
+from .base import BindError, Listener
+from .stream import StreamConnection, listening_socket
 
 if TYPE_CHECKING:
     from ..tlsconf import TlsDomain, TlsManager
@@ -101,22 +101,11 @@ class TlsListener(Listener):
     @classmethod
     async def bind(cls, host: str, port: int, manager: Transports, tls: TlsManager) -> TlsListener:
         """Bind ``tls:host:port``. Raises BindError (one line) when it cannot."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         name = f"tls:{'[' + host + ']' if ':' in host else host}:{port}"
         domain = tls.server_domain(name)
         if domain is None or domain.context is None:
             raise BindError(f"cannot listen on {name}: no TLS server domain — see [tls] certificate")
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise BindError(bind_error_message(name, exc)) from None
+        sock = listening_socket("tls", host, port)
         self = cls(host, sock.getsockname()[1], manager, tls, domain, sock)
         manager.loop.add_reader(sock.fileno(), self._on_readable)
         return self
