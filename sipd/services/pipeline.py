@@ -10,8 +10,8 @@ nat.py, diversion.py; docs/routing-hook.md).
 
 ``None`` means "continue with the next stage". A ``Defer`` carries a coroutine (database or DNS I/O)
 whose result is again a Decision; the server awaits it and resumes the pipeline after the stage
-that deferred (``Defer.resume``). Other areas insert a stage with one line in ``build_pipeline``:
-antiflood and spam go right after ``sanity`` (see ``INSERT_AFTER_SANITY``).
+that deferred (``Defer.resume``). Other areas insert a stage with one line in ``build_pipeline``
+(antiflood and spam come right after ``sanity``, from services/security.py).
 
 Stages are plain functions over the ``Context``; they do no I/O themselves. Everything they say
 about a request ends up in one info line (``Context.why``) written by the server.
@@ -455,20 +455,10 @@ def forward(ctx: Context) -> Decision | None:
     return Forward([[Branch(uri, dest_of(uri), label=str(uri))]], why="foreign domain")
 
 
-#: Stages others insert right after sanity (antiflood, spam). Keep this list small and ordered.
-INSERT_AFTER_SANITY: list[Stage] = []
-
-
 def build_pipeline(state: ServerState) -> list[Stage]:
-    stages: list[Stage] = [sanity]
-    try:
-        from . import security
-    except ImportError:  # pragma: no cover - the security area is optional
-        security = None  # type: ignore[assignment]
-    if security is not None:
-        stages += security.stages(state)  # antiflood, spam
-    stages += INSERT_AFTER_SANITY  # further stages of other areas
-    from . import presence
+    from . import presence, security
+
+    stages: list[Stage] = [sanity, *security.stages(state)]  # antiflood, spam
 
     pres_early, pres_late = presence.stages(state)  # [presence]: own subscription dialogs; PUBLISH/SUBSCRIBE
     from . import diversion, hook, nat, pstn  # residential features (issue 11)
