@@ -67,7 +67,7 @@ def _root(
     ] = None,
     db_url: Annotated[
         Optional[str],
-        typer.Option("--db-url", envvar="SIPCTL_DB_URL", help="Database URL overriding [database] url."),
+        typer.Option("--db-url", envvar="SIPCTL_DB_URL", help="Database URL overriding \\[database] url."),
     ] = None,
 ) -> None:
     ctx.obj = Env(config_path=config, db_url=db_url)
@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         code = getattr(exc, "exit_code", None)
         show = getattr(exc, "format_message", None)
         if code is not None and show is not None:  # a click.UsageError or BadParameter
-            Output().error(show(), "see --help")
+            message = show()
+            if message:  # empty for "no arguments: help printed" (no_args_is_help)
+                Output().error(message, "see --help")
             return int(code)
         if isinstance(exc, (BrokenPipeError,)):
             return 0

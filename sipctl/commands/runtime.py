@@ -75,7 +75,9 @@ def log_level(
 
 
 def reload(ctx: typer.Context, *, json: Json = False) -> None:
-    """Re-read what changes without a restart: domains, dialplan, subscriber cache, log level.
+    """Re-read what changes without a restart: domains, dialplan, subscribers, TLS certificates, hook, log level.
+
+    The same as sending SIGHUP to sipd.
 
     Example: sipctl reload
     """
