@@ -88,52 +88,38 @@ def test_timeout(tmp_path, capsys):
     assert code == ExitStatus.TIMEOUT and "no reply from sipd within 0.2 s" in err
 
 
+_AS_NOBODY = """
+import importlib, os, pkgutil, sys
+import sipctl
+from sipd.privileges import preload
+preload()
+for info in pkgutil.walk_packages(sipctl.__path__, "sipctl."):
+    importlib.import_module(info.name)
+from sipctl.app import main
+try:
+    import typer._adapters  # typer 0.29 imports pydantic (and the stdlib's zoneinfo) on first use
+except ImportError:
+    pass
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _run_as_nobody(args: list[str]) -> tuple[int, str]:
-    """Run ``sipctl ARGS`` in a forked child that has become nobody (uid/gid 65534).
+    """Run ``sipctl ARGS`` as nobody (uid/gid 65534) from a fresh interpreter started as root.
 
     Root ignores file modes, so as root the only way to see a permission error is to stop being
-    root. Forking after importing everything sipctl needs (as sipd does before dropping privileges)
-    works wherever Python is installed, even in a directory nobody cannot read.
+    root. The child imports everything sipctl needs first and then drops privileges (as sipd does),
+    which works wherever Python is installed, even in a directory nobody cannot read.
     """
-    import importlib
-    import pkgutil
+    import subprocess
 
-    import sipctl as sipctl_pkg
-    from sipd.privileges import preload
-
-    preload()
-    for info in pkgutil.walk_packages(sipctl_pkg.__path__, "sipctl."):
-        importlib.import_module(info.name)
-    from sipctl.app import main
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 99
-        try:
-            os.close(read)
-            os.dup2(write, 2)
-            os.dup2(write, 1)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - pytest's capture objects are not fds
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            code = main(args)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    os.close(write)
-    chunks = []
-    while True:
-        data = os.read(read, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(read)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "SIPD_CONFIG"}
+    env["PYTHONPATH"] = repo
+    res = subprocess.run([sys.executable, "-c", _AS_NOBODY, *args], capture_output=True, text=True,
+                         timeout=60, cwd="/", env=env)
+    return res.returncode, res.stdout + res.stderr
 
 
 def _as_other_user(capsys, conf, *args: str) -> tuple[int, str]:
