@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import weakref
 from pathlib import Path
 
-from .sipd_proc import _free_port
+from .sipd_proc import _end_pid, _free_port
 
 MODULE_PATH = "/usr/lib/baresip/modules"
 
@@ -244,12 +243,7 @@ class BaresipUA:
             try:
                 self.proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+                _end_pid(self.proc, 3)
         if self.ctrl:
             self.ctrl.close()
             self.ctrl = None

@@ -26,7 +26,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -35,7 +34,7 @@ import wave
 import weakref
 from pathlib import Path
 
-from .sipd_proc import _free_port
+from .sipd_proc import _end_pid, _free_port
 
 RUNNING = frozenset({"LinphoneCallStreamsRunning", "LinphoneCallConnected"})
 ENDED = frozenset({"LinphoneCallError", "LinphoneCallEnd", "LinphoneCallReleased"})
@@ -256,12 +255,7 @@ class LinphoneUA:
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+                _end_pid(self.proc, 3)
         if self.sock is not None:
             self.sock.close()
             self.sock = None
