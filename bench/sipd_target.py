@@ -26,17 +26,9 @@ sys.path.insert(0, str(REPO))
 
 
 def toml(conf: dict) -> str:
-    def val(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    from sipd.config import dump
 
-    return "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {val(v)}" for k, v in kv.items()) + "\n"
-                     for s, kv in conf.items())
+    return dump(conf)
 
 
 def provision(db_path: Path, credentials: Path | None, users: int) -> None:

@@ -15,6 +15,7 @@ type goes into ``_validate_values``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -736,6 +737,35 @@ def _validate_residential(config: Config) -> list[Problem]:
 
 
 VALIDATORS.append(_validate_residential)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def toml_value(value: Any) -> str:
+    """A value as TOML text (the inverse of what ``tomllib`` reads for the types keys may have)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def dump(conf: dict[str, dict[str, Any]]) -> str:
+    """Sections of ``key = value`` lines as TOML text (configs written by tools and tests). Section
+    names are written as given, so dotted table paths (``tls.server_domains."tls:IP:PORT"``) work."""
+    return "".join(f"[{name}]\n" + "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in values.items()) + "\n"
+                   for name, values in conf.items())
 
 
 def mask_url(url: str) -> str:

@@ -18,11 +18,12 @@ No Typer, no terminal: plain functions (the command does the prompting).
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any
+
+from sipd.config import toml_value
 
 #: Placeholders: valid values (so ``sipd --check-config`` accepts the file) that are obviously not
 #: the operator's own (RFC 5737 documentation addresses, example.com).
@@ -153,18 +154,6 @@ SECTIONS = ["server", "database", "mgmt", "log", "auth", "registrar", "location"
 ONLY_WHEN_ON = {"tls": "tls"}
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(type(value).__name__)
-
-
 def _comment(text: str, width: int = 98) -> list[str]:
     return ["# " + line for line in textwrap.wrap(text, width - 2, break_on_hyphens=False, break_long_words=False)] or ["#"]
 
@@ -205,7 +194,7 @@ def render(features: Features) -> str:
             if section == "mgmt" and f.name == "socket" and "socket" not in chosen:
                 value = "/run/sipd/sipd.sock"  # the system service's path, whoever generates the file
             lines += _comment(f.metadata.get("doc", ""))
-            line = f"{f.name} = {_toml(value)}"
+            line = f"{f.name} = {toml_value(value)}"
             note = notes.get(f"{section}.{f.name}")
             if note:
                 line += f"  # CUSTOMIZE ME: {note}"

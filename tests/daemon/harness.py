@@ -17,22 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sipd.config import dump
 from sipd.sip import auth as digest
 from sipd.sip.message import parse_message, Request, Response
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "example.test"
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Daemon:
@@ -54,8 +45,7 @@ class Daemon:
         for name, values in (overrides or {}).items():
             sections.setdefault(name, {}).update(values)
         self.config = tmp / "sipd.toml"
-        self.config.write_text("".join(
-            f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()) for name, values in sections.items()))
+        self.config.write_text(dump(sections))
         self.proc: subprocess.Popen | None = None
         self.log_path = tmp / "sipd.log"
 
