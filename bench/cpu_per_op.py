@@ -113,6 +113,7 @@ def main() -> int:
     ap.add_argument("--tail", type=float, default=0.0,
                     help="seconds to wait after SIPp before reading the CPU time: 34 includes every transaction's end "
                          "(Timer J/K, 32 s); an idle sipd uses no CPU")
+    ap.add_argument("--workers", type=int, default=1, help="[server] workers")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--location-mode", default="memory", help="[location] mode (the default config is write-through)")
     ap.add_argument("--extra", default="", help="extra TOML lines appended to the config (e.g. '[server]\\nworkers = 2')")
@@ -124,7 +125,7 @@ def main() -> int:
     port, uas_port, uac_port = free_udp_port(), free_udp_port(), free_udp_port()
     mode = "auth" if args.scenario == "reg_auth" else "noauth"
     conf = {
-        "server": {"listen": [f"udp:127.0.0.1:{port}"]},
+        "server": {"listen": [f"udp:127.0.0.1:{port}"], "workers": args.workers},
         "database": {"url": f"sqlite:///{tmp / 'sipd-bench.db'}"},
         "mgmt": {"socket": str(tmp / "sipd.sock")},
         "log": {"level": "warning"},

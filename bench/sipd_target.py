@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--location-mode", default=os.environ.get("SIPD_LOCATION_MODE", "memory"))
     ap.add_argument("--log-level", default=os.environ.get("SIPD_LOG_LEVEL", "warning"))
     ap.add_argument("--max-expires", type=int, default=86400)
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("SIPD_WORKERS", "1")),
+                    help="[server] workers (processes sharing the UDP socket; Kamailio's run uses 2 children)")
     args = ap.parse_args()
 
     out = Path(args.out).resolve()
@@ -75,7 +77,7 @@ def main() -> None:
     db_path = out / "sipd-bench.db"
     provision(db_path, Path(args.credentials) if args.credentials else None, args.users)
     conf = {
-        "server": {"listen": [f"udp:127.0.0.1:{args.port}", f"tcp:127.0.0.1:{args.port}"]},
+        "server": {"listen": [f"udp:127.0.0.1:{args.port}", f"tcp:127.0.0.1:{args.port}"], "workers": args.workers},
         "database": {"url": f"sqlite:///{db_path}"},
         "mgmt": {"socket": str(out / f"sipd-{args.mode}.sock")},
         "log": {"level": args.log_level},

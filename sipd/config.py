@@ -77,6 +77,13 @@ class ServerSection:
         metadata=_doc("Serve every domain of the `domain` table too, each with its own users (user@a and user@b differ); "
                       "false: only the `domains` listed here are local (USE_MULTIDOMAIN off)."),
     )
+    workers: int = field(
+        default=1,
+        metadata=_doc("Processes reading the UDP sockets (Kamailio's `children`): 1 is one process; N > 1 adds N-1 "
+                      "registrar workers that answer REGISTERs for their share of the AORs and hand every other "
+                      "message to the main process; 0 means one per CPU. TCP/TLS, calls, presence, management stay "
+                      "in the main process."),
+    )
 
 
 @dataclass(kw_only=True)
@@ -640,6 +647,8 @@ def _validate_values(config: Config) -> list[Problem]:
         problems.append(
             Problem("database.url", f"unsupported URL {mask_url(url)!r}", "use sqlite:///path/to/file.db or mysql://user:pw@host:3306/db")
         )
+    if not 0 <= config.server.workers <= 64:
+        problems.append(Problem("server.workers", f"out of range: {config.server.workers}", "1 (one process) .. 64, or 0 for one per CPU"))
     if config.log.level.lower() not in _LEVELS:
         problems.append(Problem("log.level", f"unknown level {config.log.level!r}", f"one of {', '.join(sorted(_LEVELS))}"))
     if config.log.destination not in ("stderr", "syslog"):

@@ -52,6 +52,8 @@ def _fmt_addr(addr: tuple) -> str:
 
 
 class Server:
+    is_worker = False  # sipd/workers.py WorkerServer: a registrar worker process
+
     def __init__(self, config: Config):
         self.config = config
         self.state = ServerState(config)
@@ -63,6 +65,7 @@ class Server:
         self.resolver: Any = None
         self.authenticator: Any = None
         self.mgmt: Any = None
+        self.workers: Any = None  # sipd.workers.WorkerPool when [server] workers > 1
         self.stages: list = []
         self.self_addresses: set[tuple[str, int]] = set()
         self.should_exit = False
@@ -126,6 +129,7 @@ class Server:
         self.stages = pipeline.build_pipeline(state)
         self.tls = self._tls_manager()
         self.transports = Transports(self, config.limits, tls=self.tls)
+        self.transports.udp_readers = self.worker_count()
         names = []
         for item in config.server.listen:
             addr = parse_listen(item)
@@ -149,8 +153,29 @@ class Server:
             logger.warning("no local domain yet: every REGISTER will be refused (403); add one with "
                            "`sipctl domain add example.org` (then `sipctl reload`) or set [server] domains")
         self._drop_privileges()
+        self._start_workers()
         _tune_gc()
         self.notifier.ready(f"listening on {', '.join(names)}")
+
+    def worker_count(self) -> int:
+        """Processes reading the UDP listeners: ``[server] workers``, 0 = one per CPU."""
+        return self.config.server.workers or os.cpu_count() or 1
+
+    def _start_workers(self) -> None:
+        n = self.worker_count()
+        if n <= 1:
+            return
+        if self.transports.udp4 is None and self.transports.udp6 is None:
+            logger.warning("[server] workers = %d ignored: the workers read UDP listeners and there is none", n)
+            return
+        from .workers import WorkerPool
+
+        self.workers = WorkerPool(self, n)
+        self.workers.start()
+
+    def owns(self, aor: str) -> bool:
+        """False for an AOR a registrar worker owns (it persists it; main holds a copy)."""
+        return self.workers is None or self.workers.owns(aor)
 
     async def main_loop(self) -> None:
         assert self._exit_event is not None
@@ -179,7 +204,7 @@ class Server:
             logger.debug("%d contacts expired", len(removed))
             mode = self.config.location.mode
             if mode in ("write-through", "db-only") and state.db is not None:
-                for aor in {a for a, _ in removed}:
+                for aor in {a for a, _ in removed if self.owns(a)}:
                     fut = state.db.save_aor(aor, state.location.contacts(aor))
                     fut.add_done_callback(_ignore_result)
                 state.location.dirty.clear()
@@ -191,12 +216,16 @@ class Server:
             self.transports.sweep(now)
             if state.bans is not None:
                 state.bans.housekeeping(now)  # expired bans, idle flood counters (issue 6)
+        if self.workers is not None:
+            self.workers.tick()
 
     async def flush_location(self) -> None:
         state = self.state
         if state.db is None or not state.location.dirty:
             return
         dirty, state.location.dirty = state.location.dirty, set()
+        if self.workers is not None:
+            dirty = {aor for aor in dirty if self.owns(aor)}
         items = [(aor, state.location.contacts(aor)) for aor in dirty]
         try:
             await state.db.flush_all(items)
@@ -208,6 +237,8 @@ class Server:
     async def shutdown(self) -> None:
         logger.info("sipd shutting down%s", " (forced)" if self.force_exit else "")
         self.notifier.stopping()
+        if self.workers is not None:
+            await self.workers.stop()
         if self.transports is not None:
             self.transports.stop_accepting()
         deadline = self.loop.time() + SHUTDOWN_GRACE
@@ -278,7 +309,7 @@ class Server:
 
         task = self.loop.create_task(reload())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._tasks.discard)  # (the reload command also signals the workers)
 
     def _on_signal(self, sig: int) -> None:
         if self.should_exit and sig == signal.SIGINT:
@@ -330,7 +361,7 @@ class Server:
         await self._reload_subscribers()
         await self._reload_aliases()
         await self._reload_dialplan()
-        if self.config.location.mode != "memory":
+        if self.config.location.mode != "memory" and not self.is_worker:  # a worker gets its AORs from main
             for aor, contact in await state.db.load_locations(time.time()):  # type: ignore[union-attr]
                 state.location.replace(aor, state.location.contacts(aor) + [contact], mark_dirty=False)
 
@@ -466,6 +497,8 @@ class Server:
             self.c_drop_requests.inc()
             return
         if data[:9] == b"REGISTER ":
+            if self.workers is not None and self.workers.route_register(data, addr):
+                return  # a registrar worker owns this AOR
             self._register_datagram(data, addr, now)
             return
         self.layer.receive_datagram(data, addr, now)

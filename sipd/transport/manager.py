@@ -35,6 +35,7 @@ class Transports:
         self.client_ssl = client_ssl
         self.tls = tls  # sipd.tlsconf.TlsManager: TLS domains, listeners and outgoing TLS (transport/tls.py)
         self.accepting = True
+        self.udp_readers = 1  # [server] workers: UDP listeners become SO_REUSEPORT groups of this size
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -43,7 +44,7 @@ class Transports:
         """Bind one listener. Raises BindError with an operator-readable line."""
         listener: Listener
         if addr.proto == "udp":
-            listener = await UdpListener.bind(addr.host, addr.port, self.sink)
+            listener = await UdpListener.bind(addr.host, addr.port, self.sink, readers=self.udp_readers)
             if listener.family6:
                 self.udp6 = self.udp6 or listener  # type: ignore[assignment]
             else:

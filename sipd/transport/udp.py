@@ -13,6 +13,48 @@ logger = logging.getLogger(__name__)
 #: Kernel buffers: a burst of REGISTERs from thousands of endpoints must not be dropped by the
 #: kernel while the loop is busy (Kamailio raises SO_RCVBUF the same way).
 RCVBUF = 4 * 1024 * 1024
+SO_ATTACH_REUSEPORT_CBPF = 51  # linux/socket.h
+
+
+def _random_spread_program(n: int) -> tuple[bytes, object]:
+    """A classic BPF program for a SO_REUSEPORT group: socket index = random % n, so every datagram
+    goes to one of the group's readers at random (even load whatever the source; which process
+    answers is then decided by sipd/workers.py). Returns the ``sock_fprog`` bytes and the buffer
+    they point to (keep it alive until setsockopt returns)."""
+    import ctypes
+
+    class Insn(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.c_void_p)]
+
+    insns = (Insn * 3)(
+        Insn(0x20, 0, 0, 0xFFFFF000 + 56),  # ld [SKF_AD_OFF + SKF_AD_RANDOM]
+        Insn(0x94, 0, 0, n),  # mod #n
+        Insn(0x16, 0, 0, 0),  # ret a
+    )
+    return bytes(Prog(3, ctypes.addressof(insns))), insns
+
+
+def _udp_socket(family: int, host: str, port: int, reuseport: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+        except OSError:
+            pass
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class UdpListener(Listener, asyncio.DatagramProtocol):
@@ -22,26 +64,33 @@ class UdpListener(Listener, asyncio.DatagramProtocol):
         Listener.__init__(self, host, port)
         self.sink = sink
         self.transport: asyncio.DatagramTransport | None = None
+        self.siblings: list[socket.socket] = []  # SO_REUSEPORT sockets for worker processes
 
     @classmethod
-    async def bind(cls, host: str, port: int, sink: Sink) -> UdpListener:
+    async def bind(cls, host: str, port: int, sink: Sink, *, readers: int = 1) -> UdpListener:
+        """Bind ``host:port``. ``readers`` > 1 (``[server] workers``): a SO_REUSEPORT group of that
+        many sockets spreading datagrams at random; this listener reads the first, the others
+        wait in ``self.siblings`` for the worker processes."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        name = f"udp:{'[' + host + ']' if ':' in host else host}:{port}"
+        siblings: list[socket.socket] = []
         try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
-            except OSError:
-                pass
-            sock.bind((host, port))
-            sock.setblocking(False)
+            sock = _udp_socket(family, host, port, readers > 1)
         except OSError as exc:
-            sock.close()
-            raise BindError(bind_error_message(f"udp:{'[' + host + ']' if ':' in host else host}:{port}", exc)) from None
+            raise BindError(bind_error_message(name, exc)) from None
+        if readers > 1:
+            try:
+                bound = sock.getsockname()[1]
+                siblings = [_udp_socket(family, host, bound, True) for _ in range(readers - 1)]
+                prog, _keep = _random_spread_program(readers)
+                sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+            except OSError as exc:
+                for s in (sock, *siblings):
+                    s.close()
+                raise BindError(bind_error_message(name, exc)) from None
         self = cls(host, sock.getsockname()[1], sink)
+        self.siblings = siblings
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
         return self
 
@@ -62,6 +111,9 @@ class UdpListener(Listener, asyncio.DatagramProtocol):
             self.transport.sendto(data, (host, port))
 
     def close(self) -> None:
+        for sock in self.siblings:
+            sock.close()
+        self.siblings = []
         if self.transport is not None:
             self.transport.close()
             self.transport = None

@@ -95,6 +95,13 @@ class Daemon:
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def mi(self, method: str, params: list | None = None) -> Any:
+        """One management command through the daemon's Unix socket."""
+        from sipd import config
+        from sipd.mgmt.client import call
+
+        return call(config.load(self.config), method, params or [], 5)
+
     def __enter__(self) -> Daemon:
         return self.start()
 
@@ -279,3 +286,17 @@ class UA:
         lines += [f"From: {req.get('From')}", f"To: {to}", f"Call-ID: {req.call_id}", f"CSeq: {req.get('CSeq')}",
                   f"Contact: {self.contact}", *headers, f"Content-Length: {len(body.encode())}", "", body]
         self.send("\r\n".join(lines))
+
+
+def message_reaches(caller: UA, callee: UA) -> bool:
+    """A MESSAGE from ``caller`` (answering the 407 challenge) to ``callee``'s AOR reaches
+    ``callee``, and its 200 comes back: the proxy found the callee's registration."""
+    uri = f"sip:{callee.user}@{callee.domain}"
+    headers = ["Content-Type: text/plain"]
+    caller.send(caller.request("MESSAGE", uri, to=f"<{uri}>", body="hi", headers=headers))
+    resp = caller.expect(407)
+    auth = caller.authorization(resp, "MESSAGE", uri, proxy=True)
+    caller.send(caller.request("MESSAGE", uri, to=f"<{uri}>", body="hi", headers=[*headers, auth]))
+    msg = callee.expect_request("MESSAGE")
+    callee.respond(msg, 200)
+    return caller.expect(200).status == 200

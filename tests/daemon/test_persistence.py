@@ -8,19 +8,12 @@ import uuid
 import pytest
 
 from tests.conftest import MYSQL_URL, missing, mysql_available
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import UA, Daemon, add_subscriber, message_reaches
 
 
 def call_reaches(daemon: Daemon, callee: UA) -> bool:
     with UA(daemon.port, "alice", password="pw") as alice:
-        uri = f"sip:bob@{DOMAIN}"
-        alice.send(alice.request("MESSAGE", uri, to=f"<{uri}>", body="hi", headers=["Content-Type: text/plain"]))
-        resp = alice.expect(407)
-        auth = alice.authorization(resp, "MESSAGE", uri, proxy=True)
-        alice.send(alice.request("MESSAGE", uri, to=f"<{uri}>", body="hi", headers=["Content-Type: text/plain", auth]))
-        msg = callee.expect_request("MESSAGE")
-        callee.respond(msg, 200)
-        return alice.expect(200).status == 200
+        return message_reaches(alice, callee)
 
 
 def run_restart(tmp, db_url: str, mode: str, sig: str) -> None:

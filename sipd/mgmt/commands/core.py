@@ -60,7 +60,17 @@ async def version(state: Any) -> Any:
 
 @command("ps", help="The processes of the server.")
 async def ps(state: Any) -> Any:
-    return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)"}]}
+    procs = [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)"}]
+    pool = _workers(state)
+    for w in pool.describe() if pool is not None else ():
+        kind = "registrar worker (UDP REGISTER for its AORs)"
+        procs.append({"ID": w["index"], "PID": w["pid"], "Type": kind if w["active"] else f"{kind}, starting"})
+    return {"Processes": procs}
+
+
+def _workers(state: Any) -> Any:
+    """The registrar workers of main ([server] workers > 1), or None."""
+    return getattr(getattr(state, "server", None), "workers", None)
 
 
 def _level_name(level: int) -> str:
@@ -84,6 +94,9 @@ async def log_level(state: Any, level: str | None = None) -> Any:
         await maybe_await(setter(name))
     else:
         log.setLevel(LEVELS[name])
+    pool = _workers(state)
+    if pool is not None:
+        pool.broadcast(b"V" + name.encode())
     logger.info("log level set to %s through the management interface", name)
     return {"New global log level": name}
 
@@ -127,4 +140,10 @@ async def reload(state: Any) -> Any:
             raise MgmtError(400, f"configuration not reloaded: {exc.problems[0]}") from None
         await log_level(state, fresh.log.level)
         done.append("log_level")
+    pool = _workers(state)
+    if pool is not None:
+        import signal
+
+        pool.signal(signal.SIGHUP)  # each worker reloads its own caches the same way
+        done.append(f"workers ({len(pool.workers)})")
     return {"Reloaded": done}

@@ -1,0 +1,603 @@
+"""Registrar worker processes: ``[server] workers = N`` (Kamailio ``children``, OpenSIPS ``udp_workers``).
+
+One Python process saturates one core near 3,500 REGISTER+digest pairs per second. With N > 1
+the main process starts N-1 workers (fresh interpreters: ``python -m sipd.workers``, so nothing
+of a running event loop is forked) that read the same UDP sockets, inherited as file
+descriptors: each UDP listener is a SO_REUSEPORT group of N sockets, one per process, and a
+classic BPF program hands every datagram to one of them at random (even load whatever the
+sources; Kamailio's children share one socket instead).
+
+Theory of operation:
+- Ownership. Every AOR has one owner process, ``crc32(user@domain) % N`` (0 is main). Only the
+  owner changes an AOR, so two REGISTERs for one AOR never race, and the REGISTER that answers a
+  challenge reaches the process that checks its nonce count. The owner is read from the raw To
+  header (:func:`owner_of_datagram`, no parsing); a To it cannot read belongs to main.
+- A worker answers the REGISTERs for its AORs, and any REGISTER without credentials when
+  ``[auth] register`` is on (that one only gets a stateless challenge). Every other datagram (other requests, responses,
+  other AORs' REGISTERs) goes to main over a SOCK_SEQPACKET socketpair with its source address;
+  main handles it as if read from the socket, and passes a REGISTER for a worker's AOR on to that
+  worker. Replies leave through the shared socket, so they come from the listen address.
+- Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
+  configured) and sends the AOR's new contact list to main, whose table is therefore complete:
+  calls, ``ul show``, NAT pings and statistics read it there. A worker gets its AORs from main
+  when it starts (so a restarted worker loses nothing, in memory mode too); ``ul rm`` in main is
+  sent to the owner.
+- Bans (manual, flood, failed authentication) are shared: a process sends each ban it adds or
+  removes, main applies it and forwards it to the other workers. Flood counting is per process.
+- Statistics: each worker sends its counters once a second; main adds the increments to its own,
+  so ``sipctl stats`` and /metrics count every process.
+- ``sipctl trace``: while someone watches, workers pass every datagram to main (passthrough), so
+  the trace shows every message.
+- TCP and TLS, calls, presence, accounting and management stay in main. A worker that dies is
+  restarted (at most once per 5 s; main answers its AORs meanwhile); workers end with main
+  (SIGTERM on shutdown, PR_SET_PDEATHSIG and the socketpair closing when main dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import unquote_to_bytes
+
+from .server import Server, _tune_gc
+
+if TYPE_CHECKING:
+    from .config import Config
+
+logger = logging.getLogger("sipd")
+
+IPC_BUFFER = 4 * 1024 * 1024  # socketpair buffers: a burst of relayed datagrams must fit
+SYNC_CHUNK = 60_000  # bytes of pickled AORs per message when a worker starts
+RESPAWN_INTERVAL = 5.0  # seconds between two starts of one worker
+STOP_GRACE = 3.0  # seconds a worker gets to stop after SIGTERM
+
+#: The To header's URI, user and host, from raw bytes: optional quoted display name, then the URI
+#: (name-addr or addr-spec). Compact form ``t:`` included. Anything else (folded lines ...) is None.
+_TO = re.compile(
+    rb'\n(?:to|t)[ \t]*:[ \t]*(?:"(?:[^"\\\r\n]|\\.)*"[ \t]*)?[^<"\r\n]*?<?sips?:(?:([^@>;?\s]*)@)?([^>;?:\s]+)',
+    re.IGNORECASE,
+)
+
+
+_CREDENTIALS = re.compile(rb"\nauthorization[ \t]*:", re.IGNORECASE)
+
+
+def needs_owner(data: bytes, challenge_all: bool) -> bool:
+    """False for a REGISTER any process may answer: with ``[auth] register`` on, one without
+    credentials only gets a challenge (stateless: the nonce is an HMAC every process checks)."""
+    return not challenge_all or _CREDENTIALS.search(data) is not None
+
+
+def owner_of_aor(aor: str, n: int) -> int:
+    """The process owning ``aor`` (a location key ``user@domain``) among ``n``."""
+    return zlib.crc32(aor.encode("utf-8", "surrogateescape")) % n
+
+
+def owner_of_datagram(data: bytes, n: int) -> int:
+    """The owner of a REGISTER's AOR, read from its raw To header (0 when it cannot be read)."""
+    m = _TO.search(data)
+    if m is None:
+        return 0
+    user = m.group(1) or b""
+    if b"%" in user:
+        user = unquote_to_bytes(user)
+    return zlib.crc32(user + b"@" + m.group(2).lower()) % n
+
+
+def _pack_addr(ip: str, port: int) -> bytes:
+    raw = ip.encode()
+    return struct.pack("!HB", port, len(raw)) + raw
+
+
+def _unpack_addr(frame: bytes) -> tuple[str, int, bytes]:
+    port, n = struct.unpack_from("!HB", frame, 1)
+    return frame[4:4 + n].decode(), port, frame[4 + n:]
+
+
+class Link:
+    """One end of a worker's socketpair: framed messages (first byte = kind), non-blocking."""
+
+    def __init__(self, sock: socket.socket, on_frame: Callable[[bytes], None], on_close: Callable[[], None]):
+        self.sock = sock
+        self.on_frame = on_frame
+        self.on_close = on_close
+        self.dropped = 0
+        self.closed = False
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, IPC_BUFFER)
+            except OSError:
+                pass
+        sock.setblocking(False)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    def send(self, frame: bytes) -> bool:
+        """Send now or drop (a relayed datagram is then lost like any UDP datagram; the UA retransmits)."""
+        if self.closed:
+            return False
+        try:
+            self.sock.send(frame)
+            return True
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1
+            return False
+        except OSError:
+            self._close()
+            return False
+
+    def send_wait(self, frame: bytes, timeout: float = 5.0) -> bool:
+        """Send, waiting up to ``timeout`` for buffer space (the start-up sync, not the hot path)."""
+        if self.closed:
+            return False
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.send(frame)
+            return True
+        except OSError:
+            self._close()
+            return False
+        finally:
+            if not self.closed:
+                self.sock.setblocking(False)
+
+    def _readable(self) -> None:
+        for _ in range(256):
+            try:
+                frame = self.sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                frame = b""
+            if not frame:
+                self._close()
+                return
+            try:
+                self.on_frame(frame)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the channel
+                logger.exception("worker channel: error handling a %r message", frame[:1])
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            asyncio.get_event_loop().remove_reader(self.sock.fileno())
+        except (ValueError, OSError, RuntimeError):
+            pass
+        self.sock.close()
+        self.on_close()
+
+
+def _counters(server: Server) -> dict[str, int]:
+    from .stats import Counter
+
+    return {s.name: s.value for s in server.state.stats.match("all") if isinstance(s, Counter)}
+
+
+def _hook_bans(server: Server, send: Callable[[bytes], None]) -> None:
+    """Report every ban this process adds or removes (``send(b"B" + pickle)``); ``apply_ban``
+    applies one from elsewhere without reporting it back."""
+    bans = server.state.bans
+    if bans is None:
+        return
+    table = bans.bans
+    add, remove = table.add, table.remove
+
+    def add_and_tell(target: str, now: float, duration: float | None, reason: str) -> Any:
+        ban = add(target, now, duration, reason)
+        send(b"B" + pickle.dumps(("add", target, now, duration, reason)))
+        return ban
+
+    def remove_and_tell(target: str) -> bool:
+        removed = remove(target)
+        if removed:
+            send(b"B" + pickle.dumps(("rm", target)))
+        return removed
+
+    table.add, table.remove = add_and_tell, remove_and_tell
+    table._apply_add, table._apply_remove = add, remove  # type: ignore[attr-defined]
+
+
+def apply_ban(server: Server, change: tuple) -> None:
+    bans = server.state.bans
+    if bans is None:
+        return
+    table = bans.bans
+    if change[0] == "add":
+        _, target, now, duration, reason = change
+        try:
+            table._apply_add(target, now, duration, reason)
+        except ValueError:
+            pass
+    else:
+        table._apply_remove(change[1])
+
+
+# -- the main process's side -----------------------------------------------------------------------
+
+
+class _Worker:
+    __slots__ = ("index", "proc", "link", "active", "started", "seen")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self.link: Link | None = None
+        self.active = False  # synced: REGISTERs for its AORs go to it
+        self.started = 0.0
+        self.seen: dict[str, int] = {}  # its counters as last reported
+
+
+class WorkerPool:
+    """Main's view of its workers: start, route, sync, restart, stop."""
+
+    def __init__(self, server: Server, n: int):
+        self.server = server
+        self.n = n
+        self.workers = {k: _Worker(k) for k in range(1, n)}
+        self.passthrough = False
+        self.closing = False
+        loc = server.state.location
+        self._replace = loc.replace
+        remove = loc.remove
+
+        def remove_and_tell(aor: str, contact: str | None = None) -> int:
+            n_removed = remove(aor, contact)
+            if n_removed:
+                self.push(aor)
+            return n_removed
+
+        loc.remove = remove_and_tell  # ul rm: the owner must forget it too
+        _hook_bans(server, self.broadcast)
+
+    # -- routing (hot path) --
+
+    def owns(self, aor: str) -> bool:
+        return owner_of_aor(aor, self.n) == 0
+
+    def route_register(self, data: bytes, addr: tuple) -> bool:
+        """True when a worker owns this REGISTER's AOR and it was handed over (or dropped)."""
+        if self.passthrough or not needs_owner(data, self.server.config.auth.register):
+            return False
+        k = owner_of_datagram(data, self.n)
+        if k == 0:
+            return False
+        w = self.workers[k]
+        if not w.active:
+            return False  # worker (re)starting: main answers, and gives it the AOR when it is back
+        w.link.send(b"P" + _pack_addr(addr[1], addr[2]) + data)  # type: ignore[union-attr]
+        return True
+
+    # -- messages from workers --
+
+    def _on_frame(self, w: _Worker, frame: bytes) -> None:
+        kind = frame[:1]
+        server = self.server
+        if kind == b"P":
+            ip, port, data = _unpack_addr(frame)
+            server.datagram_received(data, ("udp", ip, port, None))
+        elif kind == b"L":
+            aor, contacts = pickle.loads(frame[1:])
+            self._replace(aor, contacts, mark_dirty=False)
+        elif kind == b"S":
+            stats = server.state.stats
+            for name, value in pickle.loads(frame[1:]).items():
+                delta = value - w.seen.get(name, 0)
+                w.seen[name] = value
+                if delta > 0:
+                    stats.counter(name).inc(delta)
+        elif kind == b"B":
+            change = pickle.loads(frame[1:])
+            apply_ban(server, change)
+            for other in self.workers.values():
+                if other is not w and other.link is not None:
+                    other.link.send(frame)
+        elif kind == b"H":
+            self._sync(w)
+
+    def _sync(self, w: _Worker) -> None:
+        """Give a (re)started worker its AORs, then route its REGISTERs to it."""
+        assert w.link is not None
+        batch: list[tuple[str, list]] = []
+        size = 0
+        sent = 0
+        for aor, contacts in self.server.state.location.items():
+            if owner_of_aor(aor, self.n) != w.index:
+                continue
+            blob = pickle.dumps((aor, contacts))
+            batch.append((aor, contacts))
+            size += len(blob)
+            sent += 1
+            if size >= SYNC_CHUNK:
+                w.link.send_wait(b"M" + pickle.dumps(batch))
+                batch, size = [], 0
+        if batch:
+            w.link.send_wait(b"M" + pickle.dumps(batch))
+        w.link.send_wait(b"T" + (b"1" if self.passthrough else b"0"))
+        if w.link.send_wait(b"E"):
+            w.active = True
+            logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
+
+    def push(self, aor: str) -> None:
+        """Send main's contacts of ``aor`` to its owner (after a management change)."""
+        k = owner_of_aor(aor, self.n)
+        if k == 0:
+            return
+        w = self.workers[k]
+        if w.link is not None:
+            w.link.send(b"L" + pickle.dumps((aor, self.server.state.location.contacts(aor))))
+
+    def broadcast(self, frame: bytes) -> None:
+        for w in self.workers.values():
+            if w.link is not None:
+                w.link.send(frame)
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        for w in self.workers.values():
+            self._spawn(w)
+
+    def _spawn(self, w: _Worker) -> None:
+        server = self.server
+        from .config import to_dict
+
+        udp = [lst for lst in server.transports.listeners if lst.proto == "udp" and lst.siblings]
+        fds = [lst.siblings[w.index - 1].fileno() for lst in udp]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        boot = {
+            "index": w.index, "n": self.n, "ppid": os.getpid(), "ipc": theirs.fileno(),
+            "udp": [[fd, lst.host, lst.port] for fd, lst in zip(fds, udp)],
+            "secret": server.authenticator.secret.hex(),
+            "config": to_dict(server.config, mask_secrets=False),
+            "source": str(server.config.source) if server.config.source else "",
+        }
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p))
+        env.pop("NOTIFY_SOCKET", None)  # only main talks to systemd
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "sipd.workers"], stdin=subprocess.PIPE, env=env,
+                                    pass_fds=[theirs.fileno(), *fds], close_fds=True)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(boot).encode())
+            proc.stdin.close()
+        except OSError as exc:
+            ours.close()
+            logger.error("worker %d not started: %s", w.index, exc)
+            return
+        finally:
+            theirs.close()
+        w.proc, w.started, w.active, w.seen = proc, time.monotonic(), False, {}
+        w.link = Link(ours, lambda frame, w=w: self._on_frame(w, frame), lambda w=w: self._lost(w))
+        w.link.start(server.loop)
+        logger.info("worker %d started (pid %d)", w.index, proc.pid)
+
+    def _lost(self, w: _Worker) -> None:
+        w.active = False
+        w.link = None
+
+    def tick(self) -> None:
+        """Housekeeping (every second): passthrough while traced, restart dead workers."""
+        want = bool(self.server.tracer.active or self.server.trace_on)
+        if want != self.passthrough:
+            self.passthrough = want
+            self.broadcast(b"T" + (b"1" if want else b"0"))
+        if self.closing:
+            return
+        now = time.monotonic()
+        for w in self.workers.values():
+            if w.proc is None or w.proc.poll() is not None:
+                if w.proc is not None and w.link is not None:
+                    w.link._close()
+                if now - w.started >= RESPAWN_INTERVAL:
+                    if w.proc is not None:
+                        logger.error("worker %d (pid %d) exited with status %s; restarting it",
+                                     w.index, w.proc.pid, w.proc.returncode)
+                    self._spawn(w)
+
+    def signal(self, sig: int) -> None:
+        for w in self.workers.values():
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(sig)
+
+    async def stop(self) -> None:
+        self.closing = True
+        for w in self.workers.values():
+            w.active = False
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for w in self.workers.values():
+            while w.proc is not None and w.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait(1)
+            if w.link is not None:
+                w.link._close()
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"index": w.index, "pid": w.proc.pid if w.proc else 0, "active": w.active,
+                 "alive": bool(w.proc and w.proc.poll() is None)} for w in self.workers.values()]
+
+
+# -- a worker process --------------------------------------------------------------------------------
+
+
+class WorkerServer(Server):
+    """A registrar worker: the same pipeline as main, only for REGISTERs of its own AORs."""
+
+    is_worker = True
+
+    def __init__(self, config: Config, boot: dict[str, Any]):
+        config.presence.enabled = False  # SUBSCRIBE/PUBLISH are main's
+        super().__init__(config)
+        self.index = int(boot["index"])
+        self.n = int(boot["n"])
+        self.boot = boot
+        self.passthrough = False
+        self.link: Link | None = None
+        self._synced: asyncio.Event | None = None
+
+    async def startup(self) -> None:
+        from .services.auth import Authenticator
+        from .services.proxy import Proxy
+        from .services.resolve import SipResolver
+        from .services import pipeline
+        from .transport.manager import Transports
+        from .transport.udp import UdpListener
+
+        config, state, boot = self.config, self.state, self.boot
+        self.stats_init()
+        await self._open_database()
+        self.authenticator = Authenticator(config.auth, nonce_table=config.limits.nonce_table)
+        self.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
+        self.resolver = SipResolver(config)
+        self.layer = self._make_layer()
+        self.proxy = Proxy(self)
+        self.stages = pipeline.build_pipeline(state)
+        self.transports = Transports(self, config.limits)
+        loc = state.location
+        replace = self._replace = loc.replace
+
+        def replace_and_tell(aor: str, contacts: list, *, mark_dirty: bool = True) -> None:
+            replace(aor, contacts, mark_dirty=mark_dirty)
+            if self.link is not None:
+                self.link.send(b"L" + pickle.dumps((aor, loc.contacts(aor))))
+
+        loc.replace = replace_and_tell  # type: ignore[method-assign]
+        _hook_bans(self, lambda frame: self.link.send(frame) if self.link is not None else None)
+        self._synced = asyncio.Event()  # until set, everything read goes to main
+        self.link = Link(socket.socket(fileno=int(boot["ipc"])), self._on_frame, self._main_gone)
+        self.link.start(self.loop)
+        for fd, host, port in boot["udp"]:
+            sock = socket.socket(fileno=int(fd))
+            sock.setblocking(False)
+            listener = UdpListener(host, int(port), self)
+            await self.loop.create_datagram_endpoint(lambda listener=listener: listener, sock=sock)
+            self.transports.listeners.append(listener)
+            if listener.family6:
+                self.transports.udp6 = self.transports.udp6 or listener
+            else:
+                self.transports.udp4 = self.transports.udp4 or listener
+            host_l = (config.server.advertised_address or host).lower()
+            self.self_addresses.add((host_l, int(port)))
+            self.self_addresses.add((host.lower(), int(port)))
+        self.link.send_wait(b"H")
+        try:
+            await asyncio.wait_for(self._synced.wait(), 30)
+        except asyncio.TimeoutError:
+            from .server import StartupError
+
+            raise StartupError(f"worker {self.index}: no location from the main process in 30 s") from None
+        _tune_gc()
+        logger.debug("worker %d ready: %d AORs", self.index, len(state.location))
+
+    def _on_frame(self, frame: bytes) -> None:
+        kind = frame[:1]
+        if kind == b"P":
+            ip, port, data = _unpack_addr(frame)
+            Server.datagram_received(self, data, ("udp", ip, port, None))
+        elif kind == b"L":
+            aor, contacts = pickle.loads(frame[1:])
+            self._replace(aor, contacts, mark_dirty=False)
+        elif kind == b"M":
+            for aor, contacts in pickle.loads(frame[1:]):
+                self._replace(aor, contacts, mark_dirty=False)
+        elif kind == b"B":
+            apply_ban(self, pickle.loads(frame[1:]))
+        elif kind == b"T":
+            self.passthrough = frame[1:2] == b"1"
+        elif kind == b"V":
+            self.state.set_log_level(frame[1:].decode())
+        elif kind == b"E" and self._synced is not None:
+            self._synced.set()
+
+    def _main_gone(self) -> None:
+        self.link = None
+        if not self.should_exit:
+            logger.info("worker %d: the main process is gone; stopping", self.index)
+            self.request_exit()
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if (self.passthrough or data[:9] != b"REGISTER " or not self._synced.is_set()
+                or needs_owner(data, self.config.auth.register) and owner_of_datagram(data, self.n) != self.index):
+            if self.link is not None:
+                self.link.send(b"P" + _pack_addr(addr[1], addr[2]) + data)
+            return
+        Server.datagram_received(self, data, addr)
+
+    async def housekeeping(self) -> None:
+        await super().housekeeping()
+        if self.link is not None:
+            self.link.send(b"S" + pickle.dumps(_counters(self)))
+        if os.getppid() != self.boot["ppid"]:
+            self.request_exit()
+
+    async def shutdown(self) -> None:
+        if self.config.location.mode == "write-back":
+            await self.flush_location()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.link is not None:
+            self.link.send(b"S" + pickle.dumps(_counters(self)))
+        await self._close_quietly()
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> int:
+    _die_with_parent()
+    boot = json.loads(sys.stdin.buffer.read() or b"{}")
+    if not boot:
+        print("sipd.workers: started by sipd itself ([server] workers); not meant to be run by hand", file=sys.stderr)
+        return 2
+    if os.getppid() != boot["ppid"]:
+        return 0
+    from pathlib import Path
+
+    from . import config as cfg
+    from . import logging as sipd_logging
+
+    conf, problems = cfg.from_dict(boot["config"])
+    if problems:
+        print(f"sipd worker {boot['index']}: configuration: {problems[0]}", file=sys.stderr)
+        return 1
+    conf.source = Path(boot["source"]) if boot.get("source") else None
+    sipd_logging.configure(conf)
+    server = WorkerServer(conf, boot)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(server.serve())
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
