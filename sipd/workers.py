@@ -14,7 +14,7 @@ Theory of operation:
   header (:func:`owner_of_datagram`, no parsing); a To it cannot read belongs to main.
 - A worker answers the REGISTERs for its AORs, and any REGISTER without credentials when
   ``[auth] register`` is on (that one only gets a stateless challenge). Every other datagram (other requests, responses,
-  other AORs' REGISTERs) goes to main over a SOCK_SEQPACKET socketpair with its source address;
+  other AORs' REGISTERs) goes to main over a socketpair (framed stream) with its source address;
   main handles it as if read from the socket, and passes a REGISTER for a worker's AOR on to that
   worker. Replies leave through the shared socket, so they come from the listen address.
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sipd")
 
 IPC_BUFFER = 4 * 1024 * 1024  # socketpair buffers: a burst of relayed datagrams must fit
+IPC_BACKLOG = 32 * 1024 * 1024  # bytes queued for a peer before relayed datagrams are dropped
 SYNC_CHUNK = 60_000  # bytes of pickled AORs per message when a worker starts
 RESPAWN_INTERVAL = 5.0  # seconds between two starts of one worker
 STOP_GRACE = 3.0  # seconds a worker gets to stop after SIGTERM
@@ -106,79 +107,74 @@ def _unpack_addr(frame: bytes) -> tuple[str, int, bytes]:
     return frame[4:4 + n].decode(), port, frame[4 + n:]
 
 
-class Link:
-    """One end of a worker's socketpair: framed messages (first byte = kind), non-blocking."""
+class Link(asyncio.Protocol):
+    """One end of a worker's socketpair: a byte stream of frames (4-byte length, then the frame;
+    its first byte is the kind). A stream, not SOCK_SEQPACKET: Linux queues at most
+    ``net.unix.max_dgram_qlen`` (10) datagrams per socket, far too few for relayed bursts."""
 
-    def __init__(self, sock: socket.socket, on_frame: Callable[[bytes], None], on_close: Callable[[], None]):
-        self.sock = sock
+    def __init__(self, on_frame: Callable[[bytes], None], on_close: Callable[[], None]):
         self.on_frame = on_frame
         self.on_close = on_close
+        self.transport: asyncio.Transport | None = None
         self.dropped = 0
         self.closed = False
+        self._buf = bytearray()
+
+    @classmethod
+    async def open(cls, sock: socket.socket, on_frame: Callable[[bytes], None], on_close: Callable[[], None]) -> Link:
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, opt, IPC_BUFFER)
             except OSError:
                 pass
         sock.setblocking(False)
+        link = cls(on_frame, on_close)
+        await asyncio.get_running_loop().create_unix_connection(lambda: link, sock=sock)
+        return link
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.sock.fileno(), self._readable)
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
 
     def send(self, frame: bytes) -> bool:
-        """Send now or drop (a relayed datagram is then lost like any UDP datagram; the UA retransmits)."""
-        if self.closed:
+        """Queue one frame; dropped (counted) when the peer is far behind (a relayed datagram is
+        then lost like any UDP datagram, and the UA retransmits)."""
+        t = self.transport
+        if t is None or self.closed:
             return False
-        try:
-            self.sock.send(frame)
-            return True
-        except (BlockingIOError, InterruptedError):
+        if t.get_write_buffer_size() > IPC_BACKLOG:
             self.dropped += 1
             return False
-        except OSError:
-            self._close()
-            return False
+        t.write(len(frame).to_bytes(4, "big") + frame)
+        return True
 
-    def send_wait(self, frame: bytes, timeout: float = 5.0) -> bool:
-        """Send, waiting up to ``timeout`` for buffer space (the start-up sync, not the hot path)."""
-        if self.closed:
-            return False
-        try:
-            self.sock.settimeout(timeout)
-            self.sock.send(frame)
-            return True
-        except OSError:
-            self._close()
-            return False
-        finally:
-            if not self.closed:
-                self.sock.setblocking(False)
-
-    def _readable(self) -> None:
-        for _ in range(256):
-            try:
-                frame = self.sock.recv(262144)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                frame = b""
-            if not frame:
-                self._close()
-                return
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos, end = 0, len(buf)
+        frames = []
+        while end - pos >= 4:
+            n = int.from_bytes(buf[pos:pos + 4], "big")
+            if end - pos - 4 < n:
+                break
+            frames.append(bytes(buf[pos + 4:pos + 4 + n]))
+            pos += 4 + n
+        if pos:
+            del buf[:pos]
+        for frame in frames:
             try:
                 self.on_frame(frame)
             except Exception:  # noqa: BLE001 - one bad message must not stop the channel
                 logger.exception("worker channel: error handling a %r message", frame[:1])
 
-    def _close(self) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        try:
-            asyncio.get_event_loop().remove_reader(self.sock.fileno())
-        except (ValueError, OSError, RuntimeError):
-            pass
-        self.sock.close()
+        if self.transport is not None:
+            self.transport.close()
         self.on_close()
 
 
@@ -323,12 +319,12 @@ class WorkerPool:
             size += len(blob)
             sent += 1
             if size >= SYNC_CHUNK:
-                w.link.send_wait(b"M" + pickle.dumps(batch))
+                w.link.send(b"M" + pickle.dumps(batch))
                 batch, size = [], 0
         if batch:
-            w.link.send_wait(b"M" + pickle.dumps(batch))
-        w.link.send_wait(b"T" + (b"1" if self.passthrough else b"0"))
-        if w.link.send_wait(b"E"):
+            w.link.send(b"M" + pickle.dumps(batch))
+        w.link.send(b"T" + (b"1" if self.passthrough else b"0"))
+        if w.link.send(b"E"):
             w.active = True
             logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
 
@@ -358,7 +354,7 @@ class WorkerPool:
 
         udp = [lst for lst in server.transports.listeners if lst.proto == "udp" and lst.siblings]
         fds = [lst.siblings[w.index - 1].fileno() for lst in udp]
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         boot = {
             "index": w.index, "n": self.n, "ppid": os.getpid(), "ipc": theirs.fileno(),
             "udp": [[fd, lst.host, lst.port] for fd, lst in zip(fds, udp)],
@@ -382,13 +378,21 @@ class WorkerPool:
         finally:
             theirs.close()
         w.proc, w.started, w.active, w.seen = proc, time.monotonic(), False, {}
-        w.link = Link(ours, lambda frame, w=w: self._on_frame(w, frame), lambda w=w: self._lost(w))
-        w.link.start(server.loop)
+        task = server.loop.create_task(self._connect(w, ours))
+        server._tasks.add(task)
+        task.add_done_callback(server._tasks.discard)
         logger.info("worker %d started (pid %d)", w.index, proc.pid)
 
-    def _lost(self, w: _Worker) -> None:
-        w.active = False
-        w.link = None
+    async def _connect(self, w: _Worker, sock: socket.socket) -> None:
+        link: Link | None = None
+
+        def lost() -> None:
+            if w.link is link:  # not a newer link of a restarted worker
+                w.link = None
+                w.active = False
+
+        link = await Link.open(sock, lambda frame: self._on_frame(w, frame), lost)
+        w.link = link
 
     def tick(self) -> None:
         """Housekeeping (every second): passthrough while traced, restart dead workers."""
@@ -402,7 +406,7 @@ class WorkerPool:
         for w in self.workers.values():
             if w.proc is None or w.proc.poll() is not None:
                 if w.proc is not None and w.link is not None:
-                    w.link._close()
+                    w.link.close()
                 if now - w.started >= RESPAWN_INTERVAL:
                     if w.proc is not None:
                         logger.error("worker %d (pid %d) exited with status %s; restarting it",
@@ -427,7 +431,7 @@ class WorkerPool:
                 w.proc.kill()
                 w.proc.wait(1)
             if w.link is not None:
-                w.link._close()
+                w.link.close()
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.proc.pid if w.proc else 0, "active": w.active,
@@ -481,8 +485,7 @@ class WorkerServer(Server):
         loc.replace = replace_and_tell  # type: ignore[method-assign]
         _hook_bans(self, lambda frame: self.link.send(frame) if self.link is not None else None)
         self._synced = asyncio.Event()  # until set, everything read goes to main
-        self.link = Link(socket.socket(fileno=int(boot["ipc"])), self._on_frame, self._main_gone)
-        self.link.start(self.loop)
+        self.link = await Link.open(socket.socket(fileno=int(boot["ipc"])), self._on_frame, self._main_gone)
         for fd, host, port in boot["udp"]:
             sock = socket.socket(fileno=int(fd))
             sock.setblocking(False)
@@ -496,7 +499,7 @@ class WorkerServer(Server):
             host_l = (config.server.advertised_address or host).lower()
             self.self_addresses.add((host_l, int(port)))
             self.self_addresses.add((host.lower(), int(port)))
-        self.link.send_wait(b"H")
+        self.link.send(b"H")
         try:
             await asyncio.wait_for(self._synced.wait(), 30)
         except asyncio.TimeoutError:
