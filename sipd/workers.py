@@ -20,8 +20,9 @@ Theory of operation:
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
   configured) and sends the AOR's new contact list to main, whose table is therefore complete:
   calls, ``ul show``, NAT pings and statistics read it there. A worker gets its AORs from main
-  when it starts (so a restarted worker loses nothing, in memory mode too); ``ul rm`` in main is
-  sent to the owner.
+  when it starts (so a restarted worker loses nothing, in memory mode too); an AOR main changes
+  (``ul rm``, REGISTERs main answered while tracing or while the worker was down) is sent to its
+  owner.
 - Bans (manual, flood, failed authentication) are shared: a process sends each ban it adds or
   removes, main applies it and forwards it to the other workers. Flood counting is per process.
 - Statistics: each worker sends its counters once a second; main adds the increments to its own,
@@ -248,16 +249,14 @@ class WorkerPool:
         self.passthrough = False
         self.closing = False
         loc = server.state.location
-        self._replace = loc.replace
-        remove = loc.remove
+        self._replace = replace = loc.replace
 
-        def remove_and_tell(aor: str, contact: str | None = None) -> int:
-            n_removed = remove(aor, contact)
-            if n_removed:
+        def replace_and_tell(aor: str, contacts: list, *, mark_dirty: bool = True) -> None:
+            replace(aor, contacts, mark_dirty=mark_dirty)
+            if owner_of_aor(aor, n) != 0:  # changed here (ul rm, traced, worker down): the owner must know
                 self.push(aor)
-            return n_removed
 
-        loc.remove = remove_and_tell  # ul rm: the owner must forget it too
+        loc.replace = replace_and_tell  # type: ignore[method-assign]
         _hook_bans(server, self.broadcast)
 
     # -- routing (hot path) --
@@ -329,7 +328,7 @@ class WorkerPool:
             logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
 
     def push(self, aor: str) -> None:
-        """Send main's contacts of ``aor`` to its owner (after a management change)."""
+        """Send main's contacts of ``aor`` to its owner (after main changed it)."""
         k = owner_of_aor(aor, self.n)
         if k == 0:
             return
@@ -435,7 +434,8 @@ class WorkerPool:
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.proc.pid if w.proc else 0, "active": w.active,
-                 "alive": bool(w.proc and w.proc.poll() is None)} for w in self.workers.values()]
+                 "alive": bool(w.proc and w.proc.poll() is None), "passthrough": self.passthrough}
+                for w in self.workers.values()]
 
 
 # -- a worker process --------------------------------------------------------------------------------

@@ -236,3 +236,36 @@ def test_worker_ends_with_main_and_its_registrations_persist(tmp_path):
         assert f"{user}@{DOMAIN}" in aors(d)
     finally:
         d.stop()
+
+
+def test_trace_sees_the_workers_registers(tmp_path):
+    """While sipctl trace watches, the worker passes everything to main, which traces it; after the
+    trace, what main registered for the worker's AOR is the worker's too."""
+    import subprocess
+    import sys
+
+    d = start(tmp_path)
+    user = WORKER_USERS[3]
+    try:
+        cmd = [sys.executable, "-m", "sipctl", "--config", str(d.config), "trace", "--user", user, "--count", "12",
+               "--duration", "20"]
+        tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: workers(d)[0]["Type"].endswith("while traced"), "passthrough")
+            with UA(d.port, user, password=f"pw-{user}") as phone:
+                for _ in range(3):  # 6 datagrams: each read by main's or the worker's socket at random
+                    assert phone.register(600).status == 200
+                out, err = tracer.communicate(timeout=25)
+        finally:
+            if tracer.poll() is None:
+                tracer.kill()
+                tracer.wait(5)
+        assert tracer.returncode == 0, err
+        firsts = [ln.split("  ", 1)[1].split()[:2] for ln in out.splitlines() if "<-" in ln or "->" in ln]
+        assert [f[0] if f[0] != "SIP/2.0" else f[1] for f in firsts] == ["REGISTER", "401", "REGISTER", "200"] * 3, out
+        wait_for(lambda: workers(d)[0]["Type"].endswith("(UDP REGISTER for its AORs)"), "the end of passthrough")
+        with UA(d.port, user, password=f"pw-{user}") as laptop:
+            assert laptop.register(600).status == 200  # the worker answers again, and knows the phone
+            assert sorted(aors(d)[f"{user}@{DOMAIN}"]) == sorted([phone.contact.strip("<>"), laptop.contact.strip("<>")])
+    finally:
+        d.stop()

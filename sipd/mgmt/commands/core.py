@@ -64,7 +64,11 @@ async def ps(state: Any) -> Any:
     pool = _workers(state)
     for w in pool.describe() if pool is not None else ():
         kind = "registrar worker (UDP REGISTER for its AORs)"
-        procs.append({"ID": w["index"], "PID": w["pid"], "Type": kind if w["active"] else f"{kind}, starting"})
+        if not w["active"]:
+            kind += ", starting"
+        elif w["passthrough"]:
+            kind += ", passing everything to main while traced"
+        procs.append({"ID": w["index"], "PID": w["pid"], "Type": kind})
     return {"Processes": procs}
 
 
