@@ -19,6 +19,7 @@ import pytest
 from sipd.services.location import aor_key
 from sipd.sip.message import parse_message
 from sipd.workers import _TO, needs_owner, owner_of_aor, owner_of_datagram
+from tests.helpers.sipd_proc import _end_pid
 from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber, message_reaches
 
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "sip" / "data"
@@ -257,9 +258,7 @@ def test_trace_sees_the_workers_registers(tmp_path):
                     assert phone.register(600).status == 200
                 out, err = tracer.communicate(timeout=25)
         finally:
-            if tracer.poll() is None:
-                tracer.kill()
-                tracer.wait(5)
+            _end_pid(tracer, 2)
         assert tracer.returncode == 0, err
         firsts = [ln.split("  ", 1)[1].split()[:2] for ln in out.splitlines() if "<-" in ln or "->" in ln]
         assert [f[0] if f[0] != "SIP/2.0" else f[1] for f in firsts] == ["REGISTER", "401", "REGISTER", "200"] * 3, out
