@@ -120,6 +120,8 @@ class Link(asyncio.Protocol):
         self.dropped = 0
         self.closed = False
         self._buf = bytearray()
+        self._out: list[bytes] = []  # frames queued in this loop iteration (see _flush)
+        self._out_size = 0
 
     @classmethod
     async def open(cls, sock: socket.socket, on_frame: Callable[[bytes], None], on_close: Callable[[], None]) -> Link:
@@ -142,11 +144,21 @@ class Link(asyncio.Protocol):
         t = self.transport
         if t is None or self.closed:
             return False
-        if t.get_write_buffer_size() > IPC_BACKLOG:
+        if self._out_size + t.get_write_buffer_size() > IPC_BACKLOG:
             self.dropped += 1
             return False
-        t.write(len(frame).to_bytes(4, "big") + frame)
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(len(frame).to_bytes(4, "big"))
+        self._out.append(frame)
+        self._out_size += len(frame) + 4
         return True
+
+    def _flush(self) -> None:
+        """One write (one syscall) for every frame queued during this loop iteration."""
+        out, self._out, self._out_size = self._out, [], 0
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
