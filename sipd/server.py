@@ -717,7 +717,7 @@ class Server:
             if dest is None:
                 return
             self.layer.send_stateless(resp, dest, now)
-        if status >= 200 and self.state.events.listeners:  # local final replies: accounting (contracts §9)
+        if status >= 200 and self.state.events.listeners and request.method != "REGISTER":  # calls: accounting (contracts §9)
             self.state.events.emit(CallEvent(kind="response", request=request, response=resp, tx_key=tx_key, now=now))
         self.c_sent_replies.inc()
         self.c_sl[status // 100].inc()
