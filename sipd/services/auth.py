@@ -109,6 +109,9 @@ class Authenticator:
         if parts is None:
             name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
             headers = tuple((name, digest.challenge(realm, nonce, alg, stale=stale)) for alg in self.cfg.algorithms)
+        elif len(parts) == 1:  # one algorithm (the default): no generator
+            name, head, tail = parts[0]
+            headers = ((name, f"{head}{nonce}{tail}"),)
         else:
             headers = tuple((name, f"{head}{nonce}{tail}") for name, head, tail in parts)
         return AuthResult(False, status=407 if proxy else 401, headers=headers, why=why)
@@ -131,9 +134,10 @@ class Authenticator:
 
     def check(self, request, realm: str, cache: SubscriberCache, now: float, *, proxy: bool) -> AuthResult:
         """Authenticate ``request`` for ``realm``. ``now`` is wall-clock time (nonces are stored)."""
-        header = "Proxy-Authorization" if proxy else "Authorization"
         creds = None
-        for value in request.get_all(header):
+        # the header lines as get_all() would list them (neither header is a comma list)
+        for item in request.headers._idx().get("proxy-authorization" if proxy else "authorization", ()):
+            value = item[2]
             if not value.lstrip()[:6].lower() == "digest":
                 continue  # unknown scheme: as if absent (RFC 4475 §3.3.7)
             try:
@@ -181,7 +185,7 @@ class Authenticator:
 #: One ``name=token`` or ``name="quoted, no backslash"`` item followed by a comma or the end.
 _CRED_ITEM = re.compile(r'[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*(?:"([^"\\\r\n]*)"|([^ \t",\r\n]+))[ \t]*(?:,|\Z)')
 _CRED_SCAN = re.compile(f"{_CRED_ITEM.pattern}|([\\s\\S])")
-_MANDATORY = ("username", "realm", "nonce", "uri", "response")
+_MANDATORY = frozenset(("username", "realm", "nonce", "uri", "response"))
 
 
 def parse_credentials_fast(value: str) -> digest.Credentials | None:
@@ -200,17 +204,15 @@ def parse_credentials_fast(value: str) -> digest.Credentials | None:
         if stray:
             return None
         params[name.lower()] = q or u
-    for name in _MANDATORY:
-        if name not in params:
-            return None
+    if not params.keys() >= _MANDATORY:
+        return None
     algorithm = params.get("algorithm", "MD5").upper()
     if algorithm not in digest.ALGORITHMS:
         return None
     qop = params.get("qop")
     if qop is not None and ("cnonce" not in params or "nc" not in params):
         return None
-    return digest.Credentials(
-        username=params["username"], realm=params["realm"], nonce=params["nonce"], uri=params["uri"],
-        response=params["response"], algorithm=algorithm, cnonce=params.get("cnonce"), nc=params.get("nc"),
-        qop=qop, opaque=params.get("opaque"),
+    return digest.make_credentials(
+        params["username"], params["realm"], params["nonce"], params["uri"], params["response"], algorithm,
+        params.get("cnonce"), params.get("nc"), qop, params.get("opaque"),
     )
