@@ -240,7 +240,7 @@ def apply_ban(server: Server, change: tuple) -> None:
 
 
 class _Worker:
-    __slots__ = ("index", "proc", "link", "active", "started", "seen")
+    __slots__ = ("index", "proc", "link", "active", "started", "seen", "orphans", "reported")
 
     def __init__(self, index: int):
         self.index = index
@@ -249,6 +249,8 @@ class _Worker:
         self.active = False  # synced: REGISTERs for its AORs go to it
         self.started = 0.0
         self.seen: dict[str, int] = {}  # its counters as last reported
+        self.orphans: list[Any] = []  # its UDP sockets, read by main while it is down
+        self.reported = False  # its exit was logged
 
 
 class WorkerPool:
@@ -388,7 +390,7 @@ class WorkerPool:
             return
         finally:
             theirs.close()
-        w.proc, w.started, w.active, w.seen = proc, time.monotonic(), False, {}
+        w.proc, w.started, w.active, w.seen, w.reported = proc, time.monotonic(), False, {}, False
         task = server.loop.create_task(self._connect(w, ours))
         server._tasks.add(task)
         task.add_done_callback(server._tasks.discard)
@@ -415,14 +417,38 @@ class WorkerPool:
             return
         now = time.monotonic()
         for w in self.workers.values():
-            if w.proc is None or w.proc.poll() is not None:
-                if w.proc is not None and w.link is not None:
+            if w.proc is not None and w.proc.poll() is None:
+                continue
+            if now - w.started >= RESPAWN_INTERVAL:
+                self._release(w)
+                self._spawn(w)
+            elif w.proc is not None and not w.reported:
+                w.reported = True
+                logger.error("worker %d (pid %d) exited with status %s; main reads its sockets until it is "
+                             "restarted", w.index, w.proc.pid, w.proc.returncode)
+                if w.link is not None:
                     w.link.close()
-                if now - w.started >= RESPAWN_INTERVAL:
-                    if w.proc is not None:
-                        logger.error("worker %d (pid %d) exited with status %s; restarting it",
-                                     w.index, w.proc.pid, w.proc.returncode)
-                    self._spawn(w)
+                task = self.server.loop.create_task(self._adopt(w))
+                self.server._tasks.add(task)
+                task.add_done_callback(self.server._tasks.discard)
+
+    async def _adopt(self, w: _Worker) -> None:
+        """Read a dead worker's UDP sockets in main (duplicates of the descriptors, so closing them
+        later leaves the originals for the next worker): its share of datagrams is not lost."""
+        from .transport.udp import UdpListener
+
+        for lst in self.server.transports.listeners:
+            if lst.proto == "udp" and getattr(lst, "siblings", None):
+                sock = socket.socket(fileno=os.dup(lst.siblings[w.index - 1].fileno()))
+                sock.setblocking(False)
+                orphan = UdpListener(lst.host, lst.port, self.server)
+                await self.server.loop.create_datagram_endpoint(lambda orphan=orphan: orphan, sock=sock)
+                w.orphans.append(orphan)
+
+    def _release(self, w: _Worker) -> None:
+        for orphan in w.orphans:
+            orphan.close()
+        w.orphans = []
 
     def signal(self, sig: int) -> None:
         for w in self.workers.values():
@@ -443,6 +469,7 @@ class WorkerPool:
                 w.proc.wait(1)
             if w.link is not None:
                 w.link.close()
+            self._release(w)
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.proc.pid if w.proc else 0, "active": w.active,
