@@ -49,6 +49,8 @@ def test_sipd_config_env(monkeypatch, tmp_path):
     ("[server]\nlisten = [\"sctp:127.0.0.1:5060\"]\n", "server.listen[0]", "cannot parse"),
     ("[server]\nlisten = [\"udp:127.0.0.1:70000\"]\n", "server.listen[0]", "out of range"),
     ("[database]\nurl = \"postgres://x\"\n", "database.url", "unsupported URL"),
+    ("[server]\nworkers = -1\n", "server.workers", "out of range"),
+    ("[server]\nworkers = 65\n", "server.workers", "out of range"),
     ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),
 ])
 def test_problems_name_the_key(tmp_path, text, key, words):

@@ -20,6 +20,7 @@ from sipd.services.location import aor_key
 from sipd.sip.message import parse_message
 from sipd.workers import _TO, needs_owner, owner_of_aor, owner_of_datagram
 from tests.helpers.sipd_proc import _end_pid
+from tests.conftest import free_port
 from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber, message_reaches
 
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "sip" / "data"
@@ -280,3 +281,10 @@ def test_trace_sees_the_workers_registers(tmp_path):
             assert sorted(aors(d)[f"{user}@{DOMAIN}"]) == sorted([phone.contact.strip("<>"), laptop.contact.strip("<>")])
     finally:
         d.stop()
+
+
+def test_workers_need_a_udp_listener(tmp_path):
+    d = Daemon(tmp_path, {"server": {"workers": 2, "listen": [f"tcp:127.0.0.1:{free_port()}"]}})
+    with d:
+        assert "workers = 2 ignored: the workers read UDP listeners and there is none" in d.log()
+        assert workers(d) == []
