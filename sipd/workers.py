@@ -386,6 +386,7 @@ class WorkerPool:
             proc.stdin.close()
         except OSError as exc:
             ours.close()
+            w.started = time.monotonic()  # try again in RESPAWN_INTERVAL, not at every tick
             logger.error("worker %d not started: %s", w.index, exc)
             return
         finally:
