@@ -61,7 +61,6 @@ logger = logging.getLogger("sipd")
 
 IPC_BUFFER = 4 * 1024 * 1024  # socketpair buffers: a burst of relayed datagrams must fit
 IPC_BACKLOG = 32 * 1024 * 1024  # bytes queued for a peer before relayed datagrams are dropped
-SYNC_CHUNK = 60_000  # bytes of pickled AORs per message when a worker starts
 RESPAWN_INTERVAL = 5.0  # seconds between two starts of one worker
 STOP_GRACE = 3.0  # seconds a worker gets to stop after SIGTERM
 
@@ -191,6 +190,29 @@ class Link(asyncio.Protocol):
         self.on_close()
 
 
+def _contact_fields() -> tuple[str, ...]:
+    import dataclasses
+
+    from .services.location import Contact
+
+    return tuple(f.name for f in dataclasses.fields(Contact))
+
+
+_FIELDS = _contact_fields()
+
+
+def _aor_frame(kind: bytes, aor: str, contacts: list) -> bytes:
+    """An AOR's contacts as plain tuples (pickling the dataclasses costs twice as much)."""
+    return kind + pickle.dumps((aor, [tuple([getattr(c, f) for f in _FIELDS]) for c in contacts]))
+
+
+def _aor_read(frame: bytes) -> tuple[str, list]:
+    from .services.location import Contact
+
+    aor, rows = pickle.loads(frame[1:])
+    return aor, [Contact(*row) for row in rows]
+
+
 def _counters(server: Server) -> dict[str, int]:
     from .stats import Counter
 
@@ -300,7 +322,7 @@ class WorkerPool:
             ip, port, data = _unpack_addr(frame)
             server.datagram_received(data, ("udp", ip, port, None))
         elif kind == b"L":
-            aor, contacts = pickle.loads(frame[1:])
+            aor, contacts = _aor_read(frame)
             self._replace(aor, contacts, mark_dirty=False)
         elif kind == b"S":
             stats = server.state.stats
@@ -321,21 +343,11 @@ class WorkerPool:
     def _sync(self, w: _Worker) -> None:
         """Give a (re)started worker its AORs, then route its REGISTERs to it."""
         assert w.link is not None
-        batch: list[tuple[str, list]] = []
-        size = 0
         sent = 0
         for aor, contacts in self.server.state.location.items():
-            if owner_of_aor(aor, self.n) != w.index:
-                continue
-            blob = pickle.dumps((aor, contacts))
-            batch.append((aor, contacts))
-            size += len(blob)
-            sent += 1
-            if size >= SYNC_CHUNK:
-                w.link.send(b"M" + pickle.dumps(batch))
-                batch, size = [], 0
-        if batch:
-            w.link.send(b"M" + pickle.dumps(batch))
+            if owner_of_aor(aor, self.n) == w.index:
+                w.link.send(_aor_frame(b"L", aor, contacts))
+                sent += 1
         w.link.send(b"T" + (b"1" if self.passthrough else b"0"))
         if w.link.send(b"E"):
             w.active = True
@@ -348,7 +360,7 @@ class WorkerPool:
             return
         w = self.workers[k]
         if w.link is not None:
-            w.link.send(b"L" + pickle.dumps((aor, self.server.state.location.contacts(aor))))
+            w.link.send(_aor_frame(b"L", aor, self.server.state.location.contacts(aor)))
 
     def broadcast(self, frame: bytes) -> None:
         for w in self.workers.values():
@@ -520,7 +532,7 @@ class WorkerServer(Server):
         def replace_and_tell(aor: str, contacts: list, *, mark_dirty: bool = True) -> None:
             replace(aor, contacts, mark_dirty=mark_dirty)
             if self.link is not None:
-                self.link.send(b"L" + pickle.dumps((aor, loc.contacts(aor))))
+                self.link.send(_aor_frame(b"L", aor, loc.contacts(aor)))
 
         loc.replace = replace_and_tell  # type: ignore[method-assign]
         _hook_bans(self, lambda frame: self.link.send(frame) if self.link is not None else None)
@@ -555,11 +567,8 @@ class WorkerServer(Server):
             ip, port, data = _unpack_addr(frame)
             Server.datagram_received(self, data, ("udp", ip, port, None))
         elif kind == b"L":
-            aor, contacts = pickle.loads(frame[1:])
+            aor, contacts = _aor_read(frame)
             self._replace(aor, contacts, mark_dirty=False)
-        elif kind == b"M":
-            for aor, contacts in pickle.loads(frame[1:]):
-                self._replace(aor, contacts, mark_dirty=False)
         elif kind == b"B":
             apply_ban(self, pickle.loads(frame[1:]))
         elif kind == b"T":
