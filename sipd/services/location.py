@@ -78,6 +78,11 @@ class Location:
     def contacts(self, aor: str) -> list[Contact]:
         return list(self._aors.get(aor, ()))
 
+    def current(self, aor: str) -> list[Contact] | tuple[()]:
+        """The stored bindings of ``aor`` without a copy: read them, never change the list (the
+        registrar builds a new one and hands it to ``replace``)."""
+        return self._aors.get(aor, ())
+
     def lookup(self, aor: str, now: float) -> list[Contact]:
         """Live contacts of ``aor``, descending q."""
         return [c for c in self._aors.get(aor, ()) if c.alive(now)]
@@ -105,7 +110,8 @@ class Location:
     def replace(self, aor: str, contacts: list[Contact], *, mark_dirty: bool = True) -> None:
         """Set the full contact list of ``aor`` (empty removes it)."""
         if contacts:
-            contacts.sort(key=Contact.sort_q, reverse=True)  # stable: older first among equal q
+            if len(contacts) > 1:
+                contacts.sort(key=Contact.sort_q, reverse=True)  # stable: older first among equal q
             self._aors[aor] = contacts
             for c in contacts:
                 if c.expires:

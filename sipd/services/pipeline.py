@@ -256,7 +256,8 @@ def _auth_stage(index: int) -> Stage:
         if req.method == "REGISTER":
             if not cfg.register:
                 return None
-            realm, proxy, user = req.to.uri.host, False, req.to.uri.user
+            to_uri = req.to.uri
+            realm, proxy, user = to_uri.host, False, to_uri.user
         else:
             if not (cfg.invite and ctx.from_local and not ctx.loose_routed) or req.method in ("ACK", "CANCEL", "PRACK"):
                 return None
@@ -322,7 +323,8 @@ def registrar(ctx: Context) -> Decision | None:
         return None
     state = ctx.state
     mode = state.config.location.mode
-    aor = aor_key(req.to.uri.user, req.to.uri.host)
+    to_uri = req.to.uri
+    aor = aor_key(to_uri.user, to_uri.host)
     if mode == "db-only" and not ctx.extra.get("aor_loaded"):
         return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
     src = ctx.source
@@ -330,7 +332,7 @@ def registrar(ctx: Context) -> Decision | None:
     received = f"{src[0]}:{host}:{src[2]}"
     server = state.server
     outcome = registrar_mod.register(
-        req, state.location.contacts(aor), state.config.registrar, ctx.wall,
+        req, state.location.current(aor), state.config.registrar, ctx.wall,
         received=received, socket=server.local_socket_name(src) if server else "",
         conn_id=src[3] if len(src) > 3 else None, token=server.token if server else "t",
     )
@@ -475,8 +477,9 @@ def build_pipeline(state: ServerState) -> list[Stage]:
 
 def run(stages: list[Stage], ctx: Context, start: int = 0) -> Decision:
     """Run from stage ``start``; returns the first decision (``forward`` always decides)."""
+    extra = ctx.extra
     for i in range(start, len(stages)):
-        ctx.extra["stage_index"] = i
+        extra["stage_index"] = i
         decision = stages[i](ctx)
         if decision is not None:
             return decision

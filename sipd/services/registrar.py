@@ -102,29 +102,34 @@ def register(
     aor = aor_key(to_uri.user, to_uri.host)
     call_id = request.call_id
     cseq = request.cseq.seq
+    idx = request.headers._idx()  # key -> header lines: what request.get()/get_all() read
+    lines = idx.get("expires")
     try:
-        header_expires = _parse_expires(request.get("Expires"))
+        header_expires = _parse_expires(lines[0][2] if lines else None)
     except ValueError:
         header_expires = None
 
-    live = [c for c in current if c.alive(now)]
+    live = [c for c in current if c.expires == 0 or c.expires > now]  # Contact.alive(now)
     if request.contact_star:
         if header_expires != 0 or len(request.get_all("Contact")) > 1:
             return _fail(400, "Bad Request", "* used in contact and expires is not zero or more than 1 contact", aor)
         return _ok(aor, [], now, changed=bool(current), gruu=False)
 
     if gruu_supported is None:
-        gruu_supported = "gruu" in _tokens(request.get_all("Supported"))
+        gruu_supported = "supported" in idx and "gruu" in _tokens(request.get_all("Supported"))
     gruu = cfg.gruu and gruu_supported
-    path_values = request.get_all("Path")
+    path_values = request.get_all("Path") if "path" in idx else None
     path = ",".join(path_values) if path_values else None
-    user_agent = request.get("User-Agent") or ""
+    lines = idx.get("user-agent")
+    user_agent = lines[0][2] if lines else ""
     if len(user_agent) <= 128:
         user_agent = sys.intern(user_agent)  # one copy per UA model in a big location table
-    new = list(live)
     changed = len(live) != len(current)
+    new = live
+    default_expires, min_expires, max_expires = cfg.default_expires, cfg.min_expires, cfg.max_expires
     for na in request.contacts:
-        if na.uri.scheme not in ("sip", "sips", "tel"):
+        uri = na.uri
+        if uri.scheme not in ("sip", "sips", "tel"):
             return _fail(400, "Bad Request", "Unsupported contact URI scheme", aor)
         params = na.params
         try:
@@ -132,7 +137,7 @@ def register(
         except ValueError:
             return _fail(400, "Bad Request", "Invalid expires param in contact", aor)
         if expires is None:
-            expires = cfg.default_expires
+            expires = default_expires
         q: float | None = None
         if params.get("q") is not None:
             try:
@@ -141,51 +146,47 @@ def register(
                 return _fail(400, "Bad Request", "Invalid q param in contact", aor)
             if not 0.0 <= q <= 1.0:
                 return _fail(400, "Bad Request", "Invalid q param in contact", aor)
-        if expires and cfg.min_expires and expires < cfg.min_expires:
+        if expires and min_expires and expires < min_expires:
             if cfg.min_expires_mode == "reject":
                 return Outcome(
-                    423, "Interval Too Brief", aor, headers=[("Min-Expires", str(cfg.min_expires))],
-                    error=f"expires {expires} below {cfg.min_expires}",
+                    423, "Interval Too Brief", aor, headers=[("Min-Expires", str(min_expires))],
+                    error=f"expires {expires} below {min_expires}",
                 )
-            expires = cfg.min_expires
-        if cfg.max_expires and expires > cfg.max_expires:
-            expires = cfg.max_expires
-        instance = _unquote(params.get("+sip.instance"))
+            expires = min_expires
+        if max_expires and expires > max_expires:
+            expires = max_expires
+        instance = params.get("+sip.instance")
         reg_id: int | None = None
-        if instance and params.get("reg-id"):
-            try:
-                reg_id = int(params["reg-id"])  # type: ignore[arg-type]
-            except ValueError:
-                return _fail(400, "Bad Request", "Invalid reg-id param in contact", aor)
-        uri_text = str(na.uri)
+        if instance is not None:
+            instance = _unquote(instance)
+            if instance and params.get("reg-id"):
+                try:
+                    reg_id = int(params["reg-id"])  # type: ignore[arg-type]
+                except ValueError:
+                    return _fail(400, "Bad Request", "Invalid reg-id param in contact", aor)
+        # positional, in field order (uri, expires, q, call_id, cseq, user_agent, received, path, socket,
+        # flags, cflags, methods, instance, reg_id, state, conn_id, temp_gruu, last_modified, params)
         binding = Contact(
-            uri=uri_text,
-            expires=now + expires if expires else 0.0,
-            q=q,
-            call_id=call_id,
-            cseq=cseq,
-            user_agent=user_agent,
-            received=received,
-            path=path,
-            socket=socket,
-            instance=instance,
-            reg_id=reg_id,
-            conn_id=conn_id,
-            temp_gruu=(token() if callable(token) else token) if (gruu and instance) else None,
-            last_modified=now,
+            str(uri), now + expires if expires else 0.0, q, call_id, cseq, user_agent, received, path, socket,
+            0, "", None, instance, reg_id, "CS_NEW", conn_id,
+            (token() if callable(token) else token) if (gruu and instance) else None, now, "",
         )
-        idx = next((i for i, c in enumerate(new) if c.same_binding(binding)), None)
-        if idx is not None:
-            old = new[idx]
+        pos = -1
+        for i, c in enumerate(new):
+            if c.same_binding(binding):
+                pos = i
+                break
+        if pos >= 0:
+            old = new[pos]
             if old.call_id == call_id and cseq < old.cseq:
                 return _fail(400, "Bad Request", "Invalid CSeq number", aor)
             if expires == 0:
-                del new[idx]
+                del new[pos]
             else:
                 binding.state = "CS_DIRTY" if old.state != "CS_NEW" else "CS_NEW"
                 if binding.temp_gruu is None:
                     binding.temp_gruu = old.temp_gruu
-                new[idx] = binding
+                new[pos] = binding
             changed = True
         elif expires:
             new.append(binding)
@@ -200,14 +201,17 @@ def _tokens(values: list[str]) -> set[str]:
 
 
 def _ok(aor: str, contacts: list[Contact], now: float, *, changed: bool, gruu: bool) -> Outcome:
-    contacts.sort(key=Contact.sort_q, reverse=True)
+    if len(contacts) > 1:
+        contacts.sort(key=Contact.sort_q, reverse=True)
     headers = [("Contact", contact_value(aor, c, now, gruu)) for c in contacts]
-    return Outcome(200, "OK", aor, headers=headers, contacts=contacts, changed=changed)
+    return Outcome(200, "OK", aor, headers, contacts, changed)
 
 
 def contact_value(aor: str, c: Contact, now: float, gruu: bool = False) -> str:
     """``<uri>;expires=N[;q=..][;+sip.instance=..][;reg-id=..][;pub-gruu=..;temp-gruu=..]``."""
     left = max(0, int(c.expires - now + 0.5)) if c.expires else 0
+    if c.q is None and not c.instance:
+        return f"<{c.uri}>;expires={left}"
     parts = [f"<{c.uri}>;expires={left}"]
     if c.q is not None:
         parts.append(f"q={c.q:g}")

@@ -178,21 +178,28 @@ class URI:
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
-        parts = [self.scheme, ":"]
-        if self.scheme == "tel":
-            parts.append(self.user or "")
+        scheme = self.scheme
+        if scheme == "tel":
+            text = f"tel:{self.user or ''}"
         else:
-            if self.user is not None:
-                parts.append(self.user)
-                if self.password is not None:
-                    parts += (":", self.password)
-                parts.append("@")
-            parts.append(self.host_port)
-        for name, value in self.params.items():
-            parts += (";", name) if value is None else (";", name, "=", value)
+            host = self.host or ""
+            if ":" in host:
+                host = f"[{host}]"  # format_host
+            if self.port is not None:
+                host = f"{host}:{self.port}"
+            user = self.user
+            if user is None:
+                text = f"{scheme}:{host}"
+            elif self.password is None:
+                text = f"{scheme}:{user}@{host}"
+            else:
+                text = f"{scheme}:{user}:{self.password}@{host}"
+        params = self.params
+        if params:
+            text += "".join([f";{name}" if value is None else f";{name}={value}" for name, value in params.items()])
         if self.headers:
-            parts += ("?", "&".join(f"{k}={v}" for k, v in self.headers.items()))
-        return "".join(parts)
+            text += "?" + "&".join(f"{k}={v}" for k, v in self.headers.items())
+        return text
 
     def __repr__(self) -> str:
         return f"URI({str(self)!r})"
