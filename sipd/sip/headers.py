@@ -331,9 +331,12 @@ def parse_name_addr_list(value: str) -> list[NameAddr]:
 
 
 class Via:
-    """One Via value. ``params`` holds branch, received, rport (None if bare), maddr, ttl ..."""
+    """One Via value. ``params`` holds branch, received, rport (None if bare), maddr, ttl ...
 
-    __slots__ = ("protocol", "transport", "host", "port", "params")
+    A Via from the fast path below keeps its parameter text and builds ``params`` on first access
+    (a stateless REGISTER never reads them: its reply copies the Via line as received)."""
+
+    __slots__ = ("protocol", "transport", "host", "port", "_params", "_ptext")
 
     def __init__(
         self,
@@ -347,7 +350,19 @@ class Via:
         self.transport = transport.upper()
         self.host = host
         self.port = port
-        self.params = params if params is not None else {}
+        self._params = params if params is not None else {}
+        self._ptext = None
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        p = self._params
+        if p is None:
+            p = self._params = _fast_params(self._ptext)  # type: ignore[arg-type]
+        return p
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        self._params = value
 
     @property
     def branch(self) -> str | None:
@@ -396,7 +411,12 @@ def _fast_via(text: str) -> Via | None:
     v.transport = transport.upper()
     v.host = host
     v.port = p
-    v.params = _fast_params(ptext) if ptext else {}
+    if ptext:
+        v._params = None  # built from the text when first read (see Via)
+        v._ptext = ptext
+    else:
+        v._params = {}
+        v._ptext = None
     return v
 
 

@@ -45,6 +45,7 @@ Policy decisions (RFC 4475 / RFC 5118 torture tests; table in tests/sip/data/REA
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -111,6 +112,7 @@ for _c, _full in COMPACT_FORMS.items():
 del _k, _c, _full
 
 _KEY_CACHE: dict[str, str] = {}
+_item_key = operator.itemgetter(0)
 # One header line: (key, name as written, value, raw line(s) or None if rendered by us).
 Item = tuple[str, str, str, Any]
 # Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
@@ -485,9 +487,15 @@ class Message:
         """Serialise; Content-Length is set to the body length, untouched headers stay byte-exact."""
         h = self.headers
         n = len(self.body)
-        cl = h._idx().get("content-length")
-        if cl is None or len(cl) != 1 or cl[0][2] != str(n):
-            h.set("Content-Length", str(n)) if cl else h.append("Content-Length", str(n))
+        if h._index is None and "content-length" not in map(_item_key, h._items):
+            # a message we built (make_response): append as Headers.append would, without building
+            # the name index only for that
+            h._items.append(("content-length", "Content-Length", str(n), None))
+            h._changed("content-length")
+        else:
+            cl = h._idx().get("content-length")
+            if cl is None or len(cl) != 1 or cl[0][2] != str(n):
+                h.set("Content-Length", str(n)) if cl else h.append("Content-Length", str(n))
         # untouched lines are written as received (raw), edited ones rendered
         lines = [it[3] or f"{it[1]}: {it[2]}" for it in h._items]  # never empty (Content-Length)
         head = f"{self._start_line()}\r\n{CRLF.join(lines)}\r\n\r\n"
@@ -498,7 +506,7 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "version", "_uri", "_uri_text")
+    __slots__ = ("method", "version", "_uri", "_uri_text", "_uri_m")
 
     def __init__(
         self,
@@ -513,6 +521,7 @@ class Request(Message):
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self._uri: URI | None
+        self._uri_m = None
         if isinstance(uri, URI):
             self._uri, self._uri_text = uri, str(uri)
         else:
@@ -523,11 +532,18 @@ class Request(Message):
         """The Request-URI. Assign a URI or a string to change it (do not edit it in place)."""
         u = self._uri
         if u is None:
-            u = self._uri = parse_uri(self._uri_text)
-        return u
+            m = self._uri_m
+            if m is not None:  # validated by the parser's fast path: parse_uri() would build the same
+                u = _fast_uri(m, 0)
+                self._uri_m = None
+            else:
+                u = parse_uri(self._uri_text)
+            self._uri = u
+        return u  # type: ignore[return-value]
 
     @uri.setter
     def uri(self, value: URI | str) -> None:
+        self._uri_m = None
         if isinstance(value, str):
             m = _FAST_URI(value)
             if m is not None and _is_canonical(m):
@@ -604,7 +620,7 @@ def _wire_key(name: str) -> str:
 def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, tuple[Item, ...]]] | None:
     """Fast path of ``_split_headers`` (header lines only), also building the index.
 
-    Gives up (None) on anything unusual -- a name not seen before, folding, a line without a colon,
+    Gives up (None) on anything unusual -- a name not seen before, folding, a line without ": ",
     too many lines -- and ``_split_headers`` then does the work and raises the errors.
     """
     if len(lines) > MAX_HEADERS:
@@ -614,7 +630,9 @@ def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, tuple[Item, ..
     items: list[Item] = []
     idx: dict[str, tuple[Item, ...]] = {}
     for line in lines:
-        name, sep, value = line.partition(":")
+        # "Name: value" (one space: nearly every line) leaves no leading space to strip, and strip()
+        # returns the value itself; other spellings give an unknown name and the general code
+        name, sep, value = line.partition(": ")
         key = fast.get(name) or wire.get(name)
         if key is None or not sep:
             return None
@@ -731,9 +749,10 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
     parts = start.split(" ")
     method = parts[0]
     uri: URI | None = None
+    m = None
     try:
-        if len(parts) == 3 and parts[2] == "SIP/2.0" and method in KNOWN_METHODS and _uri_ok(parts[1]):
-            pass  # the common case: validated, the URI object is built on first access
+        if len(parts) == 3 and parts[2] == "SIP/2.0" and method in KNOWN_METHODS and (m := _uri_match(parts[1])):
+            pass  # the common case: validated, the URI object is built from the match on first access
         else:
             if len(parts) != 3:
                 raise RemoteProtocolError("malformed Request-Line (must be: method SP uri SP version)", 400)
@@ -755,6 +774,7 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
     req.headers = h
     req.body = b""
     req._uri = uri
+    req._uri_m = m
     req._uri_text = parts[1] if len(parts) > 1 else ""  # the Request-URI text exactly as received
     try:
         if error is not None:
@@ -769,6 +789,7 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
 
 _new_request = _new_headers = object.__new__
 _FAST_URI = uri_module._FAST_URI
+_fast_uri = uri_module._fast_uri
 
 
 def _is_canonical(m: re.Match[str]) -> bool:
@@ -789,13 +810,14 @@ def _is_canonical(m: re.Match[str]) -> bool:
     return len(set(names)) == len(names)
 
 
-def _uri_ok(text: str) -> bool:
-    """True if the fast path of ``parse_uri`` takes ``text`` (then it cannot fail)."""
+def _uri_match(text: str) -> re.Match[str] | None:
+    """The FAST_SIP_URI match if the fast path of ``parse_uri`` takes ``text`` (then it cannot
+    fail, and ``_fast_uri(match, 0)`` is what ``parse_uri(text)`` returns), else None."""
     m = _FAST_URI(text)
     if m is None:
-        return False
+        return None
     port = m.group(4)
-    return port is None or len(port) < 5 or port <= "65535"
+    return m if port is None or len(port) < 5 or port <= "65535" else None
 
 
 def _partial(req: Request) -> Request | None:
