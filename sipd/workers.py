@@ -153,10 +153,19 @@ class Link(asyncio.Protocol):
         self._out_size += len(frame) + 4
         return True
 
+    def send_now(self, frame: bytes) -> None:
+        """Write ``frame`` (after anything queued) at once: an AOR update must be on its way to
+        main before the REGISTER's 200, so a call right after the 200 finds the binding."""
+        if self._out:
+            self.send(frame)
+            self._flush()
+        elif self.transport is not None and not self.closed:
+            self.transport.write(len(frame).to_bytes(4, "big") + frame)
+
     def _flush(self) -> None:
         """One write (one syscall) for every frame queued during this loop iteration."""
         out, self._out, self._out_size = self._out, [], 0
-        if self.transport is not None and not self.closed:
+        if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
@@ -532,7 +541,7 @@ class WorkerServer(Server):
         def replace_and_tell(aor: str, contacts: list, *, mark_dirty: bool = True) -> None:
             replace(aor, contacts, mark_dirty=mark_dirty)
             if self.link is not None:
-                self.link.send(_aor_frame(b"L", aor, loc.contacts(aor)))
+                self.link.send_now(_aor_frame(b"L", aor, loc.contacts(aor)))
 
         loc.replace = replace_and_tell  # type: ignore[method-assign]
         _hook_bans(self, lambda frame: self.link.send(frame) if self.link is not None else None)

@@ -288,3 +288,17 @@ def test_workers_need_a_udp_listener(tmp_path):
     with d:
         assert "workers = 2 ignored: the workers read UDP listeners and there is none" in d.log()
         assert workers(d) == []
+
+
+def test_a_call_right_after_the_200_finds_the_binding(tmp_path):
+    """The worker sends the AOR to main before its 200: a request that follows at once is routed."""
+    d = start(tmp_path)
+    try:
+        caller_name = MAIN_USERS[0]
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller:
+            for user in WORKER_USERS[:5]:
+                with UA(d.port, user, password=f"pw-{user}") as callee:
+                    assert callee.register(600).status == 200
+                    assert message_reaches(caller, callee), user
+    finally:
+        d.stop()
