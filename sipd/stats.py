@@ -88,6 +88,8 @@ class Statistics:
 
     def counter(self, name: str) -> Counter:
         stat = self._stats.get(name)
+        if stat.__class__ is Counter:  # the usual case, without isinstance()
+            return stat  # type: ignore[return-value]
         if stat is None:
             self._check(name)
             stat = self._stats[name] = Counter(name)

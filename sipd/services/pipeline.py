@@ -160,7 +160,7 @@ def sanity(ctx: Context) -> Decision | None:
         return Reply(416, "Unsupported URI Scheme", why=f"R-URI scheme {uri.scheme}")
     if req.cseq.method != req.method:
         return Reply(400, "CSeq Method Mismatch", why="CSeq method differs from request method")
-    preq = req.get_all("Proxy-Require")
+    preq = req.get_all("Proxy-Require") if "proxy-require" in req.headers._idx() else None
     if preq:
         tags = ", ".join(t.strip() for v in preq for t in v.split(",") if t.strip())
         return Reply(420, "Bad Extension", [("Unsupported", tags)], why=f"Proxy-Require {tags}")

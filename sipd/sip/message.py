@@ -60,6 +60,12 @@ from .headers import (
     Via,
     display_name,
     header_key,
+    _fast_cseq,
+    _fast_name_addr,
+    _fast_via,
+    _parse_cseq,
+    _parse_name_addr,
+    _parse_via,
     parse_cseq,
     parse_name_addr,
     parse_name_addr_list,
@@ -842,35 +848,42 @@ def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolE
         h = msg.headers
         idx = h._idx()
         c = h._cache
-        for key in _SINGLETONS:
-            lst = idx.get(key)
-            if not lst:
-                raise RemoteProtocolError(f"missing {display_name(key)} header", 400)
-            if len(lst) > 1:
-                raise RemoteProtocolError(f"more than one {display_name(key)} header", 400)
+        call_id, from_, to, cseq_lines = idx.get("call-id"), idx.get("from"), idx.get("to"), idx.get("cseq")
+        if not (call_id and from_ and to and cseq_lines) or len(call_id) + len(from_) + len(to) + len(cseq_lines) != 4:
+            for key in _SINGLETONS:  # which one is missing or repeated, in this order
+                lst = idx.get(key)
+                if not lst:
+                    raise RemoteProtocolError(f"missing {display_name(key)} header", 400)
+                if len(lst) > 1:
+                    raise RemoteProtocolError(f"more than one {display_name(key)} header", 400)
         if "via" not in c:
             lst = idx.get("via")
             if not lst:
                 raise RemoteProtocolError("missing Via header", 400)
             if len(lst) == 1:
-                c["via"] = parse_via(lst[0][2])
+                text = lst[0][2]
+                v = _fast_via(text)  # parse_via(), one call less
+                c["via"] = [v] if v is not None else _parse_via(text)
             else:
                 vias: list[Via] = []
                 for it in lst:
                     vias.extend(parse_via(it[2]))
                 c["via"] = vias
         if "call-id" not in c:
-            v = idx["call-id"][0][2]
+            v = call_id[0][2]  # type: ignore[index]
             if not v or " " in v or "\t" in v:
                 raise RemoteProtocolError("invalid Call-ID", 400)
             c["call-id"] = v
         cseq = c.get("cseq")
         if cseq is None:
-            cseq = c["cseq"] = parse_cseq(idx["cseq"][0][2])
+            text = cseq_lines[0][2]  # type: ignore[index]
+            cseq = c["cseq"] = _fast_cseq(text) or _parse_cseq(text)  # parse_cseq()
         if "from" not in c:
-            c["from"] = parse_name_addr(idx["from"][0][2])
+            text = from_[0][2]  # type: ignore[index]
+            c["from"] = _fast_name_addr(text) or _parse_name_addr(text)  # parse_name_addr()
         if "to" not in c:
-            c["to"] = parse_name_addr(idx["to"][0][2])
+            text = to[0][2]  # type: ignore[index]
+            c["to"] = _fast_name_addr(text) or _parse_name_addr(text)
         if "max-forwards" not in c:
             lst = idx.get("max-forwards")
             if lst and len(lst) == 1:
@@ -914,11 +927,11 @@ def make_response(
     to_added = False
     for it in request.headers._items:
         key = it[0]
-        if key == "via" or key == "from" or key == "call-id" or key == "cseq":
+        if key not in _RESPONSE_KEYS:
+            continue
+        if key != "to":
             items.append(it)
-        elif key == "to":
-            if to_added:
-                continue
+        elif not to_added:
             to_added = True
             if to_tag is not None and status != 100 and "tag" not in _to_params(request):
                 items.append(("to", it[1], f"{it[2]};tag={to_tag}", None))
@@ -927,6 +940,9 @@ def make_response(
     for name, value in headers:  # as Headers.append would, without keeping the index up to date
         items.append((_key(name), name, value, None))
     return Response(status, reason, Headers._from_items(items))
+
+
+_RESPONSE_KEYS = frozenset(("via", "from", "to", "call-id", "cseq"))  # copied into a response
 
 
 def _to_params(request: Request) -> dict[str, str | None]:
