@@ -19,6 +19,7 @@ import pytest
 from sipd.services.location import aor_key
 from sipd.sip.message import parse_message
 from sipd.workers import _TO, needs_owner, owner_of_aor, owner_of_datagram
+from tests.daemon.test_persistence import mysql_db  # noqa: F401 - fixture
 from tests.helpers.sipd_proc import _end_pid
 from tests.conftest import free_port
 from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber, message_reaches
@@ -95,8 +96,8 @@ WORKER_USERS = [u for u in USERS if owner(u) == 1]
 MAIN_USERS = [u for u in USERS if owner(u) == 0]
 
 
-def start(tmp_path: Path, **overrides) -> Daemon:
-    d = Daemon(tmp_path, {"server": {"workers": 2}, **overrides})
+def start(tmp_path: Path, db_url: str | None = None, **overrides) -> Daemon:
+    d = Daemon(tmp_path, {"server": {"workers": 2}, **overrides}, db_url=db_url)
     for u in USERS:
         add_subscriber(d.db_url, u, f"pw-{u}")
     d.start()
@@ -235,14 +236,24 @@ def test_bans_and_ul_rm_reach_the_worker(tmp_path):
         d.stop()
 
 
-def test_worker_ends_with_main_and_its_registrations_persist(tmp_path):
-    d = start(tmp_path)  # write-through: the worker commits before its 200
+@pytest.mark.parametrize(("backend", "mode", "stop"), [
+    ("sqlite", "write-through", "kill9"), ("sqlite", "db-only", "kill9"), ("sqlite", "write-back", "term"),
+    ("mysql", "write-through", "kill9"),
+])
+def test_worker_registrations_persist_and_it_ends_with_main(tmp_path, request, backend, mode, stop):
+    """The worker commits its AORs itself (write-through, db-only) or flushes them when main stops
+    it (write-back); killed with main (kill -9), it does not outlive it."""
+    db_url = request.getfixturevalue("mysql_db") if backend == "mysql" else None
+    d = start(tmp_path, db_url, location={"mode": mode})
     user = WORKER_USERS[2]
     try:
         with UA(d.port, user, password=f"pw-{user}") as ua:
             assert ua.register(600).status == 200
         [w] = workers(d)
-        d.kill9()
+        if stop == "kill9":
+            d.kill9()
+        else:
+            assert d.stop() == 0
         wait_for(lambda: not Path(f"/proc/{w['PID']}").exists() or "zombie" in Path(f"/proc/{w['PID']}/status").read_text(),
                  "the worker to end with main", 5)
         d.start()
@@ -250,6 +261,7 @@ def test_worker_ends_with_main_and_its_registrations_persist(tmp_path):
         assert f"{user}@{DOMAIN}" in aors(d)
     finally:
         d.stop()
+    assert "Traceback" not in d.log(), d.log()
 
 
 def test_trace_sees_the_workers_registers(tmp_path):
