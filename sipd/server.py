@@ -480,7 +480,8 @@ class Server:
 
     # -- receive path -----------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
+    def datagram_received(self, data: bytes, addr: tuple, owned: bool = False) -> None:
+        """A UDP datagram (``owned``: a REGISTER a worker passed on because main owns its AOR)."""
         now = self.loop.time()
         if self.trace_on:
             trace.log(sipd_logging.TRACE, "recv %d bytes from %s:\n%s", len(data), _fmt_addr(addr),
@@ -497,7 +498,7 @@ class Server:
             self.c_drop_requests.inc()
             return
         if data[:9] == b"REGISTER ":
-            if self.workers is not None and self.workers.route_register(data, addr):
+            if self.workers is not None and not owned and self.workers.route_register(data, addr):
                 return  # a registrar worker owns this AOR
             self._register_datagram(data, addr, now)
             return

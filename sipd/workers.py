@@ -327,9 +327,9 @@ class WorkerPool:
     def _on_frame(self, w: _Worker, frame: bytes) -> None:
         kind = frame[:1]
         server = self.server
-        if kind == b"P":
+        if kind == b"P" or kind == b"R":  # R: a REGISTER for an AOR of main's (no need to route it again)
             ip, port, data = _unpack_addr(frame)
-            server.datagram_received(data, ("udp", ip, port, None))
+            server.datagram_received(data, ("udp", ip, port, None), kind == b"R")
         elif kind == b"L":
             aor, contacts = _aor_read(frame)
             self._replace(aor, contacts, mark_dirty=False)
@@ -593,13 +593,17 @@ class WorkerServer(Server):
             logger.info("worker %d: the main process is gone; stopping", self.index)
             self.request_exit()
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        if (self.passthrough or data[:9] != b"REGISTER " or not self._synced.is_set()
-                or needs_owner(data, self.config.auth.register) and owner_of_datagram(data, self.n) != self.index):
-            if self.link is not None:
-                self.link.send(b"P" + _pack_addr(addr[1], addr[2]) + data)
-            return
-        Server.datagram_received(self, data, addr)
+    def datagram_received(self, data: bytes, addr: tuple, owned: bool = False) -> None:
+        kind = b"P"  # main routes it
+        if not self.passthrough and data[:9] == b"REGISTER " and self._synced.is_set():
+            owner = owner_of_datagram(data, self.n) if needs_owner(data, self.config.auth.register) else self.index
+            if owner == self.index:
+                Server.datagram_received(self, data, addr)
+                return
+            if owner == 0:
+                kind = b"R"  # main's own AOR: main answers it without routing it again
+        if self.link is not None:
+            self.link.send(kind + _pack_addr(addr[1], addr[2]) + data)
 
     async def housekeeping(self) -> None:
         await super().housekeeping()
