@@ -15,6 +15,13 @@ from .conftest import DOMAIN, SCENARIOS, USERS
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(params=[1, 2], ids=["one-process", "two-workers"])
+def server(server_factory, request):
+    """The acceptance runs against one process and against [server] workers = 2 (a registrar
+    worker beside main: calls, CANCEL and forking then cross the worker channel)."""
+    return server_factory({"server": {"workers": 2}} if request.param == 2 else None)
+
+
 def creds(tmp_path: Path, user: str) -> Path:
     return write_inf(tmp_path, [(user, DOMAIN, USERS[user])], name=f"{user}.csv")
 
