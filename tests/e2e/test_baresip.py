@@ -50,3 +50,12 @@ def test_call_with_media_across_transports(server, baresip_factory, caller_tp, c
     callee = baresip_factory("bob", server=server, transport=callee_tp)
     caller = baresip_factory("alice", server=server, transport=caller_tp, answer="manual")
     call_with_media(caller, callee)
+
+
+def test_call_with_media_with_two_workers(server_factory, baresip_factory):
+    """[server] workers = 2: two baresip over UDP register (each through the process owning its AOR)
+    and call each other with media through main."""
+    server = server_factory({"server": {"workers": 2}})
+    callee = baresip_factory("bob", server=server)
+    caller = baresip_factory("alice", server=server, answer="manual")
+    call_with_media(caller, callee)
