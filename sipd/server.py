@@ -138,9 +138,7 @@ class Server:
             except BindError as exc:
                 raise StartupError(str(exc)) from None
             names.append(listener.name)
-            host = (config.server.advertised_address or listener.host).lower()
-            self.self_addresses.add((host, listener.port))
-            self.self_addresses.add((listener.host.lower(), listener.port))
+            self.note_self_address(listener)
         await self._start_mgmt()
         await self._start_trace()
         from .services import nat
@@ -156,6 +154,12 @@ class Server:
         self._start_workers()
         _tune_gc()
         self.notifier.ready(f"listening on {', '.join(names)}")
+
+    def note_self_address(self, listener: Any) -> None:
+        """The listener's address, and the advertised name on its port, are this server (is_self)."""
+        host = (self.config.server.advertised_address or listener.host).lower()
+        self.self_addresses.add((host, listener.port))
+        self.self_addresses.add((listener.host.lower(), listener.port))
 
     def worker_count(self) -> int:
         """Processes reading the UDP listeners: ``[server] workers``, 0 = one per CPU."""

@@ -13,10 +13,11 @@ Theory of operation:
   challenge reaches the process that checks its nonce count. The owner is read from the raw To
   header (:func:`owner_of_datagram`, no parsing); a To it cannot read belongs to main.
 - A worker answers the REGISTERs for its AORs, and any REGISTER without credentials when
-  ``[auth] register`` is on (that one only gets a stateless challenge). Every other datagram (other requests, responses,
-  other AORs' REGISTERs) goes to main over a socketpair (framed stream) with its source address;
-  main handles it as if read from the socket, and passes a REGISTER for a worker's AOR on to that
-  worker. Replies leave through the shared socket, so they come from the listen address.
+  ``[auth] register`` is on (that one only gets a stateless challenge). Every other datagram
+  (other requests, responses, other AORs' REGISTERs) goes to main over a socketpair (a framed
+  stream) with its source address; main handles it as if read from the socket, and passes a
+  REGISTER for a worker's AOR on to that worker. Replies leave through the process's own socket
+  of the group, so they come from the listen address.
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
   configured) and sends the AOR's new contact list to main, whose table is therefore complete:
   calls, ``ul show``, NAT pings and statistics read it there. A worker gets its AORs from main
@@ -557,9 +558,7 @@ class WorkerServer(Server):
                 self.transports.udp6 = self.transports.udp6 or listener
             else:
                 self.transports.udp4 = self.transports.udp4 or listener
-            host_l = (config.server.advertised_address or host).lower()
-            self.self_addresses.add((host_l, int(port)))
-            self.self_addresses.add((host.lower(), int(port)))
+            self.note_self_address(listener)
         self.link.send(b"H")
         try:
             await asyncio.wait_for(self._synced.wait(), 30)
