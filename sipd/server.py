@@ -532,7 +532,8 @@ class Server:
         replies.put(key, b"", now)  # in progress
         self.c_rcv_requests.inc()
         self._on_request(req, addr, None, now, sl_key=key)
-        self.transmit()
+        if self.layer.has_output():  # answered statelessly as a rule; a hook may forward it
+            self.transmit()
 
     def message_received(self, msg: Any, addr: tuple) -> None:
         now = self.loop.time()

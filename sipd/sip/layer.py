@@ -168,6 +168,10 @@ class TransactionLayer:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def has_output(self) -> bool:
+        """Messages wait for ``messages_to_send`` (anything that starts a timer also sends)."""
+        return bool(self._out)
+
     def messages_to_send(self, now: float) -> list[Outgoing]:
         out, self._out = self._out, []
         return out
