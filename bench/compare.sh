@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Kamailio 5.6 (bench/kamailio-registrar.cfg, 2 children, REGISTER auth
-# from an htable) and then sipd (bench/sipd_target.py), same SIPp scenarios, same rate ladder,
+# from an htable) and then sipd (bench/sipd_target.py, [server] workers = 2, or SIPD_WORKERS),
+# same SIPp scenarios, same rate ladder,
 # one after the other on this machine; then bench/compare.py prints max sustained rate, p50/p99,
 # CPU and the ratio sipd/Kamailio.
 #
@@ -41,6 +42,8 @@ if [ "${SKIP_KAMAILIO:-0}" != 1 ]; then
   OUT="$base/kamailio" KAM_AUTH=htable KAM_CHILDREN=${KAM_CHILDREN:-2} "$here/run.sh" kamailio
 fi
 export SIPD_PYTHON="$py"
+# like for like: as many sipd processes ([server] workers) as Kamailio children
+export SIPD_WORKERS=${SIPD_WORKERS:-${KAM_CHILDREN:-2}}
 OUT="$base/sipd" \
 TARGET_CMD='"$SIPD_PYTHON" "$BENCH_DIR/sipd_target.py" --mode noauth' \
 TARGET_AUTH_CMD='"$SIPD_PYTHON" "$BENCH_DIR/sipd_target.py" --mode auth' \
