@@ -4,8 +4,8 @@ One Python process saturates one core near 3,500 REGISTER+digest pairs per secon
 the main process starts N-1 workers (fresh interpreters: ``python -m sipd.workers``, so nothing
 of a running event loop is forked) that read the same UDP sockets, inherited as file
 descriptors: each UDP listener is a SO_REUSEPORT group of N sockets, one per process, and a
-classic BPF program hands every datagram to one of them at random (even load whatever the
-sources; Kamailio's children share one socket instead).
+classic BPF program hands every REGISTER to one of them at random (even load whatever the
+sources; Kamailio's children share one socket instead) and everything else to main's.
 
 Theory of operation:
 - Ownership. Every AOR has one owner process, ``crc32(user@domain) % N`` (0 is main). Only the
@@ -13,11 +13,12 @@ Theory of operation:
   challenge reaches the process that checks its nonce count. The owner is read from the raw To
   header (:func:`owner_of_datagram`, no parsing); a To it cannot read belongs to main.
 - A worker answers the REGISTERs for its AORs, and any REGISTER without credentials when
-  ``[auth] register`` is on (that one only gets a stateless challenge). Every other datagram
-  (other requests, responses, other AORs' REGISTERs) goes to main over a socketpair (a framed
-  stream) with its source address; main handles it as if read from the socket, and passes a
-  REGISTER for a worker's AOR on to that worker. Replies leave through the process's own socket
-  of the group, so they come from the listen address.
+  ``[auth] register`` is on (that one only gets a stateless challenge). A REGISTER for another
+  AOR (and anything else that reaches a worker) goes to main over a socketpair (a framed stream)
+  with its source address; main handles it as if read from the socket, and passes a REGISTER for
+  a worker's AOR on to that worker. Calls never cross the channel: the kernel gives every
+  non-REGISTER datagram to main. Replies leave through the process's own socket of the group,
+  so they come from the listen address.
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
   configured) and sends the AOR's new contact list to main, whose table is therefore complete:
   calls, ``ul show``, NAT pings and statistics read it there. A worker gets its AORs from main

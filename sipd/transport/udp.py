@@ -16,11 +16,13 @@ RCVBUF = 4 * 1024 * 1024
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/socket.h
 
 
-def _random_spread_program(n: int) -> tuple[bytes, object]:
-    """A classic BPF program for a SO_REUSEPORT group: socket index = random % n, so every datagram
-    goes to one of the group's readers at random (even load whatever the source; which process
-    answers is then decided by sipd/workers.py). Returns the ``sock_fprog`` bytes and the buffer
-    they point to (keep it alive until setsockopt returns)."""
+def _spread_program(n: int) -> tuple[bytes, object]:
+    """A classic BPF program for a SO_REUSEPORT group of ``n`` sockets (socket 0 is main's): a
+    datagram that starts with ``REGISTER`` goes to socket ``random % n``, anything else (other
+    requests, responses, keep-alives) to socket 0, so registrar workers see only REGISTERs and
+    calls never cross the worker channel. (The program sees the UDP payload from offset 0; a load
+    past its end returns 0, main.) Returns the ``sock_fprog`` bytes and the buffer they point to
+    (keep it alive until setsockopt returns)."""
     import ctypes
 
     class Insn(ctypes.Structure):
@@ -29,12 +31,17 @@ def _random_spread_program(n: int) -> tuple[bytes, object]:
     class Prog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.c_void_p)]
 
-    insns = (Insn * 3)(
-        Insn(0x20, 0, 0, 0xFFFFF000 + 56),  # ld [SKF_AD_OFF + SKF_AD_RANDOM]
-        Insn(0x94, 0, 0, n),  # mod #n
-        Insn(0x16, 0, 0, 0),  # ret a
+    insns = (Insn * 8)(
+        Insn(0x20, 0, 0, 0),  # 0: ld [0]                 first 4 payload bytes
+        Insn(0x15, 0, 5, int.from_bytes(b"REGI", "big")),  # 1: jeq "REGI" ? 2 : 7
+        Insn(0x20, 0, 0, 4),  # 2: ld [4]
+        Insn(0x15, 0, 3, int.from_bytes(b"STER", "big")),  # 3: jeq "STER" ? 4 : 7
+        Insn(0x20, 0, 0, 0xFFFFF000 + 56),  # 4: ld [SKF_AD_OFF + SKF_AD_RANDOM]
+        Insn(0x94, 0, 0, n),  # 5: mod #n
+        Insn(0x16, 0, 0, 0),  # 6: ret a
+        Insn(0x06, 0, 0, 0),  # 7: ret #0                 main's socket
     )
-    return bytes(Prog(3, ctypes.addressof(insns))), insns
+    return bytes(Prog(8, ctypes.addressof(insns))), insns
 
 
 def _udp_socket(family: int, host: str, port: int, reuseport: bool) -> socket.socket:
@@ -69,8 +76,9 @@ class UdpListener(Listener, asyncio.DatagramProtocol):
     @classmethod
     async def bind(cls, host: str, port: int, sink: Sink, *, readers: int = 1) -> UdpListener:
         """Bind ``host:port``. ``readers`` > 1 (``[server] workers``): a SO_REUSEPORT group of that
-        many sockets spreading datagrams at random; this listener reads the first, the others
-        wait in ``self.siblings`` for the worker processes."""
+        many sockets, REGISTERs spread at random, everything else to the first (see
+        ``_spread_program``); this listener reads the first, the others wait in ``self.siblings``
+        for the worker processes."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         name = f"udp:{'[' + host + ']' if ':' in host else host}:{port}"
@@ -83,7 +91,7 @@ class UdpListener(Listener, asyncio.DatagramProtocol):
             try:
                 bound = sock.getsockname()[1]
                 siblings = [_udp_socket(family, host, bound, True) for _ in range(readers - 1)]
-                prog, _keep = _random_spread_program(readers)
+                prog, _keep = _spread_program(readers)
                 sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
             except OSError as exc:
                 for s in (sock, *siblings):

@@ -156,6 +156,8 @@ def test_worker_answers_its_aors_and_main_routes_to_them(tmp_path):
                         f'uri="sip:{DOMAIN}", response="00000000000000000000000000000000"']))
                 for ua in held:
                     ua.nothing(0.4)
+                # ... while everything that is not a REGISTER goes to main's socket: calls work
+                assert message_reaches(caller, callee)
             finally:
                 os.kill(w["PID"], signal.SIGCONT)
             for ua in held:  # ... and once it runs again it answers them (a fresh challenge: bad nonce)
