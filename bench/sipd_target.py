@@ -87,6 +87,11 @@ def main() -> None:
         "antiflood": {"enabled": False},
         "spam": {"enabled": False},
     }
+    if os.environ.get("BENCH_FULL") != "1":
+        # Equivalent to bench/kamailio-registrar.cfg, which loads no acc, dialog, presence or
+        # nathelper module: sipd's defaults for those are turned off (BENCH_FULL=1 keeps them on).
+        for section in ("acc", "dialog", "presence", "nat"):
+            conf[section] = {"enabled": False}
     cfg = out / f"sipd-{args.mode}.toml"
     cfg.write_text(toml(conf))
     env = dict(os.environ)
