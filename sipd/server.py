@@ -717,12 +717,8 @@ class Server:
                 self.replies.put(sl_key, data, now)
             if self.trace_on or self.tracer.active:
                 self._send(data, source)
-            else:  # the UDP listener's transport directly (the common case: a REGISTER over UDP)
-                lst = self.transports.udp6 if ":" in source[1] else self.transports.udp4
-                if lst is not None and lst.transport is not None:
-                    lst.transport.sendto(data, (source[1], source[2]))
-                else:
-                    self.transports.send(data, source)
+            else:
+                self.transports.send(data, source)
         elif tx_key is not None:  # True: "the layer has one" (CANCEL), matched by Via/CSeq
             self.layer.send_response(resp, now, tx_key if isinstance(tx_key, tuple) else None)
         else:

@@ -230,43 +230,25 @@ def _counters(server: Server) -> dict[str, int]:
     return {s.name: s.value for s in server.state.stats.match("all") if isinstance(s, Counter)}
 
 
-def _hook_bans(server: Server, send: Callable[[bytes], None]) -> None:
-    """Report every ban this process adds or removes (``send(b"B" + pickle)``); ``apply_ban``
-    applies one from elsewhere without reporting it back."""
-    bans = server.state.bans
-    if bans is None:
-        return
-    table = bans.bans
-    add, remove = table.add, table.remove
-
-    def add_and_tell(target: str, now: float, duration: float | None, reason: str) -> Any:
-        ban = add(target, now, duration, reason)
-        send(b"B" + pickle.dumps(("add", target, now, duration, reason)))
-        return ban
-
-    def remove_and_tell(target: str) -> bool:
-        removed = remove(target)
-        if removed:
-            send(b"B" + pickle.dumps(("rm", target)))
-        return removed
-
-    table.add, table.remove = add_and_tell, remove_and_tell
-    table._apply_add, table._apply_remove = add, remove  # type: ignore[attr-defined]
+def _share_bans(server: Server, send: Callable[[bytes], Any]) -> None:
+    """Send every ban this process adds or removes (``apply_ban`` applies one from elsewhere
+    without sending it back)."""
+    if server.state.bans is not None:
+        server.state.bans.bans.on_change = lambda change: send(b"B" + pickle.dumps(change))
 
 
 def apply_ban(server: Server, change: tuple) -> None:
     bans = server.state.bans
     if bans is None:
         return
-    table = bans.bans
     if change[0] == "add":
         _, target, now, duration, reason = change
         try:
-            table._apply_add(target, now, duration, reason)
+            bans.bans.add(target, now, duration, reason, notify=False)
         except ValueError:
             pass
     else:
-        table._apply_remove(change[1])
+        bans.bans.remove(change[1], notify=False)
 
 
 # -- the main process's side -----------------------------------------------------------------------
@@ -295,16 +277,10 @@ class WorkerPool:
         self.workers = {k: _Worker(k) for k in range(1, n)}
         self.passthrough = False
         self.closing = False
-        loc = server.state.location
-        self._replace = replace = loc.replace
-
-        def replace_and_tell(aor: str, contacts: list, *, mark_dirty: bool = True) -> None:
-            replace(aor, contacts, mark_dirty=mark_dirty)
-            if owner_of_aor(aor, n) != 0:  # changed here (ul rm, traced, worker down): the owner must know
-                self.push(aor)
-
-        loc.replace = replace_and_tell  # type: ignore[method-assign]
-        _hook_bans(server, self.broadcast)
+        # an AOR main changed (ul rm; REGISTERs main answered while tracing or while the worker
+        # was down): its owner must know
+        server.state.location.on_change = lambda aor: self.push(aor) if owner_of_aor(aor, n) != 0 else None
+        _share_bans(server, self.broadcast)
 
     # -- routing (hot path) --
 
@@ -334,7 +310,7 @@ class WorkerPool:
             server.datagram_received(data, ("udp", ip, port, None), kind == b"R")
         elif kind == b"L":
             aor, contacts = _aor_read(frame)
-            self._replace(aor, contacts, mark_dirty=False)
+            server.state.location.replace(aor, contacts, mark_dirty=False, notify=False)
         elif kind == b"S":
             stats = server.state.stats
             for name, value in pickle.loads(frame[1:]).items():
@@ -538,15 +514,9 @@ class WorkerServer(Server):
         self.stages = pipeline.build_pipeline(state)
         self.transports = Transports(self, config.limits)
         loc = state.location
-        replace = self._replace = loc.replace
-
-        def replace_and_tell(aor: str, contacts: list, *, mark_dirty: bool = True) -> None:
-            replace(aor, contacts, mark_dirty=mark_dirty)
-            if self.link is not None:
-                self.link.send_now(_aor_frame(b"L", aor, loc.contacts(aor)))
-
-        loc.replace = replace_and_tell  # type: ignore[method-assign]
-        _hook_bans(self, lambda frame: self.link.send(frame) if self.link is not None else None)
+        # before its 200 (sent right after), so a call that follows at once finds the binding
+        loc.on_change = lambda aor: self.link.send_now(_aor_frame(b"L", aor, loc.contacts(aor))) if self.link else None
+        _share_bans(self, lambda frame: self.link.send(frame) if self.link is not None else None)
         self._synced = asyncio.Event()  # until set, everything read goes to main
         self.link = await Link.open(socket.socket(fileno=int(boot["ipc"])), self._on_frame, self._main_gone)
         for fd, host, port in boot["udp"]:
@@ -577,7 +547,7 @@ class WorkerServer(Server):
             Server.datagram_received(self, data, ("udp", ip, port, None))
         elif kind == b"L":
             aor, contacts = _aor_read(frame)
-            self._replace(aor, contacts, mark_dirty=False)
+            self.state.location.replace(aor, contacts, mark_dirty=False, notify=False)
         elif kind == b"B":
             apply_ban(self, pickle.loads(frame[1:]))
         elif kind == b"T":

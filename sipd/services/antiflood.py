@@ -27,7 +27,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -118,6 +118,9 @@ class BanTable:
         self._ips: dict[str, Ban] = {}
         self._nets: dict[IPNetwork, Ban] = {}
         self.evicted = 0
+        #: called with ("add", target, now, duration, reason) or ("rm", target) after each change
+        #: (registrar workers share their bans through it: sipd/workers.py)
+        self.on_change: Callable[[tuple], None] | None = None
 
     def __len__(self) -> int:
         return len(self._ips) + len(self._nets)
@@ -146,8 +149,14 @@ class BanTable:
                 return True
         return False
 
-    def add(self, target: str, now: float, duration: float | None, reason: str) -> Ban:
+    def add(self, target: str, now: float, duration: float | None, reason: str, *, notify: bool = True) -> Ban:
         """Ban an address or CIDR network for ``duration`` seconds (None or <= 0: until removed)."""
+        ban = self._add(target, now, duration, reason)
+        if notify and self.on_change is not None:
+            self.on_change(("add", target, now, duration, reason))
+        return ban
+
+    def _add(self, target: str, now: float, duration: float | None, reason: str) -> Ban:
         until = math.inf if not duration or duration <= 0 else now + duration
         if "/" in target:
             net = parse_networks([target])[0]
@@ -177,7 +186,13 @@ class BanTable:
         del table[victim]
         self.evicted += 1
 
-    def remove(self, target: str) -> bool:
+    def remove(self, target: str, *, notify: bool = True) -> bool:
+        removed = self._remove(target)
+        if removed and notify and self.on_change is not None:
+            self.on_change(("rm", target))
+        return removed
+
+    def _remove(self, target: str) -> bool:
         if "/" in target:
             try:
                 net = parse_networks([target])[0]

@@ -16,7 +16,7 @@ Theory of operation:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -69,6 +69,8 @@ class Location:
         self._heap: list[tuple[float, str]] = []
         self._temp_gruus: dict[str, tuple[str, str]] = {}
         self.dirty: set[str] = set()  # AORs changed since the last write-back flush
+        #: called with the AOR after each ``replace`` (registrar workers: sipd/workers.py)
+        self.on_change: Callable[[str], None] | None = None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -107,8 +109,8 @@ class Location:
 
     # -- changing -----------------------------------------------------------------------------
 
-    def replace(self, aor: str, contacts: list[Contact], *, mark_dirty: bool = True) -> None:
-        """Set the full contact list of ``aor`` (empty removes it)."""
+    def replace(self, aor: str, contacts: list[Contact], *, mark_dirty: bool = True, notify: bool = True) -> None:
+        """Set the full contact list of ``aor`` (empty removes it); ``notify``: tell ``on_change``."""
         if contacts:
             if len(contacts) > 1:
                 contacts.sort(key=Contact.sort_q, reverse=True)  # stable: older first among equal q
@@ -122,6 +124,8 @@ class Location:
             self._aors.pop(aor, None)
         if mark_dirty:
             self.dirty.add(aor)
+        if notify and self.on_change is not None:
+            self.on_change(aor)
 
     def remove(self, aor: str, contact: str | None = None) -> int:
         """Remove one contact (by URI) or the whole AOR; returns how many were removed."""
