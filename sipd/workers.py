@@ -255,7 +255,7 @@ def apply_ban(server: Server, change: tuple) -> None:
 
 
 class _Worker:
-    __slots__ = ("index", "proc", "link", "active", "started", "seen", "orphans", "reported")
+    __slots__ = ("index", "proc", "link", "active", "started", "seen", "orphans", "reported", "reload_pending")
 
     def __init__(self, index: int):
         self.index = index
@@ -266,6 +266,7 @@ class _Worker:
         self.seen: dict[str, int] = {}  # its counters as last reported
         self.orphans: list[Any] = []  # its UDP sockets, read by main while it is down
         self.reported = False  # its exit was logged
+        self.reload_pending = False  # SIGHUP asked for while it was starting (sent once it is ready)
 
 
 class WorkerPool:
@@ -339,6 +340,9 @@ class WorkerPool:
         if w.link.send(b"E"):
             w.active = True
             logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
+            if w.reload_pending and w.proc is not None:
+                w.reload_pending = False
+                w.proc.send_signal(signal.SIGHUP)
 
     def push(self, aor: str) -> None:
         """Send main's contacts of ``aor`` to its owner (after main changed it)."""
@@ -391,6 +395,7 @@ class WorkerPool:
         finally:
             theirs.close()
         w.proc, w.started, w.active, w.seen, w.reported = proc, time.monotonic(), False, {}, False
+        w.reload_pending = False  # it loads everything fresh
         task = server.loop.create_task(self._connect(w, ours))
         server._tasks.add(task)
         task.add_done_callback(server._tasks.discard)
@@ -452,8 +457,12 @@ class WorkerPool:
 
     def signal(self, sig: int) -> None:
         for w in self.workers.values():
-            if w.proc is not None and w.proc.poll() is None:
-                w.proc.send_signal(sig)
+            if w.proc is None or w.proc.poll() is not None:
+                continue
+            if sig == signal.SIGHUP and not w.active:
+                w.reload_pending = True  # no handler yet: SIGHUP would end it; sent when it is ready
+                continue
+            w.proc.send_signal(sig)
 
     async def stop(self) -> None:
         self.closing = True

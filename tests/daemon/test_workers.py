@@ -316,3 +316,17 @@ def test_a_call_right_after_the_200_finds_the_binding(tmp_path):
                     assert message_reaches(caller, callee), user
     finally:
         d.stop()
+
+
+def test_reload_while_the_worker_starts_does_not_end_it(tmp_path):
+    """sipctl reload right after sipd is ready (the worker still importing, no SIGHUP handler yet):
+    the worker gets its SIGHUP once it is ready instead of dying from it."""
+    d = Daemon(tmp_path, {"server": {"workers": 2}})
+    add_subscriber(d.db_url, WORKER_USERS[0], "pw")
+    with d:
+        assert "workers (1)" in d.mi("reload")["Reloaded"]
+        wait_for(lambda: "worker 1 ready" in d.log(), "the worker")
+        time.sleep(1.2)  # a housekeeping tick: a dead worker would be reported
+        assert "exited with status" not in d.log(), d.log()
+        with UA(d.port, WORKER_USERS[0], password="pw") as ua:
+            assert ua.register(600).status == 200
