@@ -157,26 +157,11 @@ def _response_for(req, status, i):
     return data
 
 
-def ict(layer, i, status):
-    req = _client_request(i, True)
+def _exchange(layer, i, invite, status):
+    """A client transaction (INVITE or not) sent, and a ``status`` response received for it."""
+    req = _client_request(i, invite)
     layer.send_request(req, DST, 0.0)
     data = _response_for(req, status, i)
-    del req
-    layer.receive_datagram(data, DST, 0.0)
-
-
-def ict_proceeding(layer, i):
-    req = _client_request(i, True)
-    layer.send_request(req, DST, 0.0)
-    data = _response_for(req, 180, i)
-    del req
-    layer.receive_datagram(data, DST, 0.0)
-
-
-def nict(layer, i):
-    req = _client_request(i, False)
-    layer.send_request(req, DST, 0.0)
-    data = _response_for(req, 200, i)
     del req
     layer.receive_datagram(data, DST, 0.0)
 
@@ -187,10 +172,10 @@ CASES = [
     ("IST Confirmed (486 + ACK)", "ist", lambda L, i: ist(L, i, 486, ack=True)),
     ("IST Accepted (INVITE 200+SDP)", "ist", lambda L, i: ist(L, i, 200)),
     ("IST Proceeding (100 sent)", "ist", ist_proceeding),
-    ("ICT Completed (486 recv, ACK sent)", "ict", lambda L, i: ict(L, i, 486)),
-    ("ICT Accepted (200 recv)", "ict", lambda L, i: ict(L, i, 200)),
-    ("ICT Proceeding (180 recv)", "ict", ict_proceeding),
-    ("NICT Completed (200 recv)", "nict", nict),
+    ("ICT Completed (486 recv, ACK sent)", "ict", lambda L, i: _exchange(L, i, True, 486)),
+    ("ICT Accepted (200 recv)", "ict", lambda L, i: _exchange(L, i, True, 200)),
+    ("ICT Proceeding (180 recv)", "ict", lambda L, i: _exchange(L, i, True, 180)),
+    ("NICT Completed (200 recv)", "nict", lambda L, i: _exchange(L, i, False, 200)),
 ]
 
 

@@ -111,18 +111,10 @@ class Server:
 
     async def startup(self) -> None:
         from .config import parse_listen
-        from .services.auth import Authenticator
-        from .services.proxy import Proxy
-        from .services.resolve import SipResolver
 
         config = self.config
         state = self.state
-        self.stats_init()
-        await self._open_database()
-        self.authenticator = Authenticator(config.auth, nonce_table=config.limits.nonce_table)
-        self.resolver = SipResolver(config)
-        self.layer = self._make_layer()
-        self.proxy = Proxy(self)
+        await self._start_core()
         from .services import accounting
 
         await accounting.start(self)  # [acc]/[dialog]: sets state.dialogs
@@ -160,6 +152,20 @@ class Server:
         host = (self.config.server.advertised_address or listener.host).lower()
         self.self_addresses.add((host, listener.port))
         self.self_addresses.add((listener.host.lower(), listener.port))
+
+    async def _start_core(self) -> None:
+        """What every process needs (main and registrar workers): statistics, the database and its
+        caches, digest authentication, the resolver, the transaction layer and the proxy."""
+        from .services.auth import Authenticator
+        from .services.proxy import Proxy
+        from .services.resolve import SipResolver
+
+        self.stats_init()
+        await self._open_database()
+        self.authenticator = Authenticator(self.config.auth, nonce_table=self.config.limits.nonce_table)
+        self.resolver = SipResolver(self.config)
+        self.layer = self._make_layer()
+        self.proxy = Proxy(self)
 
     def worker_count(self) -> int:
         """Processes reading the UDP listeners: ``[server] workers``, 0 = one per CPU."""

@@ -505,21 +505,13 @@ class WorkerServer(Server):
         self._synced: asyncio.Event | None = None
 
     async def startup(self) -> None:
-        from .services.auth import Authenticator
-        from .services.proxy import Proxy
-        from .services.resolve import SipResolver
         from .services import pipeline
         from .transport.manager import Transports
         from .transport.udp import UdpListener
 
         config, state, boot = self.config, self.state, self.boot
-        self.stats_init()
-        await self._open_database()
-        self.authenticator = Authenticator(config.auth, nonce_table=config.limits.nonce_table)
+        await self._start_core()
         self.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
-        self.resolver = SipResolver(config)
-        self.layer = self._make_layer()
-        self.proxy = Proxy(self)
         self.stages = pipeline.build_pipeline(state)
         self.transports = Transports(self, config.limits)
         loc = state.location
