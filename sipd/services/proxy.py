@@ -117,6 +117,21 @@ class ProxyContext:
         return [b for b in self.branches if not b.final]
 
 
+class _Finished:
+    """What stays of a context whose final response went upstream and whose branches all ended: a
+    CANCEL still finds it (200, nothing to cancel) until the server transaction ends, and
+    tm:inuse_transactions counts it. The request, the branch copies and the responses are freed
+    at once instead of at Timer L/J (32 s on UDP): at 1,400 calls/s they were 800,000 objects
+    that made one collection of the older generations stop the loop for 200-500 ms."""
+
+    __slots__ = ()
+    final_sent = True
+    cancelled = False
+
+
+FINISHED = _Finished()
+
+
 class Proxy:
     def __init__(self, server: Server):
         self.server = server
@@ -267,6 +282,11 @@ class Proxy:
                 self._relay(ctx, response, now)  # 2xx retransmission / second 2xx
             return
         bs.final = status
+        if ctx.final_sent:  # a late final (487 of a cancelled fork, a second 2xx)
+            if 200 <= status < 300 and ctx.request.method == "INVITE":
+                self._relay(ctx, response, now)
+            self._release(ctx)
+            return
         if 200 <= status < 300:
             ctx.answered = True
             self._relay(ctx, response, now)
@@ -305,7 +325,7 @@ class Proxy:
         if bs is not None:
             return
         ctx = self.contexts.pop(tx_key, None)
-        if ctx is not None:
+        if ctx is not None and ctx is not FINISHED:
             self._clear_timers(ctx)
 
     def on_cancel(self, invite_tx: Any, now: float) -> bool:
@@ -313,7 +333,7 @@ class Proxy:
         ctx = self.contexts.get(invite_tx)
         if ctx is None:
             return False
-        if ctx.final_sent or ctx.cancelled:
+        if ctx.final_sent or ctx.cancelled:  # FINISHED included
             return True
         ctx.cancelled = True
         ctx.groups.clear()
@@ -346,7 +366,10 @@ class Proxy:
         # no provisional yet: the CANCEL goes out when one arrives (RFC 3261 §9.1), see on_response
 
     def _after_final(self, ctx: ProxyContext, now: float) -> None:
-        if ctx.final_sent or ctx.pending:
+        if ctx.final_sent:
+            self._release(ctx)
+            return
+        if ctx.pending:
             return
         if not ctx.cancelled and self._next_group(ctx, now):
             return
@@ -388,6 +411,21 @@ class Proxy:
             for bs in ctx.pending:
                 self._cancel_branch(bs, now)
         self._clear_timers(ctx)
+        self._release(ctx)
+
+    def _release(self, ctx: ProxyContext) -> None:
+        """Once the final went upstream and every branch has its final, nothing needs the context:
+        the transactions absorb retransmissions by themselves, a retransmitted 2xx is forwarded
+        statelessly by its Via (RFC 3261 §16.11), a CANCEL finds FINISHED."""
+        if not ctx.final_sent or ctx.pending or (ctx.diversion is not None and ctx.diversion.redirecting):
+            return
+        branch_tx = self.branch_tx
+        for bs in ctx.branches:
+            if bs.tx_key is not None and branch_tx.get(bs.tx_key) is bs:
+                del branch_tx[bs.tx_key]
+        ctx.branches.clear()  # BranchState.ctx <-> ctx.branches: freed by refcount, not by a collection
+        if ctx.server_tx is not None and self.contexts.get(ctx.server_tx) is ctx:
+            self.contexts[ctx.server_tx] = FINISHED
 
     def _clear_timers(self, ctx: ProxyContext) -> None:
         for t in ctx.timers:

@@ -116,6 +116,42 @@ def test_forking_to_two_contacts(daemon):
         c2.register(0)
 
 
+def test_after_the_answer_retransmissions_cancel_and_late_forks(daemon):
+    """Once the 200 went upstream and every branch ended, the proxy frees the call's context
+    (the request and its copies) instead of keeping it for Timer L: a retransmitted 200 still
+    reaches the caller (forwarded by its Via, RFC 3261 §16.11), a second 200 from the other fork
+    too, a late CANCEL gets 200 and nothing goes downstream, and the BYE still routes."""
+    with UA(daemon.port, "dave", password="pw-dave") as d1, UA(daemon.port, "dave", password="pw-dave") as d2, \
+         UA(daemon.port, "alice", password="pw-alice") as alice:
+        assert d1.register(300).status == 200
+        assert d2.register(300).status == 200
+        uri = invite(alice, f"dave@{DOMAIN}", call_id="late-1")
+        i1 = d1.expect_request("INVITE")
+        i2 = d2.expect_request("INVITE")
+        d2.respond(i2, 180, "Ringing", to_tag="d2")
+        alice.expect(180)
+        d1.respond(i1, 200, "OK", to_tag="d1", body=SDP, headers=["Content-Type: application/sdp"])
+        ok = alice.expect(200)
+        assert "tag=d1" in ok.get("To")
+        cancel = d2.expect_request("CANCEL")
+        d2.respond(cancel, 200, to_tag="d2")
+        d2.respond(i2, 487, "Request Terminated", to_tag="d2")
+        d2.expect_request("ACK")  # the 487 is the proxy's to acknowledge; it never goes upstream
+        alice.nothing()
+        # every branch has ended: the context is released; the 200 is retransmitted (no ACK yet)
+        d1.respond(i1, 200, "OK", to_tag="d1", body=SDP, headers=["Content-Type: application/sdp"])
+        again = alice.expect(200)
+        assert again.get("To") == ok.get("To") and again.call_id == "late-1"
+        alice_invite_via = i1.get_all("Via")[-1]
+        alice.send(alice.request("CANCEL", uri, to=f"<{uri}>", call_id="late-1", cseq=2, via=alice_invite_via))
+        assert alice.expect(200).get("CSeq").endswith("CANCEL")
+        d1.nothing()
+        d2.nothing()
+        ack_and_bye(alice, d1, ok, "late-1")
+        assert d1.register(0).status == 200
+        assert d2.register(0).status == 200
+
+
 def test_unknown_user_404_and_unregistered_480(daemon):
     with UA(daemon.port, "alice", password="pw-alice") as alice:
         invite(alice, f"nosuchuser@{DOMAIN}", call_id="404-1")
