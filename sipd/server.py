@@ -23,7 +23,7 @@ from . import logging as sipd_logging
 from .services import pipeline
 from .sip.errors import RemoteProtocolError
 from .sip.message import make_response, parse_message
-from .services.pipeline import Branch, Context, Defer, Drop, Forward, Reply
+from .services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
 from .state import CallEvent, ServerState
 from .transport.base import BindError
 from .transport.manager import Transports
@@ -78,7 +78,8 @@ class Server:
         self.replies = ReplyCache(REPLY_TTL, REPLY_CACHE_SIZE)  # stateless REGISTER retransmissions
         self.local_uac: dict[Any, Any] = {}  # tx_key -> callback(event): requests the server sends itself (NOTIFY)
         self._tags = itertools.count(1)
-        self._rand = os.urandom(4).hex()
+        self._rand = os.urandom(4).hex()  # in our branches: a worker's mark (sipd/workers.py)
+        self._raw: bytes | None = None  # the datagram being handled (workers only)
         self._branch_seq = itertools.count(1)
         self._last_flush = 0.0
         self._last_sweep = 0.0
@@ -512,6 +513,8 @@ class Server:
                 return  # a registrar worker owns this AOR
             self._register_datagram(data, addr, now)
             return
+        if self.workers is not None and not owned and self.workers.route_call(data, addr):
+            return  # a worker handles this call (or transaction)
         self.layer.receive_datagram(data, addr, now)
         self._process(now)
 
@@ -548,6 +551,8 @@ class Server:
                       msg.to_bytes().decode("utf-8", "replace"))
         if self.tracer.active:
             self.tracer.emit("in", addr, msg.to_bytes())
+        if self.workers is not None and self.workers.spread:
+            self.workers.pin(msg.call_id)  # over TCP/TLS: the call stays in main
         self.layer.receive_message(msg, addr, now)
         self._process(now)
 
@@ -612,6 +617,8 @@ class Server:
         ctx = Context(request, source, self.state, now, time.time(), tx_key)
         if sl_key is not None:
             ctx.extra["sl_key"] = sl_key
+        if self._raw is not None:  # a worker keeps the datagram it may hand back to main
+            ctx.extra["raw"] = self._raw
         try:
             decision = pipeline.run(self.stages, ctx)
         except Exception as exc:  # RemoteProtocolError from a lazily parsed header, or a bug
@@ -634,9 +641,16 @@ class Server:
             task = self.loop.create_task(self._deferred(ctx, decision))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif isinstance(decision, Elsewhere):
+            self.hand_back(ctx, decision.why)
         elif isinstance(decision, Drop):
             self.c_drop_requests.inc()
             logger.debug("%s %s from %s dropped: %s", req.method, req.uri_text, _fmt_addr(ctx.source), decision.why)
+
+    def hand_back(self, ctx: Context, why: str) -> None:
+        """Only a registrar worker hands a request to main (WorkerServer); main holds everything."""
+        self.reply(ctx.request, ctx.tx_key, 500, "Server Internal Error", why=why, source=ctx.source,
+                   sl_key=ctx.extra.get("sl_key"))
 
     async def _deferred(self, ctx: Context, defer: Defer) -> None:
         try:

@@ -140,6 +140,8 @@ class ServerState:
     dialogs: Any = None
     presence: Any = None  # sipd/services/presence.py PresenceService when [presence] enabled
     server: Any = None  # the running Server (listeners, proxy), for mgmt commands
+    # a registrar worker handling calls: True for an AOR of another process it has no copy of
+    not_here: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.domains is None:

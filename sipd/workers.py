@@ -99,6 +99,46 @@ def owner_of_datagram(data: bytes, n: int) -> int:
     return zlib.crc32(user + b"@" + m.group(2).lower()) % n
 
 
+#: The Call-ID value and the top Via line, from raw bytes (compact forms included).
+_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_VIA = re.compile(rb"\n(?:via|v)[ \t]*:([^\r\n]*)", re.IGNORECASE)
+#: The process mark in one of our branches: z9hG4bK<loop hash>.<mark><seq> (proxy) or
+#: z9hG4bK<mark>x<seq> (the transaction layer's), the mark being Server._rand (8 hex digits).
+_MARK = re.compile(rb";[ \t]*branch[ \t]*=[ \t]*z9hG4bK(?:[^.;,\s]*\.)?([0-9a-f]{8})", re.IGNORECASE)
+FETCH_TIMEOUT = 2.0  # seconds a worker waits for main's copy of an AOR
+PIN_TTL = 4 * 3600.0  # seconds a call main had to take stays main's (longer calls: see route_call)
+PIN_MAX = 200_000
+
+
+def call_id_of(data: bytes) -> bytes | None:
+    m = _CALL_ID.search(data)
+    return m.group(1).strip() if m is not None else None
+
+
+def owner_of_call(call_id: bytes, n: int) -> int:
+    """The process owning a call (every transaction with this Call-ID) among ``n``."""
+    return zlib.crc32(call_id) % n
+
+
+def branch_mark(data: bytes) -> bytes | None:
+    """The process mark of a response's top Via branch, if it is one of ours."""
+    m = _VIA.search(data)
+    if m is None:
+        return None
+    b = _MARK.search(m.group(1))
+    return b.group(1) if b is not None else None
+
+
+def calls_stay_in_main(config: Any) -> list[str]:
+    """Why calls cannot be spread over the workers: features whose call state lives in main."""
+    why = [f"[{name}] enabled" for name in ("acc", "dialog", "presence") if getattr(config, name).enabled]
+    if config.diversion.uri:
+        why.append("[diversion] uri set")
+    if config.routing.hook:
+        why.append("[routing] hook set")
+    return why
+
+
 def _pack_addr(ip: str, port: int) -> bytes:
     raw = ip.encode()
     return struct.pack("!HB", port, len(raw)) + raw
@@ -278,9 +318,15 @@ class WorkerPool:
         self.workers = {k: _Worker(k) for k in range(1, n)}
         self.passthrough = False
         self.closing = False
+        # calls spread over the processes by Call-ID (off when call state must stay in main)
+        self.stay = calls_stay_in_main(server.config)
+        self.spread = not self.stay
+        self.marks: dict[bytes, int] = {}  # a worker's branch mark -> its index (responses)
+        self.pinned: dict[bytes, float] = {}  # Call-IDs main took over (TCP/TLS, DNS, ...) -> when
+        self.copies: dict[str, set[int]] = {}  # AOR -> workers holding a copy (they route calls to it)
         # an AOR main changed (ul rm; REGISTERs main answered while tracing or while the worker
         # was down): its owner must know
-        server.state.location.on_change = lambda aor: self.push(aor) if owner_of_aor(aor, n) != 0 else None
+        server.state.location.on_change = self.push
         _share_bans(server, self.broadcast)
 
     # -- routing (hot path) --
@@ -301,6 +347,54 @@ class WorkerPool:
         w.link.send(b"P" + _pack_addr(addr[1], addr[2]) + data)  # type: ignore[union-attr]
         return True
 
+    def route_call(self, data: bytes, addr: tuple) -> bool:
+        """True when a worker handles this datagram (not a REGISTER) and it was handed over.
+
+        A response goes to the process whose branch it answers (the mark in its top Via). A
+        request goes to the owner of its Call-ID (so a CANCEL, the ACK of a non-2xx and every
+        in-dialog request meet the INVITE's transactions), unless main took the call over
+        (pinned: it arrived over TCP/TLS, or a worker handed it back because it needs a
+        connection, DNS or an AOR only main holds)."""
+        if not self.spread or self.passthrough:
+            return False
+        if data[:8] == b"SIP/2.0 ":
+            mark = branch_mark(data)
+            k = self.marks.get(mark, 0) if mark is not None else 0
+        else:
+            cid = call_id_of(data)
+            if cid is None or cid in self.pinned:
+                return False
+            k = owner_of_call(cid, self.n)
+            if k != 0 and not self.workers[k].active:
+                self.pinned[cid] = time.monotonic()  # main answers it, and keeps the call
+                return False
+        if k == 0:
+            return False
+        w = self.workers[k]
+        if w.link is None or not w.active:
+            return False
+        w.link.send(b"C" + _pack_addr(addr[1], addr[2]) + data)
+        return True
+
+    def pin(self, call_id: Any) -> None:
+        """Main handles this call from now on (its transactions are here)."""
+        try:
+            cid = call_id.encode("utf-8", "surrogateescape") if isinstance(call_id, str) else call_id
+        except Exception:  # noqa: BLE001 - an unreadable Call-ID: the message is rejected anyway
+            return
+        if cid and owner_of_call(cid, self.n) != 0 and cid not in self.pinned:
+            self.pinned[cid] = time.monotonic()
+            if len(self.pinned) > PIN_MAX:
+                del self.pinned[next(iter(self.pinned))]
+
+    def _unpin_old(self) -> None:
+        pinned, limit = self.pinned, time.monotonic() - PIN_TTL
+        while pinned:
+            cid = next(iter(pinned))
+            if pinned[cid] > limit:
+                break
+            del pinned[cid]
+
     # -- messages from workers --
 
     def _on_frame(self, w: _Worker, frame: bytes) -> None:
@@ -312,6 +406,14 @@ class WorkerPool:
         elif kind == b"L":
             aor, contacts = _aor_read(frame)
             server.state.location.replace(aor, contacts, mark_dirty=False, notify=False)
+            for k in self.copies.get(aor, ()):
+                other = self.workers[k]
+                if other is not w and other.link is not None:
+                    other.link.send(frame)
+        elif kind == b"Q":  # a worker routes a call to an AOR it does not own: a copy, kept up to date
+            aor = frame[1:].decode("utf-8", "surrogateescape")
+            self.copies.setdefault(aor, set()).add(w.index)
+            w.link.send(_aor_frame(b"L", aor, server.state.location.contacts(aor)))  # type: ignore[union-attr]
         elif kind == b"S":
             stats = server.state.stats
             for name, value in pickle.loads(frame[1:]).items():
@@ -325,7 +427,15 @@ class WorkerPool:
             for other in self.workers.values():
                 if other is not w and other.link is not None:
                     other.link.send(frame)
+        elif kind == b"M":  # a call the worker cannot handle (TCP/TLS, DNS, an AOR of another process)
+            ip, port, data = _unpack_addr(frame)
+            cid = call_id_of(data)
+            if cid is not None:
+                self.pin(cid)
+            server.datagram_received(data, ("udp", ip, port, None), True)
         elif kind == b"H":
+            if len(frame) > 1:
+                self.marks[frame[1:]] = w.index
             self._sync(w)
 
     def _sync(self, w: _Worker) -> None:
@@ -337,7 +447,7 @@ class WorkerPool:
                 w.link.send(_aor_frame(b"L", aor, contacts))
                 sent += 1
         w.link.send(b"T" + (b"1" if self.passthrough else b"0"))
-        if w.link.send(b"E"):
+        if w.link.send(b"E" + (b"c" if self.spread else b"")):
             w.active = True
             logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
             if w.reload_pending and w.proc is not None:
@@ -345,13 +455,17 @@ class WorkerPool:
                 w.proc.send_signal(signal.SIGHUP)
 
     def push(self, aor: str) -> None:
-        """Send main's contacts of ``aor`` to its owner (after main changed it)."""
+        """Send main's contacts of ``aor`` to its owner and to the workers holding a copy (after
+        main changed it)."""
         k = owner_of_aor(aor, self.n)
-        if k == 0:
+        to = self.copies.get(aor)
+        if k == 0 and not to:
             return
-        w = self.workers[k]
-        if w.link is not None:
-            w.link.send(_aor_frame(b"L", aor, self.server.state.location.contacts(aor)))
+        frame = _aor_frame(b"L", aor, self.server.state.location.contacts(aor))
+        for i in ({k} | to if to else {k}):
+            w = self.workers.get(i)
+            if w is not None and w.link is not None:
+                w.link.send(frame)
 
     def broadcast(self, frame: bytes) -> None:
         for w in self.workers.values():
@@ -361,6 +475,10 @@ class WorkerPool:
     # -- lifecycle --
 
     def start(self) -> None:
+        if self.spread:
+            logger.info("calls spread over %d processes by Call-ID", self.n)
+        else:
+            logger.info("calls stay in the main process (their state is kept there): %s", ", ".join(self.stay))
         for w in self.workers.values():
             self._spawn(w)
 
@@ -375,6 +493,7 @@ class WorkerPool:
             "index": w.index, "n": self.n, "ppid": os.getpid(), "ipc": theirs.fileno(),
             "udp": [[fd, lst.host, lst.port] for fd, lst in zip(fds, udp)],
             "secret": server.authenticator.secret.hex(),
+            "self": sorted([h, p] for h, p in server.self_addresses),
             "config": to_dict(server.config, mask_secrets=False),
             "source": str(server.config.source) if server.config.source else "",
         }
@@ -396,6 +515,8 @@ class WorkerPool:
             theirs.close()
         w.proc, w.started, w.active, w.seen, w.reported = proc, time.monotonic(), False, {}, False
         w.reload_pending = False  # it loads everything fresh
+        for holders in self.copies.values():
+            holders.discard(w.index)  # a new process asks again
         task = server.loop.create_task(self._connect(w, ours))
         server._tasks.add(task)
         task.add_done_callback(server._tasks.discard)
@@ -418,6 +539,7 @@ class WorkerPool:
         if want != self.passthrough:
             self.passthrough = want
             self.broadcast(b"T" + (b"1" if want else b"0"))
+        self._unpin_old()
         if self.closing:
             return
         now = time.monotonic()
@@ -482,7 +604,8 @@ class WorkerPool:
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.proc.pid if w.proc else 0, "active": w.active,
-                 "alive": bool(w.proc and w.proc.poll() is None), "passthrough": self.passthrough}
+                 "alive": bool(w.proc and w.proc.poll() is None), "passthrough": self.passthrough,
+                 "calls": self.spread}
                 for w in self.workers.values()]
 
 
@@ -503,6 +626,8 @@ class WorkerServer(Server):
         self.passthrough = False
         self.link: Link | None = None
         self._synced: asyncio.Event | None = None
+        self.copies: set[str] = set()  # AORs of other processes main keeps this one informed of
+        self._fetching: dict[str, asyncio.Future] = {}
 
     async def startup(self) -> None:
         from .services import pipeline
@@ -531,7 +656,9 @@ class WorkerServer(Server):
             else:
                 self.transports.udp4 = self.transports.udp4 or listener
             self.note_self_address(listener)
-        self.link.send(b"H")
+        for host, port in boot.get("self", []):  # TCP/TLS listeners too: a Route to them is us
+            self.self_addresses.add((host, int(port)))
+        self.link.send(b"H" + self._rand.encode())
         try:
             await asyncio.wait_for(self._synced.wait(), 30)
         except asyncio.TimeoutError:
@@ -549,14 +676,91 @@ class WorkerServer(Server):
         elif kind == b"L":
             aor, contacts = _aor_read(frame)
             self.state.location.replace(aor, contacts, mark_dirty=False, notify=False)
+            waiter = self._fetching.pop(aor, None)
+            if waiter is not None:
+                self.copies.add(aor)
+                if not waiter.done():
+                    waiter.set_result(None)
         elif kind == b"B":
             apply_ban(self, pickle.loads(frame[1:]))
         elif kind == b"T":
             self.passthrough = frame[1:2] == b"1"
         elif kind == b"V":
             self.state.set_log_level(frame[1:].decode())
+        elif kind == b"C":  # a call's datagram (main routed it here by Call-ID or branch)
+            ip, port, data = _unpack_addr(frame)
+            self._raw = data
+            try:
+                Server.datagram_received(self, data, ("udp", ip, port, None))
+            finally:
+                self._raw = None
         elif kind == b"E" and self._synced is not None:
+            if frame[1:2] == b"c" and self.config.location.mode != "db-only":  # db-only: the database has them
+                index, n, copies = self.index, self.n, self.copies
+                self.state.not_here = lambda aor: aor not in copies and owner_of_aor(aor, n) != index
             self._synced.set()
+
+    def owns(self, aor: str) -> bool:
+        return owner_of_aor(aor, self.n) == self.index
+
+    async def fetch_aor(self, aor: str) -> Any:
+        """The contacts of an AOR another process owns, from main, which from then on sends this
+        process every change of it (a call to it may come here again)."""
+        from .services.pipeline import Elsewhere
+
+        waiter = self._fetching.get(aor)
+        if waiter is None:
+            if self.link is None:
+                return Elsewhere("no main process")
+            waiter = self._fetching[aor] = self.loop.create_future()
+            self.link.send(b"Q" + aor.encode("utf-8", "surrogateescape"))
+            self.state.stats.counter("workers:aor_copies").inc()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), FETCH_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._fetching.pop(aor, None)
+            return Elsewhere(f"no copy of {aor} from main in {FETCH_TIMEOUT:g} s")
+        return None
+
+    def _apply(self, ctx: Any, decision: Any) -> None:
+        from .services.pipeline import Forward
+
+        if isinstance(decision, Forward) and not self._udp_only(decision):
+            self.hand_back(ctx, "needs TCP/TLS or DNS")
+            return
+        Server._apply(self, ctx, decision)
+
+    def _udp_only(self, decision: Any) -> bool:
+        """Whether every branch goes out over UDP to a known address (the only sockets a worker has)."""
+        for group in decision.groups:
+            for b in group:
+                dest = b.dest
+                if dest is None and decision.stateless and b.ruri is not None:
+                    dest = self.dest_from_uri(b.ruri)
+                if dest is None or dest[0] != "udp":
+                    return False
+        return True
+
+    def branch_for_contact(self, c: Any) -> Any:
+        if c.conn_id is not None or (c.received and not c.received.startswith("udp:")):
+            from .services.pipeline import Branch
+
+            return Branch(c.uri, None, label=c.uri)  # registered over TCP/TLS: main's connection
+        return Server.branch_for_contact(self, c)
+
+    def hand_back(self, ctx: Any, why: str) -> None:
+        """Give a request (as received) to main, which holds every AOR and connection; main keeps
+        the call from now on. This process forgets the request's server transaction."""
+        raw = ctx.extra.get("raw")
+        if raw is None or self.link is None:
+            Server.hand_back(self, ctx, why)
+            return
+        if ctx.tx_key is not None:
+            self.layer.abandon(ctx.tx_key)
+        self.state.stats.counter("workers:handed_to_main").inc()
+        src = ctx.source
+        self.link.send(b"M" + _pack_addr(src[1], src[2]) + raw)
+        logger.debug("%s %s handed to main: %s", ctx.request.method, ctx.request.uri_text, why)
 
     def _main_gone(self) -> None:
         self.link = None

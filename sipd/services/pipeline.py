@@ -85,7 +85,14 @@ class Defer:
     resume: int = 0  # index of the stage to run after the coroutine returned None
 
 
-Decision = Reply | Forward | Drop | Defer
+@dataclass(slots=True)
+class Elsewhere:
+    """A registrar worker does not hold this AOR: the process owning it answers (sipd/workers.py)."""
+
+    why: str = ""
+
+
+Decision = Reply | Forward | Drop | Defer | Elsewhere
 
 
 @dataclass(slots=True)
@@ -417,12 +424,16 @@ def location(ctx: Context) -> Decision | None:
         return Reply(404, "Not Found", why="no user in R-URI")
     loc = state.location
     aor = aor_key(uri.user, uri.host)
+    if state.not_here is not None and state.not_here(aor):  # a worker: main sends a copy, kept up to date
+        return Defer(state.server.fetch_aor(aor), resume=ctx.extra["stage_index"])
     if state.config.location.mode == "db-only" and not ctx.extra.get("aor_loaded"):
         return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
     gr = uri.params.get("gr", False)
     if gr is not False:
         if uri.user.startswith("tgruu."):
             found = loc.resolve_temp_gruu(uri.user[6:])
+            if found is None and state.not_here is not None:
+                return Elsewhere("temporary GRUU of an AOR of another process")
             contacts = loc.by_instance(found[0], found[1], ctx.wall) if found else []
         else:
             contacts = loc.by_instance(aor, f"<{gr}>", ctx.wall) + loc.by_instance(aor, gr or "", ctx.wall)

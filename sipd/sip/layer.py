@@ -316,6 +316,14 @@ class TransactionLayer:
     def send_stateless(self, msg: Request | Response, dest: Address, now: float) -> None:
         self._out.append(Outgoing(msg.to_bytes(), dest))
 
+    def abandon(self, tx_key: TxKey) -> None:
+        """Forget a server transaction that got no response yet, without any event: the request
+        was handed to another process, whose transaction answers it (timers left in the heap
+        find nothing and are skipped)."""
+        tx = self._txs.get(tx_key)
+        if tx is not None and tx.kind in (Kind.IST, Kind.NIST) and tx.last_response_bytes is None:
+            del self._txs[tx_key]
+
     def cancel(self, tx_key: TxKey, now: float) -> Request | None:
         """Build and send (once a provisional arrived) a CANCEL for a client INVITE transaction."""
         tx = self._txs.get(tx_key)

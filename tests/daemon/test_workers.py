@@ -101,7 +101,7 @@ def start(tmp_path: Path, db_url: str | None = None, **overrides) -> Daemon:
     for u in USERS:
         add_subscriber(d.db_url, u, f"pw-{u}")
     d.start()
-    wait_for(lambda: all(w["Type"].endswith("(UDP REGISTER for its AORs)") for w in workers(d)) and workers(d),
+    wait_for(lambda: all(w["Type"].endswith("by Call-ID)") or w["Type"].endswith("(UDP REGISTER for its AORs)") for w in workers(d)) and workers(d),
              "the worker to be ready")
     return d
 

@@ -63,7 +63,8 @@ async def ps(state: Any) -> Any:
     procs = [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)"}]
     pool = _workers(state)
     for w in pool.describe() if pool is not None else ():
-        kind = "registrar worker (UDP REGISTER for its AORs)"
+        kind = "worker (UDP REGISTER for its AORs, calls by Call-ID)" if w.get("calls") else \
+            "registrar worker (UDP REGISTER for its AORs)"
         if not w["active"]:
             kind += ", starting"
         elif w["passthrough"]:

@@ -1,0 +1,193 @@
+"""Calls spread over ``[server] workers`` by Call-ID (sipd/workers.py), when no call state must
+stay in main ([acc], [dialog], [presence] off, as in the Kamailio comparison config).
+
+The raw-bytes readers (Call-ID, our branch mark) are checked as pure code against the parser; the
+rest runs a real sipd with one worker and proves each rule by observing processes: a stopped
+worker (SIGSTOP) holds exactly the calls whose Call-ID it owns, while the others complete; a
+CANCEL and the forks of a call meet its INVITE in the worker; a call to an AOR main owns is
+routed from main's copy, which follows re-registrations; a callee on TCP makes the worker hand
+the call to main, whose connection it is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from sipd.sip.message import parse_message
+from sipd.workers import branch_mark, call_id_of, calls_stay_in_main, owner_of_call
+from sipd.config import Config
+from tests.daemon.harness import DOMAIN, UA
+from tests.daemon.test_proxy import SDP, ack_and_bye, invite
+from tests.daemon.test_workers import MAIN_USERS, WORKER_USERS, start, wait_for, workers
+
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "sip" / "data"
+NO_CALL_STATE = {"acc": {"enabled": False}, "dialog": {"enabled": False}, "presence": {"enabled": False}}
+
+
+def stat(d, name: str) -> int:
+    """A counter summed over the processes (workers report once a second); 0 before it exists."""
+    from sipd.mgmt.protocol import RpcError
+
+    try:
+        return int(d.mi("get_statistics", [name]).get(name, 0))
+    except RpcError:
+        return 0
+
+
+def cids(owner: int, count: int, prefix: str) -> list[str]:
+    out = [f"{prefix}-{i}" for i in range(400) if owner_of_call(f"{prefix}-{i}".encode(), 2) == owner]
+    return out[:count]
+
+
+# -- pure ---------------------------------------------------------------------------------------
+
+
+def test_raw_call_id_is_the_parsed_one_on_the_torture_corpus():
+    checked = 0
+    for path in sorted(TESTDATA.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        try:
+            cid = parse_message(data).call_id
+        except Exception:  # noqa: BLE001 - malformed on purpose: whoever reads it answers it
+            continue
+        assert call_id_of(data) == cid.encode("utf-8", "surrogateescape"), path.name
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("via,mark", [
+    ("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc123.0a1b2c3d17;rport", b"0a1b2c3d"),  # proxy branch
+    ("v: SIP/2.0/UDP 127.0.0.1:5060 ; branch = z9hG4bK0a1b2c3dx5", b"0a1b2c3d"),  # the layer's (CANCEL, ACK)
+    ("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK0a1b2c3dx5, SIP/2.0/UDP h;branch=z9hG4bK.ffffffff1", b"0a1b2c3d"),
+    ("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKnotours\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKa.0a1b2c3d1", None),
+    ("Via: SIP/2.0/UDP 10.0.0.1;branch=1234", None),
+])
+def test_branch_mark_reads_the_top_via_only(via, mark):
+    data = f"SIP/2.0 200 OK\r\n{via}\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n".encode()
+    assert branch_mark(data) == mark
+
+
+def test_call_state_keeps_calls_in_main():
+    config = Config()
+    assert calls_stay_in_main(config) == ["[acc] enabled", "[dialog] enabled", "[presence] enabled"]
+    for name in ("acc", "dialog", "presence"):
+        getattr(config, name).enabled = False
+    assert calls_stay_in_main(config) == []
+    config.routing.hook = "/etc/sipd/hook.py"
+    assert calls_stay_in_main(config) == ["[routing] hook set"]
+
+
+# -- live -----------------------------------------------------------------------------------------
+
+
+def _call(caller: UA, callee: UA, cid: str) -> None:
+    invite(caller, f"{callee.user}@{DOMAIN}", call_id=cid)
+    inv = callee.expect_request("INVITE")
+    callee.respond(inv, 180, "Ringing")
+    caller.expect(180)
+    callee.respond(inv, 200, "OK", body=SDP, headers=["Content-Type: application/sdp"])
+    ok = caller.expect(200)
+    assert ok.call_id == cid
+    ack_and_bye(caller, callee, ok, cid)
+
+
+def test_a_stopped_worker_holds_exactly_its_calls(tmp_path):
+    d = start(tmp_path, **NO_CALL_STATE)
+    try:
+        assert "calls spread over 2 processes by Call-ID" in d.log()
+        [w] = workers(d)
+        assert w["Type"].endswith("calls by Call-ID)")
+        caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
+             UA(d.port, callee_name, password=f"pw-{callee_name}") as callee:
+            assert callee.register(600).status == 200
+            mine, theirs = cids(0, 3, "main"), cids(1, 3, "worker")
+            for cid in mine + theirs:  # both processes complete calls
+                _call(caller, callee, cid)
+            os.kill(w["PID"], signal.SIGSTOP)
+            try:
+                uri = f"sip:{callee_name}@{DOMAIN}"
+                stuck = cids(1, 5, "stuck")[0]
+                caller.send(caller.request("INVITE", uri, to=f"<{uri}>", call_id=stuck, cseq=1))
+                caller.nothing(0.5)  # not even a 100 Trying or a challenge: the worker owns it
+                _call(caller, callee, cids(0, 1, "meanwhile")[0])  # main's calls go on
+            finally:
+                os.kill(w["PID"], signal.SIGCONT)
+            assert caller.expect(407).call_id == stuck  # the worker runs again: the queued INVITE is answered
+        assert d.alive()
+        assert "Traceback" not in d.log()
+    finally:
+        d.stop()
+
+
+def test_cancel_forks_copies_and_tcp_in_worker_calls(tmp_path):
+    d = start(tmp_path, **NO_CALL_STATE)
+    try:
+        caller_name, callee_name = WORKER_USERS[0], MAIN_USERS[0]  # the callee's AOR is main's
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
+             UA(d.port, callee_name, password=f"pw-{callee_name}") as c1, \
+             UA(d.port, callee_name, password=f"pw-{callee_name}") as c2:
+            assert c1.register(600).status == 200
+            assert c2.register(600).status == 200
+            worker_cids = cids(1, 4, "w")
+
+            # forking from the worker's copy of main's AOR; CANCEL meets the INVITE in the worker
+            uri = invite(caller, f"{callee_name}@{DOMAIN}", call_id=worker_cids[0])
+            i1, i2 = c1.expect_request("INVITE"), c2.expect_request("INVITE")
+            c1.respond(i1, 180, "Ringing", to_tag="c1")
+            c2.respond(i2, 180, "Ringing", to_tag="c2")
+            caller.expect(180)
+            caller.expect(180)
+            caller_via = i1.get_all("Via")[-1]
+            caller.send(caller.request("CANCEL", uri, to=f"<{uri}>", call_id=worker_cids[0], cseq=2, via=caller_via))
+            assert caller.expect(200).get("CSeq").endswith("CANCEL")
+            for ua, inv, tag in ((c1, i1, "c1"), (c2, i2, "c2")):
+                ua.respond(ua.expect_request("CANCEL"), 200, to_tag=tag)
+                ua.respond(inv, 487, "Request Terminated", to_tag=tag)
+                ua.expect_request("ACK")
+            terminated = caller.expect(487)
+            caller.send(caller.request("ACK", uri, to=terminated.get("To"), call_id=worker_cids[0], cseq=2,
+                                       via=terminated.get("Via")))
+
+            wait_for(lambda: stat(d, "workers:aor_copies") == 1, "the worker's copy of main's AOR (asked once)")
+
+            # main's copy follows a re-registration: the next call reaches the new contact only
+            assert c2.register(0).status == 200
+            _call(caller, c1, worker_cids[1])
+            c2.nothing(0.3)
+
+        # a callee on TCP: the worker hands the call to main, whose connection it is
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
+             UA(d.port, callee_name, transport="tcp", password=f"pw-{callee_name}") as tcp_callee:
+            assert tcp_callee.register(600).status == 200
+            _call(caller, tcp_callee, worker_cids[2])
+        wait_for(lambda: stat(d, "workers:handed_to_main") >= 1, "the worker to count the call it handed to main")
+        assert d.alive()
+        assert "Traceback" not in d.log()
+    finally:
+        d.stop()
+
+
+def test_calls_stay_in_main_with_call_state(tmp_path):
+    d = start(tmp_path)  # the defaults: accounting, dialogs and presence on
+    try:
+        assert "calls stay in the main process (their state is kept there): [acc] enabled" in d.log()
+        [w] = workers(d)
+        caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
+             UA(d.port, callee_name, password=f"pw-{callee_name}") as callee:
+            assert callee.register(600).status == 200
+            os.kill(w["PID"], signal.SIGSTOP)
+            try:
+                for cid in cids(1, 2, "acc"):  # Call-IDs a worker would own: main completes them
+                    _call(caller, callee, cid)
+            finally:
+                os.kill(w["PID"], signal.SIGCONT)
+    finally:
+        d.stop()
