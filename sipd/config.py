@@ -80,9 +80,9 @@ class ServerSection:
     workers: int = field(
         default=1,
         metadata=_doc("Processes reading the UDP sockets (Kamailio's `children`): 1 is one process; N > 1 adds N-1 "
-                      "registrar workers that answer REGISTERs for their share of the AORs and hand every other "
-                      "message to the main process; 0 means one per CPU. TCP/TLS, calls, presence, management stay "
-                      "in the main process."),
+                      "workers that answer REGISTERs for their share of the AORs and, when [acc], [dialog] and "
+                      "[presence] are off, handle UDP calls for their share of the Call-IDs; 0 means one per CPU. "
+                      "TCP/TLS, presence, management (and calls, when call state is kept) stay in the main process."),
     )
 
 

@@ -16,9 +16,17 @@ Theory of operation:
   ``[auth] register`` is on (that one only gets a stateless challenge). A REGISTER for another
   AOR (and anything else that reaches a worker) goes to main over a socketpair (a framed stream)
   with its source address; main handles it as if read from the socket, and passes a REGISTER for
-  a worker's AOR on to that worker. Calls never cross the channel: the kernel gives every
-  non-REGISTER datagram to main. Replies leave through the process's own socket of the group,
-  so they come from the listen address.
+  a worker's AOR on to that worker. The kernel gives every non-REGISTER datagram to main.
+  Replies leave through the process's own socket of the group, so they come from the listen
+  address.
+- Calls (only when no call state must stay in main: :func:`calls_stay_in_main`). Every Call-ID
+  has an owner too, ``crc32(Call-ID) % N``: main hands a request to it (so a CANCEL, the ACK of a
+  non-2xx and every in-dialog request meet the INVITE's transactions), and a response to the
+  process whose mark (``Server._rand``, sent in the hello) is in its top Via branch. A worker
+  routing a call to an AOR it does not own asks main for a copy once; main then sends it every
+  change of that AOR. A call that needs TCP/TLS or DNS is handed back to main as received, and
+  main keeps that Call-ID (pinned), like every call that arrived over TCP/TLS or while its
+  worker was down.
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
   configured) and sends the AOR's new contact list to main, whose table is therefore complete:
   calls, ``ul show``, NAT pings and statistics read it there. A worker gets its AORs from main
@@ -31,7 +39,7 @@ Theory of operation:
   so ``sipctl stats`` and /metrics count every process.
 - ``sipctl trace``: while someone watches, workers pass every datagram to main (passthrough), so
   the trace shows every message.
-- TCP and TLS, calls, presence, accounting and management stay in main. A worker that dies is
+- TCP and TLS, presence, accounting and management stay in main. A worker that dies is
   restarted (at most once per 5 s; main answers its AORs meanwhile); workers end with main
   (SIGTERM on shutdown, PR_SET_PDEATHSIG and the socketpair closing when main dies).
 """
