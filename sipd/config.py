@@ -80,9 +80,9 @@ class ServerSection:
     workers: int = field(
         default=1,
         metadata=_doc("Processes reading the UDP sockets (Kamailio's `children`): 1 is one process; N > 1 adds N-1 "
-                      "workers that answer REGISTERs for their share of the AORs and, when [acc], [dialog] and "
-                      "[presence] are off, handle UDP calls for their share of the Call-IDs; 0 means one per CPU. "
-                      "TCP/TLS, presence, management (and calls, when call state is kept) stay in the main process."),
+                      "workers that answer REGISTERs for their share of the AORs and handle UDP calls for their "
+                      "share of the Call-IDs (not with [diversion] uri or a [routing] hook); 0 means one per CPU. "
+                      "TCP/TLS, presence, accounting and management stay in the main process."),
     )
 
 

@@ -19,10 +19,12 @@ Theory of operation:
   a worker's AOR on to that worker. The kernel gives every non-REGISTER datagram to main.
   Replies leave through the process's own socket of the group, so they come from the listen
   address.
-- Calls (only when no call state must stay in main: :func:`calls_stay_in_main`). Every Call-ID
-  has an owner too, ``crc32(Call-ID) % N``: main hands a request to it (so a CANCEL, the ACK of a
-  non-2xx and every in-dialog request meet the INVITE's transactions), and a response to the
-  process whose mark (``Server._rand``, sent in the hello) is in its top Via branch. A worker
+- Calls (unless a feature keeps per-call state in main: :func:`calls_stay_in_main`). Every
+  Call-ID has an owner too, ``crc32(Call-ID) % N``: main hands a request of an INVITE dialog to it
+  (so a CANCEL, the ACK of a non-2xx and every in-dialog request meet the INVITE's transactions),
+  and a response to the process whose mark (``Server._rand``, sent in the hello) is in its top
+  Via branch. A worker sends its call events (requests forwarded, responses sent upstream, for
+  INVITE, BYE, CANCEL and ACK) to main, whose accounting, dialogs and presence see every call. A worker
   routing a call to an AOR it does not own asks main for a copy once; main then sends it every
   change of that AOR. A call that needs TCP/TLS or DNS is handed back to main as received, and
   main keeps that Call-ID (pinned), like every call that arrived over TCP/TLS or while its
@@ -137,9 +139,18 @@ def branch_mark(data: bytes) -> bytes | None:
     return b.group(1) if b is not None else None
 
 
+#: Requests handed to the owner of their Call-ID: those of INVITE dialogs. Everything else
+#: (SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE, OPTIONS, REFER ...) stays in main, where presence is.
+CALL_METHODS = frozenset({b"INVITE", b"ACK", b"CANCEL", b"BYE", b"PRACK", b"UPDATE", b"INFO"})
+#: Methods whose transactions feed accounting, dialogs and presence (sipd/services/accounting.py)
+EVENT_METHODS = frozenset({"INVITE", "BYE", "CANCEL", "ACK"})
+
+
 def calls_stay_in_main(config: Any) -> list[str]:
-    """Why calls cannot be spread over the workers: features whose call state lives in main."""
-    why = [f"[{name}] enabled" for name in ("acc", "dialog", "presence") if getattr(config, name).enabled]
+    """Why calls cannot be spread over the workers: features whose per-call state lives in main
+    and is not fed by events (accounting, dialogs and presence are: workers send their call
+    events to main)."""
+    why = []
     if config.diversion.uri:
         why.append("[diversion] uri set")
     if config.routing.hook:
@@ -332,6 +343,7 @@ class WorkerPool:
         self.marks: dict[bytes, int] = {}  # a worker's branch mark -> its index (responses)
         self.pinned: dict[bytes, float] = {}  # Call-IDs main took over (TCP/TLS, DNS, ...) -> when
         self.copies: dict[str, set[int]] = {}  # AOR -> workers holding a copy (they route calls to it)
+        self._parsed: dict[bytes, Any] = {}  # a call's request, parsed once for its several events
         # an AOR main changed (ul rm; REGISTERs main answered while tracing or while the worker
         # was down): its owner must know
         server.state.location.on_change = self.push
@@ -369,6 +381,8 @@ class WorkerPool:
             mark = branch_mark(data)
             k = self.marks.get(mark, 0) if mark is not None else 0
         else:
+            if data[:data.find(b" ")] not in CALL_METHODS:
+                return False
             cid = call_id_of(data)
             if cid is None or cid in self.pinned:
                 return False
@@ -441,10 +455,33 @@ class WorkerPool:
             if cid is not None:
                 self.pin(cid)
             server.datagram_received(data, ("udp", ip, port, None), True)
+        elif kind == b"K":
+            self._call_event(frame)
         elif kind == b"H":
             if len(frame) > 1:
                 self.marks[frame[1:]] = w.index
             self._sync(w)
+
+    def _call_event(self, frame: bytes) -> None:
+        """A worker's call event (a request forwarded, a final or provisional sent upstream): main's
+        accounting, dialogs and presence see it as if main had handled the call."""
+        from .sip.message import parse_message
+        from .state import CallEvent
+
+        kind, request, response, tx_key, wall = pickle.loads(frame[1:])
+        cache = self._parsed
+        try:
+            req = cache.get(request)
+            if req is None:
+                req = cache[request] = parse_message(request)
+                if len(cache) > 512:
+                    del cache[next(iter(cache))]
+            resp = parse_message(response) if response is not None else None
+        except Exception as exc:  # noqa: BLE001 - it was parsed once already; never stop main for it
+            logger.warning("a worker's call event could not be read: %s", exc)
+            return
+        now = wall - (time.time() - self.server.loop.time())
+        self.server.state.events.emit(CallEvent(kind=kind, request=req, response=resp, tx_key=tx_key, now=now))
 
     def _sync(self, w: _Worker) -> None:
         """Give a (re)started worker its AORs, then route its REGISTERs to it."""
@@ -455,7 +492,8 @@ class WorkerPool:
                 w.link.send(_aor_frame(b"L", aor, contacts))
                 sent += 1
         w.link.send(b"T" + (b"1" if self.passthrough else b"0"))
-        if w.link.send(b"E" + (b"c" if self.spread else b"")):
+        events = b"k" if self.spread and self.server.state.events.listeners else b""
+        if w.link.send(b"E" + (b"c" + events if self.spread else b"")):
             w.active = True
             logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
             if w.reload_pending and w.proc is not None:
@@ -621,7 +659,7 @@ class WorkerPool:
 
 
 class WorkerServer(Server):
-    """A registrar worker: the same pipeline as main, only for REGISTERs of its own AORs."""
+    """A worker: the same pipeline as main, for REGISTERs of its own AORs and calls of its own Call-IDs."""
 
     is_worker = True
 
@@ -706,10 +744,21 @@ class WorkerServer(Server):
             if frame[1:2] == b"c" and self.config.location.mode != "db-only":  # db-only: the database has them
                 index, n, copies = self.index, self.n, self.copies
                 self.state.not_here = lambda aor: aor not in copies and owner_of_aor(aor, n) != index
+            if frame[2:3] == b"k" and self._forward_event not in self.state.events.listeners:
+                self.state.events.subscribe(self._forward_event)
             self._synced.set()
 
     def owns(self, aor: str) -> bool:
         return owner_of_aor(aor, self.n) == self.index
+
+    def _forward_event(self, ev: Any) -> None:
+        """Send a call event to main, where accounting, dialogs and presence are."""
+        req = ev.request
+        if req is None or req.method not in EVENT_METHODS or self.link is None:
+            return
+        wall = ev.now + (time.time() - self.loop.time())
+        resp = ev.response.to_bytes() if ev.response is not None else None
+        self.link.send(b"K" + pickle.dumps((ev.kind, req.to_bytes(), resp, ev.tx_key, wall)))
 
     async def fetch_aor(self, aor: str) -> Any:
         """The contacts of an AOR another process owns, from main, which from then on sends this

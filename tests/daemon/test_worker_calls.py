@@ -1,5 +1,5 @@
-"""Calls spread over ``[server] workers`` by Call-ID (sipd/workers.py), when no call state must
-stay in main ([acc], [dialog], [presence] off, as in the Kamailio comparison config).
+"""Calls spread over ``[server] workers`` by Call-ID (sipd/workers.py), with their events sent to
+main's accounting, dialogs and presence.
 
 The raw-bytes readers (Call-ID, our branch mark) are checked as pure code against the parser; the
 rest runs a real sipd with one worker and proves each rule by observing processes: a stopped
@@ -11,6 +11,7 @@ the call to main, whose connection it is.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -73,14 +74,12 @@ def test_branch_mark_reads_the_top_via_only(via, mark):
     assert branch_mark(data) == mark
 
 
-def test_call_state_keeps_calls_in_main():
+def test_per_call_state_outside_events_keeps_calls_in_main():
     config = Config()
-    assert calls_stay_in_main(config) == ["[acc] enabled", "[dialog] enabled", "[presence] enabled"]
-    for name in ("acc", "dialog", "presence"):
-        getattr(config, name).enabled = False
-    assert calls_stay_in_main(config) == []
+    assert calls_stay_in_main(config) == []  # accounting, dialogs, presence: fed by the workers' events
     config.routing.hook = "/etc/sipd/hook.py"
-    assert calls_stay_in_main(config) == ["[routing] hook set"]
+    config.diversion.uri = "sip:voicemail@example.test"
+    assert calls_stay_in_main(config) == ["[diversion] uri set", "[routing] hook set"]
 
 
 # -- live -----------------------------------------------------------------------------------------
@@ -174,10 +173,73 @@ def test_cancel_forks_copies_and_tcp_in_worker_calls(tmp_path):
         d.stop()
 
 
-def test_calls_stay_in_main_with_call_state(tmp_path):
-    d = start(tmp_path)  # the defaults: accounting, dialogs and presence on
+def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
+    """With the defaults (accounting, dialogs, presence on) the worker handles its calls and sends
+    their events to main: the dialog is listed, acc/cdrs/missed_calls rows are written, and
+    `sipctl dialog end` ends a worker's call from main."""
+    from tests.e2e.test_acc import sipctl, wait_rows
+
+    d = start(tmp_path, acc={"spool": str(tmp_path / "acc.spool"), "retry_interval": 0.3})
     try:
-        assert "calls stay in the main process (their state is kept there): [acc] enabled" in d.log()
+        assert "calls spread over 2 processes by Call-ID" in d.log()
+        [w] = workers(d)
+        caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
+        answered, busy, ended = cids(1, 3, "acct")
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
+             UA(d.port, callee_name, password=f"pw-{callee_name}") as callee:
+            assert callee.register(600).status == 200
+            uri = f"sip:{callee_name}@{DOMAIN}"
+            os.kill(w["PID"], signal.SIGSTOP)
+            try:
+                caller.send(caller.request("INVITE", uri, to=f"<{uri}>", call_id=answered, cseq=1))
+                caller.nothing(0.5)  # the worker's call: nobody else answers it
+            finally:
+                os.kill(w["PID"], signal.SIGCONT)
+            challenge = caller.expect(407)
+            caller.send(caller.request("ACK", uri, to=challenge.get("To"), call_id=answered, cseq=1,
+                                       via=challenge.get("Via")))
+
+            invite(caller, f"{callee_name}@{DOMAIN}", call_id=answered)
+            inv = callee.expect_request("INVITE")
+            callee.respond(inv, 200, "OK", body=SDP, headers=["Content-Type: application/sdp"])
+            ok = caller.expect(200)
+            listed = json.loads(sipctl(d, "dialog", "list", "--json").stdout)
+            assert [(x["callid"], x["state"]) for x in listed] == [(answered, "confirmed")]
+            ack_and_bye(caller, callee, ok, answered)
+            acc = wait_rows(d.db_url, "SELECT * FROM acc WHERE callid = ? ORDER BY id", (answered,), 2)
+            assert [(r["method"], r["sip_code"]) for r in acc] == [("INVITE", "200"), ("BYE", "200")]
+            cdr = wait_rows(d.db_url, "SELECT * FROM cdrs WHERE callid = ?", (answered,), 1)[0]
+            assert cdr["status"] == "answered" and cdr["end_reason"] == "Upstream BYE"
+
+            uri = invite(caller, f"{callee_name}@{DOMAIN}", call_id=busy)
+            callee.respond(callee.expect_request("INVITE"), 486, "Busy Here")
+            rejected = caller.expect(486)
+            caller.send(caller.request("ACK", uri, to=rejected.get("To"), call_id=busy, cseq=2, via=rejected.get("Via")))
+            missed = wait_rows(d.db_url, "SELECT * FROM missed_calls WHERE callid = ?", (busy,), 1)
+            assert missed[0]["sip_code"] == "486"
+
+            invite(caller, f"{callee_name}@{DOMAIN}", call_id=ended)
+            inv = callee.expect_request("INVITE")
+            callee.respond(inv, 200, "OK", body=SDP, headers=["Content-Type: application/sdp"])
+            ok = caller.expect(200)
+            wait_rows(d.db_url, "SELECT * FROM dialog WHERE callid = ?", (ended,), 1)
+            dlg_id = next(x["id"] for x in json.loads(sipctl(d, "dialog", "list", "--json").stdout)
+                          if x["callid"] == ended)
+            sipctl(d, "dialog", "end", dlg_id)
+            to_callee, to_caller = callee.expect_request("BYE"), caller.expect_request("BYE")
+            callee.respond(to_callee, 200)
+            caller.respond(to_caller, 200, to_tag="ft1")
+            cdr = wait_rows(d.db_url, "SELECT * FROM cdrs WHERE callid = ?", (ended,), 1)[0]
+            assert cdr["end_reason"] == "MI Termination"
+        assert "Traceback" not in d.log()
+    finally:
+        d.stop()
+
+
+def test_diversion_keeps_calls_in_main(tmp_path):
+    d = start(tmp_path, diversion={"uri": f"sip:{MAIN_USERS[1]}@{DOMAIN}"})
+    try:
+        assert "calls stay in the main process (their state is kept there): [diversion] uri set" in d.log()
         [w] = workers(d)
         caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
         with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
@@ -185,7 +247,7 @@ def test_calls_stay_in_main_with_call_state(tmp_path):
             assert callee.register(600).status == 200
             os.kill(w["PID"], signal.SIGSTOP)
             try:
-                for cid in cids(1, 2, "acc"):  # Call-IDs a worker would own: main completes them
+                for cid in cids(1, 2, "div"):  # Call-IDs a worker would own: main completes them
                     _call(caller, callee, cid)
             finally:
                 os.kill(w["PID"], signal.SIGCONT)
