@@ -694,12 +694,17 @@ class Server:
             self._timer = self.loop.call_at(when, self._on_timer)
 
     def _send(self, data: bytes, dest: tuple) -> None:
+        if self.trace_on or self.tracer.active:
+            self.trace_out(data, dest)
+        self.transports.send(data, dest)
+
+    def trace_out(self, data: bytes, dest: tuple) -> None:
+        """A message sent (by this process, or by a worker while traced) for the SIP trace."""
         if self.trace_on:
             trace.log(sipd_logging.TRACE, "send %d bytes to %s:\n%s", len(data), _fmt_addr(dest),
                       data.decode("utf-8", "replace"))
         if self.tracer.active:
             self.tracer.emit("out", dest, data)
-        self.transports.send(data, dest)
 
     def _on_timer(self) -> None:
         at = self._timer_at

@@ -39,8 +39,9 @@ Theory of operation:
   removes, main applies it and forwards it to the other workers. Flood counting is per process.
 - Statistics: each worker sends its counters once a second; main adds the increments to its own,
   so ``sipctl stats`` and /metrics count every process.
-- ``sipctl trace``: while someone watches, workers pass every datagram to main (passthrough), so
-  the trace shows every message.
+- ``sipctl trace``: while someone watches, workers pass every REGISTER to main (passthrough) and
+  send main a copy of everything they send; main traces what it reads before handing it over,
+  so the trace shows every message and calls keep their process.
 - TCP and TLS, presence, accounting and management stay in main. A worker that dies is
   restarted (at most once per 5 s; main answers its AORs meanwhile); workers end with main
   (SIGTERM on shutdown, PR_SET_PDEATHSIG and the socketpair closing when main dies).
@@ -375,7 +376,7 @@ class WorkerPool:
         in-dialog request meet the INVITE's transactions), unless main took the call over
         (pinned: it arrived over TCP/TLS, or a worker handed it back because it needs a
         connection, DNS or an AOR only main holds)."""
-        if not self.spread or self.passthrough:
+        if not self.spread:
             return False
         if data[:8] == b"SIP/2.0 ":
             mark = branch_mark(data)
@@ -457,6 +458,9 @@ class WorkerPool:
             server.datagram_received(data, ("udp", ip, port, None), True)
         elif kind == b"K":
             self._call_event(frame)
+        elif kind == b"X":  # what a worker sent while traced (main traced what it handed over)
+            ip, port, data = _unpack_addr(frame)
+            server.trace_out(data, ("udp", ip, port, None))
         elif kind == b"H":
             if len(frame) > 1:
                 self.marks[frame[1:]] = w.index
@@ -750,6 +754,11 @@ class WorkerServer(Server):
 
     def owns(self, aor: str) -> bool:
         return owner_of_aor(aor, self.n) == self.index
+
+    def _send(self, data: bytes, dest: tuple) -> None:
+        if self.passthrough and self.link is not None:  # traced: main shows what its calls' workers send
+            self.link.send(b"X" + _pack_addr(dest[1], dest[2]) + data)
+        Server._send(self, data, dest)
 
     def _forward_event(self, ev: Any) -> None:
         """Send a call event to main, where accounting, dialogs and presence are."""

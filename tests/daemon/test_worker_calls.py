@@ -253,3 +253,41 @@ def test_diversion_keeps_calls_in_main(tmp_path):
                 os.kill(w["PID"], signal.SIGCONT)
     finally:
         d.stop()
+
+
+def test_trace_shows_a_worker_call_and_the_call_stays_there(tmp_path):
+    """While `sipctl trace` watches, a call whose Call-ID a worker owns is still the worker's (its
+    transactions are there), and the trace shows every message of it: what main read and handed
+    over, and copies of what the worker sent."""
+    import subprocess
+    import sys
+
+    from tests.helpers.sipd_proc import _end_pid
+
+    d = start(tmp_path, **NO_CALL_STATE)
+    try:
+        caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
+        with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
+             UA(d.port, callee_name, password=f"pw-{callee_name}") as callee:
+            assert callee.register(600).status == 200
+            cmd = [sys.executable, "-m", "sipctl", "--config", str(d.config), "trace", "--count", "16", "--duration", "20"]
+            tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(lambda: workers(d)[0]["Type"].endswith("while traced"), "the trace to start")
+                _call(caller, callee, cids(1, 1, "traced")[0])
+                out, err = tracer.communicate(timeout=25)
+            finally:
+                _end_pid(tracer, 2)
+        assert tracer.returncode == 0, err
+        seen = []
+        for ln in out.splitlines():
+            if " <- " in ln or " -> " in ln:
+                first = ln.split("  ", 1)[1].split()[:2]
+                seen.append(("in" if " <- " in ln else "out", first[0] if first[0] != "SIP/2.0" else first[1]))
+        # the copies of what the worker sent reach main a little after what main read next: compare as sets
+        assert sorted(seen) == sorted([
+            ("in", "INVITE"), ("out", "407"), ("in", "ACK"), ("in", "INVITE"), ("out", "100"), ("out", "INVITE"),
+            ("in", "180"), ("out", "180"), ("in", "200"), ("out", "200"), ("in", "ACK"), ("out", "ACK"),
+            ("in", "BYE"), ("out", "BYE"), ("in", "200"), ("out", "200")]), out
+    finally:
+        d.stop()

@@ -93,6 +93,7 @@ def owner(user: str) -> int:
 
 
 WORKER_USERS = [u for u in USERS if owner(u) == 1]
+READY = ("(UDP REGISTER for its AORs)", "calls by Call-ID)")  # `sipctl ps` of a ready worker
 MAIN_USERS = [u for u in USERS if owner(u) == 0]
 
 
@@ -101,7 +102,7 @@ def start(tmp_path: Path, db_url: str | None = None, **overrides) -> Daemon:
     for u in USERS:
         add_subscriber(d.db_url, u, f"pw-{u}")
     d.start()
-    wait_for(lambda: all(w["Type"].endswith("by Call-ID)") or w["Type"].endswith("(UDP REGISTER for its AORs)") for w in workers(d)) and workers(d),
+    wait_for(lambda: all(w["Type"].endswith(READY) for w in workers(d)) and workers(d),
              "the worker to be ready")
     return d
 
@@ -191,7 +192,7 @@ def test_a_killed_worker_is_restarted_with_its_aors(tmp_path):
                     for ua in others:
                         ua.close()
             wait_for(lambda: workers(d) and workers(d)[0]["PID"] != w["PID"]
-                     and workers(d)[0]["Type"].endswith("(UDP REGISTER for its AORs)"), "the worker's restart", 20)
+                     and workers(d)[0]["Type"].endswith(READY), "the worker's restart", 20)
             assert f"worker 1 (pid {w['PID']}) exited with status -9; main reads its sockets" in d.log()
             assert laptop.register(600).status == 200  # answered by the new worker ...
             contacts = aors(d)[f"{user}@{DOMAIN}"]
@@ -289,7 +290,7 @@ def test_trace_sees_the_workers_registers(tmp_path):
         assert tracer.returncode == 0, err
         firsts = [ln.split("  ", 1)[1].split()[:2] for ln in out.splitlines() if "<-" in ln or "->" in ln]
         assert [f[0] if f[0] != "SIP/2.0" else f[1] for f in firsts] == ["REGISTER", "401", "REGISTER", "200"] * 3, out
-        wait_for(lambda: workers(d)[0]["Type"].endswith("(UDP REGISTER for its AORs)"), "the end of passthrough")
+        wait_for(lambda: workers(d)[0]["Type"].endswith(READY), "the end of passthrough")
         with UA(d.port, user, password=f"pw-{user}") as laptop:
             assert laptop.register(600).status == 200  # the worker answers again, and knows the phone
             assert sorted(aors(d)[f"{user}@{DOMAIN}"]) == sorted([phone.contact.strip("<>"), laptop.contact.strip("<>")])
