@@ -68,7 +68,7 @@ async def ps(state: Any) -> Any:
         if not w["active"]:
             kind += ", starting"
         elif w["passthrough"]:
-            kind += ", passing everything to main while traced"
+            kind += ", passing REGISTERs (and copies of what it sends) to main while traced"
         procs.append({"ID": w["index"], "PID": w["pid"], "Type": kind})
     return {"Processes": procs}
 
