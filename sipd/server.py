@@ -235,7 +235,7 @@ class Server:
         if state.db is None or not state.location.dirty:
             return
         dirty, state.location.dirty = state.location.dirty, set()
-        if self.workers is not None:
+        if self.workers is not None or self.is_worker:  # only the owner writes an AOR (a worker holds copies)
             dirty = {aor for aor in dirty if self.owns(aor)}
         items = [(aor, state.location.contacts(aor)) for aor in dirty]
         try:
