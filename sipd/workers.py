@@ -399,6 +399,14 @@ class WorkerPool:
         w.link.send(b"C" + _pack_addr(addr[1], addr[2]) + data)
         return True
 
+    def cancel(self, call_id: str, invite_tx: Any) -> bool:
+        """``sipctl dialog end`` of a ringing call a worker handles: that worker cancels it."""
+        cid = call_id.encode("utf-8", "surrogateescape")
+        if not self.spread or cid in self.pinned:
+            return False
+        w = self.workers.get(owner_of_call(cid, self.n))
+        return w is not None and w.active and w.link is not None and w.link.send(b"Z" + pickle.dumps(invite_tx))
+
     def pin(self, call_id: Any) -> None:
         """Main handles this call from now on (its transactions are here)."""
         try:
@@ -737,6 +745,9 @@ class WorkerServer(Server):
             self.passthrough = frame[1:2] == b"1"
         elif kind == b"V":
             self.state.set_log_level(frame[1:].decode())
+        elif kind == b"Z":  # main ends a ringing call of ours (sipctl dialog end)
+            if self.proxy.on_cancel(pickle.loads(frame[1:]), self.loop.time()):
+                self.transmit()
         elif kind == b"C":  # a call's datagram (main routed it here by Call-ID or branch)
             ip, port, data = _unpack_addr(frame)
             self._raw = data

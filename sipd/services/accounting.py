@@ -379,6 +379,9 @@ class Accounting:
             if dlg.invite_tx is not None and proxy is not None and proxy.on_cancel(dlg.invite_tx, now):
                 server.transmit()
                 return "cancelled"
+            pool = getattr(server, "workers", None)  # a worker's call: its process cancels it
+            if dlg.invite_tx is not None and pool is not None and pool.cancel(dlg.call_id, dlg.invite_tx):
+                return "cancelled"
             return "not-found"
         dlg.end_reason = reason
         for to_callee in (True, False):

@@ -184,7 +184,7 @@ def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
         assert "calls spread over 2 processes by Call-ID" in d.log()
         [w] = workers(d)
         caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
-        answered, busy, ended = cids(1, 3, "acct")
+        answered, busy, ended, ringing = cids(1, 4, "acct")
         with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
              UA(d.port, callee_name, password=f"pw-{callee_name}") as callee:
             assert callee.register(600).status == 200
@@ -231,6 +231,19 @@ def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
             caller.respond(to_caller, 200, to_tag="ft1")
             cdr = wait_rows(d.db_url, "SELECT * FROM cdrs WHERE callid = ?", (ended,), 1)[0]
             assert cdr["end_reason"] == "MI Termination"
+
+            # ringing: main asks the worker, whose transactions they are, to cancel it
+            uri = invite(caller, f"{callee_name}@{DOMAIN}", call_id=ringing)
+            inv = callee.expect_request("INVITE")
+            callee.respond(inv, 180, "Ringing")
+            caller.expect(180)
+            early = [x for x in json.loads(sipctl(d, "dialog", "list", "--json").stdout) if x["callid"] == ringing]
+            assert [x["state"] for x in early] == ["early"]
+            sipctl(d, "dialog", "end", early[0]["id"])  # exit status 0: found and cancelled
+            callee.respond(callee.expect_request("CANCEL"), 200)
+            callee.respond(inv, 487, "Request Terminated")
+            callee.expect_request("ACK")
+            assert caller.expect(487).call_id == ringing
         assert "Traceback" not in d.log()
     finally:
         d.stop()
