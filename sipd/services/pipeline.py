@@ -162,9 +162,9 @@ def dest_of(uri: Any, conn_table: Any = None) -> tuple | None:
 
 def sanity(ctx: Context) -> Decision | None:
     req = ctx.request
-    uri = req.uri
-    if uri.scheme not in ("sip", "sips", "tel"):
-        return Reply(416, "Unsupported URI Scheme", why=f"R-URI scheme {uri.scheme}")
+    scheme = req.uri_scheme
+    if scheme not in ("sip", "sips", "tel"):
+        return Reply(416, "Unsupported URI Scheme", why=f"R-URI scheme {scheme}")
     if req.cseq.method != req.method:
         return Reply(400, "CSeq Method Mismatch", why="CSeq method differs from request method")
     preq = req.get_all("Proxy-Require") if "proxy-require" in req.headers._idx() else None

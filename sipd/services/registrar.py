@@ -128,8 +128,8 @@ def register(
     new = live
     default_expires, min_expires, max_expires = cfg.default_expires, cfg.min_expires, cfg.max_expires
     for na in request.contacts:
-        uri = na.uri
-        if uri.scheme not in ("sip", "sips", "tel"):
+        uri = na.uri_text()  # str(na.uri), without building the URI object when it is written so
+        if uri[: uri.find(":")] not in ("sip", "sips", "tel"):  # str(URI) starts with "scheme:"
             return _fail(400, "Bad Request", "Unsupported contact URI scheme", aor)
         params = na.params
         try:
@@ -167,7 +167,7 @@ def register(
         # positional, in field order (uri, expires, q, call_id, cseq, user_agent, received, path, socket,
         # flags, cflags, methods, instance, reg_id, state, conn_id, temp_gruu, last_modified, params)
         binding = Contact(
-            str(uri), now + expires if expires else 0.0, q, call_id, cseq, user_agent, received, path, socket,
+            uri, now + expires if expires else 0.0, q, call_id, cseq, user_agent, received, path, socket,
             0, "", None, instance, reg_id, "CS_NEW", conn_id,
             (token() if callable(token) else token) if (gruu and instance) else None, now, "",
         )

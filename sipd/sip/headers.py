@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from .errors import RemoteProtocolError
-from .uri import FAST_SIP_URI, URI, _fast_uri, format_host, parse_uri, split_hostport
+from .uri import FAST_SIP_URI, URI, _fast_uri, _is_canonical, format_host, parse_uri, split_hostport
 
 # Compact forms (RFC 3261 §7.3.3 and the IANA SIP parameters registry).
 COMPACT_FORMS: dict[str, str] = {
@@ -186,6 +186,15 @@ class NameAddr:
     @uri.setter
     def uri(self, value: URI) -> None:
         self._uri = value
+
+    def uri_text(self) -> str:
+        """``str(self.uri)``. From the fast path, when the URI as written is already in that form,
+        it is the text between ``<>`` and the URI object is not built (a registrar stores the
+        Contact URI as text)."""
+        m = self._m
+        if self._uri is None and _is_canonical(m, 2):  # type: ignore[arg-type]
+            return m.string[m.start(3) : m.end(7)]  # type: ignore[union-attr]
+        return str(self.uri)
 
     @property
     def params(self) -> dict[str, str | None]:

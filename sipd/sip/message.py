@@ -552,7 +552,7 @@ class Request(Message):
         self._uri_m = None
         if isinstance(value, str):
             m = _FAST_URI(value)
-            if m is not None and _is_canonical(m):
+            if m is not None and _is_canonical(m, 0):
                 self._uri = None  # valid and already in the form str(URI) gives: parse when read
                 self._uri_text = value
                 return
@@ -563,6 +563,12 @@ class Request(Message):
     @property
     def uri_text(self) -> str:
         return self._uri_text
+
+    @property
+    def uri_scheme(self) -> str:
+        """``uri.scheme``, without building the URI object when the parser's fast path took it."""
+        m = self._uri_m
+        return self.uri.scheme if m is None else m.group(1).lower()
 
     def _start_line(self) -> str:
         return f"{self.method} {self._uri_text} {self.version}"
@@ -796,24 +802,7 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
 _new_request = _new_headers = object.__new__
 _FAST_URI = uri_module._FAST_URI
 _fast_uri = uri_module._fast_uri
-
-
-def _is_canonical(m: re.Match[str]) -> bool:
-    """A FAST_SIP_URI match that parses and re-serialises to the same text: lowercase scheme and
-    parameter names (str(URI) lowercases them), no repeated parameter, port without leading 0."""
-    scheme, port, ptext = m.group(1, 4, 5)
-    if scheme != "sip" and scheme != "sips":
-        return False
-    if port is not None and (len(port) == 5 and port > "65535" or (port[0] == "0" and port != "0")):
-        return False
-    if not ptext:
-        return True
-    if ptext != ptext.lower():
-        return False
-    if ptext.count(";") == 1:
-        return True
-    names = [p.partition("=")[0] for p in ptext[1:].split(";")]
-    return len(set(names)) == len(names)
+_is_canonical = uri_module._is_canonical
 
 
 def _uri_match(text: str) -> re.Match[str] | None:

@@ -303,6 +303,24 @@ def _fast_uri(m: re.Match[str], g: int) -> URI | None:
     return u
 
 
+def _is_canonical(m: re.Match[str], g: int) -> bool:
+    """A FAST_SIP_URI match (groups after group ``g``) that parses and re-serialises to the same
+    text: lowercase scheme and parameter names (str(URI) lowercases them; values are kept), no
+    repeated parameter, port in range and without leading 0."""
+    scheme, port, ptext = m.group(g + 1, g + 4, g + 5)
+    if scheme != "sip" and scheme != "sips":
+        return False
+    if port is not None and (len(port) == 5 and port > "65535" or (port[0] == "0" and port != "0")):
+        return False
+    if not ptext:
+        return True
+    if ptext.count(";") == 1:  # one parameter (transport=UDP): its value is kept as written
+        name = ptext[1:].partition("=")[0]
+        return name == name.lower()
+    names = [p.partition("=")[0] for p in ptext[1:].split(";")]
+    return len(set(names)) == len(names) and all(n == n.lower() for n in names)
+
+
 def _parse_sip_slow(scheme: str, rest: str) -> URI:
     if _SIP_URI_BAD.search(rest):
         raise _err(f"invalid characters in URI {rest[:80]!r}")

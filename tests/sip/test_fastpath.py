@@ -6,6 +6,8 @@ nor build a different object from it. Mutated values (hypothesis) and the common
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,8 @@ from sipd.sip import uri as U
 from sipd.sip.errors import RemoteProtocolError
 
 from .fuzz import cases, valid_invite
+
+TORTURE = Path(__file__).parent / "data"  # RFC 4475 / RFC 5118 messages
 
 
 def _uri(u):
@@ -44,11 +48,12 @@ def _slow_uri(text):
 PAIRS = {
     "uri": (_fast_uri, _slow_uri, _uri, [
         "sip:bob@example.com", "SIPS:a@h:5061;transport=TLS;lr", "sip:proxy.example.com;lr",
-        "sip:+4930123@gw;user=phone"]),
+        "sip:+4930123@gw;user=phone", "sip:u@h;transport=UDP;lr", "sip:u@h;lr;LR"]),
     "name-addr": (H._fast_name_addr, H._parse_name_addr, _na, [
         '"Room 101" <sip:room101@example.com>;tag=a73kszlfl', "<sip:bob@example.com>",
         '<sip:alice@192.0.2.10:5060;transport=udp>;+sip.instance="<urn:uuid:0-1>";reg-id=1',
-        "<sip:a@b>;q=0.5",
+        "<sip:a@b>;q=0.5", "<sip:u@127.0.0.1:5099;transport=UDP>", "<sip:u@h;Transport=udp;lr>",
+        "<sip:u@h;lr;maddr=10.0.0.1;lr>", "<sip:u@h:05060>",
         "Bob Smith <sips:bob@h>;expires=60", '"" <sip:h;lr>', '"a\\"b;c" <sip:x@y>;p="q;r=s\\\\"']),
     "via": (H._fast_via, lambda t: H._parse_via(t)[0], _via, [
         "SIP/2.0/UDP 192.0.2.10:5060;rport;branch=z9hG4bK-524287-1---a3c5b1e0f2d4",
@@ -72,6 +77,10 @@ def _agree(kind, text):
     except RemoteProtocolError as e:
         pytest.fail(f"{kind} fast path accepted {text!r}, general code says {e}")
     assert form(got) == form(expected), text
+    if kind == "name-addr":  # the URI text a registrar stores, with or without building the URI
+        assert got.uri_text() == str(expected.uri), text
+    if kind == "uri" and U._is_canonical(U._FAST_URI(text), 0):
+        assert str(got) == text, text
 
 
 @pytest.mark.parametrize("kind", sorted(PAIRS))
@@ -119,6 +128,47 @@ def test_header_split_fast_path_agrees():
     M.parse_message(valid_invite())  # the first time, X-Custom goes the long way (then cached)
     lines = valid_invite().split(b"\r\n\r\n")[0].decode().split("\r\n")
     assert M._split_block(lines[1:]) is not None
+
+
+def test_uri_text_agrees_on_the_torture_corpus():
+    n = 0
+    for p in sorted(TORTURE.glob("rfc*/*.dat")):
+        try:
+            msg = M.parse_message(p.read_bytes())
+            values = [msg.from_, msg.to, *msg.contacts]
+        except RemoteProtocolError:
+            continue
+        for na in values:
+            n += na._uri is None
+            assert na.uri_text() == str(na.uri), p.stem
+    assert n > 10
+
+
+def test_uri_text_skips_the_uri_object_only_when_the_text_is_canonical():
+    na = H.parse_name_addr("<sip:u@127.0.0.1:5099;transport=UDP>;expires=60")
+    assert na.uri_text() == "sip:u@127.0.0.1:5099;transport=UDP" and na._uri is None
+    for text, canonical in (("<sip:u@h;Transport=udp>", "sip:u@h;transport=udp"), ("<SIP:u@h>", "sip:u@h"),
+                            ("<sip:u@h;lr;lr>", "sip:u@h;lr"), ("<sip:u@h:05060>", "sip:u@h:5060")):
+        na = H.parse_name_addr(text)
+        assert na.uri_text() == canonical == str(na.uri), text
+    na = H.parse_name_addr("<sip:u@h>")
+    na.uri = U.parse_uri("sip:other@h")  # a URI set later is the one written
+    assert na.uri_text() == "sip:other@h"
+
+
+def test_uri_scheme_is_the_scheme_of_the_uri():
+    n = 0
+    torture = [(p.stem, p.read_bytes()) for p in sorted(TORTURE.glob("rfc*/*.dat"))]
+    for _desc, data in [*torture, *cases(extra=0)]:
+        try:
+            req = M.parse_message(data)
+        except RemoteProtocolError:
+            continue
+        if isinstance(req, M.Request):
+            n += req._uri_m is not None
+            scheme = req.uri_scheme  # before the URI object exists
+            assert scheme == req.uri.scheme == req.uri_scheme, data[:80]
+    assert n > 20
 
 
 def test_lazy_name_addr_behaves_like_a_built_one():
