@@ -928,7 +928,20 @@ def make_response(
                 items.append(it)
     for name, value in headers:  # as Headers.append would, without keeping the index up to date
         items.append((_key(name), name, value, None))
-    return Response(status, reason, Headers._from_items(items))
+    h = _new_headers(Headers)  # Headers._from_items(items)
+    h._items = items
+    h._index = None
+    h._cache = {}
+    resp = _new_response(Response)  # Response(status, reason, h)
+    resp.status = status
+    resp.reason = reason_phrase(status) if reason is None else reason
+    resp.version = "SIP/2.0"
+    resp.headers = h
+    resp.body = b""
+    return resp
+
+
+_new_response = object.__new__
 
 
 _RESPONSE_KEYS = frozenset(("via", "from", "to", "call-id", "cseq"))  # copied into a response

@@ -171,6 +171,15 @@ def test_uri_scheme_is_the_scheme_of_the_uri():
     assert n > 20
 
 
+def test_cseq_without_the_regex_agrees():
+    for text in ("1 REGISTER", "0001 INVITE", "4294967295 BYE", "4294967296 INVITE", "12345678901 ACK",
+                 "\u0661 REGISTER", "1 REGISTER ", "1  REGISTER", "1 register", "1 FOO", " 1 INVITE", "1 INVITE\n", ""):
+        _agree("cseq", text)
+        m = H._CSEQ_FAST(text)
+        got = H._fast_cseq(text)
+        assert (got is None) == (m is None or int(m.group(1)) > 0xFFFFFFFF), text
+
+
 def test_lazy_name_addr_behaves_like_a_built_one():
     import copy
     import pickle
