@@ -1,13 +1,13 @@
-"""Registrar worker processes: ``[server] workers = N`` (Kamailio ``children``, OpenSIPS ``udp_workers``).
+"""Worker processes: ``[server] workers = N`` (Kamailio ``children``, OpenSIPS ``udp_workers``).
 
-One Python process saturates one core near 3,500 REGISTER+digest pairs per second. With N > 1
+One Python process saturates one core. With N > 1
 the main process starts N-1 workers (fresh interpreters: ``python -m sipd.workers``, so nothing
 of a running event loop is forked) that read the same UDP sockets, inherited as file
 descriptors: each UDP listener is a SO_REUSEPORT group of N sockets, one per process, and a
 classic BPF program hands every REGISTER to one of them at random (even load whatever the
 sources; Kamailio's children share one socket instead) and everything else to main's.
 
-Theory of operation:
+Theory of operation (which process a datagram belongs to: sipd/affinity.py):
 - Ownership. Every AOR has one owner process, ``crc32(user@domain) % N`` (0 is main). Only the
   owner changes an AOR, so two REGISTERs for one AOR never race, and the REGISTER that answers a
   challenge reaches the process that checks its nonce count. The owner is read from the raw To
@@ -54,17 +54,16 @@ import json
 import logging
 import os
 import pickle
-import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-import zlib
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import unquote_to_bytes
 
+from .affinity import (CALL_METHODS, EVENT_METHODS, branch_mark, call_id_of, calls_stay_in_main, needs_owner,
+                       owner_of_aor, owner_of_call, owner_of_datagram)
 from .server import Server, _tune_gc
 
 if TYPE_CHECKING:
@@ -77,86 +76,9 @@ IPC_BACKLOG = 32 * 1024 * 1024  # bytes queued for a peer before relayed datagra
 RESPAWN_INTERVAL = 5.0  # seconds between two starts of one worker
 STOP_GRACE = 3.0  # seconds a worker gets to stop after SIGTERM
 
-#: The To header's URI, user and host, from raw bytes: optional quoted display name, then the URI
-#: (name-addr or addr-spec). Compact form ``t:`` included. Anything else (folded lines ...) is None.
-_TO = re.compile(
-    rb'\n(?:to|t)[ \t]*:[ \t]*(?:"(?:[^"\\\r\n]|\\.)*"[ \t]*)?[^<"\r\n]*?<?sips?:(?:([^@>;?\s]*)@)?([^>;?:\s]+)',
-    re.IGNORECASE,
-)
-
-
-_CREDENTIALS = re.compile(rb"\nauthorization[ \t]*:", re.IGNORECASE)
-
-
-def needs_owner(data: bytes, challenge_all: bool) -> bool:
-    """False for a REGISTER any process may answer: with ``[auth] register`` on, one without
-    credentials only gets a challenge (stateless: the nonce is an HMAC every process checks)."""
-    return not challenge_all or _CREDENTIALS.search(data) is not None
-
-
-def owner_of_aor(aor: str, n: int) -> int:
-    """The process owning ``aor`` (a location key ``user@domain``) among ``n``."""
-    return zlib.crc32(aor.encode("utf-8", "surrogateescape")) % n
-
-
-def owner_of_datagram(data: bytes, n: int) -> int:
-    """The owner of a REGISTER's AOR, read from its raw To header (0 when it cannot be read)."""
-    m = _TO.search(data)
-    if m is None:
-        return 0
-    user = m.group(1) or b""
-    if b"%" in user:
-        user = unquote_to_bytes(user)
-    return zlib.crc32(user + b"@" + m.group(2).lower()) % n
-
-
-#: The Call-ID value and the top Via line, from raw bytes (compact forms included).
-_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
-_VIA = re.compile(rb"\n(?:via|v)[ \t]*:([^\r\n]*)", re.IGNORECASE)
-#: The process mark in one of our branches: z9hG4bK<loop hash>.<mark><seq> (proxy) or
-#: z9hG4bK<mark>x<seq> (the transaction layer's), the mark being Server._rand (8 hex digits).
-_MARK = re.compile(rb";[ \t]*branch[ \t]*=[ \t]*z9hG4bK(?:[^.;,\s]*\.)?([0-9a-f]{8})", re.IGNORECASE)
 FETCH_TIMEOUT = 2.0  # seconds a worker waits for main's copy of an AOR
 PIN_TTL = 4 * 3600.0  # seconds a call main had to take stays main's (longer calls: see route_call)
 PIN_MAX = 200_000
-
-
-def call_id_of(data: bytes) -> bytes | None:
-    m = _CALL_ID.search(data)
-    return m.group(1).strip() if m is not None else None
-
-
-def owner_of_call(call_id: bytes, n: int) -> int:
-    """The process owning a call (every transaction with this Call-ID) among ``n``."""
-    return zlib.crc32(call_id) % n
-
-
-def branch_mark(data: bytes) -> bytes | None:
-    """The process mark of a response's top Via branch, if it is one of ours."""
-    m = _VIA.search(data)
-    if m is None:
-        return None
-    b = _MARK.search(m.group(1))
-    return b.group(1) if b is not None else None
-
-
-#: Requests handed to the owner of their Call-ID: those of INVITE dialogs. Everything else
-#: (SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE, OPTIONS, REFER ...) stays in main, where presence is.
-CALL_METHODS = frozenset({b"INVITE", b"ACK", b"CANCEL", b"BYE", b"PRACK", b"UPDATE", b"INFO"})
-#: Methods whose transactions feed accounting, dialogs and presence (sipd/services/accounting.py)
-EVENT_METHODS = frozenset({"INVITE", "BYE", "CANCEL", "ACK"})
-
-
-def calls_stay_in_main(config: Any) -> list[str]:
-    """Why calls cannot be spread over the workers: features whose per-call state lives in main
-    and is not fed by events (accounting, dialogs and presence are: workers send their call
-    events to main)."""
-    why = []
-    if config.diversion.uri:
-        why.append("[diversion] uri set")
-    if config.routing.hook:
-        why.append("[routing] hook set")
-    return why
 
 
 def _pack_addr(ip: str, port: int) -> bytes:

@@ -18,7 +18,7 @@ import pytest
 
 from sipd.services.location import aor_key
 from sipd.sip.message import parse_message
-from sipd.workers import _TO, needs_owner, owner_of_aor, owner_of_datagram
+from sipd.affinity import _TO, needs_owner, owner_of_aor, owner_of_datagram
 from tests.daemon.test_persistence import mysql_db  # noqa: F401 - fixture
 from tests.helpers.sipd_proc import _end_pid
 from tests.conftest import free_port
