@@ -263,6 +263,9 @@ class WorkerPool:
         # calls spread over the processes by Call-ID (off when call state must stay in main)
         self.stay = calls_stay_in_main(server.config)
         self.spread = not self.stay
+        if self.spread:  # summed from the workers; listed (at 0) from the start
+            for name in ("workers:handed_to_main", "workers:aor_copies"):
+                server.state.stats.counter(name)
         self.marks: dict[bytes, int] = {}  # a worker's branch mark -> its index (responses)
         self.pinned: dict[bytes, float] = {}  # Call-IDs main took over (TCP/TLS, DNS, ...) -> when
         self.copies: dict[str, set[int]] = {}  # AOR -> workers holding a copy (they route calls to it)

@@ -100,6 +100,7 @@ def test_a_stopped_worker_holds_exactly_its_calls(tmp_path):
     d = start(tmp_path, **NO_CALL_STATE)
     try:
         assert "calls spread over 2 processes by Call-ID" in d.log()
+        assert d.mi("get_statistics", ["workers:"]) == {"workers:handed_to_main": 0, "workers:aor_copies": 0}
         [w] = workers(d)
         assert w["Type"].endswith("calls by Call-ID)")
         caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
