@@ -552,7 +552,7 @@ class Server:
         if self.tracer.active:
             self.tracer.emit("in", addr, msg.to_bytes())
         if self.workers is not None and self.workers.spread:
-            self.workers.pin(msg.call_id)  # over TCP/TLS: the call stays in main
+            self.workers.pin_message(msg)  # over TCP/TLS: the call stays in main
         self.layer.receive_message(msg, addr, now)
         self._process(now)
 

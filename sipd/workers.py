@@ -332,6 +332,15 @@ class WorkerPool:
         w = self.workers.get(owner_of_call(cid, self.n))
         return w is not None and w.active and w.link is not None and w.link.send(b"Z" + pickle.dumps(invite_tx))
 
+    def pin_message(self, msg: Any) -> None:
+        """A message main read over TCP/TLS: its call stays in main (an unreadable Call-ID is the
+        layer's to reject)."""
+        try:
+            call_id = msg.call_id
+        except Exception:  # noqa: BLE001 - RemoteProtocolError: answered 400 by the layer
+            return
+        self.pin(call_id)
+
     def pin(self, call_id: Any) -> None:
         """Main handles this call from now on (its transactions are here)."""
         try:

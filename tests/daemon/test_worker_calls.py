@@ -305,3 +305,25 @@ def test_trace_shows_a_worker_call_and_the_call_stays_there(tmp_path):
             ("in", "BYE"), ("out", "BYE"), ("in", "200"), ("out", "200")]), out
     finally:
         d.stop()
+
+
+def test_a_bad_call_id_over_tcp_leaves_main_serving(tmp_path):
+    """Main keeps every call read over TCP (it pins the Call-ID); one it cannot read affects that
+    connection only, as with one process."""
+    d = start(tmp_path, **NO_CALL_STATE)
+    try:
+        uri = f"sip:{WORKER_USERS[0]}@{DOMAIN}"
+        with UA(d.port, MAIN_USERS[0], transport="tcp", password=f"pw-{MAIN_USERS[0]}") as ua:
+            bad = ua.request("INVITE", uri, to=f"<{uri}>", call_id="two words", cseq=1)
+            assert "Call-ID: two words" in bad
+            ua.send(bad)
+            try:
+                assert ua.expect(400).status == 400
+            except ConnectionError:
+                pass  # what one process does too: the stream cannot be trusted after it
+        with UA(d.port, MAIN_USERS[0], transport="tcp", password=f"pw-{MAIN_USERS[0]}") as ua:
+            assert ua.register(60).status == 200
+        assert d.alive()
+        assert "Traceback" not in d.log()
+    finally:
+        d.stop()
