@@ -314,7 +314,7 @@ class WorkerPool:
                 return False
             k = owner_of_call(cid, self.n)
             if k != 0 and not self.workers[k].active:
-                self.pinned[cid] = time.monotonic()  # main answers it, and keeps the call
+                self.pin(cid)  # main answers it, and keeps the call
                 return False
         if k == 0:
             return False
