@@ -90,7 +90,7 @@ class DialplanCache:
         return self.engine.translate(dpid, text)
 
     def has_dpid(self, dpid: int) -> bool:
-        return self.engine is not None and dpid in self.engine.dpids()
+        return self.engine is not None and dpid in self.engine.dpids
 
     async def reload(self) -> None:
         if self.reloader is not None:

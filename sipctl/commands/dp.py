@@ -24,7 +24,7 @@ def add(
     ctx: typer.Context,
     dpid: Annotated[int, typer.Argument(help="Dialplan id (the group of rules a translation uses).")],
     pr: Annotated[int, typer.Option("--pr", help="Priority: the matching rule with the lowest pr wins.")] = 0,
-    match_op: Annotated[str, typer.Option("--match-op", help="equal or regex.")] = "regex",
+    match_op: Annotated[str, typer.Option("--match-op", help="equal (0) or regex (1), as in the dialplan table.")] = "regex",
     match_exp: Annotated[str, typer.Option("--match-exp", help="String or PCRE regex the input must match.")] = "",
     match_flags: Annotated[str, typer.Option("--match-flags", help="icase for case-insensitive matching.")] = "",
     subst_exp: Annotated[str, typer.Option("--subst-exp", help="Regex whose groups feed \\1..\\9 in --repl-exp.")] = "",

@@ -26,10 +26,9 @@ def rule_dict(rule: Rule) -> dict[str, Any]:
 def add_rule(db: Database, *, dpid: int, pr: int, match_op: str, match_exp: str, match_flags: str = "",
              subst_exp: str = "", repl_exp: str = "", attrs: str = "", disabled: bool = False) -> dict[str, Any]:
     """Validate the rule exactly as the daemon will compile it, then store it."""
-    from sipd.services.dialplan import MATCH_OPS, Rule, RuleError, validate_rule
+    from sipd.services.dialplan import Rule, RuleError, validate_rule
 
-    if match_op not in MATCH_OPS:
-        raise UsageError(f"unknown match operator {match_op!r}", hint="use --match-op equal or --match-op regex")
+    op = parse_match_op(match_op)
     flags = 0
     for flag in filter(None, (f.strip() for f in match_flags.split(","))):
         if flag != "icase":
@@ -39,7 +38,7 @@ def add_rule(db: Database, *, dpid: int, pr: int, match_op: str, match_exp: str,
                         ("attrs", attrs)):
         if len(value) > MAX_EXP:
             raise UsageError(f"{name} is longer than {MAX_EXP} characters", hint="shorten it")
-    rule = Rule(dpid=dpid, pr=pr, match_op=MATCH_OPS[match_op], match_exp=match_exp, match_flags=flags,
+    rule = Rule(dpid=dpid, pr=pr, match_op=op, match_exp=match_exp, match_flags=flags,
                 subst_exp=subst_exp, repl_exp=repl_exp, attrs=attrs, disabled=disabled)
     try:
         validate_rule(rule)
@@ -51,6 +50,19 @@ def add_rule(db: Database, *, dpid: int, pr: int, match_op: str, match_exp: str,
                       int(disabled), attrs or None))
     rid = int(res.lastrowid or 0)
     return rule_dict(_with_id(rule, rid))
+
+
+def parse_match_op(text: str | int) -> int:
+    """``equal``/``regex`` or the numbers the dialplan table holds (OpenSIPS: 0 = equal, 1 = regex),
+    as the report's table and OpenSIPS control panels write them; ``regexp`` as opensips-cli spells it."""
+    from sipd.services.dialplan import MATCH_OPS
+
+    name = str(text).strip().lower()
+    name = {"0": "equal", "1": "regex", "regexp": "regex"}.get(name, name)
+    if name not in MATCH_OPS:
+        raise UsageError(f"unknown match operator {text!r}",
+                         hint="use --match-op equal (or 0) or --match-op regex (or 1)")
+    return MATCH_OPS[name]
 
 
 def _with_id(rule: Rule, rid: int) -> Rule:

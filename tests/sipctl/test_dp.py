@@ -84,3 +84,16 @@ def test_rule_without_repl_leaves_input(cli):
     r = cli("dp", "test", "0", "sip:x", "--json")
     assert r.code == 0 and r.json["output"] == "" and r.json["result"] == "sip:x"
     assert "unchanged" in cli("dp", "test", "0", "sip:x").out
+
+
+def test_numeric_match_op_as_in_the_dialplan_table(cli):
+    """OpenSIPS's table and control panel write the operator as 0 (equal) and 1 (regex)."""
+    r = cli("dp", "add", "0", "--pr", "1", "--match-op", "0", "--match-exp", "sip:100", "--repl-exp", "a", "--json")
+    assert r.code == 0, r.err
+    assert r.json["match_op"] == "equal"
+    r = cli("dp", "add", "0", "--pr", "2", "--match-op", "1", "--match-exp", "^sip:1", "--repl-exp", "b", "--json")
+    assert r.code == 0 and r.json["match_op"] == "regex"
+    assert cli("dp", "test", "0", "sip:100", "--json").json["output"] == "a"
+    assert cli("dp", "test", "0", "sip:123", "--json").json["output"] == "b"
+    r = cli("dp", "add", "0", "--match-op", "2", "--match-exp", "x")
+    assert r.code == ExitStatus.USAGE and "equal (or 0)" in r.err
