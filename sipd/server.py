@@ -26,6 +26,7 @@ from .sip.message import make_response, parse_message
 from .services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
 from .state import CallEvent, ServerState
 from .transport.base import BindError
+from .transport.preflight import check_listen_free
 from .transport.manager import Transports
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class Server:
         self._install_signals()
         try:
             await self.startup()
-        except StartupError as exc:
+        except (StartupError, BindError) as exc:
             logger.error("%s", exc)
             await self._close_quietly()
             return 1
@@ -115,6 +116,7 @@ class Server:
 
         config = self.config
         state = self.state
+        check_listen_free(config.server.listen)  # before the database and the spool lock: a 2nd sipd fails at once
         await self._start_core()
         from .services import accounting
 
@@ -126,10 +128,7 @@ class Server:
         names = []
         for item in config.server.listen:
             addr = parse_listen(item)
-            try:
-                listener = await self.transports.bind(addr)
-            except BindError as exc:
-                raise StartupError(str(exc)) from None
+            listener = await self.transports.bind(addr)  # BindError: one line, exit 1 (serve)
             names.append(listener.name)
             self.note_self_address(listener)
         await self._start_mgmt()

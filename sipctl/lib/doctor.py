@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -151,21 +150,18 @@ def _check_listen(report: DoctorReport, conf: Any, daemon_up: bool) -> None:
 
 
 def _port_taken(proto: str, host: str, port: int) -> str:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    with socket.socket(family, kind) as s:
-        if kind == socket.SOCK_STREAM:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "port in use by another program"
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return "address not configured on this host"
-            if exc.errno == errno.EACCES:
-                return ""  # privileged port: only root can test; not a finding
-            return str(exc)
+    from sipd.transport.preflight import probe_bind
+
+    try:
+        probe_bind(proto, host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "port in use by another program"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return "address not configured on this host"
+        if exc.errno == errno.EACCES:
+            return ""  # privileged port: only root can test; not a finding
+        return str(exc)
     return ""
 
 

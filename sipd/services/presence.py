@@ -78,6 +78,8 @@ class PresenceService:
         from . import presence_store
 
         db = self.state.db
+        if db is None:  # start-up failed and closed the database before this task ran
+            return
         try:
             pubs, subs, gone = await db.call(presence_store.load, db.db, time.time())  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - serve from memory without the stored state

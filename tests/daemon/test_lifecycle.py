@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 from tests.daemon.harness import ROOT, UA, Daemon
 
@@ -32,3 +33,24 @@ def test_sigterm_graceful_and_trace(tmp_path):
     assert "sipd ready, listening on udp:127.0.0.1" in log
     assert "TRACE" in log and "OPTIONS sip:127.0.0.1" in log
     assert "sipd stopped" in log
+
+
+def test_second_sipd_on_taken_port_fails_at_once(tmp_path):
+    """Same configuration twice (same database, same accounting spool, same ports): the second one
+    must not wait on the first one's accounting lock nor open the database; it fails on the port."""
+    first = Daemon(tmp_path, {"acc": {"enabled": True}}).start()
+    try:
+        second = tmp_path / "second.toml"
+        second.write_text(first.config.read_text().replace("sipd.sock", "second.sock"))
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "sipd", "--config", str(second)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        elapsed = time.monotonic() - t0
+        assert first.alive()
+    finally:
+        first.stop()
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"address already in use: udp:127.0.0.1:{first.port}" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "presence" not in proc.stderr
+    assert elapsed < 20, f"took {elapsed:.1f} s (the accounting lock waits 30 s)"
