@@ -217,8 +217,9 @@ class Server:
                 for aor in {a for a, _ in removed if self.owns(a)}:
                     fut = state.db.save_aor(aor, state.location.contacts(aor))
                     fut.add_done_callback(_ignore_result)
-                state.location.dirty.clear()
-        if self.config.location.mode == "write-back" and now - self._last_flush >= self.config.location.flush_interval:
+                state.location.dirty.difference_update(a for a, _ in removed)  # the rest: writes to retry
+        if (self.config.location.mode != "memory" and state.location.dirty
+                and now - self._last_flush >= self.config.location.flush_interval):
             self._last_flush = now
             await self.flush_location()
         if now - self._last_sweep >= 10.0:
@@ -242,7 +243,7 @@ class Server:
             logger.debug("write-back: flushed %d AORs", len(items))
         except Exception as exc:  # noqa: BLE001 - retry on the next flush
             state.location.dirty |= dirty
-            logger.error("write-back flush failed (%d AORs, will retry): %s", len(items), exc)
+            logger.error("location flush failed (%d AORs, will retry): %s", len(items), exc)
 
     async def shutdown(self) -> None:
         logger.info("sipd shutting down%s", " (forced)" if self.force_exit else "")

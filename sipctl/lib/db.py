@@ -192,6 +192,14 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
             "ok": all(t["state"] == "ok" for t in tables)}
 
 
+def check_writable(url: str, timeout: float = 5.0) -> None:
+    """Take the write lock once, changing nothing (what sipd checks at start). Raises DbError."""
+    from sipd.db import queries
+
+    with session(url, timeout) as db:
+        queries.check_writable(db)
+
+
 def migrate(url: str, timeout: float = 5.0) -> list[tuple[str, str]]:
     from sipd.db import schema
 

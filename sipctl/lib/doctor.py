@@ -98,7 +98,14 @@ def _check_database(report: DoctorReport, conf: Any) -> list[str]:
         report.add("database", st["url"], FAIL, f"schema version differs for: {', '.join(old)}",
                    "run sipctl db migrate")
     else:
-        report.add("database", st["url"], PASS, f"{st['backend']} reachable, schema up to date ({len(st['tables'])} tables)")
+        try:  # sipd refuses to start on a database it cannot write; say so before it does
+            dblib.check_writable(url, timeout=5.0)
+        except SipctlError as exc:
+            report.add("database", st["url"], FAIL, f"reachable but not writable: {exc.message}",
+                       exc.hint or "sipd needs to write it (registrations, accounting)")
+        else:
+            report.add("database", st["url"], PASS,
+                       f"{st['backend']} reachable and writable, schema up to date ({len(st['tables'])} tables)")
     try:
         with dblib.session(url, timeout=5.0) as db:
             domains = [r["domain"] for r in db.query("SELECT domain FROM domain ORDER BY domain")]

@@ -129,3 +129,15 @@ def replace_locations(db: Database, rows: Iterable[Mapping[str, Any]]) -> None:
         db.execute("DELETE FROM location")
         for row in rows:
             upsert_location(db, row)
+
+
+def check_writable(db: Database) -> None:
+    """Take the write lock once, changing nothing: a database this user can read but never write
+    (a read-only SQLite file, a MySQL user with SELECT only, a server in read_only mode) fails here
+    instead of at the first REGISTER. Raises DbAccessDenied (or the DbError that stopped it)."""
+    with db.transaction():
+        if db.dialect == "sqlite":  # the lock alone passes on a read-only file in WAL mode: write a page
+            version = int(db.query_one("PRAGMA user_version")["user_version"])  # type: ignore[index]
+            db.execute(f"PRAGMA user_version = {version}")
+        else:  # MySQL checks the privilege and read_only on a write statement, rows or not
+            db.execute("DELETE FROM location WHERE 1 = 0")

@@ -351,9 +351,10 @@ def registrar(ctx: Context) -> Decision | None:
     n = len(outcome.contacts or ())
     why = f"{n} binding{'s' if n != 1 else ''}"
     if outcome.changed:
+        before = list(state.location.current(aor))
         state.location.replace(aor, list(outcome.contacts or []), mark_dirty=mode == "write-back")
         if mode in ("write-through", "db-only") and state.db is not None:
-            return Defer(_commit(state, aor, outcome, why))
+            return Defer(_commit(state, aor, outcome, why, before))
     return Reply(200, "OK", outcome.headers, why=why)
 
 
@@ -364,11 +365,25 @@ async def _load_aor(ctx: Context, aor: str) -> None:
     return None
 
 
-async def _commit(state: ServerState, aor: str, outcome: Any, why: str) -> Decision:
+async def _commit(state: ServerState, aor: str, outcome: Any, why: str, before: list[Any]) -> Decision:
+    """Store the new bindings; answer when the database has them (write-through, db-only).
+
+    A database that could never be written stopped the start (Store.open), so a failure here is a
+    database that is down for a while. The rule is "serve from memory, retry, never lose a
+    registration": in write-through the bindings stay in memory, are used, the UA gets its 200 and
+    the AOR is written again at the next flush (Server.housekeeping). In db-only the database is the
+    only copy the other nodes see, so the change is undone in memory and the UA told to retry: a
+    binding the UA was refused is never used."""
+    contacts = list(outcome.contacts or [])
     try:
-        await state.db.save_aor(aor, list(outcome.contacts or []))
-    except Exception as exc:  # noqa: BLE001 - reported to the UA as 500, logged by the store
-        return Reply(500, "Server Internal Error", [("Retry-After", "5")], why=f"location not stored: {exc}")
+        await state.db.save_aor(aor, contacts)
+    except Exception as exc:  # noqa: BLE001 - logged by the store
+        if state.config.location.mode == "db-only":
+            if list(state.location.current(aor)) == contacts:  # not replaced meanwhile by a newer REGISTER
+                state.location.replace(aor, before, mark_dirty=False)
+            return Reply(500, "Server Internal Error", [("Retry-After", "5")], why=f"location not stored: {exc}")
+        state.location.dirty.add(aor)
+        return Reply(200, "OK", outcome.headers, why=f"{why}, kept in memory: not stored yet ({exc}), retrying")
     return Reply(200, "OK", outcome.headers, why=why)
 
 

@@ -77,9 +77,14 @@ class Store:
         return await loop.run_in_executor(self._executor, fn, *args)
 
     async def open(self) -> None:
-        from ..db import connect
+        """Connect and check that this user can write: a database sipd can never write (read-only
+        file, SELECT-only user) stops the start with one line. A write that fails later, while the
+        daemon runs, is a database that is down for a while: the registrar serves from memory and
+        retries (sipd/services/pipeline.py ``_commit``). Raises sipd.db.DbError."""
+        from ..db import connect, queries
 
         self.db = await self.call(lambda: connect(self.url, timeout=self.timeout))
+        await self.call(queries.check_writable, self.db)
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -1,0 +1,100 @@
+"""A database sipd can never write stops the start (one line); one that is down for a while is
+served from memory and written again when it is back ("never lose a registration")."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import missing
+from tests.daemon.harness import ROOT, UA, Daemon, add_subscriber
+
+
+@contextmanager
+def read_only(path: Path):
+    """Make ``path`` unwritable for this user: mode 0444, or for root (who writes any mode) the
+    immutable attribute."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        missing("running as root and chattr +i is refused here: cannot make a file read-only for root")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def sipd_once(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sipd", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_read_only_database_refuses_to_start(tmp_path):
+    d = Daemon(tmp_path)
+    add_subscriber(d.db_url, "alice", "pw")  # the file exists, with tables
+    db_file = Path(d.db_url[len("sqlite:///"):])
+    with read_only(db_file):
+        proc = sipd_once(d.config)
+        doctor = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), "doctor", "--json"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "read-only" in lines[0] and str(db_file) in lines[0], proc.stderr
+    assert "ready" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "Traceback" not in doctor.stderr, doctor.stderr
+    import json
+
+    checks = [f for f in json.loads(doctor.stdout)["findings"] if f["area"] == "database"]
+    assert any(f["verdict"] == "fail" and "read-only" in f["detail"] for f in checks), checks
+
+
+@contextmanager
+def locked(db_file: Path):
+    """Another process's write lock on the SQLite file: the database is there, but every write
+    waits for its busy timeout and fails ("database is locked") until the lock is released."""
+    conn = sqlite3.connect(str(db_file), isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def location_rows(db_file: Path) -> list[tuple]:
+    with sqlite3.connect(str(db_file)) as conn:
+        return conn.execute("SELECT username, contact FROM location").fetchall()
+
+
+def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
+    d = Daemon(tmp_path, {"location": {"mode": "write-through", "flush_interval": 1.0},
+                          "database": {"connect_timeout": 0.5}})
+    add_subscriber(d.db_url, "alice", "pw")
+    add_subscriber(d.db_url, "bob", "pw")
+    db_file = Path(d.db_url[len("sqlite:///"):])
+    with d, UA(d.port, "bob", password="pw") as bob:
+        with locked(db_file):
+            reply = bob.register(600)
+            assert reply.status == 200  # served from memory: the UA is registered ...
+            assert location_rows(db_file) == []
+            with UA(d.port, "alice", password="pw") as alice:  # ... and reachable
+                from tests.daemon.harness import message_reaches
+
+                assert message_reaches(alice, bob)
+        deadline = time.monotonic() + 20  # the next flush writes it (flush_interval 1 s, housekeeping ticks)
+        while time.monotonic() < deadline and not location_rows(db_file):
+            time.sleep(0.2)
+        assert [r[0] for r in location_rows(db_file)] == ["bob"]
+    log = d.log()
+    assert "kept in memory: not stored yet" in log
+    assert "Traceback" not in log, log
