@@ -42,6 +42,7 @@ GROUPS: list[tuple[str, str]] = [
     ("cdr", "cdr"),
     ("missed", "missed"),
     ("presence", "presence"),
+    ("web", "web"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = [

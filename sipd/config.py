@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from .webconf import WebSection
+
 DEFAULT_PATH = Path("/etc/sipd/sipd.toml")
 
 
@@ -447,6 +449,7 @@ class Config:
     diversion: DiversionSection = field(default_factory=DiversionSection)
     pstn: PstnSection = field(default_factory=PstnSection)
     routing: RoutingSection = field(default_factory=RoutingSection)
+    web: WebSection = field(default_factory=WebSection)
     source: Path | None = None
 
 

@@ -233,6 +233,16 @@ TABLES: tuple[Table, ...] = (
         C("status", "int"), C("reason", "char(64)", nullable=True), C("inserted_time", "int"),
     ), (Index("watcher_idx", ("presentity_uri", "watcher_username", "watcher_domain", "event"),
               unique=True),)),
+    # Accounts of the control panel (sipctl web). Our own table: OpenSIPS CP keeps an unsalted
+    # md5 in ocp_admin_privileges; here password is a scrypt string "scrypt$n$r$p$salt$hash".
+    # failures/locked_until hold the login lockout in the database, so it holds across panel
+    # restarts and across several panel processes.
+    Table("web_admin", 1, (
+        C("id", "serial"), C("username", "char(64)"), C("password", "char(255)"),
+        C("role", "char(16)"),  # read-write | read-only
+        C("failures", "uint"), C("locked_until", "uint"),  # unix time; 0 = not locked
+        C("created", "datetime"), C("last_login", "datetime", nullable=True),
+    ), (Index("username_idx", ("username",), unique=True),)),
 )
 
 BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}

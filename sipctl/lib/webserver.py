@@ -1,0 +1,62 @@
+"""Starting the control panel: check the listen address and TLS files, then run uvicorn.
+
+The panel is its own process: uvicorn serves the Starlette app from ``sipctl.web``. With a
+certificate and key in ``[web]`` it serves HTTPS only and its session cookie is marked Secure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import UsageError
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:8080``) -> (host, port). Raises UsageError."""
+    raw = text.strip()
+    host, sep, port = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{text!r} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8080 or [::1]:8080")
+    return host, int(port)
+
+
+def check_tls(web: Any) -> tuple[str, str] | None:
+    cert, key = web.certificate, web.private_key
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise UsageError("[web] needs both certificate and private_key for HTTPS",
+                         hint="set both, or neither for plain HTTP on loopback")
+    for what, path in (("certificate", cert), ("private_key", key)):
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"[web] {what} {path} is not readable", hint="check the path and its mode")
+    return cert, key
+
+
+def serve(config: Any, listen: str | None = None) -> None:
+    """Run the panel in this process until interrupted."""
+    import socket
+
+    import uvicorn
+
+    from ..web.app import create_app
+
+    host, port = parse_listen(listen or config.web.listen)
+    tls = check_tls(config.web)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:  # a taken port is one clear line, not uvicorn's log and exit
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                         hint="choose another with --listen HOST:PORT") from None
+    app = create_app(config, secure_cookie=tls is not None)
+    scheme = "https" if tls else "http"
+    where = f"[{host}]" if ":" in host else host
+    print(f"sipd control panel on {scheme}://{where}:{port}/ (Ctrl-C stops it)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,
+                server_header=False)

@@ -1,0 +1,40 @@
+"""Domains: list, add, remove. A change reaches the running sipd at once (see ``apply``)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ...lib import provision
+from ..app import Panel, form_str, view
+from ..apply import applied
+from ..session import Session
+
+
+@view()
+async def index(panel: Panel, request: Request, session: Session) -> Response:
+    rows = await panel.db(provision.list_domains)
+    return panel.render(request, "domains.html", title="Domains", domains=rows,
+                        configured=panel.config.server.domains)
+
+
+@view(write=True)
+async def add(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    r = await panel.db(provision.add_domain, form_str(form, "domain"), attrs=form_str(form, "attrs"),
+                       accept_subdomain=bool(form.get("accept_subdomain")))
+    await applied(panel, session, r, f"domain {r['domain']} added")
+    return RedirectResponse("/domains", status_code=303)
+
+
+@view(write=True)
+async def rm(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    r = await panel.db(provision.rm_domain, form_str(form, "domain"), force=bool(form.get("force")))
+    await applied(panel, session, r, f"domain {r['domain']} removed")
+    return RedirectResponse("/domains", status_code=303)
+
+
+routes = [Route("/domains", index), Route("/domains/add", add, methods=["POST"]),
+          Route("/domains/rm", rm, methods=["POST"])]

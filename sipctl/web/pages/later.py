@@ -1,0 +1,32 @@
+"""Menu entries whose pages are not built yet: each says so, and names the sipctl command that
+does the job today, rather than showing a blank page."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..app import Panel, view
+from ..session import Session
+
+LATER: dict[str, tuple[str, str]] = {
+    "/cdr": ("CDR Viewer", "sipctl cdr list"),
+    "/missed": ("Missed calls", "sipctl missed list"),
+    "/dialog": ("Dialog", "sipctl dialog list / sipctl dialog end"),
+    "/stats": ("Statistics Monitor", "sipctl monitor / sipctl stats show"),
+    "/mi": ("MI Commands", "sipctl mi which / sipctl mi COMMAND"),
+    "/tls": ("TLS", "sipctl tls show"),
+    "/bans": ("Bans", "sipctl ban list"),
+    "/trace": ("SIP Trace", "sipctl trace"),
+    "/audit": ("Audit", ""),
+}
+
+
+@view()
+async def not_built(panel: Panel, request: Request, session: Session) -> Response:
+    title, command = LATER[request.url.path]
+    return panel.render(request, "later.html", title=title, command=command)
+
+
+routes = [Route(path, not_built) for path in LATER]

@@ -1,0 +1,166 @@
+"""Users and Aliases: search, add a user with its password and an alias in one form, change a
+password, remove (with its aliases and registrations), and the user's live registrations as the
+running registrar holds them (asked over the management socket, so they are right whatever the
+location mode: memory only, write-back or database)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ...errors import MgmtUnavailable, NotFoundError, SipctlError
+from ...lib import provision
+from ..app import Panel, form_str, view
+from ..apply import NOT_RUNNING, applied
+from ..session import Session
+
+PAGE = 50
+
+
+def _matches(row: dict[str, Any], text: str, fields: tuple[str, ...]) -> bool:
+    return not text or any(text in str(row[f]).lower() for f in fields)
+
+
+def _page(rows: list[Any], request: Request) -> tuple[list[Any], int, int]:
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page = 1
+    pages = max(1, (len(rows) + PAGE - 1) // PAGE)
+    page = min(page, pages)
+    return rows[(page - 1) * PAGE: page * PAGE], page, pages
+
+
+@view()
+async def index(panel: Panel, request: Request, session: Session) -> Response:
+    q = request.query_params
+    user, domain, alias = (q.get(k, "").strip().lower() for k in ("user", "domain", "alias"))
+
+    def search(db: Any) -> list[dict[str, Any]]:
+        rows = provision.list_users(db)
+        if alias:
+            owners = {a["target"] for a in provision.list_aliases(db) if alias in a["alias"].lower()}
+            rows = [r for r in rows if f"{r['user']}@{r['domain']}" in owners]
+        return [r for r in rows if _matches(r, user, ("user",)) and _matches(r, domain, ("domain",))]
+
+    rows = await panel.db(search)
+    shown, page, pages = _page(rows, request)
+    domains = await panel.db(provision.list_domains)
+    return panel.render(request, "users.html", title="Users", users=shown, total=len(rows), page=page,
+                        pages=pages, query={"user": user, "domain": domain, "alias": alias}, domains=domains)
+
+
+@view(write=True)
+async def add(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    user, domain = provision.parse_aor(form_str(form, "aor"))
+    password = str(form.get("password", ""))
+    provision.check_password(password)
+    alias_text = form_str(form, "alias")
+    alias = provision.parse_aor(alias_text if "@" in alias_text else f"{alias_text}@{domain}") \
+        if alias_text else None
+    local = panel.config.server.domains
+
+    def add_both(db: Any) -> dict[str, Any]:
+        # The user and its alias are one action for the person filling the form: when the alias
+        # is refused, the user is taken back out so nothing is half-done.
+        r = provision.add_user(db, user, domain, password, local_domains=local)
+        if alias is not None:
+            try:
+                r["alias"] = provision.add_alias(db, alias[0], alias[1], user, domain, local_domains=local)
+            except SipctlError:
+                provision.rm_user(db, user, domain)
+                raise
+        return r
+
+    r = await panel.db(add_both)
+    text = f"user {user}@{domain} added" + (f" with alias {r['alias']['alias']}" if alias else "")
+    await applied(panel, session, r, text)
+    return RedirectResponse("/users", status_code=303)
+
+
+async def _registrations(panel: Panel, aor: str) -> tuple[list[dict[str, Any]], str]:
+    try:
+        reply = await panel.mgmt("ul_show_contact", ["location", aor])
+    except NotFoundError:
+        return [], ""
+    except MgmtUnavailable:
+        return [], NOT_RUNNING.split(":")[0]
+    except SipctlError as exc:
+        return [], exc.message
+    rows = []
+    for c in reply.get("Contacts", []):
+        socket = str(c.get("Socket", ""))
+        rows.append({"contact": c.get("Contact", ""), "user_agent": c.get("User-agent", ""),
+                     "expires": c.get("Expires", ""), "received": c.get("Received", ""), "socket": socket,
+                     "transport": socket.split(":", 1)[0].upper() if ":" in socket else ""})
+    return rows, ""
+
+
+@view()
+async def show(panel: Panel, request: Request, session: Session) -> Response:
+    aor = request.path_params["aor"]
+    user, domain = provision.parse_aor(aor)
+    info = await panel.db(provision.show_user, user, domain)
+    live, problem = await _registrations(panel, f"{user}@{domain}")
+    return panel.render(request, "user.html", title=f"User {user}@{domain}", u=info, live=live,
+                        live_problem=problem)
+
+
+@view(write=True)
+async def passwd(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    user, domain = provision.parse_aor(request.path_params["aor"])
+    r = await panel.db(provision.passwd, user, domain, str(form.get("password", "")))
+    await applied(panel, session, r, f"password of {user}@{domain} changed")
+    return RedirectResponse(f"/users/{user}@{domain}", status_code=303)
+
+
+@view(write=True)
+async def rm(panel: Panel, request: Request, session: Session) -> Response:
+    user, domain = provision.parse_aor(request.path_params["aor"])
+    r = await panel.db(provision.rm_user, user, domain)
+    await applied(panel, session, r, f"user {user}@{domain} removed ({r['aliases_removed']} alias(es), "
+                                     f"{r['contacts_removed']} stored registration(s))")
+    return RedirectResponse("/users", status_code=303)
+
+
+@view()
+async def aliases(panel: Panel, request: Request, session: Session) -> Response:
+    text = request.query_params.get("q", "").strip().lower()
+    rows = [r for r in await panel.db(provision.list_aliases) if _matches(r, text, ("alias", "target"))]
+    shown, page, pages = _page(rows, request)
+    return panel.render(request, "aliases.html", title="Aliases", aliases=shown, total=len(rows), page=page,
+                        pages=pages, q=text)
+
+
+@view(write=True)
+async def alias_add(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    a_user, a_domain = provision.parse_aor(form_str(form, "alias"), "ALIAS@DOMAIN")
+    user, domain = provision.parse_aor(form_str(form, "target"))
+    r = await panel.db(provision.add_alias, a_user, a_domain, user, domain,
+                       local_domains=panel.config.server.domains)
+    await applied(panel, session, r, f"alias {r['alias']} -> {r['target']} added")
+    return RedirectResponse("/aliases", status_code=303)
+
+
+@view(write=True)
+async def alias_rm(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    a_user, a_domain = provision.parse_aor(form_str(form, "alias"), "ALIAS@DOMAIN")
+    r = await panel.db(provision.rm_alias, a_user, a_domain)
+    await applied(panel, session, r, f"alias {r['alias']} removed")
+    return RedirectResponse("/aliases", status_code=303)
+
+
+routes = [
+    Route("/users", index), Route("/users/add", add, methods=["POST"]),
+    Route("/users/{aor:str}", show), Route("/users/{aor:str}/passwd", passwd, methods=["POST"]),
+    Route("/users/{aor:str}/rm", rm, methods=["POST"]),
+    Route("/aliases", aliases), Route("/aliases/add", alias_add, methods=["POST"]),
+    Route("/aliases/rm", alias_rm, methods=["POST"]),
+]

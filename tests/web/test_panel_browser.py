@@ -1,0 +1,239 @@
+"""The control panel in a real headless browser, against a real sipd and its database.
+
+One sipd, one ``sipctl web`` and one Chromium serve the whole module (starting them is most of the
+cost); the tests run in file order and build on each other the way an operator's session would:
+log in, add a domain, add a user with an alias, register a real client, test a dialplan number.
+A screenshot of each page is kept in $SIPD_PANEL_SCREENSHOTS (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import missing
+from e2e.security_ua import UA
+from helpers.sipd_proc import SipdProcess
+from web.panel_proc import CHROMEDRIVER, CHROMIUM, HttpClient, PanelProcess, make_driver, screenshot
+
+pytestmark = pytest.mark.e2e
+
+ADMIN, ADMIN_PW = "ops", "panel-secret-1"
+VIEWER, VIEWER_PW = "viewer", "panel-secret-2"
+HOSTILE_UA = '<script>document.title="owned"</script><b id="hostile">bold</b>'
+WAIT = 20.0  # generous bound for any page change on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    return Path(os.environ.get("SIPD_PANEL_SCREENSHOTS") or tempfile.mkdtemp(prefix="sipd-panel-shots-"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SipdProcess, PanelProcess]]:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.path.exists(path):
+            missing(f"{path} not installed (Debian packages chromium and chromium-driver; see .ci/run)")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing("selenium not installed (pip install -e .[test])")
+    sipd = SipdProcess(tmp_path_factory.mktemp("panel"), domains=["example.test"],
+                       users=[("alice@example.test", "alicepw")])
+    sipd.start()
+    sipd.sipctl("web", "admin", "add", ADMIN, "--password-stdin", input=ADMIN_PW + "\n")
+    sipd.sipctl("web", "admin", "add", VIEWER, "--role", "read-only", "--password-stdin", input=VIEWER_PW + "\n")
+    panel = PanelProcess(sipd).start()
+    try:
+        yield sipd, panel
+    finally:
+        panel.close()
+        sipd.close()
+
+
+@pytest.fixture(scope="module")
+def browser(stack: tuple[SipdProcess, PanelProcess]) -> Iterator[Any]:
+    driver = make_driver()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(predicate: Any, what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def flashes(driver: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return " | ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".flash"))
+
+
+def fill(driver: Any, form_selector: str, values: dict[str, str]) -> None:
+    """Type into a form's fields and submit it, then wait for the next page."""
+    from selenium.webdriver.common.by import By
+
+    form = driver.find_element(By.CSS_SELECTOR, form_selector)
+    for name, value in values.items():
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    old = driver.find_element(By.TAG_NAME, "html")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(lambda: _stale(old), "the next page")
+
+
+def _stale(element: Any) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+
+
+def register(sipd: SipdProcess, user: str, password: str, domain: str, user_agent: str = "panel-test/1") -> int:
+    with UA(("127.0.0.1", sipd.udp_port), user_agent=user_agent) as ua:
+        reply = ua.register(user, password, domain, expires=300, timeout=10.0)
+    return reply.status if reply else 0
+
+
+def test_login_form_refuses_a_wrong_password_then_shows_the_menu(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    browser.get(panel.url + "/")
+    assert browser.current_url.endswith("/login")
+    assert browser.find_element(By.NAME, "username") and browser.find_element(By.NAME, "password")
+    screenshot(browser, shots, "login")
+    fill(browser, "form[action='/login']", {"username": ADMIN, "password": "not-the-password"})
+    assert "wrong name or password" in flashes(browser)
+    fill(browser, "form[action='/login']", {"username": ADMIN, "password": ADMIN_PW})
+    assert browser.current_url == panel.url + "/"
+    links = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
+    for name in ("Domains", "Users", "Aliases", "Dialplan", "CDR Viewer", "Dialog", "Statistics Monitor",
+                 "MI Commands", "SIP Trace", "Audit"):
+        assert name in links
+    assert "sipd is running" in flashes(browser)
+    screenshot(browser, shots, "dashboard")
+
+
+def test_a_domain_added_in_the_panel_is_served_at_once(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    # not local yet: sipd refuses a registration for it
+    assert register(sipd, "alice", "alicepw", "panel.test") != 200
+    browser.get(panel.url + "/domains")
+    fill(browser, "form[action='/domains/add']", {"domain": "Panel.Test"})
+    assert "domain panel.test added" in flashes(browser)
+    assert "not running" not in flashes(browser)
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "tbody td:first-child")]
+    assert "panel.test" in cells
+    screenshot(browser, shots, "domains")
+    fill(browser, "form[action='/domains/add']", {"domain": "bad domain!"})
+    assert "not a valid domain" in flashes(browser)
+
+
+def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    browser.get(panel.url + "/users")
+    fill(browser, "#add-user", {"aor": "carol@panel.test", "password": "carol-pw-9", "alias": "2001"})
+    assert "user carol@panel.test added with alias 2001@panel.test" in flashes(browser)
+    # the registrar knows the new user at once (no reload step): a digest REGISTER succeeds
+    assert register(sipd, "carol", "carol-pw-9", "panel.test", user_agent=HOSTILE_UA) == 200
+    stored = sipd.sipctl("user", "show", "carol@panel.test", "--json").stdout
+    assert "carol-pw-9" not in stored  # HA1 only
+    fill(browser, "form[action='/users'][method='get']", {"user": "car", "domain": "", "alias": "2001"})
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == ["carol"]
+    screenshot(browser, shots, "users")
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    ua_cell = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "td.ua"), "the live registration")[0]
+    # the hostile User-Agent is shown as text: no element made from it, no script run
+    assert ua_cell.text == HOSTILE_UA
+    assert not browser.find_elements(By.ID, "hostile")
+    assert browser.title != "owned"
+    assert "UDP" in browser.page_source
+    screenshot(browser, shots, "user")
+    browser.get(panel.url + "/aliases")
+    assert "2001@panel.test" in browser.page_source
+    screenshot(browser, shots, "aliases")
+
+
+def test_dialplan_checks_the_regex_and_translates_a_number(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    browser.get(panel.url + "/dialplan")
+    fill(browser, "#translate", {"dpid": "1", "number": "0047123"})
+    assert "no rule matches" in browser.find_element(By.ID, "translation").text
+    fill(browser, "#add-rule", {"match_exp": "^00([0-9]+$"})
+    assert "invalid rule" in flashes(browser)
+    fill(browser, "#add-rule", {"match_exp": "^00([0-9]+)$", "subst_exp": "^00([0-9]+)$", "repl_exp": "+\\1"})
+    assert "dialplan rule" in flashes(browser) and "added" in flashes(browser)
+    # the translate box kept its number: the result after the change
+    assert "becomes +47123" in browser.find_element(By.ID, "translation").text
+    # and the running sipd has the rule too
+    assert '"+47123"' in sipd.sipctl("mi", "dp_translate", "1", "0047123").stdout
+    screenshot(browser, shots, "dialplan")
+
+
+def test_every_menu_page_renders(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    browser.get(panel.url + "/")
+    hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
+    for href in hrefs:
+        browser.get(href)
+        assert browser.find_element(By.TAG_NAME, "h1").text
+        assert "Traceback" not in browser.page_source
+        screenshot(browser, shots, "page-" + (href.rstrip("/").rsplit("/", 1)[-1] or "home"))
+
+
+def test_read_only_admin_csrf_and_lockout(stack):
+    sipd, panel = stack
+    viewer = HttpClient(panel.url)
+    assert viewer.login(VIEWER, VIEWER_PW) == 303
+    status, html, _ = viewer.request("/domains")
+    assert status == 200 and "/domains/add" not in html  # no form offered
+    token = viewer.csrf("/domains")
+    status, html, _ = viewer.request("/domains/add", {"csrf": token, "domain": "ro.test"})
+    assert status == 403 and "read-only" in html
+    ops = HttpClient(panel.url)
+    assert ops.login(ADMIN, ADMIN_PW) == 303
+    status, _, _ = ops.request("/domains/add", {"csrf": "forged", "domain": "forged.test"})
+    assert status == 403
+    assert "forged.test" not in sipd.sipctl("domain", "list", "--json").stdout
+    # the session cookie cannot be read by scripts nor sent cross-site
+    _, _, headers = HttpClient(panel.url).request("/login")
+    cookie = headers.get("set-cookie", "")
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    # repeated failures lock the account, even against the right password afterwards
+    sipd.sipctl("web", "admin", "add", "victim", "--password-stdin", input="victim-pw-1\n")
+    attacker = HttpClient(panel.url)
+    for _ in range(5):
+        assert attacker.login("victim", "guess-guess") == 401
+    assert attacker.login("victim", "victim-pw-1") == 401
+    status, html, _ = attacker.request("/login")
+    assert '"locked": true' in sipd.sipctl("web", "admin", "list", "--json").stdout
+    sipd.sipctl("web", "admin", "passwd", "victim", "--password-stdin", input="victim-pw-2\n")
+    assert attacker.login("victim", "victim-pw-2") == 303
