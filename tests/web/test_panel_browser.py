@@ -1,8 +1,8 @@
 """The control panel in a real headless browser, against a real sipd and its database.
 
 One sipd, one ``sipctl web`` and one Chromium serve the whole module (starting them is most of the
-cost); the tests run in file order and build on each other the way an operator's session would:
-log in, add a domain, add a user with an alias, register a real client, test a dialplan number.
+cost). Each test stands on its own (logs in when it has to, adds the domain it needs through the
+panel), so the tests also pass when xdist spreads them over processes.
 A screenshot of each page is kept in $SIPD_PANEL_SCREENSHOTS (default: a temporary folder).
 """
 
@@ -107,6 +107,18 @@ def _stale(element: Any) -> bool:
         return True
 
 
+def logged_in(driver: Any, panel: PanelProcess) -> None:
+    driver.get(panel.url + "/")
+    if driver.current_url.endswith("/login"):
+        fill(driver, "form[action='/login']", {"username": ADMIN, "password": ADMIN_PW})
+    assert driver.current_url == panel.url + "/", flashes(driver)
+
+
+def add_domain(driver: Any, panel: PanelProcess, domain: str) -> None:
+    driver.get(panel.url + "/domains")
+    fill(driver, "form[action='/domains/add']", {"domain": domain})
+
+
 def register(sipd: SipdProcess, user: str, password: str, domain: str, user_agent: str = "panel-test/1") -> int:
     with UA(("127.0.0.1", sipd.udp_port), user_agent=user_agent) as ua:
         reply = ua.register(user, password, domain, expires=300, timeout=10.0)
@@ -117,6 +129,7 @@ def test_login_form_refuses_a_wrong_password_then_shows_the_menu(stack, browser,
     from selenium.webdriver.common.by import By
 
     sipd, panel = stack
+    browser.delete_all_cookies()
     browser.get(panel.url + "/")
     assert browser.current_url.endswith("/login")
     assert browser.find_element(By.NAME, "username") and browser.find_element(By.NAME, "password")
@@ -138,13 +151,16 @@ def test_a_domain_added_in_the_panel_is_served_at_once(stack, browser, shots):
 
     sipd, panel = stack
     # not local yet: sipd refuses a registration for it
-    assert register(sipd, "alice", "alicepw", "panel.test") != 200
-    browser.get(panel.url + "/domains")
-    fill(browser, "form[action='/domains/add']", {"domain": "Panel.Test"})
+    sipd.sipctl("user", "add", "--force", "dora@panel.test", "dora-pw-1")
+    assert register(sipd, "dora", "dora-pw-1", "panel.test") == 403
+    logged_in(browser, panel)
+    add_domain(browser, panel, "Panel.Test")
     assert "domain panel.test added" in flashes(browser)
     assert "not running" not in flashes(browser)
     cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "tbody td:first-child")]
     assert "panel.test" in cells
+    # sipd serves it without a restart or an "Apply" step
+    assert register(sipd, "dora", "dora-pw-1", "panel.test") == 200
     screenshot(browser, shots, "domains")
     fill(browser, "form[action='/domains/add']", {"domain": "bad domain!"})
     assert "not a valid domain" in flashes(browser)
@@ -154,12 +170,14 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     from selenium.webdriver.common.by import By
 
     sipd, panel = stack
+    logged_in(browser, panel)
+    add_domain(browser, panel, "users.test")
     browser.get(panel.url + "/users")
-    fill(browser, "#add-user", {"aor": "carol@panel.test", "password": "carol-pw-9", "alias": "2001"})
-    assert "user carol@panel.test added with alias 2001@panel.test" in flashes(browser)
+    fill(browser, "#add-user", {"aor": "carol@users.test", "password": "carol-pw-9", "alias": "2001"})
+    assert "user carol@users.test added with alias 2001@users.test" in flashes(browser)
     # the registrar knows the new user at once (no reload step): a digest REGISTER succeeds
-    assert register(sipd, "carol", "carol-pw-9", "panel.test", user_agent=HOSTILE_UA) == 200
-    stored = sipd.sipctl("user", "show", "carol@panel.test", "--json").stdout
+    assert register(sipd, "carol", "carol-pw-9", "users.test", user_agent=HOSTILE_UA) == 200
+    stored = sipd.sipctl("user", "show", "carol@users.test", "--json").stdout
     assert "carol-pw-9" not in stored  # HA1 only
     fill(browser, "form[action='/users'][method='get']", {"user": "car", "domain": "", "alias": "2001"})
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
@@ -174,7 +192,7 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     assert "UDP" in browser.page_source
     screenshot(browser, shots, "user")
     browser.get(panel.url + "/aliases")
-    assert "2001@panel.test" in browser.page_source
+    assert "2001@users.test" in browser.page_source
     screenshot(browser, shots, "aliases")
 
 
@@ -182,6 +200,7 @@ def test_dialplan_checks_the_regex_and_translates_a_number(stack, browser, shots
     from selenium.webdriver.common.by import By
 
     sipd, panel = stack
+    logged_in(browser, panel)
     browser.get(panel.url + "/dialplan")
     fill(browser, "#translate", {"dpid": "1", "number": "0047123"})
     assert "no rule matches" in browser.find_element(By.ID, "translation").text
@@ -200,7 +219,7 @@ def test_every_menu_page_renders(stack, browser, shots):
     from selenium.webdriver.common.by import By
 
     sipd, panel = stack
-    browser.get(panel.url + "/")
+    logged_in(browser, panel)
     hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
     for href in hrefs:
         browser.get(href)
