@@ -20,6 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
+from .boundary import Boundaries
 from .services import pipeline
 from .sip.errors import RemoteProtocolError
 from .sip.message import make_response, parse_message
@@ -473,6 +474,7 @@ class Server:
         self.c_uas = s.counter("tm:UAS_transactions")
         self.c_sent_replies = s.counter("sl:sent_replies")
         self.c_sl = {k: s.counter(f"sl:{k}xx_replies") for k in range(1, 7)}
+        self.boundary = Boundaries(s, self.loop)
         self.c_tm = {k: s.counter(f"tm:{k}xx_transactions") for k in range(2, 7)}
         for name in ("core:fwd_requests", "tm:UAC_transactions", "registrar:accepted_regs",
                      "registrar:rejected_regs", "usrloc:location-expires", "core:bad_URIs_rcvd"):
@@ -572,8 +574,8 @@ class Server:
                 break
             try:
                 self._dispatch(ev, now)
-            except Exception:  # noqa: BLE001 - one bad message must not stop the server
-                logger.exception("error handling %s", type(ev).__name__)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the server
+                self.boundary.caught("event", exc, getattr(ev, "source", None), f"handling {type(ev).__name__}")
         self.transmit()
 
     def _dispatch(self, ev: Any, now: float) -> None:
@@ -713,8 +715,12 @@ class Server:
         now = self.loop.time()
         if at is not None and now < at:  # the loop may fire a timer up to its clock resolution early
             now = at
-        self.layer.handle_timer(now)
-        self._process(now)
+        try:
+            self.layer.handle_timer(now)
+            self._process(now)
+        except Exception as exc:  # noqa: BLE001 - the timer must be armed again whatever happened
+            self.boundary.caught("timer", exc, None, "transaction timer")
+            self.transmit()
 
     def to_tag(self) -> str:
         return f"{self._rand}.{next(self._tags)}"

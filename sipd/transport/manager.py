@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ..boundary import caught
 from .base import Address, Listener, Sink
 from .stream import StreamConnection, StreamListener
 from .udp import UdpListener
@@ -124,6 +125,13 @@ class Transports:
     # -- sending ----------------------------------------------------------------------------------
 
     def send(self, data: bytes, dest: Address) -> None:
+        """Send, or drop what cannot be sent: an error here ends one message, never the caller."""
+        try:
+            self._send(data, dest)
+        except Exception as exc:  # noqa: BLE001 - OSError, or a bug: counted and logged once
+            caught(self.sink, "send", exc, dest, "sending")
+
+    def _send(self, data: bytes, dest: Address) -> None:
         proto, host, port = dest[0], dest[1], dest[2]
         if proto == "udp":
             lst = self.udp6 if ":" in host else self.udp4
@@ -166,3 +174,4 @@ class Transports:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return conn
+

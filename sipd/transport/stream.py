@@ -72,7 +72,10 @@ class StreamConnection(asyncio.Protocol):
             self.write(b"\r\n")
         sink = self.manager.sink
         for msg in messages:
-            sink.message_received(msg, self.addr)
+            try:
+                sink.message_received(msg, self.addr)
+            except Exception as exc:  # noqa: BLE001 - one message must not stop the connection
+                caught(sink, "stream_receive", exc, self.addr, f"handling a {self.proto} message")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

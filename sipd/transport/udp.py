@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 
+from ..boundary import caught
 from .base import BindError, Listener, Sink, bind_error_message
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ class UdpListener(Listener, asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        self.sink.datagram_received(data, ("udp", addr[0], addr[1], None))
+        source = ("udp", addr[0], addr[1], None)
+        try:
+            self.sink.datagram_received(data, source)
+        except Exception as exc:  # noqa: BLE001 - one datagram must not stop the listener
+            caught(self.sink, "udp_receive", exc, source, "handling a datagram")
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a vanished endpoint: not our problem, keep serving.

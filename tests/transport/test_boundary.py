@@ -1,0 +1,55 @@
+"""The edges of the event loop's callbacks: an exception is caught, counted, logged once, and the
+next message is handled (sipd/boundary.py, the UDP listener, the send path)."""
+
+from __future__ import annotations
+
+import logging
+
+from sipd.boundary import Boundaries
+from sipd.stats import Statistics
+from sipd.transport.udp import UdpListener
+
+
+class Sink:
+    def __init__(self):
+        self.stats = Statistics()
+        self.boundary = Boundaries(self.stats)
+        self.seen: list[bytes] = []
+
+    def datagram_received(self, data, addr):
+        if data == b"boom":
+            raise AttributeError("'NoneType' object has no attribute 'sendto'")
+        self.seen.append(data)
+
+
+def test_listener_survives_a_failing_sink_counts_and_logs_once(caplog):
+    sink = Sink()
+    lst = UdpListener("127.0.0.1", 5060, sink)
+    with caplog.at_level(logging.DEBUG, logger="sipd.errors"):
+        lst.datagram_received(b"boom", ("192.0.2.7", 5099))
+        lst.datagram_received(b"boom", ("192.0.2.8", 5099))
+        lst.datagram_received(b"next", ("192.0.2.7", 5099))
+    assert sink.seen == [b"next"]
+    assert sink.stats.counter("errors:udp_receive").value == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "udp:192.0.2.7:5099" in errors[0].getMessage()
+    assert "again" in caplog.records[-1].getMessage()  # the repeat: debug level, no traceback
+
+
+def test_every_site_is_a_statistic_from_the_start():
+    stats = Statistics()
+    Boundaries(stats)
+    for site in ("udp_receive", "stream_receive", "timer", "event", "send", "loop_callback"):
+        assert stats.counter(f"errors:{site}").value == 0
+
+
+def test_loop_handler_counts_callback_exceptions():
+    stats = Statistics()
+    b = Boundaries(stats)
+    try:
+        raise OverflowError("sendto(): port must be 0-65535.")
+    except OverflowError as exc:
+        b.loop_handler(None, {"message": "Exception in callback Server._on_timer()", "exception": exc})
+    assert stats.counter("errors:loop_callback").value == 1 and b.total == 1
+
