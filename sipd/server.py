@@ -832,11 +832,9 @@ class Server:
             via = response.vias[0]
         except Exception:  # noqa: BLE001
             return source
-        host = via.params.get("received") or via.host
+        host, port = via.response_address()
         if host in ("255.255.255.255", "0.0.0.0") or host.startswith("224."):
             return None  # never answer to broadcast/multicast (RFC 4475 §3.3.10)
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
         proto = via.transport.lower()
         if source is not None and source[0] == proto and source[1] == host:
             return source

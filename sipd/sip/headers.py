@@ -15,6 +15,7 @@ Liberal where real peers need it, strict where the torture tests ask for it:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from .errors import RemoteProtocolError
@@ -388,9 +389,23 @@ class Via:
 
     @property
     def rport(self) -> int | None:
-        """The numeric rport value (RFC 3581), None if absent or bare."""
+        """The numeric rport value (RFC 3581), None if absent, bare or not a port (0-65535).
+
+        response-port = "rport" [EQUAL 1*DIGIT]   (RFC 3581 §3); a port is 16 bits."""
         v = self.params.get("rport")
-        return int(v) if v and v.isdigit() else None
+        if v and len(v) <= 5 and v.isdigit() and v.isascii():
+            p = int(v)
+            return p if p <= 65535 else None
+        return None
+
+    def response_address(self) -> tuple[str, int]:
+        """Where a response to this Via goes (RFC 3261 §18.2.2, RFC 3581 §4): received (else
+        the sent-by host) and rport (else the sent-by port, else 5060).
+
+        via-received = "received" EQUAL (IPv4address / IPv6address)   (RFC 3261 §25.1)
+        Only an IP address counts (bracketed IPv6 too, RFC 5118 §4.5); anything else is ignored
+        rather than handed to a socket, as is an rport that is not a port."""
+        return ip_literal(self.params.get("received")) or self.host, self.rport or self.port or 5060
 
     def __str__(self) -> str:
         return f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
@@ -517,3 +532,15 @@ def parse_uint(text: str, limit: int, what: str) -> int:
 def parse_token_list(value: str) -> list[str]:
     """Require / Proxy-Require / Supported / Allow values: comma-separated tokens."""
     return [v for v in (x.strip() for x in value.split(",")) if v]
+
+
+def ip_literal(text: str | None) -> str | None:
+    """``text`` without brackets when it is an IPv4 or IPv6 address, else None."""
+    if not text:
+        return None
+    t = text[1:-1] if text[:1] == "[" and text[-1:] == "]" else text
+    try:
+        ipaddress.ip_address(t)
+    except ValueError:
+        return None
+    return t

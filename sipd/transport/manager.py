@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -140,6 +141,12 @@ class Transports:
                 if lst is None:
                     logger.warning("cannot send to udp:%s:%s: no UDP listener", host, port)
                     return
+            if not udp_destination_ok(host, port, lst.family6):
+                # the parser keeps ports in range and Via received to IP literals; what is left
+                # (a host name in a Via sent-by, an IPv6 peer with only an IPv4 listener) has no
+                # datagram route: dropped as a lost response would be
+                logger.debug("not sending to udp:%s:%s: no route for that address", host, port)
+                return
             lst.sendto(data, host, port)
             return
         conn = self.conns.get(dest[3]) if len(dest) > 3 and dest[3] is not None else None
@@ -175,3 +182,14 @@ class Transports:
         task.add_done_callback(self._tasks.discard)
         return conn
 
+
+def udp_destination_ok(host: str, port: object, family6: bool) -> bool:
+    """A datagram can go to ``host:port`` from a socket of that family: an IP literal (no DNS
+    lookup on the loop) and a port 1-65535."""
+    if not isinstance(port, int) or not 0 < port <= 65535:
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET6 if family6 else socket.AF_INET, host)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True

@@ -7,6 +7,7 @@ import logging
 
 from sipd.boundary import Boundaries
 from sipd.stats import Statistics
+from sipd.transport.manager import udp_destination_ok
 from sipd.transport.udp import UdpListener
 
 
@@ -53,3 +54,13 @@ def test_loop_handler_counts_callback_exceptions():
         b.loop_handler(None, {"message": "Exception in callback Server._on_timer()", "exception": exc})
     assert stats.counter("errors:loop_callback").value == 1 and b.total == 1
 
+
+def test_udp_destination_ok():
+    assert udp_destination_ok("127.0.0.1", 5060, False)
+    assert udp_destination_ok("::1", 5060, True)
+    assert not udp_destination_ok("::1", 5060, False)          # IPv6 peer, IPv4 socket
+    assert not udp_destination_ok("127.0.0.1", 65536, False)
+    assert not udp_destination_ok("127.0.0.1", 0, False)
+    assert not udp_destination_ok("65536.0.0.1", 5060, False)
+    assert not udp_destination_ok("pc33.example.com", 5060, False)  # would need a DNS lookup
+    assert not udp_destination_ok("127.0.0.1", "5060", False)
