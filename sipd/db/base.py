@@ -39,7 +39,7 @@ class Database:
     def execute(self, sql: str, params: Params = None) -> ExecResult:
         """Run one statement (INSERT/UPDATE/DELETE/DDL); commits unless inside transaction()."""
         with self._lock:
-            result = self._run(sql, params, fetch=False)
+            result = self._run(sql, storable(params), fetch=False)
             if self._depth == 0:
                 self._commit()
             assert isinstance(result, ExecResult)
@@ -48,7 +48,7 @@ class Database:
     def query(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         """Run a SELECT and return its rows as dicts keyed by column name."""
         with self._lock:
-            rows = self._run(sql, params, fetch=True)
+            rows = self._run(sql, storable(params), fetch=True)
             if self._depth == 0:
                 self._commit()  # end the implicit read transaction (MySQL REPEATABLE READ snapshot)
             assert isinstance(rows, list)
@@ -63,7 +63,7 @@ class Database:
         total = 0
         with self.transaction():
             for params in seq:
-                total += self._run(sql, params, fetch=False).rowcount  # type: ignore[union-attr]
+                total += self._run(sql, storable(params), fetch=False).rowcount  # type: ignore[union-attr]
         return total
 
     @contextmanager
@@ -117,6 +117,37 @@ class Database:
 
     def _rollback(self) -> None:
         raise NotImplementedError
+
+
+def storable(params: Params) -> Params:
+    """``params`` with every text that is not valid Unicode made storable (see ``storable_text``).
+
+    SIP text comes off the wire decoded as UTF-8 with ``surrogateescape``, so bytes that are not
+    UTF-8 (a hostile or a Latin-1 display name, user part, User-Agent) reach here as lone
+    surrogates, which neither SQLite nor MySQL can encode. The usual statement has ASCII text only
+    and is passed through untouched."""
+    if not params:
+        return params
+    for v in params:
+        if type(v) is str and not v.isascii():
+            break
+    else:
+        return params
+    return [storable_text(v) if type(v) is str and not v.isascii() else v for v in params]
+
+
+def storable_text(text: str) -> str:
+    """``text`` itself when it encodes as UTF-8; else each byte that was not UTF-8 on the wire is
+    written ``\\xHH`` (a surrogate not from the wire ``\\udcHH``): lossless and readable."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def to_format_style(sql: str) -> str:

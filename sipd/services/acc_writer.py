@@ -144,11 +144,18 @@ class AccWriter:
         self.spooled = 0          # records appended to the spool
         self.replayed = 0         # records replayed from the spool
         self.lost = 0             # records neither stored nor spooled (spool unwritable)
+        self.restarts = 0         # times the worker thread was found dead and started again
 
     # -- producer side ----------------------------------------------------------------------------
 
     def put(self, items: list[Any]) -> None:
         """Queue records (or facts, with ``expand``); never blocks on I/O."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            if self._stop:  # after stop(): nobody will write them; spool them now (next start replays)
+                self._spool(self._expand_each(items))
+                return
+            self._restart()
         with self._cond:
             queue = self._queue
             was_empty = not queue
@@ -161,6 +168,13 @@ class AccWriter:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="sipd-acc", daemon=True)
         self._thread.start()
+
+    def _restart(self) -> None:
+        """The worker thread ended by a failure ``_run`` could not catch: start a new one. The
+        queue is this object's, so what waited in it is written by the new thread."""
+        self.restarts += 1
+        logger.error("accounting writer thread had stopped; starting it again (%d records queued)", len(self._queue))
+        self.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write (or spool) what is queued, then end the thread and close the connection. Blocking."""
@@ -183,7 +197,8 @@ class AccWriter:
 
     def stats(self) -> dict[str, Any]:
         return {"written": self.written, "transactions": self.transactions, "spooled": self.spooled,
-                "replayed": self.replayed, "lost": self.lost, "db_down": self.db_down, "queued": self.queued}
+                "replayed": self.replayed, "lost": self.lost, "db_down": self.db_down, "queued": self.queued,
+                "thread_restarts": self.restarts}
 
     # -- worker side ------------------------------------------------------------------------------
 
@@ -206,6 +221,23 @@ class AccWriter:
     def _records(self, items: list[Any]) -> list[Record]:
         return self._expand(items) if self._expand is not None else items
 
+    def _expand_each(self, items: list[Any]) -> list[Record]:
+        """``_records``; when the batch fails to expand, item by item, so one bad fact costs only
+        its own records (counted lost, logged) and never the batch around it."""
+        try:
+            return self._records(items)
+        except Exception:  # noqa: BLE001
+            pass
+        out: list[Record] = []
+        for item in items:
+            try:
+                out += self._records([item])
+            except Exception as exc:  # noqa: BLE001
+                self.lost += 1
+                logger.error("accounting: a record could not be built and is lost: %r: %s", item, exc,
+                             exc_info=self.lost == 1)
+        return out
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -223,7 +255,7 @@ class AccWriter:
                 stopping = self._stop and not self._queue
             records: list[Record] = []
             try:
-                records = self._records(batch)
+                records = self._expand_each(batch)
                 self.step(records)
             except Exception:  # noqa: BLE001 - the writer must survive anything
                 logger.error("accounting writer: unexpected error", exc_info=True)
@@ -310,10 +342,10 @@ class AccWriter:
         try:
             self.spool.append(records)
             self.spooled += len(records)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, or a record it cannot hold: the thread goes on
             self.lost += len(records)
             logger.error("accounting: cannot write the spool %s, %d records lost: %s",
-                         self.spool.path, len(records), exc.strerror or exc)
+                         self.spool.path, len(records), getattr(exc, "strerror", None) or exc)
 
 
 def _msg(exc: Exception) -> str:

@@ -107,6 +107,8 @@ class WriterProcess:
         self._scheduled = False
         self._live = False
         self._closing = False
+        self._eof = False      # stdin closed: the child is finishing
+        self._ended = False    # the child has exited at shutdown: late facts go to the spool here
         self._ready: asyncio.Future | None = None
         self._reader: asyncio.Task | None = None
         self._respawner: asyncio.Task | None = None
@@ -144,9 +146,25 @@ class WriterProcess:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._pending and self._live:
+        if not self._pending:
+            return
+        if self._ended:
+            self._spool_here()
+        elif self._live and not self._eof:
             facts, self._pending = self._pending, []
             self._write(facts)
+
+    def _spool_here(self) -> None:
+        """Facts that arrive once the child has finished (a call ending while sipd shuts down, or
+        a child that was down at shutdown): no child holds the spool any more, so this process
+        appends their records to it itself; the next start replays them."""
+        facts, self._pending = self._pending, []
+        try:
+            Spool(self.init["spool"]).append(expand(facts))
+            logger.warning("accounting: %d facts after the writer process ended spooled to %s",
+                           len(facts), self.init["spool"])
+        except Exception as exc:  # noqa: BLE001 - OSError, or a fact that cannot be expanded
+            logger.error("accounting: %d facts after the writer process ended are lost: %s", len(facts), exc)
 
     def _write(self, obj: Any) -> None:
         data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
@@ -208,9 +226,8 @@ class WriterProcess:
         proc = self.proc
         if proc is None:
             return
-        if self._pending:  # the child is down: nowhere to send them
-            logger.error("accounting: %d facts not written (writer process down at shutdown)", len(self._pending))
         if proc.stdin is not None:
+            self._eof = True
             proc.stdin.close()  # EOF once the buffered frames are written: the child finishes and exits
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
@@ -219,6 +236,9 @@ class WriterProcess:
                          "are lost)", STOP_TIMEOUT)
             proc.kill()
             await proc.wait()
+        self._ended = True
+        if self._pending:  # queued while the child finished, or it was down at shutdown
+            self._spool_here()
         if self._reader is not None:
             try:
                 await asyncio.wait_for(self._reader, 5.0)
@@ -321,6 +341,9 @@ class Accounting:
         stats.gauge("acc:spooled_records", lambda: self.writer.stats().get("spooled", 0))
         stats.gauge("acc:written_records", lambda: self.writer.stats().get("written", 0))
         stats.gauge("acc:db_transactions", lambda: self.writer.stats().get("transactions", 0))
+        stats.gauge("acc:lost_records", lambda: self.writer.stats().get("lost", 0))
+        stats.gauge("acc:writer_restarts",
+                    lambda: self.writer.stats().get("restarts", 0) + self.writer.stats().get("thread_restarts", 0))
         server.state.events.subscribe(self.on_event)
         if self.dialogs_on and self.tracker.lifetime > 0:
             self._task = self._loop.create_task(self._ticker())
@@ -484,9 +507,7 @@ def _via_source(request: Any) -> str:
         via = request.vias[0]
     except Exception:  # noqa: BLE001
         return ""
-    host = via.params.get("received") or via.host
-    rport = via.params.get("rport")
-    port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+    host, port = via.response_address()
     h = f"[{host}]" if ":" in host else host
     return f"{via.transport.lower()}:{h}:{port}"
 

@@ -34,7 +34,9 @@ class Spool:
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps(r.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n" for r in records)
+        # ASCII JSON: text that came off the wire as bytes that are not UTF-8 (lone surrogates
+        # after surrogateescape) is kept as \udcHH escapes and read back as it was
+        data = "".join(json.dumps(r.to_json(), separators=(",", ":")) + "\n" for r in records)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size
