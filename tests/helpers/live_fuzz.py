@@ -1,0 +1,549 @@
+"""A mutation fuzzer that drives a LIVE sipd over UDP and TCP (the suite's test and bench/fuzz_live.py).
+
+The parser-level fuzzer (tests/sip/fuzz.py) proves the core turns any bytes into a message or a
+``ProtocolError``; this one reaches what lives around the core: the transports, timers, the
+pipeline, forwarding, the accounting writer, dialogs and presence. It sends mutated copies of valid
+REGISTER / INVITE / OPTIONS / BYE / SUBSCRIBE / PUBLISH / MESSAGE requests and of the RFC 4475 and
+RFC 5118 torture messages, and plays a callee ("fuzzee", registered with digest) that answers what
+sipd forwards to it with mutated responses, so client transactions, dialogs and CDRs see hostile
+bytes too. Requests come "from outside" (a From domain that is not local), which the residential
+policy forwards to a local user without a challenge.
+
+Between mutated messages it places clean calls (caller with digest -> 200 -> ACK -> BYE) and
+remembers their Call-IDs: afterwards each must have its CDR. Everything is bounded in count and
+time, deterministic for one seed (the printed seed reproduces a run), and stays on loopback:
+every address in the seeds is rewritten to 127.0.0.1 before mutation.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOMAIN = "example.test"
+FOREIGN = "outside.test"
+FUZZEE = "fuzzee"                          # the callee the fuzzer plays (mutated responses)
+TORTURE = Path(__file__).resolve().parents[1] / "sip" / "data"
+
+# Values that broke or could break the daemon around the core: ports past 65535, numbers longer
+# than Python converts by default (4300 digits), bytes that are not UTF-8 (lone surrogates after
+# surrogateescape decoding), NULs, IPv6 edge cases, escapes.
+HOSTILE = [
+    b"\xff\xfe", b"\xed\xa0\x80", b"\xc3\x28", b"\x80", b"\xf4\x90\x80\x80", b"\x00", b"%00", b"%ff",
+    b"65536", b"99999", b"4294967296", b"18446744073709551617", b"-1", b"0", b"9" * 5000, b"1" * 4301,
+    b"0" * 400 + b"5060", b":65536", b":99999", b":0", b":-1", b";rport=99999", b";received=127.0.0.1",
+    b";received=::1", b";maddr=127.0.0.1", b";maddr=[::1]", b";ttl=999", b";lr", b";transport=tcp",
+    b";transport=tls", b";transport=sctp", b";expires=" + b"9" * 30, b";tag=", b"[::1]", b"[::1", b"[",
+    b"<", b">", b'"', b"\\", b";", b",", b"\r\n", b"\r\n\r\n", b"\n", b" ", b"\t", b"sip:", b"sips:",
+    b"tel:+1", b"%", b"A" * 300, b"\xe2\x80\xae", "é".encode(), b"\x1b[2J",
+]
+EXTRA_HEADERS = [
+    b"Via: SIP/2.0/UDP 127.0.0.1:99999;branch=z9hG4bKfz1",
+    b"Via: SIP/2.0/UDP 127.0.0.1:65536",
+    b"Via: SIP/2.0/TCP 127.0.0.1:" + b"9" * 5000 + b";branch=z9hG4bKfz2",
+    b"Via: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKfz3",
+    b"Via: SIP/2.0/UDP 127.0.0.1;received=127.0.0.1;rport=70000;branch=z9hG4bKfz4",
+    b"Contact: <sip:fz@127.0.0.1:70000>", b"Contact: <sip:fz@127.0.0.1:65536;transport=tcp>;expires=60",
+    b"Contact: <sip:fz\xff\xfe@127.0.0.1:5099>;expires=60", b"Contact: *",
+    b"Contact: <sip:fz@127.0.0.1>;expires=" + b"9" * 4400, b"Contact: <sip:fz@[::1]:99999>",
+    b"Record-Route: <sip:127.0.0.1:99999;lr>", b"Route: <sip:127.0.0.1:65536;lr>",
+    b"Route: <sip:127.0.0.1;lr;maddr=127.0.0.1>", b"Route: <sip:[::1]:0;lr>",
+    b"Expires: " + b"9" * 5000, b"Max-Forwards: " + b"7" * 4400, b"CSeq: " + b"1" * 4400 + b" INVITE",
+    b"Content-Length: " + b"9" * 4400, b"Retry-After: " + b"9" * 4400, b"Session-Expires: 99999999999999999999",
+    b"Min-SE: " + b"9" * 5000, b"RSeq: " + b"9" * 4400, b"RAck: 1 " + b"9" * 4400 + b" INVITE",
+    b"From: \"\xff\xfe\xed\xa0\x80\" <sip:fz\xff@" + FOREIGN.encode() + b">;tag=\xfe",
+    b"User-Agent: \xff\xfe\xed\xa0\x80", b"Subject: \xed\xa0\x80\xed\xb0\x80", b"Call-ID: \xff\xfe@x",
+    b"Event: presence;id=\xff", b"Subscription-State: active;expires=" + b"9" * 4400,
+    b"Authorization: Digest username=\"alice\xff\", realm=\"example.test\", nonce=\"x\", uri=\"sip:x\","
+    b" response=\"0\", nc=" + b"f" * 500,
+    b"Proxy-Authorization: Digest username=\"a\", nc=99999999999999999999, qop=auth",
+    b"Require: " + b"x," * 400, b"Supported: 100rel,timer", b"Allow-Events: presence",
+]
+_DIGITS = re.compile(rb"\d+")
+_ADDR = re.compile(rb"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])|\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\]")
+_FOREIGN_HOSTS = re.compile(rb"(?<![\w-])(?:[\w-]+\.)*(?:example\.(?:com|net|org)|[\w-]+\.(?:com|net|org|ch|fr))(?![\w.])")
+
+
+def _loopback(data: bytes) -> bytes:
+    """Seeds stay on this host: IPv4/IPv6 literals -> 127.0.0.1 (a bracketed one -> [::1]), foreign
+    names -> the local test domain or an outside one that resolves nowhere."""
+    data = _ADDR.sub(lambda m: b"[::1]" if m.group(0).startswith(b"[") else b"127.0.0.1", data)
+    return _FOREIGN_HOSTS.sub(DOMAIN.encode(), data)
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode()
+
+
+def valid_seeds(host: str, port: int, lport: int) -> list[bytes]:
+    """Valid requests to the live server, each from outside to local users (no challenge)."""
+    srv = f"{host}:{port}"
+    common = (f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{{b}};rport\nMax-Forwards: 70\n"
+              f"From: \"Fuzz\" <sip:fz@{FOREIGN}>;tag=f{{b}}\nCall-ID: {{b}}@fuzz\n")
+    sdp = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0\n"
+    pidf = ('<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:fz@x">'
+            '<tuple id="a"><status><basic>open</basic></status></tuple></presence>')
+    seeds = [
+        f"INVITE sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 INVITE\n"
+        f"Contact: <sip:fz@127.0.0.1:{lport}>\nContent-Type: application/sdp\nContent-Length: {len(_crlf(sdp))}\n\n{sdp}",
+        f"REGISTER sip:{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 REGISTER\n"
+        f"Contact: <sip:fz@127.0.0.1:{lport}>;expires=60\nExpires: 60\nContent-Length: 0\n\n",
+        f"OPTIONS sip:{srv} SIP/2.0\n{common}To: <sip:{srv}>\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+        f"OPTIONS sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+        f"BYE sip:{FUZZEE}@127.0.0.1:{lport} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>;tag=t1\nCSeq: 2 BYE\n"
+        f"Route: <sip:{srv};lr>\nContent-Length: 0\n\n",
+        f"SUBSCRIBE sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 SUBSCRIBE\n"
+        f"Contact: <sip:fz@127.0.0.1:{lport}>\nEvent: presence\nExpires: 60\nAccept: application/pidf+xml\n"
+        "Content-Length: 0\n\n",
+        f"PUBLISH sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 PUBLISH\n"
+        f"Event: presence\nExpires: 60\nContent-Type: application/pidf+xml\nContent-Length: {len(pidf)}\n\n{pidf}",
+        f"MESSAGE sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 MESSAGE\n"
+        "Content-Type: text/plain\nContent-Length: 2\n\nhi",
+        f"CANCEL sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>\nCSeq: 1 CANCEL\nContent-Length: 0\n\n",
+        f"ACK sip:{FUZZEE}@{DOMAIN} SIP/2.0\n{common}To: <sip:{FUZZEE}@{DOMAIN}>;tag=t1\nCSeq: 1 ACK\nContent-Length: 0\n\n",
+        f"SIP/2.0 200 OK\nVia: SIP/2.0/UDP {srv};branch=z9hG4bK{{b}}\n"
+        f"From: <sip:fz@{FOREIGN}>;tag=f{{b}}\nTo: <sip:{FUZZEE}@{DOMAIN}>;tag=t1\nCall-ID: {{b}}@fuzz\n"
+        "CSeq: 1 INVITE\nContent-Length: 0\n\n",
+    ]
+    return [_crlf(s) for s in seeds]
+
+
+def torture_seeds() -> list[bytes]:
+    out = []
+    for sub in ("rfc4475", "rfc5118"):
+        for path in sorted((TORTURE / sub).glob("*.dat")):
+            out.append(_loopback(path.read_bytes()))
+    return out
+
+
+class Mutator:
+    """Deterministic mutations of seed messages (one ``random.Random`` per run)."""
+
+    def __init__(self, rng: random.Random, seeds: list[bytes]):
+        self.rng = rng
+        self.seeds = seeds
+        self.n = 0
+
+    def fresh(self, data: bytes) -> bytes:
+        """Unique branch/tag/Call-ID per message, so each one is a new transaction."""
+        self.n += 1
+        return data.replace(b"{b}", b"%x%x" % (self.n, self.rng.getrandbits(32)))
+
+    def message(self) -> bytes:
+        data = self.fresh(self.rng.choice(self.seeds))
+        for _ in range(self.rng.choice((0, 1, 1, 1, 2, 2, 3, 5))):
+            data = self.mutate(data)
+        return data[:65000]
+
+    def mutate(self, data: bytes) -> bytes:
+        rng = self.rng
+        how = rng.randrange(10)
+        n = len(data)
+        if how == 0 and n:                                    # flip bytes
+            b = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                b[rng.randrange(n)] = rng.randrange(256)
+            return bytes(b)
+        if how == 1 and n:                                    # delete a span
+            i = rng.randrange(n)
+            return data[:i] + data[i + rng.randint(1, 40):]
+        if how == 2 and n:                                    # duplicate a span
+            i = rng.randrange(n)
+            j = min(n, i + rng.randint(1, 200))
+            return data[:j] + data[i:j] * rng.randint(1, 4) + data[j:]
+        if how == 3:                                          # insert a hostile token
+            i = rng.randrange(n + 1)
+            return data[:i] + rng.choice(HOSTILE) + data[i:]
+        if how in (4, 5):                                     # a number becomes a hostile one
+            spans = [m.span() for m in _DIGITS.finditer(data)]
+            if spans:
+                a, b = rng.choice(spans)
+                return data[:a] + rng.choice(HOSTILE[8:24]) + data[b:]
+        if how == 6:                                          # a header value replaced
+            lines = data.split(b"\r\n")
+            k = rng.randrange(len(lines))
+            name, sep, _ = lines[k].partition(b":")
+            if sep:
+                lines[k] = name + b": " + rng.choice(HOSTILE) * rng.randint(1, 3)
+                return b"\r\n".join(lines)
+        if how in (7, 8):                                     # a hostile header added
+            head, sep, body = data.partition(b"\r\n")
+            if sep:
+                return head + b"\r\n" + rng.choice(EXTRA_HEADERS) + b"\r\n" + body
+        if how == 9:                                          # spliced with another seed
+            other = self.fresh(rng.choice(self.seeds))
+            i, j = rng.randrange(n + 1), rng.randrange(len(other) + 1)
+            return data[:i] + other[j:]
+        return data
+
+
+@dataclass
+class FuzzReport:
+    seed: int
+    udp_sent: int = 0
+    tcp_sent: int = 0
+    tcp_connections: int = 0
+    tcp_resets: int = 0
+    replies: int = 0
+    forwarded_to_fuzzee: int = 0
+    clean_calls: list[str] = field(default_factory=list)
+    failed_clean_calls: list[str] = field(default_factory=list)
+    stalls: int = 0           # OPTIONS checks that went unanswered (must stay 0)
+    seconds: float = 0.0
+
+    @property
+    def sent(self) -> int:
+        return self.udp_sent + self.tcp_sent
+
+    def line(self) -> str:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        return (f"seed={self.seed} sent={self.sent} (udp {self.udp_sent}, tcp {self.tcp_sent} on "
+                f"{self.tcp_connections} connections, {self.tcp_resets} reset) replies={self.replies} "
+                f"forwarded_to_fuzzee={self.forwarded_to_fuzzee} clean_calls={len(self.clean_calls)} "
+                f"failed={len(self.failed_clean_calls)} stalls={self.stalls} {self.seconds:.1f}s {rate:.0f} msg/s")
+
+
+def answers(host: str, port: int, timeout: float = 5.0) -> bool:
+    """sipd answers an OPTIONS over UDP within ``timeout`` seconds."""
+    from tests.helpers.sipd_proc import options_ping
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if options_ping(host, port, timeout=1.0):
+            return True
+    return False
+
+
+class LiveFuzzer:
+    """Drives one live sipd at ``host:port`` (UDP and TCP on the same port).
+
+    ``callee_password``: the fuzzee's digest password (registered at start). ``clean_call``:
+    a callable(call_id) -> bool placing one real call; its Call-IDs end up in the report.
+    """
+
+    def __init__(self, host: str, port: int, seed: int, *, fuzzee_password: str, udp_sockets: int = 8,
+                 tcp_share: float = 0.0, window: int = 64):
+        self.host, self.port, self.seed = host, port, seed
+        self.rng = random.Random(seed)
+        self.report = FuzzReport(seed)
+        self.udp = []
+        for _ in range(udp_sockets):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            s.setblocking(False)
+            self.udp.append(s)
+        self.fuzzee_password = fuzzee_password
+        self.tcp_share = tcp_share
+        self.window = window          # datagrams in flight before the fuzzer reads replies
+        lport = self.udp[0].getsockname()[1]
+        self.mut = Mutator(self.rng, valid_seeds(host, port, lport) * 3 + torture_seeds())
+        self.tcp: list[socket.socket] = []
+        self.probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.probe.bind((host, 0))
+        self.probe_n = 0
+
+    def close(self) -> None:
+        for s in (*self.udp, self.probe, getattr(self, "callee", None), *self.tcp):
+            if s is not None:
+                s.close()
+        self.tcp = []
+
+    # -- the callee that answers with mutated responses -------------------------------------------
+    def register_fuzzee(self) -> None:
+        from tests.daemon.harness import UA
+
+        ua = UA(self.port, FUZZEE, password=self.fuzzee_password, host=self.host)
+        ua.sock.close()
+        ua.sock = self.callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.callee.bind((self.host, 0))
+        ua.port = self.callee.getsockname()[1]
+        self.callee.setblocking(True)
+        resp = ua.register(3600)
+        assert resp.status == 200, f"fuzzee REGISTER -> {resp.status}"
+        self.callee.setblocking(False)
+
+    def _answer(self, data: bytes, src: tuple) -> None:
+        """Answer a request sipd forwarded to the fuzzee: valid or mutated responses."""
+        if not data[:1].isalpha() or data.startswith(b"SIP/2.0") or data.startswith(b"ACK "):
+            return
+        self.report.forwarded_to_fuzzee += 1
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        keep = [ln for ln in head[1:] if ln[:4].lower() in (b"via:", b"v: ", b"from", b"to: ", b"t: ", b"call", b"i: ",
+                                                             b"cseq", b"reco")]
+        keep = [ln + b";tag=fz" if ln[:3].lower() in (b"to:", b"t: ") and b"tag=" not in ln else ln for ln in keep]
+        rng = self.rng
+        for status in rng.choice(((180, 200), (200,), (486,), (183, 603), (100,), ())):
+            resp = b"\r\n".join([b"SIP/2.0 %d X" % status, *keep,
+                                 b"Contact: <sip:%s@127.0.0.1:%d>" % (FUZZEE.encode(), self.callee.getsockname()[1]),
+                                 b"Content-Length: 0", b"", b""])
+            for _ in range(rng.choice((0, 0, 1, 2))):
+                resp = self.mut.mutate(resp)
+            try:
+                self.callee.sendto(resp, src)
+            except OSError:
+                pass
+
+    def _drain(self) -> None:
+        for s in self.udp:
+            for _ in range(256):
+                try:
+                    s.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    break
+                self.report.replies += 1
+        for _ in range(256):
+            try:
+                data, src = self.callee.recvfrom(65535)
+            except (BlockingIOError, OSError):
+                break
+            self._answer(data, src)
+        for c in list(self.tcp):
+            try:
+                while c.recv(65535):
+                    pass
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._drop_tcp(c)
+
+    # -- TCP: partial writes, abrupt closes and resets --------------------------------------------
+    def _open_tcp(self) -> socket.socket | None:
+        try:
+            c = socket.create_connection((self.host, self.port), timeout=2)
+        except OSError:
+            return None
+        c.setblocking(False)
+        self.tcp.append(c)
+        self.report.tcp_connections += 1
+        return c
+
+    def _drop_tcp(self, c: socket.socket, reset: bool = False) -> None:
+        if reset:  # RST instead of FIN
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.report.tcp_resets += 1
+        c.close()
+        if c in self.tcp:
+            self.tcp.remove(c)
+
+    def _send_tcp(self, data: bytes) -> None:
+        rng = self.rng
+        if not self.tcp or (len(self.tcp) < 8 and rng.random() < 0.05):
+            if self._open_tcp() is None:
+                return
+        c = rng.choice(self.tcp)
+        pos = 0
+        for _ in range(8):  # partial writes: the message in a few pieces, each flushed on its own
+            if pos >= len(data):
+                break
+            piece = data[pos:pos + rng.choice((1, 7, 64, 500, 65000))]
+            try:
+                pos += c.send(piece)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._drop_tcp(c)
+                return
+        self.report.tcp_sent += 1
+        r = rng.random()
+        if r < 0.02:
+            self._drop_tcp(c, reset=True)
+        elif r < 0.04:
+            self._drop_tcp(c)
+
+    # -- the run -------------------------------------------------------------------------------
+    def _sync(self, timeout: float = 10.0) -> bool:
+        """Pace by sipd's own speed: an OPTIONS sent after a window of messages is answered once
+        sipd has read them all (one socket buffer, in order), so none is lost to a full kernel
+        buffer -- the point is hostile bytes, not a flood. False if it went unanswered."""
+        s = self.probe
+        self.probe_n += 1
+        tag = b"sync%d" % self.probe_n
+        lport = s.getsockname()[1]
+        msg = (b"OPTIONS sip:%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s;rport\r\n"
+               b"Max-Forwards: 70\r\nFrom: <sip:probe@%s>;tag=%s\r\nTo: <sip:%s:%d>\r\n"
+               b"Call-ID: %s@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n") % (
+            self.host.encode(), self.port, self.host.encode(), lport, tag, FOREIGN.encode(), tag,
+            self.host.encode(), self.port, tag)
+        s.sendto(msg, (self.host, self.port))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            r, _, _ = select.select([s, self.callee], [], [], min(left, 0.05))
+            if self.callee in r:
+                self._drain()
+            if s in r:
+                try:
+                    data = s.recv(65535)
+                except OSError:
+                    continue
+                if tag + b"@probe" in data:
+                    return True
+
+    def alive(self, timeout: float = 5.0) -> bool:
+        return answers(self.host, self.port, timeout)
+
+    def run(self, messages: int, *, time_limit: float, clean_call=None, clean_every: int = 2000,
+            check_every: int = 5000, log=print) -> FuzzReport:
+        rep = self.report
+        t0 = time.monotonic()
+        log(f"live fuzz: seed {self.seed}, {messages} messages, tcp share {self.tcp_share}")
+        for i in range(messages):
+            if time.monotonic() - t0 > time_limit:
+                log(f"live fuzz: time limit {time_limit}s reached after {i} messages")
+                break
+            data = self.mut.message()
+            if self.rng.random() < self.tcp_share:
+                self._send_tcp(data)
+            else:
+                s = self.udp[i % len(self.udp)]
+                try:
+                    s.sendto(data, (self.host, self.port))
+                    rep.udp_sent += 1
+                except OSError as exc:
+                    if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS, errno.EAGAIN):
+                        raise
+            if i % self.window == self.window - 1:
+                self._drain()
+                self._sync()
+            if clean_call is not None and i % clean_every == clean_every // 2:
+                call_id = f"clean-{self.seed}-{i}"
+                (rep.clean_calls if clean_call(call_id) else rep.failed_clean_calls).append(call_id)
+            if i % check_every == check_every - 1:
+                if not self.alive():
+                    rep.stalls += 1
+                    log(f"live fuzz: sipd did not answer OPTIONS after {i + 1} messages")
+                elif os.environ.get("LIVE_FUZZ_VERBOSE"):
+                    log(f"live fuzz: {i + 1} sent, sipd answers")
+        self._drain()
+        rep.seconds = time.monotonic() - t0
+        for c in list(self.tcp):
+            self._drop_tcp(c)
+        self.close()
+        log("live fuzz: " + rep.line())
+        return rep
+
+
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+
+class CleanCalls:
+    """Real calls ``caller`` -> ``callee`` (both local users with digest) placed between mutated
+    messages: INVITE, 407, INVITE with credentials, 180, 200, ACK, BYE, 200. ``__call__(call_id)``
+    returns True when the call completed (then its CDR must exist)."""
+
+    def __init__(self, host: str, port: int, caller: tuple[str, str], callee: tuple[str, str],
+                 transport: str = "udp"):
+        from tests.daemon.harness import UA
+
+        self.caller = UA(port, caller[0], password=caller[1], host=host, transport=transport)
+        self.callee = UA(port, callee[0], password=callee[1], host=host)
+        resp = self.callee.register(3600)
+        assert resp.status == 200, f"{callee[0]} REGISTER -> {resp.status}"
+
+    def close(self) -> None:
+        self.caller.close()
+        self.callee.close()
+
+    def __call__(self, call_id: str) -> bool:
+        a, b = self.caller, self.callee
+        uri = f"sip:{b.user}@{DOMAIN}"
+        ct = ["Content-Type: application/sdp"]
+        try:
+            a.send(a.request("INVITE", uri, to=f"<{uri}>", headers=ct, body=SDP, call_id=call_id, cseq=1))
+            resp = a.expect(407, timeout=5)
+            a.send(a.request("ACK", uri, to=resp.get("To"), call_id=call_id, cseq=1, via=resp.get("Via")))
+            auth = a.authorization(resp, "INVITE", uri, proxy=True)
+            a.send(a.request("INVITE", uri, to=f"<{uri}>", headers=[*ct, auth], body=SDP, call_id=call_id, cseq=2))
+            inv = _request(b, "INVITE", call_id)
+            b.respond(inv, 180, "Ringing")
+            b.respond(inv, 200, "OK", body=SDP, headers=ct)
+            ok = _response(a, 200, call_id)
+            route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
+            target = str(ok.contacts[0].uri)
+            a.send(a.request("ACK", target, to=ok.get("To"), headers=route, call_id=call_id, cseq=2))
+            _request(b, "ACK", call_id)
+            a.send(a.request("BYE", target, to=ok.get("To"), headers=route, call_id=call_id, cseq=3))
+            bye = _request(b, "BYE", call_id)
+            b.respond(bye, 200)
+            _response(a, 200, call_id, method="BYE")
+            return True
+        except (AssertionError, TimeoutError, OSError, ValueError):
+            return False
+
+
+def _request(ua, method: str, call_id: str, timeout: float = 5.0):
+    from sipd.sip.message import Request
+
+    deadline = time.monotonic() + timeout
+    for _ in range(50):
+        msg = ua.recv(max(0.05, deadline - time.monotonic()))
+        if isinstance(msg, Request) and msg.method == method and msg.call_id == call_id:
+            return msg
+    raise AssertionError(f"no {method} for {call_id}")
+
+
+def _response(ua, status: int, call_id: str, method: str = "INVITE", timeout: float = 5.0):
+    from sipd.sip.message import Response
+
+    deadline = time.monotonic() + timeout
+    for _ in range(50):
+        msg = ua.recv(max(0.05, deadline - time.monotonic()))
+        if isinstance(msg, Response) and msg.call_id == call_id and msg.status == status and method in msg.get("CSeq"):
+            return msg
+    raise AssertionError(f"no {status} to {method} for {call_id}")
+
+
+# -- around the run: the daemon's configuration, its memory, the CDRs ----------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set of ``pid`` and its children (the accounting writer), MiB."""
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def fuzz_config(tmp: Path) -> dict:
+    """sipd's defaults except what keeps the run on this host: antiflood as shipped (loopback is a
+    trusted network), DNS to a closed loopback port, the spool in the scratch directory."""
+    from tests.conftest import free_port
+
+    return {"antiflood": {"enabled": True}, "dns": {"nameservers": [f"127.0.0.1:{free_port()}"], "timeout": 0.5},
+            "acc": {"spool": str(tmp / "acc.spool"), "retry_interval": 0.5}, "log": {"level": "info"}}
+
+
+def cdrs_missing(db_url: str, call_ids: list[str], timeout: float = 20.0) -> list[str]:
+    from sipd.db import connect
+
+    deadline = time.monotonic() + timeout
+    missing = list(call_ids)
+    while missing and time.monotonic() < deadline:
+        with connect(db_url) as db:
+            have = {r["callid"] for r in db.query("SELECT callid FROM cdrs")}
+        missing = [c for c in call_ids if c not in have]
+        if missing:
+            time.sleep(0.5)
+    return missing
