@@ -42,7 +42,7 @@ def main() -> int:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "sipd.toml"
-        cfg.write_text(f'[database]\nurl = "sqlite://{tmp}/sipd.db"\n')
+        cfg.write_text(f'[database]\nurl = "sqlite:///{tmp}/sipd.db"\n')
         env = {**os.environ, "SIPD_CONFIG": str(cfg)}
         env.pop("SIPCTL_DB_URL", None)
         base = [py, "-m", "sipctl"]

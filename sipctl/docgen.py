@@ -193,7 +193,7 @@ def sipd_man() -> str:
 
 def _default_text(key: str, default: object) -> str:
     if key == "database.url":
-        return "sqlite:///var/lib/sipd/sipd.db (as root; ~/.local/share/sipd/sipd.db otherwise)"
+        return "sqlite:////var/lib/sipd/sipd.db (as root; ~/.local/share/sipd/sipd.db otherwise)"
     if key == "mgmt.socket":
         return "/run/sipd/sipd.sock (as root; $XDG_RUNTIME_DIR/sipd.sock otherwise)"
     if isinstance(default, bool):

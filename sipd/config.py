@@ -36,11 +36,11 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _default_db_url() -> str:
+def default_db_url() -> str:
     if _is_root():
-        return "sqlite:///var/lib/sipd/sipd.db"
+        return "sqlite:////var/lib/sipd/sipd.db"
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return f"sqlite:///{base.lstrip('/')}/sipd/sipd.db"
+    return f"sqlite:///{os.path.abspath(base)}/sipd/sipd.db"
 
 
 def _default_socket() -> str:
@@ -91,9 +91,9 @@ class ServerSection:
 @dataclass(kw_only=True)
 class DatabaseSection:
     url: str = field(
-        default_factory=_default_db_url,
+        default_factory=default_db_url,
         metadata=_doc(
-            "Database URL: sqlite:///ABSOLUTE/PATH or mysql://user:pw@host:3306/dbname.",
+            "Database URL: sqlite:////ABSOLUTE/PATH (four slashes; three: relative to the current directory) or mysql://user:pw@host:3306/dbname.",
             secret_in_url=True,
         ),
     )
@@ -648,7 +648,7 @@ def _validate_values(config: Config) -> list[Problem]:
     url = config.database.url
     if not (url.startswith("sqlite:///") or url.startswith("mysql://")):
         problems.append(
-            Problem("database.url", f"unsupported URL {mask_url(url)!r}", "use sqlite:///path/to/file.db or mysql://user:pw@host:3306/db")
+            Problem("database.url", f"unsupported URL {mask_url(url)!r}", "use sqlite:////abs/path/file.db or mysql://user:pw@host:3306/db")
         )
     if not 0 <= config.server.workers <= 64:
         problems.append(Problem("server.workers", f"out of range: {config.server.workers}", "1 (one process) .. 64, or 0 for one per CPU"))

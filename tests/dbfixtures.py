@@ -76,7 +76,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def empty_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A database without tables: an SQLite path, or a fresh empty MySQL database."""
     if backend == "sqlite":
-        return f"sqlite://{tmp_path}/sipd.db"
+        return f"sqlite:///{tmp_path}/sipd.db"
     scratch: MysqlScratch = request.getfixturevalue("mysql_scratch")
     scratch.sql(f"CREATE DATABASE `{scratch.name}` CHARACTER SET utf8mb4")
     return scratch.url()

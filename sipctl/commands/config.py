@@ -107,7 +107,7 @@ def generate(
     http_mgmt: Annotated[bool, typer.Option("--http-mgmt", help="USE_HTTP_MANAGEMENT_INTERFACE: HTTP management on loopback.")] = False,
     address: Annotated[str, typer.Option("--address", help="This server's IP address (else a CUSTOMIZE ME placeholder).")] = "",
     domain: Annotated[list[str] | None, typer.Option("--domain", help="SIP domain served (repeatable).")] = None,
-    db_url: Annotated[str, typer.Option("--db-url", help="Database URL (else sqlite:///var/lib/sipd/sipd.db).")] = "",
+    db_url: Annotated[str, typer.Option("--db-url", help="Database URL (else sqlite:////var/lib/sipd/sipd.db).")] = "",
     tls_cert: Annotated[str, typer.Option("--tls-cert", help="TLS certificate file.")] = "",
     tls_key: Annotated[str, typer.Option("--tls-key", help="TLS private key file.")] = "",
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Ask the feature checklist like osipsconfig.")] = False,

@@ -33,13 +33,16 @@ def friendly(exc: Exception) -> SipctlError:
 
 
 @contextmanager
-def session(url: str, timeout: float = 5.0) -> Iterator[Database]:
-    """Open the database for one command; database errors become one-line sipctl errors."""
+def session(url: str, timeout: float = 5.0, *, create: bool = False) -> Iterator[Database]:
+    """Open the database for one command; database errors become one-line sipctl errors.
+
+    Only ``db create`` passes ``create``: every other command reports a missing SQLite file (a
+    typo in the URL, a database not created yet) instead of leaving an empty one behind."""
     from sipd.db import DbError as Err
     from sipd.db import connect
 
     try:
-        db = connect(url, timeout=timeout)
+        db = connect(url, timeout=timeout, create=create)
     except Err as exc:
         raise friendly(exc) from None
     try:
@@ -103,7 +106,7 @@ def create(url: str, *, admin_url: str | None = None, ro_user: str | None = None
     elif not target.database:
         raise UsageError(f"database.url {mask_url(url)} names no database",
                          hint="write mysql://user:pw@host:3306/sipd")
-    with session(url, timeout) as db:
+    with session(url, timeout, create=True) as db:
         for name, state in schema.create_all(db):
             report.add("table", name, state)
     return report
@@ -181,11 +184,25 @@ def _create_mysql_server_side(target: Any, admin_url: str, ro_user: str | None, 
 
 def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
     """Tables, stored and expected versions, and what is missing."""
-    from sipd.db import mask_url, schema
+    import os
 
-    with session(url, timeout) as db:
-        rows = schema.status(db)
-        backend = db.dialect
+    from sipd.db import DbError as Err
+    from sipd.db import mask_url, parse_url, schema
+
+    try:
+        target = parse_url(url)
+    except Err as exc:
+        raise friendly(exc) from None
+    if target.scheme == "sqlite" and target.path != ":memory:" and not os.path.exists(target.path):
+        # not created yet: every table is missing (said without leaving an empty file behind)
+        rows, backend = [schema.TableStatus(t.name, t.version, False, None) for t in schema.TABLES], "sqlite"
+        if not os.path.isdir(os.path.dirname(target.path)):
+            with session(url, timeout):  # raises the "directory does not exist" error with its hint
+                pass
+    else:
+        with session(url, timeout) as db:
+            rows = schema.status(db)
+            backend = db.dialect
     tables = [{"name": s.name, "expected": s.expected, "version": s.version, "state": s.state} for s in rows]
     missing = [t["name"] for t in tables if t["state"] == "missing"]
     return {"url": mask_url(url), "backend": backend, "tables": tables, "missing": missing,

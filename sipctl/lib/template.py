@@ -125,12 +125,12 @@ def settings(features: Features) -> tuple[dict[str, dict[str, Any]], dict[str, s
     notes = {
         "server.listen": "this server's IP address (and ports)",
         "server.domains": "your SIP domain(s)",
-        "database.url": "sqlite:///ABSOLUTE/PATH or mysql://user:password@host:3306/sipd",
+        "database.url": "sqlite:////ABSOLUTE/PATH (four slashes) or mysql://user:password@host:3306/sipd",
     }
     if f.db_url:
         values["database"]["url"] = f.db_url
     else:
-        values["database"]["url"] = "sqlite:///var/lib/sipd/sipd.db"
+        values["database"]["url"] = "sqlite:////var/lib/sipd/sipd.db"
     if f.tls:
         values["tls"] = {"certificate": f.tls_certificate or "/etc/sipd/tls/sipd.crt",
                          "private_key": f.tls_private_key or "/etc/sipd/tls/sipd.key"}

@@ -1,6 +1,6 @@
 """Database access for the daemon and sipctl: one schema, two backends (SQLite and MySQL/MariaDB).
 
-    db = connect("sqlite:///var/lib/sipd/sipd.db")      # or "mysql://user:pw@host:3306/sipd"
+    db = connect("sqlite:////var/lib/sipd/sipd.db")     # or "mysql://user:pw@host:3306/sipd"
     rows = db.query("SELECT domain FROM domain WHERE domain = ?", ("example.test",))
 
 Blocking API. The daemon calls it through ``asyncio.to_thread`` (in ``*/store.py`` modules only);
@@ -9,6 +9,7 @@ Blocking API. The daemon calls it through ``asyncio.to_thread`` (in ``*/store.py
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +25,7 @@ from .errors import (
 
 __all__ = [
     "Database", "ExecResult", "DbError", "DbUnavailable", "DbAccessDenied", "DbSchemaMissing",
-    "DbIntegrityError", "DbSchemaError", "connect", "parse_url", "DbUrl", "mask_url",
+    "DbIntegrityError", "DbSchemaError", "connect", "parse_url", "DbUrl", "mask_url", "SQLITE_URL_RULES",
 ]
 
 
@@ -58,16 +59,27 @@ def build_mysql_url(user: str, password: str, host: str, port: int, database: st
     return f"mysql://{cred}@{h}:{port}/{database}"
 
 
+#: How an SQLite URL names its file (SQLAlchemy's rules, so URLs copied from its documentation
+#: or from other tools mean the same file here): after ``sqlite://`` comes ``/`` and the path, so
+#: three slashes start a relative path (from the current directory) and four an absolute one.
+SQLITE_URL_RULES = ("sqlite:///relative/path.db is relative to the current directory; "
+                    "an absolute path takes four slashes: sqlite:////var/lib/sipd/sipd.db")
+
+
 def parse_url(url: str) -> DbUrl:
-    """Split a database URL. Raises DbUnavailable for an unsupported or malformed URL."""
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://"):]
-        if rest in (":memory:", "/:memory:"):
+    """Split a database URL. Raises DbUnavailable for an unsupported or malformed URL.
+
+    SQLite: ``sqlite:///relative.db`` (from the current directory), ``sqlite:////abs/path.db``,
+    ``sqlite://`` or ``sqlite:///:memory:`` for a database in memory. ``path`` is made absolute.
+    """
+    if url.startswith("sqlite:"):
+        rest = url[len("sqlite:"):]
+        if rest in ("//", "//:memory:", "///:memory:"):
             return DbUrl("sqlite", path=":memory:")
-        if not rest.startswith("/") or len(rest) < 2:
-            raise DbUnavailable(url, "an SQLite URL needs an absolute path",
-                                hint="write sqlite:///absolute/path/to/sipd.db")
-        return DbUrl("sqlite", path="/" + unquote(rest).lstrip("/"))  # sqlite:////abs == sqlite:///abs
+        if not rest.startswith("///") or len(rest) < 4:
+            raise DbUnavailable(url, "an SQLite URL is sqlite:/// followed by the file's path",
+                                hint=SQLITE_URL_RULES)
+        return DbUrl("sqlite", path=os.path.abspath(unquote(rest[3:])))
     if url.startswith("mysql://"):
         parts = urlsplit(url)
         try:
@@ -86,13 +98,17 @@ def parse_url(url: str) -> DbUrl:
                         hint="use sqlite:///path/to/file.db or mysql://user:pw@host:3306/db")
 
 
-def connect(url: str, *, timeout: float = 5) -> Database:
+def connect(url: str, *, timeout: float = 5, create: bool = True) -> Database:
     """Open a database from its URL.
 
     Args:
-        url: ``sqlite:///ABSOLUTE/PATH`` (file and parent directory created on first use) or
-            ``mysql://user:pw@host:port/db`` (an empty db name connects to the server only).
+        url: ``sqlite:///PATH`` (see ``parse_url``) or ``mysql://user:pw@host:port/db`` (an empty
+            db name connects to the server only).
         timeout: seconds to wait for the connection (SQLite: for a lock).
+        create: SQLite: create the file when it does not exist (the daemon's first start, ``sipctl
+            db create``); False for everything that only reads or changes rows, so a mistyped URL
+            is reported instead of leaving an empty file behind. A directory is never created,
+            except the built-in default data directory (``sipd.config.default_db_url``).
 
     Raises:
         DbUnavailable, DbAccessDenied, DbSchemaMissing (MySQL database absent).
@@ -102,7 +118,7 @@ def connect(url: str, *, timeout: float = 5) -> Database:
     if u.scheme == "sqlite":
         from .sqlite import SqliteDatabase
 
-        return SqliteDatabase(u.path, url_masked=masked, timeout=timeout)
+        return SqliteDatabase(u.path, url_masked=masked, timeout=timeout, create=create)
     from .mysql import MysqlDatabase
 
     return MysqlDatabase(host=u.host, port=u.port, user=u.user, password=u.password,

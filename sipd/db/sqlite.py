@@ -1,7 +1,8 @@
 """SQLite backend (stdlib ``sqlite3``): the embedded default, zero set-up.
 
-The file and its parent directory are created on first use; the journal is WAL so the daemon and
-sipctl can read and write the same file at the same time.
+The file is created by the daemon's first start and ``sipctl db create`` only (``create=True``);
+a missing directory is reported, not created (except the built-in default data directory). The
+journal is WAL so the daemon and sipctl can read and write the same file at the same time.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .base import Database, ExecResult, Params
 from .errors import DbAccessDenied, DbError, DbIntegrityError, DbSchemaMissing, DbUnavailable
@@ -21,22 +23,44 @@ class SqliteDatabase(Database):
     dialect = "sqlite"
     placeholder = "?"
 
-    def __init__(self, path: str, *, url_masked: str, timeout: float = 5.0):
+    def __init__(self, path: str, *, url_masked: str, timeout: float = 5.0, create: bool = True):
         super().__init__(url_masked, timeout)
         self.path = path
+        self.create = create
         self._conn: sqlite3.Connection | None = None
         self._connect()
 
+    def _check_path(self) -> None:
+        """Say what is wrong with the path before SQLite says "unable to open" or creates a file."""
+        from sipd.config import default_db_url
+
+        from . import SQLITE_URL_RULES, parse_url
+
+        file, parent = Path(self.path), Path(self.path).parent
+        if not parent.is_dir():
+            if self.create and self.path == parse_url(default_db_url()).path:
+                try:  # the built-in default (~/.local/share/sipd): made on first use, like any XDG dir
+                    parent.mkdir(parents=True, exist_ok=True)
+                    return
+                except OSError as exc:
+                    raise DbUnavailable(self.url_masked, f"cannot create directory {parent}: "
+                                        f"{exc.strerror or exc}") from None
+            raise DbUnavailable(self.url_masked, f"directory {parent} does not exist",
+                                hint=f"create it (mkdir -p {parent}) or fix database.url; {SQLITE_URL_RULES}")
+        if not self.create and not file.exists():
+            relative = not self.url_masked.startswith("sqlite:////")  # the slip the rules explain
+            raise DbUnavailable(self.url_masked, f"database file {file} does not exist",
+                                hint="run sipctl db create" + (f" (note: {SQLITE_URL_RULES})" if relative else ""))
+
     def _connect(self) -> None:
+        target = self.path
         if self.path != ":memory:":
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DbUnavailable(self.url_masked, f"cannot create directory {Path(self.path).parent}: "
-                                    f"{exc.strerror or exc}") from None
+            self._check_path()
+            if not self.create:  # never leave an empty file behind (the file may vanish meanwhile)
+                target = "file:" + quote(self.path) + "?mode=rw"
         try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False, uri=target.startswith("file:"))
         except sqlite3.Error as exc:
             raise self._translate(exc) from None
         try:

@@ -57,8 +57,9 @@ def default_spool_path(db_url: str) -> str:
     """Beside the SQLite file; else the service's state directory."""
     import os
 
-    if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
-        return str(Path("/" + db_url[len("sqlite:///"):].lstrip("/")).parent / "acc.spool")
+    sqlite = _sqlite_file(db_url)
+    if sqlite:
+        return str(Path(sqlite).parent / "acc.spool")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return "/var/spool/sipd/acc.spool"
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
@@ -495,10 +496,19 @@ _CALL_METHODS = frozenset({"INVITE", "BYE", "CANCEL", "ACK"})
 
 def _writable(url: str, spool: str) -> list[str]:
     """Files the writer process keeps writing (handed to [server] user when it drops root)."""
-    out = [spool]
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        out.append("/" + url[len("sqlite:///"):].lstrip("/"))
-    return out
+    sqlite = _sqlite_file(url)
+    return [spool, sqlite] if sqlite else [spool]
+
+
+def _sqlite_file(url: str) -> str:
+    """The SQLite file of ``url`` (absolute), or "" for MySQL, memory or a URL that does not parse."""
+    from ..db import DbError, parse_url
+
+    try:
+        u = parse_url(url)
+    except DbError:
+        return ""
+    return u.path if u.scheme == "sqlite" and u.path != ":memory:" else ""
 
 
 def _via_source(request: Any) -> str:

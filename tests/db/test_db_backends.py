@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -23,18 +24,34 @@ def test_parse_and_mask_url():
     u = parse_url("mysql://sipd:p%40ss@db.example:3307/sipd")
     assert (u.user, u.password, u.host, u.port, u.database) == ("sipd", "p@ss", "db.example", 3307, "sipd")
     assert mask_url("mysql://sipd:p%40ss@db.example:3307/sipd") == "mysql://sipd:***@db.example:3307/sipd"
-    assert parse_url("sqlite:///var/lib/sipd/sipd.db").path == "/var/lib/sipd/sipd.db"
+    # SQLAlchemy's rules: four slashes absolute, three relative to the current directory
+    assert parse_url("sqlite:////var/lib/sipd/sipd.db").path == "/var/lib/sipd/sipd.db"
+    assert parse_url("sqlite:///var/lib/sipd/sipd.db").path == os.path.join(os.getcwd(), "var/lib/sipd/sipd.db")
+    assert parse_url("sqlite:///relative.db").path == os.path.join(os.getcwd(), "relative.db")
     assert parse_url("sqlite://:memory:").path == ":memory:"
-    for bad in ("postgres://x/y", "sqlite://relative.db", "mysql:///nohost"):
+    assert parse_url("sqlite://").path == parse_url("sqlite:///:memory:").path == ":memory:"
+    for bad in ("postgres://x/y", "sqlite://relative.db", "mysql:///nohost", "sqlite:/x.db"):
         with pytest.raises(DbUnavailable):
             parse_url(bad)
 
 
-def test_sqlite_creates_parent_dir_and_uses_wal(tmp_path):
-    path = tmp_path / "a" / "b" / "sipd.db"
-    with connect(f"sqlite://{path}") as db:
+def test_sqlite_relative_url_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with connect("sqlite:///here.db") as db:
         assert db.query_one("PRAGMA journal_mode")["journal_mode"] == "wal"
-    assert path.exists()
+    assert (tmp_path / "here.db").exists() and not os.path.exists("/here.db")
+
+
+def test_sqlite_never_creates_a_directory_and_create_false_never_a_file(tmp_path):
+    path = tmp_path / "a" / "b" / "sipd.db"
+    with pytest.raises(DbUnavailable) as exc:
+        connect(f"sqlite:///{path}")
+    assert f"directory {path.parent} does not exist" in exc.value.message
+    assert "four slashes" in exc.value.hint and not (tmp_path / "a").exists()
+    with pytest.raises(DbUnavailable) as exc:
+        connect(f"sqlite:///{tmp_path}/none.db", create=False)
+    assert "does not exist" in exc.value.message and "sipctl db create" in exc.value.hint
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_roundtrip_transaction_and_errors(db_url):

@@ -108,7 +108,7 @@ def test_write_records_upsert_delete(db_url):
 
 
 def test_default_spool_path():
-    assert default_spool_path("sqlite:///var/lib/sipd/sipd.db") == "/var/lib/sipd/acc.spool"
+    assert default_spool_path("sqlite:////var/lib/sipd/sipd.db") == "/var/lib/sipd/acc.spool"
     assert default_spool_path("mysql://u@h/db").endswith("acc.spool")
 
 

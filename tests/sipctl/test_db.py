@@ -97,7 +97,7 @@ def test_unreachable_mysql_masks_password(tmp_path):
 def test_unopenable_sqlite(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = Cli(write_config(tmp_path / "c.toml", f"sqlite://{blocker}/sub/sipd.db"))("domain", "list")
+    r = Cli(write_config(tmp_path / "c.toml", f"sqlite:///{blocker}/sub/sipd.db"))("domain", "list")
     assert r.code == ExitStatus.DB and "database.url" in r.err
 
 
@@ -110,7 +110,7 @@ def test_subprocess_no_traceback(tmp_path):
     assert p.returncode == ExitStatus.DB
     assert p.stderr.startswith("Error: cannot connect to database mysql://u:***@")
     assert "Traceback" not in p.stderr and p.stdout == ""
-    empty = write_config(tmp_path / "e.toml", f"sqlite://{tmp_path}/e.db")
+    empty = write_config(tmp_path / "e.toml", f"sqlite:///{tmp_path}/e.db")
     p = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(empty), "domain", "list"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == ExitStatus.DB and "Hint: run sipctl db create" in p.stderr
@@ -163,3 +163,30 @@ def test_mysql_generated_ro_password_and_missing_database(mysql_scratch, tmp_pat
     assert r.code == 0, r.err
     assert any("read-only user" in n and "password" in n for n in r.json["notes"])
     assert any("admin user" in n for n in r.json["notes"])   # rw user is root itself: skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite URLs: SQLAlchemy's slashes, and nothing created by a command that only reads
+
+def test_read_commands_never_create_the_file_or_its_directory(tmp_path):
+    missing_file = tmp_path / "none.db"
+    cli = Cli(write_config(tmp_path / "c.toml", f"sqlite:///{missing_file}"))
+    for args in (("domain", "list"), ("user", "list"), ("doctor", "--no-dns"), ("db", "status")):
+        r = cli(*args)
+        assert r.code != 0, (args, r.out)
+        assert "Traceback" not in r.err + r.out
+    assert "does not exist" in cli("domain", "list").err and "sipctl db create" in cli("domain", "list").err
+    assert not missing_file.exists()
+    in_missing_dir = tmp_path / "nodir" / "sipd.db"
+    r = Cli(write_config(tmp_path / "d.toml", f"sqlite:///{in_missing_dir}"))("db", "create")
+    assert r.code == ExitStatus.DB and f"directory {in_missing_dir.parent} does not exist" in r.err
+    assert "four slashes" in r.err and not in_missing_dir.parent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "d.toml"]
+
+
+def test_three_slashes_are_relative_to_the_current_directory(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", "sqlite:///relative.db")
+    p = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(cfg), "db", "create", "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "relative.db").exists() and str(tmp_path / "relative.db") in p.stdout
