@@ -90,7 +90,7 @@ def main() -> int:
         total = sum(r.sent for r in reports)
         secs = time.monotonic() - t0
         end_rss = rss_mb(d.proc.pid)
-        completed = [c for r in reports for c in r.clean_calls]
+        completed = [c for r in reports for c in r.clean_calls + r.completed_calls]
         failed = [c for r in reports for c in r.failed_clean_calls]
         print(f"sent {total} messages in {secs:.0f}s ({total / secs:.0f} msg/s); "
               f"udp {sum(r.udp_sent for r in reports)}, tcp {sum(r.tcp_sent for r in reports)} on "
@@ -111,7 +111,8 @@ def main() -> int:
         if failed:
             failures.append(f"{len(failed)} clean calls failed during the run: {failed[:5]}")
         missing = cdrs_missing(d.db_url, completed)
-        print(f"clean calls completed {len(completed)}, failed {len(failed)}, without CDR {len(missing)}")
+        print(f"calls completed {len(completed)} ({sum(len(r.completed_calls) for r in reports)} fuzzed), "
+              f"clean calls failed {len(failed)}, without CDR {len(missing)}")
         if missing:
             failures.append(f"no CDR for {missing[:5]}")
         calls.close()

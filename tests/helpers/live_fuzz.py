@@ -195,6 +195,7 @@ class FuzzReport:
     replies: int = 0
     forwarded_to_fuzzee: int = 0
     clean_calls: list[str] = field(default_factory=list)
+    completed_calls: list[str] = field(default_factory=list)  # fuzzed calls: 200, ACK, BYE, 200
     failed_clean_calls: list[str] = field(default_factory=list)
     stalls: int = 0           # OPTIONS checks that went unanswered (must stay 0)
     seconds: float = 0.0
@@ -207,7 +208,8 @@ class FuzzReport:
         rate = self.sent / self.seconds if self.seconds else 0.0
         return (f"seed={self.seed} sent={self.sent} (udp {self.udp_sent}, tcp {self.tcp_sent} on "
                 f"{self.tcp_connections} connections, {self.tcp_resets} reset) replies={self.replies} "
-                f"forwarded_to_fuzzee={self.forwarded_to_fuzzee} clean_calls={len(self.clean_calls)} "
+                f"forwarded_to_fuzzee={self.forwarded_to_fuzzee} completed_fuzzed_calls={len(self.completed_calls)} "
+                f"clean_calls={len(self.clean_calls)} "
                 f"failed={len(self.failed_clean_calls)} stalls={self.stalls} {self.seconds:.1f}s {rate:.0f} msg/s")
 
 
@@ -249,6 +251,8 @@ class LiveFuzzer:
         self.probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.probe.bind((host, 0))
         self.probe_n = 0
+        self.answered: dict[str, bool] = {}   # Call-IDs of fuzzed calls answered 200, BYE sent
+        self.clean_answers: set[bytes] = set()  # Call-IDs the fuzzee answered 200 unmutated
 
     def close(self) -> None:
         for s in (*self.udp, self.probe, getattr(self, "callee", None), *self.tcp):
@@ -280,27 +284,68 @@ class LiveFuzzer:
                                                              b"cseq", b"reco")]
         keep = [ln + b";tag=fz" if ln[:3].lower() in (b"to:", b"t: ") and b"tag=" not in ln else ln for ln in keep]
         rng = self.rng
-        for status in rng.choice(((180, 200), (200,), (486,), (183, 603), (100,), ())):
+        bye = data.startswith(b"BYE ")
+        for status in (200,) if bye and rng.random() < 0.9 else rng.choice(((180, 200), (200,), (486,), (183, 603), (100,), ())):
             resp = b"\r\n".join([b"SIP/2.0 %d X" % status, *keep,
                                  b"Contact: <sip:%s@127.0.0.1:%d>" % (FUZZEE.encode(), self.callee.getsockname()[1]),
                                  b"Content-Length: 0", b"", b""])
-            for _ in range(rng.choice((0, 0, 1, 2))):
+            mutations = 0 if bye else rng.choice((0, 0, 1, 2))
+            for _ in range(mutations):
                 resp = self.mut.mutate(resp)
+            if status == 200 and not mutations and data.startswith(b"INVITE "):
+                # answered with the INVITE's own identifiers: a call the fuzzer may complete
+                self.clean_answers.update(ln.split(b":", 1)[1].strip() for ln in keep
+                                          if ln[:8].lower() == b"call-id:" or ln[:2].lower() == b"i:")
             try:
                 self.callee.sendto(resp, src)
             except OSError:
                 pass
 
+    def _hang_up(self, s: socket.socket, data: bytes) -> None:
+        """A call the fuzzer placed was answered: ACK the 200 and send BYE, as a caller would; a
+        200 to that BYE completes the call, which must then have its CDR."""
+        from sipd.sip.errors import ProtocolError
+        from sipd.sip.message import parse_message
+
+        try:
+            resp = parse_message(data)
+            method = resp.cseq.method
+            call_id = resp.call_id
+            if method == "BYE":
+                if self.answered.pop(call_id, None):
+                    self.report.completed_calls.append(call_id)
+                return
+            if (method != "INVITE" or call_id in self.answered or not resp.contacts
+                    or call_id.encode("utf-8", "surrogateescape") not in self.clean_answers):
+                return  # not ours to complete: a 200 the fuzzee mutated names no dialog sipd knows
+            target = str(resp.contacts[0].uri)
+            seq = resp.cseq.seq
+            routes = [f"Route: {rr}" for rr in reversed(resp.get_all("Record-Route"))]
+            frm, to = resp.get("From"), resp.get("To")
+        except (ProtocolError, ValueError, AttributeError, IndexError):
+            return
+        lport = s.getsockname()[1]
+        for m, n in (("ACK", seq), ("BYE", seq + 1)):
+            msg = "\r\n".join([f"{m} {target} SIP/2.0",
+                                f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{m}{self.rng.getrandbits(40):x};rport",
+                                "Max-Forwards: 70", f"From: {frm}", f"To: {to}", f"Call-ID: {call_id}",
+                                f"CSeq: {n} {m}", *routes, "Content-Length: 0", "", ""])
+            try:
+                s.sendto(msg.encode("utf-8", "surrogateescape"), (self.host, self.port))
+            except OSError:
+                return
+        self.answered[call_id] = True
+
     def _drain(self) -> None:
         for s in self.udp:
             for _ in range(256):
                 try:
-                    s.recvfrom(65535)
-                except BlockingIOError:
-                    break
-                except OSError:
+                    data = s.recv(65535)
+                except OSError:  # BlockingIOError: nothing left
                     break
                 self.report.replies += 1
+                if data.startswith(b"SIP/2.0 200 "):
+                    self._hang_up(s, data)
         for _ in range(256):
             try:
                 data, src = self.callee.recvfrom(65535)
@@ -426,6 +471,9 @@ class LiveFuzzer:
                     log(f"live fuzz: sipd did not answer OPTIONS after {i + 1} messages")
                 elif os.environ.get("LIVE_FUZZ_VERBOSE"):
                     log(f"live fuzz: {i + 1} sent, sipd answers")
+        for _ in range(3):  # the last BYEs through the fuzzee and back
+            self._drain()
+            self._sync()
         self._drain()
         rep.seconds = time.monotonic() - t0
         for c in list(self.tcp):
@@ -536,14 +584,16 @@ def fuzz_config(tmp: Path) -> dict:
 
 
 def cdrs_missing(db_url: str, call_ids: list[str], timeout: float = 20.0) -> list[str]:
+    """The Call-IDs without a row in cdrs (waiting, bounded, for the writer)."""
     from sipd.db import connect
+    from sipd.db.base import storable_text
 
     deadline = time.monotonic() + timeout
     missing = list(call_ids)
     while missing and time.monotonic() < deadline:
         with connect(db_url) as db:
             have = {r["callid"] for r in db.query("SELECT callid FROM cdrs")}
-        missing = [c for c in call_ids if c not in have]
+        missing = [c for c in call_ids if storable_text(c)[:255] not in have]  # as the cdrs row holds it
         if missing:
             time.sleep(0.5)
     return missing
