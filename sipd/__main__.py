@@ -19,9 +19,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check_config(path: str | None) -> int:
-    from . import config as cfg
+    from .services.hook_check import check_config as check
 
-    conf, problems = cfg.check(path)
+    conf, problems = check(path)  # the configuration, and the routing hook imported in a child
     where = str(conf.source) if conf.source else (path or "built-in defaults")
     if problems:
         for problem in problems:

@@ -48,7 +48,8 @@ def _is_path(spec: str) -> bool:
 
 
 def check_spec(spec: str) -> str | None:
-    """Why ``[routing] hook`` is unusable, or None. Compiles a file without running it."""
+    """Why ``[routing] hook`` is unusable, or None. Compiles a file without running it (run at
+    every configuration load); ``hook_check.probe`` imports it."""
     if not spec:
         return None
     if _is_path(spec):
@@ -61,9 +62,7 @@ def check_spec(spec: str) -> str | None:
             compile(source, str(path), "exec")
         except SyntaxError as exc:
             return f"{spec}:{exc.lineno}: syntax error: {exc.msg}"
-        if "def route" not in source:
-            return f"{spec} defines no route(request) function"
-        return None
+        return None  # route itself is checked by importing: at start, and in a child by --check-config
     if importlib.util.find_spec(spec) is None:
         return f"module {spec!r} not found on the Python path"
     return None
@@ -293,9 +292,14 @@ class RoutingHook:
             raise
         except Exception as exc:  # noqa: BLE001 - any error in the operator's module
             raise HookError(f"loading {spec} failed: {type(exc).__name__}: {exc}") from None
+        from .hook_check import signature_problem
+
         fn = getattr(module, "route", None)
-        if not callable(fn):
+        if fn is None:
             raise HookError(f"{spec} has no route(request) function")
+        problem = signature_problem(spec, fn)
+        if problem:
+            raise HookError(problem)
         self.module, self.fn = module, fn
         self.loads += 1
 
