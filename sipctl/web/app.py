@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from ..errors import SipctlError
@@ -206,4 +206,3 @@ def create_app(config: Config, *, secure_cookie: bool = False) -> Any:
     return app
 
 
-__all__ = ["create_app", "view", "Panel", "MENU", "form_str", "Route"]

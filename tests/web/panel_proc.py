@@ -126,4 +126,4 @@ def screenshot(driver: Any, folder: Path, name: str) -> None:
         pass
 
 
-__all__ = ["PanelProcess", "HttpClient", "make_driver", "screenshot", "REPO"]
+__all__ = ["REPO", "HttpClient", "PanelProcess", "make_driver", "screenshot"]

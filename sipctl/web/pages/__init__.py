@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from . import auth, dashboard, dialplan, domains, later, users
+from . import auth, cdr, dashboard, dialplan, domains, later, live, users
 
-ROUTES = [*auth.routes, *dashboard.routes, *domains.routes, *users.routes, *dialplan.routes, *later.routes]
+ROUTES = [*auth.routes, *dashboard.routes, *domains.routes, *users.routes, *dialplan.routes, *cdr.routes,
+          *live.routes, *later.routes]

@@ -11,11 +11,6 @@ from ..app import Panel, view
 from ..session import Session
 
 LATER: dict[str, tuple[str, str]] = {
-    "/cdr": ("CDR Viewer", "sipctl cdr list"),
-    "/missed": ("Missed calls", "sipctl missed list"),
-    "/dialog": ("Dialog", "sipctl dialog list / sipctl dialog end"),
-    "/stats": ("Statistics Monitor", "sipctl monitor / sipctl stats show"),
-    "/mi": ("MI Commands", "sipctl mi which / sipctl mi COMMAND"),
     "/tls": ("TLS", "sipctl tls show"),
     "/bans": ("Bans", "sipctl ban list"),
     "/trace": ("SIP Trace", "sipctl trace"),

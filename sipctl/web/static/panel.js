@@ -6,3 +6,11 @@ document.addEventListener("submit", function (event) {
     event.preventDefault();
   }
 });
+// Live pages (Dialog) carry #refresh with a number of seconds: reload them that often.
+document.addEventListener("DOMContentLoaded", function () {
+  var marker = document.getElementById("refresh");
+  var seconds = marker ? parseInt(marker.getAttribute("data-seconds"), 10) : 0;
+  if (seconds > 0) {
+    window.setTimeout(function () { window.location.reload(); }, seconds * 1000);
+  }
+});
