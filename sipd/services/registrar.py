@@ -54,8 +54,12 @@ def _parse_expires(text: str | None) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    if not text.isdigit():
+    if not text.isdigit() or not text.isascii():
         raise ValueError(text)
+    # delta-seconds = 1*DIGIT has no bound; past 2**32-1 it reads as absent (RFC 4475 §3.1.2.4),
+    # however many digits, without converting them (Python refuses more than 4300)
+    if len(text.lstrip("0")) > len(str(MAX_EXPIRES_VALUE)):
+        return None
     value = int(text)
     return None if value > MAX_EXPIRES_VALUE else value
 

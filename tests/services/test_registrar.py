@@ -125,3 +125,11 @@ def test_location_expire_and_index():
 def test_q_param(q, expected):
     contact = "<sip:a@h>" + (f";q={q}" if q else "")
     assert run(reg([contact])).contacts[0].q == expected
+
+
+@pytest.mark.parametrize("huge", ["4294967296", "9" * 30, "9" * 5000, "0" * 300 + "600"])
+def test_expires_past_32_bits_reads_as_absent_however_long(huge):
+    """RFC 4475 §3.1.2.4: an Expires or expires param over 2**32-1 is the default; 5000 digits too."""
+    expected = 600 if huge.endswith("600") and huge.startswith("0") else 3600
+    assert run(reg(["<sip:a@h>"], expires=huge)).contacts[0].expires == NOW + expected
+    assert run(reg([f"<sip:a@h>;expires={huge}"])).contacts[0].expires == NOW + expected
