@@ -73,13 +73,12 @@ def main() -> int:
         t0 = time.monotonic()
         reports = []
         for proto, count, share in (("udp", args.udp, 0.0), ("tcp", args.tcp, 1.0)):
-            left = args.time_limit - (time.monotonic() - t0)
             chunk = 100_000
             for k in range(0, count, chunk):
                 fz = LiveFuzzer("127.0.0.1", d.port, seed + k + (0 if proto == "udp" else 1 << 40),
                                 fuzzee_password="fuzzpw", tcp_share=share)
                 fz.register_fuzzee()
-                rep = fz.run(min(chunk, count - k), time_limit=max(1.0, left - (time.monotonic() - t0)),
+                rep = fz.run(min(chunk, count - k), time_limit=max(1.0, args.time_limit - (time.monotonic() - t0)),
                              clean_call=calls, clean_every=args.clean_every, check_every=args.check_every)
                 reports.append(rep)
                 peak = max(peak, rss_mb(d.proc.pid))
