@@ -57,3 +57,17 @@ class Output:
         self.err.print(f"[red]Error:[/red] {escape(message)}", highlight=False, markup=True)
         if hint:
             self.err.print(f"Hint: {hint}", highlight=False, markup=False)
+
+
+def show_change(out: Output, change: Any) -> None:
+    """A provisioning change (sipctl/lib/changes.py): the one-line summary, then what sipd does with
+    it; warnings (sipd will not do what was probably meant, or did not reload) on stderr."""
+    if out.json_mode:
+        out.json(change.as_dict())
+        return
+    out.result(change.summary)
+    if not out.quiet:
+        for note in change.notes:
+            out.out.print(f"  {note}", highlight=False, markup=False)
+    for warning in change.warnings:
+        out.warning(warning)

@@ -75,9 +75,10 @@ class ServerSection:
     group: str = field(default="", metadata=_doc("Group to run as after binding; empty uses the user's primary group."))
     pid_file: str = field(default="", metadata=_doc("Write the daemon's PID to this file (removed at exit); empty writes none."))
     multidomain: bool = field(
-        default=True,
-        metadata=_doc("Serve every domain of the `domain` table too, each with its own users (user@a and user@b differ); "
-                      "false: only the `domains` listed here are local (USE_MULTIDOMAIN off)."),
+        default=False,
+        metadata=_doc("USE_MULTIDOMAIN: true gives each local domain its own users (user@a and user@b differ); "
+                      "false (OpenSIPS's default) makes the local domains one user space. Either way the local "
+                      "domains are `domains` plus the `domain` table."),
     )
     workers: int = field(
         default=1,
@@ -102,6 +103,11 @@ class DatabaseSection:
         metadata=_doc("Read-only URL used by reporting commands; empty means use `url`.", secret_in_url=True),
     )
     connect_timeout: float = field(default=5.0, metadata=_doc("Seconds to wait when connecting."))
+    reload_interval: float = field(
+        default=0.0,
+        metadata=_doc("Seconds between re-reads of the domain, subscriber, dbaliases and dialplan tables, for "
+                      "changes made without sipctl (which makes sipd reload at once); 0 = only on `sipctl reload`."),
+    )
 
 
 @dataclass(kw_only=True)
@@ -286,6 +292,11 @@ class SpamSection:
     )
     numeric_ip_users: bool = field(
         default=False, metadata=_doc("Also treat digits@<any IP address> (To or Request-URI) as spam."),
+    )
+    calls_to_own_ip: bool = field(
+        default=True,
+        metadata=_doc("Drop calls (`methods`) to user@<one of our IP addresses>, an IP address listed as a domain "
+                      "included (registrations to it work); false routes them like calls to a domain name."),
     )
     scanner_user_agents: list[str] = field(
         default_factory=lambda: [
@@ -680,6 +691,8 @@ def _validate_values(config: Config) -> list[Problem]:
             problems.append(Problem(f"dns.nameservers[{i}]", f"not IP or IP:PORT: {ns!r}", 'e.g. "127.0.0.1:5353"'))
     if config.dns.timeout <= 0:
         problems.append(Problem("dns.timeout", "must be positive", "e.g. 2.0"))
+    if config.database.reload_interval < 0:
+        problems.append(Problem("database.reload_interval", "must not be negative", "0 (off) or e.g. 60"))
     for check_fn in VALIDATORS:
         problems.extend(check_fn(config))
     return problems

@@ -134,15 +134,17 @@ class Server:
             self.note_self_address(listener)
         await self._start_mgmt()
         await self._start_trace()
+        from . import reloading
         from .services import nat
 
         self.nat_keepalive = nat.start(self)  # [nat] keep-alive pings to NATed contacts (issue 11)
+        reloading.start_polling(self)  # [database] reload_interval
         logger.info("sipd ready, listening on %s (%d domains, %d subscribers, %d AORs registered, location %s)",
                     ", ".join(names), len(state.domains), len(state.subscribers), len(state.location),
                     config.location.mode)
         if not len(state.domains):
             logger.warning("no local domain yet: every REGISTER will be refused (403); add one with "
-                           "`sipctl domain add example.org` (then `sipctl reload`) or set [server] domains")
+                           "`sipctl domain add example.org` (sipd reloads it at once) or set [server] domains")
         self._drop_privileges()
         self._start_workers()
         _tune_gc()
@@ -315,7 +317,7 @@ class Server:
 
             try:
                 result = await reload_command(self.state)
-                logger.info("SIGHUP: reloaded %s", ", ".join(result["Reloaded"]) or "nothing")
+                logger.debug("SIGHUP: reloaded %s", ", ".join(result["Reloaded"]) or "nothing")  # (logged by it)
             except MgmtError as exc:
                 logger.error("SIGHUP: reload failed: %s", exc)
 
@@ -377,10 +379,7 @@ class Server:
             for aor, contact in await state.db.load_locations(time.time()):  # type: ignore[union-attr]
                 state.location.replace(aor, state.location.contacts(aor) + [contact], mark_dirty=False)
 
-    async def _reload_domains(self) -> None:
-        if not self.config.server.multidomain:  # single domain: only [server] domains are local (issue 11)
-            self.state.domains.set({})
-            return
+    async def _reload_domains(self) -> None:  # the domain table adds local domains in either multidomain mode
         self.state.domains.set(await self.state.db.load_domains())  # type: ignore[union-attr]
 
     async def _reload_subscribers(self) -> None:

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .affinity import (CALL_METHODS, EVENT_METHODS, branch_mark, call_id_of, calls_stay_in_main, needs_owner,
                        owner_of_aor, owner_of_call, owner_of_datagram)
+from .reloading import RELOAD_FRAME, on_reload_frame
 from .server import Server, _tune_gc
 
 if TYPE_CHECKING:
@@ -679,6 +680,8 @@ class WorkerServer(Server):
             self.passthrough = frame[1:2] == b"1"
         elif kind == b"V":
             self.state.set_log_level(frame[1:].decode())
+        elif kind == RELOAD_FRAME:  # main reloaded provisioning tables: read them here too
+            on_reload_frame(self, frame)
         elif kind == b"Z":  # main ends a ringing call of ours (sipctl dialog end)
             if self.proxy.on_cancel(pickle.loads(frame[1:]), self.loop.time()):
                 self.transmit()

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..context import get_env
-from ..output import Output
+from ..output import Output, show_change
 
 app = typer.Typer(help="Manage user aliases.", no_args_is_help=True)
 
@@ -26,6 +26,7 @@ def add(
 
     Example: sipctl alias add 1247@example.org vcc-ex90@example.org
     """
+    from ..lib import changes
     from ..lib import db as dblib
     from ..lib import provision
 
@@ -33,9 +34,8 @@ def add(
     a_user, a_domain = provision.parse_aor(alias, "ALIAS@DOMAIN")
     user, domain = provision.parse_aor(target)
     with dblib.env_session(env) as db:
-        r = provision.add_alias(db, a_user, a_domain, user, domain, force=force,
-                                local_domains=env.config.server.domains)
-    Output(json_mode=as_json).result(f"alias {r['alias']} -> {r['target']} added", r)
+        change = changes.add_alias(env.config, db, a_user, a_domain, user, domain, force=force)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command()
@@ -48,13 +48,15 @@ def rm(
 
     Example: sipctl alias rm 1247@example.org
     """
+    from ..lib import changes
     from ..lib import db as dblib
     from ..lib import provision
 
+    env = get_env(ctx)
     a_user, a_domain = provision.parse_aor(alias, "ALIAS@DOMAIN")
-    with dblib.env_session(get_env(ctx)) as db:
-        r = provision.rm_alias(db, a_user, a_domain)
-    Output(json_mode=as_json).result(f"alias {r['alias']} removed", r)
+    with dblib.env_session(env) as db:
+        change = changes.rm_alias(env.config, db, a_user, a_domain)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command("list")

@@ -97,7 +97,7 @@ def generate(
     acc: Annotated[bool, typer.Option("--acc", help="USE_DBACC: accounting in the database.")] = False,
     persistent_location: Annotated[bool, typer.Option("--persistent-location", help="USE_DBUSRLOC: registrations stored in the database.")] = False,
     dialog: Annotated[bool, typer.Option("--dialog", help="USE_DIALOG: dialog tracking.")] = False,
-    multidomain: Annotated[bool, typer.Option("--multidomain", help="USE_MULTIDOMAIN: domains from the domain table.")] = False,
+    multidomain: Annotated[bool, typer.Option("--multidomain", help="USE_MULTIDOMAIN: each local domain has its own users.")] = False,
     nat: Annotated[bool, typer.Option("--nat", help="USE_NAT: NAT traversal (no media relay).")] = False,
     presence: Annotated[bool, typer.Option("--presence", help="USE_PRESENCE: presence server.")] = False,
     dialplan: Annotated[bool, typer.Option("--dialplan", help="USE_DIALPLAN: R-URI translation by the dialplan.")] = False,

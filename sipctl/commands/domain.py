@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..context import get_env
-from ..output import Output
+from ..output import Output, show_change
 
 app = typer.Typer(help="Manage local SIP domains.", no_args_is_help=True)
 
@@ -23,16 +23,17 @@ def add(
     accept_subdomain: Annotated[bool, typer.Option("--accept-subdomain", help="Also serve its subdomains.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a local domain.
+    """Add a local domain; a running sipd serves it at once.
 
     Example: sipctl domain add example.org
     """
+    from ..lib import changes
     from ..lib import db as dblib
-    from ..lib import provision
 
-    with dblib.env_session(get_env(ctx)) as db:
-        r = provision.add_domain(db, domain, attrs=attrs, accept_subdomain=accept_subdomain)
-    Output(json_mode=as_json).result(f"domain {r['domain']} added", r)
+    env = get_env(ctx)
+    with dblib.env_session(env) as db:
+        change = changes.add_domain(env.config, db, domain, attrs=attrs, accept_subdomain=accept_subdomain)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command()
@@ -46,12 +47,13 @@ def rm(
 
     Example: sipctl domain rm example.org
     """
+    from ..lib import changes
     from ..lib import db as dblib
-    from ..lib import provision
 
-    with dblib.env_session(get_env(ctx)) as db:
-        r = provision.rm_domain(db, domain, force=force)
-    Output(json_mode=as_json).result(f"domain {r['domain']} removed", r)
+    env = get_env(ctx)
+    with dblib.env_session(env) as db:
+        change = changes.rm_domain(env.config, db, domain, force=force)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command("list")

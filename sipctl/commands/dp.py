@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..context import get_env
-from ..output import Output
+from ..output import Output, show_change
 
 app = typer.Typer(help="Manage and test dialplan rules.", no_args_is_help=True)
 
@@ -38,16 +38,48 @@ def add(
     Example: sipctl dp add 0 --pr 5 --match-op regex --match-exp 'sip:979[0-9]+' --subst-exp 'sip:979([0-9]+)' --repl-exp 'sip:979\\1@vc.dfn.de'
     """
     from ..errors import UsageError
+    from ..lib import changes
     from ..lib import db as dblib
-    from ..lib import dialplan
 
     if not match_exp:
         raise UsageError("--match-exp is required", hint="e.g. --match-exp '^sip:979[0-9]+'")
-    with dblib.env_session(get_env(ctx)) as db:
-        r = dialplan.add_rule(db, dpid=dpid, pr=pr, match_op=match_op, match_exp=match_exp,
-                              match_flags=match_flags, subst_exp=subst_exp, repl_exp=repl_exp,
-                              attrs=attrs, disabled=disabled)
-    Output(json_mode=as_json).result(f"rule {r['id']} added to dialplan {dpid}", r)
+    env = get_env(ctx)
+    with dblib.env_session(env) as db:
+        change = changes.add_rule(env.config, db, dpid=dpid, pr=pr, match_op=match_op, match_exp=match_exp,
+                                  match_flags=match_flags, subst_exp=subst_exp, repl_exp=repl_exp,
+                                  attrs=attrs, disabled=disabled)
+    show_change(Output(json_mode=as_json), change)
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    rule_id: Annotated[int, typer.Argument(metavar="ID", help="Rule id (see sipctl dp list).")],
+    dpid: Annotated[Optional[int], typer.Option("--dpid", help="Move the rule to this dialplan id.")] = None,
+    pr: Annotated[Optional[int], typer.Option("--pr", help="Priority: the matching rule with the lowest pr wins.")] = None,
+    match_op: Annotated[Optional[str], typer.Option("--match-op", help="equal (0) or regex (1).")] = None,
+    match_exp: Annotated[Optional[str], typer.Option("--match-exp", help="String or PCRE regex the input must match.")] = None,
+    match_flags: Annotated[Optional[str], typer.Option("--match-flags", help="icase, or '' for none.")] = None,
+    subst_exp: Annotated[Optional[str], typer.Option("--subst-exp", help="Regex whose groups feed \\1..\\9.")] = None,
+    repl_exp: Annotated[Optional[str], typer.Option("--repl-exp", help="The output; \\1..\\9 are groups of --subst-exp.")] = None,
+    attrs: Annotated[Optional[str], typer.Option("--attrs", help="Attributes returned with the translation.")] = None,
+    disabled: Annotated[Optional[bool], typer.Option("--disabled/--enabled", help="Skip the rule, or use it again.",
+                                                     show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change fields of a rule; the others stay as they are. The result is checked like dp add.
+
+    Example: sipctl dp edit 3 --repl-exp 'sip:979\\1@vc.dfn.de' --pr 4
+    """
+    from ..lib import changes
+    from ..lib import db as dblib
+
+    env = get_env(ctx)
+    with dblib.env_session(env) as db:
+        change = changes.edit_rule(env.config, db, rule_id, dpid=dpid, pr=pr, match_op=match_op,
+                                   match_exp=match_exp, match_flags=match_flags, subst_exp=subst_exp,
+                                   repl_exp=repl_exp, attrs=attrs, disabled=disabled)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command()
@@ -60,12 +92,13 @@ def rm(
 
     Example: sipctl dp rm 3
     """
+    from ..lib import changes
     from ..lib import db as dblib
-    from ..lib import dialplan
 
-    with dblib.env_session(get_env(ctx)) as db:
-        r = dialplan.rm_rule(db, rule_id)
-    Output(json_mode=as_json).result(f"rule {r['id']} removed", r)
+    env = get_env(ctx)
+    with dblib.env_session(env) as db:
+        change = changes.rm_rule(env.config, db, rule_id)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command("list")
@@ -127,11 +160,14 @@ def test(
 
     Example: sipctl dp test 0 sip:97924988@osips.vcc.test.tu-dresden.de
     """
+    from ..lib import changes
     from ..lib import db as dblib
     from ..lib import dialplan
 
-    with dblib.env_session(get_env(ctx)) as db:
+    env = get_env(ctx)
+    with dblib.env_session(env) as db:
         r = dialplan.test(db, dpid, text)
+    r["notes"], r["warnings"] = changes.dialplan_notes(env.config, dpid)
     out = Output(json_mode=as_json)
     if as_json:
         out.json(r)
@@ -145,6 +181,8 @@ def test(
             out.result(f"{text} -> {shown}")
         for d in r["discarded"]:
             out.warning(f"rule {d['id']} is skipped by sipd: {d['reason']}")
+        for warning in r["warnings"]:
+            out.warning(warning)
     if not r["matched"]:
         if not as_json:
             out.error(f"no translation for {text!r}: {r['reason']}",

@@ -75,9 +75,10 @@ def log_level(
 
 
 def reload(ctx: typer.Context, *, json: Json = False) -> None:
-    """Re-read what changes without a restart: domains, dialplan, subscribers, TLS certificates, hook, log level.
+    """Re-read what changes without a restart: domains, subscribers, aliases, dialplan, TLS certificates, hook, log level.
 
-    The same as sending SIGHUP to sipd.
+    The same as sending SIGHUP to sipd. Needed only for changes made to the database by other means:
+    domain, user, alias and dp commands reload what they change themselves.
 
     Example: sipctl reload
     """

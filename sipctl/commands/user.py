@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..context import get_env
-from ..output import Output
+from ..output import Output, show_change
 
 app = typer.Typer(help="Manage SIP users (subscribers).", no_args_is_help=True)
 
@@ -44,6 +44,7 @@ def add(
 
     Example: sipctl user add alice@example.org --password-stdin < pw.txt
     """
+    from ..lib import changes
     from ..lib import db as dblib
     from ..lib import provision
 
@@ -52,9 +53,9 @@ def add(
     secret = _password(password, password_stdin)
     provision.check_password(secret)
     with dblib.env_session(env) as db:
-        r = provision.add_user(db, user, domain, secret, store_plaintext=store_plaintext, email=email,
-                               force=force, local_domains=env.config.server.domains)
-    Output(json_mode=as_json).result(f"user {user}@{domain} added", r)
+        change = changes.add_user(env.config, db, user, domain, secret, store_plaintext=store_plaintext,
+                                  email=email, force=force)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command()
@@ -70,15 +71,17 @@ def passwd(
 
     Example: sipctl user passwd alice@example.org
     """
+    from ..lib import changes
     from ..lib import db as dblib
     from ..lib import provision
 
+    env = get_env(ctx)
     user, domain = provision.parse_aor(aor)
     secret = _password(password, password_stdin)
     provision.check_password(secret)
-    with dblib.env_session(get_env(ctx)) as db:
-        r = provision.passwd(db, user, domain, secret, store_plaintext=store_plaintext)
-    Output(json_mode=as_json).result(f"password of {user}@{domain} changed", r)
+    with dblib.env_session(env) as db:
+        change = changes.passwd(env.config, db, user, domain, secret, store_plaintext=store_plaintext)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command()
@@ -87,14 +90,15 @@ def rm(ctx: typer.Context, aor: AorArg, as_json: JsonOpt = False) -> None:
 
     Example: sipctl user rm alice@example.org
     """
+    from ..lib import changes
     from ..lib import db as dblib
     from ..lib import provision
 
+    env = get_env(ctx)
     user, domain = provision.parse_aor(aor)
-    with dblib.env_session(get_env(ctx)) as db:
-        r = provision.rm_user(db, user, domain)
-    Output(json_mode=as_json).result(
-        f"user {user}@{domain} removed ({r['aliases_removed']} alias(es), {r['contacts_removed']} registration(s))", r)
+    with dblib.env_session(env) as db:
+        change = changes.rm_user(env.config, db, user, domain)
+    show_change(Output(json_mode=as_json), change)
 
 
 @app.command("list")

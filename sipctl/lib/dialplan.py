@@ -23,33 +23,80 @@ def rule_dict(rule: Rule) -> dict[str, Any]:
     }
 
 
-def add_rule(db: Database, *, dpid: int, pr: int, match_op: str, match_exp: str, match_flags: str = "",
+def add_rule(db: Database, *, dpid: int, pr: int, match_op: str | int, match_exp: str, match_flags: str = "",
              subst_exp: str = "", repl_exp: str = "", attrs: str = "", disabled: bool = False) -> dict[str, Any]:
     """Validate the rule exactly as the daemon will compile it, then store it."""
+    rule = _checked_rule(dpid=dpid, pr=pr, match_op=parse_match_op(match_op), match_exp=match_exp,
+                         match_flags=parse_match_flags(match_flags), subst_exp=subst_exp, repl_exp=repl_exp,
+                         attrs=attrs, disabled=disabled)
+    res = db.execute("INSERT INTO dialplan (dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, "
+                     "timerec, disabled, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                     (dpid, pr, rule.match_op, match_exp, rule.match_flags, subst_exp or None, repl_exp or None,
+                      int(disabled), attrs or None))
+    rid = int(res.lastrowid or 0)
+    return rule_dict(_with_id(rule, rid))
+
+
+def edit_rule(db: Database, rule_id: int, **changes: Any) -> dict[str, Any]:
+    """Change the given fields of a rule (add_rule's keywords; None = keep), validated like add_rule."""
+    from dataclasses import replace
+
+    current = _get_rule(db, rule_id)
+    fields = {k: v for k, v in changes.items() if v is not None}
+    unknown = set(fields) - {"dpid", "pr", "match_op", "match_exp", "match_flags", "subst_exp", "repl_exp",
+                             "attrs", "disabled"}
+    if unknown:
+        raise UsageError(f"unknown rule field {sorted(unknown)[0]!r}", hint="see sipctl dp edit --help")
+    if "match_op" in fields:
+        fields["match_op"] = parse_match_op(fields["match_op"])
+    if "match_flags" in fields:
+        fields["match_flags"] = parse_match_flags(fields["match_flags"])
+    rule = replace(current, **fields)
+    rule = _checked_rule(**{k: getattr(rule, k) for k in ("dpid", "pr", "match_op", "match_exp", "match_flags",
+                                                         "subst_exp", "repl_exp", "attrs", "disabled")})
+    db.execute("UPDATE dialplan SET dpid = ?, pr = ?, match_op = ?, match_exp = ?, match_flags = ?, subst_exp = ?, "
+               "repl_exp = ?, disabled = ?, attrs = ? WHERE id = ?",
+               (rule.dpid, rule.pr, rule.match_op, rule.match_exp, rule.match_flags, rule.subst_exp or None,
+                rule.repl_exp or None, int(rule.disabled), rule.attrs or None, rule_id))
+    return rule_dict(_with_id(rule, rule_id))
+
+
+def _get_rule(db: Database, rule_id: int) -> Rule:
+    from sipd.db.queries import rule_from_row
+
+    row = db.query_one("SELECT id, dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, timerec, "
+                       "disabled, attrs FROM dialplan WHERE id = ?", (rule_id,))
+    if row is None:
+        raise NotFoundError(f"dialplan rule {rule_id} does not exist", hint="sipctl dp list shows the rule ids")
+    return rule_from_row(row)
+
+
+def _checked_rule(**fields: Any) -> Rule:
     from sipd.services.dialplan import Rule, RuleError, validate_rule
 
-    op = parse_match_op(match_op)
-    flags = 0
-    for flag in filter(None, (f.strip() for f in match_flags.split(","))):
-        if flag != "icase":
-            raise UsageError(f"unknown match flag {flag!r}", hint="the only flag is icase")
-        flags |= 1
-    for name, value in (("match_exp", match_exp), ("subst_exp", subst_exp), ("repl_exp", repl_exp),
-                        ("attrs", attrs)):
-        if len(value) > MAX_EXP:
+    for name in ("match_exp", "subst_exp", "repl_exp", "attrs"):
+        if len(fields[name]) > MAX_EXP:
             raise UsageError(f"{name} is longer than {MAX_EXP} characters", hint="shorten it")
-    rule = Rule(dpid=dpid, pr=pr, match_op=op, match_exp=match_exp, match_flags=flags,
-                subst_exp=subst_exp, repl_exp=repl_exp, attrs=attrs, disabled=disabled)
+    rule = Rule(**fields)
     try:
         validate_rule(rule)
     except RuleError as exc:
         raise UsageError(f"invalid rule: {exc}", hint=_hint(exc.field)) from None
-    res = db.execute("INSERT INTO dialplan (dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, "
-                     "timerec, disabled, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                     (dpid, pr, rule.match_op, match_exp, flags, subst_exp or None, repl_exp or None,
-                      int(disabled), attrs or None))
-    rid = int(res.lastrowid or 0)
-    return rule_dict(_with_id(rule, rid))
+    return rule
+
+
+def parse_match_flags(text: str | int) -> int:
+    """``icase`` (or the table's number, 1) -> the match_flags bits; empty or 0 = none."""
+    if isinstance(text, int) or str(text).strip().isdigit():
+        if int(text) not in (0, 1):
+            raise UsageError(f"unknown match flags {text!r}", hint="0 (none) or 1 (icase)")
+        return int(text)
+    flags = 0
+    for flag in filter(None, (f.strip() for f in str(text).split(","))):
+        if flag != "icase":
+            raise UsageError(f"unknown match flag {flag!r}", hint="the only flag is icase")
+        flags |= 1
+    return flags
 
 
 def parse_match_op(text: str | int) -> int:
@@ -80,10 +127,9 @@ def _hint(field: str) -> str:
 
 
 def rm_rule(db: Database, rule_id: int) -> dict[str, Any]:
-    res = db.execute("DELETE FROM dialplan WHERE id = ?", (rule_id,))
-    if res.rowcount == 0:
-        raise NotFoundError(f"dialplan rule {rule_id} does not exist", hint="sipctl dp list shows the rule ids")
-    return {"id": rule_id}
+    rule = _get_rule(db, rule_id)
+    db.execute("DELETE FROM dialplan WHERE id = ?", (rule_id,))
+    return {"id": rule_id, "dpid": rule.dpid}
 
 
 def list_rules(db: Database, dpid: int | None = None) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ CHECKLIST: list[tuple[str, str, str]] = [
     ("acc", "USE_DBACC", "Account calls in the database (acc, missed_calls, cdrs)?"),
     ("persistent_location", "USE_DBUSRLOC", "Keep registrations in the database across restarts?"),
     ("dialog", "USE_DIALOG", "Track calls as dialogs (sipctl dialog list/end)?"),
-    ("multidomain", "USE_MULTIDOMAIN", "Serve several domains from the domain table (separate users)?"),
+    ("multidomain", "USE_MULTIDOMAIN", "Give each local domain its own users (user@a and user@b differ)?"),
     ("nat", "USE_NAT", "Handle endpoints behind NAT (received address, keep-alive pings)?"),
     ("presence", "USE_PRESENCE", "Act as presence server (PUBLISH/SUBSCRIBE/NOTIFY)?"),
     ("dialplan", "USE_DIALPLAN", "Translate dialled numbers with the dialplan?"),

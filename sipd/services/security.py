@@ -47,6 +47,7 @@ def setup(state: ServerState) -> None:
     if getattr(state, "spam", None) is None:
         wildcard = any(":0.0.0.0:" in item or ":[::]:" in item for item in state.config.server.listen)
         state.spam = SpamPolicy.from_config(state.config, host_addresses() if wildcard else ())
+        state.spam.set_domains(getattr(state, "domains", None) or ())  # (and again at each domain reload)
     stats = getattr(state, "stats", None)
     if stats is not None and hasattr(stats, "gauge"):
         bans, spam = state.bans, state.spam

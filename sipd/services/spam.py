@@ -4,10 +4,12 @@ Rules (what the OpenSIPS report did in script, built in):
 
 1. *IP-domain spam.* An initial request (no To-tag) of one of ``methods`` whose To-URI host or
    Request-URI host is one of our own IP addresses (every listen address, the advertised address,
-   plus ``[spam] own_addresses``) is spam: real callers use ``name@domain``. It is dropped silently
-   (default) or answered 403/404, and logged as exactly
-   ``Dropped Spam-Call to <To-URI> from <source>``.
-   An IP also listed in ``[server] domains`` is a configured SIP domain, hence exempt.
+   plus ``[spam] own_addresses``, plus every IP address that is a local domain, whether listed in
+   ``[server] domains`` or added to the domain table) is spam: real callers use ``name@domain``.
+   It is dropped silently (default) or answered 403/404, and logged as exactly
+   ``Dropped Spam-Call to <To-URI> from <source>``. ``[spam] calls_to_own_ip = false`` turns this
+   rule off (the IP domain then takes calls like a domain name). An IP domain still takes
+   registrations: REGISTER is not one of ``methods``.
 2. *Numeric users at IP domains* (optional, ``numeric_ip_users``): ``digits@<any IP>`` in the To or
    Request-URI is spam too, whoever's IP it is (the classic toll-fraud probe).
 3. *Scanners.* A request whose User-Agent contains one of ``scanner_user_agents`` (case-insensitive
@@ -70,7 +72,7 @@ class Verdict:
 class SpamSettings:
     enabled: bool = True
     own_addresses: tuple[str, ...] = ()
-    exempt_domains: tuple[str, ...] = ()
+    calls_to_own_ip: bool = True
     action: str = "drop"      # drop | 403 | 404
     methods: tuple[str, ...] = DEFAULT_METHODS
     numeric_ip_users: bool = False
@@ -85,10 +87,8 @@ class SpamPolicy:
         self.settings = s = settings or SpamSettings()
         if s.action not in ACTIONS:
             raise ValueError(f"unknown spam action {s.action!r} (drop, 403 or 404)")
-        exempt = {canonical_ip(d) for d in s.exempt_domains} - {None}
-        self.own_ips: frozenset[str] = frozenset(
-            ip for ip in (canonical_ip(a) for a in s.own_addresses) if ip and ip not in exempt
-        )
+        self._addresses = frozenset(ip for ip in (canonical_ip(a) for a in s.own_addresses) if ip)
+        self.own_ips: frozenset[str] = self._addresses if s.calls_to_own_ip else frozenset()
         self.status = ACTIONS[s.action]
         self.methods = frozenset(m.upper() for m in s.methods)
         pats = [p.strip() for p in s.scanner_user_agents if p.strip()]
@@ -109,12 +109,18 @@ class SpamPolicy:
         own += list(sp.own_addresses) + list(extra_addresses)
         own = [a for a in own if a not in ("0.0.0.0", "::")]
         return cls(SpamSettings(
-            enabled=sp.enabled, own_addresses=tuple(own), exempt_domains=tuple(config.server.domains),
+            enabled=sp.enabled, own_addresses=tuple(own) + tuple(config.server.domains),
+            calls_to_own_ip=sp.calls_to_own_ip,
             action=sp.action, methods=tuple(sp.methods), numeric_ip_users=sp.numeric_ip_users,
             scanner_user_agents=tuple(sp.scanner_user_agents),
         ))
 
-    # -- pure rules over plain values -------------------------------------------------------
+    def set_domains(self, domains: Iterable[str]) -> None:
+        """The local domains changed: an IP address among them is one of ours (config or database alike)."""
+        if self.settings.calls_to_own_ip:
+            self.own_ips = self._addresses | {ip for ip in map(canonical_ip, domains) if ip}
+
+        # -- pure rules over plain values -------------------------------------------------------
 
     def is_scanner(self, user_agent: str | None) -> bool:
         return bool(user_agent) and self._scanner_re is not None and self._scanner_re.search(user_agent) is not None

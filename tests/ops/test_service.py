@@ -82,11 +82,15 @@ def test_sighup_reloads_domains(tmp_path):
     proc = SipdProcess(tmp_path, domains=["example.test"])
     proc.start()
     try:
-        proc.sipctl("domain", "add", "late.example.test")
+        import sqlite3
+
+        with sqlite3.connect(proc.db_url[len("sqlite:///"):]) as con:  # not through sipctl, which reloads
+            con.execute("INSERT INTO domain (domain, accept_subdomain, last_modified) "
+                        "VALUES ('late.example.test', 0, '2026-01-01 00:00:00')")
         before = proc.sipctl("mi", "domain_dump").stdout
         assert "late.example.test" not in before
         os.kill(proc.pid, signal.SIGHUP)
-        assert _wait(lambda: "SIGHUP: reloaded" in proc.log_text()), proc.log_tail()
+        assert _wait(lambda: "reloaded domains, subscribers, aliases, dialplan" in proc.log_text()), proc.log_tail()
         assert "late.example.test" in proc.sipctl("mi", "domain_dump").stdout
         assert proc.running()
     finally:

@@ -82,10 +82,34 @@ def test_numeric_users_at_foreign_ip_only_when_enabled():
     assert check(p, "0049301234@example.com") is None
 
 
-def test_ip_listed_as_domain_is_exempt():
-    p = policy(exempt_domains=("141.30.67.218",))
+def test_ip_domain_is_ours_wherever_it_was_listed():
+    """An IP address that is a local domain is one of ours, from the config or the domain table alike."""
+    p = policy(own_addresses=())
+    assert check(p, "97924988@192.0.2.7") is None
+    p.set_domains(["example.test", "192.0.2.7", "[2001:db8::7]"])
+    assert check(p, "97924988@192.0.2.7").kind == "spam"
+    assert check(p, "x@[2001:db8::7]").kind == "spam"
+    assert check(p, "97924988@192.0.2.7", method="REGISTER") is None  # registrations to it work
+    assert check(p, "alice@example.test") is None
+    p.set_domains(["example.test"])  # removed from the domain table
+    assert check(p, "97924988@192.0.2.7") is None
+
+
+def test_calls_to_own_ip_off_lets_ip_domain_calls_through():
+    p = policy(calls_to_own_ip=False)
+    p.set_domains(["141.30.67.218"])
     assert check(p) is None
-    assert check(p, "x@2001:db8::10").kind == "spam"
+    assert check(p, "alice@example.com", ua="friendly-scanner").kind == "scanner"  # scanners still dropped
+
+
+def test_from_config_counts_configured_ip_domains_as_ours():
+    conf, problems = cfg.from_dict({"server": {"listen": ["udp:127.0.0.1:5060"], "domains": ["example.test", "192.0.2.7"]}})
+    assert not problems
+    p = SpamPolicy.from_config(conf)
+    assert check(p, "97924988@192.0.2.7").kind == "spam"
+    assert check(p, "97924988@127.0.0.1").kind == "spam"
+    conf.spam.calls_to_own_ip = False
+    assert check(SpamPolicy.from_config(conf), "97924988@192.0.2.7") is None
 
 
 def test_disabled_policy_catches_nothing():

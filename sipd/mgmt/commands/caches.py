@@ -6,18 +6,22 @@ import logging
 from typing import Any
 
 from ..registry import MgmtError, Param, command
-from . import maybe_await, need
+from . import need
 
 logger = logging.getLogger(__name__)
 
 
 async def _reload(state: Any, attr: str, what: str) -> str:
-    cache = need(state, attr, what)
+    from ...reloading import reload_tables, tell_workers
+
+    need(state, attr, what)
     try:
-        await maybe_await(cache.reload())
+        await reload_tables(state, [attr])
     except Exception as exc:
         logger.warning("%s reload failed: %s", what, exc, exc_info=True)
         raise MgmtError(500, f"{what} reload failed: {exc}") from None
+    tell_workers(state, [attr])  # each worker process holds its own copy
+    logger.info("reloaded %s", attr)
     return "OK"
 
 

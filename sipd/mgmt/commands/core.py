@@ -106,20 +106,28 @@ async def log_level(state: Any, level: str | None = None) -> Any:
     return {"New global log level": name}
 
 
-@command("reload", help="Re-read what can change without a restart: domains, dialplan, "
-                        "subscriber cache, TLS certificates, routing hook, log level (also on SIGHUP).")
-async def reload(state: Any) -> Any:
-    done: list[str] = []
-    for attr in ("domains", "dialplan", "subscribers"):
-        cache = getattr(state, attr, None)
-        if cache is None or not hasattr(cache, "reload"):
-            continue
-        try:
-            await maybe_await(cache.reload())
-        except Exception as exc:
-            logger.warning("reload of %s failed: %s", attr, exc, exc_info=True)
-            raise MgmtError(500, f"reload of {attr} failed: {exc}") from None
-        done.append(attr)
+@command("reload", params=[Param("tables", required=False, type="array",
+                                 help="only these of domains, subscribers, aliases, dialplan")],
+         help="Re-read what can change without a restart: the domains, subscribers, aliases and dialplan "
+              "tables, TLS certificates, routing hook, log level (also on SIGHUP); with tables, only those.")
+async def reload(state: Any, tables: Any = None) -> Any:
+    from ...reloading import TABLES, check_tables, reload_tables, tell_workers
+
+    try:
+        wanted = check_tables([tables] if isinstance(tables, str) else tables) if tables else list(TABLES)
+    except ValueError as exc:
+        raise MgmtError(400, str(exc)) from None
+    try:
+        done = await reload_tables(state, wanted)
+    except Exception as exc:
+        logger.warning("reload of %s failed: %s", ", ".join(wanted), exc, exc_info=True)
+        raise MgmtError(500, f"reload of {', '.join(wanted)} failed (previous contents kept): {exc}") from None
+    if tables:  # what sipctl changed: the workers read those tables too, nothing else is touched
+        asked = tell_workers(state, done)
+        if asked:
+            done.append(f"workers ({asked})")
+        logger.info("reloaded %s", ", ".join(done) or "nothing")
+        return {"Reloaded": done}
     tls = getattr(getattr(state, "server", None), "tls", None)
     if tls is not None and hasattr(tls, "reload"):
         failed = [r for r in tls.reload() if r.get("error")]
@@ -151,4 +159,5 @@ async def reload(state: Any) -> Any:
 
         pool.signal(signal.SIGHUP)  # each worker reloads its own caches the same way
         done.append(f"workers ({len(pool.workers)})")
+    logger.info("reloaded %s", ", ".join(done) or "nothing")
     return {"Reloaded": done}

@@ -1,0 +1,128 @@
+"""Reloading the provisioning tables into a running sipd, in every process.
+
+sipd serves from memory what the operator provisions in the database (the ``domain``,
+``subscriber``, ``dbaliases`` and ``dialplan`` tables), so a change in the database reaches calls
+only when the cache is read again. Three things read it again:
+
+* ``sipctl`` after each change it makes (management command ``reload`` with the tables it
+  touched), and ``sipctl reload`` / SIGHUP for everything;
+* the poll every ``[database] reload_interval`` seconds (0, the default, turns it off), for
+  changes made to the database by other means (SQL, another tool, another node);
+* a start, which loads everything.
+
+With ``[server] workers`` > 1 each worker process holds its own copy of the caches: main reloads
+its own, then sends the workers one frame naming the tables, and each worker reads them from the
+database itself. A reload that fails keeps the previous contents (each cache swaps in a complete
+new table or nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+logger = logging.getLogger("sipd.reload")
+
+#: The tables an operator provisions, by the name of their cache on ``ServerState``.
+TABLES = ("domains", "subscribers", "aliases", "dialplan")
+#: Main -> worker frame: reload the comma-separated tables that follow.
+RELOAD_FRAME = b"Y"
+
+
+def check_tables(names: Iterable[str]) -> list[str]:
+    """The names, in table order, without repeats; ValueError naming an unknown one."""
+    wanted = [str(n).strip().lower() for n in names]
+    unknown = [n for n in wanted if n not in TABLES]
+    if unknown:
+        raise ValueError(f"unknown table {unknown[0]!r} (one of {', '.join(TABLES)})")
+    return [t for t in TABLES if t in wanted]
+
+
+async def reload_tables(state: Any, tables: Iterable[str]) -> list[str]:
+    """Read ``tables`` from the database into this process's caches; the names reloaded.
+
+    Raises whatever the database raised (the caches that were not reached keep their contents).
+    """
+    done = []
+    for name in tables:
+        cache = getattr(state, name, None)
+        if cache is None or not hasattr(cache, "reload"):
+            continue
+        result = cache.reload()
+        if asyncio.iscoroutine(result):
+            await result
+        done.append(name)
+    spam = getattr(state, "spam", None)
+    if "domains" in done and spam is not None and hasattr(spam, "set_domains"):
+        spam.set_domains(state.domains)  # an IP address added as a domain is one of ours
+    return done
+
+
+def tell_workers(state: Any, tables: Iterable[str]) -> int:
+    """Ask main's worker processes to reload ``tables`` too; the number of workers asked."""
+    pool = getattr(getattr(state, "server", None), "workers", None)
+    names = list(tables)
+    if pool is None or not names:
+        return 0
+    pool.broadcast(RELOAD_FRAME + ",".join(names).encode())
+    return len(pool.workers)
+
+
+def on_reload_frame(server: Any, frame: bytes) -> None:
+    """Worker side of ``tell_workers``: reload the named tables from the database, in a task."""
+
+    async def run() -> None:
+        try:
+            names = check_tables(frame[1:].decode("ascii", "replace").split(","))
+            done = await reload_tables(server.state, names)
+            logger.debug("worker reloaded %s", ", ".join(done) or "nothing")
+        except Exception as exc:  # noqa: BLE001 - keep the old tables and the worker alive
+            logger.error("worker: reload of %s failed, previous contents kept: %s", frame[1:].decode(errors="replace"), exc)
+
+    task = server.loop.create_task(run())
+    server._tasks.add(task)
+    task.add_done_callback(server._tasks.discard)
+
+
+def _snapshot(state: Any) -> tuple[Any, ...]:
+    """What the caches hold, to tell whether a poll found a change (for the log line)."""
+    domains = getattr(state.domains, "from_db", None)
+    aliases = getattr(state.aliases, "table", None)
+    engine = getattr(state.dialplan, "engine", None)
+    subscribers = getattr(state.subscribers, "_entries", None)
+    return (dict(domains or {}), dict(aliases or {}), list(getattr(engine, "rules", []) or []),
+            dict(subscribers or {}))
+
+
+def start_polling(server: Any) -> None:
+    """Main process: reload every table every ``[database] reload_interval`` seconds (0 = never).
+
+    A timer, not a task, so shutdown does not wait for it; each poll runs as a tracked task.
+    """
+    interval = float(getattr(server.config.database, "reload_interval", 0) or 0)
+    if interval <= 0 or getattr(server, "is_worker", False) or server.state.db is None:
+        return
+    state = server.state
+
+    async def poll() -> None:
+        before = _snapshot(state)
+        try:
+            done = await reload_tables(state, TABLES)
+        except Exception as exc:  # noqa: BLE001 - the database may be away; try at the next tick
+            logger.warning("periodic reload failed, previous contents kept: %s", exc)
+            return
+        if _snapshot(state) != before:
+            logger.info("periodic reload: the database changed; reloaded %s", ", ".join(done))
+            tell_workers(state, done)
+
+    def tick() -> None:
+        if getattr(server, "should_exit", False):
+            return
+        task = server.loop.create_task(poll())
+        server._tasks.add(task)
+        task.add_done_callback(server._tasks.discard)
+        server.loop.call_later(interval, tick)
+
+    server.loop.call_later(interval, tick)
