@@ -62,7 +62,8 @@ def run(env: Any, *, dns_timeout: float = 2.0, skip_dns: bool = False, log_secon
     domains = _check_database(report, conf)
     daemon_up = _check_daemon(report, conf)
     _check_listen(report, conf, daemon_up)
-    _check_domains(report, conf, domains)
+    _check_domains(report, conf, domains, daemon_up)
+    _check_provisioning(report, conf)
     _check_tls(report, conf, domains)
     if not skip_dns:
         _check_dns(report, conf, domains, dns_timeout)
@@ -180,13 +181,63 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def _check_domains(report: DoctorReport, conf: Any, db_domains: list[str]) -> None:
+def _check_domains(report: DoctorReport, conf: Any, db_domains: list[str], daemon_up: bool) -> None:
+    """What sipd serves: [server] domains plus the domain table (both multidomain modes), and what it
+    does with an IP address domain; with sipd running, a domain it has not loaded yet."""
     all_domains = sorted(set(db_domains) | set(conf.server.domains))
     if not all_domains:
         report.add("domains", "local domains", FAIL, "no local domain: every REGISTER will be refused (403)",
                    "sipctl domain add sip.example.org (and the server's IP address, as the report does)")
-    else:
-        report.add("domains", "local domains", PASS, ", ".join(all_domains))
+        return
+    report.add("domains", "local domains", PASS, ", ".join(all_domains))
+    for ip in (d for d in all_domains if _is_ip(d.strip("[]"))):
+        if conf.spam.enabled and conf.spam.calls_to_own_ip:
+            report.add("domains", ip, PASS, f"IP address domain: registrations work, calls to user@{ip} are "
+                       "dropped as spam ([spam] calls_to_own_ip = true)")
+        else:
+            report.add("domains", ip, PASS, f"IP address domain: calls to user@{ip} are routed like calls to a "
+                       "domain name ([spam] calls_to_own_ip = false)")
+    if daemon_up:
+        from . import mgmt
+
+        try:
+            served = {d.get("name", "").lower() for d in mgmt.call(conf, "domain_dump", timeout=5.0)["Domains"]}
+        except (SipctlError, KeyError, TypeError, AttributeError):
+            return
+        missing = [d for d in all_domains if d.lower() not in served]
+        if missing:
+            report.add("domains", "running sipd", WARN, f"not served yet: {', '.join(missing)} (the database "
+                       "changed without a reload)", "sipctl reload")
+
+
+def _check_provisioning(report: DoctorReport, conf: Any) -> None:
+    """Aliases and dialplan rules that the configuration keeps from ever applying to a call."""
+    from . import db as dblib
+
+    try:
+        with dblib.session(conf.database.url, timeout=5.0) as db:
+            row = db.query_one("SELECT COUNT(*) AS n FROM dbaliases")
+            aliases = int(row["n"]) if row else 0
+            dpids = [int(r["dpid"]) for r in db.query("SELECT dpid FROM dialplan WHERE disabled = 0")]
+    except SipctlError:
+        return  # the database check has said why
+    proxy = conf.proxy
+    if aliases and not proxy.aliases:
+        report.add("aliases", f"{aliases} alias(es)", WARN, "not used: [proxy] aliases = false",
+                   "set [proxy] aliases = true so that calls to an alias reach its user")
+    elif aliases:
+        report.add("aliases", f"{aliases} alias(es)", PASS, "calls to them reach their users ([proxy] aliases = true)")
+    used = dpids.count(proxy.dialplan_id)
+    if dpids and not proxy.dialplan:
+        report.add("dialplan", f"{len(dpids)} rule(s)", WARN,
+                   "never applied to a call: [proxy] dialplan = false", "set [proxy] dialplan = true")
+    elif dpids and not used:
+        report.add("dialplan", f"{len(dpids)} rule(s)", WARN,
+                   f"none has dpid {proxy.dialplan_id}, the one calls use ([proxy] dialplan_id)",
+                   "sipctl dp list; set [proxy] dialplan_id or move the rules with sipctl dp edit --dpid")
+    elif dpids:
+        report.add("dialplan", f"{used} rule(s) of dpid {proxy.dialplan_id}", PASS,
+                   "applied to calls to local domains ([proxy] dialplan = true)")
 
 
 def _check_tls(report: DoctorReport, conf: Any, db_domains: list[str]) -> None:

@@ -193,3 +193,32 @@ def test_calls_to_own_ip_off_routes_ip_domain_calls(tmp_path: Path) -> None:
         assert "Dropped Spam-Call" not in proc.log_text()
     finally:
         proc.close()
+
+
+def test_every_command_and_doctor_say_what_sipd_does(tmp_path: Path) -> None:
+    """With aliases off and the dialplan off (its default): the commands and doctor say the alias and
+    the rule never apply, and name the key; doctor lists what the running sipd actually serves."""
+    proc = start(tmp_path, {"proxy": {"aliases": False}})
+    try:
+        res = proc.sipctl("alias", "add", "1247@example.test", "alice@example.test")
+        assert "[proxy] aliases = false" in res.stderr and "Warning" in res.stderr
+        res = proc.sipctl("dp", "add", "0", *REPORT_RULE)
+        assert "[proxy] dialplan = false" in res.stderr
+        res = proc.sipctl("dp", "test", "0", "sip:97924988@example.test")
+        assert "sip:97924988@vc.dfn.de" in res.stdout and "never applies to a call" in res.stderr
+        proc.sipctl("domain", "add", "127.0.0.3")
+        with sqlite3.connect(proc.db_url[len("sqlite:///"):]) as con:
+            con.execute("INSERT INTO domain (domain, accept_subdomain, last_modified) "
+                        "VALUES ('late.test', 0, '2026-01-01 00:00:00')")
+        data = json.loads(proc.sipctl("doctor", "--json", "--no-dns", check=False).stdout)
+        found = {(f["area"], f["verdict"]): f for f in data["findings"]}
+        assert "[proxy] aliases = false" in found[("aliases", "warn")]["detail"]
+        assert "[proxy] dialplan = false" in found[("dialplan", "warn")]["detail"]
+        assert "late.test" in found[("domains", "warn")]["detail"] and found[("domains", "warn")]["hint"] == "sipctl reload"
+        ip = next(f for f in data["findings"] if f["subject"] == "127.0.0.3")
+        assert "dropped as spam ([spam] calls_to_own_ip = true)" in ip["detail"]
+        proc.sipctl("reload")
+        data = json.loads(proc.sipctl("doctor", "--json", "--no-dns", check=False).stdout)
+        assert not [f for f in data["findings"] if f["area"] == "domains" and f["verdict"] == "warn"]
+    finally:
+        proc.close()
