@@ -1,52 +1,44 @@
-"""Telling the person what a change did to the running sipd.
+"""Making a change from the panel: the ``sipctl/lib/changes`` action, then telling the person.
 
-The provisioning functions of ``sipctl/lib`` tell a running sipd to reload what they changed and
-report it under the key ``"reload"`` of their result. When a result has no such key (a function
-that only writes the database), the panel asks sipd for a reload itself so that no change waits
-for an "Apply" step. Either way the page says when sipd is not running: the change is stored and
-sipd reads it when it starts.
+The actions in ``changes`` change the database, ask the running sipd to reload what they touched,
+and say what sipd will do with the change (or that sipd is not running, so it applies when sipd
+starts). The panel shows all of that as messages on the next page, so no change waits for an
+"Apply" step and none is silently ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MgmtUnavailable, SipctlError
-
 if TYPE_CHECKING:
+    from ..lib.changes import Change
     from .app import Panel
     from .session import Session
 
-NOT_RUNNING = "sipd is not running: the change is stored and takes effect when sipd starts"
+
+def show(session: Session, change: Change) -> None:
+    """Flash a change: what was done, what sipd made of it, its notes and warnings."""
+    from ..lib.changes import RELOADED
+
+    session.flash("ok", change.message)
+    if change.daemon_message:
+        session.flash("info" if change.daemon == RELOADED else "warn", change.daemon_message)
+    for note in change.notes:
+        session.flash("info", note)
+    for warning in change.warnings:
+        session.flash("warn", warning)
 
 
-def describe(outcome: Any) -> str:
-    """A one-line account of a ``"reload"`` entry returned by a provisioning function."""
-    if isinstance(outcome, str):
-        return outcome
-    if isinstance(outcome, dict):
-        if outcome.get("running") is False or outcome.get("sipd") == "not running":
-            return NOT_RUNNING
-        parts = [f"{k}: {v}" for k, v in outcome.items() if not isinstance(v, (dict, list))]
-        return "sipd: " + ", ".join(parts) if parts else "sipd reloaded"
-    if isinstance(outcome, list):
-        return "sipd reloaded " + ", ".join(str(x) for x in outcome)
-    return "sipd reloaded"
+async def apply(panel: Panel, session: Session, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``action(config, db, *args, **kwargs)`` (a ``changes`` function, or several composed) on a
+    fresh database session off the event loop, and flash every Change it returns."""
+    config = panel.config
 
+    def work(db: Any) -> Any:
+        return action(config, db, *args, **kwargs)
 
-async def applied(panel: Panel, session: Session, result: Any, done: str) -> None:
-    """Flash ``done`` and what the running sipd made of the change."""
-    session.flash("ok", done)
-    if isinstance(result, dict) and "reload" in result:
-        text = describe(result["reload"])
-    else:
-        try:
-            reply = await panel.mgmt("reload")
-        except MgmtUnavailable:
-            text = NOT_RUNNING
-        except SipctlError as exc:
-            session.flash("error", f"sipd did not reload: {exc.message}")
-            return
-        else:
-            text = describe(reply.get("Reloaded", reply) if isinstance(reply, dict) else reply)
-    session.flash("info" if text != NOT_RUNNING else "warn", text)
+    result = await panel.db(work)
+    for change in result if isinstance(result, list) else [result]:
+        show(session, change)
+    return result

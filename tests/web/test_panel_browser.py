@@ -77,7 +77,9 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     add_domain(browser, panel, "users.test")
     browser.get(panel.url + "/users")
     fill(browser, "#add-user", {"aor": "carol@users.test", "password": "carol-pw-9", "alias": "2001"})
-    assert "user carol@users.test added with alias 2001@users.test" in flashes(browser)
+    shown = flashes(browser)
+    assert "user carol@users.test added" in shown and "alias 2001@users.test -> carol@users.test added" in shown
+    assert "sipd reloaded" in shown
     # the registrar knows the new user at once (no reload step): a digest REGISTER succeeds
     assert register(sipd, "carol", "carol-pw-9", "users.test", user_agent=HOSTILE_UA) == 200
     stored = sipd.sipctl("user", "show", "carol@users.test", "--json").stdout
@@ -110,11 +112,17 @@ def test_dialplan_checks_the_regex_and_translates_a_number(stack, browser, shots
     fill(browser, "#add-rule", {"match_exp": "^00([0-9]+$"})
     assert "invalid rule" in flashes(browser)
     fill(browser, "#add-rule", {"match_exp": "^00([0-9]+)$", "subst_exp": "^00([0-9]+)$", "repl_exp": "+\\1"})
-    assert "dialplan rule" in flashes(browser) and "added" in flashes(browser)
+    assert "added to dialplan 1" in flashes(browser)
     # the translate box kept its number: the result after the change
     assert "becomes +47123" in browser.find_element(By.ID, "translation").text
-    # and the running sipd has the rule too
-    assert '"+47123"' in sipd.sipctl("mi", "dp_translate", "1", "0047123").stdout
+    # edit the rule: the number now loses its 00 without the +
+    browser.find_element(By.LINK_TEXT, "Edit").click()
+    wait_for(lambda: browser.find_elements(By.ID, "edit-rule"), "the rule's edit form")
+    fill(browser, "#edit-rule", {"repl_exp": "\\1"})
+    assert "changed" in flashes(browser)
+    assert "becomes 47123" in browser.find_element(By.ID, "translation").text
+    # and the running sipd has the edited rule too
+    assert '"47123"' in sipd.sipctl("mi", "dp_translate", "1", "0047123").stdout
     screenshot(browser, shots, "dialplan")
 
 

@@ -1,9 +1,10 @@
-"""Dialplan: the rules, add (checked exactly as sipd compiles them), delete, and a translate box
-showing which rule a number matches and what it becomes. The translate box keeps its number across
-a change, so the result before and after the change can be compared."""
+"""Dialplan: the rules, add and edit (checked exactly as sipd compiles them), delete, and a
+translate box showing which rule a number matches and what it becomes. The translate box keeps its
+number across a change, so the result before and after the change can be compared."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -11,9 +12,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ...errors import UsageError
-from ...lib import dialplan
+from ...lib import changes, dialplan
 from ..app import Panel, form_str, view
-from ..apply import applied
+from ..apply import apply
 from ..session import Session
 
 
@@ -24,10 +25,18 @@ def _int(text: str, what: str) -> int:
         raise UsageError(f"{what} must be a whole number, not {text!r}", hint="e.g. 1") from None
 
 
-def _back(form: object) -> str:
+def _back(form: Any) -> str:
     """The dialplan page again, with the number that was being tested."""
     test = {k: form_str(form, k) for k in ("dpid", "number")}
     return "/dialplan" + (f"?{urlencode(test)}" if test["number"] else "")
+
+
+def _rule_fields(form: Any) -> dict[str, Any]:
+    return {"dpid": _int(form_str(form, "rule_dpid") or "1", "dpid"), "pr": _int(form_str(form, "pr") or "0", "priority"),
+            "match_op": form_str(form, "match_op") or "regex", "match_exp": form_str(form, "match_exp"),
+            "match_flags": "icase" if form.get("icase") else "", "subst_exp": form_str(form, "subst_exp"),
+            "repl_exp": form_str(form, "repl_exp"), "attrs": form_str(form, "attrs"),
+            "disabled": bool(form.get("disabled"))}
 
 
 @view()
@@ -38,30 +47,36 @@ async def index(panel: Panel, request: Request, session: Session) -> Response:
     tested = None
     if number:
         tested = await panel.db(dialplan.test, _int(dpid_text, "dpid"), number)
+    editing = None
+    if q.get("edit"):
+        wanted = _int(q["edit"], "rule id")
+        editing = next((r for r in rules if r["id"] == wanted), None)
+        if editing is None:
+            session.flash("error", f"dialplan rule {wanted} does not exist")
     return panel.render(request, "dialplan.html", title="Dialplan", rules=rules, number=number,
-                        dpid=dpid_text, tested=tested)
+                        dpid=dpid_text, tested=tested, editing=editing)
 
 
 @view(write=True)
 async def add(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    r = await panel.db(dialplan.add_rule, dpid=_int(form_str(form, "rule_dpid") or "1", "dpid"),
-                       pr=_int(form_str(form, "pr") or "0", "priority"),
-                       match_op=form_str(form, "match_op") or "regex", match_exp=form_str(form, "match_exp"),
-                       match_flags="icase" if form.get("icase") else "",
-                       subst_exp=form_str(form, "subst_exp"), repl_exp=form_str(form, "repl_exp"),
-                       attrs=form_str(form, "attrs"))
-    await applied(panel, session, r, f"dialplan rule {r['id']} added")
+    await apply(panel, session, changes.add_rule, **_rule_fields(form))
+    return RedirectResponse(_back(form), status_code=303)
+
+
+@view(write=True)
+async def edit(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    await apply(panel, session, changes.edit_rule, _int(form_str(form, "id"), "rule id"), **_rule_fields(form))
     return RedirectResponse(_back(form), status_code=303)
 
 
 @view(write=True)
 async def rm(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    r = await panel.db(dialplan.rm_rule, _int(form_str(form, "id"), "rule id"))
-    await applied(panel, session, r, f"dialplan rule {r['id']} deleted")
+    await apply(panel, session, changes.rm_rule, _int(form_str(form, "id"), "rule id"))
     return RedirectResponse(_back(form), status_code=303)
 
 
 routes = [Route("/dialplan", index), Route("/dialplan/add", add, methods=["POST"]),
-          Route("/dialplan/rm", rm, methods=["POST"])]
+          Route("/dialplan/edit", edit, methods=["POST"]), Route("/dialplan/rm", rm, methods=["POST"])]

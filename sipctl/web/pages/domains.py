@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ...lib import provision
+from ...lib import changes, provision
 from ..app import Panel, form_str, view
-from ..apply import applied
+from ..apply import apply
 from ..session import Session
 
 
@@ -22,17 +22,15 @@ async def index(panel: Panel, request: Request, session: Session) -> Response:
 @view(write=True)
 async def add(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    r = await panel.db(provision.add_domain, form_str(form, "domain"), attrs=form_str(form, "attrs"),
-                       accept_subdomain=bool(form.get("accept_subdomain")))
-    await applied(panel, session, r, f"domain {r['domain']} added")
+    await apply(panel, session, changes.add_domain, form_str(form, "domain"), attrs=form_str(form, "attrs"),
+                accept_subdomain=bool(form.get("accept_subdomain")))
     return RedirectResponse("/domains", status_code=303)
 
 
 @view(write=True)
 async def rm(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    r = await panel.db(provision.rm_domain, form_str(form, "domain"), force=bool(form.get("force")))
-    await applied(panel, session, r, f"domain {r['domain']} removed")
+    await apply(panel, session, changes.rm_domain, form_str(form, "domain"), force=bool(form.get("force")))
     return RedirectResponse("/domains", status_code=303)
 
 

@@ -12,9 +12,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, NotFoundError, SipctlError
-from ...lib import provision
+from ...lib import changes, provision
 from ..app import Panel, form_str, view
-from ..apply import NOT_RUNNING, applied
+from ..apply import apply
 from ..session import Session
 
 PAGE = 50
@@ -62,23 +62,20 @@ async def add(panel: Panel, request: Request, session: Session) -> Response:
     alias_text = form_str(form, "alias")
     alias = provision.parse_aor(alias_text if "@" in alias_text else f"{alias_text}@{domain}") \
         if alias_text else None
-    local = panel.config.server.domains
 
-    def add_both(db: Any) -> dict[str, Any]:
+    def add_both(config: Any, db: Any) -> list[changes.Change]:
         # The user and its alias are one action for the person filling the form: when the alias
         # is refused, the user is taken back out so nothing is half-done.
-        r = provision.add_user(db, user, domain, password, local_domains=local)
+        done = [changes.add_user(config, db, user, domain, password)]
         if alias is not None:
             try:
-                r["alias"] = provision.add_alias(db, alias[0], alias[1], user, domain, local_domains=local)
+                done.append(changes.add_alias(config, db, alias[0], alias[1], user, domain))
             except SipctlError:
-                provision.rm_user(db, user, domain)
+                changes.rm_user(config, db, user, domain)
                 raise
-        return r
+        return done
 
-    r = await panel.db(add_both)
-    text = f"user {user}@{domain} added" + (f" with alias {r['alias']['alias']}" if alias else "")
-    await applied(panel, session, r, text)
+    await apply(panel, session, add_both)
     return RedirectResponse("/users", status_code=303)
 
 
@@ -88,7 +85,7 @@ async def _registrations(panel: Panel, aor: str) -> tuple[list[dict[str, Any]], 
     except NotFoundError:
         return [], ""
     except MgmtUnavailable:
-        return [], NOT_RUNNING.split(":")[0]
+        return [], "sipd is not running"
     except SipctlError as exc:
         return [], exc.message
     rows = []
@@ -114,17 +111,14 @@ async def show(panel: Panel, request: Request, session: Session) -> Response:
 async def passwd(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
     user, domain = provision.parse_aor(request.path_params["aor"])
-    r = await panel.db(provision.passwd, user, domain, str(form.get("password", "")))
-    await applied(panel, session, r, f"password of {user}@{domain} changed")
+    await apply(panel, session, changes.passwd, user, domain, str(form.get("password", "")))
     return RedirectResponse(f"/users/{user}@{domain}", status_code=303)
 
 
 @view(write=True)
 async def rm(panel: Panel, request: Request, session: Session) -> Response:
     user, domain = provision.parse_aor(request.path_params["aor"])
-    r = await panel.db(provision.rm_user, user, domain)
-    await applied(panel, session, r, f"user {user}@{domain} removed ({r['aliases_removed']} alias(es), "
-                                     f"{r['contacts_removed']} stored registration(s))")
+    await apply(panel, session, changes.rm_user, user, domain)
     return RedirectResponse("/users", status_code=303)
 
 
@@ -142,9 +136,7 @@ async def alias_add(panel: Panel, request: Request, session: Session) -> Respons
     form = await request.form()
     a_user, a_domain = provision.parse_aor(form_str(form, "alias"), "ALIAS@DOMAIN")
     user, domain = provision.parse_aor(form_str(form, "target"))
-    r = await panel.db(provision.add_alias, a_user, a_domain, user, domain,
-                       local_domains=panel.config.server.domains)
-    await applied(panel, session, r, f"alias {r['alias']} -> {r['target']} added")
+    await apply(panel, session, changes.add_alias, a_user, a_domain, user, domain)
     return RedirectResponse("/aliases", status_code=303)
 
 
@@ -152,8 +144,7 @@ async def alias_add(panel: Panel, request: Request, session: Session) -> Respons
 async def alias_rm(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
     a_user, a_domain = provision.parse_aor(form_str(form, "alias"), "ALIAS@DOMAIN")
-    r = await panel.db(provision.rm_alias, a_user, a_domain)
-    await applied(panel, session, r, f"alias {r['alias']} removed")
+    await apply(panel, session, changes.rm_alias, a_user, a_domain)
     return RedirectResponse("/aliases", status_code=303)
 
 
