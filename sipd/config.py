@@ -143,7 +143,7 @@ class MgmtSection:
     )
     max_connections: int = field(
         default=64,
-        metadata=_doc("Concurrent management connections (socket + HTTP); more are answered with an error."),
+        metadata=_doc("Concurrent management connections (socket + HTTP); when full, the one waiting longest without sending is told busy and closed, one slot is kept from such clients, a newcomer is told busy only when all serve requests."),
     )
 
 

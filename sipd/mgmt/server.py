@@ -8,9 +8,8 @@ Theory of operation:
   in-memory state, and the big one (``ul_dump``) yields every few hundred AORs.
 - Replies are encoded as they are written (``encode_chunks``), so a 100,000-contact dump never sits
   in memory whole, and backpressure from a slow reader just pauses that one task.
-- Limits protect SIP processing from a slow or hostile client: ``max_request_size`` (a request
-  larger than that is refused), ``read_timeout`` (to send the request, and for each write of the
-  reply to drain), ``max_connections`` (more are answered "busy" and closed at once).
+- Limits against a slow or hostile client: ``max_request_size``, ``read_timeout`` (to send the request;
+  each reply write), ``max_connections`` (admission.py: silent clients evicted first, operator's slot kept).
 - Unix socket: created with ``socket_mode`` and ``socket_owner``/``socket_group``, parent
   directory created; a stale socket file is replaced, a live one means another sipd: refuse.
 - FIFO: lines ``:<reply_fifo>:<json>``; the reply goes to ``<fifo_reply_dir>/<reply_fifo>``, which
@@ -39,6 +38,7 @@ from typing import Any
 
 from ..stats import prometheus_text
 from . import protocol
+from .admission import Admission
 from .protocol import RpcError
 from .registry import LazyList, dispatch, load_commands
 
@@ -180,7 +180,7 @@ class MgmtServer:
         self.http_address: tuple[str, int] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._active = 0
+        self.slots = Admission(self.max_connections)
         self._fifo_fd: int | None = None
         self._fifo_buf = bytearray()
         self._fifo_discarding = False
@@ -260,16 +260,15 @@ class MgmtServer:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self._active >= self.max_connections:
+        if not self.slots.admit(task, writer, _busy() + b"\n"):  # type: ignore[arg-type]
             await self._send_and_close(writer, _busy() + b"\n")
             return
-        self._active += 1
         try:
             raw = await self._read_line(reader)
             if raw is None:
                 await self._send_and_close(writer, _too_large(self.max_request) + b"\n")
                 return
-            if not raw.strip():
+            if not raw.strip() or not self.slots.serving(task):  # type: ignore[arg-type] # evicted: told busy
                 return
             reply = await process(self.state, raw)
             async for chunk in reply.chunks():
@@ -280,7 +279,7 @@ class MgmtServer:
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._active -= 1
+            self.slots.release(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
@@ -439,16 +438,15 @@ class MgmtServer:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self._active >= self.max_connections:
-            await self._send_and_close(writer, _http(503, b"too many management connections\n"))
+        if not self.slots.admit(task, writer, busy := _http(503, b"too many management connections\n")):  # type: ignore[arg-type]
+            await self._send_and_close(writer, busy)
             return
-        self._active += 1
         try:
             await self._http_exchange(reader, writer)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._active -= 1
+            self.slots.release(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
@@ -466,6 +464,8 @@ class MgmtServer:
             return
         except TimeoutError:
             await send(_http(408, b"request timeout\n"))
+            return
+        if not self.slots.serving(asyncio.current_task()):  # type: ignore[arg-type] # evicted: told 503
             return
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")

@@ -67,3 +67,27 @@ def test_live_daemon(live: SipdProcess) -> None:
     assert len(rows) == 2 and rows[1]["value"] > rows[0]["value"]
     live.sipctl("ul", "rm", "bob@example.test")
     assert live.sipctl("online").stdout.split() == ["alice@example.test", "carol@example.test"]
+
+
+def test_idle_local_clients_do_not_lock_sipctl_out(live: SipdProcess) -> None:
+    """100 connections to the management socket that never send (the default 64 slots, 10 s read
+    timeout): the real sipctl still gets its answer, and promptly."""
+    import time
+
+    idle = []
+    try:
+        for _ in range(100):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(live.socket_path)
+            idle.append(s)
+        t0 = time.monotonic()
+        res = live.sipctl("uptime", "--json", check=False, timeout=30)
+        elapsed = time.monotonic() - t0
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Up time" in res.stdout
+        assert elapsed < 8, f"sipctl took {elapsed:.1f} s behind idle connections (read timeout 10 s)"
+        idle[0].settimeout(5)
+        assert b"busy" in idle[0].recv(4096)  # the oldest idle one was evicted and told so
+    finally:
+        for s in idle:
+            s.close()
