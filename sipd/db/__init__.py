@@ -95,7 +95,7 @@ def parse_url(url: str) -> DbUrl:
             password=unquote(parts.password or ""), database=unquote(parts.path.lstrip("/")),
         )
     raise DbUnavailable(mask_url(url), "unsupported URL scheme",
-                        hint="use sqlite:///path/to/file.db or mysql://user:pw@host:3306/db")
+                        hint="use sqlite:////abs/path/file.db or mysql://user:pw@host:3306/db")
 
 
 def connect(url: str, *, timeout: float = 5, create: bool = True) -> Database:

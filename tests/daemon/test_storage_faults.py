@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tests.conftest import missing
 from tests.daemon.harness import ROOT, UA, Daemon, add_subscriber
+from tests.dbfixtures import mysql_scratch  # noqa: F401 - fixture
 
 
 @contextmanager
@@ -98,3 +99,21 @@ def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
     log = d.log()
     assert "kept in memory: not stored yet" in log
     assert "Traceback" not in log, log
+
+
+def test_mysql_user_without_write_rights_refuses_to_start(tmp_path, mysql_scratch):
+    """The read-only user ``sipctl db create --ro-user`` makes (SELECT only), given to sipd."""
+    s = mysql_scratch
+    rw, ro = f"{s.name}_rw", f"{s.name}_ro"
+    d = Daemon(tmp_path, db_url=s.url(rw, "rwpass"))
+    created = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), "db", "create",
+                              "--admin-url", s.admin_url, "--ro-user", ro, "--ro-password", "ropass"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    d.start().stop()  # the read-write user: starts
+    d.config.write_text(d.config.read_text().replace(f"{rw}:rwpass", f"{ro}:ropass"))
+    proc = sipd_once(d.config)
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "ready" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "denied" in lines[0].lower(), lines[0]
