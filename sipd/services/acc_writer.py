@@ -145,6 +145,7 @@ class AccWriter:
         self.replayed = 0         # records replayed from the spool
         self.lost = 0             # records neither stored nor spooled (spool unwritable)
         self.restarts = 0         # times the worker thread was found dead and started again
+        self.consumed = 0         # items taken from the queue and handled (stored, spooled or lost)
 
     # -- producer side ----------------------------------------------------------------------------
 
@@ -187,7 +188,8 @@ class AccWriter:
             rest = list(self._queue)
             self._queue.clear()
         if rest:  # the thread did not finish in time: keep the records anyway
-            self._spool(self._records(rest))
+            self._spool(self._expand_each(rest))
+            self.consumed += len(rest)
         if self._thread is None or not self._thread.is_alive():
             self._close_db()
 
@@ -198,7 +200,7 @@ class AccWriter:
     def stats(self) -> dict[str, Any]:
         return {"written": self.written, "transactions": self.transactions, "spooled": self.spooled,
                 "replayed": self.replayed, "lost": self.lost, "db_down": self.db_down, "queued": self.queued,
-                "thread_restarts": self.restarts}
+                "thread_restarts": self.restarts, "consumed": self.consumed}
 
     # -- worker side ------------------------------------------------------------------------------
 
@@ -260,6 +262,7 @@ class AccWriter:
             except Exception:  # noqa: BLE001 - the writer must survive anything
                 logger.error("accounting writer: unexpected error", exc_info=True)
                 self._spool(records)
+            self.consumed += len(batch)
             if self._on_progress is not None:
                 try:
                     self._on_progress()

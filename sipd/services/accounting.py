@@ -33,6 +33,7 @@ import logging
 import pickle
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +99,10 @@ class WriterProcess:
     """The writer in a child process (acc_writer.py has the protocol). The event loop's part:
     collect the facts of one loop iteration, pickle them as one frame onto the child's stdin
     (a non-blocking pipe: the transport buffers when it is full), read statistics and log lines
-    back. A child that dies is started again (what it held is lost and logged)."""
+    back. A child that dies is started again and gets the facts it had not confirmed again: the
+    child reports how many facts it has handled (stored, spooled or given up on) in its statistics
+    frames, and the facts sent after that stay here until then. (One that died between a commit
+    and its next report may store a batch twice; none is lost.)"""
 
     def __init__(self, init: dict[str, Any]):
         self.init = init
@@ -115,6 +119,8 @@ class WriterProcess:
         self._respawner: asyncio.Task | None = None
         self._stats: dict[str, Any] = {}
         self._base: dict[str, int] = {}   # totals of children that ended (restarts)
+        self._inflight: deque[tuple] = deque()  # facts the current child has not confirmed yet
+        self._confirmed = 0                     # facts the current child has confirmed
         self.restarts = 0
 
     async def open(self) -> list[dict[str, Any]]:
@@ -154,6 +160,7 @@ class WriterProcess:
         elif self._live and not self._eof:
             facts, self._pending = self._pending, []
             self._write(facts)
+            self._inflight.extend(facts)
 
     def _spool_here(self) -> None:
         """Facts that arrive once the child has finished (a call ending while sipd shuts down, or
@@ -181,6 +188,7 @@ class WriterProcess:
                 kind = msg[0]
                 if kind == "stats":
                     self._stats = msg[1]
+                    self._confirm(int(msg[1].get("consumed", 0)))
                 elif kind == "log":
                     logger.log(msg[1], "%s", msg[2])
                 elif kind == "ready" and not ready.done():
@@ -195,10 +203,27 @@ class WriterProcess:
         if not ready.done():
             ready.set_exception(RuntimeError(f"the accounting writer process ended at start (exit {rc})"))
             return
+        again = self._take_back()
         if not self._closing:
-            logger.error("accounting writer process ended unexpectedly (exit %s): records it had not "
-                         "stored are lost; starting it again", rc)
+            logger.error("accounting writer process ended unexpectedly (exit %s); starting it again "
+                         "(%d facts it had not confirmed go to the new one)", rc, again)
             self._respawner = asyncio.get_running_loop().create_task(self._respawn())
+
+    def _confirm(self, consumed: int) -> None:
+        """The child has handled its first ``consumed`` facts: forget them here."""
+        inflight = self._inflight
+        for _ in range(min(consumed - self._confirmed, len(inflight))):
+            inflight.popleft()
+        self._confirmed = max(self._confirmed, consumed)
+
+    def _take_back(self) -> int:
+        """The child ended: what it had not confirmed goes before what waits for the next one."""
+        n = len(self._inflight)
+        if n:
+            self._pending[:0] = self._inflight
+            self._inflight.clear()
+        self._confirmed = 0
+        return n
 
     async def _respawn(self) -> None:
         for _ in range(1_000_000):
@@ -237,14 +262,15 @@ class WriterProcess:
                          "are lost)", STOP_TIMEOUT)
             proc.kill()
             await proc.wait()
-        self._ended = True
-        if self._pending:  # queued while the child finished, or it was down at shutdown
-            self._spool_here()
         if self._reader is not None:
             try:
                 await asyncio.wait_for(self._reader, 5.0)
             except (asyncio.TimeoutError, TimeoutError):
                 self._reader.cancel()
+        self._take_back()  # a child killed before it finished: what it had not confirmed
+        self._ended = True
+        if self._pending:  # queued while the child finished, or it was down at shutdown
+            self._spool_here()
 
 
 def _grow_pipe(stdin: Any) -> None:
