@@ -2,8 +2,10 @@
 
 The rules, all from bytes as received (no parsing: main routes every datagram it reads):
 
-- A REGISTER belongs to the owner of its AOR, ``crc32(user@domain) % N``, read from the To header
-  (:func:`owner_of_datagram`; the same as :func:`owner_of_aor` of the parsed AOR). One without
+- A REGISTER belongs to the owner of its AOR's user name, ``crc32(user) % N``, read from the To
+  header (:func:`owner_of_datagram`; the same as :func:`owner_of_aor` of the parsed AOR). The user
+  name alone: in single-domain mode ``alice@IP`` and ``alice@name`` are one AOR (services/realm.py),
+  which must have one owner whichever domain the phone wrote. One without
   credentials, when every REGISTER is challenged, may be answered by any process
   (:func:`needs_owner`): the challenge is stateless.
 - A request of an INVITE dialog (:data:`CALL_METHODS`) belongs to the owner of its Call-ID,
@@ -19,7 +21,6 @@ from __future__ import annotations
 import re
 import zlib
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 #: The To header's URI, user and host, from raw bytes: optional quoted display name, then the URI
 #: (name-addr or addr-spec). Compact form ``t:`` included. Anything else (folded lines ...) is None.
@@ -39,8 +40,8 @@ def needs_owner(data: bytes, challenge_all: bool) -> bool:
 
 
 def owner_of_aor(aor: str, n: int) -> int:
-    """The process owning ``aor`` (a location key ``user@domain``) among ``n``."""
-    return zlib.crc32(aor.encode("utf-8", "surrogateescape")) % n
+    """The process owning ``aor`` (a location key ``user@domain``) among ``n``: by its user name."""
+    return zlib.crc32(aor.rpartition("@")[0].encode("utf-8", "surrogateescape")) % n
 
 
 def owner_of_datagram(data: bytes, n: int) -> int:
@@ -48,10 +49,8 @@ def owner_of_datagram(data: bytes, n: int) -> int:
     m = _TO.search(data)
     if m is None:
         return 0
-    user = m.group(1) or b""
-    if b"%" in user:
-        user = unquote_to_bytes(user)
-    return zlib.crc32(user + b"@" + m.group(2).lower()) % n
+    # escapes stay as written, as in the location key (sip:%61lice and sip:alice are two AORs there)
+    return zlib.crc32(m.group(1) or b"") % n
 
 
 #: The Call-ID value and the top Via line, from raw bytes (compact forms included).

@@ -56,10 +56,9 @@ class ServerSection:
         default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
         metadata=_doc("Listen sockets as proto:host:port (proto udp, tcp or tls; IPv6 as [::1])."),
     )
-    domains: list[str] = field(
-        default_factory=list,
-        metadata=_doc("Local SIP domains served in addition to the `domain` table."),
-    )
+    domains: list[str] = field(default_factory=list, metadata=_doc(
+        "Local SIP domains served in addition to the `domain` table. A name is local on any port; an IP address only "
+        "on the port of one of our listeners (sip:bob@IP:5112 is a phone's Contact, routed to it)."))
     advertised_address: str = field(
         default="",
         metadata=_doc("Host put in Via/Record-Route instead of the listen address (e.g. behind NAT)."),
@@ -159,25 +158,26 @@ class LogSection:
 @dataclass(kw_only=True)
 class RegistrarSection:
     min_expires: int = field(default=60, metadata=_doc("Shortest registration accepted, seconds (0 = no minimum)."))
-    default_expires: int = field(
-        default=3600, metadata=_doc("Expiry used when REGISTER has no Expires header or contact expires param, seconds.")
-    )
+    default_expires: int = field(default=3600, metadata=_doc(
+        "Expiry used when REGISTER has no Expires header or contact expires param, seconds."))
     max_expires: int = field(default=86400, metadata=_doc("Longer registrations are clamped to this, seconds (0 = no maximum)."))
-    min_expires_mode: str = field(
-        default="clamp",
-        metadata=_doc("Below min_expires: clamp (raise silently, as OpenSIPS) or reject (423 with Min-Expires, RFC 3261 10.3)."),
-    )
-    max_contacts: int = field(default=10, metadata=_doc("Bindings per address-of-record (0 = unlimited); more gets 503."))
+    min_expires_mode: str = field(default="clamp", metadata=_doc(
+        "Below min_expires: clamp (raise silently, as OpenSIPS) or reject (423 with Min-Expires, RFC 3261 10.3)."))
+    max_contacts: int = field(default=10, metadata=_doc("Bindings per address-of-record (0 = unlimited); see max_contacts_mode."))
+    max_contacts_mode: str = field(default="replace-oldest", metadata=_doc(
+        "Beyond max_contacts: replace-oldest (the oldest bindings make room, OpenSIPS save() flag r) or reject (503)."))
     gruu: bool = field(default=True, metadata=_doc("Hand out GRUUs (RFC 5627) to contacts with +sip.instance."))
 
 
 @dataclass(kw_only=True)
 class AuthSection:
-    register: bool = field(default=True, metadata=_doc("Challenge REGISTER with digest auth (realm = domain)."))
-    invite: bool = field(
-        default=True,
-        metadata=_doc("Challenge requests from a local domain that leave the server (407); only authenticated users call."),
-    )
+    register: bool = field(default=True, metadata=_doc("Challenge REGISTER with digest auth (see realm)."))
+    invite: bool = field(default=True, metadata=_doc(
+        "Challenge requests from a local domain that leave the server (407); only authenticated users call."))
+    realm: str = field(default="", metadata=_doc(
+        "Digest realm of single-domain mode ([server] multidomain = false), where all local domains are one user "
+        "space and users are looked up by name alone; empty = the first of [server] domains. With multidomain the "
+        "realm is each user's own domain."))
     algorithms: list[str] = field(
         default_factory=lambda: ["MD5"],
         metadata=_doc(
@@ -384,21 +384,19 @@ class AccSection:
 @dataclass(kw_only=True)
 class DialogSection:
     enabled: bool = field(default=True, metadata=_doc("Track calls as dialogs (sipctl dialog list/end), persisted in the dialog table across restarts."))
-    lifetime: float = field(
-        default=43200.0,
-        metadata=_doc("Seconds an answered call may last; then both sides get a BYE (CDR end reason \"Dialog Timeout\"). 0 = no limit."),
-    )
+    lifetime: float = field(default=43200.0, metadata=_doc(
+        "Seconds an answered call may last; then both sides get a BYE (CDR end reason \"Dialog Timeout\"). 0 = no limit."))
 
 
 @dataclass(kw_only=True)
 class NatSection:
-    """USE_NAT (issue 11): endpoints behind NAT; the rules live in sipd/services/nat.py."""
+    """USE_NAT: endpoints behind NAT; the rules live in sipd/services/nat.py and nat_detect.py."""
 
-    enabled: bool = field(
-        default=True,
-        metadata=_doc("Reach UDP contacts at the address their REGISTER came from (received/rport) instead of the Contact URI, "
-                      "fix the Contact of NATed callers, and ping NATed contacts; false sends to the Contact URI as written."),
-    )
+    enabled: bool = field(default=True, metadata=_doc(
+        "Detect UDP endpoints behind NAT as nat_uac_test does (a private or loopback address in Contact or Via that is "
+        "not the source, Via sent-by other than the source address/port; a public Contact is kept as written), reach "
+        "them at the address their REGISTER came from, fix the Contact of NATed callers, and ping NATed contacts; "
+        "false sends to every Contact URI as written."))
     keepalive_interval: float = field(default=30.0, metadata=_doc("Seconds between keep-alive pings to each NATed contact (0 = no pings)."))
     keepalive_method: str = field(default="options", metadata=_doc('Keep-alive ping: "options" (a SIP OPTIONS request) or "crlf" (a CRLF datagram).'))
 
@@ -677,8 +675,9 @@ def _validate_values(config: Config) -> list[Problem]:
             problems.append(Problem("mgmt.http_listen", "must be a loopback address", "e.g. 127.0.0.1:8888"))
         if not config.mgmt.http_token:
             problems.append(Problem("mgmt.http_token", "HTTP management needs a token", "set http_token to a long random string"))
-    if config.registrar.min_expires_mode not in ("clamp", "reject"):
-        problems.append(Problem("registrar.min_expires_mode", f"unknown mode {config.registrar.min_expires_mode!r}", "clamp or reject"))
+    for key, modes in (("min_expires_mode", ("clamp", "reject")), ("max_contacts_mode", ("replace-oldest", "reject"))):
+        if (mode := getattr(config.registrar, key)) not in modes:
+            problems.append(Problem(f"registrar.{key}", f"unknown mode {mode!r}", " or ".join(modes)))
     for alg in config.auth.algorithms:
         if alg not in ("MD5", "SHA-256"):
             problems.append(Problem("auth.algorithms", f"unknown algorithm {alg!r}", 'MD5 and/or SHA-256, e.g. ["MD5"]'))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
 from .boundary import Boundaries
-from .services import pipeline
+from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
 from .sip.message import make_response, parse_message
 from .services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
@@ -69,7 +69,8 @@ class Server:
         self.mgmt: Any = None
         self.workers: Any = None  # sipd.workers.WorkerPool when [server] workers > 1
         self.stages: list = []
-        self.self_addresses: set[tuple[str, int]] = set()
+        self.self_addresses: set[tuple[str, int]] = set()  # (host, port); with the transport in self_sockets
+        self.self_sockets: set[tuple[str, str, int]] = set()
         self.should_exit = False
         self.force_exit = False
         self._exit_event: asyncio.Event | None = None
@@ -152,9 +153,8 @@ class Server:
 
     def note_self_address(self, listener: Any) -> None:
         """The listener's address, and the advertised name on its port, are this server (is_self)."""
-        host = (self.config.server.advertised_address or listener.host).lower()
-        self.self_addresses.add((host, listener.port))
-        self.self_addresses.add((listener.host.lower(), listener.port))
+        from .services.myself import note_listener
+        note_listener(self, listener)
 
     async def _start_core(self) -> None:
         """What every process needs (main and registrar workers): statistics, the database and its
@@ -908,7 +908,7 @@ class Server:
         elif c.conn_id is not None and self.transports.connection(c.conn_id) is not None:
             conn = self.transports.connection(c.conn_id)
             dest = (conn.proto, conn.host, conn.port, conn.conn_id)  # type: ignore[union-attr]
-        elif c.received and c.received.startswith("udp:") and self.config.nat.enabled:  # [nat]: the NAT pinhole
+        elif c.received and c.received.startswith("udp:") and self.config.nat.enabled and nat_detect.is_nated(c):
             proto, rest = c.received.split(":", 1)
             host, _, port = rest.rpartition(":")
             dest = ("udp", host.strip("[]"), int(port), None)

@@ -486,7 +486,7 @@ class WorkerPool:
             "index": w.index, "n": self.n, "ppid": os.getpid(), "ipc": theirs.fileno(),
             "udp": [[fd, lst.host, lst.port] for fd, lst in zip(fds, udp)],
             "secret": server.authenticator.secret.hex(),
-            "self": sorted([h, p] for h, p in server.self_addresses),
+            "self": sorted([proto, h, p] for proto, h, p in server.self_sockets),
             "config": to_dict(server.config, mask_secrets=False),
             "source": str(server.config.source) if server.config.source else "",
         }
@@ -649,8 +649,8 @@ class WorkerServer(Server):
             else:
                 self.transports.udp4 = self.transports.udp4 or listener
             self.note_self_address(listener)
-        for host, port in boot.get("self", []):  # TCP/TLS listeners too: a Route to them is us
-            self.self_addresses.add((host, int(port)))
+        self.self_sockets |= {(proto, host, int(port)) for proto, host, port in boot.get("self", [])}  # TCP/TLS too
+        self.self_addresses |= {(host, port) for _, host, port in self.self_sockets}  # a Route to them is us
         self.link.send(b"H" + self._rand.encode())
         try:
             await asyncio.wait_for(self._synced.wait(), 30)

@@ -98,7 +98,7 @@ def generate(
     persistent_location: Annotated[bool, typer.Option("--persistent-location", help="USE_DBUSRLOC: registrations stored in the database.")] = False,
     dialog: Annotated[bool, typer.Option("--dialog", help="USE_DIALOG: dialog tracking.")] = False,
     multidomain: Annotated[bool, typer.Option("--multidomain", help="USE_MULTIDOMAIN: each local domain has its own users.")] = False,
-    nat: Annotated[bool, typer.Option("--nat", help="USE_NAT: NAT traversal (no media relay).")] = False,
+    nat: Annotated[bool, typer.Option("--nat/--no-nat", help="USE_NAT: NAT traversal (no media relay).")] = True,
     presence: Annotated[bool, typer.Option("--presence", help="USE_PRESENCE: presence server.")] = False,
     dialplan: Annotated[bool, typer.Option("--dialplan", help="USE_DIALPLAN: R-URI translation by the dialplan.")] = False,
     failure_diversion: Annotated[str, typer.Option("--failure-diversion", metavar="URI", help="VM_DIVERSION: divert failed calls to URI.")] = "",

@@ -44,7 +44,7 @@ class Features:
     persistent_location: bool = False
     dialog: bool = False
     multidomain: bool = False
-    nat: bool = False
+    nat: bool = True  # the daemon's default too: detection keeps every public Contact as written
     presence: bool = False
     dialplan: bool = False
     failure_diversion: str = ""  # URI
@@ -58,6 +58,8 @@ class Features:
     tls_certificate: str = ""
     tls_private_key: str = ""
 
+
+DEFAULT_FEATURES = Features()
 
 #: (attribute, osipsconfig name, question) in osipsconfig's order; booleans are yes/no questions.
 CHECKLIST: list[tuple[str, str, str]] = [
@@ -84,8 +86,8 @@ def flags_of(features: Features) -> list[str]:
     for attr, _, _ in CHECKLIST:
         value = getattr(features, attr)
         opt = "--" + attr.replace("_", "-")
-        if isinstance(value, bool) and value:
-            out.append(opt)
+        if isinstance(value, bool) and value != getattr(DEFAULT_FEATURES, attr):
+            out.append(opt if value else "--no-" + opt[2:])
         elif isinstance(value, str) and value:
             out.append(f"{opt} {value}")
     if features.pstn_gateway:

@@ -1,16 +1,15 @@
 """NAT traversal for endpoints behind NAT (osipsconfig's USE_NAT), without media relay.
 
 Rules (``[nat] enabled``):
-- Detection: a UDP endpoint is NATed when the address its request came from (what the transport
-  saw: Via ``received``/``rport``, RFC 3581) differs from the host:port in its Contact, or from the
-  sent-by of its top Via. For a registered contact the registrar stores that source as
-  ``received`` (``udp:IP:PORT``), so ``is_nated(contact)`` compares the two.
-- Routing: calls to a UDP contact go to its ``received`` address (the pinhole the REGISTER opened),
-  not to the private Contact URI (``Server.branch_for_contact``). With NAT handling off they go to
-  the Contact URI as written.
-- Contact fixing: a dialog-creating request from a NATed UDP caller gets its Contact host:port
-  replaced by the source address (OpenSIPS ``fix_nated_contact``), so in-dialog requests reach it;
-  likewise a 1xx/2xx from a callee reached at its received address whose Contact is a private
+- Detection: services/nat_detect.py (nat_uac_test: a private or loopback address in Contact or
+  Via that is not the source, Via sent-by other than the source address/port). The registrar
+  marks a NATed binding with the contact flag ``NAT``; a public Contact is kept as written.
+- Routing: calls to a NATed UDP binding go to its ``received`` address (the pinhole the REGISTER
+  opened), not to the private Contact URI (``Server.branch_for_contact``). Other bindings, and all
+  with NAT handling off, are reached at the Contact URI as written.
+- Contact fixing: a dialog-creating request from a NATed UDP caller (detected as above) gets its
+  Contact host:port replaced by the source address (OpenSIPS ``fix_nated_contact``), so in-dialog
+  requests reach it; likewise a 1xx/2xx from a callee reached at its received address whose Contact is a private
   address (``fix_response_contact``, called by the proxy).
 - Keep-alive: every ``keepalive_interval`` seconds each live NATed UDP contact gets an OPTIONS
   request (or a bare CRLF datagram, ``keepalive_method = "crlf"``) sent from our listen socket to
@@ -25,6 +24,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from .nat_detect import is_nated, is_private, request_nated
 from .pipeline import DIALOG_METHODS
 
 if TYPE_CHECKING:
@@ -48,37 +48,6 @@ def parse_received(received: str | None) -> tuple[str, str, int] | None:
     return proto, host.strip("[]"), int(port)
 
 
-def is_nated(contact: Contact) -> bool:
-    """True for a UDP contact whose URI host:port differs from where its REGISTER came from."""
-    got = parse_received(contact.received)
-    if got is None or got[0] != "udp":
-        return False
-    from ..sip.uri import parse_uri
-
-    try:
-        uri = parse_uri(contact.uri)
-    except Exception:  # noqa: BLE001 - a contact we cannot parse: assume it needs the received path
-        return True
-    if (uri.transport or "udp") != "udp":
-        return False
-    return ((uri.host or "").strip("[]").lower(), uri.port or 5060) != (got[1].lower(), got[2])
-
-
-def request_nated(request: Any, source: tuple) -> bool:
-    """True when a UDP request's Contact or top Via sent-by differs from its source address."""
-    if source[0] != "udp":
-        return False
-    src = (source[1].lower(), source[2])
-    via = request.via
-    if ((via.host or "").strip("[]").lower(), via.port or 5060) != src:
-        return True
-    contacts = request.contacts
-    if contacts:
-        uri = contacts[0].uri
-        return ((uri.host or "").strip("[]").lower(), uri.port or 5060) != src
-    return False
-
-
 def fix_contact_stage(ctx: Context) -> Decision | None:
     """Rewrite the Contact of a NATed caller's dialog-creating request to its source address."""
     req = ctx.request
@@ -94,6 +63,8 @@ def fix_contact_stage(ctx: Context) -> Decision | None:
     uri = contacts[0].uri
     if ((uri.host or "").strip("[]").lower(), uri.port or 5060) == (src[1].lower(), src[2]):
         return None
+    if not request_nated(req, src):
+        return None  # a public Contact other than the source is where the caller asked to be reached
     na = contacts[0]
     na.uri = uri.replace(host=src[1], port=src[2])
     req.set("Contact", str(na))
@@ -108,7 +79,7 @@ def _private(host: str) -> bool:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    return addr.is_private or addr.is_loopback or addr.is_link_local
+    return is_private(host) or addr.is_loopback
 
 
 def fix_response_contact(response: Any, dest: tuple) -> bool:

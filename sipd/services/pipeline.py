@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import registrar as registrar_mod
-from .location import aor_key
+from .myself import is_local, is_self
+from .nat_detect import NAT_FLAG, request_nated
+from .realm import local_aor, realm_for, single_realm, user_domain
 
 if TYPE_CHECKING:
     from ..state import ServerState
@@ -117,24 +119,11 @@ Stage = Callable[[Context], "Decision | None"]
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def is_self(state: ServerState, uri: Any) -> bool:
-    """True when ``uri`` names this server (one of its listen addresses or its advertised name)."""
-    server = state.server
-    if server is None or uri.host is None:
-        return False
-    host = uri.host.lower()
-    port = uri.port
-    for h, p in server.self_addresses:
-        if h == host and (port is None and p == 5060 or port == p or port is None and not uri.user):
-            return True
-    return False
-
-
 def targets_server(state: ServerState, uri: Any) -> bool:
     """An R-URI for the server itself: no user part, and one of our addresses or a local domain."""
     if uri.user:
         return False  # user@host is routed (the host may be both our address and a local domain)
-    return is_self(state, uri) or (uri.host is not None and uri.host in state.domains)
+    return is_self(state, uri) or is_local(state, uri)
 
 
 def _pop_route(request: Any) -> None:
@@ -195,14 +184,14 @@ def loose_route(ctx: Context) -> Decision | None:
         return None
     ctx.loose_routed = popped
     if req.get("Proxy-Authorization") is not None:
-        _strip_own_credentials(req, state.domains)
+        _strip_own_credentials(req, state.domains, single_realm(state))
     if routes:
         dest = dest_of(routes[0].uri)
         return Forward([[Branch(req.uri, dest, label=str(routes[0].uri))]], why="in-dialog, by Route", record_route=False,
                        stateless=req.method == "ACK")
     if ctx.loose_routed or not targets_server(state, req.uri):
         uri = req.uri
-        if "gr" in uri.params or (uri.host in state.domains and uri.user):
+        if "gr" in uri.params or (uri.user and is_local(state, uri)):
             return None  # GRUU / AOR as remote target: resolved through location below
         if not ctx.loose_routed and req.method != "ACK":
             return Reply(404, "Not Here", why="in-dialog request without our Route")
@@ -248,7 +237,7 @@ def local_domain(ctx: Context) -> Decision | None:
     from_uri = req.from_.uri
     ctx.from_local = from_uri.is_sip and from_uri.host in domains
     ruri = req.uri
-    ctx.ruri_local = ruri.host in domains if ruri.host else False
+    ctx.ruri_local = is_local(ctx.state, ruri)
     if not ctx.from_local and not ctx.ruri_local and not ctx.loose_routed:
         return Reply(403, "Relaying Denied", why=f"neither {from_uri.host} nor {ruri.host} is local (no open relay)")
     return None
@@ -264,13 +253,13 @@ def _auth_stage(index: int) -> Stage:
             if not cfg.register:
                 return None
             to_uri = req.to.uri
-            realm, proxy, user = to_uri.host, False, to_uri.user
+            realm, proxy, user = realm_for(state, to_uri.host), False, to_uri.user
         else:
             if not (cfg.invite and ctx.from_local and not ctx.loose_routed) or req.method in ("ACK", "CANCEL", "PRACK"):
                 return None
             if req.to.tag is not None:
                 return None
-            realm, proxy, user = req.from_.uri.host, True, req.from_.uri.user
+            realm, proxy, user = realm_for(state, req.from_.uri.host), True, req.from_.uri.user
         result = server.authenticator.check(req, realm, state.subscribers, ctx.wall, proxy=proxy)
         if result.ok:
             if result.user != user:
@@ -304,12 +293,13 @@ def _strip_credentials(req: Any, realm: str) -> None:
 _REALM = re.compile(r'realm\s*=\s*"?([^",\s]*)', re.IGNORECASE)
 
 
-def _strip_own_credentials(req: Any, domains: Any) -> None:
+def _strip_own_credentials(req: Any, domains: Any, realm: str | None) -> None:
     """Remove Proxy-Authorization for our realms from an in-dialog request (RFC 3261 §22.3: they are
     ours to consume). UAs such as linphone copy the INVITE's into ACK and BYE; forwarded, they would
     show the callee the caller's nonce, cnonce and response: an offline password-guessing oracle."""
     values = req.get_all("Proxy-Authorization")
-    keep = [v for v in values if (m := _REALM.search(v)) is None or m.group(1).lower() not in domains]
+    keep = [v for v in values if (m := _REALM.search(v)) is None or (m.group(1).lower() not in domains
+                                                                      and m.group(1).lower() != realm)]
     if len(keep) != len(values):
         req.remove("Proxy-Authorization")
         for v in reversed(keep):
@@ -331,17 +321,19 @@ def registrar(ctx: Context) -> Decision | None:
     state = ctx.state
     mode = state.config.location.mode
     to_uri = req.to.uri
-    aor = aor_key(to_uri.user, to_uri.host)
+    aor = local_aor(state, to_uri.user, to_uri.host)
     if mode == "db-only" and not ctx.extra.get("aor_loaded"):
         return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
     src = ctx.source
     host = f"[{src[1]}]" if ":" in src[1] else src[1]
     received = f"{src[0]}:{host}:{src[2]}"
     server = state.server
+    nated = state.config.nat.enabled and request_nated(req, src)
     outcome = registrar_mod.register(
         req, state.location.current(aor), state.config.registrar, ctx.wall,
         received=received, socket=server.local_socket_name(src) if server else "",
         conn_id=src[3] if len(src) > 3 else None, token=server.token if server else "t",
+        cflags=NAT_FLAG if nated else "",
     )
     stats = state.stats
     if outcome.status != 200:
@@ -406,7 +398,7 @@ def dialplan(ctx: Context) -> Decision | None:
         logger.warning("dialplan %d turned %s into an invalid URI %r; R-URI unchanged", cfg.dialplan_id, text, output)
         return None
     req.uri = new
-    ctx.ruri_local = bool(new.host) and new.host in ctx.state.domains
+    ctx.ruri_local = is_local(ctx.state, new)
     ctx.extra["dialplan"] = f"dialplan {text} -> {new}"
     return None
 
@@ -415,7 +407,7 @@ def aliases(ctx: Context) -> Decision | None:
     req = ctx.request
     if not ctx.state.config.proxy.aliases or not ctx.ruri_local or not req.uri.user or req.to.tag is not None:
         return None
-    target = ctx.state.aliases.get(req.uri.user, req.uri.host)
+    target = ctx.state.aliases.get(req.uri.user, user_domain(ctx.state, req.uri.host))
     if target is None:
         return None
     user, domain = target
@@ -431,14 +423,14 @@ def location(ctx: Context) -> Decision | None:
     state = ctx.state
     uri = req.uri
     if not ctx.ruri_local:
-        if uri.host and uri.host in state.domains:
+        if is_local(state, uri):
             ctx.ruri_local = True
         else:
             return None
     if not uri.user:
         return Reply(404, "Not Found", why="no user in R-URI")
     loc = state.location
-    aor = aor_key(uri.user, uri.host)
+    aor = local_aor(state, uri.user, uri.host)
     if state.not_here is not None and state.not_here(aor):  # a worker: main sends a copy, kept up to date
         return Defer(state.server.fetch_aor(aor), resume=ctx.extra["stage_index"])
     if state.config.location.mode == "db-only" and not ctx.extra.get("aor_loaded"):

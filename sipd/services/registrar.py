@@ -84,6 +84,7 @@ def register(
     conn_id: int | None,
     token: str | Callable[[], str],
     gruu_supported: bool | None = None,
+    cflags: str = "",
 ) -> Outcome:
     """Decide a REGISTER whose AOR is local and already authenticated.
 
@@ -97,6 +98,7 @@ def register(
         conn_id: the TCP/TLS connection, or None.
         token: a fresh random token for a temporary GRUU (or a function returning one, called only
             when a temporary GRUU is made).
+        cflags: contact flags of the bindings this REGISTER writes (``NAT``: behind NAT).
     """
     to_uri = request.to.uri
     if to_uri.scheme not in ("sip", "sips"):
@@ -172,7 +174,7 @@ def register(
         # flags, cflags, methods, instance, reg_id, state, conn_id, temp_gruu, last_modified, params)
         binding = Contact(
             uri, now + expires if expires else 0.0, q, call_id, cseq, user_agent, received, path, socket,
-            0, "", None, instance, reg_id, "CS_NEW", conn_id,
+            0, cflags, None, instance, reg_id, "CS_NEW", conn_id,
             (token() if callable(token) else token) if (gruu and instance) else None, now, "",
         )
         pos = -1
@@ -196,7 +198,14 @@ def register(
             new.append(binding)
             changed = True
     if cfg.max_contacts and len(new) > cfg.max_contacts:
-        return Outcome(503, "Service Unavailable", aor, error="Too many registered contacts")
+        mine = [c for c in new if c.call_id == call_id and c.cseq == cseq]  # written by this REGISTER
+        if cfg.max_contacts_mode == "reject" or len(mine) > cfg.max_contacts:
+            return Outcome(503, "Service Unavailable", aor, error="Too many registered contacts")
+        # OpenSIPS save() flag "r": the oldest other bindings make room (a phone re-installed or
+        # restarted without unregistering must not be locked out until its old bindings expire)
+        others = sorted((c for c in new if not (c.call_id == call_id and c.cseq == cseq)), key=lambda c: c.last_modified)
+        drop = {id(c) for c in others[: len(new) - cfg.max_contacts]}
+        new = [c for c in new if id(c) not in drop]
     return _ok(aor, new, now, changed=changed, gruu=gruu)
 
 

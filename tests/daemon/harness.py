@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sipd.config import dump
 from sipd.sip import auth as digest
@@ -107,6 +107,18 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serving(d: Daemon, users: dict[str, str]) -> Iterator[Daemon]:
+    """A module fixture's body: add ``users`` (name -> password), start ``d``, yield it; afterwards
+    it must still run, stop cleanly and have logged no traceback."""
+    for user, password in users.items():
+        add_subscriber(d.db_url, user, password)
+    d.start()
+    yield d
+    assert d.alive(), d.log()
+    assert d.stop() == 0
+    assert "Traceback" not in d.log(), d.log()
 
 
 def add_subscriber(db_url: str, user: str, password: str, domain: str = DOMAIN) -> None:

@@ -73,7 +73,12 @@ def test_max_contacts(daemon):
     with UA(daemon.port, "bob", password="hunter2") as ua:
         for i in range(3):
             assert ua.register(300, contact=f"<sip:bob@127.0.0.1:{10 + i}>").status == 200
-        assert ua.register(300, contact="<sip:bob@127.0.0.1:20>").status == 503
+        # a fourth binding replaces the oldest (a phone re-installed without unregistering gets in)
+        resp = ua.register(300, contact="<sip:bob@127.0.0.1:20>")
+        assert resp.status == 200
+        assert sorted(c.uri.port for c in resp.contacts) == [11, 12, 20]
+        many = ", ".join(f"<sip:bob@127.0.0.1:{30 + i}>" for i in range(4))
+        assert ua.register(300, contact=many).status == 503  # one REGISTER over the limit
         assert ua.register(0, contact="*").status == 200
 
 

@@ -28,7 +28,8 @@ def state(**sections) -> ServerState:
     conf, problems = cfg.from_dict(base)
     assert not problems, problems
     st = ServerState(config=conf)
-    st.server = SimpleNamespace(self_addresses={("192.0.2.10", 5060)}, reuse_connection=lambda d: d,
+    st.server = SimpleNamespace(self_addresses={("192.0.2.10", 5060)}, self_sockets={("udp", "192.0.2.10", 5060)},
+                                reuse_connection=lambda d: d,
                                 branch_for_contact=lambda c: pipeline.Branch(c.uri, None, label=c.uri))
     return st
 

@@ -17,19 +17,48 @@ def test_parse_received():
     assert nat.parse_received(None) is None and nat.parse_received("udp:x") is None
 
 
-def test_contact_nated_when_uri_differs_from_source():
-    assert nat.is_nated(Contact("sip:a@10.0.0.5:5060", 0, received="udp:203.0.113.7:40000"))
-    assert not nat.is_nated(Contact("sip:a@203.0.113.7:40000", 0, received="udp:203.0.113.7:40000"))
-    assert not nat.is_nated(Contact("sip:a@203.0.113.7", 0, received="udp:203.0.113.7:5060"))  # default port
-    assert not nat.is_nated(Contact("sip:a@10.0.0.5;transport=tcp", 0, received="tcp:203.0.113.7:40000"))
+def test_a_binding_is_nated_when_the_registrar_flagged_it():
+    assert nat.is_nated(Contact("sip:a@10.0.0.5:5060", 0, received="udp:203.0.113.7:40000", cflags="NAT"))
+    # received differing from the Contact alone says nothing: a third-party registration looks the same
+    assert not nat.is_nated(Contact("sip:a@10.0.0.5:5060", 0, received="udp:203.0.113.7:40000"))
     assert not nat.is_nated(Contact("sip:a@10.0.0.5", 0, received=None))
 
 
-def test_request_nated():
-    r = req()  # Via and Contact 10.0.0.5:5060
-    assert nat.request_nated(r, ("udp", "203.0.113.7", 40000, None))
-    assert not nat.request_nated(r, ("udp", "10.0.0.5", 5060, None))
-    assert not nat.request_nated(r, ("tcp", "203.0.113.7", 40000, 3))
+def via(hostport: str) -> str:
+    return f"SIP/2.0/UDP {hostport};branch=z9hG4bKabc;rport"
+
+
+def nated(source: tuple, *, via_at: str, contact: str | None) -> bool:
+    return nat.request_nated(req(via=via(via_at), contact=contact), source)
+
+
+def test_request_nated_as_nat_uac_test():
+    wan = ("udp", "203.0.113.7", 40000, None)
+    # Via sent-by other than the source address, or port (rport test)
+    assert nated(wan, via_at="10.0.0.5:5060", contact="<sip:alice@10.0.0.5:5060>")
+    assert nated(wan, via_at="203.0.113.7:5060", contact="<sip:alice@203.0.113.7:5060>")
+    # a private (RFC 1918, RFC 6598) or loopback Contact that is not the source
+    assert nated(wan, via_at="203.0.113.7:40000", contact="<sip:alice@192.168.1.20:5060>")
+    assert nated(wan, via_at="203.0.113.7:40000", contact="<sip:alice@100.64.3.4:5060>")
+    assert nated(wan, via_at="203.0.113.7:40000", contact="<sip:alice@127.0.0.1:5060>")
+    # not NAT: the same LAN, loopback to loopback, a public Contact (third-party registration), a name
+    assert not nated(("udp", "10.0.0.5", 5060, None), via_at="10.0.0.5:5060", contact="<sip:alice@10.0.0.5:5060>")
+    assert not nated(("udp", "127.0.0.1", 5136, None), via_at="127.0.0.1:5136", contact="<sip:bob@127.0.0.1:5132>")
+    assert not nated(wan, via_at="203.0.113.7:40000", contact="<sip:bob@198.51.100.9:5070>")
+    assert not nated(wan, via_at="pc.example.org:40000", contact="<sip:alice@pc.example.org>")
+    assert not nated(wan, via_at="203.0.113.7:40000", contact=None)
+    # stream endpoints are reached over their connection
+    assert not nat.request_nated(req(), ("tcp", "203.0.113.7", 40000, 3))
+
+
+def test_private_addresses_are_named_networks():
+    from sipd.services.nat_detect import is_private
+
+    assert all(is_private(h) for h in ("10.1.2.3", "172.31.0.1", "192.168.0.1", "100.127.255.254", "169.254.1.1",
+                                       "fd00::1", "[fe80::1]"))
+    # documentation ranges count as private for Python's ipaddress, not for NAT detection
+    assert not any(is_private(h) for h in ("203.0.113.7", "192.0.2.1", "198.51.100.1", "127.0.0.1", "8.8.8.8",
+                                           "100.128.0.1", "example.test", ""))
 
 
 def test_fix_contact_of_nated_caller():
@@ -41,6 +70,9 @@ def test_fix_contact_of_nated_caller():
     same = ctx(st, req(contact="<sip:alice@203.0.113.7:40000>"))
     nat.fix_contact_stage(same)
     assert "nat" not in same.extra
+    public = ctx(st, req(via=via("203.0.113.7:40000"), contact="<sip:alice@198.51.100.9:5070>"))
+    nat.fix_contact_stage(public)  # a public Contact other than the source is kept
+    assert "nat" not in public.extra and public.request.contacts[0].uri.host_port == "198.51.100.9:5070"
     register = ctx(st, req("REGISTER", "sip:example.test", to="sip:alice@example.test"))
     nat.fix_contact_stage(register)
     assert register.request.contacts[0].uri.host == "10.0.0.5"  # the registrar keeps the Contact as sent
@@ -72,9 +104,9 @@ def test_keepalive_pings_only_live_nated_udp_contacts():
 
     far = time.time() + 3600
     srv, sent = server_with([
-        ("alice@example.test", Contact("sip:alice@10.0.0.5:5060", far, received="udp:203.0.113.7:40000")),
+        ("alice@example.test", Contact("sip:alice@10.0.0.5:5060", far, received="udp:203.0.113.7:40000", cflags="NAT")),
         ("bob@example.test", Contact("sip:bob@203.0.113.8:5060", far, received="udp:203.0.113.8:5060")),
-        ("carol@example.test", Contact("sip:carol@10.0.0.9", 1.0, received="udp:203.0.113.9:5060")),  # expired
+        ("carol@example.test", Contact("sip:carol@10.0.0.9", 1.0, received="udp:203.0.113.9:5060", cflags="NAT")),
     ])
     srv.state.stats = Statistics()
     ka = nat.start(srv)
@@ -92,7 +124,8 @@ def test_keepalive_crlf_and_disabled():
     import time
 
     srv, sent = server_with([("alice@example.test", Contact("sip:alice@10.0.0.5", time.time() + 60,
-                                                            received="udp:203.0.113.7:40000"))], method="crlf")
+                                                            received="udp:203.0.113.7:40000", cflags="NAT"))],
+                            method="crlf")
     ka = nat.start(srv)
     assert ka.ping_all() == 1 and sent[0][0] == b"\r\n\r\n"
     srv.config.nat.keepalive_interval = 0

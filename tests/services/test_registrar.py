@@ -77,7 +77,20 @@ def test_q_values_ordered_and_checked():
 
 def test_max_contacts_503():
     out = run(reg(["<sip:a@h>", "<sip:b@h>", "<sip:c@h>"]), max_contacts=2)
-    assert out.status == 503
+    assert out.status == 503  # one REGISTER asking for more than the limit
+    first = run(reg(["<sip:a@h>"], call_id="old"), max_contacts=2).contacts
+    second = run(reg(["<sip:b@h>"], call_id="older"), first, max_contacts=2).contacts
+    assert run(reg(["<sip:c@h>"], call_id="new"), second, max_contacts=2, max_contacts_mode="reject").status == 503
+
+
+def test_max_contacts_the_oldest_binding_makes_room():
+    import dataclasses
+
+    old = run(reg(["<sip:a@h>"], call_id="phone-before-reinstall"), max_contacts=2).contacts
+    old = [dataclasses.replace(c, last_modified=NOW - 500) for c in old]
+    two = run(reg(["<sip:b@h>"], call_id="other-phone"), old, max_contacts=2).contacts
+    out = run(reg(["<sip:c@h>"], call_id="reinstalled"), two, max_contacts=2)
+    assert out.status == 200 and sorted(c.uri for c in out.contacts) == ["sip:b@h", "sip:c@h"]
 
 
 def test_lower_cseq_same_call_id_rejected():

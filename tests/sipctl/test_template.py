@@ -58,8 +58,14 @@ def test_minimal_without_toggles_is_a_plain_registrar_proxy(tmp_path):
     assert data["server"]["listen"] == ["udp:192.0.2.1:5060"]
     assert data["auth"] == {**data["auth"], "register": False, "invite": False}
     assert data["location"]["mode"] == "memory"
-    for section in ("acc", "dialog", "presence", "nat"):
+    for section in ("acc", "dialog", "presence"):
         assert data[section]["enabled"] is False, section
+    # NAT handling is on, as in the daemon without a file: one default (detection keeps public Contacts)
+    from sipd.config import NatSection
+
+    assert data["nat"]["enabled"] is True and NatSection().enabled is True
+    rc, text = generate("--no-nat")
+    assert rc == 0 and tomllib.loads(text)["nat"]["enabled"] is False and "--no-nat" in text, text
     assert data["proxy"]["aliases"] is False and data["proxy"]["dialplan"] is False
     assert data["diversion"]["uri"] == "" and data["pstn"]["gateway"] == ""
     assert data["mgmt"]["http_listen"] == "" and "tls" not in data
@@ -153,6 +159,7 @@ def test_out_file_is_not_overwritten_without_force(tmp_path):
 
 @pytest.mark.parametrize("flag", [a for a in ALL if a.startswith("--")])
 def test_each_flag_is_named_in_the_header(flag):
+    flag = "--no-nat" if flag == "--nat" else flag  # NAT handling is on by default: naming it changes nothing
     args = [flag] + (["sip:x@example.com"] if flag in ("--failure-diversion", "--pstn-gateway") else [])
     if flag == "--pstn-prefix":
         args = ["--pstn-gateway", "sip:192.0.2.10", "--pstn-prefix", "00"]
