@@ -816,9 +816,9 @@ def _uri_match(text: str) -> re.Match[str] | None:
 
 
 def _partial(req: Request) -> Request | None:
-    """The request itself if a response can be built from it (RFC 3261 §8.2.6 needs these)."""
+    """The request itself if an error reply can be built: Via and CSeq (From, To, Call-ID copied if there; RFC 4475 insuf)."""
     idx = req.headers._idx()
-    for key in ("via", "from", "to", "call-id", "cseq"):
+    for key in ("via", "cseq"):
         if key not in idx:
             return None
     if not TOKEN_RE.match(req.method):

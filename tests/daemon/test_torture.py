@@ -38,7 +38,7 @@ EXPECTED: dict[str, set[int | None]] = {
     "badinv01.dat": {400}, "clerr.dat": {400}, "ncl.dat": {400}, "scalar02.dat": {400}, "quotbal.dat": {400},
     "ltgtruri.dat": {400}, "lwsruri.dat": {400}, "lwsstart.dat": {400}, "trws.dat": {400}, "escruri.dat": {400},
     "regbadct.dat": {400}, "badaspec.dat": {400}, "baddn.dat": {400}, "badvers.dat": {505},
-    "mismatch01.dat": {400}, "mismatch02.dat": {501, 400}, "insuf.dat": {400, None}, "multi01.dat": {400},
+    "mismatch01.dat": {400}, "mismatch02.dat": {501, 400}, "insuf.dat": {400}, "multi01.dat": {400},
     "mcl01.dat": {400},
     # application-level checks
     "unkscm.dat": {416}, "novelsc.dat": {416, 404}, "unksm2.dat": {400}, "bext01.dat": {420}, "zeromf.dat": {483},
