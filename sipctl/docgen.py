@@ -183,6 +183,23 @@ def sipd_man() -> str:
         meta = f" {action.metavar}" if action.metavar else ""
         out.append(f".TP\n.B {esc(names)}{esc(meta)}\n{esc(action.help or '')}")
     out += [
+        ".SH LOCAL DOMAINS, REALM AND NAT",
+        "A Route, Record\\-Route or Request\\-URI names this server when its host, port and transport are",
+        "those of one of its listeners (no port: 5060, or 5061 for sips: and transport=tls). A URI is in",
+        "a local domain when its host is a domain name of [server] domains or the domain table (any",
+        "port), or one of the server's addresses on the port of one of its listeners: sip:bob@IP:5112,",
+        "the Contact of a phone, is routed to that phone, not looked up as the user bob.",
+        ".PP",
+        "With [server] multidomain = false all local domains (names and IP addresses) are one user",
+        "space, as OpenSIPS use_domain=0: one digest realm ([auth] realm, else the first of [server]",
+        "domains) and users looked up by name alone. With multidomain = true each domain has its own",
+        "users and is their realm.",
+        ".PP",
+        "With [nat] enabled (the default) a UDP endpoint is behind NAT when its top Via sent\\-by is not",
+        "the source address and port, or its Contact or Via holds a private (RFC 1918, 100.64/10,",
+        "link\\-local) or loopback address that is not the source (nat_uac_test). Such a binding is",
+        "flagged NAT and reached at the address its REGISTER came from; a public Contact is kept as",
+        "written.",
         ".SH SIGNALS",
         ".TP\n.B SIGTERM, SIGINT\ngraceful stop: stop accepting, flush location and accounting, close. A second SIGINT forces.",
         ".TP\n.B SIGHUP\nreload what can change without a restart (the domain, subscriber, dbaliases and dialplan tables, TLS certificates, routing hook, log level), as \\fBsipctl reload\\fR does.",
