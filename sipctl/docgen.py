@@ -192,7 +192,7 @@ def sipd_man() -> str:
         ".PP",
         "With [server] multidomain = false all local domains (names and IP addresses) are one user",
         "space, as OpenSIPS use_domain=0: one digest realm ([auth] realm, else the first of [server]",
-        "domains) and users looked up by name alone. With multidomain = true each domain has its own",
+        "domains, else the first name of the domain table) and users looked up by name alone. With multidomain = true each domain has its own",
         "users and is their realm.",
         ".PP",
         "With [nat] enabled (the default) a UDP endpoint is behind NAT when its top Via sent\\-by is not",

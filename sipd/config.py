@@ -176,7 +176,7 @@ class AuthSection:
         "Challenge requests from a local domain that leave the server (407); only authenticated users call."))
     realm: str = field(default="", metadata=_doc(
         "Digest realm of single-domain mode ([server] multidomain = false), where all local domains are one user "
-        "space and users are looked up by name alone; empty = the first of [server] domains. With multidomain the "
+        "space and users are looked up by name alone; empty = the first of [server] domains (else of the domain table). With multidomain the "
         "realm is each user's own domain."))
     algorithms: list[str] = field(
         default_factory=lambda: ["MD5"],

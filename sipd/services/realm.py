@@ -6,7 +6,8 @@
   domain of a call; RFC 3261 §22.1).
 - ``[server] multidomain = false`` (single domain, OpenSIPS ``use_domain=0``): all local domains
   (names, and the server's IP addresses listed as domains) are ONE user space. There is one realm:
-  ``[auth] realm``, else the first of ``[server] domains``. A user is looked up by user name alone
+  ``[auth] realm``, else the first of ``[server] domains``, else the first domain name of the
+  ``domain`` table (alphabetical). A user is looked up by user name alone
   within it: ``alice@127.0.0.1`` and ``alice@example.test`` are the same user (one password, the
   HA1 stored for the realm) and the same address of record in the location table, so a phone that
   registers to the server's IP address is reached by a call to its domain name and back.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .location import aor_key
+from .resolve import is_numeric
 
 if TYPE_CHECKING:
     from ..state import ServerState
@@ -27,7 +29,10 @@ def single_realm(state: ServerState) -> str | None:
     config = state.config
     if config.server.multidomain:
         return None
-    return (config.auth.realm or next(iter(config.server.domains), "")).lower() or None
+    realm = config.auth.realm or next(iter(config.server.domains), "")
+    if not realm:  # only the domain table: its first name (alphabetical, so stable across reloads)
+        realm = next((d for d in state.domains if not is_numeric(d.strip("[]"))), "")
+    return realm.lower() or None
 
 
 def user_domain(state: ServerState, host: str) -> str:
