@@ -136,3 +136,18 @@ def test_unreachable_mysql():
     with pytest.raises(DbUnavailable) as exc:
         connect(f"mysql://u:secret@127.0.0.1:{port}/x", timeout=2)
     assert "secret" not in str(exc.value) and "database.url" in str(exc.value)
+
+
+def test_sqlite_default_data_directory_is_the_one_created(tmp_path, monkeypatch):
+    """The built-in default (a normal user's ~/.local/share/sipd) is made on first use."""
+    from sipd import config
+
+    monkeypatch.setattr(config, "_is_root", lambda: False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    url = config.default_db_url()
+    assert url == f"sqlite:///{tmp_path}/data/sipd/sipd.db" and url.startswith("sqlite:////")
+    with connect(url):
+        pass
+    assert (tmp_path / "data" / "sipd" / "sipd.db").exists()
+    with pytest.raises(DbUnavailable):  # and only that one
+        connect(f"sqlite:///{tmp_path}/other/sipd.db")
