@@ -12,13 +12,16 @@ only when the cache is read again. Three things read it again:
 
 With ``[server] workers`` > 1 each worker process holds its own copy of the caches: main reloads
 its own, then sends the workers one frame naming the tables, and each worker reads them from the
-database itself. A reload that fails keeps the previous contents (each cache swaps in a complete
-new table or nothing).
+database itself and answers when done. ``sipctl`` gets its reply once every worker has answered
+(or after ``WORKER_WAIT`` seconds, saying which did not), so the next request finds the change in
+whichever process reads it. A reload that fails keeps the previous contents (each cache swaps in a
+complete new table or nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -27,8 +30,13 @@ logger = logging.getLogger("sipd.reload")
 
 #: The tables an operator provisions, by the name of their cache on ``ServerState``.
 TABLES = ("domains", "subscribers", "aliases", "dialplan")
-#: Main -> worker frame: reload the comma-separated tables that follow.
-RELOAD_FRAME = b"Y"
+#: Main -> worker frame ``Y<seq>:<table>,<table>``: reload these tables; worker -> main ``y<seq>``: done.
+RELOAD_FRAME, RELOADED_FRAME = b"Y", b"y"
+WORKER_WAIT = 10.0  # seconds main waits for its workers' answers before replying without them
+
+_seq = itertools.count(1)
+#: main: seq -> (indexes of the workers still reloading, future set when none is left)
+_waiting: dict[int, tuple[set[int], asyncio.Future]] = {}
 
 
 def check_tables(names: Iterable[str]) -> list[str]:
@@ -60,26 +68,73 @@ async def reload_tables(state: Any, tables: Iterable[str]) -> list[str]:
     return done
 
 
-def tell_workers(state: Any, tables: Iterable[str]) -> int:
-    """Ask main's worker processes to reload ``tables`` too; the number of workers asked."""
+def tell_workers(state: Any, tables: Iterable[str]) -> list[int]:
+    """Ask main's worker processes to reload ``tables`` too; the indexes of the workers asked."""
     pool = getattr(getattr(state, "server", None), "workers", None)
-    names = list(tables)
+    return _send(pool, list(tables), 0)
+
+
+def _send(pool: Any, names: list[str], seq: int) -> list[int]:
     if pool is None or not names:
-        return 0
-    pool.broadcast(RELOAD_FRAME + ",".join(names).encode())
-    return len(pool.workers)
+        return []
+    frame = RELOAD_FRAME + f"{seq}:{','.join(names)}".encode()
+    asked = []
+    for index, w in pool.workers.items():
+        if w.link is not None:
+            w.link.send(frame)
+            asked.append(index)
+    return asked
+
+
+async def reload_workers(state: Any, tables: Iterable[str]) -> str:
+    """``tell_workers`` and wait (bounded) until each has reloaded; what to report ("" = no workers)."""
+    pool = getattr(getattr(state, "server", None), "workers", None)
+    seq = next(_seq)
+    asked = _send(pool, list(tables), seq)
+    if not asked:
+        return ""
+    done: asyncio.Future = asyncio.get_running_loop().create_future()
+    pending = set(asked)
+    _waiting[seq] = (pending, done)
+    try:
+        await asyncio.wait_for(asyncio.shield(done), WORKER_WAIT)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        _waiting.pop(seq, None)
+    if pending:
+        late = ", ".join(str(i) for i in sorted(pending))
+        logger.warning("worker(s) %s did not confirm the reload within %.0f s", late, WORKER_WAIT)
+        return f"workers ({len(asked) - len(pending)} of {len(asked)}; not yet: {late})"
+    return f"workers ({len(asked)})"
+
+
+def on_reloaded_frame(index: int, frame: bytes) -> None:
+    """Main side: worker ``index`` has reloaded what ``reload_workers`` asked (seq in the frame)."""
+    try:
+        seq = int(frame[1:].decode("ascii"))
+    except ValueError:
+        return
+    entry = _waiting.get(seq)
+    if entry is not None:
+        entry[0].discard(index)
+        if not entry[0] and not entry[1].done():
+            entry[1].set_result(None)
 
 
 def on_reload_frame(server: Any, frame: bytes) -> None:
-    """Worker side of ``tell_workers``: reload the named tables from the database, in a task."""
+    """Worker side of ``tell_workers``: reload the named tables from the database, in a task, then
+    tell main (a failure is logged here and answered too: main must not wait for it in vain)."""
+    seq, _, names = frame[1:].decode("ascii", "replace").partition(":")
 
     async def run() -> None:
         try:
-            names = check_tables(frame[1:].decode("ascii", "replace").split(","))
-            done = await reload_tables(server.state, names)
+            done = await reload_tables(server.state, check_tables(names.split(",")))
             logger.debug("worker reloaded %s", ", ".join(done) or "nothing")
         except Exception as exc:  # noqa: BLE001 - keep the old tables and the worker alive
-            logger.error("worker: reload of %s failed, previous contents kept: %s", frame[1:].decode(errors="replace"), exc)
+            logger.error("worker: reload of %s failed, previous contents kept: %s", names, exc)
+        if seq != "0" and server.link is not None:
+            server.link.send(RELOADED_FRAME + seq.encode())
 
     task = server.loop.create_task(run())
     server._tasks.add(task)

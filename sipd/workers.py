@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .affinity import (CALL_METHODS, EVENT_METHODS, branch_mark, call_id_of, calls_stay_in_main, needs_owner,
                        owner_of_aor, owner_of_call, owner_of_datagram)
-from .reloading import RELOAD_FRAME, on_reload_frame
+from .reloading import RELOAD_FRAME, RELOADED_FRAME, on_reload_frame, on_reloaded_frame
 from .server import Server, _tune_gc
 
 if TYPE_CHECKING:
@@ -404,6 +404,8 @@ class WorkerPool:
         elif kind == b"X":  # what a worker sent while traced (main traced what it handed over)
             ip, port, data = _unpack_addr(frame)
             server.trace_out(data, ("udp", ip, port, None))
+        elif kind == RELOADED_FRAME:
+            on_reloaded_frame(w.index, frame)
         elif kind == b"H":
             if len(frame) > 1:
                 self.marks[frame[1:]] = w.index

@@ -101,6 +101,8 @@ def test_domain_and_user_changes_apply_at_once(tmp_path: Path, workers: int) -> 
             assert "sipd reloaded subscribers, aliases" in out
         assert [ua.register(password="pw2").status for ua in uas] == [401] * len(uas)
         assert "reloaded domains" in proc.log_text()  # sipd logs what it reloaded
+        reloaded = json.loads(proc.sipctl("mi", "reload", "tables=aliases").stdout)["Reloaded"]
+        assert reloaded == ["aliases"] + (["workers (1)"] if workers == 2 else [])  # the worker confirmed it
         for ua in uas:
             ua.close()
     finally:

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 async def _reload(state: Any, attr: str, what: str) -> str:
-    from ...reloading import reload_tables, tell_workers
+    from ...reloading import reload_tables, reload_workers
 
     need(state, attr, what)
     try:
@@ -20,7 +20,7 @@ async def _reload(state: Any, attr: str, what: str) -> str:
     except Exception as exc:
         logger.warning("%s reload failed: %s", what, exc, exc_info=True)
         raise MgmtError(500, f"{what} reload failed: {exc}") from None
-    tell_workers(state, [attr])  # each worker process holds its own copy
+    await reload_workers(state, [attr])  # each worker process holds its own copy
     logger.info("reloaded %s", attr)
     return "OK"
 

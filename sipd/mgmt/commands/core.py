@@ -111,7 +111,7 @@ async def log_level(state: Any, level: str | None = None) -> Any:
          help="Re-read what can change without a restart: the domains, subscribers, aliases and dialplan "
               "tables, TLS certificates, routing hook, log level (also on SIGHUP); with tables, only those.")
 async def reload(state: Any, tables: Any = None) -> Any:
-    from ...reloading import TABLES, check_tables, reload_tables, tell_workers
+    from ...reloading import TABLES, check_tables, reload_tables, reload_workers
 
     try:
         wanted = check_tables([tables] if isinstance(tables, str) else tables) if tables else list(TABLES)
@@ -123,9 +123,9 @@ async def reload(state: Any, tables: Any = None) -> Any:
         logger.warning("reload of %s failed: %s", ", ".join(wanted), exc, exc_info=True)
         raise MgmtError(500, f"reload of {', '.join(wanted)} failed (previous contents kept): {exc}") from None
     if tables:  # what sipctl changed: the workers read those tables too, nothing else is touched
-        asked = tell_workers(state, done)
-        if asked:
-            done.append(f"workers ({asked})")
+        workers = await reload_workers(state, done)
+        if workers:
+            done.append(workers)
         logger.info("reloaded %s", ", ".join(done) or "nothing")
         return {"Reloaded": done}
     tls = getattr(getattr(state, "server", None), "tls", None)
