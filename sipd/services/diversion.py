@@ -21,6 +21,7 @@ upstream (True = diverted: the proxy keeps the call going with the new branch).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .pipeline import Branch, Forward, Reply, dest_of
@@ -72,15 +73,19 @@ class DiversionService:
             request.prepend("Diversion", f"<{original}>;reason={reason};counter={counter}")
 
     def branches(self, ctx_state: Any, wall: float) -> list[Branch]:
-        """Where the diverted call goes: the target's registered contacts if it is local, else the URI."""
-        from .location import aor_key
+        """Where the diverted call goes: a target in a local domain is a local user, reached at its
+        registered contacts only (never through DNS: our own domain may have no SRV/A records);
+        empty when it has none. A foreign target is reached at its URI."""
+        from .myself import is_local
+        from .realm import local_aor
 
         t = self.target
         server = ctx_state.server
-        if t.user and t.host in ctx_state.domains:
-            contacts = ctx_state.location.lookup(aor_key(t.user, t.host), wall)
-            if contacts and server is not None:
-                return [server.branch_for_contact(c) for c in contacts]
+        if t.user and is_local(ctx_state, t):
+            contacts = ctx_state.location.lookup(local_aor(ctx_state, t.user, t.host), wall)
+            if server is None:
+                return [Branch(c.uri) for c in contacts]
+            return [server.branch_for_contact(c) for c in contacts]
         dest = dest_of(t)
         if dest is not None and server is not None:
             dest = server.reuse_connection(dest)
@@ -93,9 +98,13 @@ class DiversionService:
                 return decision
             if isinstance(decision, Reply) and decision.status in (404, 480) and self.cfg.on_unavailable:
                 original = str(ctx.request.uri)
+                branches = self.branches(ctx.state, ctx.wall)
+                if not branches:
+                    logger.info("INVITE %s: %s; not diverted: %s has no registered contact", original, decision.why, self.target)
+                    return decision
                 self.mark(ctx.request, original, "unavailable")
                 logger.info("INVITE %s: %s -> diverted to %s (unavailable)", original, decision.why, self.target)
-                return Forward([self.branches(ctx.state, ctx.wall)], why=f"diverted to {self.target} ({decision.why})")
+                return Forward([branches], why=f"diverted to {self.target} ({decision.why})")
             if isinstance(decision, Forward):
                 decision.diversion = CallDiversion(self, str(ctx.request.uri), ctx.wall)
             return decision
@@ -129,19 +138,27 @@ class CallDiversion:
         kind = self.service.kind_of(status)
         if kind is None:
             return False
-        self._divert(proxy, ctx, kind, f"{status}")
+        branches = self.service.branches(proxy.server.state, time.time())
+        if not branches:  # the caller gets the callee's own failure (and the CDR records it)
+            logger.info("INVITE %s: %s (%d); not diverted: %s has no registered contact",
+                        self.original, kind, status, self.service.target)
+            self.done = True
+            return False
+        self._divert(proxy, ctx, kind, f"{status}", branches)
         return True
 
     def _no_answer(self, proxy: Proxy, ctx: ProxyContext) -> None:
         if self.done or ctx.cancelled or ctx.answered or ctx.final_sent:
             return
-        self._divert(proxy, ctx, "no-answer", f"no answer in {self.service.cfg.no_answer_timeout:g}s")
+        branches = self.service.branches(proxy.server.state, time.time())
+        if not branches:  # keep ringing the callee: there is nowhere to divert to
+            logger.info("INVITE %s: no answer; not diverted: %s has no registered contact", self.original, self.service.target)
+            return
+        self._divert(proxy, ctx, "no-answer", f"no answer in {self.service.cfg.no_answer_timeout:g}s", branches)
         self.redirecting = False
         proxy.server.transmit()
 
-    def _divert(self, proxy: Proxy, ctx: ProxyContext, kind: str, why: str) -> None:
-        import time
-
+    def _divert(self, proxy: Proxy, ctx: ProxyContext, kind: str, why: str, branches: list[Branch]) -> None:
         now = proxy.server.loop.time()
         self.done = True
         self.redirecting = True
@@ -152,7 +169,7 @@ class CallDiversion:
         svc.mark(ctx.request, self.original, kind)
         ctx.responses.clear()
         ctx.challenges.clear()
-        ctx.groups[:] = [svc.branches(proxy.server.state, time.time())]
+        ctx.groups[:] = [branches]
         logger.info("INVITE %s: %s (%s) -> diverted to %s", self.original, kind, why, svc.target)
         proxy._next_group(ctx, now)
 
