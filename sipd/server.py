@@ -16,14 +16,15 @@ import logging
 import os
 import signal
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
+from . import stateless_path
 from .boundary import Boundaries
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
-from .sip.message import make_response, parse_message
+from .sip.message import make_response
+from .sip.stateless import stateless_tag
 from .services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
 from .state import CallEvent, ServerState
 from .transport.base import BindError
@@ -39,8 +40,6 @@ trace = logging.getLogger("sipd.trace")
 HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 3.0  # seconds to let running transactions finish after SIGTERM
 TIMER_GRID = 0.02  # seconds: transaction timers fire on this grid (see transmit)
-REPLY_TTL = 32.0  # seconds a stateless reply is kept for retransmissions (64*T1, as Timer J)
-REPLY_CACHE_SIZE = 65536  # ... and at most this many (oldest dropped first)
 GC_THRESHOLD = 20000  # allocations between young collections (CPython's default: 700)
 
 
@@ -78,7 +77,7 @@ class Server:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task] = set()
         self._socket_names: dict[tuple, str] = {}
-        self.replies = ReplyCache(REPLY_TTL, REPLY_CACHE_SIZE)  # stateless REGISTER retransmissions
+        self.replies, self.refusals = stateless_path.caches()  # stateless answers, for retransmissions
         self.local_uac: dict[Any, Any] = {}  # tx_key -> callback(event): requests the server sends itself (NOTIFY)
         self._tags = itertools.count(1)
         self._rand = os.urandom(4).hex()  # in our branches: a worker's mark (sipd/workers.py)
@@ -228,6 +227,7 @@ class Server:
         if now - self._last_sweep >= 10.0:
             self._last_sweep = now
             self.transports.sweep(now)
+            self.replies.expire(now), self.refusals.expire(now)  # also when no request comes to push them out
             if state.bans is not None:
                 state.bans.housekeeping(now)  # expired bans, idle flood counters (issue 6)
         if self.workers is not None:
@@ -397,7 +397,7 @@ class Server:
         def branch() -> str:
             return f"z9hG4bK{self._rand}x{next(self._branch_seq)}"
 
-        return TransactionLayer(LayerConfig(branch_factory=branch, tag_factory=self.to_tag))
+        return TransactionLayer(LayerConfig(branch_factory=branch, tag_factory=self.to_tag, stateless_prefix=self._rand))
 
     def _tls_manager(self) -> Any:
         """TLS domains (sipd/tlsconf.py); None when no tls listener and no [tls] certificate/CA."""
@@ -512,38 +512,13 @@ class Server:
         if data[:9] == b"REGISTER ":
             if self.workers is not None and not owned and self.workers.route_register(data, addr):
                 return  # a registrar worker owns this AOR
-            self._register_datagram(data, addr, now)
-            return
-        if self.workers is not None and not owned and self.workers.route_call(data, addr):
+        elif self.workers is not None and not owned and self.workers.route_call(data, addr):
             return  # a worker handles this call (or transaction)
-        self.layer.receive_datagram(data, addr, now)
-        self._process(now)
-
-    def _register_datagram(self, data: bytes, addr: tuple, now: float) -> None:
-        """REGISTER over UDP is answered statelessly, as OpenSIPS/Kamailio ``save()`` does with
-        ``sl_send_reply``: no server transaction, no Timer J 32 s later. A retransmission (the same
-        bytes from the same address, RFC 3261 §17.1.2.2) gets the answer already sent again from
-        ``self.replies`` without being parsed (nothing while a write-through commit runs), so the
-        registrar and the digest nonce counter see each REGISTER once and an overloaded server
-        does not spend its time on retransmissions."""
-        key = (hash(data), addr[1], addr[2])  # SipHash, randomised per process: no crafted collisions
-        replies = self.replies
-        sent = replies.get(key)
-        if sent is not None:
-            if sent:
-                self._send(sent, addr)
-            return
-        try:
-            req = parse_message(data)
-        except RemoteProtocolError as exc:
-            self.layer.reject(exc, addr)
+        if data[:4] == b"SIP/":
+            self.layer.receive_datagram(data, addr, now)
             self._process(now)
-            return
-        replies.put(key, b"", now)  # in progress
-        self.c_rcv_requests.inc()
-        self._on_request(req, addr, None, now, sl_key=key)
-        if self.layer.has_output():  # answered statelessly as a rule; a hook may forward it
-            self.transmit()
+        else:
+            stateless_path.receive(self, data, addr, now)
 
     def message_received(self, msg: Any, addr: tuple) -> None:
         now = self.loop.time()
@@ -636,9 +611,13 @@ class Server:
             self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source,
                        to_tag=decision.to_tag, sl_key=ctx.extra.get("sl_key"))
         elif isinstance(decision, Forward):
+            if not decision.stateless and not stateless_path.adopt(self, ctx):
+                return  # a retransmission of it got its transaction first
             self._log_forward(ctx, decision)
             self.proxy.forward(req, ctx.source, ctx.tx_key, decision, self.loop.time(), decision.why)
         elif isinstance(decision, Defer):
+            if "sl_key" in ctx.extra:  # its retransmissions wait for the answer
+                self.replies.put(ctx.extra["sl_key"], b"", ctx.now)
             task = self.loop.create_task(self._deferred(ctx, decision))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -739,16 +718,15 @@ class Server:
               sl_key: Any = None) -> None:
         if request.method == "ACK":
             return
+        if sl_key is not None and to_tag is None and status > 100:
+            to_tag = stateless_tag(self._rand, request)
         resp = self.local_response(request, status, reason, headers, to_tag)
         now = self.loop.time()
-        if sl_key is not None and source is not None:  # stateless REGISTER: back where it came from (RFC 3581)
+        if sl_key is not None and source is not None:  # stateless: back where it came from (RFC 3581)
             data = resp.to_bytes()
             if status >= 200:
-                self.replies.put(sl_key, data, now)
-            if self.trace_on or self.tracer.active:
-                self._send(data, source)
-            else:
-                self.transports.send(data, source)
+                stateless_path.remember(self, sl_key, status, data, now)
+            self._send(data, source)  # a worker's _send also copies it to main while traced
         elif tx_key is not None:  # True: "the layer has one" (CANCEL), matched by Via/CSeq
             self.layer.send_response(resp, now, tx_key if isinstance(tx_key, tuple) else None)
         else:
@@ -925,32 +903,6 @@ def _who(request: Any) -> str:
         return request.uri_text
     except Exception:  # noqa: BLE001
         return request.uri_text
-
-
-class ReplyCache:
-    """Final replies sent statelessly, by (hash of the request bytes, source host, port), for ``ttl``
-    seconds and at most ``size`` entries; b"" marks a request still being processed."""
-
-    def __init__(self, ttl: float, size: int):
-        self.ttl = ttl
-        self.size = size
-        self._data: dict[Any, bytes] = {}
-        self._order: deque[tuple[float, Any]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: Any) -> bytes | None:
-        return self._data.get(key)
-
-    def put(self, key: Any, data: bytes, now: float) -> None:
-        d = self._data
-        if key not in d:
-            order = self._order
-            order.append((now + self.ttl, key))
-            while order and (order[0][0] <= now or len(order) > self.size):
-                d.pop(order.popleft()[1], None)
-        d[key] = data
 
 
 def _tune_gc() -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import LocalProtocolError, RemoteProtocolError, TransactionError
 from .message import Headers, Request, Response, make_response, parse_message
+from .stateless import is_stateless_tag
 from .transaction import (
     INITIAL_TIMERS,
     TIMER_INPUT,
@@ -61,6 +62,9 @@ class LayerConfig:
     t4: float = 5.0
     branch_factory: Callable[[], str] = _default_factory  # returns a branch *with* z9hG4bK
     tag_factory: Callable[[], str] = _default_factory
+    # the To tag prefix of our stateless answers (sip/stateless.py): an ACK carrying such a tag
+    # and matching no transaction acknowledges one of them and is absorbed here
+    stateless_prefix: str | None = None
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -238,6 +242,9 @@ class TransactionLayer:
                 if Action.PASS_UP in self._step(tx, Input.RECV_ACK, now):
                     self._events.append(RequestReceived(request=req, source=addr, tx_key=None))
                 return
+            prefix = self.config.stateless_prefix
+            if prefix is not None and is_stateless_tag(prefix, req.to.tag):
+                return  # the ACK of a stateless non-2xx final: nothing to pass up
             self._events.append(RequestReceived(request=req, source=addr, tx_key=None))
             return
         key = server_key(req, method)
@@ -269,6 +276,26 @@ class TransactionLayer:
             cancel, tx.pending_cancel = tx.pending_cancel, None
             if tx.state is State.PROCEEDING:
                 self._start_client(cancel, tx.peer, now)
+
+    def match(self, req: Request) -> TxKey | None:
+        """The key of the server transaction ``req`` belongs to (a retransmission), or None."""
+        key = server_key(req, "INVITE" if req.method == "ACK" else req.method)
+        return key if key in self._txs else None
+
+    def adopt(self, req: Request, addr: Address) -> TxKey | None:
+        """Create the server transaction of a request that was handled statelessly until now (it
+        was not given to ``receive_message``) and will now be answered through a transaction, as
+        a request that passed authentication and is forwarded. No event is emitted. Returns its
+        key, or None when a transaction for it exists already (a retransmission got there first)."""
+        method = req.method
+        if method in ("ACK", "CANCEL"):
+            raise LocalProtocolError(f"{method} is not adopted: give it to receive_message", None)
+        key = server_key(req, method)
+        if key in self._txs:
+            return None
+        kind = Kind.IST if method == "INVITE" else Kind.NIST
+        self._txs[key] = Transaction(kind, key, req, addr, _is_reliable(addr), self._values)
+        return key
 
     # -- sending ----------------------------------------------------------------------------------
     def send_request(self, request: Request, dest: Address, now: float) -> TxKey:

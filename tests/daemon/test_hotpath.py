@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sipd.server import ReplyCache
+from sipd.sip.stateless import ReplyCache
 from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
 
 

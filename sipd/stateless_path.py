@@ -1,0 +1,90 @@
+"""The stateless receive path for UDP requests (the daemon's side of ``sip/stateless.py``).
+
+A request that starts something (not an ACK, a CANCEL or a retransmission of a request we keep a
+transaction for) is run through the pipeline *before* any server transaction exists:
+
+* refused or challenged (401/407, 403, 404, 484, a scanner's answer): answered statelessly, with a
+  To tag computed from the request; nothing stays behind, so a flood of unauthenticated requests
+  costs CPU only, never memory or timers (what Kamailio's ``sl_send_reply`` gives);
+* forwarded (it passed authentication, or needs none): the server transaction is created at that
+  moment (``TransactionLayer.adopt``) and the call goes on as before;
+* REGISTER is answered statelessly whatever the answer (as ``save()`` does), the final answers
+  worth replaying (2xx) kept in ``server.replies`` for its retransmissions, so the registrar and
+  the nonce counter see each REGISTER once.
+
+A retransmission that arrives while the pipeline waits for the database is ignored (marked
+in progress); one that arrives after a refusal is answered from ``server.refusals`` (a small cache:
+under a flood it is recomputed rather than kept).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .sip.errors import RemoteProtocolError
+from .sip.message import parse_message
+from .sip.stateless import ReplyCache
+
+if TYPE_CHECKING:
+    from .server import Server
+
+REPLY_TTL = 32.0  # seconds a stateless reply is kept for retransmissions (64*T1, as Timer J)
+REPLY_CACHE_SIZE = 65536  # ... and at most this many accepted requests' answers (oldest dropped first)
+REFUSAL_CACHE_SIZE = 4096  # ... and refusals (a flood's answers: kept few, recomputed when gone)
+
+
+def caches() -> tuple[ReplyCache, ReplyCache]:
+    return ReplyCache(REPLY_TTL, REPLY_CACHE_SIZE), ReplyCache(REPLY_TTL, REFUSAL_CACHE_SIZE)
+
+
+def receive(server: Server, data: bytes, addr: tuple, now: float) -> None:
+    """A UDP request datagram (not a response)."""
+    key = (hash(data), addr[1], addr[2])  # SipHash, randomised per process: no crafted collisions
+    sent = server.replies.get(key)
+    if sent is None:
+        sent = server.refusals.get(key)
+    if sent is not None:
+        if sent:
+            server._send(sent, addr)
+        return
+    layer = server.layer
+    try:
+        req = parse_message(data)
+        if req.method != "REGISTER" and (req.method in ("ACK", "CANCEL") or layer.match(req) is not None):
+            layer.receive_message(req, addr, now)  # the transaction layer's: matched or absorbed there
+            server._process(now)
+            return
+    except RemoteProtocolError as exc:
+        layer.reject(exc, addr)
+        server._process(now)
+        return
+    server.c_rcv_requests.inc()
+    server._on_request(req, addr, None, now, sl_key=key)
+    if layer.has_output():  # answered statelessly as a rule; a forwarded request has a transaction
+        server.transmit()
+
+
+def adopt(server: Server, ctx: Any) -> bool:
+    """A request handled statelessly so far will be forwarded: give it its server transaction
+    (REGISTER stays stateless: a routing hook that forwards one does so statelessly). False when
+    a retransmission of it already has one (that transaction answers it)."""
+    sl_key = ctx.extra.get("sl_key")
+    if sl_key is None or ctx.request.method == "REGISTER":
+        return True
+    server.replies.discard(sl_key)
+    tx_key = server.layer.adopt(ctx.request, ctx.source)
+    if tx_key is None:
+        return False
+    del ctx.extra["sl_key"]
+    ctx.tx_key = tx_key
+    server.c_uas.inc()
+    return True
+
+
+def remember(server: Server, sl_key: Any, status: int, data: bytes, now: float) -> None:
+    """Keep a final stateless answer for the retransmissions of its request."""
+    if status < 300:
+        server.replies.put(sl_key, data, now)
+    else:
+        server.replies.discard(sl_key)  # an in-progress mark
+        server.refusals.put(sl_key, data, now)
