@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from .overload import OverloadSection
 from .webconf import WebSection
 
 DEFAULT_PATH = Path("/etc/sipd/sipd.toml")
@@ -230,8 +231,8 @@ class LimitsSection:
     max_transactions: int = field(
         default=20000,
         metadata=_doc(
-            "Transactions held at once; beyond it new UDP requests from outside [antiflood] trusted_networks are"
-            " dropped unparsed (responses still pass) until some end (a UDP transaction lives 32 s after its answer)."
+            "Transactions held at once (only forwarded requests hold one: refusals and challenges are stateless);"
+            " beyond it new UDP requests from unknown sources ([overload]) are dropped unparsed until some end."
         ),
     )
     nonce_table: int = field(default=100000, metadata=_doc("Nonces remembered for the nonce-count replay check (least recently used forgotten)."))
@@ -449,6 +450,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     dns: DnsSection = field(default_factory=DnsSection)
     antiflood: AntifloodSection = field(default_factory=AntifloodSection)
+    overload: OverloadSection = field(default_factory=OverloadSection)
     spam: SpamSection = field(default_factory=SpamSection)
     tls: TlsSection = field(default_factory=TlsSection)
     acc: AccSection = field(default_factory=AccSection)

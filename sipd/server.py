@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
-from . import stateless_path
+from . import overload, stateless_path
 from .boundary import Boundaries
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
@@ -54,6 +54,7 @@ def _fmt_addr(addr: tuple) -> str:
 
 class Server:
     is_worker = False  # sipd/workers.py WorkerServer: a registrar worker process
+    gate: Any = None  # sipd/overload.py OverloadGate, from _start_core
 
     def __init__(self, config: Config):
         self.config = config
@@ -168,6 +169,7 @@ class Server:
         self.resolver = SipResolver(self.config)
         self.layer = self._make_layer()
         self.proxy = Proxy(self)
+        self.gate = overload.setup(self)
 
     def worker_count(self) -> int:
         """Processes reading the UDP listeners: ``[server] workers``, 0 = one per CPU."""
@@ -504,10 +506,11 @@ class Server:
             return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
         if self.state.bans is not None and not self.state.bans.check_packet(addr[1], now):
             return  # banned or flooding source: dropped before parsing (antiflood)
-        limits = self.config.limits  # hard limits (issue 6): shed excess before parsing
-        if len(data) > limits.max_message_size or (len(self.layer) >= limits.max_transactions and data[:4] != b"SIP/"
-                                                    and not (self.state.bans and addr[1] in self.state.bans.trusted)):
+        if len(data) > self.config.limits.max_message_size:  # hard limit: dropped unread
             self.c_drop_requests.inc()
+            return
+        if data[:4] != b"SIP/" and not self.gate.admit(data, addr[1], now):
+            overload.shed(self, data, addr)  # strangers first when overloaded (sipd/overload.py)
             return
         if data[:9] == b"REGISTER ":
             if self.workers is not None and not owned and self.workers.route_register(data, addr):
@@ -607,6 +610,8 @@ class Server:
 
     def _apply(self, ctx: Context, decision: Any) -> None:
         req = ctx.request
+        if ctx.auth_user:  # an address that authenticated is served first under overload
+            self.gate.note_known(ctx.source[1], ctx.now)
         if isinstance(decision, Reply):
             self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source,
                        to_tag=decision.to_tag, sl_key=ctx.extra.get("sl_key"))
@@ -722,6 +727,8 @@ class Server:
             to_tag = stateless_tag(self._rand, request)
         resp = self.local_response(request, status, reason, headers, to_tag)
         now = self.loop.time()
+        if not quiet:  # before the answer leaves: whoever got it finds the line
+            self._log_reply(request, source, status, why)
         if sl_key is not None and source is not None:  # stateless: back where it came from (RFC 3581)
             data = resp.to_bytes()
             if status >= 200:
@@ -738,8 +745,6 @@ class Server:
             self.state.events.emit(CallEvent(kind="response", request=request, response=resp, tx_key=tx_key, now=now))
         self.c_sent_replies.inc()
         self.c_sl[status // 100].inc()
-        if not quiet:
-            self._log_reply(request, source, status, why)
 
     def _log_reply(self, request: Any, source: tuple | None, status: int, why: str) -> None:
         if not logger.isEnabledFor(logging.INFO):

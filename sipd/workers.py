@@ -218,13 +218,17 @@ def _share_bans(server: Server, send: Callable[[bytes], Any]) -> None:
     without sending it back)."""
     if server.state.bans is not None:
         server.state.bans.bans.on_change = lambda change: send(b"B" + pickle.dumps(change))
+    if server.gate is not None:  # addresses that authenticated here pass every process's gate
+        server.gate.on_new = lambda host, until: send(b"B" + pickle.dumps(("known", host, until)))
 
 
 def apply_ban(server: Server, change: tuple) -> None:
     bans = server.state.bans
-    if bans is None:
+    if change[0] == "known":
+        server.gate.learn(change[1], change[2])
+    elif bans is None:
         return
-    if change[0] == "add":
+    elif change[0] == "add":
         _, target, now, duration, reason = change
         try:
             bans.bans.add(target, now, duration, reason, notify=False)

@@ -1,0 +1,209 @@
+"""Overload protection that spares the legitimate: when there is more to do than time to do it,
+the requests of strangers are shed first.
+
+A per-source limit (antiflood) stops one noisy address; a botnet spreads its packets over many
+addresses, each below the limit. What it cannot fake cheaply is being *known*: an address that
+authenticated (a REGISTER or a call with the right password) or is in ``[antiflood]
+trusted_networks``. Every UDP request datagram is sorted before it is parsed:
+
+1. responses never reach the gate (they belong to our own transactions);
+2. requests from known addresses, and in-dialog requests (a To tag: they continue something we
+   let in), always pass;
+3. initial requests from unknown addresses pass while the server keeps up; they are shed (dropped
+   unread, or answered 503 with Retry-After when ``reply_503`` is set) when
+
+   * more of them arrive than ``unknown_rate`` per second (a token bucket with a burst of one
+     second's worth): a bound on the work strangers can cause, which keeps the receive queue
+     short, so a known endpoint's packet is not dropped by the kernel behind a flood's;
+   * the event loop lags more than ``max_loop_lag`` seconds behind (probed every 50 ms; three
+     probes in a row, while sipd itself kept a core busy), for ``hold`` seconds after that;
+   * ``[limits] max_transactions`` transactions are live.
+
+What was shed is counted (``overload:shed_requests``, ``overload:shed_503``), with the gauges
+``overload:known_sources``, ``overload:saturated`` and ``overload:loop_lag_ms`` (the last probe),
+in the statistics that ``sipctl stats``/``monitor`` and Prometheus read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .server import Server
+
+PROBE_INTERVAL = 0.05  # seconds between two loop-lag probes
+PROBE_START = 2.0  # seconds after the start before the first (startup itself lags the loop)
+LAGGED_PROBES = 3  # lagging probes in a row that make the process saturated
+BUSY = 0.8  # ... while it used at least this share of a core
+
+# a To header with a tag: an in-dialog request (long and compact form, any case)
+_IN_DIALOG = re.compile(rb"\n(?:to|t)[ \t]*:[^\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def _doc(text: str) -> dict[str, Any]:
+    return {"doc": text}
+
+
+@dataclass(kw_only=True)
+class OverloadSection:
+    enabled: bool = field(default=True, metadata=_doc(
+        "Shed initial requests from unknown sources first when overloaded (known sources: authenticated or trusted)."))
+    unknown_rate: int = field(default=3000, metadata=_doc(
+        "Initial requests per second (per process) parsed from sources that never authenticated; beyond it they are shed."))
+    max_loop_lag: float = field(default=0.1, metadata=_doc(
+        "Seconds the event loop may lag before every initial request from an unknown source is shed."))
+    hold: float = field(default=2.0, metadata=_doc("Seconds the shedding lasts after the last lag over max_loop_lag."))
+    known_ttl: float = field(default=3600.0, metadata=_doc(
+        "Seconds an address stays known after its last successful authentication."))
+    max_known: int = field(default=100000, metadata=_doc("Known addresses remembered (the oldest forgotten first)."))
+    reply_503: bool = field(default=False, metadata=_doc(
+        "Answer a shed request 503 Service Unavailable with Retry-After instead of dropping it unread."))
+    retry_after: int = field(default=30, metadata=_doc("Retry-After of those 503 answers, seconds."))
+
+
+class OverloadGate:
+    """The decision for one datagram (``admit``), the known addresses and the lag probe. Pure apart
+    from ``start`` (times are passed in)."""
+
+    def __init__(self, cfg: OverloadSection, *, trusted: Any = (), transactions: Callable[[], int] = lambda: 0,
+                 max_transactions: int = 0):
+        self.cfg = cfg
+        self.trusted = trusted
+        self.transactions = transactions
+        self.max_transactions = max_transactions
+        self.known: dict[str, float] = {}  # address -> known until
+        self.on_new: Callable[[str, float], None] | None = None  # a newly known address (workers share it)
+        self._tokens = float(cfg.unknown_rate)
+        self._last = 0.0
+        self.saturated_until = 0.0
+        self.lag = 0.0
+        self._lagging = 0  # probes in a row that found the loop lagging
+        self.shed = 0
+        self.shed_503 = 0
+
+    # -- known addresses --
+
+    def note_known(self, host: str, now: float, *, notify: bool = True) -> None:
+        """``host`` authenticated at ``now``."""
+        known = self.known
+        ttl = self.cfg.known_ttl
+        old = known.get(host)
+        if old is not None and old - now > ttl / 2:
+            return  # renewed (and announced) once it is half way: one update per half lifetime
+        until = now + ttl
+        known.pop(host, None)  # re-inserted: the dict's order is the order of renewal
+        known[host] = until
+        if len(known) > self.cfg.max_known:
+            known.pop(next(iter(known)))
+        if notify and self.on_new is not None:
+            self.on_new(host, until)
+
+    def learn(self, host: str, until: float) -> None:
+        """Another process's ``note_known``."""
+        if until > self.known.get(host, 0.0):
+            self.known.pop(host, None)
+            self.known[host] = until
+            if len(self.known) > self.cfg.max_known:
+                self.known.pop(next(iter(self.known)))
+
+    def is_known(self, host: str, now: float) -> bool:
+        until = self.known.get(host)
+        return (until is not None and until > now) or host in self.trusted
+
+    # -- the decision --
+
+    def admit(self, data: bytes, host: str, now: float) -> bool:
+        """May this request datagram from ``host`` be parsed? False: shed it."""
+        if not self.cfg.enabled:
+            return True
+        until = self.known.get(host)
+        if until is not None and until > now:
+            return True
+        if host in self.trusted or _IN_DIALOG.search(data, 0, 4096) is not None:
+            return True
+        rate = self.cfg.unknown_rate
+        tokens = self._tokens + (now - self._last) * rate
+        self._last = now
+        if tokens > rate:
+            tokens = rate
+        if tokens < 1.0 or now < self.saturated_until or (
+                self.max_transactions and self.transactions() >= self.max_transactions):
+            self._tokens = tokens
+            self.shed += 1
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    def saturated(self, now: float) -> bool:
+        return now < self.saturated_until or self._tokens < 1.0
+
+    def lagged(self, lag: float, busy: float, now: float) -> None:
+        """A probe ran ``lag`` seconds late while this process used ``busy`` of a core. Only lag
+        from our own work counts: a loop that waited for a CPU another process held is not
+        overloaded, and neither is one that paused once (a collection, a reload)."""
+        self.lag = lag
+        if lag > self.cfg.max_loop_lag and busy >= BUSY:
+            self._lagging += 1
+            if self._lagging >= LAGGED_PROBES:
+                self.saturated_until = now + self.cfg.hold
+        else:
+            self._lagging = 0
+
+    def stats(self, now_fn: Callable[[], float]) -> dict[str, Callable[[], float]]:
+        return {
+            "overload:shed_requests": lambda: self.shed,
+            "overload:shed_503": lambda: self.shed_503,
+            "overload:known_sources": lambda: len(self.known),
+            "overload:saturated": lambda: int(self.saturated(now_fn())),
+            "overload:loop_lag_ms": lambda: round(self.lag * 1000, 1),
+        }
+
+
+# -- the daemon's side --------------------------------------------------------------------------
+
+
+def setup(server: Server) -> OverloadGate:
+    """Build the gate of one process, register its statistics and start its lag probe."""
+    config = server.config
+    bans = server.state.bans
+    gate = OverloadGate(config.overload, trusted=bans.trusted if bans is not None else (),
+                        transactions=lambda: len(server.layer), max_transactions=config.limits.max_transactions)
+    loop = server.loop
+    for name, fn in gate.stats(loop.time).items():
+        server.state.stats.gauge(name, fn)
+    if config.overload.enabled:
+        last = [loop.time(), time.process_time()]
+
+        def probe(expected: float) -> None:
+            now, cpu = loop.time(), time.process_time()
+            busy = (cpu - last[1]) / max(1e-3, now - last[0])
+            last[:] = now, cpu
+            gate.lagged(max(0.0, now - expected), busy, now)
+            loop.call_at(now + PROBE_INTERVAL, probe, now + PROBE_INTERVAL)
+
+        start = loop.time() + PROBE_START
+        loop.call_at(start, probe, start)
+    return gate
+
+
+def shed(server: Server, data: bytes, addr: tuple) -> None:
+    """A request the gate refused: dropped, or answered 503 + Retry-After ([overload] reply_503)."""
+    gate = server.gate
+    if not server.config.overload.reply_503:
+        return
+    from .sip.errors import RemoteProtocolError
+    from .sip.message import make_response, parse_message
+
+    try:
+        req = parse_message(data)
+        if req.method == "ACK":
+            return
+        resp = make_response(req, 503, "Service Unavailable", to_tag=server.to_tag(),
+                             headers=[("Retry-After", str(server.config.overload.retry_after))])
+        server._send(resp.to_bytes(), addr)
+        gate.shed_503 += 1
+    except (RemoteProtocolError, ValueError):
+        pass  # unparsable: dropped
