@@ -346,6 +346,8 @@ class LiveFuzzer:
                 self.report.replies += 1
                 if data.startswith(b"SIP/2.0 200 "):
                     self._hang_up(s, data)
+                elif data.startswith(b"NOTIFY "):  # a subscription of the fuzzer's: answered like the fuzzee does
+                    self._answer(data, (self.host, self.port))
         for _ in range(256):
             try:
                 data, src = self.callee.recvfrom(65535)
@@ -575,12 +577,15 @@ def rss_mb(pid: int) -> float:
 
 
 def fuzz_config(tmp: Path) -> dict:
-    """sipd's defaults except what keeps the run on this host: antiflood as shipped (loopback is a
-    trusted network), DNS to a closed loopback port, the spool in the scratch directory."""
+    """sipd's defaults except what keeps the run on this host (antiflood as shipped: loopback is a
+    trusted network; DNS to a closed loopback port; the spool in the scratch directory) and
+    presence open to watchers from any domain, so that the fuzzer's SUBSCRIBEs (from outside, not
+    challenged) create subscriptions and NOTIFYs instead of stopping at the policy's 403."""
     from tests.conftest import free_port
 
     return {"antiflood": {"enabled": True}, "dns": {"nameservers": [f"127.0.0.1:{free_port()}"], "timeout": 0.5},
-            "acc": {"spool": str(tmp / "acc.spool"), "retry_interval": 0.5}, "log": {"level": "info"}}
+            "acc": {"spool": str(tmp / "acc.spool"), "retry_interval": 0.5}, "log": {"level": "info"},
+            "presence": {"policy": "open"}}
 
 
 def cdrs_missing(db_url: str, call_ids: list[str], timeout: float = 20.0) -> list[str]:
