@@ -43,6 +43,7 @@ GROUPS: list[tuple[str, str]] = [
     ("missed", "missed"),
     ("presence", "presence"),
     ("web", "web"),
+    ("audit", "audit"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = [
@@ -72,6 +73,11 @@ def _root(
     ] = None,
 ) -> None:
     ctx.obj = Env(config_path=config, db_url=db_url)
+    if ctx.invoked_subcommand != "web":  # the panel records its changes itself, with the admin's name
+        from .lib import audit
+        from .output import Output
+
+        ctx.call_on_close(audit.subscribe_cli(lambda: ctx.obj.config, Output().warning))
 
 
 def _register() -> None:

@@ -30,8 +30,18 @@ def mi(
 
     Example: sipctl mi get_statistics core: usrloc:
     """
-    from ..lib import mgmt
+    from ..lib import audit, mgmt
 
     args = mgmt.parse_mi_args(list(params or []))
-    result = mgmt.call(get_env(ctx).config, command, args)
+    env = get_env(ctx)
+    result = mgmt.call(env.config, command, args)
+    if command not in audit.READ_ONLY_COMMANDS:  # it changed sipd's state: say who did it
+        from ..errors import SipctlError
+        from ..lib import db as dblib
+
+        try:
+            with dblib.env_session(env) as db:
+                audit.record_cli(db, f"mi {command}", " ".join(params or []) or "-", after={"params": args})
+        except SipctlError as exc:
+            Output().warning(f"not in the audit log: {exc.message}")
     Output(json_mode=True).json(result)

@@ -48,6 +48,7 @@ def add(ctx: typer.Context, name: NameArg, password: PasswordArg = None, passwor
 
     Example: sipctl web admin add ops --role read-write
     """
+    from ..lib import audit
     from ..lib import db as dblib
     from ..lib import webadmin
 
@@ -57,6 +58,7 @@ def add(ctx: typer.Context, name: NameArg, password: PasswordArg = None, passwor
     webadmin.check_password(secret)
     with dblib.env_session(get_env(ctx)) as db:
         r = webadmin.add(db, name, secret, role)
+        audit.record_cli(db, "web admin add", r["username"], after=r)
     Output(json_mode=as_json).result(f"admin {r['username']} ({r['role']}) added", r)
 
 
@@ -68,6 +70,7 @@ def passwd(ctx: typer.Context, name: NameArg, password: PasswordArg = None, pass
 
     Example: sipctl web admin passwd ops
     """
+    from ..lib import audit
     from ..lib import db as dblib
     from ..lib import webadmin
 
@@ -76,6 +79,7 @@ def passwd(ctx: typer.Context, name: NameArg, password: PasswordArg = None, pass
     webadmin.check_password(secret)
     with dblib.env_session(get_env(ctx)) as db:
         r = webadmin.passwd(db, name, secret, role=role)
+        audit.record_cli(db, "web admin passwd", r["username"], after=r)
     Output(json_mode=as_json).result(f"password of admin {r['username']} changed", r)
 
 
@@ -85,11 +89,13 @@ def rm(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None:
 
     Example: sipctl web admin rm ops
     """
+    from ..lib import audit
     from ..lib import db as dblib
     from ..lib import webadmin
 
     with dblib.env_session(get_env(ctx)) as db:
         r = webadmin.rm(db, name)
+        audit.record_cli(db, "web admin rm", r["username"])
     Output(json_mode=as_json).result(f"admin {r['username']} removed", r)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+
     from ..lib.changes import Change
     from .app import Panel
     from .session import Session
@@ -30,15 +32,44 @@ def show(session: Session, change: Change) -> None:
         session.flash("warn", warning)
 
 
-async def apply(panel: Panel, session: Session, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def who(request: Request, session: Session) -> tuple[str, str]:
+    """(actor, source) of a panel action for the audit log: the admin and the browser's address."""
+    client = request.client.host if request.client else "unknown"
+    return session.username, f"{client} (panel)"
+
+
+async def apply(panel: Panel, request: Request, session: Session, action: Callable[..., Any], *args: Any,
+                previous: tuple[str, dict[str, Any]] | None = None, **kwargs: Any) -> Any:
     """Run ``action(config, db, *args, **kwargs)`` (a ``changes`` function, or several composed) on a
-    fresh database session off the event loop, and flash every Change it returns."""
+    fresh database session off the event loop, record it in the audit log, and flash every Change.
+
+    Args:
+        previous: (action kind, key) naming what the change replaces or removes, read for the
+            audit log's "before" just ahead of the change (``audit.before``).
+    """
+    from ..lib import audit
+
     config = panel.config
+    actor, source = who(request, session)
 
     def work(db: Any) -> Any:
-        return action(config, db, *args, **kwargs)
+        old = audit.before(db, previous[0], **previous[1]) if previous else None
+        result = action(config, db, *args, **kwargs)
+        for change in result if isinstance(result, list) else [result]:
+            audit.record_change(db, change, origin=audit.PANEL, actor=actor, source=source, previous=old)
+        return result
 
     result = await panel.db(work)
     for change in result if isinstance(result, list) else [result]:
         show(session, change)
     return result
+
+
+async def record(panel: Panel, request: Request, session: Session, action: str, obj: str,
+                 after: Any = None) -> None:
+    """Audit an action that is not a provisioning change (Stop Call, an MI command)."""
+    from ..lib import audit
+
+    actor, source = who(request, session)
+    await panel.db(audit.record, origin=audit.PANEL, actor=actor, source=source, action=action, obj=obj,
+                   after=after)

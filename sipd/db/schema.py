@@ -243,6 +243,17 @@ TABLES: tuple[Table, ...] = (
         C("failures", "uint"), C("locked_until", "uint"),  # unix time; 0 = not locked
         C("created", "datetime"), C("last_login", "datetime", nullable=True),
     ), (Index("username_idx", ("username",), unique=True),)),
+    # Who changed what, from where, when, with the value before and after (JSON text), for changes
+    # made through the panel and sipctl. Our own table: neither OpenSIPS nor Kamailio keeps one.
+    Table("audit", 1, (
+        C("id", "bigserial"), C("time", "datetime"),
+        C("origin", "char(16)"),   # panel | sipctl
+        C("actor", "char(64)"),    # the panel admin, or the Unix user running sipctl
+        C("source", "char(128)"),  # the browser's address, or host and terminal of sipctl
+        C("action", "char(32)"),   # "domain add", "user rm", "mi ul_rm", ...
+        C("object", "char(255)"),  # what it acted on: a domain, user@domain, rule 7, ...
+        C("value_before", "text", nullable=True), C("value_after", "text", nullable=True),  # JSON
+    ), (Index("time_idx", ("time",)),)),
 )
 
 BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}

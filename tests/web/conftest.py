@@ -87,10 +87,10 @@ def fill(driver: Any, form_selector: str, values: dict[str, str]) -> None:
         field.send_keys(value)
     old = driver.find_element(By.TAG_NAME, "html")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait_for(lambda: _stale(old), "the next page")
+    wait_for(lambda: stale(old), "the next page")
 
 
-def _stale(element: Any) -> bool:
+def stale(element: Any) -> bool:
     from selenium.common.exceptions import StaleElementReferenceException
 
     try:

@@ -21,6 +21,7 @@ from web.conftest import (
     flashes,
     logged_in,
     register,
+    stale,
     wait_for,
 )
 from web.panel_proc import HttpClient, screenshot
@@ -167,3 +168,32 @@ def test_read_only_admin_csrf_and_lockout(stack):
     assert '"locked": true' in sipd.sipctl("web", "admin", "list", "--json").stdout
     sipd.sipctl("web", "admin", "passwd", "victim", "--password-stdin", input="victim-pw-2\n")
     assert attacker.login("victim", "victim-pw-2") == 303
+
+
+def test_audit_log_shows_who_changed_what_from_the_panel_and_sipctl(stack, browser, shots):
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    logged_in(browser, panel)
+    add_domain(browser, panel, "audit.test")
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr") if "audit.test" in r.text)
+    old = browser.find_element(By.TAG_NAME, "html")
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    browser.switch_to.alert.accept()
+    wait_for(lambda: stale(old), "the page after the removal")
+    assert "domain audit.test removed" in flashes(browser)
+    sipd.sipctl("alias", "add", "--force", "7001@example.test", "alice@example.test")
+    browser.get(panel.url + "/audit")
+    text = browser.find_element(By.ID, "audit").text
+    assert "domain rm" in text and "domain add" in text and "alias add" in text
+    assert "ops" in text and "panel" in text and "sipctl" in text
+    screenshot(browser, shots, "audit")
+    entries = json.loads(sipd.sipctl("audit", "list", "--json").stdout)
+    removed = next(e for e in entries if e["action"] == "domain rm")
+    assert removed["actor"] == ADMIN and removed["origin"] == "panel" and removed["object"] == "audit.test"
+    assert json.loads(removed["value_before"])["domain"] == "audit.test" and removed["value_after"] is None
+    added = next(e for e in entries if e["action"] == "alias add")
+    assert added["origin"] == "sipctl" and added["object"] == "7001@example.test"
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import auth, cdr, dashboard, dialplan, domains, later, live, users
+from . import audit, auth, cdr, dashboard, dialplan, domains, later, live, users
 
 ROUTES = [*auth.routes, *dashboard.routes, *domains.routes, *users.routes, *dialplan.routes, *cdr.routes,
-          *live.routes, *later.routes]
+          *live.routes, *audit.routes, *later.routes]

@@ -60,21 +60,24 @@ async def index(panel: Panel, request: Request, session: Session) -> Response:
 @view(write=True)
 async def add(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    await apply(panel, session, changes.add_rule, **_rule_fields(form))
+    await apply(panel, request, session, changes.add_rule, **_rule_fields(form))
     return RedirectResponse(_back(form), status_code=303)
 
 
 @view(write=True)
 async def edit(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    await apply(panel, session, changes.edit_rule, _int(form_str(form, "id"), "rule id"), **_rule_fields(form))
+    rule_id = _int(form_str(form, "id"), "rule id")
+    await apply(panel, request, session, changes.edit_rule, rule_id, **_rule_fields(form),
+                previous=("dp", {"rule_id": rule_id}))
     return RedirectResponse(_back(form), status_code=303)
 
 
 @view(write=True)
 async def rm(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    await apply(panel, session, changes.rm_rule, _int(form_str(form, "id"), "rule id"))
+    rule_id = _int(form_str(form, "id"), "rule id")
+    await apply(panel, request, session, changes.rm_rule, rule_id, previous=("dp", {"rule_id": rule_id}))
     return RedirectResponse(_back(form), status_code=303)
 
 

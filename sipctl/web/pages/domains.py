@@ -22,7 +22,7 @@ async def index(panel: Panel, request: Request, session: Session) -> Response:
 @view(write=True)
 async def add(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    await apply(panel, session, changes.add_domain, form_str(form, "domain"), attrs=form_str(form, "attrs"),
+    await apply(panel, request, session, changes.add_domain, form_str(form, "domain"), attrs=form_str(form, "attrs"),
                 accept_subdomain=bool(form.get("accept_subdomain")))
     return RedirectResponse("/domains", status_code=303)
 
@@ -30,7 +30,9 @@ async def add(panel: Panel, request: Request, session: Session) -> Response:
 @view(write=True)
 async def rm(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
-    await apply(panel, session, changes.rm_domain, form_str(form, "domain"), force=bool(form.get("force")))
+    name = provision.normalize_domain(form_str(form, "domain"))
+    await apply(panel, request, session, changes.rm_domain, name, force=bool(form.get("force")),
+                previous=("domain", {"domain": name}))
     return RedirectResponse("/domains", status_code=303)
 
 

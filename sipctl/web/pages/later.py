@@ -14,7 +14,6 @@ LATER: dict[str, tuple[str, str]] = {
     "/tls": ("TLS", "sipctl tls show"),
     "/bans": ("Bans", "sipctl ban list"),
     "/trace": ("SIP Trace", "sipctl trace"),
-    "/audit": ("Audit", ""),
 }
 
 

@@ -13,16 +13,11 @@ from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, SipctlError
 from ...lib import dialog, mgmt, stats
+from ...lib.audit import READ_ONLY_COMMANDS
 from ..app import Panel, form_str, view
+from ..apply import record
 from ..session import Session
 
-# Commands that only read: a read-only admin may run these and nothing else. A list of what is
-# safe rather than of what is not, so a command added to sipd later is refused until it is known.
-READ_ONLY_COMMANDS = frozenset({
-    "which", "help", "uptime", "version", "ps", "get_statistics", "list_statistics", "ul_dump",
-    "ul_show_contact", "dlg_list", "domain_dump", "dp_translate", "ban_list", "pike_list", "tls_list",
-    "hook_status", "log_recent", "presentity_show", "watcher_list", "pres_phtable_list", "subs_phtable_list",
-})
 CHART_W, CHART_H = 720, 160
 
 
@@ -46,6 +41,7 @@ async def dialogs(panel: Panel, request: Request, session: Session) -> Response:
 async def stop_call(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
     key = await panel.off_loop(dialog.end_dialog, panel.config, form_str(form, "id"))
+    await record(panel, request, session, "dialog end", key)
     session.flash("ok", f"call {key} stopped: sipd sent BYE to both sides")
     return RedirectResponse("/dialog", status_code=303)
 
@@ -105,6 +101,9 @@ async def mi_run(panel: Panel, request: Request, session: Session) -> Response:
                                     "and is not allowed.")
     args = mgmt.parse_mi_args(form_str(form, "params").split())
     reply, problem = await _problem(panel.mgmt(command, args, timeout=10.0))
+    if command not in READ_ONLY_COMMANDS:
+        await record(panel, request, session, f"mi {command}", form_str(form, "params") or "-",
+                     after={"params": args, "error": problem} if problem else {"params": args})
     shown = "" if problem else json.dumps(reply, indent=2, ensure_ascii=False, default=str)
     return await _mi_render(panel, request, session, command,
                             {"command": command, "params": form_str(form, "params"), "json": shown,

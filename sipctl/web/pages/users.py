@@ -75,7 +75,7 @@ async def add(panel: Panel, request: Request, session: Session) -> Response:
                 raise
         return done
 
-    await apply(panel, session, add_both)
+    await apply(panel, request, session, add_both)
     return RedirectResponse("/users", status_code=303)
 
 
@@ -111,14 +111,15 @@ async def show(panel: Panel, request: Request, session: Session) -> Response:
 async def passwd(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
     user, domain = provision.parse_aor(request.path_params["aor"])
-    await apply(panel, session, changes.passwd, user, domain, str(form.get("password", "")))
+    await apply(panel, request, session, changes.passwd, user, domain, str(form.get("password", "")))
     return RedirectResponse(f"/users/{user}@{domain}", status_code=303)
 
 
 @view(write=True)
 async def rm(panel: Panel, request: Request, session: Session) -> Response:
     user, domain = provision.parse_aor(request.path_params["aor"])
-    await apply(panel, session, changes.rm_user, user, domain)
+    await apply(panel, request, session, changes.rm_user, user, domain,
+                previous=("user", {"user": user, "domain": domain}))
     return RedirectResponse("/users", status_code=303)
 
 
@@ -136,7 +137,7 @@ async def alias_add(panel: Panel, request: Request, session: Session) -> Respons
     form = await request.form()
     a_user, a_domain = provision.parse_aor(form_str(form, "alias"), "ALIAS@DOMAIN")
     user, domain = provision.parse_aor(form_str(form, "target"))
-    await apply(panel, session, changes.add_alias, a_user, a_domain, user, domain)
+    await apply(panel, request, session, changes.add_alias, a_user, a_domain, user, domain)
     return RedirectResponse("/aliases", status_code=303)
 
 
@@ -144,7 +145,8 @@ async def alias_add(panel: Panel, request: Request, session: Session) -> Respons
 async def alias_rm(panel: Panel, request: Request, session: Session) -> Response:
     form = await request.form()
     a_user, a_domain = provision.parse_aor(form_str(form, "alias"), "ALIAS@DOMAIN")
-    await apply(panel, session, changes.rm_alias, a_user, a_domain)
+    await apply(panel, request, session, changes.rm_alias, a_user, a_domain,
+                previous=("alias", {"alias_user": a_user, "alias_domain": a_domain}))
     return RedirectResponse("/aliases", status_code=303)
 
 
