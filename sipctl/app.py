@@ -60,6 +60,16 @@ VERBS: list[tuple[str, str, str]] = [
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sipd import __version__
+
+        from .output import Output
+
+        Output().result(f"sipctl {__version__}", {"sipctl": __version__})
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -71,7 +81,17 @@ def _root(
         Optional[str],
         typer.Option("--db-url", envvar="SIPCTL_DB_URL", help="Database URL overriding \\[database] url."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON on stdout for every command, errors included (same as CMD --json)."),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print sipctl's version and exit."),
+    ] = False,
 ) -> None:
+    from .output import Output
+
+    if as_json:
+        Output.json_requested = True
     ctx.obj = Env(config_path=config, db_url=db_url)
     if ctx.invoked_subcommand != "web":  # the panel records its changes itself, with the admin's name
         from .lib import audit
@@ -94,23 +114,26 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning known errors into one line and an exit code."""
-    from .errors import ExitStatus, SipctlError
+    from .argv import json_argv
+    from .errors import DEFAULT_HINTS, ExitStatus, SipctlError
     from .output import Output
 
+    Output.json_written = False
+    argv, Output.json_requested = json_argv(app, sys.argv[1:] if argv is None else list(argv))
     try:
         rc = app(args=argv, standalone_mode=False)
         if isinstance(rc, int) and rc:  # typer.Exit(n) inside a command returns n here
             return rc
     except SipctlError as exc:
-        Output().error(exc.message, exc.hint)
+        Output().error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code, ""))
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        Output().error("interrupted")
+        Output().error("interrupted", DEFAULT_HINTS[ExitStatus.INTERRUPTED])
         return int(ExitStatus.INTERRUPTED)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
-        Output().error("aborted")
+        Output().error("aborted: a question was not answered", "answer it at a terminal, or give the value as an option")
         return int(ExitStatus.ERROR)
     except Exception as exc:  # click usage errors and anything else: one line, no traceback
         code = getattr(exc, "exit_code", None)

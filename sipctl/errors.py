@@ -20,6 +20,22 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130
 
 
+#: The hint printed with an error that brings none of its own: every error says where to go next.
+DEFAULT_HINTS: dict[ExitStatus, str] = {
+    ExitStatus.ERROR: "sipctl doctor checks the installation; the command's --help shows its options",
+    ExitStatus.USAGE: "the command's --help shows what it takes",
+    ExitStatus.DB: "check [database] url; sipctl db status says what is wrong",
+    ExitStatus.MGMT: "is sipd running? sipctl doctor checks the management socket",
+    ExitStatus.MGMT_PERMISSION: "run as root or as a member of the group owning [mgmt] socket",
+    ExitStatus.TIMEOUT: "sipd did not answer in time: check its log (journalctl -u sipd)",
+    ExitStatus.NOT_FOUND: "check the name: the group's list command shows what exists",
+    ExitStatus.EXISTS: "the group's list command shows what exists",
+    ExitStatus.MGMT_UNKNOWN_COMMAND: "sipctl mi which lists sipd's management commands",
+    ExitStatus.MGMT_BAD_PARAMS: "sipctl mi which COMMAND shows what it takes",
+    ExitStatus.INTERRUPTED: "run the command again to finish it",
+}
+
+
 class SipctlError(Exception):
     """An error with a one-line message, an optional hint, and an exit code."""
 

@@ -90,7 +90,7 @@ def render(report: Report, out: Output) -> None:
         return
     table = Table(title=f"DNS check of {escape(report.domain)} via {escape(', '.join(report.nameservers))}")
     for col in ("", "check", "subject", "result", "hint"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long SRV target or hint wraps, never cut
     for c in report.checks:
         table.add_row(MARKS[c.verdict.value], c.section, escape(c.subject), escape(c.detail), escape(c.hint))
     out.out.print(table)

@@ -25,8 +25,11 @@ def mi(
     command: Annotated[str, typer.Argument(help="Management command (sipctl mi which lists them).",
                                            autocompletion=_complete_command)],
     params: Annotated[Optional[list[str]], typer.Argument(help="Parameters: all k=v (named) or all positional.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Errors as JSON too (the reply always is JSON).")] = False,
 ) -> None:
     """Run a management command of the running sipd and print its JSON reply.
+
+    With --json an error is a JSON object on stdout as well: {"error": ..., "hint": ...}.
 
     Example: sipctl mi get_statistics core: usrloc:
     """

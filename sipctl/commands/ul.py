@@ -22,11 +22,12 @@ def _render(out: Output, aors: list[dict[str, Any]], brief: bool) -> None:
         for a in aors:
             console.print(a["AOR"], highlight=False, markup=False)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     for a in aors:
         contacts = a.get("Contacts", [])
-        t = Table(title=f"AOR {a['AOR']} — {len(contacts)} contact(s)", title_justify="left", show_header=False,
+        t = Table(title=f"AOR {escape(a['AOR'])} — {len(contacts)} contact(s)", title_justify="left", show_header=False,
                   box=None, padding=(0, 1))
         t.add_column("field", style="bold")
         t.add_column("value", overflow="fold")
@@ -35,7 +36,7 @@ def _render(out: Output, aors: list[dict[str, Any]], brief: bool) -> None:
                 t.add_row("", "")
             for f in FIELDS:
                 if f in c:
-                    t.add_row(f, str(c[f]))
+                    t.add_row(f, escape(str(c[f])))  # a User-Agent like "X [1.2]" is text, not markup
         console.print(t)
     if not aors:
         console.print("no registrations", highlight=False)

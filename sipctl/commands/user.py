@@ -26,6 +26,11 @@ def _password(password: str | None, from_stdin: bool) -> str:
         return password
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():  # a hidden prompt needs a terminal; without one getpass warns and echoes
+        from ..errors import UsageError
+
+        raise UsageError("no password given and no terminal to ask for one",
+                         hint="pipe it in with --password-stdin (echo 'secret' | sipctl user add ... --password-stdin)")
     return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 

@@ -56,11 +56,30 @@ def call(config: Any, method: str, params: list[Any] | dict[str, Any] | None = N
             raise SipctlError(f"{method}: wrong parameters ({exc.data or exc.message})",
                               hint=f"sipctl mi which {method} shows what it takes",
                               exit_code=ExitStatus.MGMT_BAD_PARAMS) from None
+        hint = refusal_hint(method, exc.message)
         if exc.code == 404:
-            raise NotFoundError(exc.message) from None
+            raise NotFoundError(exc.message, hint=hint) from None
         if exc.code == 400:
-            raise UsageError(exc.message) from None
-        raise MgmtCommandError(f"sipd answered {exc}") from None
+            raise UsageError(exc.message, hint=hint) from None
+        raise MgmtCommandError(f"sipd answered {exc}", hint=hint) from None
+
+
+#: What to do when sipd refuses a command, by the start of its (OpenSIPS-worded) reason.
+_REFUSAL_HINTS: list[tuple[str, str]] = [
+    ("Statistics Not Found", "sipctl stats show all lists the statistics sipd keeps (names like core:rcv_requests)"),
+    ("AOR not found", "sipctl ul show lists the registered AORs; write the AOR as user@domain"),
+    ("Contact not found", "sipctl ul show AOR lists that AOR's contacts"),
+    ("Table not found", "the location table is called location"),
+    ("command not activated", "the feature is off in sipd.toml: turn it on (sipctl config show), then restart sipd"),
+]
+
+
+def refusal_hint(method: str, reason: str) -> str:
+    """The hint for a refusal of ``method`` with ``reason``; a generic one for reasons not listed."""
+    for start, hint in _REFUSAL_HINTS:
+        if reason.startswith(start):
+            return hint
+    return f"sipctl mi which {method} shows what the command takes; sipd's log may say more"
 
 
 def parse_mi_args(args: list[str]) -> list[Any] | dict[str, Any]:

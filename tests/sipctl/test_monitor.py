@@ -44,7 +44,7 @@ def test_monitor_count_computes_rates(daemon, sipctl):
     assert r.code == 0 and "[cycle #: 2;" in r.out
     last = r.out.split("[cycle #: 2;")[1]
     line = next(x for x in last.splitlines() if "core:rcv_requests" in x)
-    assert float(line.split("│")[3].strip()) > 0  # per-second rate column
+    assert float(line.split("\t")[2]) > 0  # per-second rate column (piped: tab-separated)
 
 
 def test_monitor_exits_when_daemon_goes_away(daemon, sipctl):

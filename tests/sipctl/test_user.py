@@ -38,10 +38,52 @@ def test_store_plaintext_on_request(cli, db_url):
     assert _row(db_url, "bob")["password"] == "pw1"
 
 
+def _sipctl_process(config, *args: str, tty: bool, answers: list[bytes]) -> tuple[int, str]:
+    """The real sipctl in a process of its own, its stdin/stdout/stderr a pseudo-terminal when ``tty``
+    (and no controlling terminal, so getpass falls back to stdin), else a pipe. Each answer is typed
+    after the next prompt appears (getpass flushes what was typed before it asked). Returns
+    (exit status, everything shown)."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "sipctl", "--config", str(config), *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("SIPCTL_DB_URL", "SIPD_CONFIG")}
+    if not tty:
+        p = subprocess.run(cmd, input=b"".join(answers), capture_output=True, timeout=60, env=env)
+        return p.returncode, (p.stdout + p.stderr).decode()
+    leader, follower = os.openpty()
+    proc = subprocess.Popen(cmd, stdin=follower, stdout=follower, stderr=follower, start_new_session=True, env=env)
+    os.close(follower)
+    seen, pending, deadline, answered = b"", list(answers), time.monotonic() + 60, 0
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 0.5)[0]:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if pending and seen.endswith(b": ") and len(seen) > answered:  # a prompt waits for its answer
+                os.write(leader, pending.pop(0))
+                answered = len(seen)
+    finally:
+        os.close(leader)
+    return proc.wait(timeout=60), seen.decode(errors="replace")
+
+
 def test_password_from_prompt_and_stdin(cli, db_url):
     cli("domain", "add", D)
-    r = cli("user", "add", f"p@{D}", input="hidden\nhidden\n")
-    assert r.code == 0, r.err
+    code, shown = _sipctl_process(cli.config, "user", "add", f"p@{D}", tty=True, answers=[b"hidden\n", b"hidden\n"])
+    assert code == 0, shown
+    assert "Password" in shown and "hidden" not in shown  # asked, and not echoed
     assert _row(db_url, "p")["ha1"] == hashlib.md5(f"p:{D}:hidden".encode()).hexdigest()
     r = cli("user", "add", f"s@{D}", "--password-stdin", input="fromstdin\n")
     assert r.code == 0, r.err
@@ -49,6 +91,16 @@ def test_password_from_prompt_and_stdin(cli, db_url):
     r = cli("user", "add", f"e@{D}", "--password-stdin", input="\n")
     assert r.code == ExitStatus.USAGE and "empty" in r.err
     assert _row(db_url, "e") is None
+
+
+def test_no_terminal_and_no_password_says_use_password_stdin(cli, db_url):
+    cli("domain", "add", D)
+    code, shown = _sipctl_process(cli.config, "user", "add", f"n@{D}", tty=False, answers=[b"secret\n"])
+    assert code == ExitStatus.USAGE
+    assert shown.splitlines() == ["Error: no password given and no terminal to ask for one",
+                                  "Hint: pipe it in with --password-stdin (echo 'secret' | sipctl user add ... "
+                                  "--password-stdin)"]
+    assert _row(db_url, "n") is None
 
 
 def test_duplicate_unknown_domain_force_malformed(cli, db_url):
