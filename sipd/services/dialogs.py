@@ -37,6 +37,7 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import Any
 
+from ..sip.errors import ProtocolError
 from .cdr import (
     CALLEE_BYE,
     CALLER_BYE,
@@ -425,7 +426,7 @@ class Tracker:
             self._ids(), request.call_id, request.from_.tag or "", request.get("From") or "",
             request.get("To") or "", ruri=request.uri_text, created=wall,
             caller_contact_hdr=request.get("Contact") or "",
-            caller_route_set=list(request.get_all("Record-Route")),
+            caller_route_set=_record_routes(request),
             caller_cseq=request.cseq.seq, caller_addr=source, invite_tx=tx_key,
         )
 
@@ -456,7 +457,7 @@ class Tracker:
         dlg.to_tag = response.to.tag or ""
         dlg.callee_contact_hdr = response.get("Contact") or ""
         dlg.callee_addr = peer
-        dlg.callee_route_set = self._downstream_routes(response.get_all("Record-Route"))
+        dlg.callee_route_set = self._downstream_routes(_record_routes(response))
         if self.lifetime > 0:
             dlg.timeout = wall + self.lifetime
         out: list[tuple] = []
@@ -513,3 +514,13 @@ class Tracker:
         else:
             return []  # our own entry not found (record-routing off): the contact is the target
         return list(reversed(below))
+
+
+def _record_routes(msg: Any) -> list[str]:
+    """The Record-Route values of ``msg``, none when they do not parse: a response the proxy
+    relays is not the tracker's to reject, so the call is still tracked and gets its CDR (only a
+    BYE sipd sends itself at the dialog's end then goes without that route set)."""
+    try:
+        return list(msg.get_all("Record-Route"))
+    except ProtocolError:
+        return []

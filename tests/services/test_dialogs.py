@@ -189,3 +189,18 @@ def test_mi_termination_of_early_dialog_marks_reason(tracker, clock):
     tracker.find("c1").end_reason = MI_TERMINATION
     out = tracker.on_response(inv, resp(inv, 487, "Request Terminated"), "tx1", clock.advance(1))
     assert out[2].row["end_reason"] == MI_TERMINATION and out[2].row["status"] == "cancelled"
+
+
+def test_answer_with_a_record_route_that_does_not_parse_still_makes_a_cdr(tracker, clock):
+    """A 200 relayed with a broken Record-Route (hostile callee): the call is tracked, its BYE ends
+    it with a CDR; the route set the tracker could not read is left empty."""
+    inv = req("INVITE", rr=["<sip:127.0.0.1;lr"])  # unterminated <: read lazily, never before this
+    assert tracker.on_request(inv, "tx1", clock.now, "udp:127.0.0.1:5062") == []
+    clock.advance(1.0)
+    out = tracker.on_response(inv, resp(inv, 200, rr=["<sip:10.0.0.9;lr", RR_US]), "tx1", clock.now)
+    assert tables(out) == [("insert", "acc"), ("upsert", "dialog")]
+    dlg = tracker.find("c1")
+    assert dlg.caller_route_set == [] and dlg.callee_route_set == []
+    clock.advance(5.0)
+    out = tracker.on_request(req("BYE", to_tag="tt", cseq=2), "tx2", clock.now)
+    assert tables(out) == [("insert", "cdrs"), ("delete", "dialog")] and out[0].row["duration"] == 5
