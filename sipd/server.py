@@ -475,7 +475,7 @@ class Server:
         self.c_uas = s.counter("tm:UAS_transactions")
         self.c_sent_replies = s.counter("sl:sent_replies")
         self.c_sl = {k: s.counter(f"sl:{k}xx_replies") for k in range(1, 7)}
-        self.boundary = Boundaries(s, self.loop)
+        self.boundary = self.state.events.boundary = Boundaries(s, self.loop)
         self.c_tm = {k: s.counter(f"tm:{k}xx_transactions") for k in range(2, 7)}
         for name in ("core:fwd_requests", "tm:UAC_transactions", "registrar:accepted_regs",
                      "registrar:rejected_regs", "usrloc:location-expires", "core:bad_URIs_rcvd"):

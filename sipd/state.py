@@ -7,7 +7,6 @@ are no module globals. The caches are plain in-memory structures filled at start
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from .config import Config
     from .services.store import Store
 
-logger = logging.getLogger(__name__)
 
 
 class DomainCache:
@@ -102,6 +100,7 @@ class Events:
 
     def __init__(self) -> None:
         self.listeners: list[Callable[[Any], None]] = []
+        self.boundary: Any = None  # the server's sipd.boundary.Boundaries (counts, logs once)
 
     def subscribe(self, callback: Callable[[Any], None]) -> None:
         self.listeners.append(callback)
@@ -110,8 +109,10 @@ class Events:
         for cb in self.listeners:
             try:
                 cb(event)
-            except Exception:  # noqa: BLE001 - a listener's bug must not stop the call
-                logger.exception("event listener %r failed", cb)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop the call
+                from .boundary import caught
+
+                caught(self, "event", exc, None, f"event listener {getattr(cb, '__qualname__', cb)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -64,3 +64,17 @@ def test_udp_destination_ok():
     assert not udp_destination_ok("65536.0.0.1", 5060, False)
     assert not udp_destination_ok("pc33.example.com", 5060, False)  # would need a DNS lookup
     assert not udp_destination_ok("127.0.0.1", "5060", False)
+
+
+def test_event_listener_failure_is_counted_and_the_next_listener_runs():
+    from sipd.state import Events
+
+    stats = Statistics()
+    events = Events()
+    events.boundary = Boundaries(stats)
+    seen = []
+    events.subscribe(lambda ev: 1 / 0)
+    events.subscribe(seen.append)
+    events.emit("e1")
+    events.emit("e2")
+    assert seen == ["e1", "e2"] and stats.counter("errors:event").value == 2
