@@ -56,12 +56,16 @@ def main() -> int:
     ap.add_argument("--clean-every", type=int, default=5000)
     ap.add_argument("--check-every", type=int, default=20000)
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (log, database)")
+    ap.add_argument("--workers", type=int, default=1, help="[server] workers (registrar worker processes)")
     args = ap.parse_args()
     in_namespace()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(f"seed {seed} (reproduce with --seed {seed})", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="sipd-fuzz-live-"))
-    d = Daemon(tmp, fuzz_config(tmp))
+    conf = fuzz_config(tmp)
+    if args.workers > 1:
+        conf["server"] = {"workers": args.workers}
+    d = Daemon(tmp, conf)
     for user, pw in ((FUZZEE, "fuzzpw"), ("alice", "alicepw"), ("carol", "carolpw")):
         add_subscriber(d.db_url, user, pw)
     d.start()
