@@ -101,6 +101,41 @@ def local_domains(config: Config, db: Database) -> set[str]:
     return names | {r["domain"] for r in provision.list_domains(db)}
 
 
+def single_realm(config: Config, db: Database) -> str | None:
+    """The one realm (user space) of ``[server] multidomain = false``, as sipd picks it; None in
+    multidomain mode."""
+    from types import SimpleNamespace
+
+    from sipd.services.realm import single_realm as pick
+
+    return pick(SimpleNamespace(config=config, domains=sorted(local_domains(config, db))))  # type: ignore[arg-type]
+
+
+def _realm_moved(config: Config, db: Database, before: str | None, change: Change) -> str | None:
+    """The single realm after a domain change; warns when it moved (the users stored under the old
+    one stop authenticating)."""
+    after = single_realm(config, db)
+    if before is not None and after != before:
+        change.warnings.append(
+            f"the realm of the one user space moves from {before} to {after or 'nothing'} (the first domain "
+            f"name of the domain table, [server] multidomain = false): users stored as user@{before} no longer "
+            f"register; set [auth] realm = \"{before}\" (or [server] domains) to keep it")
+    return after
+
+
+def _outside_user_space(config: Config, db: Database, what: str, user: str, domain: str, change: Change) -> bool:
+    """Single-domain mode knows users (and aliases) by name in one realm: one stored under another
+    local domain is never found. Warns and returns True then."""
+    realm = single_realm(config, db)
+    if realm is None or domain == realm or domain not in local_domains(config, db):
+        return False
+    change.warnings.append(
+        f"with [server] multidomain = false sipd knows {what} by name in realm {realm} only (one user "
+        f"space for all local domains): {user}@{domain} is never used; add {user}@{realm} instead "
+        "(it also answers at every other local domain), or set [server] multidomain = true")
+    return True
+
+
 def _ip_domain_notes(config: Config, domain: str, change: Change) -> None:
     from sipd.services.spam import canonical_ip
 
@@ -119,10 +154,18 @@ def _ip_domain_notes(config: Config, domain: str, change: Change) -> None:
 
 def add_domain(config: Config, db: Database, domain: str, *, attrs: str = "",
                accept_subdomain: bool = False) -> Change:
+    before = single_realm(config, db)
     r = provision.add_domain(db, domain, attrs=attrs, accept_subdomain=accept_subdomain)
     name = r["domain"]
     change = Change("domain add", f"domain {name} added", r, ("domains",))
     change.notes.append(f"sipd serves {name} as a local domain: REGISTERs and calls to it are handled here")
+    realm = _realm_moved(config, db, before, change)
+    if realm == name:
+        change.notes.append(f"{name} is the realm of the one user space of all local domains "
+                            "([server] multidomain = false)")
+    elif realm is not None:
+        change.notes.append(f"user@{name} is the same user as user@{realm} (one user space, "
+                            "[server] multidomain = false)")
     _ip_domain_notes(config, name, change)
     if accept_subdomain:
         change.warnings.append(f"sipd serves {name} itself, not its subdomains "
@@ -131,9 +174,11 @@ def add_domain(config: Config, db: Database, domain: str, *, attrs: str = "",
 
 
 def rm_domain(config: Config, db: Database, domain: str, *, force: bool = False) -> Change:
+    before = single_realm(config, db)
     r = provision.rm_domain(db, domain, force=force)
     name = r["domain"]
     change = Change("domain rm", f"domain {name} removed", r, ("domains",))
+    _realm_moved(config, db, before, change)
     if name in {provision.normalize_domain(d) for d in config.server.domains if d}:
         change.warnings.append(f"{name} stays local: it is listed in [server] domains")
     else:
@@ -152,6 +197,8 @@ def add_user(config: Config, db: Database, user: str, domain: str, password: str
     if domain not in local_domains(config, db):
         change.warnings.append(f"{domain} is not a local domain: sipd refuses REGISTERs for it (403) "
                                f"until you add it with sipctl domain add {domain}")
+    elif _outside_user_space(config, db, "users", user, domain, change):
+        pass
     elif not config.auth.register:
         change.notes.append(f"{user}@{domain} can register; sipd does not check passwords on REGISTER "
                             "([auth] register = false)")
@@ -206,7 +253,8 @@ def add_alias(config: Config, db: Database, alias_user: str, alias_domain: str, 
     r = provision.add_alias(db, alias_user, alias_domain, user, domain, force=force,
                             local_domains=config.server.domains)
     change = Change("alias add", f"alias {r['alias']} -> {r['target']} added", r, ("aliases",))
-    _alias_notes(config, r["alias"], r["target"], change)
+    if not _outside_user_space(config, db, "aliases", alias_user, alias_domain, change):
+        _alias_notes(config, r["alias"], r["target"], change)
     if alias_domain not in local_domains(config, db):
         change.warnings.append(f"{alias_domain} is not a local domain: sipd never looks up aliases in it")
     return _finish(config, change)

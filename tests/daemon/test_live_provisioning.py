@@ -80,24 +80,26 @@ def test_mi_dp_translate_of_the_report_rule(live: SipdProcess) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_domain_and_user_changes_apply_at_once(tmp_path: Path, workers: int) -> None:
     """domain add -> REGISTER accepted; passwd -> old password refused; user rm -> cannot register.
+    Single-domain mode (the default): the users of example.test answer at the new domain too.
     With workers the REGISTERs of some AORs are answered by a worker process: it reloads too."""
     proc = start(tmp_path, {"server": {"workers": workers}})
     try:
         # one AOR answered by main and one by the worker process (when there is one)
-        names = [next(f"u{i}" for i in range(100) if owner_of_aor(f"u{i}@new.test", 2) == k) for k in (0, 1)]
+        names = [next(f"u{i}" for i in range(100) if owner_of_aor(f"u{i}@{DOMAIN}", 2) == k) for k in (0, 1)]
         uas = [UA(proc.udp_port, n, password="pw1", domain="new.test") for n in names]
         assert uas[0].register().status == 403  # not a local domain yet
         out = proc.sipctl("domain", "add", "new.test").stdout
         assert "domain new.test added; sipd reloaded domains" in out
+        assert f"user@new.test is the same user as user@{DOMAIN}" in out
         for n in names:
-            assert "sipd reloaded subscribers" in proc.sipctl("user", "add", f"{n}@new.test", "pw1").stdout
+            assert "sipd reloaded subscribers" in proc.sipctl("user", "add", f"{n}@{DOMAIN}", "pw1").stdout
         assert [ua.register().status for ua in uas] == [200] * len(uas)
         for n in names:
-            proc.sipctl("user", "passwd", f"{n}@new.test", "pw2")
+            proc.sipctl("user", "passwd", f"{n}@{DOMAIN}", "pw2")
         assert [ua.register().status for ua in uas] == [401] * len(uas)  # the old password is refused
         assert [ua.register(password="pw2").status for ua in uas] == [200] * len(uas)
         for n in names:
-            out = proc.sipctl("user", "rm", f"{n}@new.test").stdout
+            out = proc.sipctl("user", "rm", f"{n}@{DOMAIN}").stdout
             assert "sipd reloaded subscribers, aliases" in out
         assert [ua.register(password="pw2").status for ua in uas] == [401] * len(uas)
         assert "reloaded domains" in proc.log_text()  # sipd logs what it reloaded
@@ -105,6 +107,31 @@ def test_domain_and_user_changes_apply_at_once(tmp_path: Path, workers: int) -> 
         assert reloaded == ["aliases"] + (["workers (1)"] if workers == 2 else [])  # the worker confirmed it
         for ua in uas:
             ua.close()
+    finally:
+        proc.close()
+
+
+def test_user_of_another_domain_in_multidomain_mode(tmp_path: Path) -> None:
+    """multidomain = true: a domain added live has users of its own."""
+    proc = start(tmp_path, {"server": {"multidomain": True}})
+    try:
+        with UA(proc.udp_port, "erin", password="erinpw", domain="new.test") as erin:
+            proc.sipctl("domain", "add", "new.test")
+            out = proc.sipctl("user", "add", "erin@new.test", "erinpw")
+            assert "can register with this password" in out.stdout and not out.stderr
+            assert erin.register().status == 200
+    finally:
+        proc.close()
+
+
+def test_user_outside_the_single_user_space_is_flagged(tmp_path: Path) -> None:
+    proc = start(tmp_path)
+    try:
+        proc.sipctl("domain", "add", "127.0.0.3")
+        res = proc.sipctl("user", "add", "erin@127.0.0.3", "erinpw")
+        assert f"realm {DOMAIN} only" in res.stderr and f"add erin@{DOMAIN} instead" in res.stderr
+        with UA(proc.udp_port, "erin", password="erinpw", domain="127.0.0.3") as erin:
+            assert erin.register().status == 401  # as the warning said
     finally:
         proc.close()
 

@@ -50,3 +50,17 @@ def test_rm_refused_while_users_remain(cli):
     r = cli("domain", "rm", "example.org")
     assert r.code == ExitStatus.USAGE and "1 user" in r.err and "--force" in r.err
     assert cli("domain", "rm", "example.org", "--force").code == 0
+
+
+def test_domain_that_moves_the_single_realm_is_flagged(cli):
+    """Single-domain mode with no [server] domains: the realm is the first domain name of the table,
+    so adding one that sorts first, or removing the realm, moves every user's realm: said, with the fix."""
+    r = cli("domain", "add", "m.example.org", "--json")
+    assert "m.example.org is the realm" in r.json["notes"][1] and not r.json["warnings"]
+    r = cli("domain", "add", "a.example.org")
+    assert r.code == 0 and "moves from m.example.org to a.example.org" in r.err
+    assert 'set [auth] realm = "m.example.org"' in r.err
+    r = cli("domain", "add", "192.0.2.7", "--json")
+    assert not r.json["warnings"] and any("dropped as spam" in n for n in r.json["notes"])
+    r = cli("domain", "rm", "a.example.org")
+    assert "moves from a.example.org to m.example.org" in r.err
