@@ -37,7 +37,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SipdProces
         import selenium  # noqa: F401
     except ImportError:
         missing("selenium not installed (pip install -e .[test])")
-    sipd = SipdProcess(tmp_path_factory.mktemp("panel"), domains=["example.test"],
+    # several domains, each its own user space and digest realm (as the panel's users are added)
+    sipd = SipdProcess(tmp_path_factory.mktemp("panel"), {"server": {"multidomain": True}},
+                       domains=["example.test"],
                        users=[("alice@example.test", "alicepw"), ("bob@example.test", "bobpw")])
     sipd.start()
     sipd.sipctl("web", "admin", "add", ADMIN, "--password-stdin", input=ADMIN_PW + "\n")
