@@ -24,13 +24,18 @@ class Env:
         from sipd import config as cfg
 
         from .errors import SipctlError, ExitStatus
-        try:
-            conf = self._config or cfg.load(self.config_path)
-        except cfg.ConfigError as exc:
-            first = exc.problems[0]
-            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-            raise SipctlError(f"configuration: {first}{more}", hint="run sipctl config check",
-                              exit_code=ExitStatus.USAGE) from None
+        if self._config is not None:
+            conf = self._config
+        else:
+            # Only sipd needs the files it opens at start (TLS certificate and key): sipctl works
+            # before they exist; config check and doctor report them.
+            conf, problems = cfg.check(self.config_path)
+            problems = [p for p in problems if not isinstance(p, cfg.StartupProblem)]
+            if problems:
+                first = problems[0]
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise SipctlError(f"configuration: {first}{more}", hint="run sipctl config check",
+                                  exit_code=ExitStatus.USAGE)
         if self.db_url:
             conf.database.url = self.db_url
         return conf

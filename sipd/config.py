@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .overload import OverloadSection
+from .problem import Problem, StartupProblem  # noqa: F401 - part of this module's API
 from .webconf import WebSection
 
 DEFAULT_PATH = Path("/etc/sipd/sipd.toml")
@@ -472,15 +473,6 @@ class ConfigError(Exception):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-@dataclass(frozen=True)
-class Problem:
-    key: str
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.key}: {self.message}" if self.key else self.message
-        return f"{text} (hint: {self.hint})" if self.hint else text
 
 
 def sections() -> dict[str, type]:

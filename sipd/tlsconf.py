@@ -245,6 +245,7 @@ def _norm_listen(text: str) -> str:
 def validate_config(config: Any) -> list[Any]:
     """Problems in [tls] (called through sipd.config.VALIDATORS)."""
     from .config import Problem, parse_listen
+    from .problem import StartupProblem
 
     t = config.tls
     problems: list[Problem] = []
@@ -271,10 +272,10 @@ def validate_config(config: Any) -> list[Any]:
         for key in ("certificate", "private_key", "ca_file"):
             v = values.get(key)
             if isinstance(v, str) and v and not os.path.isfile(v):
-                problems.append(Problem(f"{prefix}.{key}", f"file {v} does not exist"))
+                problems.append(StartupProblem(f"{prefix}.{key}", f"file {v} does not exist"))
         v = values.get("ca_dir")
         if isinstance(v, str) and v and not os.path.isdir(v):
-            problems.append(Problem(f"{prefix}.ca_dir", f"directory {v} does not exist"))
+            problems.append(StartupProblem(f"{prefix}.ca_dir", f"directory {v} does not exist"))
 
     base = {k: getattr(t, k) for k in DOMAIN_KEYS}
     check_values("tls", base)
@@ -300,7 +301,7 @@ def validate_config(config: Any) -> list[Any]:
         for item in listens:
             own = (t.server_domains or {}).get(item) or {}
             if isinstance(own, dict) and not (own.get("certificate") or t.certificate):
-                problems.append(Problem("tls.certificate", f"{item} needs a certificate and private_key",
+                problems.append(StartupProblem("tls.certificate", f"{item} needs a certificate and private_key",
                                         "make one: sipctl cert selfsign, sipctl cert ca issue, or sipctl cert csr for a CA"))
     for key in ("handshake_timeout", "send_timeout"):
         if getattr(t, key) <= 0:
