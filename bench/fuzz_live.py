@@ -77,19 +77,22 @@ def main() -> int:
         t0 = time.monotonic()
         reports = []
         for proto, count, share in (("udp", args.udp, 0.0), ("tcp", args.tcp, 1.0)):
+            # one fuzzer (one fuzzee registration) per transport; RSS printed every 100,000
+            fz = LiveFuzzer("127.0.0.1", d.port, seed + (0 if proto == "udp" else 1), fuzzee_password="fuzzpw",
+                            tcp_share=share)
+            fz.register_fuzzee()
             chunk = 100_000
             for k in range(0, count, chunk):
-                fz = LiveFuzzer("127.0.0.1", d.port, seed + k + (0 if proto == "udp" else 1 << 40),
-                                fuzzee_password="fuzzpw", tcp_share=share)
-                fz.register_fuzzee()
                 rep = fz.run(min(chunk, count - k), time_limit=max(1.0, args.time_limit - (time.monotonic() - t0)),
-                             clean_call=calls, clean_every=args.clean_every, check_every=args.check_every)
-                reports.append(rep)
+                             clean_call=calls, clean_every=args.clean_every, check_every=args.check_every,
+                             close=False)
                 peak = max(peak, rss_mb(d.proc.pid))
-                print(f"  {proto}: {k + rep.sent} of {count}, RSS {rss_mb(d.proc.pid):.0f} MiB "
+                print(f"  {proto}: {rep.sent} of {count}, RSS {rss_mb(d.proc.pid):.0f} MiB "
                       f"(start {start_rss:.0f}, peak {peak:.0f})", flush=True)
-                if not d.alive() or rep.stalls:
+                if not d.alive() or rep.stalls or time.monotonic() - t0 > args.time_limit:
                     break
+            fz.close()
+            reports.append(fz.report)
         total = sum(r.sent for r in reports)
         secs = time.monotonic() - t0
         end_rss = rss_mb(d.proc.pid)

@@ -296,6 +296,8 @@ class LiveFuzzer:
                 # answered with the INVITE's own identifiers: a call the fuzzer may complete
                 self.clean_answers.update(ln.split(b":", 1)[1].strip() for ln in keep
                                           if ln[:8].lower() == b"call-id:" or ln[:2].lower() == b"i:")
+                if len(self.clean_answers) > 20000:  # bounded for long runs: old calls are long over
+                    self.clean_answers.clear()
             try:
                 self.callee.sendto(resp, src)
             except OSError:
@@ -442,7 +444,9 @@ class LiveFuzzer:
         return answers(self.host, self.port, timeout)
 
     def run(self, messages: int, *, time_limit: float, clean_call=None, clean_every: int = 2000,
-            check_every: int = 5000, log=print) -> FuzzReport:
+            check_every: int = 5000, log=print, close: bool = True) -> FuzzReport:
+        """Send ``messages`` (bounded by ``time_limit`` seconds); ``close=False`` keeps the sockets
+        (and the fuzzee's one registration) for another run; the report adds up."""
         rep = self.report
         t0 = time.monotonic()
         log(f"live fuzz: seed {self.seed}, {messages} messages, tcp share {self.tcp_share}")
@@ -477,10 +481,11 @@ class LiveFuzzer:
             self._drain()
             self._sync()
         self._drain()
-        rep.seconds = time.monotonic() - t0
-        for c in list(self.tcp):
-            self._drop_tcp(c)
-        self.close()
+        rep.seconds += time.monotonic() - t0
+        if close:
+            for c in list(self.tcp):
+                self._drop_tcp(c)
+            self.close()
         log("live fuzz: " + rep.line())
         return rep
 
