@@ -158,6 +158,7 @@ class Store:
             try:
                 await self.call(self._write_batch, {a: c for a, (c, _) in batch.items()})
                 self.commits += 1
+                _mark_stored(c for contacts, _ in batch.values() for c in contacts)
                 for _, futs in batch.values():
                     for f in futs:
                         if not f.done():
@@ -184,3 +185,11 @@ class Store:
         """write-back: persist these AORs (full lists) in one transaction."""
         if items:
             await self.call(self._write_batch, dict(items))
+            _mark_stored(c for _, contacts in items for c in contacts)
+
+
+def _mark_stored(contacts: Any) -> None:
+    """The database has these bindings now: ``ul show`` says CS_SYNC (OpenSIPS's state names; a
+    binding kept in memory while the database was away stays CS_NEW/CS_DIRTY until written)."""
+    for c in contacts:
+        c.state = "CS_SYNC"

@@ -88,6 +88,9 @@ def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
             reply = bob.register(600)
             assert reply.status == 200  # served from memory: the UA is registered ...
             assert location_rows(db_file) == []
+            shown = d.mi("ul_dump")  # the operator sees it is not stored yet
+            states = [c["State"] for dom in shown["Domains"] for a in dom["AORs"] for c in a["Contacts"]]
+            assert states == ["CS_NEW"], shown
             with UA(d.port, "alice", password="pw") as alice:  # ... and reachable
                 from tests.daemon.harness import message_reaches
 
@@ -96,6 +99,8 @@ def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
         while time.monotonic() < deadline and not location_rows(db_file):
             time.sleep(0.2)
         assert [r[0] for r in location_rows(db_file)] == ["bob"]
+        shown = d.mi("ul_dump")
+        assert [c["State"] for dom in shown["Domains"] for a in dom["AORs"] for c in a["Contacts"]] == ["CS_SYNC"]
     log = d.log()
     assert "kept in memory: not stored yet" in log
     assert "Traceback" not in log, log
