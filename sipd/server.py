@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import logging as sipd_logging
 from . import overload, stateless_path
 from .boundary import Boundaries
+from .sl_stats import StatelessReplyStats
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
 from .sip.message import make_response
@@ -399,7 +400,8 @@ class Server:
         def branch() -> str:
             return f"z9hG4bK{self._rand}x{next(self._branch_seq)}"
 
-        return TransactionLayer(LayerConfig(branch_factory=branch, tag_factory=self.to_tag, stateless_prefix=self._rand))
+        return TransactionLayer(LayerConfig(branch_factory=branch, tag_factory=self.to_tag, stateless_prefix=self._rand,
+                                            on_stateless_ack=self.sl.ack_absorbed))
 
     def _tls_manager(self) -> Any:
         """TLS domains (sipd/tlsconf.py); None when no tls listener and no [tls] certificate/CA."""
@@ -473,8 +475,7 @@ class Server:
         self.c_err_requests = s.counter("core:err_requests")
         self.c_bad_msg = s.counter("core:bad_msg_hdr")
         self.c_uas = s.counter("tm:UAS_transactions")
-        self.c_sent_replies = s.counter("sl:sent_replies")
-        self.c_sl = {k: s.counter(f"sl:{k}xx_replies") for k in range(1, 7)}
+        self.sl = StatelessReplyStats(s)
         self.boundary = self.state.events.boundary = Boundaries(s, self.loop)
         self.c_tm = {k: s.counter(f"tm:{k}xx_transactions") for k in range(2, 7)}
         for name in ("core:fwd_requests", "tm:UAC_transactions", "registrar:accepted_regs",
@@ -743,8 +744,7 @@ class Server:
             self.layer.send_stateless(resp, dest, now)
         if status >= 200 and self.state.events.listeners and request.method != "REGISTER":  # calls: accounting (contracts §9)
             self.state.events.emit(CallEvent(kind="response", request=request, response=resp, tx_key=tx_key, now=now))
-        self.c_sent_replies.inc()
-        self.c_sl[status // 100].inc()
+        self.sl.replied(status)
 
     def _log_reply(self, request: Any, source: tuple | None, status: int, why: str) -> None:
         if not logger.isEnabledFor(logging.INFO):

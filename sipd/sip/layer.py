@@ -65,6 +65,8 @@ class LayerConfig:
     # the To tag prefix of our stateless answers (sip/stateless.py): an ACK carrying such a tag
     # and matching no transaction acknowledges one of them and is absorbed here
     stateless_prefix: str | None = None
+    # called for each ACK absorbed that way (the daemon counts them as sl:received_ACKs)
+    on_stateless_ack: Callable[[], None] | None = None
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -244,6 +246,8 @@ class TransactionLayer:
                 return
             prefix = self.config.stateless_prefix
             if prefix is not None and is_stateless_tag(prefix, req.to.tag):
+                if self.config.on_stateless_ack is not None:
+                    self.config.on_stateless_ack()
                 return  # the ACK of a stateless non-2xx final: nothing to pass up
             self._events.append(RequestReceived(request=req, source=addr, tx_key=None))
             return
