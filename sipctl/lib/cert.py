@@ -16,12 +16,14 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -336,11 +338,9 @@ def ca_issue(directory: str | os.PathLike[str], cn: str, sans: list[str], *, cer
 def load_certs(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Every certificate in a PEM file (or the one in a DER file), in file order."""
     data = _read(path, "certificate")
-    try:
-        if b"-----BEGIN" in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
+    try:  # system bundles hold old roots with non-positive serials: a Python warning is no help there
+        with warnings.catch_warnings(action="ignore", category=CryptographyDeprecationWarning):
+            certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data else [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
         if b"CERTIFICATE REQUEST" in data:
             raise CertError(f"{path} is a certificate request, not a certificate") from None

@@ -254,7 +254,8 @@ def _check_tls(report: DoctorReport, conf: Any, db_domains: list[str]) -> None:
 
     names = [d for d in sorted(set(db_domains) | set(conf.server.domains)) if not _is_ip(d)]
     try:
-        r = certlib.check(tls.certificate, tls.private_key or None, ca=tls.ca_file or None, domains=names)
+        # the CA sipd is configured with, as sipd itself uses it (the system CAs only when none is set)
+        r = certlib.check(tls.certificate, tls.private_key or None, ca=tls.ca_file or tls.ca_dir or None, domains=names)
     except SipctlError as exc:
         report.add("tls", tls.certificate, FAIL, exc.message, exc.hint)
         return

@@ -129,3 +129,19 @@ def test_expired_certificate(tmp_path, setup):
     rc, data = _doctor(proc, "--no-dns")
     tls = [f for f in data["findings"] if f["area"] == "tls"]
     assert rc == 1 and any(f["verdict"] == "fail" and "expire" in f["detail"].lower() for f in tls), tls
+
+
+def test_certificate_from_the_configured_ca_is_green(tmp_path, setup):
+    """The chain is verified against [tls] ca_file, as sipd uses it: a lab CA's certificate is fine."""
+    proc, _ = setup
+    ca, cert, key = tmp_path / "ca", tmp_path / "sipd.crt", tmp_path / "sipd.key"
+    proc.sipctl("cert", "ca", "init", "--dir", str(ca))
+    proc.sipctl("cert", "ca", "issue", "--ca", str(ca), "--cn", "doc.test", "--san", "doc.test",
+                "--cert-out", str(cert), "--key-out", str(key))
+    proc.config["tls"] = {"certificate": str(cert), "private_key": str(key), "ca_file": str(ca / "root.pem")}
+    proc.write_config()
+    rc, data = _doctor(proc, "--no-dns")
+    tls = [f for f in data["findings"] if f["area"] == "tls"]
+    assert [f["verdict"] for f in tls] == ["pass"], tls
+    r = proc.sipctl("doctor", "--no-dns", check=False)
+    assert "Warning" not in r.stderr and "warnings.warn" not in r.stderr, r.stderr

@@ -222,3 +222,20 @@ def test_cert_group_does_not_import_cryptography_at_startup() -> None:
     res = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_check_against_system_cas_prints_no_python_warning(tmp_path: Path) -> None:
+    """System bundles carry old roots that cryptography warns about; the operator sees only the check."""
+    import sys
+
+    def sipctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-W", "default", "-m", "sipctl", *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+
+    assert sipctl("cert", "ca", "init", "--dir", "ca").returncode == 0
+    assert sipctl("cert", "ca", "issue", "--ca", "ca", "--cn", "example.test", "--san", "example.test",
+                  "--cert-out", "sipd.crt", "--key-out", "sipd.key").returncode == 0
+    r = sipctl("cert", "check", "--cert", "sipd.crt", "--key", "sipd.key", "--domain", "example.test")
+    assert r.returncode == 1  # a lab CA is not among the system CAs
+    assert "Warning" not in r.stderr and "warn(" not in r.stderr, r.stderr
+    assert r.stderr.startswith("Error: chain does not verify against")
