@@ -160,14 +160,21 @@ def start_polling(server: Any) -> None:
     if interval <= 0 or getattr(server, "is_worker", False) or server.state.db is None:
         return
     state = server.state
+    failing = [False]  # log a database outage once, not at every tick
 
     async def poll() -> None:
         before = _snapshot(state)
         try:
             done = await reload_tables(state, TABLES)
         except Exception as exc:  # noqa: BLE001 - the database may be away; try at the next tick
-            logger.warning("periodic reload failed, previous contents kept: %s", exc)
+            if not failing[0]:
+                logger.warning("periodic reload failed, previous contents kept (retried every %g s): %s",
+                               interval, exc)
+            failing[0] = True
             return
+        if failing[0]:
+            logger.info("periodic reload works again")
+            failing[0] = False
         if _snapshot(state) != before:
             logger.info("periodic reload: the database changed; reloaded %s", ", ".join(done))
             tell_workers(state, done)
