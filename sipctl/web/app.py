@@ -155,6 +155,18 @@ def view(*, write: bool = False) -> Callable[[Handler], Callable[[Request], Awai
     return wrap
 
 
+async def asked(work: Awaitable[Any]) -> tuple[Any, str]:
+    """(answer, "") from something that asks sipd, or (None, why it could not be had) to show."""
+    from ..errors import MgmtUnavailable
+
+    try:
+        return await work, ""
+    except MgmtUnavailable:
+        return None, "sipd is not running"
+    except SipctlError as exc:
+        return None, exc.message + (f" ({exc.hint})" if exc.hint else "")
+
+
 def back(request: Request) -> str:
     """Where a refused form returns to: the page it was sent from (same origin only), else the
     parent of the action's path (``/domains/add`` -> ``/domains``)."""

@@ -142,3 +142,22 @@ def test_mi_commands_run_and_read_only_admins_are_limited(stack, browser, shots)
     assert status == 403
     status, html, _ = viewer.request("/mi", {"csrf": token, "command": "version", "params": ""})
     assert status == 200 and "sipd" in html
+
+
+def test_bans_are_added_and_lifted(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    logged_in(browser, panel)
+    browser.get(panel.url + "/bans")
+    fill(browser, "#add-ban", {"ip": "192.0.2.7", "seconds": "600"})
+    assert "192.0.2.7 banned for 600 s" in flashes(browser)
+    assert "192.0.2.7" in sipd.sipctl("ban", "list", "--json").stdout
+    screenshot(browser, shots, "bans")
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#bans tbody tr") if "192.0.2.7" in r.text)
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    wait_for(lambda: _accept_alert(browser), "the confirmation")
+    wait_for(lambda: "lifted" in flashes(browser), "the page after lifting the ban")
+    assert "192.0.2.7" not in sipd.sipctl("ban", "list", "--json").stdout
+    fill(browser, "#add-ban", {"ip": "not-an-address", "seconds": "600"})
+    assert "not-an-address" in flashes(browser)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import audit, auth, cdr, dashboard, dialplan, domains, later, live, users
+from . import audit, auth, cdr, dashboard, dialplan, domains, guard, later, live, users
 
 ROUTES = [*auth.routes, *dashboard.routes, *domains.routes, *users.routes, *dialplan.routes, *cdr.routes,
-          *live.routes, *audit.routes, *later.routes]
+          *live.routes, *guard.routes, *audit.routes,
+          *later.routes]

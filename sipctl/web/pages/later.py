@@ -11,8 +11,6 @@ from ..app import Panel, view
 from ..session import Session
 
 LATER: dict[str, tuple[str, str]] = {
-    "/tls": ("TLS", "sipctl tls show"),
-    "/bans": ("Bans", "sipctl ban list"),
     "/trace": ("SIP Trace", "sipctl trace"),
 }
 

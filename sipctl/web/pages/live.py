@@ -11,28 +11,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ...errors import MgmtUnavailable, SipctlError
 from ...lib import dialog, mgmt, stats
 from ...lib.audit import READ_ONLY_COMMANDS
-from ..app import Panel, form_str, view
+from ..app import Panel, asked, form_str, view
 from ..apply import record
 from ..session import Session
 
 CHART_W, CHART_H = 720, 160
 
 
-async def _problem(coro: Any) -> tuple[Any, str]:
-    try:
-        return await coro, ""
-    except MgmtUnavailable:
-        return None, "sipd is not running"
-    except SipctlError as exc:
-        return None, exc.message + (f" ({exc.hint})" if exc.hint else "")
-
-
 @view()
 async def dialogs(panel: Panel, request: Request, session: Session) -> Response:
-    found, problem = await _problem(panel.off_loop(dialog.list_dialogs, panel.config))
+    found, problem = await asked(panel.off_loop(dialog.list_dialogs, panel.config))
     rows = [d.as_dict() for d in found or []]
     return panel.render(request, "dialog.html", title="Dialog", dialogs=rows, problem=problem, refresh=5)
 
@@ -64,7 +54,7 @@ def svg_points(points: list[tuple[int, int]]) -> dict[str, Any]:
 async def statistics(panel: Panel, request: Request, session: Session) -> Response:
     q = request.query_params
     name, since_text = q.get("name", "usrloc:registered_users").strip(), q.get("since", "24h").strip()
-    values, problem = await _problem(panel.off_loop(stats.get, panel.config, ["all"]))
+    values, problem = await asked(panel.off_loop(stats.get, panel.config, ["all"]))
     since = stats.parse_since(since_text)
     points = await panel.off_loop(stats.history, panel.config, name, since)
     groups: dict[str, list[tuple[str, Any]]] = {}
@@ -77,10 +67,10 @@ async def statistics(panel: Panel, request: Request, session: Session) -> Respon
 
 async def _mi_render(panel: Panel, request: Request, session: Session, chosen: str,
                      result: dict[str, Any] | None = None) -> Response:
-    names, problem = await _problem(panel.mgmt("which"))
+    names, problem = await asked(panel.mgmt("which"))
     described = None
     if chosen and names and chosen in names:
-        described, _ = await _problem(panel.mgmt("help", [chosen]))
+        described, _ = await asked(panel.mgmt("help", [chosen]))
     return panel.render(request, "mi.html", title="MI Commands", names=names or [], problem=problem,
                         chosen=chosen, described=described, result=result,
                         allowed=None if session.can_write else READ_ONLY_COMMANDS)
@@ -100,7 +90,7 @@ async def mi_run(panel: Panel, request: Request, session: Session) -> Response:
                             message=f"{session.username} is a read-only admin: {command} may change sipd "
                                     "and is not allowed.")
     args = mgmt.parse_mi_args(form_str(form, "params").split())
-    reply, problem = await _problem(panel.mgmt(command, args, timeout=10.0))
+    reply, problem = await asked(panel.mgmt(command, args, timeout=10.0))
     if command not in READ_ONLY_COMMANDS:
         await record(panel, request, session, f"mi {command}", form_str(form, "params") or "-",
                      after={"params": args, "error": problem} if problem else {"params": args})

@@ -1,0 +1,54 @@
+"""TLS (the certificates sipd presents and trusts, with their expiry) and Bans (list, add, lift)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ...errors import SipctlError
+from ...lib import ban
+from ..app import Panel, asked, form_str, view
+from ..apply import record
+from ..session import Session
+
+
+@view()
+async def tls(panel: Panel, request: Request, session: Session) -> Response:
+    from ...lib import mgmt
+
+    result, problem = await asked(panel.off_loop(mgmt.call, panel.config, "tls_list", {}))
+    domains = result.get("domains", []) if isinstance(result, dict) else (result or [])
+    return panel.render(request, "tls.html", title="TLS", domains=domains, problem=problem)
+
+
+@view()
+async def bans(panel: Panel, request: Request, session: Session) -> Response:
+    found, problem = await asked(panel.off_loop(ban.list_bans, panel.config))
+    return panel.render(request, "bans.html", title="Bans", bans=[b.as_dict() for b in found or []],
+                        problem=problem)
+
+
+@view(write=True)
+async def ban_add(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    text = form_str(form, "seconds") or "0"
+    if not text.isdigit():
+        raise SipctlError(f"the ban's length must be a number of seconds, not {text!r}", hint="0 = until lifted")
+    entry = await panel.off_loop(ban.add_ban, panel.config, form_str(form, "ip"), int(text))
+    await record(panel, request, session, "ban add", entry.ip, after=entry.as_dict())
+    session.flash("ok", f"{entry.ip} banned" + (f" for {text} s" if text != "0" else " until lifted"))
+    return RedirectResponse("/bans", status_code=303)
+
+
+@view(write=True)
+async def ban_rm(panel: Panel, request: Request, session: Session) -> Response:
+    form = await request.form()
+    ip = await panel.off_loop(ban.remove_ban, panel.config, form_str(form, "ip"))
+    await record(panel, request, session, "ban rm", ip)
+    session.flash("ok", f"ban of {ip} lifted")
+    return RedirectResponse("/bans", status_code=303)
+
+
+routes = [Route("/tls", tls), Route("/bans", bans), Route("/bans/add", ban_add, methods=["POST"]),
+          Route("/bans/rm", ban_rm, methods=["POST"])]
