@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.responses import Response
 
     from ..lib.changes import Change
     from .app import Panel
@@ -73,3 +74,18 @@ async def record(panel: Panel, request: Request, session: Session, action: str, 
     actor, source = who(request, session)
     await panel.db(audit.record, origin=audit.PANEL, actor=actor, source=source, action=action, obj=obj,
                    after=after)
+
+
+async def act_on(panel: Panel, request: Request, session: Session, action: str,
+                 fn: Callable[[Any, str], str], field: str, done: str, page: str) -> Response:
+    """A one-field action on the running sipd (Stop Call, lift a ban): ``fn(config, form[field])``
+    returns what it acted on; audit it, say ``done`` (with ``{}`` for that) and go back to ``page``."""
+    from starlette.responses import RedirectResponse
+
+    from .app import form_str
+
+    form = await request.form()
+    key = await panel.off_loop(fn, panel.config, form_str(form, field))
+    await record(panel, request, session, action, key)
+    session.flash("ok", done.format(key))
+    return RedirectResponse(page, status_code=303)

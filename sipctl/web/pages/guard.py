@@ -9,7 +9,7 @@ from starlette.routing import Route
 from ...errors import SipctlError
 from ...lib import ban
 from ..app import Panel, asked, form_str, view
-from ..apply import record
+from ..apply import act_on, record
 from ..session import Session
 
 
@@ -43,11 +43,7 @@ async def ban_add(panel: Panel, request: Request, session: Session) -> Response:
 
 @view(write=True)
 async def ban_rm(panel: Panel, request: Request, session: Session) -> Response:
-    form = await request.form()
-    ip = await panel.off_loop(ban.remove_ban, panel.config, form_str(form, "ip"))
-    await record(panel, request, session, "ban rm", ip)
-    session.flash("ok", f"ban of {ip} lifted")
-    return RedirectResponse("/bans", status_code=303)
+    return await act_on(panel, request, session, "ban rm", ban.remove_ban, "ip", "ban of {} lifted", "/bans")
 
 
 routes = [Route("/tls", tls), Route("/bans", bans), Route("/bans/add", ban_add, methods=["POST"]),

@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ...lib import dialog, mgmt, stats
 from ...lib.audit import READ_ONLY_COMMANDS
 from ..app import Panel, asked, form_str, view
-from ..apply import record
+from ..apply import act_on, record
 from ..session import Session
 
 CHART_W, CHART_H = 720, 160
@@ -29,11 +29,8 @@ async def dialogs(panel: Panel, request: Request, session: Session) -> Response:
 
 @view(write=True)
 async def stop_call(panel: Panel, request: Request, session: Session) -> Response:
-    form = await request.form()
-    key = await panel.off_loop(dialog.end_dialog, panel.config, form_str(form, "id"))
-    await record(panel, request, session, "dialog end", key)
-    session.flash("ok", f"call {key} stopped: sipd sent BYE to both sides")
-    return RedirectResponse("/dialog", status_code=303)
+    return await act_on(panel, request, session, "dialog end", dialog.end_dialog, "id",
+                        "call {} stopped: sipd sent BYE to both sides", "/dialog")
 
 
 def svg_points(points: list[tuple[int, int]]) -> dict[str, Any]:
