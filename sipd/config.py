@@ -392,7 +392,7 @@ class DialogSection:
 
 @dataclass(kw_only=True)
 class NatSection:
-    """USE_NAT: endpoints behind NAT; the rules live in sipd/services/nat.py and nat_detect.py."""
+    """USE_NAT: endpoints behind NAT (detection, the received address, keep-alive pings)."""
 
     enabled: bool = field(default=True, metadata=_doc(
         "Detect UDP endpoints behind NAT as nat_uac_test does (a private or loopback address in Contact or Via that is "
@@ -405,7 +405,7 @@ class NatSection:
 
 @dataclass(kw_only=True)
 class DiversionSection:
-    """VM_DIVERSION (issue 11): failed calls to local users go to a voicemail/reception URI."""
+    """VM_DIVERSION: failed calls to local users go to a voicemail/reception URI."""
 
     uri: str = field(default="", metadata=_doc("Where failed calls to local users are redirected (voicemail, reception); empty disables."))
     on_busy: bool = field(default=True, metadata=_doc("Divert when the callee is busy (486, 600)."))
@@ -417,7 +417,7 @@ class DiversionSection:
 
 @dataclass(kw_only=True)
 class PstnSection:
-    """HAVE_OUTBOUND_PSTN / HAVE_INBOUND_PSTN (issue 11): a PSTN gateway."""
+    """HAVE_OUTBOUND_PSTN / HAVE_INBOUND_PSTN: a PSTN gateway for numbers."""
 
     gateway: str = field(default="", metadata=_doc('SIP URI of the PSTN gateway, e.g. "sip:192.0.2.10:5060"; empty disables PSTN routing.'))
     prefixes: list[str] = field(default_factory=lambda: ["+"], metadata=_doc("R-URI user prefixes dialled to the PSTN (the number is all digits after it)."))
@@ -430,7 +430,7 @@ class PstnSection:
 
 @dataclass(kw_only=True)
 class RoutingSection:
-    """The Python routing hook (issue 11; docs/routing-hook.md)."""
+    """The Python routing hook, for routing the built-in policy does not cover (see sipd.toml(5))."""
 
     hook: str = field(default="", metadata=_doc("Python file (/path/hook.py) or module name whose route(request) is called for each initial request; empty = none."))
     error_log_interval: float = field(default=60.0, metadata=_doc("A failing hook's traceback is logged at most once per this many seconds."))
@@ -696,7 +696,7 @@ VALIDATORS: list[Any] = []
 
 
 def _validate_security(config: Config) -> list[Problem]:
-    """[antiflood] and [spam] values (issue 6)."""
+    """[antiflood] and [spam] values."""
     import ipaddress
 
     problems: list[Problem] = []
@@ -728,7 +728,7 @@ VALIDATORS.append(_validate_security)
 
 
 def _validate_tls(config: Config) -> list[Problem]:
-    """[tls] values and domain tables (issue 8); the rules live in sipd/tlsconf.py."""
+    """[tls] values and domain tables; the rules live in sipd/tlsconf.py."""
     from .tlsconf import validate_config
 
     return validate_config(config)
@@ -738,7 +738,7 @@ VALIDATORS.append(_validate_tls)
 
 
 def _validate_presence(config: Config) -> list[Problem]:
-    """[presence] values (issue 10); the rules live in sipd/services/presence_state.py."""
+    """[presence] values; the rules live in sipd/services/presence_state.py."""
     from .services.presence_state import validate_config
 
     return [Problem(k, m, h) for k, m, h in validate_config(config.presence)]
@@ -748,7 +748,7 @@ VALIDATORS.append(_validate_presence)
 
 
 def _validate_residential(config: Config) -> list[Problem]:
-    """[nat], [diversion], [pstn], [routing] values (issue 11)."""
+    """[nat], [diversion], [pstn], [routing] values."""
     from .services.pstn import validate_config
 
     return [Problem(k, m, h) for k, m, h in validate_config(config)]

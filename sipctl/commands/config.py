@@ -68,10 +68,11 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def _ask(features: object) -> None:
     """The osipsconfig-style checklist: one question per feature (typer.confirm / typer.prompt)."""
-    from ..lib.template import CHECKLIST
+    from ..lib.template import CHECKLIST, RECOMMENDED
 
     for attr, name, question in CHECKLIST:
-        current = getattr(features, attr)
+        # Enter takes what the command line asked for, else the recommended answer
+        current = getattr(features, attr) or getattr(RECOMMENDED, attr)
         if attr == "failure_diversion":
             if typer.confirm(f"{name}: {question}", default=bool(current)):
                 setattr(features, attr, typer.prompt("  diversion URI", default=current or "sip:voicemail@example.com"))
@@ -106,6 +107,8 @@ def generate(
     pstn_prefix: Annotated[str, typer.Option("--pstn-prefix", metavar="P", help="Number prefix routed to the PSTN gateway.")] = "+",
     http_mgmt: Annotated[bool, typer.Option("--http-mgmt", help="USE_HTTP_MANAGEMENT_INTERFACE: HTTP management on loopback.")] = False,
     address: Annotated[str, typer.Option("--address", help="This server's IP address (else a CUSTOMIZE ME placeholder).")] = "",
+    port: Annotated[int, typer.Option("--port", min=1, max=65534, help="SIP port for UDP and TCP; TLS listens on the next one.")] = 5060,
+    socket: Annotated[str, typer.Option("--socket", metavar="PATH", help="Management socket sipctl talks to sipd through (else /run/sipd/sipd.sock).")] = "",
     domain: Annotated[list[str] | None, typer.Option("--domain", help="SIP domain served (repeatable).")] = None,
     db_url: Annotated[str, typer.Option("--db-url", help="Database URL (else sqlite:////var/lib/sipd/sipd.db).")] = "",
     tls_cert: Annotated[str, typer.Option("--tls-cert", help="TLS certificate file.")] = "",
@@ -117,6 +120,8 @@ def generate(
     """Write a commented sipd.toml for the residential profile; CUSTOMIZE ME marks what to change.
 
     With no feature option: a minimal registrar/proxy (UDP, no auth, registrations in memory).
+    With --interactive, pressing Enter takes the recommended answer (TCP, auth, accounting, aliases,
+    dialogs, NAT, presence, registrations kept in the database).
 
     Example: sipctl config generate --tcp --auth --acc --nat --failure-diversion sip:voicemail@example.com -o sipd.toml
     """
@@ -128,7 +133,7 @@ def generate(
     features = Features(tcp=tcp, tls=tls, aliases=aliases, auth=auth, acc=acc, persistent_location=persistent_location,
                         dialog=dialog, multidomain=multidomain, nat=nat, presence=presence, dialplan=dialplan,
                         failure_diversion=failure_diversion, pstn_gateway=pstn_gateway, pstn_prefix=pstn_prefix,
-                        http_mgmt=http_mgmt, address=address, domains=list(domain or []), db_url=db_url,
+                        http_mgmt=http_mgmt, address=address, port=port, mgmt_socket=socket, domains=list(domain or []), db_url=db_url,
                         tls_certificate=tls_cert, tls_private_key=tls_key)
     if interactive:
         _ask(features)

@@ -53,6 +53,8 @@ class Features:
     http_mgmt: bool = False
     # values for the CUSTOMIZE ME lines (placeholders when empty)
     address: str = ""
+    port: int = 5060  # UDP and TCP; TLS listens on the next port (5061 by default)
+    mgmt_socket: str = ""  # empty: the system service's /run/sipd/sipd.sock
     domains: list[str] = field(default_factory=list)
     db_url: str = ""
     tls_certificate: str = ""
@@ -60,6 +62,12 @@ class Features:
 
 
 DEFAULT_FEATURES = Features()
+
+#: The answers ``--interactive`` offers when the operator presses Enter: what a new installation
+#: wants (sipd's own defaults), not the minimal profile of the bare command. TLS stays off (it needs
+#: a certificate first), so do the features that need the operator's own data.
+RECOMMENDED = Features(tcp=True, aliases=True, auth=True, acc=True, persistent_location=True, dialog=True,
+                       nat=True, presence=True)
 
 #: (attribute, osipsconfig name, question) in osipsconfig's order; booleans are yes/no questions.
 CHECKLIST: list[tuple[str, str, str]] = [
@@ -92,6 +100,10 @@ def flags_of(features: Features) -> list[str]:
             out.append(f"{opt} {value}")
     if features.pstn_gateway:
         out.append(f"--pstn-prefix {features.pstn_prefix}")
+    if features.port != DEFAULT_FEATURES.port:
+        out.append(f"--port {features.port}")
+    if features.mgmt_socket:
+        out.append(f"--socket {features.mgmt_socket}")
     return out
 
 
@@ -99,11 +111,12 @@ def _listen(features: Features) -> list[str]:
     host = features.address or PLACEHOLDER_ADDRESS
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    out = [f"udp:{host}:5060"]
+    port = features.port
+    out = [f"udp:{host}:{port}"]
     if features.tcp:
-        out.append(f"tcp:{host}:5060")
+        out.append(f"tcp:{host}:{port}")
     if features.tls:
-        out.append(f"tls:{host}:5061")
+        out.append(f"tls:{host}:{port + 1}")
     return out
 
 
@@ -113,7 +126,7 @@ def settings(features: Features) -> tuple[dict[str, dict[str, Any]], dict[str, s
     values: dict[str, dict[str, Any]] = {
         "server": {"listen": _listen(f), "domains": f.domains or [PLACEHOLDER_DOMAIN], "multidomain": f.multidomain},
         "database": {},
-        "mgmt": {},
+        "mgmt": {"socket": f.mgmt_socket} if f.mgmt_socket else {},
         "auth": {"register": f.auth, "invite": f.auth},
         "location": {"mode": "write-through" if f.persistent_location else "memory"},
         "proxy": {"aliases": f.aliases, "dialplan": f.dialplan},

@@ -166,3 +166,58 @@ def test_each_flag_is_named_in_the_header(flag):
     rc, text = generate(*args)
     assert rc == 0, text
     assert flag in text.splitlines()[1]
+
+
+def test_enter_on_every_question_gives_the_recommended_setup(tmp_path):
+    out = tmp_path / "sipd.toml"
+    rc, output = generate("--interactive", "--out", str(out), input="\n" * 40)
+    assert rc == 0, output
+    data = tomllib.loads(out.read_text())
+    assert data["auth"]["register"] is True and data["auth"]["invite"] is True
+    assert data["acc"]["enabled"] is True and data["dialog"]["enabled"] is True
+    assert data["proxy"]["aliases"] is True and data["location"]["mode"] == "write-through"
+    assert data["server"]["listen"][1].startswith("tcp:") and not any(x.startswith("tls:") for x in data["server"]["listen"])
+    assert check_config(out).returncode == 0
+
+
+def test_reads_as_an_operators_file():
+    """No issue numbers, project source files or design documents in the comments."""
+    import re
+
+    rc, text = generate(*[a for a in ALL if a.startswith("--") and a not in ("--failure-diversion", "--pstn-gateway",
+                                                                             "--pstn-prefix")])
+    assert rc == 0, text
+    comments = "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
+    assert not re.search(r"\bissue \d+|sipd/\S+\.py|docs/\S+\.md|contracts|§", comments), comments
+
+
+def test_port_and_socket_give_a_file_sipd_runs_with(tmp_path):
+    """--port and --socket: sipd starts on that port, sipctl reaches it through that socket."""
+    import time
+
+    from tests.conftest import free_port
+
+    port, sock, out = free_port(), tmp_path / "sipd.sock", tmp_path / "sipd.toml"
+    rc, text = generate("--address", "127.0.0.1", "--port", str(port), "--socket", str(sock), "--domain", "example.test",
+                        "--db-url", f"sqlite:///{tmp_path}/sipd.db", "--out", str(out))
+    assert rc == 0, text
+    data = tomllib.loads(out.read_text())
+    assert data["server"]["listen"] == [f"udp:127.0.0.1:{port}"] and data["mgmt"]["socket"] == str(sock)
+    cli = Cli(out)
+    assert cli("db", "create").code == 0
+    log = open(tmp_path / "sipd.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "sipd", "--config", str(out)], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "sipd ready" not in (tmp_path / "sipd.log").read_text():
+            assert proc.poll() is None, (tmp_path / "sipd.log").read_text()
+            time.sleep(0.2)
+        assert f"udp:127.0.0.1:{port}" in (tmp_path / "sipd.log").read_text()
+        r = cli("--json", "monitor", "--once")
+        assert r.code == 0, r.err
+        assert r.json["uptime"]["Up time"].endswith("[sec]")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
