@@ -119,7 +119,7 @@ def _realm_moved(config: Config, db: Database, before: str | None, change: Chang
         change.warnings.append(
             f"the realm of the one user space moves from {before} to {after or 'nothing'} (the first domain "
             f"name of the domain table, [server] multidomain = false): users stored as user@{before} no longer "
-            f"register; set [auth] realm = \"{before}\" (or [server] domains) to keep it")
+            f"register; set [auth] realm = \"{before}\" (or [server] domains) and restart sipd to keep it")
     return after
 
 
@@ -132,7 +132,7 @@ def _outside_user_space(config: Config, db: Database, what: str, user: str, doma
     change.warnings.append(
         f"with [server] multidomain = false sipd knows {what} by name in realm {realm} only (one user "
         f"space for all local domains): {user}@{domain} is never used; add {user}@{realm} instead "
-        "(it also answers at every other local domain), or set [server] multidomain = true")
+        "(it also answers at every other local domain), or set [server] multidomain = true and restart sipd")
     return True
 
 
@@ -143,7 +143,7 @@ def _ip_domain_notes(config: Config, domain: str, change: Change) -> None:
         return
     if config.spam.enabled and config.spam.calls_to_own_ip:
         change.notes.append(f"registrations to {domain} work; calls to user@{domain} are dropped as spam "
-                            "([spam] calls_to_own_ip = true; set it to false to route them)")
+                            "([spam] calls_to_own_ip = true; set it to false and restart sipd to route them)")
     else:
         change.notes.append(f"calls to user@{domain} are routed like calls to a domain name "
                             "([spam] calls_to_own_ip = false)")
@@ -243,7 +243,7 @@ def rm_user(config: Config, db: Database, user: str, domain: str) -> Change:
 def _alias_notes(config: Config, alias: str, target: str, change: Change) -> None:
     if not config.proxy.aliases:
         change.warnings.append(f"sipd does not use aliases while [proxy] aliases = false: calls to {alias} "
-                               f"do not reach {target}; set [proxy] aliases = true")
+                               f"do not reach {target}; set [proxy] aliases = true and restart sipd")
     else:
         change.notes.append(f"calls to {alias} reach {target} ([proxy] aliases = true)")
 
@@ -276,7 +276,7 @@ def dialplan_notes(config: Config, dpid: int, *, disabled: bool = False) -> tupl
         return [], ["the rule is disabled: sipd skips it"]
     if not proxy.dialplan:
         return [], [f"sipd does not translate calls while [proxy] dialplan = false (the default): the rule "
-                    f"never applies to a call; set [proxy] dialplan = true (and dialplan_id = {dpid})"]
+                    f"never applies to a call; set [proxy] dialplan = true (and dialplan_id = {dpid}) and restart sipd"]
     if dpid != proxy.dialplan_id:
         return [], [f"sipd translates calls with dpid {proxy.dialplan_id} ([proxy] dialplan_id): rules of "
                     f"dpid {dpid} apply only through sipctl mi dp_translate or a routing hook"]

@@ -224,17 +224,17 @@ def _check_provisioning(report: DoctorReport, conf: Any) -> None:
     proxy = conf.proxy
     if aliases and not proxy.aliases:
         report.add("aliases", f"{aliases} alias(es)", WARN, "not used: [proxy] aliases = false",
-                   "set [proxy] aliases = true so that calls to an alias reach its user")
+                   "set [proxy] aliases = true and restart sipd, so that calls to an alias reach its user")
     elif aliases:
         report.add("aliases", f"{aliases} alias(es)", PASS, "calls to them reach their users ([proxy] aliases = true)")
     used = dpids.count(proxy.dialplan_id)
     if dpids and not proxy.dialplan:
         report.add("dialplan", f"{len(dpids)} rule(s)", WARN,
-                   "never applied to a call: [proxy] dialplan = false", "set [proxy] dialplan = true")
+                   "never applied to a call: [proxy] dialplan = false", "set [proxy] dialplan = true and restart sipd")
     elif dpids and not used:
         report.add("dialplan", f"{len(dpids)} rule(s)", WARN,
                    f"none has dpid {proxy.dialplan_id}, the one calls use ([proxy] dialplan_id)",
-                   "sipctl dp list; set [proxy] dialplan_id or move the rules with sipctl dp edit --dpid")
+                   "sipctl dp list; set [proxy] dialplan_id (restart sipd) or move the rules with sipctl dp edit --dpid")
     elif dpids:
         report.add("dialplan", f"{used} rule(s) of dpid {proxy.dialplan_id}", PASS,
                    "applied to calls to local domains ([proxy] dialplan = true)")
