@@ -104,3 +104,8 @@ def configure(config: Config, *, stream=None) -> None:
 def set_level(name: str) -> None:
     """Change the operational log level at run time (mgmt ``log_level``)."""
     logging.getLogger("sipd").setLevel(level_of(name))
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 domain``, ``2 domains``: a count for a log line, in words an operator reads aloud."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -141,9 +141,9 @@ class Server:
 
         self.nat_keepalive = nat.start(self)  # [nat] keep-alive pings to NATed contacts (issue 11)
         reloading.start_polling(self)  # [database] reload_interval
-        logger.info("sipd ready, listening on %s (%d domains, %d subscribers, %d AORs registered, location %s)",
-                    ", ".join(names), len(state.domains), len(state.subscribers), len(state.location),
-                    config.location.mode)
+        logger.info("sipd ready, listening on %s (%s, %s, %s registered, location %s)", ", ".join(names),
+                    *(sipd_logging.counted(len(x), noun) for x, noun in ((state.domains, "domain"),
+                      (state.subscribers, "subscriber"), (state.location, "AOR"))), config.location.mode)
         if not len(state.domains):
             logger.warning("no local domain yet: every REGISTER will be refused (403); add one with "
                            "`sipctl domain add example.org` (sipd reloads it at once) or set [server] domains")

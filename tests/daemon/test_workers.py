@@ -260,7 +260,7 @@ def test_worker_registrations_persist_and_it_ends_with_main(tmp_path, request, b
         wait_for(lambda: not Path(f"/proc/{w['PID']}").exists() or "zombie" in Path(f"/proc/{w['PID']}/status").read_text(),
                  "the worker to end with main", 5)
         d.start()
-        assert "1 AORs registered" in d.ready_line
+        assert "1 AOR registered" in d.ready_line
         assert f"{user}@{DOMAIN}" in aors(d)
     finally:
         d.stop()
