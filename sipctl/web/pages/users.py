@@ -6,13 +6,14 @@ location mode: memory only, write-back or database)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, NotFoundError, SipctlError
-from ...lib import changes, provision
+from ...lib import changes, directory, provision
 from ..app import Panel, form_str, view
 from ..apply import apply
 from ..session import Session
@@ -37,20 +38,13 @@ def _page(rows: list[Any], request: Request) -> tuple[list[Any], int, int]:
 @view()
 async def index(panel: Panel, request: Request, session: Session) -> Response:
     q = request.query_params
-    user, domain, alias = (q.get(k, "").strip().lower() for k in ("user", "domain", "alias"))
-
-    def search(db: Any) -> list[dict[str, Any]]:
-        rows = provision.list_users(db)
-        if alias:
-            owners = {a["target"] for a in provision.list_aliases(db) if alias in a["alias"].lower()}
-            rows = [r for r in rows if f"{r['user']}@{r['domain']}" in owners]
-        return [r for r in rows if _matches(r, user, ("user",)) and _matches(r, domain, ("domain",))]
-
-    rows = await panel.db(search)
-    shown, page, pages = _page(rows, request)
+    query = {k: q.get(k, "").strip() for k in ("user", "domain", "alias")}
+    after = directory.parse_cursor(q.get("after", ""))
+    found = await panel.db(directory.search_users, **query, after=after)
     domains = await panel.db(provision.list_domains)
-    return panel.render(request, "users.html", title="Users", users=shown, total=len(rows), page=page,
-                        pages=pages, query={"user": user, "domain": domain, "alias": alias}, domains=domains)
+    return panel.render(request, "users.html", title="Users", users=found["rows"], total=found["total"],
+                        next=found["next"], first_page=after is None, query=query,
+                        pager=urlencode({k: v for k, v in query.items() if v}), domains=domains)
 
 
 @view(write=True)
