@@ -104,6 +104,16 @@ def timed(client: Client, path: str, n: int) -> tuple[float, float, int]:
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))], size
 
 
+def follow(client: Client, path: str, link: str, times: int) -> str:
+    """The path of the page ``times`` clicks on link #``link`` away from ``path`` (keyset pages)."""
+    for _ in range(times):
+        m = re.search(rf'id="{link}" href="([^"]+)"', client.get(path).decode())
+        if not m:
+            break
+        path = m.group(1).replace("&amp;", "&")
+    return path
+
+
 def vm(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -161,22 +171,8 @@ def main() -> None:
             ("CDR Viewer, caller substring", "/cdr?caller=user000123"),
             (f"Dialog ({args.dialogs} live)", "/dialog"),
         ]
-        deep = client.get("/cdr").decode()
-        for _ in range(200):  # follow "older" 200 pages deep: keyset pages cost the same
-            m = re.search(r'id="older" href="([^"]+)"', deep)
-            if not m:
-                break
-            older = m.group(1).replace("&amp;", "&")
-            deep = client.get(older).decode()
-        pages.append(("CDR Viewer, 200 pages deep", older))
-        deep = client.get("/users").decode()
-        for _ in range(150):  # the last users: keyset pages again
-            m = re.search(r'id="next" href="([^"]+)"', deep)
-            if not m:
-                break
-            after = m.group(1).replace("&amp;", "&")
-            deep = client.get(after).decode()
-        pages.append(("Users, 150 pages deep", after))
+        pages.append(("CDR Viewer, 200 pages deep", follow(client, "/cdr", "older", 200)))
+        pages.append(("Users, 150 pages deep", follow(client, "/users", "next", 150)))
         print(f"{'page':36} {'median ms':>10} {'p99 ms':>8} {'bytes':>9}")
         for name, path in pages:
             med, p99, size = timed(client, path, args.n)
