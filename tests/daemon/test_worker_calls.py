@@ -206,6 +206,8 @@ def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
             ok = caller.expect(200)
             listed = json.loads(sipctl(d, "dialog", "list", "--json").stdout)
             assert [(x["callid"], x["state"]) for x in listed] == [(answered, "confirmed")]
+            piped = [line.split("\t") for line in sipctl(d, "dialog", "list").stdout.splitlines()]
+            assert piped[0][-1] == "call-id" and piped[1][-1] == answered  # whole, as dialog end needs it
             ack_and_bye(caller, callee, ok, answered)
             acc = wait_rows(d.db_url, "SELECT * FROM acc WHERE callid = ? ORDER BY id", (answered,), 2)
             assert [(r["method"], r["sip_code"]) for r in acc] == [("INVITE", "200"), ("BYE", "200")]

@@ -289,3 +289,17 @@ def test_linphone_registers_over_tls_and_rejects_wrong_name(tls_sipd: Callable[.
     finally:
         good.stop()
         wrong.stop()
+
+
+def test_tls_list_piped_is_plain_with_whole_values(tls_sipd: Callable[..., Any]) -> None:
+    """`sipctl tls list | cat`: one row per TLS domain, tab-separated, the subject and names uncut."""
+    proc = tls_sipd()
+    listed = proc.sipctl("tls", "list", "--json").stdout
+    domains = json.loads(listed)
+    domains = domains.get("domains", []) if isinstance(domains, dict) else domains
+    lines = proc.sipctl("tls", "list").stdout.splitlines()
+    header = lines[0].split("\t")
+    assert header[:4] == ["name", "role", "match", "subject"]
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    assert [(r["name"], r["subject"]) for r in rows] == [(d.get("name"), d.get("subject", "")) for d in domains]
+    assert any(r["subject"].startswith("CN=") for r in rows) and "…" not in "".join(lines)
