@@ -136,20 +136,20 @@ class Server:
             self.note_self_address(listener)
         await self._start_mgmt()
         await self._start_trace()
-        from . import reloading
+        from . import readiness, reloading
         from .services import nat
-
         self.nat_keepalive = nat.start(self)  # [nat] keep-alive pings to NATed contacts (issue 11)
         reloading.start_polling(self)  # [database] reload_interval
+        self._drop_privileges()
+        self._start_workers()
+        _tune_gc()
+        await readiness.check_listeners(self)  # "ready" only once every listener answers (TLS: a handshake)
         logger.info("sipd ready, listening on %s (%s, %s, %s registered, location %s)", ", ".join(names),
                     *(sipd_logging.counted(len(x), noun) for x, noun in ((state.domains, "domain"),
                       (state.subscribers, "subscriber"), (state.location, "AOR"))), config.location.mode)
         if not len(state.domains):
             logger.warning("no local domain yet: every REGISTER will be refused (403); add one with "
                            "`sipctl domain add example.org` (sipd reloads it at once) or set [server] domains")
-        self._drop_privileges()
-        self._start_workers()
-        _tune_gc()
         self.notifier.ready(f"listening on {', '.join(names)}")
 
     def note_self_address(self, listener: Any) -> None:
