@@ -82,6 +82,9 @@ def reload(ctx: typer.Context, *, json: Json = False) -> None:
 
     Example: sipctl reload
     """
-    data = _call(ctx, "reload")
+    from ..lib import mgmt
+
+    # every table in every process: 100,000 subscribers take seconds, more on a busy host
+    data = mgmt.call(get_env(ctx).config, "reload", timeout=30.0)
     done = ", ".join(data.get("Reloaded", [])) or "nothing"
     Output(json_mode=json).result(f"reloaded: {done}", data)

@@ -45,6 +45,7 @@ class Change:
     message: str                      # "domain example.org added"
     data: dict[str, Any]              # what the database now holds (the row, the new id, ...)
     tables: tuple[str, ...]           # the sipd tables it touched
+    users: tuple[str, ...] = ()       # the subscribers it touched (user@domain): sipd re-reads only those
     daemon: str = ""                  # RELOADED | NOT_RUNNING | FAILED
     daemon_message: str = ""          # "sipd reloaded domains", "sipd is not running: ..."
     notes: list[str] = field(default_factory=list)     # what sipd does with it
@@ -70,13 +71,17 @@ def subscribe(listener: Callable[[Change], None]) -> Callable[[], None]:
     return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
-def tell_daemon(config: Config, tables: tuple[str, ...] | list[str]) -> tuple[str, str]:
-    """Ask the running sipd to reload ``tables``: (RELOADED | NOT_RUNNING | FAILED, what to say)."""
+def tell_daemon(config: Config, tables: tuple[str, ...] | list[str], users: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Ask the running sipd to reload ``tables`` (of subscribers only ``users``, user@domain, when
+    given): (RELOADED | NOT_RUNNING | FAILED, what to say)."""
     from . import mgmt
 
     names = ", ".join(tables)
+    params: dict[str, Any] = {"tables": list(tables)}
+    if users:
+        params["users"] = list(users)
     try:
-        mgmt.call(config, "reload", {"tables": list(tables)}, timeout=RELOAD_TIMEOUT)
+        mgmt.call(config, "reload", params, timeout=RELOAD_TIMEOUT)
     except MgmtUnavailable:
         return NOT_RUNNING, "sipd is not running: the change applies when it starts"
     except SipctlError as exc:
@@ -86,7 +91,7 @@ def tell_daemon(config: Config, tables: tuple[str, ...] | list[str]) -> tuple[st
 
 
 def _finish(config: Config, change: Change) -> Change:
-    change.daemon, change.daemon_message = tell_daemon(config, change.tables)
+    change.daemon, change.daemon_message = tell_daemon(config, change.tables, change.users)
     for listener in list(_listeners):
         try:
             listener(change)
@@ -193,7 +198,7 @@ def add_user(config: Config, db: Database, user: str, domain: str, password: str
              store_plaintext: bool = False, email: str = "", force: bool = False) -> Change:
     r = provision.add_user(db, user, domain, password, store_plaintext=store_plaintext, email=email,
                            force=force, local_domains=config.server.domains)
-    change = Change("user add", f"user {user}@{domain} added", r, ("subscribers",))
+    change = Change("user add", f"user {user}@{domain} added", r, ("subscribers",), (f"{user}@{domain}",))
     if domain not in local_domains(config, db):
         change.warnings.append(f"{domain} is not a local domain: sipd refuses REGISTERs for it (403) "
                                f"until you add it with sipctl domain add {domain}")
@@ -210,7 +215,7 @@ def add_user(config: Config, db: Database, user: str, domain: str, password: str
 def passwd(config: Config, db: Database, user: str, domain: str, password: str, *,
            store_plaintext: bool = False) -> Change:
     r = provision.passwd(db, user, domain, password, store_plaintext=store_plaintext)
-    change = Change("user passwd", f"password of {user}@{domain} changed", r, ("subscribers",))
+    change = Change("user passwd", f"password of {user}@{domain} changed", r, ("subscribers",), (f"{user}@{domain}",))
     change.notes.append("sipd refuses the old password from now on; registered devices keep their "
                         "registration until they refresh it")
     return _finish(config, change)
@@ -220,7 +225,8 @@ def rm_user(config: Config, db: Database, user: str, domain: str) -> Change:
     """Remove the user, its aliases and registrations, in the database and in the running sipd."""
     r = provision.rm_user(db, user, domain)
     change = Change("user rm", f"user {user}@{domain} removed ({r['aliases_removed']} alias(es), "
-                               f"{r['contacts_removed']} registration(s))", r, ("subscribers", "aliases"))
+                               f"{r['contacts_removed']} registration(s))", r, ("subscribers", "aliases"),
+                    (f"{user}@{domain}",))
     change.notes.append(f"{user}@{domain} can no longer register or authenticate")
     _finish(config, change)
     if change.daemon == RELOADED:

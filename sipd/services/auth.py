@@ -68,6 +68,12 @@ class SubscriberCache:
             self._entries[key] = creds
             self._negative.pop(key, None)
 
+    def forget(self, user: str, domain: str) -> None:
+        """Drop what is known of one user (an entry or a miss): the next request reads it anew."""
+        key = (user, domain.lower())
+        self._entries.pop(key, None)
+        self._negative.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._entries)
 

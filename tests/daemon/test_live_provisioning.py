@@ -251,3 +251,17 @@ def test_every_command_and_doctor_say_what_sipd_does(tmp_path: Path) -> None:
         assert not [f for f in data["findings"] if f["area"] == "domains" and f["verdict"] == "warn"]
     finally:
         proc.close()
+
+
+def test_subscriber_change_reloads_only_that_user(live: SipdProcess) -> None:
+    """A password change makes sipd forget that one user (read again on use), not the whole table."""
+    with UA(live.udp_port, "alice", password="alicepw") as alice, UA(live.udp_port, "bob", password="bobpw") as bob:
+        assert alice.register().status == 200 and bob.register().status == 200
+        reloaded = json.loads(live.sipctl("mi", "reload", "tables=subscribers", "users=alice@example.test").stdout)
+        assert reloaded == {"Reloaded": ["subscribers"]}
+        db_file = live.db_url[len("sqlite:///"):]
+        with sqlite3.connect(db_file) as con:  # both rows change behind sipd's back
+            con.execute("UPDATE subscriber SET ha1 = 'x', ha1_sha256 = 'x'")
+        live.sipctl("mi", "reload", "tables=subscribers", "users=alice@example.test")
+        assert alice.register().status == 401  # re-read: its new (broken) HA1 applies
+        assert bob.register().status == 200  # not re-read: still the cached one

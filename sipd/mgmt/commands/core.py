@@ -107,23 +107,26 @@ async def log_level(state: Any, level: str | None = None) -> Any:
 
 
 @command("reload", params=[Param("tables", required=False, type="array",
-                                 help="only these of domains, subscribers, aliases, dialplan")],
+                                 help="only these of domains, subscribers, aliases, dialplan"),
+                           Param("users", required=False, type="array",
+                                 help="with subscribers: only these user@domain entries")],
          help="Re-read what can change without a restart: the domains, subscribers, aliases and dialplan "
               "tables, TLS certificates, routing hook, log level (also on SIGHUP); with tables, only those.")
-async def reload(state: Any, tables: Any = None) -> Any:
+async def reload(state: Any, tables: Any = None, users: Any = None) -> Any:
     from ...reloading import TABLES, check_tables, reload_tables, reload_workers
 
     try:
         wanted = check_tables([tables] if isinstance(tables, str) else tables) if tables else list(TABLES)
     except ValueError as exc:
         raise MgmtError(400, str(exc)) from None
+    users = ([users] if isinstance(users, str) else [str(u) for u in users or ()]) if tables else []
     try:
-        done = await reload_tables(state, wanted)
+        done = await reload_tables(state, wanted, users)
     except Exception as exc:
         logger.warning("reload of %s failed: %s", ", ".join(wanted), exc, exc_info=True)
         raise MgmtError(500, f"reload of {', '.join(wanted)} failed (previous contents kept): {exc}") from None
     if tables:  # what sipctl changed: the workers read those tables too, nothing else is touched
-        workers = await reload_workers(state, done)
+        workers = await reload_workers(state, done, users)
         if workers:
             done.append(workers)
         logger.info("reloaded %s", ", ".join(done) or "nothing")
