@@ -156,3 +156,12 @@ def export_csv(open_db: Callable[[], Any], table: Table, search: Search, *,
         if not result["next"]:
             return
         cursor = parse_cursor(result["next"])
+
+
+def calls_since(db: Database, seconds: int, *, now: float | None = None) -> int:
+    """How many calls started in the last ``seconds`` (the dashboard's calls per minute)."""
+    import time
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((time.time() if now is None else now) - seconds))
+    row = db.query_one("SELECT COUNT(*) AS n FROM cdrs WHERE start_time >= ?", (stamp,))
+    return int(row["n"]) if row else 0

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, SipctlError
 from ...lib import provision
-from ..app import Panel, view
+from ..app import Panel, asked, view
 from ..session import Session
 
 # OpenSIPS statistic names shown as the dashboard's tiles.
@@ -38,15 +38,36 @@ async def sipd_status(panel: Panel) -> dict[str, Any]:
             "since": uptime.get("Up since", ""), "stats": stats if isinstance(stats, dict) else {}}
 
 
+def _doctor(config: Any) -> list[dict[str, str]]:
+    """What ``sipctl doctor`` flags (its failures and warnings), without the DNS checks, which may
+    wait on the network: those stay with ``sipctl doctor``."""
+    from types import SimpleNamespace
+
+    from ...lib import doctor
+
+    env = SimpleNamespace(config_path=str(config.source) if config.source else None, db_url=config.database.url)
+    report = doctor.run(env, skip_dns=True)
+    return [{"verdict": f.verdict, "area": f.area, "subject": f.subject, "detail": f.detail, "hint": f.hint}
+            for f in report.findings if f.verdict in (doctor.FAIL, doctor.WARN)]
+
+
 @view()
 async def index(panel: Panel, request: Request, session: Session) -> Response:
+    from ...lib import cdrview, mgmt
+
     status = await sipd_status(panel)
     domains = await panel.db(provision.list_domains)
     users = sum(d["users"] for d in domains)
     stats = status.get("stats", {})
     tiles = [(label, stats.get(name, "–")) for name, label in TILES]
+    tiles.insert(2, ("Calls in the last minute", await panel.db(cdrview.calls_since, 60)))
+    tls, _ = await asked(panel.off_loop(mgmt.call, panel.config, "tls_list", {}, 2.0)) \
+        if status.get("running") else (None, "")
+    certs = [d for d in (tls.get("domains", []) if isinstance(tls, dict) else []) if d.get("not_after")]
+    expiry = min(certs, key=lambda d: d.get("days_left", 1 << 30)) if certs else None
+    flagged = await panel.off_loop(_doctor, panel.config)
     return panel.render(request, "dashboard.html", title="Dashboard", status=status, tiles=tiles,
-                        domains=len(domains), users=users)
+                        domains=len(domains), users=users, expiry=expiry, flagged=flagged)
 
 
 routes = [Route("/", index)]
