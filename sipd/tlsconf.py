@@ -242,6 +242,14 @@ def _norm_listen(text: str) -> str:
         return text.strip()
 
 
+#: What to do about a TLS file that is not there yet (sipd refuses to start; sipctl works meanwhile).
+_MISSING_HINTS = {
+    "certificate": "make one (sipctl cert csr for your CA, sipctl cert ca issue, sipctl cert selfsign) or fix the path",
+    "private_key": "it is written with the certificate (sipctl cert csr/selfsign/ca issue) or fix the path",
+    "ca_file": "the PEM file of the CA(s) peers' certificates are verified with, or fix the path",
+}
+
+
 def validate_config(config: Any) -> list[Any]:
     """Problems in [tls] (called through sipd.config.VALIDATORS)."""
     from .config import Problem, parse_listen
@@ -272,7 +280,7 @@ def validate_config(config: Any) -> list[Any]:
         for key in ("certificate", "private_key", "ca_file"):
             v = values.get(key)
             if isinstance(v, str) and v and not os.path.isfile(v):
-                problems.append(StartupProblem(f"{prefix}.{key}", f"file {v} does not exist"))
+                problems.append(StartupProblem(f"{prefix}.{key}", f"file {v} does not exist", _MISSING_HINTS[key]))
         v = values.get("ca_dir")
         if isinstance(v, str) and v and not os.path.isdir(v):
             problems.append(StartupProblem(f"{prefix}.ca_dir", f"directory {v} does not exist"))

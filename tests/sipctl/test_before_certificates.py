@@ -41,7 +41,7 @@ def test_config_check_and_doctor_report_the_missing_certificate(tmp_path, empty_
     r = cli("doctor", "--json", "--no-dns")
     assert r.code == 1
     config_fails = [f for f in r.json["findings"] if f["area"] == "config" and f["verdict"] == "fail"]
-    assert any("tls.certificate" in f["subject"] for f in config_fails), json.dumps(r.json)
+    assert any("tls.certificate" in f["subject"] and "sipctl cert" in f["hint"] for f in config_fails), json.dumps(r.json)
 
 
 def test_sipd_refuses_to_start_without_it(tmp_path, empty_db_url):
