@@ -247,6 +247,10 @@ class LiveFuzzer:
         self.window = window          # datagrams in flight before the fuzzer reads replies
         lport = self.udp[0].getsockname()[1]
         self.mut = Mutator(self.rng, valid_seeds(host, port, lport) * 3 + torture_seeds())
+        # what is sent depends on the seed only; answers and hang-ups, which depend on what comes
+        # back and when, draw from a generator of their own
+        self.answer_rng = random.Random(seed ^ 0x5EED)
+        self.answer_mut = Mutator(self.answer_rng, self.mut.seeds)
         self.tcp: list[socket.socket] = []
         self.probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.probe.bind((host, 0))
@@ -282,8 +286,10 @@ class LiveFuzzer:
         head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
         keep = [ln for ln in head[1:] if ln[:4].lower() in (b"via:", b"v: ", b"from", b"to: ", b"t: ", b"call", b"i: ",
                                                              b"cseq", b"reco")]
+        initial = data.startswith(b"INVITE ") and any(ln[:3].lower() in (b"to:", b"t: ") and b"tag=" not in ln
+                                                      for ln in keep)
         keep = [ln + b";tag=fz" if ln[:3].lower() in (b"to:", b"t: ") and b"tag=" not in ln else ln for ln in keep]
-        rng = self.rng
+        rng = self.answer_rng
         bye = data.startswith(b"BYE ")
         for status in (200,) if bye and rng.random() < 0.9 else rng.choice(((180, 200), (200,), (486,), (183, 603), (100,), ())):
             resp = b"\r\n".join([b"SIP/2.0 %d X" % status, *keep,
@@ -291,9 +297,10 @@ class LiveFuzzer:
                                  b"Content-Length: 0", b"", b""])
             mutations = 0 if bye else rng.choice((0, 0, 1, 2))
             for _ in range(mutations):
-                resp = self.mut.mutate(resp)
-            if status == 200 and not mutations and data.startswith(b"INVITE "):
-                # answered with the INVITE's own identifiers: a call the fuzzer may complete
+                resp = self.answer_mut.mutate(resp)
+            if status == 200 and not mutations and initial:
+                # an INVITE without To tag (a new call, not a re-INVITE of an unknown dialog)
+                # answered with its own identifiers: a call the fuzzer may complete
                 self.clean_answers.update(ln.split(b":", 1)[1].strip() for ln in keep
                                           if ln[:8].lower() == b"call-id:" or ln[:2].lower() == b"i:")
                 if len(self.clean_answers) > 20000:  # bounded for long runs: old calls are long over
@@ -329,7 +336,7 @@ class LiveFuzzer:
         lport = s.getsockname()[1]
         for m, n in (("ACK", seq), ("BYE", seq + 1)):
             msg = "\r\n".join([f"{m} {target} SIP/2.0",
-                                f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{m}{self.rng.getrandbits(40):x};rport",
+                                f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{m}{self.answer_rng.getrandbits(40):x};rport",
                                 "Max-Forwards: 70", f"From: {frm}", f"To: {to}", f"Call-ID: {call_id}",
                                 f"CSeq: {n} {m}", *routes, "Content-Length: 0", "", ""])
             try:
