@@ -9,6 +9,7 @@ A screenshot of each page is kept in $SIPD_PANEL_SCREENSHOTS (default: a tempora
 from __future__ import annotations
 
 import pytest
+from e2e.security_ua import UA
 
 from web.conftest import (
     ADMIN,
@@ -16,6 +17,7 @@ from web.conftest import (
     HOSTILE_UA,
     VIEWER,
     VIEWER_PW,
+    WAIT,
     add_domain,
     fill,
     flashes,
@@ -81,8 +83,15 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     shown = flashes(browser)
     assert "user carol@users.test added" in shown and "alias 2001@users.test -> carol@users.test added" in shown
     assert "sipd reloaded" in shown
-    # the registrar knows the new user at once (no reload step): a digest REGISTER succeeds
-    assert register(sipd, "carol", "carol-pw-9", "users.test", user_agent=HOSTILE_UA) == 200
+    # the registrar knows the new user at once (no reload step): a digest REGISTER succeeds,
+    # and a call to the alias reaches the registered device
+    with UA(("127.0.0.1", sipd.udp_port), user_agent=HOSTILE_UA) as carol, \
+            UA(("127.0.0.1", sipd.udp_port)) as caller:
+        reply = carol.register("carol", "carol-pw-9", "users.test", expires=300, timeout=10.0)
+        assert reply is not None and reply.status == 200
+        caller.send(caller._request("INVITE", "sip:2001@users.test", "sip:someone@outside.example",
+                                    "sip:2001@users.test")[0])
+        assert carol.answer_incoming(WAIT) == f"sip:carol@127.0.0.1:{carol.port}"
     stored = sipd.sipctl("user", "show", "carol@users.test", "--json").stdout
     assert "carol-pw-9" not in stored  # HA1 only
     fill(browser, "form[action='/users'][method='get']", {"user": "car", "domain": "", "alias": "2001"})
