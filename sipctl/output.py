@@ -95,6 +95,8 @@ def show_change(out: Output, change: Any) -> None:
             out.out.print(f"  {note}", highlight=False, markup=False)
     for warning in change.warnings:
         out.warning(warning)
+    if change.daemon == "failed":  # the database has the change; the running sipd does not yet
+        out.warning(change.daemon_message)
 
 
 def _cell(value: Any) -> str:
