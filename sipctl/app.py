@@ -90,8 +90,9 @@ def _root(
 ) -> None:
     from .output import Output
 
-    if as_json:
+    if as_json:  # (main() found it already; this is for the app run by other means, e.g. tests)
         Output.json_requested = True
+        ctx.call_on_close(lambda: setattr(Output, "json_requested", False))
     ctx.obj = Env(config_path=config, db_url=db_url)
     if ctx.invoked_subcommand != "web":  # the panel records its changes itself, with the admin's name
         from .lib import audit
@@ -115,25 +116,34 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning known errors into one line and an exit code."""
     from .argv import json_argv
+    from .output import Output
+
+    argv, wanted = json_argv(app, sys.argv[1:] if argv is None else list(argv))
+    Output.json_requested, Output.json_written = wanted, False
+    try:
+        return _run(argv, wanted)
+    finally:  # nothing of this run's output mode is left for the next (tests run many in one process)
+        Output.json_requested = Output.json_written = False
+
+
+def _run(argv: list[str], wanted: bool) -> int:
     from .errors import DEFAULT_HINTS, ExitStatus, SipctlError
     from .output import Output
 
-    Output.json_written = False
-    argv, Output.json_requested = json_argv(app, sys.argv[1:] if argv is None else list(argv))
     try:
         rc = app(args=argv, standalone_mode=False)
         if isinstance(rc, int) and rc:  # typer.Exit(n) inside a command returns n here
             return rc
     except SipctlError as exc:
-        Output().error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code, ""))
+        Output(json_mode=wanted).error(exc.message, exc.hint or DEFAULT_HINTS.get(exc.exit_code, ""))
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        Output().error("interrupted", DEFAULT_HINTS[ExitStatus.INTERRUPTED])
+        Output(json_mode=wanted).error("interrupted", DEFAULT_HINTS[ExitStatus.INTERRUPTED])
         return int(ExitStatus.INTERRUPTED)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
-        Output().error("aborted: a question was not answered", "answer it at a terminal, or give the value as an option")
+        Output(json_mode=wanted).error("aborted: a question was not answered", "answer it at a terminal, or give the value as an option")
         return int(ExitStatus.ERROR)
     except Exception as exc:  # click usage errors and anything else: one line, no traceback
         code = getattr(exc, "exit_code", None)
@@ -141,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None and show is not None:  # a click.UsageError or BadParameter
             message = show()
             if message:  # empty for "no arguments: help printed" (no_args_is_help)
-                Output().error(message, "see --help")
+                Output(json_mode=wanted).error(message, "see --help")
             return int(code)
         if isinstance(exc, (BrokenPipeError,)):
             return 0
-        Output().error(f"unexpected {type(exc).__name__}: {exc}", "please report this as a bug with the command line you ran")
+        Output(json_mode=wanted).error(f"unexpected {type(exc).__name__}: {exc}", "please report this as a bug with the command line you ran")
         return int(ExitStatus.ERROR)
     # With standalone_mode=False, click returns the code of a typer.Exit raised by the command.
     return rc if isinstance(rc, int) else 0

@@ -69,3 +69,14 @@ def test_monitor_json_and_uptime_text(daemon, sipctl):
     snaps = [json.loads(x) for x in r.out.splitlines()]
     assert [s["cycle"] for s in snaps] == [1, 2]
     assert "usrloc:location-users" in snaps[0]["statistics"] and "Up time" in snaps[0]["uptime"]
+
+
+def test_json_mode_does_not_outlive_the_command(cli):
+    from sipctl.output import Output
+
+    cli("domain", "add", "example.org")
+    assert cli("--json", "domain", "list").json[0]["domain"] == "example.org"
+    assert not Output.json_requested and not Output.json_written
+    assert cli("domain", "list").out.startswith("domain\t")
+    r = cli("--json", "domain", "rm", "nowhere.example")
+    assert r.json["error"] and not Output.json_requested
