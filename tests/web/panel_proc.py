@@ -28,12 +28,16 @@ READY_TIMEOUT = 30.0
 
 
 class PanelProcess:
-    def __init__(self, sipd: SipdProcess) -> None:
+    def __init__(self, sipd: SipdProcess, *, ca_file: str | None = None) -> None:
+        """``ca_file``: the panel serves HTTPS ([web] certificate in sipd's config), trusted by this CA."""
+        import ssl
+
         from conftest import free_port
 
         self.sipd = sipd
         self.port = free_port("tcp")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
+        self.ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.log_path = sipd.dir / "panel.log"
         self.proc: subprocess.Popen | None = None
 
@@ -48,7 +52,7 @@ class PanelProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sipctl web exited (rc={self.proc.returncode}):\n{self.log_text()}")
             try:
-                with urllib.request.urlopen(self.url + "/login", timeout=2) as r:
+                with urllib.request.urlopen(self.url + "/login", timeout=2, context=self.ssl) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -71,11 +75,11 @@ class PanelProcess:
 class HttpClient:
     """A cookie-keeping HTTP client for what a browser cannot do (forged and replayed posts)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, context: Any = None) -> None:
         self.base = base
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
-                                                  _NoRedirect())
+                                                  urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
     def request(self, path: str, data: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
