@@ -93,6 +93,10 @@ def configure(config: Config, *, stream=None) -> None:
         out = stream or sys.stderr
         handler = logging.StreamHandler(out)
         handler.setFormatter(_Formatter(colour=hasattr(out, "isatty") and out.isatty()))
+    if stream is None:  # the daemon: written by a thread of its own, alike lines aggregated
+        from .logwriter import BackgroundHandler
+
+        handler = BackgroundHandler(handler)
     root.addHandler(handler)
     root.addHandler(RECENT)
     root.propagate = False
