@@ -15,8 +15,10 @@ trusted_networks``. Every UDP request datagram is sorted before it is parsed:
    * more of them arrive than ``unknown_rate`` per second (a token bucket with a burst of one
      second's worth): a bound on the work strangers can cause, which keeps the receive queue
      short, so a known endpoint's packet is not dropped by the kernel behind a flood's;
+   * a UDP socket's receive queue holds more than ``max_receive_queue`` of its buffer (probed
+     every 50 ms): the kernel would soon drop datagrams whoever sent them; for ``hold`` seconds;
    * the event loop lags more than ``max_loop_lag`` seconds behind (probed every 50 ms; three
-     probes in a row, while sipd itself kept a core busy), for ``hold`` seconds after that;
+     probes in a row, while strangers keep arriving), for ``hold`` seconds after that;
    * ``[limits] max_transactions`` transactions are live.
 
 What was shed is counted (``overload:shed_requests``, ``overload:shed_503``), with the gauges
@@ -27,7 +29,8 @@ in the statistics that ``sipctl stats``/``monitor`` and Prometheus read.
 from __future__ import annotations
 
 import re
-import time
+import socket
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
 PROBE_INTERVAL = 0.05  # seconds between two loop-lag probes
 PROBE_START = 2.0  # seconds after the start before the first (startup itself lags the loop)
 LAGGED_PROBES = 3  # lagging probes in a row that make the process saturated
-BUSY = 0.8  # ... while it used at least this share of a core
+STRANGERS = 1000  # ... while initial requests from unknown sources arrive at this rate per second
 
 # a To header with a tag: an in-dialog request (long and compact form, any case)
 _IN_DIALOG = re.compile(rb"\n(?:to|t)[ \t]*:[^\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
@@ -53,6 +56,9 @@ class OverloadSection:
         "Shed initial requests from unknown sources first when overloaded (known sources: authenticated or trusted)."))
     unknown_rate: int = field(default=3000, metadata=_doc(
         "Initial requests per second (per process) parsed from sources that never authenticated; beyond it they are shed."))
+    max_receive_queue: float = field(default=0.1, metadata=_doc(
+        "Share of a UDP socket's receive buffer that may hold unread datagrams before initial requests from"
+        " unknown sources are shed (for hold seconds)."))
     max_loop_lag: float = field(default=0.1, metadata=_doc(
         "Seconds the event loop may lag before every initial request from an unknown source is shed."))
     hold: float = field(default=2.0, metadata=_doc("Seconds the shedding lasts after the last lag over max_loop_lag."))
@@ -80,7 +86,9 @@ class OverloadGate:
         self._last = 0.0
         self.saturated_until = 0.0
         self.lag = 0.0
+        self.fill = 0.0
         self._lagging = 0  # probes in a row that found the loop lagging
+        self._strangers = 0  # initial requests from unknown sources since the last probe
         self.shed = 0
         self.shed_503 = 0
 
@@ -124,6 +132,7 @@ class OverloadGate:
             return True
         if host in self.trusted or _IN_DIALOG.search(data, 0, 4096) is not None:
             return True
+        self._strangers += 1
         rate = self.cfg.unknown_rate
         tokens = self._tokens + (now - self._last) * rate
         self._last = now
@@ -140,12 +149,22 @@ class OverloadGate:
     def saturated(self, now: float) -> bool:
         return now < self.saturated_until or self._tokens < 1.0
 
-    def lagged(self, lag: float, busy: float, now: float) -> None:
-        """A probe ran ``lag`` seconds late while this process used ``busy`` of a core. Only lag
-        from our own work counts: a loop that waited for a CPU another process held is not
-        overloaded, and neither is one that paused once (a collection, a reload)."""
+    def queue_filled(self, fill: float, now: float) -> None:
+        """A UDP socket's receive queue holds ``fill`` of its buffer: past ``max_receive_queue`` the
+        kernel is about to drop datagrams, a known endpoint's as readily as a flood's."""
+        self.fill = fill
+        if fill > self.cfg.max_receive_queue:
+            self.saturated_until = now + self.cfg.hold
+
+    def lagged(self, lag: float, interval: float, now: float) -> None:
+        """A probe ran ``lag`` seconds late, ``interval`` seconds after the one before. Lag counts
+        when strangers keep arriving (at least STRANGERS per second): whether the loop is behind
+        from its own work or from waiting for a CPU other processes hold, reading them is what
+        can be given up. A loop that paused once (a collection, a reload), or lags while only
+        known sources talk, is not shed."""
         self.lag = lag
-        if lag > self.cfg.max_loop_lag and busy >= BUSY:
+        strangers, self._strangers = self._strangers, 0
+        if lag > self.cfg.max_loop_lag and strangers >= STRANGERS * max(interval, PROBE_INTERVAL):
             self._lagging += 1
             if self._lagging >= LAGGED_PROBES:
                 self.saturated_until = now + self.cfg.hold
@@ -159,6 +178,7 @@ class OverloadGate:
             "overload:known_sources": lambda: len(self.known),
             "overload:saturated": lambda: int(self.saturated(now_fn())),
             "overload:loop_lag_ms": lambda: round(self.lag * 1000, 1),
+            "overload:receive_queue_pct": lambda: round(self.fill * 100, 1),
         }
 
 
@@ -175,18 +195,40 @@ def setup(server: Server) -> OverloadGate:
     for name, fn in gate.stats(loop.time).items():
         server.state.stats.gauge(name, fn)
     if config.overload.enabled:
-        last = [loop.time(), time.process_time()]
+        last = [loop.time()]
 
         def probe(expected: float) -> None:
-            now, cpu = loop.time(), time.process_time()
-            busy = (cpu - last[1]) / max(1e-3, now - last[0])
-            last[:] = now, cpu
-            gate.lagged(max(0.0, now - expected), busy, now)
+            now = loop.time()
+            gate.lagged(max(0.0, now - expected), now - last[0], now)
+            gate.queue_filled(receive_queue_fill(server), now)
+            last[0] = now
             loop.call_at(now + PROBE_INTERVAL, probe, now + PROBE_INTERVAL)
 
         start = loop.time() + PROBE_START
         loop.call_at(start, probe, start)
     return gate
+
+
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory, SK_MEMINFO_* (4.6 and later)
+
+
+def receive_queue_fill(server: Server) -> float:
+    """The fullest receive queue of this process's UDP sockets, as a share of its buffer (0 where
+    the kernel cannot tell)."""
+    worst = 0.0
+    transports = server.transports
+    for lst in transports.listeners if transports is not None else ():
+        transport = getattr(lst, "transport", None)
+        if getattr(lst, "proto", "") != "udp" or transport is None:
+            continue
+        try:
+            info = transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+            rmem_alloc, rcvbuf = struct.unpack_from("2I", info)
+        except (OSError, AttributeError, struct.error):
+            continue
+        if rcvbuf:
+            worst = max(worst, rmem_alloc / rcvbuf)
+    return worst
 
 
 def shed(server: Server, data: bytes, addr: tuple) -> None:

@@ -31,18 +31,28 @@ def test_unknown_sources_get_unknown_rate_per_second_known_ones_everything():
     assert g.shed == 400
 
 
-def test_lag_saturates_only_when_sipd_itself_is_busy_and_for_hold_seconds():
-    g = gate(max_loop_lag=0.1, hold=2.0)
+def strangers(g, n, now):
+    for _ in range(n):
+        g.admit(INITIAL, "198.51.100.99", now)
+
+
+def test_lag_saturates_only_while_strangers_keep_arriving_and_for_hold_seconds():
+    g = gate(max_loop_lag=0.1, hold=2.0, unknown_rate=1_000_000)
     for i in range(LAGGED_PROBES + 2):
-        g.lagged(0.5, 0.1, 10.0 + i)  # lagging, but the CPU was someone else's
+        strangers(g, 10, 10.0 + i)  # a few (200/s): the lag is not theirs to pay for
+        g.lagged(0.5, 0.05, 10.0 + i)
     assert not g.saturated(15.0) and g.admit(INITIAL, "198.51.100.7", 15.0)
     for _ in range(LAGGED_PROBES - 1):
-        g.lagged(0.5, 1.0, 20.0)
-    g.lagged(0.0, 1.0, 20.0)  # one pause is not overload
-    g.lagged(0.5, 1.0, 20.1)
+        strangers(g, 100, 20.0)
+        g.lagged(0.5, 0.05, 20.0)
+    strangers(g, 100, 20.0)
+    g.lagged(0.0, 0.05, 20.0)  # one probe on time: not overloaded
+    strangers(g, 100, 20.1)
+    g.lagged(0.5, 0.05, 20.1)
     assert not g.saturated(20.1)
     for _ in range(LAGGED_PROBES):
-        g.lagged(0.5, 1.0, 21.0)
+        strangers(g, 100, 21.0)  # 2,000/s
+        g.lagged(0.5, 0.05, 21.0)
     assert g.saturated(21.5)
     assert not g.admit(INITIAL, "198.51.100.7", 21.5) and g.admit(INITIAL, "10.9.9.9", 21.5)
     g.note_known("192.0.2.1", 21.5)
@@ -80,3 +90,14 @@ def test_known_addresses_expire_are_bounded_and_announced_once():
 def test_disabled_admits_everything():
     g = gate(enabled=False, unknown_rate=1)
     assert admitted(g, "198.51.100.7", 10, 1.0) == 10
+
+
+def test_a_filling_receive_queue_sheds_strangers_at_once_for_hold_seconds():
+    g = gate(max_receive_queue=0.1, hold=2.0)
+    g.queue_filled(0.05, 1.0)
+    assert not g.saturated(1.0)
+    g.queue_filled(0.3, 1.0)
+    assert g.saturated(2.9) and not g.admit(INITIAL, "198.51.100.7", 2.9)
+    assert g.admit(IN_DIALOG, "198.51.100.7", 2.9)
+    g.queue_filled(0.0, 3.0)
+    assert g.admit(INITIAL, "198.51.100.7", 3.0)
