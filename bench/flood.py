@@ -33,10 +33,10 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,59 +45,14 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from helpers.sipd_proc import SipdProcess, options_ping  # noqa: E402
 
-from tests.e2e.security_ua import UA, digest  # noqa: E402
+from helpers.flood import (  # noqa: E402
+    DOMAIN, GIVE_UP, LEGIT_HOST, finish_flood, legit_run, register_once, sources as flood_sources, start_flood,
+)
+
+from tests.e2e.security_ua import UA  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
-DOMAIN = "example.test"
-LEGIT_HOST = "127.3.0.1"
-GIVE_UP = 4.0  # seconds after its first send a registration counts as failed
 
-FLOODER = r"""
-import random, socket, sys, time
-host, port, rate, seconds, domain = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-addrs = sys.argv[6].split(",")
-socks = []
-for a in addrs:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answers are not read
-    s.bind((a, 0)); s.setblocking(False)
-    socks.append((s, a, s.getsockname()[1]))
-rnd = random.Random()
-INV = ("INVITE sip:u%d@{d} SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%x;rport\r\nMax-Forwards: 70\r\n"
-       "From: <sip:b%d@{d}>;tag=%x\r\nTo: <sip:u%d@{d}>\r\nCall-ID: %x@%s\r\nCSeq: 1 INVITE\r\n"
-       "Contact: <sip:b@%s:%d>\r\nUser-Agent: friendly-scanner\r\nContent-Type: application/sdp\r\nContent-Length: 52\r\n\r\n"
-       "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n").replace("{d}", domain)
-REG = ("REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%x;rport\r\nMax-Forwards: 70\r\n"
-       "From: <sip:r%d@{d}>;tag=%x\r\nTo: <sip:r%d@{d}>\r\nCall-ID: %x@%s\r\nCSeq: 1 REGISTER\r\n"
-       "Contact: <sip:r@%s:%d>\r\nExpires: 300\r\nContent-Length: 0\r\n\r\n").replace("{d}", domain)
-dest = (host, port)
-sent = errors = i = 0
-start = time.monotonic()
-end = start + seconds
-n = len(socks)
-while True:
-    now = time.monotonic()
-    if now >= end:
-        break
-    due = int((now - start) * rate) - sent - errors
-    if due <= 0:
-        time.sleep(0.002)
-        continue
-    for _ in range(min(due, 2000)):
-        s, a, p = socks[i % n]
-        i += 1
-        r = rnd.getrandbits(62)
-        u = r & 0xFFFFF
-        if i & 1:
-            m = INV % (u, a, p, r, r >> 40, r, u ^ 1, r, a, a, p)
-        else:
-            m = REG % (a, p, r, u, r, u, r, a, a, p)
-        try:
-            s.sendto(m.encode(), dest); sent += 1
-        except OSError:
-            errors += 1
-print(sent, errors)
-"""
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -157,49 +112,7 @@ def udp_drops(port: int) -> int:
     return total
 
 
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return round(v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))], 1)
-
-
 # -- the legitimate endpoint -------------------------------------------------------------------
-
-
-def register_once(ua: UA, user: str, password: str) -> float | None:
-    """One registration with digest, Timer A retransmissions, given up GIVE_UP s after it began.
-    Returns its time in ms, or None."""
-    t0 = time.monotonic()
-    aor, ruri = f"sip:{user}@{DOMAIN}", f"sip:{DOMAIN}"
-    extra = ["Expires: 300"]
-    data, branch = ua._request("REGISTER", ruri, aor, aor, extra=extra)
-    reply = ua.transaction(data, branch, GIVE_UP)
-    if reply is not None and reply.status == 401:
-        left = GIVE_UP - (time.monotonic() - t0)
-        if left <= 0:
-            return None
-        auth = digest("REGISTER", ruri, user, password, reply.header("www-authenticate") or "")
-        data, branch = ua._request("REGISTER", ruri, aor, aor, extra=extra + [f"Authorization: {auth}"])
-        reply = ua.transaction(data, branch, left)
-    if reply is None or reply.status != 200:
-        return None
-    return (time.monotonic() - t0) * 1000
-
-
-def legit_run(port: int, count: int, interval: float = 0.2) -> dict:
-    lat: list[float] = []
-    with UA(("127.0.0.1", port), host=LEGIT_HOST, user_agent="legit/1.0") as ua:
-        start = time.monotonic()
-        for k in range(count):
-            pause = start + k * interval - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            ms = register_once(ua, "alice", "alicepw")
-            if ms is not None:
-                lat.append(ms)
-    return {"count": count, "ok": len(lat), "ok_pct": round(100 * len(lat) / count, 1),
-            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99)}
 
 
 # -- targets -----------------------------------------------------------------------------------
@@ -278,26 +191,16 @@ class Kamailio:
         self.log.close()
 
 
-def flood_step(target, rate: int, sources: list[str], count: int, flooders: int) -> dict:
+def flood_step(target, rate: int, sources: list[str], count: int) -> dict:
     seconds = count * 0.2 + GIVE_UP + 2
     pids = process_tree(target.pid)
     cpu0, drops0, t0 = cpu_seconds(pids), udp_drops(target.port), time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-c", FLOODER, "127.0.0.1", str(target.port), str(rate / flooders),
-                               str(seconds), DOMAIN, ",".join(sources[k::flooders])],
-                              stdout=subprocess.PIPE, text=True) for k in range(flooders)]
+    procs = start_flood(target.port, rate, seconds, sources)
     try:
         time.sleep(1.0)  # the flood is under way before the endpoint starts
         legit = legit_run(target.port, count)
     finally:
-        sent = errors = 0
-        for p in procs:
-            try:
-                out, _ = p.communicate(timeout=seconds + 30)
-                a, b = (out.split() + ["0", "0"])[:2]
-                sent, errors = sent + int(a), errors + int(b)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        sent, errors = finish_flood(procs, seconds)
     wall = time.monotonic() - t0
     return {**legit, "flood_pps": round(sent / seconds), "flood_send_errors": errors,
             "cpu_pct": round(100 * (cpu_seconds(pids) - cpu0) / wall), "kernel_drops": udp_drops(target.port) - drops0}
@@ -311,8 +214,7 @@ def run_target(target, rates: list[int], args: argparse.Namespace, sources: list
     time.sleep(1.0)
     out["rss_before_kib"] = rss_kib(pids)
     for rate in rates:
-        flooders = max(1, -(-rate // 20000))
-        step = flood_step(target, rate, sources, args.count, flooders)
+        step = flood_step(target, rate, sources, args.count)
         out["steps"][rate] = step
         print(f"  {target.name:8} w={args._w} {rate:>6} pkt/s: ok {step['ok_pct']}% p50/p99 {step['p50_ms']}/{step['p99_ms']} ms"
               f" cpu {step['cpu_pct']}% drops {step['kernel_drops']} (sent {step['flood_pps']}/s)", flush=True)
@@ -353,11 +255,12 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after the last step before RSS is read")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # timeout(1): the targets are still stopped
     rates = [int(r) for r in args.rates.split(",") if r]
     names = [t for t in args.targets.split(",") if t]
     if "kamailio" in names and shutil.which("kamailio") is None:
         sys.exit("kamailio is not installed (apt-get install kamailio), or run with --targets sipd")
-    sources = [f"127.1.{i // 250}.{1 + i % 250}" for i in range(args.sources)]
+    sources = flood_sources(args.sources)
     results: dict = {}
     started = datetime.datetime.now(datetime.timezone.utc)
     print(f"flood benchmark, {started:%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -1,0 +1,48 @@
+"""A distributed flood must not lock out the institution's own endpoint.
+
+250 loopback sources, each below the per-source limit, send 5,000 packets/s in total of INVITEs to
+random users (challenged, never ACKed) and REGISTERs of random users without credentials, to a
+live sipd with its defaults except ``[antiflood] trusted_networks = []``. Meanwhile a registered
+endpoint registers with digest every 0.15 s, each request retransmitted as Timer A does and
+given up after 4 s: at least 99 % of its registrations must succeed. This checks success, not
+speed (bench/flood.py measures latency, CPU and Kamailio beside it). Afterwards sipd counted what
+it shed, shows the registration, and a new endpoint registers at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+from helpers.flood import DOMAIN, LEGIT_HOST, finish_flood, legit_run, register_once, sources, start_flood
+
+from tests.e2e.security_ua import UA
+
+RATE = 5000
+COUNT = 80
+INTERVAL = 0.15
+
+
+def test_registered_endpoint_gets_through_a_5000_pps_flood_from_250_sources(server_factory):
+    proc = server_factory({"antiflood": {"trusted_networks": []}})
+    with UA(("127.0.0.1", proc.udp_port), host=LEGIT_HOST) as ua:
+        assert register_once(ua, "alice", "alicepw") is not None  # an endpoint registered before the flood
+    seconds = COUNT * INTERVAL + 6
+    flood = start_flood(proc.udp_port, RATE, seconds, sources(250))
+    try:
+        time.sleep(1.0)
+        legit = legit_run(proc.udp_port, COUNT, INTERVAL)
+    finally:
+        sent, _ = finish_flood(flood, seconds)
+    assert sent >= RATE * seconds * 0.5, f"the flood generator fell behind: {sent} packets in {seconds:.0f} s"
+    assert legit["ok"] >= 0.99 * COUNT, legit
+    from sipd import config as cfg
+    from sipd.mgmt import client
+
+    conf = cfg.Config()
+    conf.mgmt.socket = proc.socket_path
+    stats = client.call(conf, "get_statistics", ["overload:", "core:"], 10.0)
+    assert stats["overload:shed_requests"] > 0, stats  # strangers beyond [overload] unknown_rate were shed
+    assert f"alice@{DOMAIN}" in proc.sipctl("ul", "show", "--json").stdout
+    with UA(("127.0.0.1", proc.udp_port), host="127.3.0.2") as ua:  # a new address, once the flood is over
+        assert register_once(ua, "bob", "bobpw") is not None
+    assert proc.running()
