@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from typing import Annotated, Optional
 
 import typer
@@ -120,10 +121,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv, wanted = json_argv(app, sys.argv[1:] if argv is None else list(argv))
     Output.json_requested, Output.json_written = wanted, False
+    shown = warnings.showwarning
+    # A library's warning is the operator's only as one "Warning:" line, never Python's file:line dump.
+    warnings.showwarning = lambda message, *_args, **_kw: Output().warning(str(message))
     try:
         return _run(argv, wanted)
     finally:  # nothing of this run's output mode is left for the next (tests run many in one process)
         Output.json_requested = Output.json_written = False
+        warnings.showwarning = shown
 
 
 def _run(argv: list[str], wanted: bool) -> int:

@@ -80,3 +80,22 @@ def test_json_mode_does_not_outlive_the_command(cli):
     assert cli("domain", "list").out.startswith("domain\t")
     r = cli("--json", "domain", "rm", "nowhere.example")
     assert r.json["error"] and not Output.json_requested
+
+
+def test_a_library_warning_is_one_line(cli, monkeypatch):
+    import warnings
+
+    from sipctl.lib import provision
+
+    real = provision.list_domains
+
+    def list_domains(db):
+        warnings.warn("this driver option is deprecated", DeprecationWarning, stacklevel=1)
+        return real(db)
+
+    monkeypatch.setattr(provision, "list_domains", list_domains)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as outside the test suite, where warnings are shown, not raised
+        r = cli("domain", "list")
+    assert r.code == 0
+    assert r.err == "Warning: this driver option is deprecated\n"  # no file:line, no source line
