@@ -234,7 +234,7 @@ def check(
             out.out.print(f"ok: {line}", highlight=False)
         for line in report.warnings:
             out.warning(line)
-        for line in report.problems:
-            out.error(line)
+        for line in report.problems:  # listed; the one Error: line with its Hint comes last
+            out.err.print(f"problem: {line}", highlight=False, markup=False)
     if not report.ok:
         raise CheckFailed(f"{len(report.problems)} problem(s) with {cert}", hint="fix the lines above, then run the check again")

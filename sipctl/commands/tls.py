@@ -55,9 +55,10 @@ def reload(ctx: typer.Context, *, json: Json = False) -> None:
         for d in result.get("domains", []) if isinstance(result, dict) else []:
             state = "reloaded" if d.get("reloaded") else ("unchanged" if not d.get("error") else "kept old")
             line = f"{d.get('name')}: {state}"
-            if d.get("error"):
-                out.error(f"{line}: {d['error']}")
+            if d.get("error"):  # listed; the one Error: line with its Hint comes last
+                out.err.print(f"{line}: {d['error']}", highlight=False, markup=False)
             else:
                 out.result(line)
     if failed:
-        raise MgmtCommandError(f"{len(failed)} TLS domain(s) could not be reloaded; they keep their previous certificate")
+        raise MgmtCommandError(f"{len(failed)} TLS domain(s) could not be reloaded; they keep their previous certificate",
+                               hint="fix the files named above (sipctl cert check --cert FILE), then sipctl tls reload")

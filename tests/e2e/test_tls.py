@@ -210,7 +210,7 @@ def test_replacing_cert_files_switches_new_connections(tls_sipd: Callable[..., A
     # a broken key: reported, the working certificate stays
     proc.key_path.write_text("garbage\n")
     res = proc.sipctl("tls", "reload", check=False)
-    assert res.returncode != 0 and "kept old" in res.stderr
+    assert res.returncode != 0 and "kept old" in res.stderr and "Hint: fix the files named above" in res.stderr
     assert "new.example.test" in _subject(proc.tls_port)
 
 

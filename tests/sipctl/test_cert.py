@@ -165,7 +165,8 @@ def test_check_reports_each_problem_on_its_own_line(lab: Path, tmp_path: Path, c
     code, out, err = run(capsys, "cert", "check", "--cert", str(leaf_only), "--key", str(other),
                          "--ca", str(lab / "root" / "root.pem"), "--domain", "other.test", "--host", "10.1.2.3")
     assert code == 1
-    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    errors = [line for line in err.splitlines() if line.startswith("problem:")]
+    assert err.splitlines()[-2:][0].startswith("Error: 4 problem(s)") and err.splitlines()[-1].startswith("Hint:")
     assert any("does not belong to the certificate" in e for e in errors)
     assert any("issuer CN=Test Intermediate not found" in e for e in errors)
     assert any("SIP domain other.test" in e for e in errors)
@@ -238,4 +239,5 @@ def test_check_against_system_cas_prints_no_python_warning(tmp_path: Path) -> No
     r = sipctl("cert", "check", "--cert", "sipd.crt", "--key", "sipd.key", "--domain", "example.test")
     assert r.returncode == 1  # a lab CA is not among the system CAs
     assert "Warning" not in r.stderr and "warn(" not in r.stderr, r.stderr
-    assert r.stderr.startswith("Error: chain does not verify against")
+    assert r.stderr.startswith("problem: chain does not verify against")
+    assert r.stderr.rstrip().splitlines()[-1].startswith("Hint: ")
