@@ -149,6 +149,11 @@ def view(*, write: bool = False) -> Callable[[Handler], Callable[[Request], Awai
                     session.flash("error", text)
                     return RedirectResponse(back(request), status_code=303)
                 return panel.render(request, "error.html", 200, title="Error", message=text)
+            except Exception as exc:  # a bug: say so on the page, keep the traceback for the log
+                logger.exception("panel page %s %s failed", request.method, request.url.path)
+                return panel.render(request, "error.html", 500, title="Error",
+                                    message=f"unexpected {type(exc).__name__}: {exc} (a bug in the panel: "
+                                            "its log has the details; please report it)")
 
         return endpoint
 
