@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 #: The HA1 cache answers "unknown" for this long before asking the database again (a user added
 #: with sipctl is then usable within this time, or at once after ``sipctl`` reloads the cache).
 NEGATIVE_TTL = 30.0
+NEGATIVE_MAX = 20000  # misses remembered (the oldest forgotten first): a flood of random users is bounded
+#: Database look-ups of users missing from the cache, per second at most: beyond it a miss is
+#: answered from memory (unknown) at once, so a flood of random user names never becomes a
+#: database query per packet (the cache holds every subscriber; a miss is rarely a real user).
+MISS_LOOKUPS_PER_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,8 @@ class SubscriberCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Credentials] = {}
         self._negative: dict[tuple[str, str], float] = {}
+        self._budget = MISS_LOOKUPS_PER_S  # look-ups of misses left (token bucket) ...
+        self._budget_at = 0.0  # ... as of this time
         self.loader = None  # async (user, domain) -> Credentials | None ; set by the server
         self.reloader = None  # async () -> None
 
@@ -61,12 +68,24 @@ class SubscriberCache:
     def put(self, user: str, domain: str, creds: Credentials | None, now: float) -> None:
         key = (user, domain.lower())
         if creds is None:
-            if len(self._negative) > 100_000:
-                self._negative.clear()
-            self._negative[key] = now + NEGATIVE_TTL
+            negative = self._negative
+            negative.pop(key, None)
+            negative[key] = now + NEGATIVE_TTL
+            if len(negative) > NEGATIVE_MAX:
+                negative.pop(next(iter(negative)))
         else:
             self._entries[key] = creds
             self._negative.pop(key, None)
+
+    def may_look_up(self, now: float) -> bool:
+        """Whether a miss may be looked up in the database now (MISS_LOOKUPS_PER_S)."""
+        budget = min(MISS_LOOKUPS_PER_S, self._budget + (now - self._budget_at) * MISS_LOOKUPS_PER_S)
+        self._budget_at = now
+        if budget < 1.0:
+            self._budget = budget
+            return False
+        self._budget = budget - 1.0
+        return True
 
     def forget(self, user: str, domain: str) -> None:
         """Drop what is known of one user (an entry or a miss): the next request reads it anew."""

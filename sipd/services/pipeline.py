@@ -309,8 +309,9 @@ def _strip_own_credentials(req: Any, domains: Any, realm: str | None) -> None:
 async def _load_subscriber(state: ServerState, user: str, realm: str, wall: float) -> None:
     from .auth import Credentials
 
-    row = await state.db.load_subscriber(user, realm) if state.db is not None else None
-    state.subscribers.put(user, realm, Credentials(row["ha1"] or "", row["ha1_sha256"] or "") if row else None, wall)
+    subs = state.subscribers  # over its look-up budget (a flood of random names): unknown, from memory
+    row = await state.db.load_subscriber(user, realm) if state.db is not None and subs.may_look_up(wall) else None
+    subs.put(user, realm, Credentials(row["ha1"] or "", row["ha1_sha256"] or "") if row else None, wall)
     return None
 
 

@@ -101,3 +101,21 @@ def test_a_filling_receive_queue_sheds_strangers_at_once_for_hold_seconds():
     assert g.admit(IN_DIALOG, "198.51.100.7", 2.9)
     g.queue_filled(0.0, 3.0)
     assert g.admit(INITIAL, "198.51.100.7", 3.0)
+
+
+def test_misses_of_the_subscriber_cache_are_bounded_and_rarely_reach_the_database():
+    """A flood of random user names: at most MISS_LOOKUPS_PER_S database look-ups a second, the
+    rest answered from memory; the remembered misses stay within NEGATIVE_MAX."""
+    from sipd.services import auth
+    from sipd.services.auth import MISS_LOOKUPS_PER_S, NEGATIVE_MAX, SubscriberCache
+
+    subs = SubscriberCache()
+    allowed = sum(subs.may_look_up(100.0) for _ in range(1000))
+    assert allowed == MISS_LOOKUPS_PER_S
+    assert sum(subs.may_look_up(100.5) for _ in range(1000)) == MISS_LOOKUPS_PER_S // 2  # refilled at the rate
+    for i in range(NEGATIVE_MAX + 50):
+        subs.put(f"r{i}", "example.test", None, 100.0)
+    assert len(subs._negative) == NEGATIVE_MAX
+    assert subs.known_missing(f"r{NEGATIVE_MAX + 49}", "example.test", 101.0)
+    assert not subs.known_missing("r0", "example.test", 101.0)  # the oldest forgotten
+    assert not subs.known_missing(f"r{NEGATIVE_MAX + 49}", "example.test", 100.0 + auth.NEGATIVE_TTL)
