@@ -454,6 +454,11 @@ class Tracker:
             return self._failed(dlg, response, wall)
         dlg.answered = wall
         dlg.state = DlgState.CONFIRMED_NA
+        # the INVITE transaction is over for the tracker (a retransmitted or forked 2xx finds no
+        # entry and is ignored the same way): a later INVITE under the same key, from a client
+        # that repeats a branch, is a call of its own and gets its own dialog and CDR
+        if self.by_tx.get(dlg.invite_tx) is dlg:
+            del self.by_tx[dlg.invite_tx]
         dlg.to_tag = response.to.tag or ""
         dlg.callee_contact_hdr = response.get("Contact") or ""
         dlg.callee_addr = peer

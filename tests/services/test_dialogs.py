@@ -204,3 +204,18 @@ def test_answer_with_a_record_route_that_does_not_parse_still_makes_a_cdr(tracke
     clock.advance(5.0)
     out = tracker.on_request(req("BYE", to_tag="tt", cseq=2), "tx2", clock.now)
     assert tables(out) == [("insert", "cdrs"), ("delete", "dialog")] and out[0].row["duration"] == 5
+
+
+def test_new_call_reusing_an_answered_invites_transaction_key_gets_its_own_cdr(tracker, clock):
+    """A client that repeats a Via branch: the second INVITE (another Call-ID) arrives under the key
+    of the first, answered one. It is a call of its own, not a retransmission of the first."""
+    answered_call(tracker, clock, "c1")
+    inv2 = req("INVITE", call_id="c2", from_tag="ft2")
+    assert tracker.on_request(inv2, "tx1", clock.now, "udp:127.0.0.1:5062") == []
+    out = tracker.on_response(inv2, resp(inv2, 200), "tx1", clock.now)
+    assert tables(out) == [("insert", "acc"), ("upsert", "dialog")] and out[0].row["callid"] == "c2"
+    assert tracker.on_response(inv2, resp(inv2, 200), "tx1", clock.now) == []  # its 2xx retransmitted
+    clock.advance(3.0)
+    out = tracker.on_request(req("BYE", call_id="c2", from_tag="ft2", to_tag="tt", cseq=2), "tx3", clock.now)
+    assert tables(out) == [("insert", "cdrs"), ("delete", "dialog")] and out[0].row["callid"] == "c2"
+    assert tracker.find("c1") is not None  # the first call is still up
