@@ -610,7 +610,7 @@ def cdrs_missing(db_url: str, call_ids: list[str], timeout: float = 20.0) -> lis
     while missing and time.monotonic() < deadline:
         with connect(db_url) as db:
             have = {r["callid"] for r in db.query("SELECT callid FROM cdrs")}
-        missing = [c for c in call_ids if storable_text(c)[:255] not in have]  # as the cdrs row holds it
+        missing = [c for c in call_ids if storable_text(c[:255]) not in have]  # as the cdrs row holds it
         if missing:
             time.sleep(0.5)
     return missing
