@@ -13,6 +13,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 COOKIE = "sipd_panel"
 MAX_SESSIONS = 10_000
@@ -26,6 +27,7 @@ class Session:
     username: str = ""
     role: str = ""
     flashes: list[tuple[str, str]] = field(default_factory=list)  # (kind, text): ok | error | info
+    trace: list[Any] = field(default_factory=list)  # the last SIP Trace capture, for its pcap
 
     @property
     def logged_in(self) -> bool:

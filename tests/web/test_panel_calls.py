@@ -161,3 +161,42 @@ def test_bans_are_added_and_lifted(stack, browser, shots):
     assert "192.0.2.7" not in sipd.sipctl("ban", "list", "--json").stdout
     fill(browser, "#add-ban", {"ip": "not-an-address", "seconds": "600"})
     assert "not-an-address" in flashes(browser)
+
+
+def test_sip_trace_captures_a_registration_and_downloads_it_as_pcap(stack, browser, shots):
+    import threading
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    logged_in(browser, panel)
+    browser.get(panel.url + "/trace")
+    stop = threading.Event()
+
+    def registrations() -> None:  # bounded: at most 40 REGISTERs while the capture runs
+        for _ in range(40):
+            if stop.wait(0.5):
+                return
+            with UA(sipd.udp_port, "alice", password="alicepw") as alice:
+                alice.register(300)
+
+    sender = threading.Thread(target=registrations, daemon=True)
+    sender.start()
+    try:
+        fill(browser, "#capture", {"user": "alice", "method": "REGISTER", "seconds": "4"})
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    captured = browser.find_element(By.ID, "captured").text
+    assert "message(s)" in captured and not captured.startswith("0 ")
+    summaries = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "table.ladder summary")]
+    assert any(s.startswith("REGISTER sip:") for s in summaries)
+    assert any(s.startswith("SIP/2.0 200") for s in summaries)
+    screenshot(browser, shots, "trace")
+    href = browser.find_element(By.ID, "pcap").get_attribute("href")
+    cookie = browser.get_cookie("sipd_panel")["value"]
+    request = urllib.request.Request(href, headers={"Cookie": f"sipd_panel={cookie}"})
+    with urllib.request.urlopen(request, timeout=20) as r:
+        data = r.read()
+    assert data[:4] == bytes.fromhex("d4c3b2a1") and b"REGISTER sip:" in data  # pcap, little-endian

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from . import audit, auth, cdr, dashboard, dialplan, domains, guard, later, live, users
+from . import audit, auth, cdr, dashboard, dialplan, domains, guard, live, trace, users
 
 ROUTES = [*auth.routes, *dashboard.routes, *domains.routes, *users.routes, *dialplan.routes, *cdr.routes,
-          *live.routes, *guard.routes, *audit.routes,
-          *later.routes]
+          *live.routes, *guard.routes, *trace.routes, *audit.routes]
