@@ -22,6 +22,7 @@ MONITOR_SECTIONS: list[tuple[str, list[str]]] = [
     ("Core Statistics", ["core:rcv_requests", "core:fwd_requests", "core:rcv_replies", "core:fwd_replies",
                          "core:drop_requests", "core:err_requests"]),
     ("UsrLoc Stats", ["usrloc:"]),
+    ("Overload (shed first: unknown sources)", ["overload:"]),
 ]
 
 
