@@ -54,7 +54,9 @@ class BackgroundHandler(logging.Handler):
             if record.exc_info:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
                 record.exc_info = None
-            if self.queue.empty() and self._lock.acquire(blocking=False):
+            # unfinished_tasks, not empty(): a record the writer has taken off the queue but not yet
+            # written still counts, so a line written inline never overtakes an earlier one.
+            if not self.queue.unfinished_tasks and self._lock.acquire(blocking=False):
                 try:  # the writer is idle and nothing waits: written now, in order
                     self.aggregator.handle(record)
                 finally:
