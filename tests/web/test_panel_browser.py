@@ -206,3 +206,25 @@ def test_audit_log_shows_who_changed_what_from_the_panel_and_sipctl(stack, brows
     added = next(e for e in entries if e["action"] == "alias add")
     assert added["origin"] == "sipctl" and added["object"] == "7001@example.test"
 
+
+
+def test_password_change_and_removal_reach_the_registrar(stack, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    logged_in(browser, panel)
+    add_domain(browser, panel, "pw.test")
+    browser.get(panel.url + "/users")
+    fill(browser, "#add-user", {"aor": "erin@pw.test", "password": "erin-old-pw", "alias": ""})
+    assert register(sipd, "erin", "erin-old-pw", "pw.test") == 200
+    browser.get(panel.url + "/users/erin@pw.test")
+    fill(browser, "form[action$='/passwd']", {"password": "erin-new-pw"})
+    assert "password of erin@pw.test changed" in flashes(browser)
+    assert register(sipd, "erin", "erin-old-pw", "pw.test") in (401, 403)
+    assert register(sipd, "erin", "erin-new-pw", "pw.test") == 200
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, "form[action$='/rm'] button").click()
+    browser.switch_to.alert.accept()
+    wait_for(lambda: stale(old), "the page after the removal")
+    assert "user erin@pw.test removed" in flashes(browser)
+    assert register(sipd, "erin", "erin-new-pw", "pw.test") in (401, 403, 404)
