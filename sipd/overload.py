@@ -91,6 +91,8 @@ class OverloadGate:
         self._strangers = 0  # initial requests from unknown sources since the last probe
         self.shed = 0
         self.shed_503 = 0
+        self.c_shed: Any = None  # the statistics' counters (summed over the worker processes)
+        self.c_shed_503: Any = None
 
     # -- known addresses --
 
@@ -142,6 +144,8 @@ class OverloadGate:
                 self.max_transactions and self.transactions() >= self.max_transactions):
             self._tokens = tokens
             self.shed += 1
+            if self.c_shed is not None:
+                self.c_shed.inc()
             return False
         self._tokens = tokens - 1.0
         return True
@@ -173,8 +177,6 @@ class OverloadGate:
 
     def stats(self, now_fn: Callable[[], float]) -> dict[str, Callable[[], float]]:
         return {
-            "overload:shed_requests": lambda: self.shed,
-            "overload:shed_503": lambda: self.shed_503,
             "overload:known_sources": lambda: len(self.known),
             "overload:saturated": lambda: int(self.saturated(now_fn())),
             "overload:loop_lag_ms": lambda: round(self.lag * 1000, 1),
@@ -192,8 +194,10 @@ def setup(server: Server) -> OverloadGate:
     gate = OverloadGate(config.overload, trusted=bans.trusted if bans is not None else (),
                         transactions=lambda: len(server.layer), max_transactions=config.limits.max_transactions)
     loop = server.loop
+    stats = server.state.stats
+    gate.c_shed, gate.c_shed_503 = stats.counter("overload:shed_requests"), stats.counter("overload:shed_503")
     for name, fn in gate.stats(loop.time).items():
-        server.state.stats.gauge(name, fn)
+        stats.gauge(name, fn)
     if config.overload.enabled:
         last = [loop.time()]
 
@@ -247,5 +251,6 @@ def shed(server: Server, data: bytes, addr: tuple) -> None:
                              headers=[("Retry-After", str(server.config.overload.retry_after))])
         server._send(resp.to_bytes(), addr)
         gate.shed_503 += 1
+        gate.c_shed_503.inc()
     except (RemoteProtocolError, ValueError):
         pass  # unparsable: dropped

@@ -46,3 +46,23 @@ def test_registered_endpoint_gets_through_a_5000_pps_flood_from_250_sources(serv
     with UA(("127.0.0.1", proc.udp_port), host="127.3.0.2") as ua:  # a new address, once the flood is over
         assert register_once(ua, "bob", "bobpw") is not None
     assert proc.running()
+
+
+def test_shed_requests_answered_503_with_retry_after_when_asked_and_known_sources_pass(server_factory):
+    proc = server_factory({"antiflood": {"trusted_networks": []},
+                           "overload": {"unknown_rate": 2, "reply_503": True, "retry_after": 17}})
+    target = f"sip:127.0.0.1:{proc.udp_port}"
+    with UA(("127.0.0.1", proc.udp_port), host="127.3.0.9") as stranger:
+        statuses = []
+        for _ in range(6):  # a stranger over [overload] unknown_rate: shed, answered 503
+            data, branch = stranger._request("OPTIONS", target, "sip:s@outside.example", target)
+            reply = stranger.transaction(data, branch, 2.0)
+            statuses.append(reply.status if reply else None)
+            if reply is not None and reply.status == 503:
+                assert reply.header("retry-after") == "17"
+        assert 200 in statuses and 503 in statuses, statuses
+    time.sleep(1.5)  # the bucket refills (2 a second): room for a REGISTER and its answer to the challenge
+    with UA(("127.0.0.1", proc.udp_port), host=LEGIT_HOST) as ua:
+        assert register_once(ua, "alice", "alicepw") is not None
+        # authenticated: known from now on, never shed although strangers' budget is 2 a second
+        assert all(register_once(ua, "alice", "alicepw") is not None for _ in range(6))
