@@ -34,7 +34,14 @@ async def sipd_status(panel: Panel) -> dict[str, Any]:
         return {"running": False, "problem": exc.message}
     except SipctlError as exc:
         return {"running": True, "problem": exc.message, "stats": {}}
-    return {"running": True, "version": version.get("Server", ""), "uptime": uptime.get("Up time", ""),
+    from sipd import __version__
+
+    server = str(version.get("Server", ""))
+    # A panel newer or older than the daemon may ask for commands it lacks: say so up front
+    # instead of leaving the person with "Method not found" on some page.
+    skew = "" if server.startswith(f"sipd {__version__} ") or server == f"sipd {__version__}" else \
+        f"this panel is sipctl {__version__}, the running daemon is {server}: pages may lack what one of them has"
+    return {"running": True, "version": server, "uptime": uptime.get("Up time", ""), "skew": skew,
             "since": uptime.get("Up since", ""), "stats": stats if isinstance(stats, dict) else {}}
 
 
