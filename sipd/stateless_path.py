@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 REPLY_TTL = 32.0  # seconds a stateless reply is kept for retransmissions (64*T1, as Timer J)
 REPLY_CACHE_SIZE = 65536  # ... and at most this many accepted requests' answers (oldest dropped first)
-REFUSAL_CACHE_SIZE = 4096  # ... and refusals (a flood's answers: kept few, recomputed when gone)
+REFUSAL_CACHE_SIZE = 1024  # ... and refusals (a flood's answers: kept few, recomputed when gone)
 
 
 def caches() -> tuple[ReplyCache, ReplyCache]:
