@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from .hep_export import TraceSection
+from .hep_export import validate as _validate_trace
 from .overload import OverloadSection
 from .problem import Problem, StartupProblem  # noqa: F401 - part of this module's API
 from .webconf import WebSection
@@ -461,6 +463,7 @@ class Config:
     diversion: DiversionSection = field(default_factory=DiversionSection)
     pstn: PstnSection = field(default_factory=PstnSection)
     routing: RoutingSection = field(default_factory=RoutingSection)
+    trace: TraceSection = field(default_factory=TraceSection)
     web: WebSection = field(default_factory=WebSection)
     source: Path | None = None
 
@@ -735,6 +738,7 @@ def _validate_tls(config: Config) -> list[Problem]:
 
 
 VALIDATORS.append(_validate_tls)
+VALIDATORS.append(_validate_trace)
 
 
 def _validate_presence(config: Config) -> list[Problem]:

@@ -85,6 +85,16 @@ class Tracer:
         self._server: asyncio.AbstractServer | None = None
         self._path: Path | None = None
         self._local_for = local_for or (lambda proto: None)
+        self.hep: Any = None  # a HepExporter (sipd/hep_export.py) while [trace] hep_collector is set
+
+    async def start_hep(self, section: Any, stats: Any) -> None:
+        """Export to a HEP collector; the tracer then stays active for as long as sipd runs."""
+        from .hep_export import HepExporter
+
+        exporter = HepExporter(section, stats)
+        await exporter.start()
+        self.hep = exporter
+        self.active = True
 
     async def start(self, path: str | os.PathLike[str], mode: int = 0o660) -> None:
         p = Path(path)
@@ -101,6 +111,9 @@ class Tracer:
             w.writer.close()
         self._watchers.clear()
         self.active = False
+        if self.hep is not None:
+            await self.hep.close()
+            self.hep = None
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -136,13 +149,15 @@ class Tracer:
             pass
         finally:
             self._watchers.discard(watcher)
-            self.active = bool(self._watchers)
+            self.active = bool(self._watchers) or self.hep is not None
             writer.close()
             logger.info("trace watcher disconnected (%d messages dropped)", watcher.dropped)
 
     def emit(self, direction: str, addr: tuple[Any, ...], data: bytes) -> None:
         """One message in or out. ``addr`` is the transport address (proto, host, port, ...)."""
         proto, host, port = addr[0], addr[1], addr[2]
+        if self.hep is not None:
+            self.hep.emit(direction, addr, self._local_for(proto), data)
         for w in list(self._watchers):
             if not w.filter.matches(data, host):
                 continue
@@ -155,6 +170,21 @@ class Tracer:
             w.writer.write(json.dumps({"time": time.time(), "dir": direction, "proto": proto, "peer": [host, port],
                                        "local": self._local_for(proto), "data": data.decode("latin-1"),
                                        "dropped": w.dropped}).encode() + b"\n")
+
+
+async def start_tracing(tracer: Tracer, config: Any, stats: Any) -> None:
+    """The trace socket beside the management socket, and the HEP export when configured. The SIP
+    service runs without either when it cannot be started (logged)."""
+    path = trace_socket_path(config.mgmt.socket)
+    try:
+        await tracer.start(path, int(config.mgmt.socket_mode, 8))
+    except OSError as exc:
+        logger.warning("trace socket %s not started: %s", path, exc)
+    if config.trace.hep_collector:
+        try:
+            await tracer.start_hep(config.trace, stats)
+        except OSError as exc:  # e.g. the collector's name does not resolve
+            logger.error("HEP export to %s not started: %s", config.trace.hep_collector, exc)
 
 
 def trace_socket_path(mgmt_socket: str) -> str:

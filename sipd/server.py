@@ -441,13 +441,9 @@ class Server:
             raise StartupError(str(exc)) from None
 
     async def _start_trace(self) -> None:
-        from .livetrace import trace_socket_path
+        from .livetrace import start_tracing
 
-        path = trace_socket_path(self.config.mgmt.socket)
-        try:
-            await self.tracer.start(path, int(self.config.mgmt.socket_mode, 8))
-        except OSError as exc:  # the SIP service runs without tracing
-            logger.warning("trace socket %s not started: %s", path, exc)
+        await start_tracing(self.tracer, self.config, self.state.stats)  # sipctl trace, [trace] HEP export
 
     def _local_address(self, proto: str) -> tuple[str, int] | None:
         for lst in self.transports.listeners if self.transports else ():
