@@ -190,9 +190,16 @@ def test_sip_trace_captures_a_registration_and_downloads_it_as_pcap(stack, brows
         sender.join(timeout=30)
     captured = browser.find_element(By.ID, "captured").text
     assert "message(s)" in captured and not captured.startswith("0 ")
-    summaries = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "table.ladder summary")]
-    assert any(s.startswith("REGISTER sip:") for s in summaries)
-    assert any(s.startswith("SIP/2.0 200") for s in summaries)
+    # each call a ladder: the client's lifeline left of sipd's, REGISTER drawn towards sipd, 200 back
+    ladder = browser.find_elements(By.CSS_SELECTOR, "svg.ladder")[-1]
+    lanes = [t.text for t in ladder.find_elements(By.CSS_SELECTOR, "text.lane")]
+    assert len(lanes) == 2 and lanes[1] == "sipd" and lanes[0].startswith("127.0.0.1:"), lanes
+    arrows = [(g.find_element(By.CSS_SELECTOR, "text.label").text, g.find_element(By.TAG_NAME, "line"))
+              for g in ladder.find_elements(By.CSS_SELECTOR, "g.msg")]
+    x = {label: (float(line.get_attribute("x1")), float(line.get_attribute("x2"))) for label, line in arrows}
+    assert x["REGISTER"][0] < x["REGISTER"][1] and x["200 OK"][0] > x["200 OK"][1], x
+    summaries = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "ol.messages summary")]
+    assert any("REGISTER sip:" in s for s in summaries) and any("SIP/2.0 200" in s for s in summaries)
     screenshot(browser, shots, "trace")
     href = browser.find_element(By.ID, "pcap").get_attribute("href")
     cookie = browser.get_cookie("sipd_panel")["value"]

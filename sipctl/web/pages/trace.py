@@ -1,5 +1,5 @@
 """SIP Trace: capture the running sipd's messages for a few seconds (filtered by user, IP, method
-or Call-ID, in the daemon), show them call by call in order, and download them as pcap.
+or Call-ID, in the daemon), show each call as a ladder diagram, and download them as pcap.
 
 A capture is bounded in time and in messages; the last one is kept in the admin's session (and
 only there) so that its pcap can be downloaded.
@@ -18,6 +18,7 @@ from starlette.routing import Route
 from ...errors import UsageError
 from ...lib import trace
 from ..app import Panel, asked, view
+from ..ladder import layout
 from ..session import Session
 
 MAX_SECONDS = 30
@@ -36,7 +37,7 @@ def _capture(config: Any, filt: dict[str, str], seconds: float) -> list[trace.Tr
 
 
 def _calls(events: list[trace.TraceEvent]) -> list[dict[str, Any]]:
-    """The messages grouped by Call-ID, each group in time order, for the page."""
+    """The messages grouped by Call-ID, each group in time order with its ladder diagram."""
     calls: dict[str, dict[str, Any]] = {}
     for ev in events:
         call_id = ev.header("Call-ID", "i") or "(no Call-ID)"
@@ -48,6 +49,8 @@ def _calls(events: list[trace.TraceEvent]) -> list[dict[str, Any]]:
             "proto": ev.proto.upper(), "first_line": ev.first_line, "cseq": ev.header("CSeq"),
             "text": ev.data.decode("latin-1"),
         })
+    for call in calls.values():
+        call["ladder"] = layout(call["messages"])
     return list(calls.values())
 
 
