@@ -93,13 +93,19 @@ def fill(driver: Any, form_selector: str, values: dict[str, str]) -> None:
 
 
 def stale(element: Any) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.is_enabled()
         return False
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:
+        # asked while the old document is being replaced, chromedriver may answer with an
+        # inspector error instead of "stale element": the page is gone all the same
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
 
 
 def logged_in(driver: Any, panel: PanelProcess) -> None:
