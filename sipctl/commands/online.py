@@ -22,8 +22,7 @@ def online(
     from ..lib import mgmt
 
     config = get_env(ctx).config
-    aors = sorted({a["AOR"] for a in mgmt.ul_dump_pages(config)
-                   if any(c.get("Expires") != "expired" for c in a.get("Contacts", []))})
+    aors = sorted(mgmt.online_aors(config))
     out = Output(json_mode=json)
     if json:
         out.json(aors)

@@ -130,5 +130,12 @@ def ul_dump_pages(config: Any, *, brief: bool = False, page: int = 5000) -> Iter
             return
 
 
+def online_aors(config: Any) -> set[str]:
+    """The ``user@domain`` AORs with at least one unexpired contact, as the running registrar holds
+    them (right in every location mode, memory only included)."""
+    return {a["AOR"] for a in ul_dump_pages(config)
+            if any(c.get("Expires") != "expired" for c in a.get("Contacts", []))}
+
+
 def quote_args(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)

@@ -40,3 +40,34 @@ def test_pages_cover_every_user_once_and_filters_combine(db_url):
         # LIKE's wildcards in the search are literal characters
         assert [r["user"] for r in directory.search_users(db, user="%cent_")["rows"]] == ["per%cent_x"]
         assert directory.search_users(db, user="_")["total"] == 1
+
+
+def test_online_only_keeps_the_registrars_users_with_the_same_filters_and_pages(db_url):
+    from sipd.db import connect
+
+    _fill(db_url)
+    # what the running registrar reports online: two of them are not subscribers (an AOR of a
+    # user since removed, one of another domain); they never show up
+    online = {"u001@a.test", "u002@b.test", "u005@a.test", "u050@a.test", "ghost@a.test", "u001@c.test"}
+    with connect(db_url) as db:
+        found = directory.search_users(db, online=online)
+        assert found["total"] == 4 and found["next"] == ""
+        assert [(r["domain"], r["user"]) for r in found["rows"]] == \
+            [("a.test", "u001"), ("a.test", "u005"), ("a.test", "u050"), ("b.test", "u002")]
+        assert [r["aliases"] for r in found["rows"]] == [0, 0, 1, 0]
+        assert [r["user"] for r in directory.search_users(db, domain="a.", user="0", online=online)["rows"]] == \
+            ["u001", "u005", "u050"]
+        assert [r["user"] for r in directory.search_users(db, alias="905", online=online)["rows"]] == ["u050"]
+        seen, after = [], None
+        for _ in range(10):
+            page = directory.search_users(db, online=online, after=after, limit=3)
+            assert page["total"] == 4
+            seen += [(r["domain"], r["user"]) for r in page["rows"]]
+            if not page["next"]:
+                break
+            after = directory.parse_cursor(page["next"])
+        assert seen == [("a.test", "u001"), ("a.test", "u005"), ("a.test", "u050"), ("b.test", "u002")]
+        assert directory.search_users(db, online=set())["total"] == 0
+        # more AORs online than one query takes
+        many = {f"u{i:03d}@b.test" for i in range(60)} | {f"x{i}@b.test" for i in range(directory.ONLINE_CHUNK)}
+        assert directory.search_users(db, online=many, domain="b.test")["total"] == 60

@@ -112,6 +112,22 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     screenshot(browser, shots, "aliases")
 
 
+def test_online_only_shows_the_users_the_registrar_has(stack, browser):
+    from selenium.webdriver.common.by import By
+
+    sipd, panel = stack
+    logged_in(browser, panel)
+    assert register(sipd, "alice", "alicepw", "example.test") == 200  # bob is a user, never registered
+    browser.get(panel.url + "/users?user=&domain=example.test")
+    listed = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tbody tr a")]
+    assert "alice" in listed and "bob" in listed
+    browser.find_element(By.ID, "online").click()
+    browser.find_element(By.CSS_SELECTOR, "form[action='/users'][method='get'] button").click()
+    wait_for(lambda: "online" in browser.find_element(By.ID, "user-count").text, "the online-only search")
+    assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tbody tr a")] == ["alice"]
+    assert browser.find_element(By.ID, "online").is_selected()  # the filter stays on for the next page
+
+
 def test_dialplan_checks_the_regex_and_translates_a_number(stack, browser, shots):
     from selenium.webdriver.common.by import By
 

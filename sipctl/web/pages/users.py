@@ -13,8 +13,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, NotFoundError, SipctlError
-from ...lib import changes, directory, provision
-from ..app import Panel, form_str, view
+from ...lib import changes, directory, mgmt, provision
+from ..app import Panel, asked, form_str, view
 from ..apply import apply
 from ..session import Session
 
@@ -38,12 +38,18 @@ def _page(rows: list[Any], request: Request) -> tuple[list[Any], int, int]:
 @view()
 async def index(panel: Panel, request: Request, session: Session) -> Response:
     q = request.query_params
-    query = {k: q.get(k, "").strip() for k in ("user", "domain", "alias")}
+    query = {k: q.get(k, "").strip() for k in ("user", "domain", "alias", "online")}
     after = directory.parse_cursor(q.get("after", ""))
-    found = await panel.db(directory.search_users, **query, after=after)
+    online, problem = None, ""
+    if query["online"]:  # who is online is the running registrar's answer, not the location table's
+        online, problem = await asked(panel.off_loop(mgmt.online_aors, panel.config))
+    found = {"rows": [], "total": 0, "next": ""}
+    if not problem:
+        found = await panel.db(directory.search_users, **{k: query[k] for k in ("user", "domain", "alias")},
+                               after=after, online=online)
     domains = await panel.db(provision.list_domains)
     return panel.render(request, "users.html", title="Users", users=found["rows"], total=found["total"],
-                        next=found["next"], first_page=after is None, query=query,
+                        next=found["next"], first_page=after is None, query=query, problem=problem,
                         pager=urlencode({k: v for k, v in query.items() if v}), domains=domains)
 
 
