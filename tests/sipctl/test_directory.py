@@ -71,3 +71,27 @@ def test_online_only_keeps_the_registrars_users_with_the_same_filters_and_pages(
         # more AORs online than one query takes
         many = {f"u{i:03d}@b.test" for i in range(60)} | {f"x{i}@b.test" for i in range(directory.ONLINE_CHUNK)}
         assert directory.search_users(db, online=many, domain="b.test")["total"] == 60
+
+
+def test_alias_pages_cover_every_alias_once_and_filters_combine(db_url):
+    from sipd.db import connect
+
+    _fill(db_url)
+    with connect(db_url) as db:
+        db.executemany("INSERT INTO dbaliases (alias_username, alias_domain, username, domain) VALUES (?, ?, ?, ?)",
+                       [(f"7{i:03d}", d, f"u{i:03d}", d) for i in range(40) for d in ("a.test", "b.test")])
+        seen, after = [], None
+        for _ in range(20):
+            page = directory.search_aliases(db, after=after, limit=15)
+            assert page["total"] == 86
+            seen += [r["alias"] for r in page["rows"]]
+            if not page["next"]:
+                break
+            after = directory.parse_cursor(page["next"])
+        assert len(seen) == 86 and len(set(seen)) == 86
+        assert seen[:2] == ["7000@a.test", "7000@b.test"]
+        found = directory.search_aliases(db, alias="701", domain="b.")
+        assert [r["alias"] for r in found["rows"]] == [f"701{i}@b.test" for i in range(10)]
+        assert found["rows"][0]["target"] == "u010@b.test"
+        assert [r["alias"] for r in directory.search_aliases(db, user="u050")["rows"]] == ["9050@a.test"]
+        assert directory.search_aliases(db, alias="%")["total"] == 0  # a wildcard is a literal character

@@ -109,6 +109,11 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     screenshot(browser, shots, "user")
     browser.get(panel.url + "/aliases")
     assert "2001@users.test" in browser.page_source
+    fill(browser, "#search-aliases", {"alias": "200", "user": "carol", "domain": "users."})
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == ["2001@users.test"]
+    fill(browser, "#search-aliases", {"alias": "2001", "user": "nobody", "domain": ""})
+    assert "No aliases found." in browser.find_element(By.TAG_NAME, "tbody").text
     screenshot(browser, shots, "aliases")
 
 

@@ -18,22 +18,6 @@ from ..app import Panel, asked, form_str, view
 from ..apply import apply
 from ..session import Session
 
-PAGE = 50
-
-
-def _matches(row: dict[str, Any], text: str, fields: tuple[str, ...]) -> bool:
-    return not text or any(text in str(row[f]).lower() for f in fields)
-
-
-def _page(rows: list[Any], request: Request) -> tuple[list[Any], int, int]:
-    try:
-        page = max(1, int(request.query_params.get("page", "1")))
-    except ValueError:
-        page = 1
-    pages = max(1, (len(rows) + PAGE - 1) // PAGE)
-    page = min(page, pages)
-    return rows[(page - 1) * PAGE: page * PAGE], page, pages
-
 
 @view()
 async def index(panel: Panel, request: Request, session: Session) -> Response:
@@ -125,11 +109,13 @@ async def rm(panel: Panel, request: Request, session: Session) -> Response:
 
 @view()
 async def aliases(panel: Panel, request: Request, session: Session) -> Response:
-    text = request.query_params.get("q", "").strip().lower()
-    rows = [r for r in await panel.db(provision.list_aliases) if _matches(r, text, ("alias", "target"))]
-    shown, page, pages = _page(rows, request)
-    return panel.render(request, "aliases.html", title="Aliases", aliases=shown, total=len(rows), page=page,
-                        pages=pages, q=text)
+    q = request.query_params
+    query = {k: q.get(k, "").strip() for k in ("alias", "user", "domain")}
+    after = directory.parse_cursor(q.get("after", ""))
+    found = await panel.db(directory.search_aliases, **query, after=after)
+    return panel.render(request, "aliases.html", title="Aliases", aliases=found["rows"], total=found["total"],
+                        next=found["next"], first_page=after is None, query=query,
+                        pager=urlencode({k: v for k, v in query.items() if v}))
 
 
 @view(write=True)
