@@ -1,7 +1,7 @@
 """The audit log: who changed what, from where, when, and the value before and after.
 
 Changes made through the panel and through sipctl are recorded in the ``audit`` table, one row per
-action. ``before`` and ``after`` are JSON text of what the database held; a password is never
+action (sipd itself records the commands its FIFO and HTTP clients send: sipd/mgmt/audit.py). ``before`` and ``after`` are JSON text of what the database held; a password is never
 among them (only that it changed). The columns are ``value_before`` and ``value_after``
 (BEFORE is a reserved word in MySQL). Reading is newest first, by keyset on the row id.
 
@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sipd.mgmt.audit import READ_ONLY_COMMANDS  # noqa: F401 - with the daemon, which audits FIFO/HTTP by it
+
 if TYPE_CHECKING:
     from sipd.db import Database
 
@@ -26,15 +28,6 @@ if TYPE_CHECKING:
 PANEL, SIPCTL = "panel", "sipctl"
 COLUMNS = ["id", "time", "origin", "actor", "source", "action", "object", "value_before", "value_after"]
 MAX_TEXT = 60_000  # TEXT columns hold 64 KiB in MySQL; a bigger value is cut and marked
-
-# Management commands that only read. Any other one changes sipd's state: it is audited, and a
-# read-only panel admin may not run it. A list of what is safe rather than of what is not, so a
-# command added to sipd later counts as a change until it is listed here.
-READ_ONLY_COMMANDS = frozenset({
-    "which", "help", "uptime", "version", "ps", "get_statistics", "list_statistics", "ul_dump",
-    "ul_show_contact", "dlg_list", "domain_dump", "dp_translate", "ban_list", "pike_list", "tls_list",
-    "hook_status", "log_recent", "presentity_show", "watcher_list", "pres_phtable_list", "subs_phtable_list",
-})
 
 
 def _json(value: Any) -> str | None:

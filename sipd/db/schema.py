@@ -247,8 +247,8 @@ TABLES: tuple[Table, ...] = (
     # made through the panel and sipctl. Our own table: neither OpenSIPS nor Kamailio keeps one.
     Table("audit", 1, (
         C("id", "bigserial"), C("time", "datetime"),
-        C("origin", "char(16)"),   # panel | sipctl
-        C("actor", "char(64)"),    # the panel admin, or the Unix user running sipctl
+        C("origin", "char(16)"),   # panel | sipctl | fifo | http
+        C("actor", "char(64)"),    # the panel admin, the Unix user running sipctl or owning a FIFO reply pipe
         C("source", "char(128)"),  # the browser's address, or host and terminal of sipctl
         C("action", "char(32)"),   # "domain add", "user rm", "mi ul_rm", ...
         C("object", "char(255)"),  # what it acted on: a domain, user@domain, rule 7, ...

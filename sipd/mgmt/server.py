@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stats import prometheus_text
-from . import protocol
+from . import audit, protocol
 from .admission import Admission
 from .protocol import RpcError
 from .registry import LazyList, dispatch, load_commands
@@ -382,6 +382,7 @@ class MgmtServer:
         self._fifo_inflight += 1
         try:
             reply = await process(self.state, raw)
+            audit.record_fifo(self.state, raw, reply.body, reply_path)  # sipctl and the panel record their own
             fd = await self._open_reply_fifo(reply_path)
             if fd is None:
                 return
@@ -514,6 +515,7 @@ class MgmtServer:
             await send(_http(408, b"request timeout\n"))
             return
         reply = await process(self.state, raw)
+        audit.record_http(self.state, raw, reply.body, writer)
         if reply.body is not None:
             await send(_http(200, reply.body, ctype=b"application/json"))
             return
