@@ -15,6 +15,15 @@ from tests.conftest import free_port
 from tests.daemon.harness import UA, Daemon, add_subscriber
 
 
+def _wait(pred, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def _first_line(p: hep.HepPacket) -> str:
     return p.payload.split(b"\r\n", 1)[0].decode()
 
@@ -69,8 +78,13 @@ def test_register_exchange_reaches_the_collector(tmp_path, transport, workers):
     add_subscriber(d.db_url, "bob", "hunter2")
     try:
         d.start()
-        if workers > 1:  # passthrough reaches the workers within a housekeeping tick (1 s)
-            time.sleep(1.5)
+        if workers > 1:  # the workers pass their traffic to main once its housekeeping tick told them
+            def passing() -> bool:
+                procs = d.mi("ps")["Processes"][1:]
+                return len(procs) == workers - 1 and all("passing REGISTERs" in p["Type"] for p in procs)
+
+            assert _wait(passing, 20), d.mi("ps")
+            time.sleep(0.3)  # main's word reaches the workers over their socketpair
         with UA(d.port, "bob", password="hunter2") as bob:  # traffic the filter keeps out
             assert bob.register(300).status == 200
         with UA(d.port, "alice", password="secret") as alice:
