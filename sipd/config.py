@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from .hep_export import TraceSection
-from .hep_export import validate as _validate_trace
+from .hep_export import TraceSection, validate as _validate_trace
 from .overload import OverloadSection
 from .problem import Problem, StartupProblem  # noqa: F401 - part of this module's API
 from .webconf import WebSection
@@ -476,8 +475,6 @@ class ConfigError(Exception):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-
-
 def sections() -> dict[str, type]:
     """Section name -> dataclass, in file order."""
     hints = get_type_hints(Config)
@@ -695,7 +692,7 @@ def _validate_values(config: Config) -> list[Problem]:
 
 
 #: Extra validators registered by feature modules: ``fn(config) -> list[Problem]``.
-VALIDATORS: list[Any] = []
+VALIDATORS: list[Any] = [_validate_trace]  # [trace]: sipd/hep_export.py
 
 
 def _validate_security(config: Config) -> list[Problem]:
@@ -738,7 +735,6 @@ def _validate_tls(config: Config) -> list[Problem]:
 
 
 VALIDATORS.append(_validate_tls)
-VALIDATORS.append(_validate_trace)
 
 
 def _validate_presence(config: Config) -> list[Problem]:

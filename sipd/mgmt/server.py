@@ -158,8 +158,7 @@ def _busy(id: Any = None) -> bytes:
 
 
 def _too_large(limit: int) -> bytes:
-    return protocol.encode_error(RpcError(protocol.INVALID_REQUEST, "Invalid Request",
-                                          f"request larger than {limit} bytes"))
+    return protocol.encode_error(RpcError(protocol.INVALID_REQUEST, "Invalid Request", f"request larger than {limit} bytes"))
 
 
 # ---------------------------------------------------------------------------------------------
