@@ -52,7 +52,9 @@ class TraceSection:
         'Where to send every SIP message sipd receives and sends as HEPv3: "udp:HOST:PORT" or "tcp:HOST:PORT" '
         '(e.g. "udp:127.0.0.1:9060", IPv6 as "udp:[::1]:9060"); empty = no export. HOST is resolved once at start.'))
     hep_capture_id: int = field(default=1, metadata=_doc("Capture agent id sent with each packet (HEP chunk 12), naming this sipd in the collector."))
-    hep_password: str = field(default="", metadata=_doc("Authentication key sent with each packet (HEP chunk 14), for a collector that checks one; empty = none."))
+    hep_password: str = field(default="", metadata={**_doc(
+        "Authentication key sent with each packet (HEP chunk 14), for a collector that checks one; empty = none."),
+        "secret": True})
     hep_user: str = field(default="", metadata=_doc("Export only messages whose request URI, From, To or Contact has this user part; empty = all."))
     hep_ip: str = field(default="", metadata=_doc("Export only messages from or to this peer IP address; empty = all."))
     hep_call_id: str = field(default="", metadata=_doc("Export only messages with this Call-ID; empty = all."))

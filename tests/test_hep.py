@@ -93,6 +93,15 @@ def test_config_check_names_a_bad_collector(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_the_collector_password_is_masked_in_config_show():
+    from sipd.config import Config, to_dict
+
+    conf = Config()
+    conf.trace.hep_password = "homer-secret"
+    assert to_dict(conf)["trace"]["hep_password"] == "***"
+    assert to_dict(conf, mask_secrets=False)["trace"]["hep_password"] == "homer-secret"
+
+
 def test_udp_export_filters_and_never_raises_without_collector():
     async def run():
         coll = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
