@@ -40,8 +40,10 @@ def free_port(kind: int) -> int:
         return s.getsockname()[1]
 
 
-def fill(db_url: str, users: int, cdrs: int, dialogs: int) -> None:
+def fill(db_url: str, users: int, cdrs: int, dialogs: int, online: int = 0) -> None:
     from sipd.db import connect
+    from sipd.services.location import Contact
+    from sipd.services.store import _INSERT_SQL, contact_row
 
     with connect(db_url) as db:
         db.execute("INSERT INTO domain (domain, accept_subdomain, last_modified) VALUES (?, 0, '2024-01-01 00:00:00')",
@@ -51,6 +53,11 @@ def fill(db_url: str, users: int, cdrs: int, dialogs: int) -> None:
                        "VALUES (?, ?, '', '', ?, ?)", [(f"user{i:06d}", DOMAIN, ha1, ha1) for i in range(users)])
         db.executemany("INSERT INTO dbaliases (alias_username, alias_domain, username, domain) VALUES (?, ?, ?, ?)",
                        [(f"{1000 + i}", DOMAIN, f"user{i:06d}", DOMAIN) for i in range(min(users, 2000))])
+        # registrations sipd loads at start (write-through): every other user online, for "online only"
+        later = time.time() + 36000
+        db.executemany(_INSERT_SQL, [contact_row(f"user{i:06d}@{DOMAIN}", Contact(
+            uri=f"sip:user{i:06d}@127.0.0.1:9", expires=later, call_id=f"reg-{i}", cseq=1, socket="udp:127.0.0.1:5060"))
+            for i in range(0, min(users, 2 * online), 2)])
         start = int(time.time()) - cdrs * 2
         rnd = random.Random(1)
         statuses = ["answered"] * 7 + ["missed", "failed", "cancelled"]
@@ -126,6 +133,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--cdrs", type=int, default=1_000_000)
     ap.add_argument("--dialogs", type=int, default=1_000)
+    ap.add_argument("--online", type=int, default=5_000, help="users registered (for the online-only search)")
     ap.add_argument("-n", type=int, default=50, help="requests per page")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-panel-"))
@@ -137,7 +145,7 @@ def main() -> None:
     sipctl = [sys.executable, "-m", "sipctl", "--config", str(tmp / "sipd.toml")]
     subprocess.run([*sipctl, "db", "create"], check=True, capture_output=True, cwd=REPO)
     t0 = time.monotonic()
-    fill(db_url, args.users, args.cdrs, args.dialogs)
+    fill(db_url, args.users, args.cdrs, args.dialogs, args.online)
     print(f"filled {args.users} users, {args.cdrs} CDRs, {args.dialogs} dialogs in {time.monotonic() - t0:.0f} s")
     subprocess.run([*sipctl, "web", "admin", "add", "bench", "--password-stdin"], input="bench-password\n",
                    text=True, check=True, capture_output=True, cwd=REPO)
@@ -165,6 +173,10 @@ def main() -> None:
             ("Users, first page", "/users"),
             ("Users, search by name", "/users?user=user0099"),
             ("Users, search by alias", "/users?alias=1999"),
+            (f"Users, online only ({args.online} online)", "/users?online=1"),
+            ("Users, online only, by name", "/users?online=1&user=user0099"),
+            ("Aliases, first page", "/aliases"),
+            ("Aliases, search by alias", "/aliases?alias=1999"),
             ("CDR Viewer, newest", "/cdr"),
             ("CDR Viewer, by Call-ID", "/cdr?callid=cdr-123456%40bench"),
             ("CDR Viewer, status + time range", "/cdr?status=missed&since=2020-01-01&until=2100-01-01"),
@@ -173,6 +185,8 @@ def main() -> None:
         ]
         pages.append(("CDR Viewer, 200 pages deep", follow(client, "/cdr", "older", 200)))
         pages.append(("Users, 150 pages deep", follow(client, "/users", "next", 150)))
+        pages.append(("Users online, 50 pages deep", follow(client, "/users?online=1", "next", 50)))
+        pages.append(("Aliases, 30 pages deep", follow(client, "/aliases", "next", 30)))
         print(f"{'page':36} {'median ms':>10} {'p99 ms':>8} {'bytes':>9}")
         for name, path in pages:
             med, p99, size = timed(client, path, args.n)
