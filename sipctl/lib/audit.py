@@ -104,7 +104,7 @@ def before(db: Database, action: str, **key: Any) -> Any:
 def record_change(db: Database, change: Change, *, origin: str, actor: str, source: str,
                   previous: Any = None) -> None:
     record(db, origin=origin, actor=actor, source=source, action=change.action, obj=change_object(change),
-           before=previous, after=change_after(change))
+           before=change.previous if previous is None else previous, after=change_after(change))
 
 
 def list_entries(db: Database, *, limit: int = 50, before_id: int | None = None, actor: str = "",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MgmtUnavailable, NotFoundError, SipctlError
-from . import dialplan, provision
+from . import audit, dialplan, provision
 
 if TYPE_CHECKING:
     from sipd.config import Config
@@ -50,6 +50,7 @@ class Change:
     daemon_message: str = ""          # "sipd reloaded domains", "sipd is not running: ..."
     notes: list[str] = field(default_factory=list)     # what sipd does with it
     warnings: list[str] = field(default_factory=list)  # where sipd will not do what was probably meant
+    previous: Any = None              # what the database held before an edit or removal (the audit log's "before")
 
     @property
     def summary(self) -> str:
@@ -180,9 +181,10 @@ def add_domain(config: Config, db: Database, domain: str, *, attrs: str = "",
 
 def rm_domain(config: Config, db: Database, domain: str, *, force: bool = False) -> Change:
     before = single_realm(config, db)
+    previous = audit.before(db, "domain rm", domain=provision.normalize_domain(domain))
     r = provision.rm_domain(db, domain, force=force)
     name = r["domain"]
-    change = Change("domain rm", f"domain {name} removed", r, ("domains",))
+    change = Change("domain rm", f"domain {name} removed", r, ("domains",), previous=previous)
     _realm_moved(config, db, before, change)
     if name in {provision.normalize_domain(d) for d in config.server.domains if d}:
         change.warnings.append(f"{name} stays local: it is listed in [server] domains")
@@ -214,8 +216,10 @@ def add_user(config: Config, db: Database, user: str, domain: str, password: str
 
 def passwd(config: Config, db: Database, user: str, domain: str, password: str, *,
            store_plaintext: bool = False) -> Change:
+    previous = audit.before(db, "user passwd", user=user, domain=domain)
     r = provision.passwd(db, user, domain, password, store_plaintext=store_plaintext)
-    change = Change("user passwd", f"password of {user}@{domain} changed", r, ("subscribers",), (f"{user}@{domain}",))
+    change = Change("user passwd", f"password of {user}@{domain} changed", r, ("subscribers",), (f"{user}@{domain}",),
+                    previous=previous)
     change.notes.append("sipd refuses the old password from now on; registered devices keep their "
                         "registration until they refresh it")
     return _finish(config, change)
@@ -223,10 +227,11 @@ def passwd(config: Config, db: Database, user: str, domain: str, password: str, 
 
 def rm_user(config: Config, db: Database, user: str, domain: str) -> Change:
     """Remove the user, its aliases and registrations, in the database and in the running sipd."""
+    previous = audit.before(db, "user rm", user=user, domain=domain)
     r = provision.rm_user(db, user, domain)
     change = Change("user rm", f"user {user}@{domain} removed ({r['aliases_removed']} alias(es), "
                                f"{r['contacts_removed']} registration(s))", r, ("subscribers", "aliases"),
-                    (f"{user}@{domain}",))
+                    (f"{user}@{domain}",), previous=previous)
     change.notes.append(f"{user}@{domain} can no longer register or authenticate")
     _finish(config, change)
     if change.daemon == RELOADED:
@@ -267,8 +272,9 @@ def add_alias(config: Config, db: Database, alias_user: str, alias_domain: str, 
 
 
 def rm_alias(config: Config, db: Database, alias_user: str, alias_domain: str) -> Change:
+    previous = audit.before(db, "alias rm", alias_user=alias_user, alias_domain=alias_domain)
     r = provision.rm_alias(db, alias_user, alias_domain)
-    change = Change("alias rm", f"alias {r['alias']} removed", r, ("aliases",))
+    change = Change("alias rm", f"alias {r['alias']} removed", r, ("aliases",), previous=previous)
     return _finish(config, change)
 
 
@@ -289,8 +295,8 @@ def dialplan_notes(config: Config, dpid: int, *, disabled: bool = False) -> tupl
     return [f"sipd applies it to the next call to a local domain ([proxy] dialplan = true, dialplan_id = {dpid})"], []
 
 
-def _dp_change(config: Config, action: str, message: str, r: dict[str, Any]) -> Change:
-    change = Change(action, message, r, ("dialplan",))
+def _dp_change(config: Config, action: str, message: str, r: dict[str, Any], previous: Any = None) -> Change:
+    change = Change(action, message, r, ("dialplan",), previous=previous)
     change.notes, change.warnings = dialplan_notes(config, int(r["dpid"]), disabled=bool(r["disabled"]))
     return _finish(config, change)
 
@@ -303,10 +309,12 @@ def add_rule(config: Config, db: Database, **rule: Any) -> Change:
 
 def edit_rule(config: Config, db: Database, rule_id: int, **changes: Any) -> Change:
     """Change some fields of rule ``rule_id`` (``dialplan.edit_rule``'s keywords)."""
+    previous = audit.before(db, "dp edit", rule_id=rule_id)
     r = dialplan.edit_rule(db, rule_id, **changes)
-    return _dp_change(config, "dp edit", f"rule {rule_id} changed", r)
+    return _dp_change(config, "dp edit", f"rule {rule_id} changed", r, previous)
 
 
 def rm_rule(config: Config, db: Database, rule_id: int) -> Change:
+    previous = audit.before(db, "dp rm", rule_id=rule_id)
     r = dialplan.rm_rule(db, rule_id)
-    return _finish(config, Change("dp rm", f"rule {rule_id} removed", r, ("dialplan",)))
+    return _finish(config, Change("dp rm", f"rule {rule_id} removed", r, ("dialplan",), previous=previous))
