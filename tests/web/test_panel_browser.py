@@ -117,6 +117,35 @@ def test_a_user_with_an_alias_added_in_the_panel_registers(stack, browser, shots
     screenshot(browser, shots, "aliases")
 
 
+def test_baresip_registers_as_a_user_added_in_the_panel_and_is_called_by_its_alias(stack, browser, tmp_path):
+    """Real clients: baresip registers with the password typed into the panel's form, and a second
+    baresip reaches it by the alias added in the same form, with no reload step in between."""
+    from conftest import require_tool
+    from helpers.baresip import BaresipUA
+
+    require_tool("baresip")
+    sipd, panel = stack
+    logged_in(browser, panel)
+    add_domain(browser, panel, "rooms.test")
+    for aor, password, alias in (("ex90@rooms.test", "ex90-pw-77", "1247"), ("sx20@rooms.test", "sx20-pw-77", "")):
+        browser.get(panel.url + "/users")
+        fill(browser, "#add-user", {"aor": aor, "password": password, "alias": alias})
+        assert f"user {aor} added" in flashes(browser)
+    proxy = f"127.0.0.1:{sipd.udp_port}"
+    callee = BaresipUA(tmp_path, "ex90", "ex90-pw-77", domain="rooms.test", proxy=proxy, answer="manual")
+    caller = BaresipUA(tmp_path, "sx20", "sx20-pw-77", domain="rooms.test", proxy=proxy)
+    try:
+        for ua in (callee.start(), caller.start()):
+            assert ua.wait_registered(10) == "OK", f"{ua.user}: {ua.log_text()[-1500:]}"
+        caller.dial("sip:1247@rooms.test")
+        assert callee.wait_event({"CALL_INCOMING"}, 10) is not None, caller.log_text()[-1500:]
+        caller.hangup()
+        assert caller.wait_event({"CALL_CLOSED"}, 10) is not None
+    finally:
+        caller.stop()
+        callee.stop()
+
+
 def test_online_only_shows_the_users_the_registrar_has(stack, browser):
     from selenium.webdriver.common.by import By
 
