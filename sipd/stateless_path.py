@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .sip.errors import RemoteProtocolError
-from .sip.message import parse_message
+from .sip.message import Response, parse_message
 from .sip.stateless import ReplyCache
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def caches() -> tuple[ReplyCache, ReplyCache]:
 
 
 def receive(server: Server, data: bytes, addr: tuple, now: float) -> None:
-    """A UDP request datagram (not a response)."""
+    """A UDP datagram that does not start with ``SIP/``: a request, or a response after CRLFs."""
     key = (hash(data), addr[1], addr[2])  # SipHash, randomised per process: no crafted collisions
     sent = server.replies.get(key)
     if sent is None:
@@ -50,6 +50,10 @@ def receive(server: Server, data: bytes, addr: tuple, now: float) -> None:
     layer = server.layer
     try:
         req = parse_message(data)
+        if isinstance(req, Response):  # after leading CRLFs (RFC 3261 §7.5): a response all the same
+            layer.receive_datagram(data, addr, now)
+            server._process(now)
+            return
         if req.method != "REGISTER" and (req.method in ("ACK", "CANCEL") or layer.match(req) is not None):
             layer.receive_message(req, addr, now)  # the transaction layer's: matched or absorbed there
             server._process(now)

@@ -122,3 +122,19 @@ def test_tcp(daemon, path):
     # without Content-Length (inv2543) waits for more data
     assert status in expected | {"closed", None} - ({None} if expected & (CHALLENGED | {100}) and path.name != "inv2543.dat" else set())
     assert daemon.alive()
+
+
+RESPONSES = [f for f in FILES if EXPECTED[f.name] == {None}]
+
+
+@pytest.mark.parametrize("path", RESPONSES, ids=lambda p: p.name)
+def test_udp_response_after_leading_crlf_is_taken_as_a_response(daemon, path):
+    """RFC 3261 §7.5 lets CRLFs precede a message: a response so framed is still a response (not
+    run through the request path, where it raised), never answered."""
+    before = daemon.log().count("Traceback")
+    assert first_status_udp(daemon.port, b"\r\n\r\n" + unique_branches(path.read_bytes())) is None
+    assert first_status_udp(daemon.port, b"OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK"
+                            + os.urandom(4).hex().encode() + b"\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:example.com>"
+                            b"\r\nCall-ID: " + os.urandom(4).hex().encode() + b"\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70"
+                            b"\r\nContent-Length: 0\r\n\r\n") is not None
+    assert daemon.log().count("Traceback") == before, daemon.log()[-3000:]
