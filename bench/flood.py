@@ -43,6 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from helpers.procstat import rss_kib  # noqa: E402
 from helpers.sipd_proc import SipdProcess, options_ping  # noqa: E402
 
 from helpers.flood import (  # noqa: E402
@@ -88,18 +89,6 @@ def cpu_seconds(pids: list[int]) -> float:
         if st is not None:
             total += int(st[11]) + int(st[12])
     return total / CLK
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def udp_drops(port: int) -> int:

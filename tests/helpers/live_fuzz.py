@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from tests.helpers.fuzz_seeds import DOMAIN, FOREIGN, FUZZEE, FuzzReport, Mutator, torture_seeds, valid_seeds  # noqa: F401
+from tests.helpers.procstat import rss_kib
 
 
 def answers(host: str, port: int, timeout: float = 5.0) -> bool:
@@ -388,20 +389,12 @@ def _response(ua, status: int, call_id: str, method: str = "INVITE", timeout: fl
 
 def rss_mb(pid: int) -> float:
     """Resident set of ``pid`` and its children (the accounting writer), MiB."""
-    total = 0
     pids = [pid]
     try:
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return rss_kib(pids) / 1024
 
 
 def fuzz_config(tmp: Path) -> dict:
