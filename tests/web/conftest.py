@@ -62,9 +62,18 @@ def browser(stack: tuple[SipdProcess, PanelProcess]) -> Iterator[Any]:
 
 
 def wait_for(predicate: Any, what: str, timeout: float = WAIT) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None  # found in the old page while the browser replaced it: ask again
+        except WebDriverException as exc:
+            if "does not belong to the document" not in str(exc):  # the same, in chromedriver's words
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
