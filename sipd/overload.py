@@ -181,6 +181,7 @@ class OverloadGate:
             "overload:saturated": lambda: int(self.saturated(now_fn())),
             "overload:loop_lag_ms": lambda: round(self.lag * 1000, 1),
             "overload:receive_queue_pct": lambda: round(self.fill * 100, 1),
+            "overload:transactions": lambda: self.transactions(),  # live, against [limits] max_transactions
         }
 
 

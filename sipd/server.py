@@ -529,6 +529,8 @@ class Server:
             self.tracer.emit("in", addr, msg.to_bytes())
         if self.workers is not None and self.workers.spread:
             self.workers.pin_message(msg)  # over TCP/TLS: the call stays in main
+        if stateless_path.receive_stream(self, msg, addr, now):
+            return
         self.layer.receive_message(msg, addr, now)
         self._process(now)
 

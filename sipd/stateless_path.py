@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 REPLY_TTL = 32.0  # seconds a stateless reply is kept for retransmissions (64*T1, as Timer J)
 REPLY_CACHE_SIZE = 65536  # ... and at most this many accepted requests' answers (oldest dropped first)
 REFUSAL_CACHE_SIZE = 1024  # ... and refusals (a flood's answers: kept few, recomputed when gone)
+STREAM = "stream"  # first item of the key of a request read from a TCP/TLS connection
 
 
 def caches() -> tuple[ReplyCache, ReplyCache]:
@@ -68,6 +69,21 @@ def receive(server: Server, data: bytes, addr: tuple, now: float) -> None:
         server.transmit()
 
 
+def receive_stream(server: Server, msg: Any, addr: tuple, now: float) -> bool:
+    """A message read from a TCP/TLS connection: a request that starts something takes the same
+    stateless path as over UDP, so refusals and challenges keep no transaction there either (an
+    unauthenticated INVITE flood over TCP would otherwise hold each for Timer H). True when it was
+    handled here; False leaves it to the transaction layer (responses, ACK, CANCEL, requests of a
+    transaction we keep). Reliable transports are not retransmitted, so no answer is cached."""
+    if isinstance(msg, Response) or msg.method in ("ACK", "CANCEL") or server.layer.match(msg) is not None:
+        return False
+    server.c_rcv_requests.inc()
+    server._on_request(msg, addr, None, now, sl_key=(STREAM, id(msg)))
+    if server.layer.has_output():
+        server.transmit()
+    return True
+
+
 def adopt(server: Server, ctx: Any) -> bool:
     """A request handled statelessly so far will be forwarded: give it its server transaction
     (REGISTER stays stateless: a routing hook that forwards one does so statelessly). False when
@@ -87,6 +103,8 @@ def adopt(server: Server, ctx: Any) -> bool:
 
 def remember(server: Server, sl_key: Any, status: int, data: bytes, now: float) -> None:
     """Keep a final stateless answer for the retransmissions of its request."""
+    if sl_key[0] is STREAM:  # over TCP/TLS nothing is retransmitted
+        return
     if status < 300:
         server.replies.put(sl_key, data, now)
     else:
