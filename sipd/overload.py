@@ -104,20 +104,21 @@ class OverloadGate:
         if old is not None and old - now > ttl / 2:
             return  # renewed (and announced) once it is half way: one update per half lifetime
         until = now + ttl
-        known.pop(host, None)  # re-inserted: the dict's order is the order of renewal
-        known[host] = until
-        if len(known) > self.cfg.max_known:
-            known.pop(next(iter(known)))
+        self._remember(host, until)
         if notify and self.on_new is not None:
             self.on_new(host, until)
 
     def learn(self, host: str, until: float) -> None:
         """Another process's ``note_known``."""
         if until > self.known.get(host, 0.0):
-            self.known.pop(host, None)
-            self.known[host] = until
-            if len(self.known) > self.cfg.max_known:
-                self.known.pop(next(iter(self.known)))
+            self._remember(host, until)
+
+    def _remember(self, host: str, until: float) -> None:
+        known = self.known
+        known.pop(host, None)  # re-inserted: the dict's order is the order of renewal
+        known[host] = until
+        if len(known) > self.cfg.max_known:
+            known.pop(next(iter(known)))
 
     def is_known(self, host: str, now: float) -> bool:
         until = self.known.get(host)

@@ -230,7 +230,8 @@ class Server:
         if now - self._last_sweep >= 10.0:
             self._last_sweep = now
             self.transports.sweep(now)
-            self.replies.expire(now), self.refusals.expire(now)  # also when no request comes to push them out
+            self.replies.expire(now)  # also when no request comes to push them out
+            self.refusals.expire(now)
             if state.bans is not None:
                 state.bans.housekeeping(now)  # expired bans, idle flood counters (issue 6)
         if self.workers is not None:
@@ -620,8 +621,7 @@ class Server:
             self._log_forward(ctx, decision)
             self.proxy.forward(req, ctx.source, ctx.tx_key, decision, self.loop.time(), decision.why)
         elif isinstance(decision, Defer):
-            if "sl_key" in ctx.extra:  # its retransmissions wait for the answer
-                self.replies.put(ctx.extra["sl_key"], b"", ctx.now)
+            stateless_path.pending(self, ctx)  # its retransmissions wait for the answer
             task = self.loop.create_task(self._deferred(ctx, decision))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

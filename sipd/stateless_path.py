@@ -101,6 +101,14 @@ def adopt(server: Server, ctx: Any) -> bool:
     return True
 
 
+def pending(server: Server, ctx: Any) -> None:
+    """A request handled statelessly waits for the database: its retransmissions are ignored until
+    it is answered (an empty entry marks it in progress)."""
+    sl_key = ctx.extra.get("sl_key")
+    if sl_key is not None and sl_key[0] is not STREAM:
+        server.replies.put(sl_key, b"", ctx.now)
+
+
 def remember(server: Server, sl_key: Any, status: int, data: bytes, now: float) -> None:
     """Keep a final stateless answer for the retransmissions of its request."""
     if sl_key[0] is STREAM:  # over TCP/TLS nothing is retransmitted
