@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import logging as sipd_logging
 from . import overload, stateless_path
 from .boundary import Boundaries
+from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
 from .sl_stats import StatelessReplyStats
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
@@ -46,11 +47,6 @@ GC_THRESHOLD = 20000  # allocations between young collections (CPython's default
 
 class StartupError(Exception):
     """Startup failed; the message is one line for the operator (exit 1, no traceback)."""
-
-
-def _fmt_addr(addr: tuple) -> str:
-    host = f"[{addr[1]}]" if ":" in addr[1] else addr[1]
-    return f"{addr[0]}:{host}:{addr[2]}"
 
 
 class Server:
