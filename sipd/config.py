@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from .confdoc import doc as _doc
 from .hep_export import TraceSection, validate as _validate_trace
 from .overload import OverloadSection
 from .problem import Problem, StartupProblem  # noqa: F401 - part of this module's API
 from .webconf import WebSection
 
 DEFAULT_PATH = Path("/etc/sipd/sipd.toml")
-
-
-def _doc(text: str, **extra: Any) -> dict[str, Any]:
-    return {"doc": text, **extra}
 
 
 def _is_root() -> bool:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import hep
+from .confdoc import doc as _doc
 from .livetrace import Filter
 from .problem import Problem
 
@@ -38,10 +39,6 @@ RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0  # seconds between TCP connection attem
 CONNECT_TIMEOUT = 5.0
 
 _COLLECTOR = re.compile(r"^(udp|tcp):(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(\d{1,5})$")
-
-
-def _doc(text: str) -> dict[str, Any]:
-    return {"doc": text}
 
 
 @dataclass(kw_only=True)

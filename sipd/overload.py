@@ -34,6 +34,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from .confdoc import doc as _doc
+
 if TYPE_CHECKING:
     from .server import Server
 
@@ -44,10 +46,6 @@ STRANGERS = 1000  # ... while initial requests from unknown sources arrive at th
 
 # a To header with a tag: an in-dialog request (long and compact form, any case)
 _IN_DIALOG = re.compile(rb"\n(?:to|t)[ \t]*:[^\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
-
-
-def _doc(text: str) -> dict[str, Any]:
-    return {"doc": text}
 
 
 @dataclass(kw_only=True)

@@ -8,11 +8,8 @@ sipd itself never reads these keys: the panel is its own process, started by ``s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-
-def _doc(text: str) -> dict[str, Any]:
-    return {"doc": text}
+from .confdoc import doc as _doc
 
 
 @dataclass(kw_only=True)
