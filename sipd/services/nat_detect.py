@@ -74,8 +74,7 @@ def request_nated(request: Any, source: tuple) -> bool:
         return True
     if (via.port or 5060) != src_port:
         return True
-    if _hides_behind_nat(via.host, src_ip):
-        return True
+    # a private or loopback Via sent-by other than the source is caught by the first rule
     contacts = request.contacts
     return bool(contacts) and _hides_behind_nat(contacts[0].uri.host, src_ip)
 
