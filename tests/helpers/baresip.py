@@ -130,9 +130,31 @@ class BaresipUA:
         self.user, self.domain, self.transport = user, domain, transport
         self.home = Path(tmp_path) / f"baresip-{user}-{random.randint(0, 1 << 30):x}"
         self.home.mkdir(parents=True)
+        self.log_path = self.home / "baresip.log"
+        self._settings = dict(cafile=cafile, dns=dns)
+        self._pick_ports()
+        params = (f"<sip:{user}@{domain};transport={transport}>;auth_pass={password};answermode={answer};"
+                  f"regint={regint};medianat=;mwi=no;ptime=20")
+        if auth_user:
+            params += f";auth_user={auth_user}"
+        if proxy:
+            params += f';outbound="sip:{proxy};transport={transport}"'
+        (self.home / "accounts").write_text(params + "\n")
+        (self.home / "contacts").write_text("")
+        self.proc: subprocess.Popen | None = None
+        self.ctrl: Ctrl | None = None
+        self._logf = None
+        self._finalizer = weakref.finalize(self, BaresipUA._cleanup, [None])
+
+    def _pick_ports(self) -> None:
+        """Choose the SIP and ctrl_tcp ports and write the config that names them.
+
+        A port found free may be taken by someone else's outgoing connection before baresip binds
+        it (both come from the ephemeral range), so ``start`` picks again when baresip cannot
+        listen."""
         self.sip_port = _free_port("127.0.0.1", None)
         self.ctrl_port = _free_port("127.0.0.1", None)
-        self.log_path = self.home / "baresip.log"
+        cafile, dns = self._settings["cafile"], self._settings["dns"]
         cfg = [
             "poll_method\t\tepoll",
             f"sip_listen\t\t127.0.0.1:{self.sip_port}",
@@ -166,18 +188,6 @@ class BaresipUA:
         if dns:
             cfg.append(f"dns_server\t\t{dns}")
         (self.home / "config").write_text("\n".join(cfg) + "\n")
-        params = (f"<sip:{user}@{domain};transport={transport}>;auth_pass={password};answermode={answer};"
-                  f"regint={regint};medianat=;mwi=no;ptime=20")
-        if auth_user:
-            params += f";auth_user={auth_user}"
-        if proxy:
-            params += f';outbound="sip:{proxy};transport={transport}"'
-        (self.home / "accounts").write_text(params + "\n")
-        (self.home / "contacts").write_text("")
-        self.proc: subprocess.Popen | None = None
-        self.ctrl: Ctrl | None = None
-        self._logf = None
-        self._finalizer = weakref.finalize(self, BaresipUA._cleanup, [None])
 
     @property
     def aor(self) -> str:
@@ -190,15 +200,25 @@ class BaresipUA:
             proc.kill()
             proc.wait(timeout=5)
 
-    def start(self) -> "BaresipUA":
-        self._logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([baresip_binary() or "baresip", "-f", str(self.home)],
-                                     stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, BaresipUA._cleanup, [self.proc])
-        self.ctrl = Ctrl(self.ctrl_port, 5.0, alive=lambda: self.proc.poll() is None)
-        return self
+    def start(self, attempts: int = 3) -> "BaresipUA":
+        for attempt in range(attempts):
+            if attempt:
+                self._pick_ports()
+            self._logf = open(self.log_path, "wb")
+            self.proc = subprocess.Popen([baresip_binary() or "baresip", "-f", str(self.home)],
+                                         stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, BaresipUA._cleanup, [self.proc])
+            try:
+                self.ctrl = Ctrl(self.ctrl_port, 10.0, alive=lambda: self.proc.poll() is None)
+                return self
+            except CtrlError as exc:
+                failure = exc
+                _end_pid(self.proc, 3)
+                self._logf.close()
+                self._logf = None
+        raise CtrlError(f"{failure}; baresip log:\n{self.log_text()[-2000:]}")
 
     def wait_registered(self, timeout: float = 10.0) -> str:
         """Poll ``reginfo`` until OK or ERR: returns "OK", "ERR", "EXITED" or "TIMEOUT"."""
