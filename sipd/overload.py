@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .confdoc import doc as _doc
+from .services.antiflood import TrustedNetworks
 
 if TYPE_CHECKING:
     from .server import Server
@@ -190,8 +191,10 @@ class OverloadGate:
 def setup(server: Server) -> OverloadGate:
     """Build the gate of one process, register its statistics and start its lag probe."""
     config = server.config
-    bans = server.state.bans
-    gate = OverloadGate(config.overload, trusted=bans.trusted if bans is not None else (),
+    # the operator's trusted networks, read from the configuration: the gate is built before the
+    # antiflood tables, and the list holds whether or not automatic banning is on
+    trusted = TrustedNetworks(config.antiflood.trusted_networks)
+    gate = OverloadGate(config.overload, trusted=trusted,
                         transactions=lambda: len(server.layer), max_transactions=config.limits.max_transactions)
     loop = server.loop
     stats = server.state.stats

@@ -15,6 +15,8 @@ import time
 
 from helpers.flood import DOMAIN, LEGIT_HOST, finish_flood, legit_run, register_once, sources, start_flood
 
+from sipd import config as cfg
+from sipd.mgmt import client
 from tests.e2e.security_ua import UA
 
 RATE = 5000
@@ -35,9 +37,6 @@ def test_registered_endpoint_gets_through_a_5000_pps_flood_from_250_sources(serv
         sent, _ = finish_flood(flood, seconds)
     assert sent >= RATE * seconds * 0.5, f"the flood generator fell behind: {sent} packets in {seconds:.0f} s"
     assert legit["ok"] >= 0.99 * COUNT, legit
-    from sipd import config as cfg
-    from sipd.mgmt import client
-
     conf = cfg.Config()
     conf.mgmt.socket = proc.socket_path
     stats = client.call(conf, "get_statistics", ["overload:", "core:"], 10.0)
@@ -66,3 +65,21 @@ def test_shed_requests_answered_503_with_retry_after_when_asked_and_known_source
         assert register_once(ua, "alice", "alicepw") is not None
         # authenticated: known from now on, never shed although strangers' budget is 2 a second
         assert all(register_once(ua, "alice", "alicepw") is not None for _ in range(6))
+
+
+
+def test_trusted_networks_are_never_shed(server_factory):
+    """A gateway on a trusted network (127.0.0.0/8 is in the default list) is never a stranger: it
+    is served past the strangers' budget, with or without automatic banning, in every process."""
+    for settings in ({}, {"antiflood": {"enabled": False}}, {"server": {"workers": 2}}):
+        proc = server_factory({"overload": {"unknown_rate": 2}, **settings})
+        target = f"sip:127.0.0.1:{proc.udp_port}"
+        with UA(("127.0.0.1", proc.udp_port), host="127.3.0.9") as trusted:
+            for _ in range(20):
+                data, branch = trusted._request("REGISTER", f"sip:{DOMAIN}", f"sip:gw@{DOMAIN}", f"sip:gw@{DOMAIN}")
+                trusted.transaction(data, branch, 2.0)
+        conf = cfg.Config()
+        conf.mgmt.socket = proc.socket_path
+        stats = client.call(conf, "get_statistics", ["overload:"], 10.0)
+        assert stats["overload:shed_requests"] == 0, (settings, stats)
+        proc.stop()
