@@ -25,6 +25,8 @@ from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
 from .sl_stats import StatelessReplyStats
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
+from .sip.layer import (CancelReceived, MessageRejected, RequestReceived, ResponseReceived, TransactionTerminated,
+                        TransactionTimedOut)
 from .sip.message import make_response
 from .sip.stateless import stateless_tag
 from .services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
@@ -43,6 +45,9 @@ HOUSEKEEPING_INTERVAL = 1.0
 SHUTDOWN_GRACE = 3.0  # seconds to let running transactions finish after SIGTERM
 TIMER_GRID = 0.02  # seconds: transaction timers fire on this grid (see transmit)
 GC_THRESHOLD = 20000  # allocations between young collections (CPython's default: 700)
+
+#: Events of a client transaction: those of a request the server sent itself go to its callback.
+CLIENT_EVENTS = (ResponseReceived, TransactionTimedOut, TransactionTerminated)
 
 
 class StartupError(Exception):
@@ -91,6 +96,14 @@ class Server:
         from .livetrace import Tracer
 
         self.tracer = Tracer(self._local_address)  # sipctl trace; .active is False unless someone watches
+        self._handlers = {  # the transaction layer's events, by type
+            RequestReceived: self._on_request_received,
+            ResponseReceived: self._on_response_received,
+            CancelReceived: self._on_cancel,
+            TransactionTimedOut: self._on_timed_out,
+            TransactionTerminated: self._on_terminated,
+            MessageRejected: self._on_rejected,
+        }
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -552,35 +565,38 @@ class Server:
         self.transmit()
 
     def _dispatch(self, ev: Any, now: float) -> None:
-        kind = type(ev).__name__
-        if self.local_uac and kind in ("ResponseReceived", "TransactionTimedOut", "TransactionTerminated"):
+        if self.local_uac and isinstance(ev, CLIENT_EVENTS):
             handler = self.local_uac.get(ev.tx_key)
             if handler is not None:  # a client transaction of the server's own (presence NOTIFY)
-                if kind == "ResponseReceived":
+                if isinstance(ev, ResponseReceived):
                     self.c_rcv_replies.inc()
                 handler(ev)
                 return
-        if kind == "RequestReceived":
-            self.c_rcv_requests.inc()
-            if ev.tx_key is not None:
-                self.c_uas.inc()
-            self._on_request(ev.request, ev.source, ev.tx_key, now)
-        elif kind == "ResponseReceived":
-            self.c_rcv_replies.inc()
-            self.proxy.on_response(ev.response, ev.tx_key, now)
-        elif kind == "CancelReceived":
-            self.c_rcv_requests.inc()
-            self._on_cancel(ev, now)
-        elif kind == "TransactionTimedOut":
-            self.proxy.on_timeout(ev.tx_key, now)
-        elif kind == "TransactionTerminated":
-            self.proxy.on_terminated(ev.tx_key)
-        elif kind == "MessageRejected":
-            self.c_bad_msg.inc()
-            self.c_err_requests.inc()
-            logger.debug("rejected message from %s: %s %s", _fmt_addr(ev.source), ev.status, ev.reason)
+        self._handlers[type(ev)](ev, now)
 
-    def _on_cancel(self, ev: Any, now: float) -> None:
+    def _on_request_received(self, ev: RequestReceived, now: float) -> None:
+        self.c_rcv_requests.inc()
+        if ev.tx_key is not None:
+            self.c_uas.inc()
+        self._on_request(ev.request, ev.source, ev.tx_key, now)
+
+    def _on_response_received(self, ev: ResponseReceived, now: float) -> None:
+        self.c_rcv_replies.inc()
+        self.proxy.on_response(ev.response, ev.tx_key, now)
+
+    def _on_timed_out(self, ev: TransactionTimedOut, now: float) -> None:
+        self.proxy.on_timeout(ev.tx_key, now)
+
+    def _on_terminated(self, ev: TransactionTerminated, now: float) -> None:
+        self.proxy.on_terminated(ev.tx_key)
+
+    def _on_rejected(self, ev: MessageRejected, now: float) -> None:
+        self.c_bad_msg.inc()
+        self.c_err_requests.inc()
+        logger.debug("rejected message from %s: %s %s", _fmt_addr(ev.source), ev.status, ev.reason)
+
+    def _on_cancel(self, ev: CancelReceived, now: float) -> None:
+        self.c_rcv_requests.inc()
         found = ev.tx_key is not None and self.proxy.on_cancel(ev.tx_key, now)
         if found:
             logger.info("CANCEL %s from %s -> 200, branches cancelled", ev.request.uri_text, _fmt_addr(ev.source))
