@@ -19,8 +19,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
-from . import overload, stateless_path
+from . import overload
 from .boundary import Boundaries
+from .daemon import stateless_path
 from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
 from .sl_stats import StatelessReplyStats
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
