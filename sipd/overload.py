@@ -29,16 +29,10 @@ in the statistics that ``sipctl stats``/``monitor`` and Prometheus read.
 from __future__ import annotations
 
 import re
-import socket
-import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .confdoc import doc as _doc
-from .services.antiflood import TrustedNetworks
-
-if TYPE_CHECKING:
-    from .server import Server
 
 PROBE_INTERVAL = 0.05  # seconds between two loop-lag probes
 PROBE_START = 2.0  # seconds after the start before the first (startup itself lags the loop)
@@ -183,77 +177,3 @@ class OverloadGate:
             "overload:receive_queue_pct": lambda: round(self.fill * 100, 1),
             "overload:transactions": lambda: self.transactions(),  # live, against [limits] max_transactions
         }
-
-
-# -- the daemon's side --------------------------------------------------------------------------
-
-
-def setup(server: Server) -> OverloadGate:
-    """Build the gate of one process, register its statistics and start its lag probe."""
-    config = server.config
-    # the operator's trusted networks, read from the configuration: the gate is built before the
-    # antiflood tables, and the list holds whether or not automatic banning is on
-    trusted = TrustedNetworks(config.antiflood.trusted_networks)
-    gate = OverloadGate(config.overload, trusted=trusted,
-                        transactions=lambda: len(server.layer), max_transactions=config.limits.max_transactions)
-    loop = server.loop
-    stats = server.state.stats
-    gate.c_shed, gate.c_shed_503 = stats.counter("overload:shed_requests"), stats.counter("overload:shed_503")
-    for name, fn in gate.stats(loop.time).items():
-        stats.gauge(name, fn)
-    if config.overload.enabled:
-        last = [loop.time()]
-
-        def probe(expected: float) -> None:
-            now = loop.time()
-            gate.lagged(max(0.0, now - expected), now - last[0], now)
-            gate.queue_filled(receive_queue_fill(server), now)
-            last[0] = now
-            loop.call_at(now + PROBE_INTERVAL, probe, now + PROBE_INTERVAL)
-
-        start = loop.time() + PROBE_START
-        loop.call_at(start, probe, start)
-    return gate
-
-
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory, SK_MEMINFO_* (4.6 and later)
-
-
-def receive_queue_fill(server: Server) -> float:
-    """The fullest receive queue of this process's UDP sockets, as a share of its buffer (0 where
-    the kernel cannot tell)."""
-    worst = 0.0
-    transports = server.transports
-    for lst in transports.listeners if transports is not None else ():
-        transport = getattr(lst, "transport", None)
-        if getattr(lst, "proto", "") != "udp" or transport is None:
-            continue
-        try:
-            info = transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
-            rmem_alloc, rcvbuf = struct.unpack_from("2I", info)
-        except (OSError, AttributeError, struct.error):
-            continue
-        if rcvbuf:
-            worst = max(worst, rmem_alloc / rcvbuf)
-    return worst
-
-
-def shed(server: Server, data: bytes, addr: tuple) -> None:
-    """A request the gate refused: dropped, or answered 503 + Retry-After ([overload] reply_503)."""
-    gate = server.gate
-    if not server.config.overload.reply_503:
-        return
-    from .sip.errors import RemoteProtocolError
-    from .sip.message import make_response, parse_message
-
-    try:
-        req = parse_message(data)
-        if req.method == "ACK":
-            return
-        resp = make_response(req, 503, "Service Unavailable", to_tag=server.to_tag(),
-                             headers=[("Retry-After", str(server.config.overload.retry_after))])
-        server._send(resp.to_bytes(), addr)
-        gate.shed_503 += 1
-        gate.c_shed_503.inc()
-    except (RemoteProtocolError, ValueError):
-        pass  # unparsable: dropped

@@ -19,9 +19,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import logging as sipd_logging
-from . import overload
 from .boundary import Boundaries
 from .daemon import stateless_path
+from .daemon.gate import setup as setup_gate
+from .daemon.gate import shed
 from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
 from .sl_stats import StatelessReplyStats
 from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
@@ -180,7 +181,7 @@ class Server:
         self.resolver = SipResolver(self.config)
         self.layer = self._make_layer()
         self.proxy = Proxy(self)
-        self.gate = overload.setup(self)
+        self.gate = setup_gate(self)
 
     def worker_count(self) -> int:
         """Processes reading the UDP listeners: ``[server] workers``, 0 = one per CPU."""
@@ -518,7 +519,7 @@ class Server:
             self.c_drop_requests.inc()
             return
         if data[:4] != b"SIP/" and not self.gate.admit(data, addr[1], now):
-            overload.shed(self, data, addr)  # strangers first when overloaded (sipd/overload.py)
+            shed(self, data, addr)  # strangers first when overloaded (sipd/overload.py)
             return
         if data[:9] == b"REGISTER ":
             if self.workers is not None and not owned and self.workers.route_register(data, addr):
