@@ -19,6 +19,8 @@ import logging
 import traceback
 from typing import Any
 
+from .sip.uri import format_host
+
 logger = logging.getLogger("sipd.errors")
 
 #: The edges that catch; each one is a statistic ``errors:<site>`` listed at 0 from the start.
@@ -40,8 +42,7 @@ def _where(exc: BaseException) -> str:
 def describe(source: Any) -> str:
     """``("udp", "192.0.2.1", 5060, None)`` -> ``udp:192.0.2.1:5060``; anything else as text."""
     if isinstance(source, tuple) and len(source) >= 3:
-        host = f"[{source[1]}]" if ":" in str(source[1]) else source[1]
-        return f"{source[0]}:{host}:{source[2]}"
+        return f"{source[0]}:{format_host(str(source[1]))}:{source[2]}"
     return "" if source is None else str(source)
 
 

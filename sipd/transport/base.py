@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from ..sip.uri import format_host
+
 logger = logging.getLogger(__name__)
 
 Address = tuple  # (transport: str, host: str, port: int, conn_id: int | None)
@@ -39,8 +41,7 @@ class Listener:
 
     @property
     def name(self) -> str:
-        h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.proto}:{h}:{self.port}"
+        return f"{self.proto}:{format_host(self.host)}:{self.port}"
 
     @property
     def family6(self) -> bool:
