@@ -62,7 +62,7 @@ def edit_rule(db: Database, rule_id: int, **changes: Any) -> dict[str, Any]:
 
 
 def _get_rule(db: Database, rule_id: int) -> Rule:
-    from sipd.db.queries import rule_from_row
+    from sipd.services.dialplan import rule_from_row
 
     row = db.query_one("SELECT id, dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, timerec, "
                        "disabled, attrs FROM dialplan WHERE id = ?", (rule_id,))
@@ -134,8 +134,9 @@ def rm_rule(db: Database, rule_id: int) -> dict[str, Any]:
 
 def list_rules(db: Database, dpid: int | None = None) -> list[dict[str, Any]]:
     from sipd.db.queries import load_dialplan
+    from sipd.services.dialplan import rule_from_row
 
-    rules = load_dialplan(db, include_disabled=True)
+    rules = [rule_from_row(row) for row in load_dialplan(db, include_disabled=True)]
     return [rule_dict(r) for r in sorted(rules, key=lambda r: (r.dpid, r.pr, r.id))
             if dpid is None or r.dpid == dpid]
 
@@ -143,9 +144,9 @@ def list_rules(db: Database, dpid: int | None = None) -> list[dict[str, Any]]:
 def test(db: Database, dpid: int, text: str) -> dict[str, Any]:
     """Translate ``text`` with the enabled rules of ``dpid`` as the daemon would."""
     from sipd.db.queries import load_dialplan
-    from sipd.services.dialplan import Dialplan
+    from sipd.services.dialplan import Dialplan, rule_from_row
 
-    plan = Dialplan(load_dialplan(db))
+    plan = Dialplan([rule_from_row(row) for row in load_dialplan(db)])
     t = plan.explain(dpid, text)
     return {
         "dpid": dpid, "input": text, "matched": t.ok, "output": t.output,

@@ -11,8 +11,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sipd.services.dialplan import Rule
-
     from .base import Database
 
 #: Columns of ``location`` the daemon may write (contact_id is assigned by the database).
@@ -47,24 +45,11 @@ def load_aliases(db: Database) -> dict[tuple[str, str], tuple[str, str]]:
             for r in db.query("SELECT alias_username, alias_domain, username, domain FROM dbaliases")}
 
 
-def rule_from_row(row: Mapping[str, Any]) -> Rule:
-    from sipd.services.dialplan import Rule
-
-    return Rule(
-        id=int(row["id"]), dpid=int(row["dpid"]), pr=int(row["pr"] or 0),
-        match_op=int(row["match_op"]), match_exp=row["match_exp"] or "",
-        match_flags=int(row["match_flags"] or 0), subst_exp=row["subst_exp"] or "",
-        repl_exp=row["repl_exp"] or "", attrs=row["attrs"] or "",
-        timerec=row["timerec"] or "", disabled=bool(row["disabled"]),
-    )
-
-
-def load_dialplan(db: Database, *, include_disabled: bool = False) -> list[Rule]:
-    """Dialplan rules ordered by (pr, id); build ``sipd.services.dialplan.Dialplan(rules)``."""
+def load_dialplan(db: Database, *, include_disabled: bool = False) -> list[dict[str, Any]]:
+    """Dialplan rows ordered by (pr, id) (``sipd.services.dialplan.rule_from_row`` makes each a rule)."""
     where = "" if include_disabled else " WHERE disabled = 0"
-    rows = db.query("SELECT id, dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, "
+    return db.query("SELECT id, dpid, pr, match_op, match_exp, match_flags, subst_exp, repl_exp, "
                     f"timerec, disabled, attrs FROM dialplan{where} ORDER BY pr, id")
-    return [rule_from_row(r) for r in rows]
 
 
 def _now_text(now: float | None = None) -> str:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from .base import Database, ExecResult, Params
 from .errors import DbAccessDenied, DbError, DbIntegrityError, DbSchemaMissing, DbUnavailable
+from .url import SQLITE_URL_RULES, default_db_url, parse_url
 
 _NO_TABLE = re.compile(r"no such table: (?:\w+\.)?(\w+)")
 
@@ -32,10 +33,6 @@ class SqliteDatabase(Database):
 
     def _check_path(self) -> None:
         """Say what is wrong with the path before SQLite says "unable to open" or creates a file."""
-        from sipd.config import default_db_url
-
-        from . import SQLITE_URL_RULES, parse_url
-
         file, parent = Path(self.path), Path(self.path).parent
         if not parent.is_dir():
             if self.create and self.path == parse_url(default_db_url()).path:

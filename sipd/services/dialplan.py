@@ -35,8 +35,9 @@ PCRE versus Python ``re``: patterns are translated by ``pcre_to_python`` (named 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 MATCH_EQUAL = 0
 MATCH_REGEX = 1
@@ -74,6 +75,17 @@ class Rule:
     @property
     def icase(self) -> bool:
         return bool(self.match_flags & FLAG_ICASE)
+
+
+def rule_from_row(row: Mapping[str, Any]) -> Rule:
+    """A rule from a row of the ``dialplan`` table (``sipd.db.queries.load_dialplan``)."""
+    return Rule(
+        id=int(row["id"]), dpid=int(row["dpid"]), pr=int(row["pr"] or 0),
+        match_op=int(row["match_op"]), match_exp=row["match_exp"] or "",
+        match_flags=int(row["match_flags"] or 0), subst_exp=row["subst_exp"] or "",
+        repl_exp=row["repl_exp"] or "", attrs=row["attrs"] or "",
+        timerec=row["timerec"] or "", disabled=bool(row["disabled"]),
+    )
 
 
 @dataclass(frozen=True)

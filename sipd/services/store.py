@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .dialplan import rule_from_row
 from .location import Contact
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class Store:
     async def load_dialplan(self) -> list[Any]:
         from ..db import queries
 
-        return await self.call(queries.load_dialplan, self.db)
+        return [rule_from_row(r) for r in await self.call(queries.load_dialplan, self.db)]
 
     async def load_locations(self, now: float) -> list[tuple[str, Contact]]:
         from ..db import queries

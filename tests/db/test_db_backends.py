@@ -140,11 +140,11 @@ def test_unreachable_mysql():
 
 def test_sqlite_default_data_directory_is_the_one_created(tmp_path, monkeypatch):
     """The built-in default (a normal user's ~/.local/share/sipd) is made on first use."""
-    from sipd import config
+    from sipd.db import url as urls
 
-    monkeypatch.setattr(config, "_is_root", lambda: False)
+    monkeypatch.setattr(urls, "_is_root", lambda: False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    url = config.default_db_url()
+    url = urls.default_db_url()
     assert url == f"sqlite:///{tmp_path}/data/sipd/sipd.db" and url.startswith("sqlite:////")
     with connect(url):
         pass

@@ -7,7 +7,7 @@ import asyncio
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
 from sipd.db import connect, queries
-from sipd.services.dialplan import Dialplan
+from sipd.services.dialplan import Dialplan, rule_from_row
 
 
 def test_loads(db_url):
@@ -25,7 +25,7 @@ def test_loads(db_url):
         assert queries.load_subscriber(db, "bob", "example.org") is None
         assert queries.load_subscribers(db)[("alice", "example.org")]["ha1"] == "a" * 32
         assert queries.load_aliases(db) == {("1247", "example.org"): ("alice", "example.org")}
-        rules = queries.load_dialplan(db)
+        rules = [rule_from_row(row) for row in queries.load_dialplan(db)]
         assert [(r.pr, r.repl_exp) for r in rules] == [(1, "eq"), (5, "one")]
         assert len(queries.load_dialplan(db, include_disabled=True)) == 3
         plan = Dialplan(rules)
