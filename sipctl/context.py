@@ -22,6 +22,7 @@ class Env:
     def config(self) -> Config:
         """The loaded configuration; a broken file is a usage error with the problems listed."""
         from sipd import config as cfg
+        from sipd.validation import VALIDATORS
 
         from .errors import SipctlError, ExitStatus
         if self._config is not None:
@@ -29,7 +30,7 @@ class Env:
         else:
             # Only sipd needs the files it opens at start (TLS certificate and key): sipctl works
             # before they exist; config check and doctor report them.
-            conf, problems = cfg.check(self.config_path)
+            conf, problems = cfg.check(self.config_path, validators=VALIDATORS)
             problems = [p for p in problems if not isinstance(p, cfg.StartupProblem)]
             if problems:
                 first = problems[0]

@@ -20,8 +20,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_config(path: str | None) -> int:
     from .services.hook_check import check_config as check
+    from .validation import VALIDATORS
 
-    conf, problems = check(path)  # the configuration, and the routing hook imported in a child
+    conf, problems = check(path, VALIDATORS)  # the configuration, and the routing hook imported in a child
     where = str(conf.source) if conf.source else (path or "built-in defaults")
     if problems:
         for problem in problems:
@@ -37,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         return check_config(args.config)
     from . import config as cfg
+    from .validation import VALIDATORS
 
     try:
-        conf = cfg.load(args.config)
+        conf = cfg.load(args.config, validators=VALIDATORS)
     except cfg.ConfigError as exc:
         for problem in exc.problems:
             print(f"sipd: configuration: {problem}", file=sys.stderr)

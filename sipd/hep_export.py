@@ -24,11 +24,10 @@ import logging
 import re
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import hep
-from .confdoc import doc as _doc
+from .config import Config, TraceSection
 from .livetrace import Filter
 from .problem import Problem
 
@@ -41,23 +40,6 @@ CONNECT_TIMEOUT = 5.0
 _COLLECTOR = re.compile(r"^(udp|tcp):(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(\d{1,5})$")
 
 
-@dataclass(kw_only=True)
-class TraceSection:
-    """HEPv3 export of SIP traffic to a capture collector (Homer)."""
-
-    hep_collector: str = field(default="", metadata=_doc(
-        'Where to send every SIP message sipd receives and sends as HEPv3: "udp:HOST:PORT" or "tcp:HOST:PORT" '
-        '(e.g. "udp:127.0.0.1:9060", IPv6 as "udp:[::1]:9060"); empty = no export. HOST is resolved once at start.'))
-    hep_capture_id: int = field(default=1, metadata=_doc("Capture agent id sent with each packet (HEP chunk 12), naming this sipd in the collector."))
-    hep_password: str = field(default="", metadata={**_doc(
-        "Authentication key sent with each packet (HEP chunk 14), for a collector that checks one; empty = none."),
-        "secret": True})
-    hep_user: str = field(default="", metadata=_doc("Export only messages whose request URI, From, To or Contact has this user part; empty = all."))
-    hep_ip: str = field(default="", metadata=_doc("Export only messages from or to this peer IP address; empty = all."))
-    hep_call_id: str = field(default="", metadata=_doc("Export only messages with this Call-ID; empty = all."))
-    hep_method: str = field(default="", metadata=_doc("Export only messages whose CSeq method is this one (e.g. INVITE); empty = all."))
-
-
 def parse_collector(text: str) -> tuple[str, str, int]:
     """``udp:HOST:PORT`` -> (transport, host, port). Raises ValueError with a readable message."""
     m = _COLLECTOR.match(text.strip())
@@ -66,8 +48,8 @@ def parse_collector(text: str) -> tuple[str, str, int]:
     return m.group(1), m.group(2).strip("[]"), int(m.group(3))
 
 
-def validate(config: Any) -> list[Problem]:
-    """Problems in [trace] (called through sipd.config.VALIDATORS)."""
+def validate(config: Config) -> list[Problem]:
+    """Problems in [trace] (one of sipd.validation.VALIDATORS)."""
     t = config.trace
     problems: list[Problem] = []
     if t.hep_collector:

@@ -29,10 +29,9 @@ in the statistics that ``sipctl stats``/``monitor`` and Prometheus read.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .confdoc import doc as _doc
+from .config import OverloadSection
 
 PROBE_INTERVAL = 0.05  # seconds between two loop-lag probes
 PROBE_START = 2.0  # seconds after the start before the first (startup itself lags the loop)
@@ -41,26 +40,6 @@ STRANGERS = 1000  # ... while initial requests from unknown sources arrive at th
 
 # a To header with a tag: an in-dialog request (long and compact form, any case)
 _IN_DIALOG = re.compile(rb"\n(?:to|t)[ \t]*:[^\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
-
-
-@dataclass(kw_only=True)
-class OverloadSection:
-    enabled: bool = field(default=True, metadata=_doc(
-        "Shed initial requests from unknown sources first when overloaded (known sources: authenticated or trusted)."))
-    unknown_rate: int = field(default=3000, metadata=_doc(
-        "Initial requests per second (per process) parsed from sources that never authenticated; beyond it they are shed."))
-    max_receive_queue: float = field(default=0.1, metadata=_doc(
-        "Share of a UDP socket's receive buffer that may hold unread datagrams before initial requests from"
-        " unknown sources are shed (for hold seconds)."))
-    max_loop_lag: float = field(default=0.1, metadata=_doc(
-        "Seconds the event loop may lag before every initial request from an unknown source is shed."))
-    hold: float = field(default=2.0, metadata=_doc("Seconds the shedding lasts after the last lag over max_loop_lag."))
-    known_ttl: float = field(default=3600.0, metadata=_doc(
-        "Seconds an address stays known after its last successful authentication."))
-    max_known: int = field(default=100000, metadata=_doc("Known addresses remembered (the oldest forgotten first)."))
-    reply_503: bool = field(default=False, metadata=_doc(
-        "Answer a shed request 503 Service Unavailable with Retry-After instead of dropping it unread."))
-    retry_after: int = field(default=30, metadata=_doc("Retry-After of those 503 answers, seconds."))
 
 
 class OverloadGate:

@@ -148,6 +148,9 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
+from .config import Config, parse_listen  # noqa: E402
+from .problem import Problem, StartupProblem  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 DOMAIN_KEYS = ("certificate", "private_key", "ca_file", "ca_dir", "verify_cert", "require_cert",
@@ -234,8 +237,6 @@ def domains_from_config(section: Any, listen: list[str]) -> tuple[dict[str, TlsD
 
 
 def _norm_listen(text: str) -> str:
-    from .config import parse_listen
-
     try:
         return str(parse_listen(text))
     except ValueError:
@@ -250,11 +251,8 @@ _MISSING_HINTS = {
 }
 
 
-def validate_config(config: Any) -> list[Any]:
-    """Problems in [tls] (called through sipd.config.VALIDATORS)."""
-    from .config import Problem, parse_listen
-    from .problem import StartupProblem
-
+def validate(config: Config) -> list[Problem]:
+    """Problems in [tls] (one of sipd.validation.VALIDATORS)."""
     t = config.tls
     problems: list[Problem] = []
 

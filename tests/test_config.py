@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sipd import config as cfg
+from sipd.validation import VALIDATORS
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -20,7 +21,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults_work_without_file(monkeypatch, tmp_path):
     monkeypatch.delenv("SIPD_CONFIG", raising=False)
     monkeypatch.setattr(cfg, "DEFAULT_PATH", tmp_path / "absent.toml")
-    conf, problems = cfg.check(None)
+    conf, problems = cfg.check(None, validators=VALIDATORS)
     assert problems == [] and conf.source is None
     assert conf.database.url.startswith("sqlite:///")
     assert [str(cfg.parse_listen(x)) for x in conf.server.listen] == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
@@ -29,7 +30,7 @@ def test_defaults_work_without_file(monkeypatch, tmp_path):
 def test_the_stable_keys(tmp_path):
     p = _write(tmp_path, '[server]\nlisten = ["udp:127.0.0.1:5060", "tcp:[::1]:5061"]\n'
                          '[database]\nurl = "mysql://u:pw@127.0.0.1:3306/sipd"\n[mgmt]\nsocket = "/run/sipd/sipd.sock"\n')
-    conf = cfg.load(p)
+    conf = cfg.load(p, validators=VALIDATORS)
     assert cfg.parse_listen(conf.server.listen[1]) == cfg.ListenAddress("tcp", "::1", 5061)
     assert conf.mgmt.socket == "/run/sipd/sipd.sock" and conf.source == p
 
@@ -37,7 +38,7 @@ def test_the_stable_keys(tmp_path):
 def test_sipd_config_env(monkeypatch, tmp_path):
     p = _write(tmp_path, '[log]\nlevel = "debug"\n')
     monkeypatch.setenv("SIPD_CONFIG", str(p))
-    assert cfg.load().log.level == "debug"
+    assert cfg.load(None, validators=VALIDATORS).log.level == "debug"
 
 
 @pytest.mark.parametrize("text, key, words", [
@@ -54,24 +55,24 @@ def test_sipd_config_env(monkeypatch, tmp_path):
     ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),
 ])
 def test_problems_name_the_key(tmp_path, text, key, words):
-    conf, problems = cfg.check(_write(tmp_path, text))
+    conf, problems = cfg.check(_write(tmp_path, text), validators=VALIDATORS)
     assert [p.key for p in problems] == [key]
     assert words in problems[0].message
 
 
 def test_all_problems_reported_at_once(tmp_path):
     _, problems = cfg.check(_write(tmp_path, '[server]\nadvertised-address = ""\n[registrar]\nmax_contacts = "x"\n'
-                                                 '[log]\nlevel = "no"\n'))
+                                                 '[log]\nlevel = "no"\n'), validators=VALIDATORS)
     assert {p.key for p in problems} == {"registrar.max_contacts", "server.advertised-address", "log.level"}
     assert any(p.hint == "did you mean advertised_address?" for p in problems)
 
 
 def test_unreadable_and_broken_files(tmp_path, monkeypatch):
-    _, problems = cfg.check(tmp_path / "missing.toml")
+    _, problems = cfg.check(tmp_path / "missing.toml", validators=VALIDATORS)
     assert "does not exist" in problems[0].message
-    _, problems = cfg.check(tmp_path)
+    _, problems = cfg.check(tmp_path, validators=VALIDATORS)
     assert "is a directory" in problems[0].message
-    _, problems = cfg.check(_write(tmp_path, "[server\n"))
+    _, problems = cfg.check(_write(tmp_path, "[server\n"), validators=VALIDATORS)
     assert "invalid TOML" in problems[0].message
     p = _write(tmp_path, "")
 
@@ -79,8 +80,61 @@ def test_unreadable_and_broken_files(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "read_text", deny)
-    _, problems = cfg.check(p)
+    _, problems = cfg.check(p, validators=VALIDATORS)
     assert "not readable" in problems[0].message and problems[0].hint
+
+
+#: One problem in each section that has a check, and the order sipd reports them in: the sections
+#: sipd.config checks itself, then each validator of sipd.validation in its turn.
+EVERY_CHECK = """
+[server]
+listen = ["udp:nohost"]
+[log]
+level = "loud"
+[trace]
+hep_capture_id = -1
+[antiflood]
+limit = 0
+[acc]
+writer = "fork"
+[spam]
+action = "reject"
+[tls]
+handshake_timeout = 0.0
+[presence]
+policy = "nobody"
+[nat]
+keepalive_method = "stun"
+[diversion]
+header = "x"
+[pstn]
+trusted_addresses = ["gw.example"]
+[routing]
+error_log_interval = -1.0
+"""
+
+
+def test_problems_come_in_one_order(tmp_path):
+    _, problems = cfg.check(_write(tmp_path, EVERY_CHECK), validators=VALIDATORS)
+    assert [p.key for p in problems] == [
+        "server.listen[0]", "log.level", "trace.hep_capture_id", "antiflood.limit", "acc.writer", "spam.action",
+        "tls.handshake_timeout", "presence.policy", "nat.keepalive_method", "diversion.header",
+        "pstn.trusted_addresses[0]", "routing.error_log_interval",
+    ]
+    assert all(isinstance(p, cfg.Problem) for p in problems)
+
+
+def test_config_alone_checks_only_its_own_sections(tmp_path):
+    """What the feature modules check runs only when their validators are handed in."""
+    _, problems = cfg.check(_write(tmp_path, EVERY_CHECK), validators=())
+    assert [p.key for p in problems] == ["server.listen[0]", "log.level"]
+
+
+def test_every_validator_has_one_shape():
+    """validate(config) -> list[Problem]: nothing to say about the defaults."""
+    assert len(VALIDATORS) == len(set(VALIDATORS)) >= 6
+    for validator in VALIDATORS:
+        assert validator(cfg.Config()) == [], validator
 
 
 def test_mask_url_and_to_dict():

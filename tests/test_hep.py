@@ -10,7 +10,8 @@ import struct
 import pytest
 
 from sipd import hep
-from sipd.hep_export import HepExporter, TraceSection, parse_collector
+from sipd.config import TraceSection
+from sipd.hep_export import HepExporter, parse_collector
 
 REGISTER = (b"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"
             b"From: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>\r\nCall-ID: c1\r\n"

@@ -22,11 +22,12 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     Example: sipctl --config /etc/sipd/sipd.toml config check
     """
     from sipd.services.hook_check import check_config as check_all
+    from sipd.validation import VALIDATORS
 
     from ..errors import CheckFailed
 
     env = get_env(ctx)
-    conf, problems = check_all(env.config_path)  # as sipd --check-config: the routing hook imported too
+    conf, problems = check_all(env.config_path, VALIDATORS)  # as sipd --check-config: the routing hook imported too
     where = str(conf.source) if conf.source else (env.config_path or "built-in defaults")
     out = Output(json_mode=as_json)
     if as_json:

@@ -47,9 +47,10 @@ class DoctorReport:
 def run(env: Any, *, dns_timeout: float = 2.0, skip_dns: bool = False, log_seconds: float = 3600) -> DoctorReport:
     """Walk the checklist. Later checks still run when earlier ones fail."""
     from sipd import config as cfg
+    from sipd.validation import VALIDATORS
 
     report = DoctorReport()
-    conf, problems = cfg.check(env.config_path)
+    conf, problems = cfg.check(env.config_path, validators=VALIDATORS)
     where = str(conf.source) if conf.source else "built-in defaults"
     if problems:
         for p in problems:

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import Config
+from ..problem import Problem
 from .pipeline import Branch, Defer, Drop, Forward, Reply, dest_of
 
 if TYPE_CHECKING:
@@ -411,12 +413,12 @@ def route_stages(state: ServerState) -> list[Stage]:
     return [destination_stage] if getattr(state, "routing_hook", None) is not None else []
 
 
-def validate(config: Any) -> list[tuple[str, str, str]]:
-    """[routing] problems as (key, message, hint)."""
-    out: list[tuple[str, str, str]] = []
+def validate(config: Config) -> list[Problem]:
+    """Problems in [routing] (one of sipd.validation.VALIDATORS)."""
+    out: list[Problem] = []
     problem = check_spec(config.routing.hook)
     if problem:
-        out.append(("routing.hook", problem, "fix the file or point hook at another one (docs/routing-hook.md)"))
+        out.append(Problem("routing.hook", problem, "fix the file or point hook at another one (docs/routing-hook.md)"))
     if config.routing.error_log_interval < 0:
-        out.append(("routing.error_log_interval", "must not be negative", "e.g. 60"))
+        out.append(Problem("routing.error_log_interval", "must not be negative", "e.g. 60"))
     return out

@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 #: Seconds the child may take to import the hook. Generous (a loaded machine, a hook importing a
@@ -105,11 +106,11 @@ def probe(spec: str, *, time_limit: float = IMPORT_TIME_LIMIT) -> str | None:
         return f"importing {spec} ended the checking process: {err}"
 
 
-def check_config(path: str | None) -> tuple[Any, list[Any]]:
+def check_config(path: str | None, validators: Sequence[Any]) -> tuple[Any, list[Any]]:
     """``sipd.config.check`` plus the import of the routing hook (``--check-config``, config check)."""
     from .. import config as cfg
 
-    conf, problems = cfg.check(path)
+    conf, problems = cfg.check(path, validators=validators)
     spec = conf.routing.hook
     if spec and not any(p.key == "routing.hook" for p in problems):
         problem = probe(spec)

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Config
+from ..problem import Problem
 from . import pidf
 
 EVENT_PRESENCE = "presence"
@@ -44,18 +46,19 @@ POLICIES = ("same-domain", "local", "open", "rules")
 SubKey = tuple[str, str]  # (Call-ID, our To tag)
 
 
-def validate_config(cfg: Any) -> list[tuple[str, str, str]]:
-    """Problems in a ``[presence]`` section as (key, message, hint)."""
+def validate(config: Config) -> list[Problem]:
+    """Problems in ``[presence]`` (one of sipd.validation.VALIDATORS)."""
+    cfg = config.presence
     problems = []
     if cfg.policy not in POLICIES:
-        problems.append(("presence.policy", f"unknown policy {cfg.policy!r}", ", ".join(POLICIES)))
+        problems.append(Problem("presence.policy", f"unknown policy {cfg.policy!r}", ", ".join(POLICIES)))
     for i, rule in enumerate(cfg.rules):
         if len(rule.split()) != 2:
-            problems.append((f"presence.rules[{i}]", f"not 'WATCHER PRESENTITY': {rule!r}", '"*@example.com boss@example.com"'))
+            problems.append(Problem(f"presence.rules[{i}]", f"not 'WATCHER PRESENTITY': {rule!r}", '"*@example.com boss@example.com"'))
     if cfg.min_expires < 0 or cfg.max_expires <= 0 or cfg.min_expires > cfg.max_expires:
-        problems.append(("presence.max_expires", "need 0 <= min_expires <= max_expires, max_expires > 0", "e.g. 60 and 3600"))
+        problems.append(Problem("presence.max_expires", "need 0 <= min_expires <= max_expires, max_expires > 0", "e.g. 60 and 3600"))
     if cfg.default_expires <= 0:
-        problems.append(("presence.default_expires", "must be positive", "e.g. 3600"))
+        problems.append(Problem("presence.default_expires", "must be positive", "e.g. 3600"))
     return problems
 
 

@@ -1,5 +1,5 @@
 """PSTN gateway routing (osipsconfig's HAVE_OUTBOUND_PSTN / HAVE_INBOUND_PSTN), and the validation
-of the residential feature sections ([nat], [diversion], [pstn], [routing]).
+of the residential feature sections ([nat], [diversion], [pstn]).
 
 Rules:
 - Outbound: an initial request from a *local* caller (so authenticated when ``[auth] invite`` is on)
@@ -20,6 +20,9 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..config import Config
+from ..problem import Problem
+from ..sip.uri import parse_uri
 from .pipeline import Branch, Forward, Reply, dest_of
 
 if TYPE_CHECKING:
@@ -49,8 +52,6 @@ class Pstn:
     """The [pstn] settings in usable form (``state.pstn`` is not needed: stages close over it)."""
 
     def __init__(self, cfg: Any):
-        from ..sip.uri import parse_uri
-
         self.cfg = cfg
         self.gateway = parse_uri(cfg.gateway)
         trusted = list(cfg.trusted_addresses) or [self.gateway.host or ""]
@@ -121,17 +122,14 @@ def setup(state: ServerState) -> Pstn | None:
 # -- validation of the residential sections ------------------------------------------------------
 
 
-def validate_config(config: Any) -> list[tuple[str, str, str]]:
-    """Problems in [nat], [diversion], [pstn], [routing] as (key, message, hint)."""
-    from ..sip.uri import parse_uri
-    from . import hook
-
-    out: list[tuple[str, str, str]] = []
+def validate(config: Config) -> list[Problem]:
+    """Problems in [nat], [diversion], [pstn] (one of sipd.validation.VALIDATORS)."""
+    out: list[Problem] = []
     nat = config.nat
     if nat.keepalive_method not in ("options", "crlf"):
-        out.append(("nat.keepalive_method", f"unknown method {nat.keepalive_method!r}", '"options" or "crlf"'))
+        out.append(Problem("nat.keepalive_method", f"unknown method {nat.keepalive_method!r}", '"options" or "crlf"'))
     if nat.keepalive_interval < 0:
-        out.append(("nat.keepalive_interval", "must not be negative", "e.g. 30 (0 = no pings)"))
+        out.append(Problem("nat.keepalive_interval", "must not be negative", "e.g. 30 (0 = no pings)"))
     div = config.diversion
     if div.uri:
         try:
@@ -139,11 +137,11 @@ def validate_config(config: Any) -> list[tuple[str, str, str]]:
             if u.scheme not in ("sip", "sips"):
                 raise ValueError
         except Exception:  # noqa: BLE001
-            out.append(("diversion.uri", f"not a SIP URI: {div.uri!r}", 'e.g. "sip:voicemail@example.com"'))
+            out.append(Problem("diversion.uri", f"not a SIP URI: {div.uri!r}", 'e.g. "sip:voicemail@example.com"'))
     if div.header not in ("diversion", "history-info"):
-        out.append(("diversion.header", f"unknown header {div.header!r}", '"diversion" or "history-info"'))
+        out.append(Problem("diversion.header", f"unknown header {div.header!r}", '"diversion" or "history-info"'))
     if div.no_answer_timeout <= 0:
-        out.append(("diversion.no_answer_timeout", "must be positive", "e.g. 20"))
+        out.append(Problem("diversion.no_answer_timeout", "must be positive", "e.g. 20"))
     pstn = config.pstn
     if pstn.gateway:
         try:
@@ -151,13 +149,12 @@ def validate_config(config: Any) -> list[tuple[str, str, str]]:
             if g.scheme not in ("sip", "sips") or not g.host:
                 raise ValueError
         except Exception:  # noqa: BLE001
-            out.append(("pstn.gateway", f"not a SIP URI: {pstn.gateway!r}", 'e.g. "sip:192.0.2.10:5060"'))
+            out.append(Problem("pstn.gateway", f"not a SIP URI: {pstn.gateway!r}", 'e.g. "sip:192.0.2.10:5060"'))
         if not pstn.prefixes:
-            out.append(("pstn.prefixes", "empty: no number would reach the gateway", 'e.g. ["+", "00"]'))
+            out.append(Problem("pstn.prefixes", "empty: no number would reach the gateway", 'e.g. ["+", "00"]'))
     for i, item in enumerate(pstn.trusted_addresses):
         try:
             ipaddress.ip_address(item.strip("[]"))
         except ValueError:
-            out.append((f"pstn.trusted_addresses[{i}]", f"not an IP address: {item!r}", "e.g. 192.0.2.10"))
-    out += hook.validate(config)
+            out.append(Problem(f"pstn.trusted_addresses[{i}]", f"not an IP address: {item!r}", "e.g. 192.0.2.10"))
     return out

@@ -47,7 +47,7 @@ def mi(daemon: Daemon, method: str):
     from sipd import config
     from sipd.mgmt.client import call
 
-    conf, _problems = config.check(daemon.config)  # the hook file may be broken on purpose
+    conf, _problems = config.check(daemon.config, validators=())  # the hook file may be broken on purpose
     return call(conf, method, [], 5)
 
 

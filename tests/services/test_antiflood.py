@@ -307,5 +307,5 @@ def test_from_config_defaults_are_safe():
 def test_config_validation():
     conf, problems = cfg.from_dict({"antiflood": {"trusted_networks": ["10.0.0.0/99"], "limit": 0},
                                     "spam": {"action": "reject", "own_addresses": ["host.example"]}})
-    keys = {p.key for p in cfg._validate_values(conf)}
+    keys = {p.key for p in cfg.validate_security(conf)}
     assert {"antiflood.trusted_networks[0]", "antiflood.limit", "spam.action", "spam.own_addresses[0]"} <= keys

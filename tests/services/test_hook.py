@@ -148,8 +148,9 @@ def test_destination_stage_forwards_to_numeric_destination():
 
 def test_config_validation(tmp_path):
     from sipd import config as cfg
+    from sipd.services import hook
 
     bad = write(tmp_path, "def route(request:\n")
     _, problems = cfg.from_dict({"routing": {"hook": str(bad)}})
     conf, _ = cfg.from_dict({"routing": {"hook": str(bad)}})
-    assert any(p.key == "routing.hook" and "syntax error" in p.message for p in cfg._validate_values(conf))
+    assert any(p.key == "routing.hook" and "syntax error" in p.message for p in hook.validate(conf))

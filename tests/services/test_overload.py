@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sipd.overload import LAGGED_PROBES, OverloadGate, OverloadSection
+from sipd.config import OverloadSection
+from sipd.overload import LAGGED_PROBES, OverloadGate
 from sipd.services.antiflood import TrustedNetworks
 
 INITIAL = (b"INVITE sip:u1@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n"

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
-from sipd.config import PresenceSection
+from sipd.config import Config, PresenceSection
 from sipd.services import pidf
-from sipd.services.presence_state import PresenceState, validate_config
+from sipd.services.presence_state import PresenceState, validate
 from sipd.sip.message import make_request
 
 DOC = """<?xml version="1.0" encoding="UTF-8"?>
@@ -270,10 +270,10 @@ def test_calls_make_busy(st, clock):
     assert not st.drain()
 
 
-def test_validate_config():
-    assert validate_config(PresenceSection()) == []
-    probs = validate_config(PresenceSection(policy="nobody", rules=["onlyone"], min_expires=10, max_expires=5))
-    assert {p[0] for p in probs} == {"presence.policy", "presence.rules[0]", "presence.max_expires"}
+def test_validate():
+    assert validate(Config()) == []
+    probs = validate(Config(presence=PresenceSection(policy="nobody", rules=["onlyone"], min_expires=10, max_expires=5)))
+    assert {p.key for p in probs} == {"presence.policy", "presence.rules[0]", "presence.max_expires"}
 
 
 def test_store_roundtrip(db_url, clock):

@@ -66,9 +66,10 @@ def test_inbound_from_gateway_is_not_challenged():
 
 def test_validation():
     from sipd import config as cfg
+    from sipd.services import pstn
 
     conf, _ = cfg.from_dict({"pstn": {"gateway": "not a uri", "prefixes": [], "trusted_addresses": ["gw.example"]},
                              "nat": {"keepalive_method": "stun"}, "diversion": {"uri": "mailto:x", "header": "x"}})
-    keys = {p.key for p in cfg._validate_values(conf)}
+    keys = {p.key for p in pstn.validate(conf)}
     assert {"pstn.gateway", "pstn.trusted_addresses[0]", "nat.keepalive_method", "diversion.uri",
             "diversion.header"} <= keys

@@ -149,9 +149,10 @@ async def reload(state: Any, tables: Any = None, users: Any = None) -> Any:
     source = getattr(config, "source", None)
     if source is not None:
         from ... import config as cfg
+        from ...validation import VALIDATORS
 
         try:
-            fresh = cfg.load(source)
+            fresh = cfg.load(source, validators=VALIDATORS)
         except cfg.ConfigError as exc:
             raise MgmtError(400, f"configuration not reloaded: {exc.problems[0]}") from None
         await log_level(state, fresh.log.level)
