@@ -28,8 +28,8 @@ from typing import Any
 
 from . import hep
 from .config import Config, TraceSection
-from .livetrace import Filter
 from .problem import Problem
+from .tracefilter import Filter
 
 logger = logging.getLogger(__name__)
 

@@ -21,53 +21,19 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .hep_export import HepExporter
+from .tracefilter import Filter
 
 logger = logging.getLogger(__name__)
 
 MAX_FILTER_LINE = 4096        # a filter is a few short strings
 MAX_WATCHERS = 16             # tracing is for a person at a terminal, not a fan-out service
 MAX_QUEUED_BYTES = 4 << 20    # per watcher; beyond this, messages are dropped for that watcher
-
-_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(.*?)[ \t]*$", re.I | re.M)
-_CSEQ = re.compile(rb"^cseq[ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)", re.I | re.M)
-_USERS = re.compile(rb"^(?:from|f|to|t|contact|m)[ \t]*:.*?sips?:([^@;>\s]+)@", re.I | re.M)
-
-
-@dataclass
-class Filter:
-    user: str = ""
-    ip: str = ""
-    method: str = ""
-    call_id: str = ""
-
-    def matches(self, data: bytes, peer_host: str) -> bool:
-        if self.ip and peer_host != self.ip:
-            return False
-        head = data[: data.find(b"\r\n\r\n") + 2 if b"\r\n\r\n" in data else len(data)]
-        if self.method:
-            m = _CSEQ.search(head)
-            if not m or m.group(1).decode("ascii", "replace").upper() != self.method.upper():
-                return False
-        if self.call_id:
-            m = _CALL_ID.search(head)
-            if not m or m.group(1).decode("latin-1") != self.call_id:
-                return False
-        if self.user:
-            line = head.split(b"\r\n", 1)[0]
-            users = {u.decode("latin-1").lower() for u in _USERS.findall(head)}
-            m = re.search(rb"sips?:([^@;>\s]+)@", line)
-            if m:
-                users.add(m.group(1).decode("latin-1").lower())
-            if self.user.lower() not in users:
-                return False
-        return True
-
 
 class _Watcher:
     def __init__(self, writer: asyncio.StreamWriter, flt: Filter):
@@ -89,8 +55,6 @@ class Tracer:
 
     async def start_hep(self, section: Any, stats: Any) -> None:
         """Export to a HEP collector; the tracer then stays active for as long as sipd runs."""
-        from .hep_export import HepExporter
-
         exporter = HepExporter(section, stats)
         await exporter.start()
         self.hep = exporter

@@ -42,7 +42,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
              "sipd.logging", "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges"),
     "config": ("sipd.config", "sipd.config_sections", "sipd.config_checks"),
     "transport": ("sipd.transport",),
-    "features": ("sipd.tlsconf", "sipd.hep_export", "sipd.livetrace"),
+    "features": ("sipd.tlsconf", "sipd.hep_export", "sipd.livetrace", "sipd.tracefilter"),
     "services": ("sipd.services",),
     "state": ("sipd.state", "sipd.reloading"),
     "validation": ("sipd.validation",),
@@ -105,8 +105,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
     # the daemon's own parts reaching back into server.py
     ("sipd.readiness", "sipd.server"),
     ("sipd.workers", "sipd.server"),
-    # the live trace starts the HEP exporter, which filters with the live trace's Filter
-    ("sipd.livetrace", "sipd.hep_export"),
     # the registry imports the commands, which import the registry's MgmtError
     ("sipd.mgmt.registry", "sipd.mgmt.commands"),
     # sipctl
