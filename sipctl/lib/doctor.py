@@ -81,7 +81,7 @@ def _guard(report: DoctorReport, area: str, subject: str, fn: Callable[[], None]
 
 
 def _check_database(report: DoctorReport, conf: Any) -> list[str]:
-    from sipd.config import mask_url
+    from sipd.db import mask_url
 
     from . import db as dblib
 
