@@ -96,10 +96,10 @@ def _root(
         ctx.call_on_close(lambda: setattr(Output, "json_requested", False))
     ctx.obj = Env(config_path=config, db_url=db_url)
     if ctx.invoked_subcommand != "web":  # the panel records its changes itself, with the admin's name
-        from .lib import audit
+        from .lib import audit, changes
         from .output import Output
 
-        ctx.call_on_close(audit.subscribe_cli(lambda: ctx.obj.config, Output().warning))
+        ctx.call_on_close(changes.subscribe(audit.cli_listener(lambda: ctx.obj.config, Output().warning)))
 
 
 def _register() -> None:

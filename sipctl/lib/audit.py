@@ -126,15 +126,14 @@ def list_entries(db: Database, *, limit: int = 50, before_id: int | None = None,
     return {"rows": rows, "next": int(rows[-1]["id"]) if more and rows else 0}
 
 
-def subscribe_cli(config: Callable[[], Any], on_error: Callable[[str], None]) -> Callable[[], None]:
-    """Record every provisioning change this sipctl process makes (``changes.subscribe``).
+def cli_listener(config: Callable[[], Any], on_error: Callable[[str], None]) -> Callable[[Change], None]:
+    """What records each provisioning change this sipctl process makes (for ``changes.subscribe``).
 
     Args:
         config: returns the loaded configuration (called only when a change happens).
         on_error: told, in one line, when the change was made but could not be recorded.
     """
     from ..errors import SipctlError
-    from . import changes
     from .db import session
 
     def listener(change: Change) -> None:
@@ -147,7 +146,7 @@ def subscribe_cli(config: Callable[[], Any], on_error: Callable[[str], None]) ->
             on_error(f"the change is made but not in the audit log: {exc.message} "
                      "(sipctl db migrate adds the audit table)")
 
-    return changes.subscribe(listener)
+    return listener
 
 
 def record_cli(db: Database, action: str, obj: str, after: Any = None) -> None:
