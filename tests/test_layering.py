@@ -110,7 +110,6 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
     # sipctl
     ("sipctl.lib.doctor", "sipd.transport.preflight"),
     ("sipctl.lib.webserver", "sipctl.web.app"),
-    ("sipctl.web.app", "sipctl.web.pages"),
 })
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from ..lib.changes import Change
-    from .app import Panel
+    from .panel import Panel
     from .session import Session
 
 
@@ -82,7 +82,7 @@ async def act_on(panel: Panel, request: Request, session: Session, action: str,
     returns what it acted on; audit it, say ``done`` (with ``{}`` for that) and go back to ``page``."""
     from starlette.responses import RedirectResponse
 
-    from .app import form_str
+    from .panel import form_str
 
     form = await request.form()
     key = await panel.off_loop(fn, panel.config, form_str(form, field))

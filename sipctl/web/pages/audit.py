@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...lib import audit
-from ..app import Panel, view
+from ..panel import Panel, view
 from ..session import Session
 
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ...errors import SipctlError
 from ...lib import webadmin
-from ..app import Panel, form_str
+from ..panel import Panel, form_str
 from ..session import COOKIE
 
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from ...errors import UsageError
 from ...lib import cdrview
-from ..app import Panel, view
+from ..panel import Panel, view
 from ..session import Session
 
 

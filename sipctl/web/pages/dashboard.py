@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, SipctlError
 from ...lib import provision
-from ..app import Panel, asked, view
+from ..panel import Panel, asked, view
 from ..session import Session
 
 # OpenSIPS statistic names shown as the dashboard's tiles.

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ...errors import UsageError
 from ...lib import changes, dialplan
-from ..app import Panel, form_str, view
+from ..panel import Panel, form_str, view
 from ..apply import apply
 from ..session import Session
 

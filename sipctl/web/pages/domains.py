@@ -7,7 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ...lib import changes, provision
-from ..app import Panel, form_str, view
+from ..panel import Panel, form_str, view
 from ..apply import apply
 from ..session import Session
 

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from ...errors import SipctlError
 from ...lib import ban
-from ..app import Panel, asked, form_str, view
+from ..panel import Panel, asked, form_str, view
 from ..apply import act_on, record
 from ..session import Session
 

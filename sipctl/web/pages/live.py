@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ...lib import dialog, mgmt, stats
 from ...lib.audit import READ_ONLY_COMMANDS
-from ..app import Panel, asked, form_str, view
+from ..panel import Panel, asked, form_str, view
 from ..apply import act_on, record
 from ..session import Session
 

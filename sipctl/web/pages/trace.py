@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from ...errors import UsageError
 from ...lib import trace
-from ..app import Panel, asked, view
+from ..panel import Panel, asked, view
 from ..ladder import layout
 from ..session import Session
 

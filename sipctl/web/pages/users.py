@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from ...errors import MgmtUnavailable, NotFoundError, SipctlError
 from ...lib import changes, directory, mgmt, provision
-from ..app import Panel, asked, form_str, view
+from ..panel import Panel, asked, form_str, view
 from ..apply import apply
 from ..session import Session
 
