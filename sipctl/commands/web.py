@@ -37,8 +37,9 @@ def web(
     if ctx.invoked_subcommand is not None:
         return
     from ..lib import webserver
+    from ..web.app import create_app
 
-    webserver.serve(get_env(ctx).config, listen)
+    webserver.serve(get_env(ctx).config, create_app, listen)
 
 
 @admin.command()

@@ -7,6 +7,7 @@ certificate and key in ``[web]`` it serves HTTPS only and its session cookie is 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import UsageError
@@ -36,13 +37,12 @@ def check_tls(web: Any) -> tuple[str, str] | None:
     return cert, key
 
 
-def serve(config: Any, listen: str | None = None) -> None:
-    """Run the panel in this process until interrupted."""
+def serve(config: Any, create_app: Callable[..., Any], listen: str | None = None) -> None:
+    """Run the panel in this process until interrupted; ``create_app(config, secure_cookie=...)``
+    builds it (``sipctl.web.app.create_app``, handed in by the command: no web code here)."""
     import socket
 
     import uvicorn
-
-    from ..web.app import create_app
 
     host, port = parse_listen(listen or config.web.listen)
     tls = check_tls(config.web)
