@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
-from .confdoc import doc as _doc
 from .db.url import default_db_url
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    """A key's metadata: its documentation (sipd.toml(5), ``config generate``, ``config show``) and
+    flags such as ``secret`` (masked when shown)."""
+    return {"doc": text, **extra}
 
 
 def _default_socket() -> str:

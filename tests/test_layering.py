@@ -38,7 +38,7 @@ PACKAGES = ("sipd", "sipctl")
 GROUPS: dict[str, tuple[str, ...]] = {
     "sip": ("sipd.sip",),
     "db": ("sipd.db",),
-    "base": ("sipd", "sipd.problem", "sipd.confdoc", "sipd.boundary", "sipd.stats", "sipd.logwriter",
+    "base": ("sipd", "sipd.problem", "sipd.boundary", "sipd.stats", "sipd.logwriter",
              "sipd.logging", "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges"),
     "config": ("sipd.config", "sipd.config_sections", "sipd.config_checks"),
     "transport": ("sipd.transport",),
