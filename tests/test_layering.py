@@ -33,28 +33,29 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("sipd", "sipctl")
 
-#: Group name -> the modules in it: a name stands for that module and every module below it.
-#: A module belongs to the group with the longest matching name.
+#: Group name -> the modules in it: ``"a.b"`` is that module, ``"a.b.*"`` the package and everything
+#: below it. A module in no group fails the test: a new module is placed here on purpose.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "sip": ("sipd.sip",),
-    "db": ("sipd.db",),
-    "base": ("sipd", "sipd.problem", "sipd.boundary", "sipd.stats", "sipd.logwriter",
-             "sipd.logging", "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges"),
-    "config": ("sipd.config", "sipd.config_sections", "sipd.config_checks"),
-    "transport": ("sipd.transport",),
+    "sip": ("sipd.sip.*",),
+    "db": ("sipd.db.*",),
+    "base": ("sipd", "sipd.problem", "sipd.boundary", "sipd.stats", "sipd.logwriter", "sipd.logging",
+             "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges"),
+    "config": ("sipd.config", "sipd.config_sections"),
+    "transport": ("sipd.transport.*",),
     "features": ("sipd.tlsconf", "sipd.hep_export", "sipd.livetrace", "sipd.tracefilter"),
-    "services": ("sipd.services",),
+    "services": ("sipd.services.*",),
     "state": ("sipd.state", "sipd.reloading"),
     "validation": ("sipd.validation",),
-    "mgmt": ("sipd.mgmt",),
-    "daemon": ("sipd.daemon", "sipd.server", "sipd.workers", "sipd.affinity", "sipd.stateless_path",
+    "mgmt": ("sipd.mgmt.*",),
+    "daemon": ("sipd.daemon.*", "sipd.server", "sipd.workers", "sipd.affinity", "sipd.stateless_path",
                "sipd.overload", "sipd.readiness"),
     "main": ("sipd.__main__",),
     "sipctl.errors": ("sipctl.errors",),
-    "sipctl.lib": ("sipctl.lib",),
-    "sipctl.web": ("sipctl.web",),
-    "sipctl.commands": ("sipctl.commands",),
-    "sipctl": ("sipctl",),
+    "sipctl.lib": ("sipctl.lib.*",),
+    "sipctl.web": ("sipctl.web.*",),
+    "sipctl.commands": ("sipctl.commands.*",),
+    "sipctl": ("sipctl", "sipctl.__main__", "sipctl.app", "sipctl.argv", "sipctl.context", "sipctl.docgen",
+               "sipctl.output"),
 }
 
 #: What sipctl may use of sipd: all but the daemon's runtime (the composition root, the transports).
@@ -92,8 +93,9 @@ ALLOWED: dict[str, frozenset[str]] = {
 KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
     # the protocol core: message.py re-exports the stream parser of framing.py, which uses message.py
     ("sipd.sip.message", "sipd.sip.framing"),
-    # services reaching up into the daemon
+    # a service reaching up into the daemon (for its StartupError)
     ("sipd.services.hook", "sipd.server"),
+    # the hook and its checker use each other (signature_problem one way, _is_path the other)
     ("sipd.services.hook_check", "sipd.services.hook"),
     # the pipeline imports its stages, which import the pipeline's decisions
     ("sipd.services.pipeline", "sipd.services.diversion"),
@@ -107,7 +109,7 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
     ("sipd.workers", "sipd.server"),
     # the registry imports the commands, which import the registry's MgmtError
     ("sipd.mgmt.registry", "sipd.mgmt.commands"),
-    # sipctl
+    # sipctl doctor probes the listen ports with the transports' own preflight check
     ("sipctl.lib.doctor", "sipd.transport.preflight"),
 })
 
@@ -180,12 +182,12 @@ def module_graph(files: Mapping[str, Path]) -> dict[str, set[str]]:
 
 
 def group_of(module: str, groups: Mapping[str, tuple[str, ...]] = GROUPS) -> str | None:
-    best, length = None, -1
-    for group, prefixes in groups.items():
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > length:
-                best, length = group, len(prefix)
-    return best
+    for group, patterns in groups.items():
+        for pattern in patterns:
+            package = pattern.removesuffix(".*")
+            if module == pattern or (package != pattern and (module == package or module.startswith(package + "."))):
+                return group
+    return None
 
 
 def table_violations(graph: Mapping[str, set[str]], groups: Mapping[str, tuple[str, ...]] = GROUPS,
@@ -293,7 +295,7 @@ def test_every_listed_violation_is_still_real(graph):
     assert stale == []
 
 
-SYNTHETIC_GROUPS = {"core": ("app.core",), "services": ("app.services",), "daemon": ("app.daemon",)}
+SYNTHETIC_GROUPS = {"core": ("app.core.*",), "services": ("app.services.*",), "daemon": ("app.daemon.*",)}
 SYNTHETIC_ALLOWED = {"core": frozenset(), "services": frozenset({"core"}),
                      "daemon": frozenset({"core", "services"})}
 
