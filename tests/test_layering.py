@@ -146,7 +146,7 @@ def imported_names(tree: ast.Module, package: str) -> list[str]:
         node = todo.pop()
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and _is_type_checking(child.test):
-                todo.extend(child.orelse)
+                todo.append(ast.Module(body=child.orelse, type_ignores=[]))  # the else branch runs
                 continue
             if isinstance(child, ast.Import):
                 names.extend(alias.name for alias in child.names)
