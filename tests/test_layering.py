@@ -66,7 +66,7 @@ SIPD_FOR_SIPCTL = frozenset({"sip", "db", "base", "config", "features", "service
 ALLOWED: dict[str, frozenset[str]] = {
     "sip": frozenset(),
     "db": frozenset(),
-    "base": frozenset(),
+    "base": frozenset({"sip"}),
     "config": frozenset({"base", "db"}),
     "transport": frozenset({"sip", "base", "config"}),
     "features": frozenset({"sip", "base", "config"}),
