@@ -89,7 +89,7 @@ def stage_cost(n: int = 200_000) -> dict:
     from sipd import config as cfg
     from sipd.services import hook as hook_mod
     from sipd.services.pipeline import Context
-    from sipd.sip.message import parse_message
+    from sipd.sip.parser import parse_message
     from sipd.state import ServerState
 
     with tempfile.TemporaryDirectory() as d:

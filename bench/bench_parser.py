@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sipd.sip import auth  # noqa: E402
 from sipd.sip.layer import LayerConfig, RequestReceived, TransactionLayer  # noqa: E402
-from sipd.sip.message import make_response, parse_message  # noqa: E402
+from sipd.sip.message import make_response  # noqa: E402
+from sipd.sip.parser import parse_message  # noqa: E402
 
 REGISTER = (
     "REGISTER sip:example.com SIP/2.0\r\n"

@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sipd.sip.layer import LayerConfig, TransactionLayer  # noqa: E402
-from sipd.sip.message import make_response, parse_message  # noqa: E402
+from sipd.sip.message import make_response  # noqa: E402
+from sipd.sip.parser import parse_message  # noqa: E402
 
 SRC = ("udp", "192.0.2.10", 5060, None)
 DST = ("udp", "192.0.2.30", 5060, None)

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sipd.sip.errors import ProtocolError  # noqa: E402
 from sipd.sip.layer import LayerConfig, TransactionLayer  # noqa: E402
-from sipd.sip.message import StreamParser, parse_message  # noqa: E402
+from sipd.sip.framing import StreamParser  # noqa: E402
+from sipd.sip.parser import parse_message  # noqa: E402
 from tests.sip.fuzz import cases, count_cases  # noqa: E402
 
 

@@ -418,7 +418,7 @@ class WorkerPool:
     def _call_event(self, frame: bytes) -> None:
         """A worker's call event (a request forwarded, a final or provisional sent upstream): main's
         accounting, dialogs and presence see it as if main had handled the call."""
-        from .sip.message import parse_message
+        from .sip.parser import parse_message
         from .state import CallEvent
 
         kind, request, response, tx_key, wall = pickle.loads(frame[1:])

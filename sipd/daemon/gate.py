@@ -10,7 +10,8 @@ from typing import Any
 from ..overload import PROBE_INTERVAL, PROBE_START, OverloadGate
 from ..services.antiflood import TrustedNetworks
 from ..sip.errors import RemoteProtocolError
-from ..sip.message import make_response, parse_message
+from ..sip.message import make_response
+from ..sip.parser import parse_message
 
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory, SK_MEMINFO_* (4.6 and later)
 

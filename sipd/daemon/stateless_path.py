@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..sip.errors import RemoteProtocolError
-from ..sip.message import Response, parse_message
+from ..sip.message import Response
+from ..sip.parser import parse_message
 from ..sip.stateless import ReplyCache
 
 if TYPE_CHECKING:

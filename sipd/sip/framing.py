@@ -1,6 +1,6 @@
 """Framing SIP messages out of a TCP/TLS byte stream (RFC 3261 §18.3, RFC 5626 §3.5.1).
 
-No I/O: bytes in, parsed messages out. Limits come from message.py (MAX_MESSAGE_SIZE,
+No I/O: bytes in, parsed messages out. Limits come from parser.py (MAX_MESSAGE_SIZE,
 MAX_STREAM_BUFFER) so datagrams and streams share one policy.
 """
 
@@ -10,9 +10,12 @@ import re
 
 from .errors import RemoteProtocolError
 from .headers import parse_uint
-from .message import _SMALL_UINTS_B, MAX_MESSAGE_SIZE, MAX_STREAM_BUFFER, Request, Response, parse_message
+from .message import Request, Response
+from .parser import MAX_MESSAGE_SIZE, MAX_STREAM_BUFFER, parse_message
 
 _CL_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I)
+# Content-Length values as they usually appear (no leading zeros) -> int, read off the raw bytes.
+_SMALL_UINTS_B = {str(i).encode(): i for i in range(2048)}
 
 
 class StreamParser:

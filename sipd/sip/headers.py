@@ -19,6 +19,7 @@ import ipaddress
 import re
 
 from .errors import RemoteProtocolError
+from .methods import KNOWN_METHODS
 from .uri import FAST_SIP_URI, URI, _fast_uri, _is_canonical, format_host, parse_uri, split_hostport
 
 # Compact forms (RFC 3261 §7.3.3 and the IANA SIP parameters registry).
@@ -484,7 +485,7 @@ def parse_cseq(text: str) -> CSeq:
 
 def _fast_cseq(text: str) -> CSeq | None:
     num, _, method = text.partition(" ")
-    if method in _CSEQ_METHODS and num.isdigit() and num.isascii() and len(num) <= 10:
+    if method in KNOWN_METHODS and num.isdigit() and num.isascii() and len(num) <= 10:
         pass  # what the regex below accepts, without a regex call (its setup is most of the cost)
     else:
         m = _CSEQ_FAST(text)
@@ -500,10 +501,6 @@ def _fast_cseq(text: str) -> CSeq | None:
     return c
 
 
-# Methods (tokens) taken without the regex in ``_fast_cseq``.
-_CSEQ_METHODS = frozenset(
-    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
-)
 
 
 def _parse_cseq(text: str) -> CSeq:
@@ -516,6 +513,10 @@ def _parse_cseq(text: str) -> CSeq:
     if not TOKEN_RE.match(method):
         raise _err(f"invalid CSeq method {method[:40]!r}")
     return CSeq(int(num), method)
+
+
+# Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
+SMALL_UINTS = {str(i): i for i in range(2048)}
 
 
 def parse_uint(text: str, limit: int, what: str) -> int:

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import LocalProtocolError, RemoteProtocolError, TransactionError
-from .message import Headers, Request, Response, make_response, parse_message
+from .header_fields import Headers
+from .message import Request, Response, make_response
+from .parser import parse_message
 from .stateless import is_stateless_tag
 from .transaction import (
     INITIAL_TIMERS,

@@ -1,65 +1,27 @@
-"""SIP messages: parsing (datagram and stream framing), lazy header access, serialisation.
-
-Theory of operation
--------------------
-``parse_message`` decodes the header block once (UTF-8 with ``surrogateescape``: never a strict
-codec on untrusted bytes, and the round trip is byte-exact), splits it into lines, unfolds
-continuation lines and stores each header as ``(key, name, value, raw)``: the canonical key
-(lowercased long name), the name as written, the unfolded value and the original text of the
-line(s). Serialising writes ``raw`` for every untouched header, so a proxy forwards unknown
-headers byte for byte; only headers it changed (Via, Record-Route, Max-Forwards ...) are rendered.
+"""SIP messages (RFC 3261 §7): Request and Response over their header fields, the parsed values
+every transaction needs, validation, building and serialisation. The datagram parser is in
+``parser.py``, stream framing in ``framing.py``, the header field list in ``header_fields.py``.
 
 Structured values are parsed on first access and cached in the ``Headers`` object. The headers
 every transaction needs (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length, Contact) are
-validated when the message is parsed, so a message object that exists is well-formed in those.
-
-Speed (bench/bench_parser.py): every datagram pays for the above, so the common shapes take fast
-paths -- header lines split with one partition per line (known and already-seen names only), one
-regex per name-addr/Via/CSeq/URI value. A fast path validates the whole value but may build the
-parts later: a NameAddr's URI and params and the Request-URI object are built when first read.
-Whatever a fast path does not recognise goes through the general code, which accepts a superset
-and gives the same result (tests/sip/test_fastpath.py). Edits keep the name index in place, and
-serialisation writes untouched lines as received.
-
-Policy decisions (RFC 4475 / RFC 5118 torture tests; table in tests/sip/data/README.md)
------------------------------------------------------------------------------------------
-* RFC 2543 compatibility is ON: a request without Max-Forwards, without a branch or From tag, or
-  (on UDP) without Content-Length is accepted; the body is then the rest of the datagram
-  (RFC 3261 §18.3). Transactions fall back to RFC 2543 matching (``transaction.py``).
-* A datagram holding a message followed by junk: the junk after Content-Length bytes is ignored.
-* The Request-Line must be exactly ``Method SP Request-URI SP SIP-Version``: extra or trailing
-  spaces, LWS inside the URI and ``<uri>`` are a 400 (we never "repair" a Request-URI). So are
-  escaped headers in the Request-URI (``sip:u@h?Route=...``), which must never become headers.
-* ``SIP/x.y`` other than 2.0 -> 505. Anything else unparsable in a request -> 400, with a
-  ``partial`` request attached when Via/From/To/Call-ID/CSeq could be read.
-* Any error in a response -> ``status_hint=None`` (drop: we never answer a response).
-* CSeq number > 2**32-1, Max-Forwards > 255, duplicate Call-ID/From/To/CSeq/Max-Forwards,
-  conflicting Content-Length values, negative/non-numeric Content-Length, or a body shorter than
-  Content-Length -> 400. CSeq method != request method -> 400 (501 for a method we do not know,
-  as RFC 4475 §3.1.2.18 prefers).
-* Expires larger than 2**32-1 reads as "absent" (the registrar then applies its default).
-* Unknown URI schemes parse (opaque URIs); unknown Require/Proxy-Require tags, Max-Forwards 0,
-  unknown methods are application decisions: helpers in ``sanity.py``.
-* IPv6 with three colons is rejected (see ``uri.py``).
+checked by ``validate`` when a message is parsed or built, so a message object that exists is
+well-formed in those. Serialisation writes untouched lines as received and renders edited ones.
 """
 
 from __future__ import annotations
 
 import operator
-import re
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
 
 from .errors import LocalProtocolError, RemoteProtocolError
+from .header_fields import Headers, Item, field_key
 from .headers import (
-    COMPACT_FORMS,
-    LIST_HEADERS,
+    SMALL_UINTS,
     TOKEN_RE,
     CSeq,
     NameAddr,
     Via,
     display_name,
-    header_key,
     _fast_cseq,
     _fast_name_addr,
     _fast_via,
@@ -71,255 +33,18 @@ from .headers import (
     parse_name_addr_list,
     parse_uint,
     parse_via,
-    split_commas,
 )
+from .methods import KNOWN_METHODS
 from .status import reason_phrase
 from . import uri as uri_module
 from .uri import URI, parse_uri
 
-# -- limits ------------------------------------------------------------------------------------
-# The largest message we accept: the maximum UDP payload (65,535 bytes, IPv4 total length) is
-# also Kamailio's and OpenSIPS's default BUF_SIZE. RFC 3261 §18.1.1 makes senders switch to TCP
-# above ~1,300 bytes, so real messages are far smaller; RFC 4475's longest (longreq) is 3.5 KB.
-MAX_MESSAGE_SIZE = 65535
-# Header lines per message. Real requests carry 10-30; a limit stops a flood of one-byte headers
-# from making us build 30,000 list entries for one datagram.
-MAX_HEADERS = 256
-# Bytes buffered per stream connection before a message completes: one maximal message plus
-# room for the start of the next one (pipelining). Beyond this the peer is misbehaving.
-MAX_STREAM_BUFFER = 2 * MAX_MESSAGE_SIZE
-
-KNOWN_METHODS = frozenset(
-    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
-)
-_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.I)
-_SINGLETONS = ("call-id", "from", "to", "cseq")
-_WS = " \t"
+SINGLETONS = ("call-id", "from", "to", "cseq")  # exactly one line each in every message
 CRLF = "\r\n"
-
-# Exact spellings seen on the wire -> key, to skip lower()/compact lookups on the hot path.
-_FAST_KEYS: dict[str, str] = {}
-for _k in (
-    "Via From To Call-ID CSeq Contact Max-Forwards Content-Length Content-Type Route Record-Route "
-    "Expires Allow Supported Require Proxy-Require User-Agent Server Authorization "
-    "Proxy-Authorization WWW-Authenticate Proxy-Authenticate Accept Date Subject Event Path "
-    "Call-Id Cseq Min-Expires Allow-Events Organization Timestamp Unsupported Warning Session-Expires "
-    "Min-SE P-Asserted-Identity P-Preferred-Identity Privacy Reason Refer-To Referred-By RSeq RAck "
-    "Subscription-State Content-Disposition Content-Encoding Content-Language Accept-Encoding "
-    "Accept-Language Alert-Info Call-Info Error-Info Authentication-Info Retry-After Service-Route "
-    "Diversion Remote-Party-ID History-Info Reply-To In-Reply-To Priority MIME-Version Replaces "
-    "P-Access-Network-Info P-Charging-Vector X-Serialnumber"
-).split():
-    _FAST_KEYS[_k] = _k.lower()
-    _FAST_KEYS[_k.lower()] = _k.lower()
-for _c, _full in COMPACT_FORMS.items():
-    _FAST_KEYS[_c] = _full
-    _FAST_KEYS[_c.upper()] = _full
-del _k, _c, _full
-
-_KEY_CACHE: dict[str, str] = {}
 _item_key = operator.itemgetter(0)
-# One header line: (key, name as written, value, raw line(s) or None if rendered by us).
-Item = tuple[str, str, str, Any]
-# Decimal strings as they usually appear (no leading zeros) -> int: Max-Forwards, Content-Length.
-_SMALL_UINTS = {str(i): i for i in range(2048)}
-_SMALL_UINTS_B = {str(i).encode(): i for i in range(2048)}
-# Header names read off the wire that are not in _FAST_KEYS (validated tokens): cached too, only
-# short ones and only so many. Messages whose names are all known take the fast split.
-_WIRE_KEYS: dict[str, str] = {}
-_WIRE_KEYS_MAX = 512
-
-
-def _key(name: str) -> str:
-    k = _FAST_KEYS.get(name) or _KEY_CACHE.get(name)
-    if k is None:
-        k = header_key(name)
-        if len(_KEY_CACHE) < 1024:  # names from our own code only; bounded anyway
-            _KEY_CACHE[name] = k
-    return k
-
-
-def _rest_of_list(key: str, value: str) -> list[str]:
-    """The values after the first one of a list header line (nothing for other headers)."""
-    if key not in LIST_HEADERS or ("," not in value):
-        return []
-    return split_commas(value)[1:]
-
-
-class Headers:
-    """Ordered, case-insensitive header list; compact names accepted; raw text kept per line.
-
-    Each entry is an immutable ``(key, name, value, raw)``; ``raw`` is None for an entry we made
-    or changed. Entries are replaced, never edited, so copies can share them.
-    """
-
-    __slots__ = ("_items", "_index", "_cache")
-
-    def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
-        self._items: list[Item] = []
-        self._index: dict[str, tuple[Item, ...]] | None = None
-        self._cache: dict[str, Any] = {}
-        if items:
-            for name, value in items:
-                self._items.append((_key(name), name, value, None))
-
-    @classmethod
-    def _from_items(cls, items: list[Item]) -> Headers:
-        h = cls.__new__(cls)
-        h._items = items
-        h._index = None
-        h._cache = {}
-        return h
-
-    def _idx(self) -> dict[str, tuple[Item, ...]]:
-        """key -> the entries with that key, in order (tuples: no GC tracking once they settle)."""
-        idx = self._index
-        if idx is None:
-            idx = {}
-            for it in self._items:
-                lst = idx.get(it[0])
-                idx[it[0]] = (it,) if lst is None else lst + (it,)
-            self._index = idx
-        return idx
-
-    def _changed(self, key: str) -> None:
-        c = self._cache
-        if c:
-            c.pop(key, None)
-            if key == "contact":
-                c.pop("contact*", None)
-
-    def _pos(self, it: Item) -> int:
-        """Index of the entry ``it`` (by identity) in the item list."""
-        for i, x in enumerate(self._items):
-            if x is it:
-                return i
-        raise ValueError("header index out of sync")  # pragma: no cover - cannot happen
-
-    # -- reading ----------------------------------------------------------------------------------
-    def get(self, name: str) -> str | None:
-        """Value of the first header line of that name (whole line, lists not split)."""
-        lst = self._idx().get(_key(name))
-        return lst[0][2] if lst else None
-
-    def get_all(self, name: str) -> list[str]:
-        """All values; list headers (Via, Contact, Route, Require ...) split on their commas."""
-        key = _key(name)
-        lst = self._idx().get(key)
-        if not lst:
-            return []
-        if key not in LIST_HEADERS:
-            return [it[2] for it in lst]
-        out: list[str] = []
-        for it in lst:
-            out.extend(v for v in split_commas(it[2]) if v)
-        return out
-
-    def count(self, name: str) -> int:
-        """Number of header *lines* with that name."""
-        return len(self._idx().get(_key(name), ()))
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _key(name) in self._idx()
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        for it in self._items:
-            yield it[1], it[2]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def raw_lines(self) -> list[str]:
-        return [it[3] if it[3] is not None else f"{it[1]}: {it[2]}" for it in self._items]
-
-    # -- editing (the item list and its index are updated in place) ------------------------------
-    def set(self, name: str, value: str) -> None:
-        """Replace all occurrences by one (at the position of the first, else appended)."""
-        key = _key(name)
-        idx = self._idx()
-        new = (key, name, value, None)
-        old = idx.get(key)
-        if not old:
-            self._items.append(new)
-        else:
-            items = self._items
-            items[self._pos(old[0])] = new
-            if len(old) > 1:
-                drop = {id(it) for it in old[1:]}
-                self._items = [it for it in items if id(it) not in drop]
-        idx[key] = (new,)
-        self._changed(key)
-
-    def remove(self, name: str) -> None:
-        key = _key(name)
-        if self._idx().pop(key, None):
-            self._items = [it for it in self._items if it[0] != key]
-        self._changed(key)
-
-    def append(self, name: str, value: str) -> None:
-        key = _key(name)
-        idx = self._idx()
-        new = (key, name, value, None)
-        self._items.append(new)
-        lst = idx.get(key)
-        idx[key] = (new,) if lst is None else lst + (new,)
-        self._changed(key)
-
-    def prepend(self, name: str, value: str) -> None:
-        """Insert before the first header of that name (or at the top if there is none)."""
-        key = _key(name)
-        idx = self._idx()
-        new = (key, name, value, None)
-        lst = idx.get(key)
-        if lst:
-            self._items.insert(self._pos(lst[0]), new)
-            idx[key] = (new,) + lst
-        else:
-            self._items.insert(0, new)
-            idx[key] = (new,)
-        self._changed(key)
-
-    def replace_first(self, name: str, value: str) -> None:
-        """Replace the first *value* of a list header (e.g. the top Via), keeping the others."""
-        key = _key(name)
-        idx = self._idx()
-        lst = idx.get(key)
-        if not lst:
-            self.append(name, value)
-            return
-        it = lst[0]
-        rest = _rest_of_list(key, it[2])
-        new: list[Item] = [(key, it[1], value, None)]
-        if rest:
-            new.append((key, it[1], ", ".join(rest), None))
-        i = self._pos(it)
-        self._items[i : i + 1] = new
-        idx[key] = tuple(new) + lst[1:]
-        self._changed(key)
-
-    def remove_first(self, name: str) -> None:
-        """Remove the first *value* of a list header (pop the top Via of a response)."""
-        key = _key(name)
-        idx = self._idx()
-        lst = idx.get(key)
-        if not lst:
-            return
-        it = lst[0]
-        rest = _rest_of_list(key, it[2])
-        i = self._pos(it)
-        if rest:
-            self._items[i] = new = (key, it[1], ", ".join(rest), None)
-            idx[key] = (new,) + lst[1:]
-        else:
-            del self._items[i]
-            if len(lst) > 1:
-                idx[key] = lst[1:]
-            else:
-                del idx[key]
-        self._changed(key)
-
-    def copy(self) -> Headers:
-        return Headers._from_items(list(self._items))
+_FAST_URI = uri_module._FAST_URI
+_fast_uri = uri_module._fast_uri
+_is_canonical = uri_module._is_canonical
 
 
 class Message:
@@ -601,233 +326,10 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-# -- parsing ---------------------------------------------------------------------------------------
+# -- validation ------------------------------------------------------------------------------------
 
 
-def _split_head(data: bytes) -> tuple[list[str], int]:
-    """-> (header block lines, offset of the body). Raises RemoteProtocolError."""
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        return data[:end].decode("utf-8", "surrogateescape").split("\r\n"), end + 4
-    lf = data.find(b"\n\n")
-    if lf >= 0:  # bare-LF peers (RFC 3261 §7: we are liberal in what we accept)
-        lines = data[:lf].decode("utf-8", "surrogateescape").split("\n")
-        return [ln[:-1] if ln.endswith("\r") else ln for ln in lines], lf + 2
-    if data.endswith(b"\r\n"):  # header block not terminated by an empty line: no body
-        return data[:-2].decode("utf-8", "surrogateescape").split("\r\n"), len(data)
-    raise RemoteProtocolError("no end of header block", 400)
-
-
-def _wire_key(name: str) -> str:
-    k = _WIRE_KEYS.get(name)
-    if k is None:
-        k = header_key(name)
-        if len(name) <= 64:
-            if len(_WIRE_KEYS) >= _WIRE_KEYS_MAX:
-                _WIRE_KEYS.clear()  # a scanner's random names: start over, the real ones come back
-            _WIRE_KEYS[name] = k
-    return k
-
-
-def _split_block(lines: list[str]) -> tuple[list[Item], dict[str, tuple[Item, ...]]] | None:
-    """Fast path of ``_split_headers`` (header lines only), also building the index.
-
-    Gives up (None) on anything unusual -- a name not seen before, folding, a line without ": ",
-    too many lines -- and ``_split_headers`` then does the work and raises the errors.
-    """
-    if len(lines) > MAX_HEADERS:
-        return None
-    fast = _FAST_KEYS
-    wire = _WIRE_KEYS
-    items: list[Item] = []
-    idx: dict[str, tuple[Item, ...]] = {}
-    for line in lines:
-        # "Name: value" (one space: nearly every line) leaves no leading space to strip, and strip()
-        # returns the value itself; other spellings give an unknown name and the general code
-        name, sep, value = line.partition(": ")
-        key = fast.get(name) or wire.get(name)
-        if key is None or not sep:
-            return None
-        it = (key, name, value.strip(" \t"), line)
-        items.append(it)
-        lst = idx.get(key)
-        idx[key] = (it,) if lst is None else lst + (it,)
-    return items, idx
-
-
-def _split_headers(lines: list[str]) -> list[Item]:
-    if len(lines) > MAX_HEADERS + 1:
-        raise RemoteProtocolError("too many header lines", 513)
-    items: list[Item] = []
-    fast = _FAST_KEYS
-    for i in range(1, len(lines)):
-        line = lines[i]
-        c = line[:1]
-        if c == " " or c == "\t":  # continuation line (folding, RFC 3261 §7.3.1)
-            if not items:
-                raise RemoteProtocolError("continuation line before first header", 400)
-            prev = items[-1]
-            value = (prev[2] + " " + line.strip(_WS)).strip(_WS)
-            items[-1] = (prev[0], prev[1], value, f"{prev[3]}\r\n{line}")
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise RemoteProtocolError(f"header line without colon: {line[:40]!r}", 400)
-        key = fast.get(name)
-        if key is None:
-            n = name.rstrip(" \t")
-            if not TOKEN_RE.match(n):
-                raise RemoteProtocolError(f"invalid header name {name[:40]!r}", 400)
-            key = _wire_key(n)
-        items.append((key, name, value.strip(" \t"), line))
-    return items
-
-
-def _head_items(data: bytes) -> tuple[str, Headers, int]:
-    """-> (start line, headers, offset of the body). Raises RemoteProtocolError."""
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
-        r = _split_block(lines[1:])
-        body_at = end + 4
-    else:
-        lines, body_at = _split_head(data)
-        r = None
-    h = _new_headers(Headers)
-    h._cache = {}
-    if r is None:
-        h._items = _split_headers(lines)
-        h._index = None
-    else:
-        h._items, h._index = r
-    return lines[0], h, body_at
-
-
-def parse_message(data: bytes) -> Request | Response:
-    """Parse one datagram (or one stream-framed message). Raises RemoteProtocolError."""
-    is_response = data[:4] == b"SIP/"
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise RemoteProtocolError("message too large", None if is_response else 513)
-    if data[:2] == b"\r\n":  # RFC 3261 §7.5: ignore CRLFs before the start line
-        data = data.lstrip(b"\r\n")
-        is_response = data[:4] == b"SIP/"
-    if not data:
-        raise RemoteProtocolError("empty message", None)
-    if is_response:
-        try:
-            start, h, body_at = _head_items(data)
-            return _parse_response(start, h, data, body_at)
-        except RemoteProtocolError as e:
-            e.status_hint = None
-            raise
-    try:
-        start, h, body_at = _head_items(data)
-    except RemoteProtocolError as e:
-        e.partial = None
-        raise
-    return _parse_request(start, h, data, body_at)
-
-
-def _frame_body(h: Headers, data: bytes, body_at: int) -> bytes:
-    cls = h._idx().get("content-length")
-    if not cls:
-        return data[body_at:]  # UDP without Content-Length: the rest of the datagram
-    n = _SMALL_UINTS.get(cls[0][2])
-    if n is None:
-        n = parse_uint(cls[0][2], MAX_MESSAGE_SIZE, "Content-Length")
-    for it in cls[1:]:
-        if parse_uint(it[2], MAX_MESSAGE_SIZE, "Content-Length") != n:
-            raise RemoteProtocolError("conflicting Content-Length headers", 400)
-    if body_at + n > len(data):
-        raise RemoteProtocolError("body shorter than Content-Length", 400)
-    return data[body_at : body_at + n]
-
-
-def _parse_response(start: str, h: Headers, data: bytes, body_at: int) -> Response:
-    parts = start.split(" ", 2)
-    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
-        raise RemoteProtocolError(f"bad status line {start[:60]!r}", None)
-    code = parts[1]
-    if len(code) != 3 or not code.isdigit() or not code.isascii() or not "100" <= code <= "699":
-        raise RemoteProtocolError(f"bad status code {code[:20]!r}", None)
-    body = _frame_body(h, data, body_at)
-    resp = Response(int(code), parts[2] if len(parts) == 3 else "", h, body, parts[0])
-    _validate(resp, RemoteProtocolError)
-    return resp
-
-
-def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request:
-    error: RemoteProtocolError | None = None
-    parts = start.split(" ")
-    method = parts[0]
-    uri: URI | None = None
-    m = None
-    try:
-        if len(parts) == 3 and parts[2] == "SIP/2.0" and method in KNOWN_METHODS and (m := _uri_match(parts[1])):
-            pass  # the common case: validated, the URI object is built from the match on first access
-        else:
-            if len(parts) != 3:
-                raise RemoteProtocolError("malformed Request-Line (must be: method SP uri SP version)", 400)
-            version = parts[2]
-            if version.upper() != "SIP/2.0":
-                if _VERSION_RE.match(version):
-                    raise RemoteProtocolError(f"SIP version {version!r} not supported", 505)
-                raise RemoteProtocolError(f"bad SIP version {version[:20]!r}", 400)
-            if not TOKEN_RE.match(method):
-                raise RemoteProtocolError(f"invalid method {method[:40]!r}", 400)
-            uri = parse_uri(parts[1])
-            if uri.headers:
-                raise RemoteProtocolError("headers in the Request-URI", 400)
-    except RemoteProtocolError as e:
-        error = e
-    req = _new_request(Request)
-    req.method = method
-    req.version = "SIP/2.0"
-    req.headers = h
-    req.body = b""
-    req._uri = uri
-    req._uri_m = m
-    req._uri_text = parts[1] if len(parts) > 1 else ""  # the Request-URI text exactly as received
-    try:
-        if error is not None:
-            raise error
-        req.body = _frame_body(h, data, body_at)
-        _validate(req, RemoteProtocolError)
-    except RemoteProtocolError as e:
-        e.partial = _partial(req) if e.status_hint is not None else None
-        raise
-    return req
-
-
-_new_request = _new_headers = object.__new__
-_FAST_URI = uri_module._FAST_URI
-_fast_uri = uri_module._fast_uri
-_is_canonical = uri_module._is_canonical
-
-
-def _uri_match(text: str) -> re.Match[str] | None:
-    """The FAST_SIP_URI match if the fast path of ``parse_uri`` takes ``text`` (then it cannot
-    fail, and ``_fast_uri(match, 0)`` is what ``parse_uri(text)`` returns), else None."""
-    m = _FAST_URI(text)
-    if m is None:
-        return None
-    port = m.group(4)
-    return m if port is None or len(port) < 5 or port <= "65535" else None
-
-
-def _partial(req: Request) -> Request | None:
-    """The request itself if an error reply can be built: Via and CSeq (From, To, Call-ID copied if there; RFC 4475 insuf)."""
-    idx = req.headers._idx()
-    for key in ("via", "cseq"):
-        if key not in idx:
-            return None
-    if not TOKEN_RE.match(req.method):
-        return None
-    req.headers._cache.clear()
-    return req
-
-
-def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolError]) -> None:
+def validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolError]) -> None:
     """Check (and cache) the headers every transaction needs. Raises ``err`` with a status hint.
 
     The same checks, in the same order, as reading ``vias``, ``call_id``, ``cseq``, ``from_``,
@@ -839,7 +341,7 @@ def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolE
         c = h._cache
         call_id, from_, to, cseq_lines = idx.get("call-id"), idx.get("from"), idx.get("to"), idx.get("cseq")
         if not (call_id and from_ and to and cseq_lines) or len(call_id) + len(from_) + len(to) + len(cseq_lines) != 4:
-            for key in _SINGLETONS:  # which one is missing or repeated, in this order
+            for key in SINGLETONS:  # which one is missing or repeated, in this order
                 lst = idx.get(key)
                 if not lst:
                     raise RemoteProtocolError(f"missing {display_name(key)} header", 400)
@@ -876,7 +378,7 @@ def _validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolE
         if "max-forwards" not in c:
             lst = idx.get("max-forwards")
             if lst and len(lst) == 1:
-                mf = _SMALL_UINTS.get(lst[0][2])
+                mf = SMALL_UINTS.get(lst[0][2])
                 if mf is None or mf > 255:
                     mf = parse_uint(lst[0][2], 255, "Max-Forwards")
                 c["max-forwards"] = mf
@@ -927,7 +429,7 @@ def make_response(
             else:
                 items.append(it)
     for name, value in headers:  # as Headers.append would, without keeping the index up to date
-        items.append((_key(name), name, value, None))
+        items.append((field_key(name), name, value, None))
     h = _new_headers(Headers)  # Headers._from_items(items)
     h._items = items
     h._index = None
@@ -941,7 +443,7 @@ def make_response(
     return resp
 
 
-_new_response = object.__new__
+_new_response = _new_headers = object.__new__
 
 
 _RESPONSE_KEYS = frozenset(("via", "from", "to", "call-id", "cseq"))  # copied into a response
@@ -977,7 +479,7 @@ def make_request(
             break
     else:  # Via is added by whoever sends it; validate the rest
         idx = h._idx()
-        for key in _SINGLETONS:
+        for key in SINGLETONS:
             if key not in idx:
                 raise LocalProtocolError(f"missing {display_name(key)} header", None)
         try:
@@ -987,10 +489,6 @@ def make_request(
         if req.cseq.method != method:
             raise LocalProtocolError("CSeq method does not match the request method", None)
         return req
-    _validate(req, LocalProtocolError)
+    validate(req, LocalProtocolError)
     return req
 
-
-# StreamParser lives in framing.py (stream framing is its own concern); re-exported here, as the
-# contract (docs/contracts.md §1) names it part of this module.
-from .framing import StreamParser  # noqa: E402, F401

@@ -8,7 +8,8 @@ Max-Forwards 0 when forwarding -> 483, non-SIP address of record at a registrar 
 
 from __future__ import annotations
 
-from .message import KNOWN_METHODS, Request
+from .message import Request
+from .methods import KNOWN_METHODS
 from .headers import parse_token_list
 
 Verdict = tuple[int, str, list[tuple[str, str]]] | None

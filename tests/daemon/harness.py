@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 from sipd.config import dump
 from sipd.sip import auth as digest
-from sipd.sip.message import parse_message, Request, Response
+from sipd.sip.message import Request, Response
+from sipd.sip.parser import parse_message
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,7 +197,7 @@ class UA:
                     data, _ = self.sock.recvfrom(65535)
                     if data.strip():
                         return parse_message(data)
-        from sipd.sip.message import StreamParser
+        from sipd.sip.framing import StreamParser
 
         parser = getattr(self, "_parser", None) or StreamParser()
         self._parser = parser

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from sipd import hep
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 from tests.conftest import free_port
 from tests.daemon.harness import UA, Daemon, add_subscriber
 

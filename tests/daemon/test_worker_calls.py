@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 from sipd.affinity import branch_mark, call_id_of, calls_stay_in_main, owner_of_call
 from sipd.config import Config
 from tests.daemon.harness import DOMAIN, UA

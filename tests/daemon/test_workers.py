@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sipd.services.location import aor_key
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 from sipd.affinity import _TO, needs_owner, owner_of_aor, owner_of_datagram
 from tests.daemon.test_persistence import mysql_db  # noqa: F401 - fixture
 from tests.helpers.sipd_proc import _end_pid

@@ -203,7 +203,7 @@ def d(request, daemons) -> Live:
 
 
 def recv_sip(sock: socket.socket, timeout: float = 3.0):
-    from sipd.sip.message import parse_message
+    from sipd.sip.parser import parse_message
 
     sock.settimeout(timeout)
     deadline = time.monotonic() + timeout

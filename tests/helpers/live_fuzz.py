@@ -131,7 +131,7 @@ class LiveFuzzer:
         """A call the fuzzer placed was answered: ACK the 200 and send BYE, as a caller would; a
         200 to that BYE completes the call, which must then have its CDR."""
         from sipd.sip.errors import ProtocolError
-        from sipd.sip.message import parse_message
+        from sipd.sip.parser import parse_message
 
         try:
             resp = parse_message(data)

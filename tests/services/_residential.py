@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from sipd import config as cfg
 from sipd.services import pipeline
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 from sipd.state import ServerState
 
 

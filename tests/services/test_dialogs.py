@@ -9,7 +9,7 @@ import pytest
 from sipd.services.cdr import CALLEE_BYE, CALLER_BYE, DIALOG_TIMEOUT, MI_TERMINATION
 from sipd.services.dialogs import Dialog, DlgState, expand
 from sipd.services.dialogs import Tracker as FactTracker
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 
 RR_US = "<sip:127.0.0.1:5060;lr>"
 RR_DOWN = "<sip:10.0.0.9:5070;lr>"

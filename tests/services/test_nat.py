@@ -133,7 +133,7 @@ def test_keepalive_crlf_and_disabled():
 
 
 def test_fix_response_contact():
-    from sipd.sip.message import parse_message
+    from sipd.sip.parser import parse_message
 
     def resp(contact):
         return parse_message(("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1\r\n"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sipd.services.proxy import best_response, loop_hash
-from sipd.sip.message import Response, parse_message
+from sipd.sip.message import Response
+from sipd.sip.parser import parse_message
 
 INVITE = (
     b"INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n"

@@ -7,7 +7,7 @@ import pytest
 from sipd.config import RegistrarSection
 from sipd.services.location import Contact, Location
 from sipd.services.registrar import register
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 
 NOW = 1_700_000_000.0
 

@@ -8,7 +8,7 @@ import pytest
 
 from sipd import config as cfg
 
-message = pytest.importorskip("sipd.sip.message")
+parser = pytest.importorskip("sipd.sip.parser")
 pipeline = pytest.importorskip("sipd.services.pipeline")
 state_mod = pytest.importorskip("sipd.state")
 
@@ -22,7 +22,7 @@ def _req(ruri: str, to: str, *, method: str = "INVITE", ua: str | None = None, t
              f"CSeq: 1 {method}"]
     if ua:
         lines.append(f"User-Agent: {ua}")
-    return message.parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+    return parser.parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
 
 
 def _state(**sections):

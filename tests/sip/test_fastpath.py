@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipd.sip import headers as H
-from sipd.sip import message as M
+from sipd.sip import parser as P
 from sipd.sip import uri as U
 from sipd.sip.errors import RemoteProtocolError
+from sipd.sip.header_fields import Headers
+from sipd.sip.message import Request
 
 from .fuzz import cases, valid_invite
 
@@ -116,25 +118,25 @@ def test_header_split_fast_path_agrees():
         if end < 0:
             continue
         lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
-        fast = M._split_block(lines[1:])
+        fast = P._split_block(lines[1:])
         if fast is None:
             continue
         n_fast += 1
-        assert fast[0] == M._split_headers(lines)
-        idx = M.Headers._from_items(fast[0])._idx()
+        assert fast[0] == P._split_headers(lines)
+        idx = Headers._from_items(fast[0])._idx()
         assert {k: [id(x) for x in v] for k, v in fast[1].items()} == {
             k: [id(x) for x in v] for k, v in idx.items()}
     assert n_fast > 20
-    M.parse_message(valid_invite())  # the first time, X-Custom goes the long way (then cached)
+    P.parse_message(valid_invite())  # the first time, X-Custom goes the long way (then cached)
     lines = valid_invite().split(b"\r\n\r\n")[0].decode().split("\r\n")
-    assert M._split_block(lines[1:]) is not None
+    assert P._split_block(lines[1:]) is not None
 
 
 def test_uri_text_agrees_on_the_torture_corpus():
     n = 0
     for p in sorted(TORTURE.glob("rfc*/*.dat")):
         try:
-            msg = M.parse_message(p.read_bytes())
+            msg = P.parse_message(p.read_bytes())
             values = [msg.from_, msg.to, *msg.contacts]
         except RemoteProtocolError:
             continue
@@ -161,10 +163,10 @@ def test_uri_scheme_is_the_scheme_of_the_uri():
     torture = [(p.stem, p.read_bytes()) for p in sorted(TORTURE.glob("rfc*/*.dat"))]
     for _desc, data in [*torture, *cases(extra=0)]:
         try:
-            req = M.parse_message(data)
+            req = P.parse_message(data)
         except RemoteProtocolError:
             continue
-        if isinstance(req, M.Request):
+        if isinstance(req, Request):
             n += req._uri_m is not None
             scheme = req.uri_scheme  # before the URI object exists
             assert scheme == req.uri.scheme == req.uri_scheme, data[:80]
@@ -196,9 +198,9 @@ def test_lazy_name_addr_behaves_like_a_built_one():
 
 def test_name_cache_is_bounded_and_recovers():
     base = valid_invite()
-    for i in range(M._WIRE_KEYS_MAX + 50):
-        M.parse_message(base.replace(b"X-Custom:", f"X-Scan-{i}:".encode()))
-        assert len(M._WIRE_KEYS) <= M._WIRE_KEYS_MAX
-    M.parse_message(base)  # X-Custom learnt again
+    for i in range(P._WIRE_KEYS_MAX + 50):
+        P.parse_message(base.replace(b"X-Custom:", f"X-Scan-{i}:".encode()))
+        assert len(P._WIRE_KEYS) <= P._WIRE_KEYS_MAX
+    P.parse_message(base)  # X-Custom learnt again
     lines = base.split(b"\r\n\r\n")[0].decode().split("\r\n")
-    assert M._split_block(lines[1:]) is not None
+    assert P._split_block(lines[1:]) is not None

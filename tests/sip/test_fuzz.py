@@ -4,7 +4,8 @@ import itertools
 
 from sipd.sip.errors import ProtocolError
 from sipd.sip.layer import LayerConfig, TransactionLayer
-from sipd.sip.message import StreamParser, parse_message
+from sipd.sip.framing import StreamParser
+from sipd.sip.parser import parse_message
 
 from .fuzz import cases, valid_invite
 

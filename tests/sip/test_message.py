@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipd.sip.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from sipd.sip.message import (
-    MAX_MESSAGE_SIZE, StreamParser, make_request, make_response, parse_message,
-)
+from sipd.sip.framing import StreamParser
+from sipd.sip.message import make_request, make_response
+from sipd.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from sipd.sip.uri import parse_uri
 
 from .fuzz import valid_invite

@@ -10,7 +10,8 @@ import pytest
 
 from sipd.sip.errors import LocalProtocolError
 from sipd.sip.layer import LayerConfig, RequestReceived, TransactionLayer
-from sipd.sip.message import make_request, make_response, parse_message
+from sipd.sip.message import make_request, make_response
+from sipd.sip.parser import parse_message
 from sipd.sip.stateless import ReplyCache, is_stateless_tag, stateless_tag
 from sipd.sip.transaction import State
 

@@ -9,7 +9,9 @@ import pytest
 from sipd.sip import sanity
 from sipd.sip.errors import RemoteProtocolError
 from sipd.sip.layer import MessageRejected, TransactionLayer
-from sipd.sip.message import Request, Response, StreamParser, make_response, parse_message
+from sipd.sip.framing import StreamParser
+from sipd.sip.message import Request, Response, make_response
+from sipd.sip.parser import parse_message
 
 DATA = Path(__file__).parent / "data"
 

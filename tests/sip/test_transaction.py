@@ -11,7 +11,8 @@ from sipd.sip.layer import (
     CancelReceived, LayerConfig, RequestReceived, ResponseReceived, TransactionLayer,
     TransactionTerminated, TransactionTimedOut,
 )
-from sipd.sip.message import make_request, make_response, parse_message
+from sipd.sip.message import make_request, make_response
+from sipd.sip.parser import parse_message
 from sipd.sip.transaction import (
     LOCAL_INPUTS, TRANSITIONS, Input, Kind, State, TimerValues, Transaction, timer_duration,
 )

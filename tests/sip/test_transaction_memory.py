@@ -10,7 +10,9 @@ import pytest
 
 from sipd.sip.errors import TransactionError
 from sipd.sip.layer import ResponseReceived, TransactionLayer, TransactionTerminated
-from sipd.sip.message import Headers, Message, make_request, make_response, parse_message
+from sipd.sip.header_fields import Headers
+from sipd.sip.message import Message, make_request, make_response
+from sipd.sip.parser import parse_message
 from sipd.sip.transaction import State
 
 from .test_transaction import (

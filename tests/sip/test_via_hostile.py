@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipd.sip.message import parse_message
+from sipd.sip.parser import parse_message
 
 
 def request(via: str) -> bytes:
