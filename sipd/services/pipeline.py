@@ -26,6 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..sip.sanity import (
+    Refusal, check_aor, check_max_forwards, check_method, check_proxy_require, check_uri_scheme,
+)
 from . import registrar as registrar_mod
 from .myself import is_local, is_self
 from .nat_detect import NAT_FLAG, request_nated
@@ -38,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, REFER, SUBSCRIBE, NOTIFY"
 SUPPORTED = "path, gruu, outbound"
-KNOWN_METHODS = frozenset(ALLOW.replace(" ", "").split(","))
+#: What a request for the server itself may be (other methods: 405, or 501 when unknown).
+SERVER_METHODS = frozenset({"OPTIONS", "REGISTER"})
 #: Methods that create a dialog: Record-Route is inserted for these (RFC 3261 §16.6 step 4).
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
@@ -149,18 +153,15 @@ def dest_of(uri: Any, conn_table: Any = None) -> tuple | None:
 # -- stages -------------------------------------------------------------------------------------
 
 
+def _refused(refusal: Refusal) -> Reply:
+    return Reply(refusal.status, refusal.reason, refusal.headers, why=refusal.why)
+
+
 def sanity(ctx: Context) -> Decision | None:
+    """The checks of sip/sanity.py every request goes through (the parser made the others)."""
     req = ctx.request
-    scheme = req.uri_scheme
-    if scheme not in ("sip", "sips", "tel"):
-        return Reply(416, "Unsupported URI Scheme", why=f"R-URI scheme {scheme}")
-    if req.cseq.method != req.method:
-        return Reply(400, "CSeq Method Mismatch", why="CSeq method differs from request method")
-    preq = req.get_all("Proxy-Require") if "proxy-require" in req.headers._idx() else None
-    if preq:
-        tags = ", ".join(t.strip() for v in preq for t in v.split(",") if t.strip())
-        return Reply(420, "Bad Extension", [("Unsupported", tags)], why=f"Proxy-Require {tags}")
-    return None
+    refusal = check_uri_scheme(req) or check_proxy_require(req)
+    return None if refusal is None else _refused(refusal)
 
 
 def loose_route(ctx: Context) -> Decision | None:
@@ -212,25 +213,25 @@ def local(ctx: Context) -> Decision | None:
                      why="OPTIONS for the server")
     if req.method == "ACK":
         return Drop("ACK for the server itself")
-    return Reply(501 if req.method not in KNOWN_METHODS else 405,
-                 "Not Implemented" if req.method not in KNOWN_METHODS else "Method Not Allowed",
-                 [("Allow", "OPTIONS, REGISTER")], why=f"{req.method} for the server itself")
+    refusal = check_method(req, SERVER_METHODS)
+    return None if refusal is None else _refused(refusal._replace(why=f"{req.method} for the server itself"))
 
 
 def max_forwards(ctx: Context) -> Decision | None:
-    mf = ctx.request.max_forwards
-    if mf is not None and mf <= 0 and ctx.request.method != "REGISTER":
-        return Reply(483, "Too Many Hops", why="Max-Forwards reached 0")
-    return None
+    if ctx.request.method == "REGISTER":
+        return None  # answered here, never forwarded (RFC 4475 §3.3.11)
+    refusal = check_max_forwards(ctx.request)
+    return None if refusal is None else _refused(refusal)
 
 
 def local_domain(ctx: Context) -> Decision | None:
     req = ctx.request
     domains = ctx.state.domains
     if req.method == "REGISTER":
+        refusal = check_aor(req)
+        if refusal is not None:
+            return _refused(refusal)
         to_uri = req.to.uri
-        if to_uri.scheme not in ("sip", "sips"):
-            return Reply(400, "Bad Request", why="AOR is not a SIP URI")
         if to_uri.host not in domains:
             return Reply(403, "Domain Not Served", why=f"registration for foreign domain {to_uri.host}")
         return None

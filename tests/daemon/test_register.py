@@ -28,6 +28,19 @@ def test_options_to_server(daemon, transport):
         assert "REGISTER" in resp.get("Allow")
 
 
+def test_other_methods_for_the_server_itself(daemon):
+    """405 for a method we know that the server's own URI does not take (PUBLISH, RFC 3903), 501 for
+    one we do not know; both with an Allow that the OPTIONS answer lists too."""
+    uri = f"sip:127.0.0.1:{daemon.port}"
+    with UA(daemon.port, "probe") as ua:
+        ua.send(ua.request("OPTIONS", uri, to=f"<{uri}>"))
+        advertised = {m.strip() for m in ua.expect(200).get("Allow").split(",")}
+        for method, status in (("PUBLISH", 405), ("FOO", 501)):
+            ua.send(ua.request(method, uri, to=f"<{uri}>"))
+            allow = {m.strip() for m in ua.expect(status).get("Allow").split(",")}
+            assert method not in allow and allow <= advertised, (method, allow)
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_register_with_digest(daemon, transport):
     with UA(daemon.port, "alice", transport=transport, password="secret") as ua:

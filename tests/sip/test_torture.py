@@ -112,7 +112,8 @@ def test_esc02_is_not_register_and_has_two_contacts():
     m = msg("esc02")
     assert m.method == "RE%47IST%45R" and len(m.contacts) == 2
     assert m.get("C%6Fntact") == "<sip:alias2@host2.example.com>"
-    assert sanity.check_method(m, frozenset({"REGISTER", "OPTIONS"}))[0] == 501
+    refusal = sanity.check_method(m, frozenset({"REGISTER", "OPTIONS"}))
+    assert refusal.status == 501 and refusal.headers == [("Allow", "OPTIONS, REGISTER")]
 
 
 def test_dblreq_ignores_trailing_junk():
@@ -145,14 +146,17 @@ def test_cparam_contact_vs_uri_param():
 
 
 def test_application_level_decisions():
-    assert sanity.check_uri_scheme(msg("unkscm"))[0] == 416
-    assert sanity.check_uri_scheme(msg("novelsc"))[0] == 416
+    assert sanity.check_uri_scheme(msg("unkscm")).status == 416
+    assert sanity.check_uri_scheme(msg("novelsc")).status == 416
     assert sanity.check_uri_scheme(msg("wsinv")) is None
-    status, _, extra = sanity.check_require(msg("bext01"), frozenset(), proxy=True)
-    assert status == 420 and extra == [("Unsupported", "noProxiesSupportThis, norDoAnyProxiesSupportThis")]
-    assert sanity.check_require(msg("bext01"), frozenset(), proxy=False)[2][0][1].startswith("nothingSupportsThis")
-    assert sanity.check_max_forwards(msg("zeromf"))[0] == 483
-    assert sanity.check_aor(msg("unksm2"))[0] == 400  # a registrar; a proxy forwards it
+    refusal = sanity.check_proxy_require(msg("bext01"))  # Require is the UAS's, not ours to check
+    assert refusal.status == 420
+    assert refusal.headers == [("Unsupported", "noProxiesSupportThis, norDoAnyProxiesSupportThis")]
+    assert sanity.check_proxy_require(msg("wsinv")) is None
+    assert sanity.check_max_forwards(msg("zeromf")).status == 483
+    assert sanity.check_max_forwards(msg("wsinv")) is None
+    assert sanity.check_aor(msg("unksm2")).status == 400  # a registrar; a proxy forwards it
+    assert sanity.check_aor(msg("esc02")) is None
     assert msg("unksm2").from_.uri.scheme == "http"
     assert msg("inv2543").max_forwards is None  # proxy adds Max-Forwards: 70
     # regaut01: unknown auth scheme -> treat as no credentials -> 401 (services/auth)
