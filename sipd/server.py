@@ -25,7 +25,7 @@ from .daemon.gate import setup as setup_gate
 from .daemon.gate import shed
 from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
 from .sl_stats import StatelessReplyStats
-from .services import nat_detect, pipeline  # nat_detect: [nat], reach a NATed contact at its pinhole
+from .services import nat_detect, pipeline, security  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
 from .sip.layer import (CancelReceived, MessageRejected, RequestReceived, ResponseReceived, TransactionTerminated,
                         TransactionTimedOut)
@@ -513,7 +513,7 @@ class Server:
             self.tracer.emit("in", addr, data)
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
-        if self.state.bans is not None and not self.state.bans.check_packet(addr[1], now):
+        if not security.packet_allowed(self.state, addr[1], now):
             return  # banned or flooding source: dropped before parsing (antiflood)
         if len(data) > self.config.limits.max_message_size:  # hard limit: dropped unread
             self.c_drop_requests.inc()
@@ -547,8 +547,7 @@ class Server:
         self._process(now)
 
     def connection_allowed(self, host: str) -> bool:
-        bans = self.state.bans
-        return bans is None or not bans.is_banned(host, self.loop.time())
+        return security.connection_allowed(self.state, host, self.loop.time())
 
     def stream_rejected(self, addr: tuple, exc: Exception) -> None:
         self.c_bad_msg.inc()
