@@ -33,7 +33,7 @@ from .errors import LocalProtocolError, RemoteProtocolError, TransactionError
 from .header_fields import Headers
 from .message import Request, Response, make_response
 from .parser import parse_message
-from .stateless import is_stateless_tag
+from .stateless import is_stateless_tag, stateless_tag
 from .transaction import (
     INITIAL_TIMERS,
     TIMER_INPUT,
@@ -220,11 +220,16 @@ class TransactionLayer:
         self.receive_message(msg, addr, now)
 
     def reject(self, error: RemoteProtocolError, addr: Address) -> None:
-        """Queue the stateless error reply for a message that failed to parse (if possible)."""
+        """Queue the stateless error reply for a message that failed to parse (if possible).
+
+        With a ``stateless_prefix`` the reply carries a stateless To tag, as every stateless
+        answer does: the ACK of a rejected INVITE is then absorbed by its tag like any other."""
         status = error.status_hint
         if status is not None and error.partial is not None:
             try:
-                resp = make_response(error.partial, status)
+                prefix = self.config.stateless_prefix
+                to_tag = None if prefix is None else stateless_tag(prefix, error.partial)
+                resp = make_response(error.partial, status, to_tag=to_tag)
                 self._out.append(Outgoing(resp.to_bytes(), addr))
             except Exception:  # noqa: BLE001 - best effort on a broken message
                 status = None

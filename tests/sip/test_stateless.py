@@ -118,3 +118,87 @@ def test_reply_cache_expires_discards_and_is_bounded():
     for k in "cdef":
         cache.put(k, b"y", 40.0)
     assert len(cache) == 3 and cache.get("c") is None
+
+
+# -- bytes in, bytes out ---------------------------------------------------------------------------
+
+REGISTER_VIA = "Via: SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK-reg1"
+REGISTER = (
+    "REGISTER sip:example.com SIP/2.0\r\n"
+    f"{REGISTER_VIA}\r\n"
+    "Max-Forwards: 70\r\n"
+    "From: <sip:alice@example.com>;tag=a1\r\n"
+    "To: <sip:alice@example.com>\r\n"
+    "Call-ID: reg1@192.0.2.1\r\n"
+    "CSeq: 1 REGISTER\r\n"
+    "Contact: <sip:alice@192.0.2.1:5060>\r\n"
+    "Content-Length: 0\r\n\r\n"
+).encode()
+
+
+def stateless_answer(data, status, headers=()):
+    """A stateless answer to the request in ``data`` as the daemon builds one: its To tag from the
+    request, so the answer to a retransmission is the same, byte for byte."""
+    req = parse_message(data)
+    return make_response(req, status, to_tag=stateless_tag(PREFIX, req), headers=headers).to_bytes()
+
+
+def test_a_register_challenge_is_the_same_bytes_for_each_retransmission():
+    challenge = [("WWW-Authenticate", 'Digest realm="example.com", nonce="n1", algorithm=MD5')]
+    out = stateless_answer(REGISTER, 401, challenge)
+    tag = stateless_tag(PREFIX, parse_message(REGISTER))
+    assert out == (
+        "SIP/2.0 401 Unauthorized\r\n"
+        f"{REGISTER_VIA}\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\n"
+        f"To: <sip:alice@example.com>;tag={tag}\r\n"
+        "Call-ID: reg1@192.0.2.1\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        f"WWW-Authenticate: {challenge[0][1]}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    assert stateless_answer(REGISTER, 401, challenge) == out
+    again = REGISTER.replace(b"z9hG4bK-reg1", b"z9hG4bK-reg2").replace(b"CSeq: 1", b"CSeq: 2")
+    assert stateless_answer(again, 401, challenge) != out  # the next REGISTER: another tag
+
+
+def test_the_reply_cache_answers_a_retransmission_by_its_bytes():
+    """A 200 that changed the location is kept, so its retransmission is answered without running
+    the registrar again; another REGISTER is not found."""
+    cache = ReplyCache(ttl=32.0, size=16)
+    key = (hash(REGISTER), UDP_A[1], UDP_A[2])
+    out = stateless_answer(REGISTER, 200, [("Contact", "<sip:alice@192.0.2.1:5060>;expires=3600")])
+    cache.put(key, out, 0.0)
+    retransmission = bytes(bytearray(REGISTER))  # the same bytes, received again
+    assert cache.get((hash(retransmission), UDP_A[1], UDP_A[2])) == out
+    assert cache.get((hash(REGISTER), UDP_A[1], 5062)) is None  # same bytes, another source
+    assert cache.get((hash(REGISTER.replace(b"CSeq: 1", b"CSeq: 2")), UDP_A[1], UDP_A[2])) is None
+
+
+def test_a_malformed_invite_is_rejected_statelessly_and_its_ack_absorbed(clock):
+    layer = make_layer()
+    bad = invite().to_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: seventy")
+    layer.receive_datagram(bad, UDP_A, clock.now)
+    (ev,) = drain(layer)
+    assert ev.status == 400 and len(layer) == 0
+    (out,) = layer.messages_to_send(clock.now)
+    assert out.dest == UDP_A and out.data.startswith(b"SIP/2.0 400 ")
+    reply = parse_message(out.data)
+    assert reply.to.tag == stateless_tag(PREFIX, parse_message(invite().to_bytes()))
+    layer.receive_datagram(bad, UDP_A, clock.now)  # the retransmission: the same answer
+    assert [o.data for o in layer.messages_to_send(clock.now)] == [out.data]
+    drain(layer)
+    ack = invite(method="ACK", to_tag=reply.to.tag, cseq_method="ACK").to_bytes()
+    layer.receive_datagram(ack, UDP_A, clock.now)
+    assert drain(layer) == [] and layer.messages_to_send(clock.now) == [] and len(layer) == 0
+
+
+def test_what_cannot_be_answered_is_dropped_without_output(clock):
+    layer = make_layer()
+    no_via = invite().to_bytes().replace(b"Via: ", b"X-Via: ")
+    bad_response = b"SIP/2.0 999 Nine\r\n" + invite().to_bytes().split(b"\r\n", 1)[1]
+    for data in (no_via, bad_response, b"\x00\xff garbage\r\n\r\n"):
+        layer.receive_datagram(data, UDP_A, clock.now)
+        (ev,) = drain(layer)
+        assert ev.status is None, data[:30]
+        assert layer.messages_to_send(clock.now) == [] and len(layer) == 0
