@@ -194,7 +194,7 @@ class Server:
         if self.transports.udp4 is None and self.transports.udp6 is None:
             logger.warning("[server] workers = %d ignored: the workers read UDP listeners and there is none", n)
             return
-        from .workers import WorkerPool
+        from .daemon.workers.pool import WorkerPool
 
         self.workers = WorkerPool(self, n)
         self.workers.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.sipd_proc import SipdProcess
-from sipd.affinity import owner_of_aor
+from sipd.daemon.workers.affinity import owner_of_aor
 from tests.daemon.harness import UA
 
 DOMAIN = "example.test"

@@ -1,4 +1,4 @@
-"""Calls spread over ``[server] workers`` by Call-ID (sipd/workers.py), with their events sent to
+"""Calls spread over ``[server] workers`` by Call-ID (sipd/daemon/workers/), with their events sent to
 main's accounting, dialogs and presence.
 
 The raw-bytes readers (Call-ID, our branch mark) are checked as pure code against the parser; the
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sipd.sip.parser import parse_message
-from sipd.affinity import branch_mark, call_id_of, calls_stay_in_main, owner_of_call
+from sipd.daemon.workers.affinity import branch_mark, call_id_of, calls_stay_in_main, owner_of_call
 from sipd.config import Config
 from tests.daemon.harness import DOMAIN, UA
 from tests.daemon.test_proxy import SDP, ack_and_bye, invite

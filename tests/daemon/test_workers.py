@@ -1,4 +1,4 @@
-"""``[server] workers = 2``: a registrar worker process next to main (sipd/workers.py).
+"""``[server] workers = 2``: a registrar worker process next to main (sipd/daemon/workers/).
 
 The ownership rule is checked as pure code (the raw-To owner agrees with the parsed AOR's); the
 rest runs a real sipd with its worker and proves each rule by observing processes: a stopped
@@ -18,7 +18,7 @@ import pytest
 
 from sipd.services.location import aor_key
 from sipd.sip.parser import parse_message
-from sipd.affinity import _TO, needs_owner, owner_of_aor, owner_of_datagram
+from sipd.daemon.workers.affinity import _TO, needs_owner, owner_of_aor, owner_of_datagram
 from tests.daemon.test_persistence import mysql_db  # noqa: F401 - fixture
 from tests.helpers.sipd_proc import _end_pid
 from tests.conftest import free_port

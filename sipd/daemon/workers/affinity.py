@@ -1,4 +1,4 @@
-"""Which process handles a datagram, read from raw bytes (``[server] workers``, sipd/workers.py).
+"""Which process handles a datagram, read from raw bytes (``[server] workers``, sipd/daemon/workers/).
 
 The rules, all from bytes as received (no parsing: main routes every datagram it reads):
 
@@ -57,7 +57,8 @@ def owner_of_datagram(data: bytes, n: int) -> int:
 _CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _VIA = re.compile(rb"\n(?:via|v)[ \t]*:([^\r\n]*)", re.IGNORECASE)
 #: The process mark in one of our branches: z9hG4bK<loop hash>.<mark><seq> (proxy) or
-#: z9hG4bK<mark>x<seq> (the transaction layer's), the mark being Server._rand (8 hex digits).
+#: z9hG4bK<mark>x<seq> (the transaction layer's), the mark being the process's own (8 random hex
+#: digits, sent to main in its hello).
 _MARK = re.compile(rb";[ \t]*branch[ \t]*=[ \t]*z9hG4bK(?:[^.;,\s]*\.)?([0-9a-f]{8})", re.IGNORECASE)
 
 
