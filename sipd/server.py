@@ -24,6 +24,7 @@ from .daemon import stateless_path
 from .daemon.gate import setup as setup_gate
 from .daemon.gate import shed
 from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
+from .daemon.workers.routing import MainRouting, NoWorkers
 from .sl_stats import StatelessReplyStats
 from .services import nat_detect, pipeline, security  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
@@ -57,7 +58,6 @@ class StartupError(Exception):
 
 
 class Server:
-    is_worker = False  # sipd/workers.py WorkerServer: a registrar worker process
     gate: Any = None  # sipd/overload.py OverloadGate, from _start_core
 
     def __init__(self, config: Config):
@@ -71,7 +71,8 @@ class Server:
         self.resolver: Any = None
         self.authenticator: Any = None
         self.mgmt: Any = None
-        self.workers: Any = None  # sipd.workers.WorkerPool when [server] workers > 1
+        self.workers: Any = None  # the WorkerPool (sipd/daemon/workers/) when [server] workers > 1
+        self.routing: Any = NoWorkers()  # which process handles what (MainRouting with workers)
         self.stages: list = []
         self.self_addresses: set[tuple[str, int]] = set()  # (host, port); with the transport in self_sockets
         self.self_sockets: set[tuple[str, str, int]] = set()
@@ -85,8 +86,7 @@ class Server:
         self.replies, self.refusals = stateless_path.caches()  # stateless answers, for retransmissions
         self.local_uac: dict[Any, Any] = {}  # tx_key -> callback(event): requests the server sends itself (NOTIFY)
         self._tags = itertools.count(1)
-        self._rand = os.urandom(4).hex()  # in our branches: a worker's mark (sipd/workers.py)
-        self._raw: bytes | None = None  # the datagram being handled (workers only)
+        self._rand = os.urandom(4).hex()  # in our branches: the process's mark (sipd/daemon/workers/)
         self._branch_seq = itertools.count(1)
         self._last_flush = 0.0
         self._last_sweep = 0.0
@@ -197,11 +197,12 @@ class Server:
         from .daemon.workers.pool import WorkerPool
 
         self.workers = WorkerPool(self, n)
+        self.routing = MainRouting(self.workers)
         self.workers.start()
 
     def owns(self, aor: str) -> bool:
-        """False for an AOR a registrar worker owns (it persists it; main holds a copy)."""
-        return self.workers is None or self.workers.owns(aor)
+        """False for an AOR another process owns (it persists it; this one holds a copy)."""
+        return self.routing.owns(aor)
 
     async def main_loop(self) -> None:
         assert self._exit_event is not None
@@ -245,16 +246,14 @@ class Server:
             self.refusals.expire(now)
             if state.bans is not None:
                 state.bans.housekeeping(now)  # expired bans, idle flood counters (issue 6)
-        if self.workers is not None:
-            self.workers.tick()
+        self.routing.tick()
 
     async def flush_location(self) -> None:
         state = self.state
         if state.db is None or not state.location.dirty:
             return
         dirty, state.location.dirty = state.location.dirty, set()
-        if self.workers is not None or self.is_worker:  # only the owner writes an AOR (a worker holds copies)
-            dirty = {aor for aor in dirty if self.owns(aor)}
+        dirty = {aor for aor in dirty if self.owns(aor)}  # only the owner writes an AOR (others hold copies)
         items = [(aor, state.location.contacts(aor)) for aor in dirty]
         try:
             await state.db.flush_all(items)
@@ -266,8 +265,7 @@ class Server:
     async def shutdown(self) -> None:
         logger.info("sipd shutting down%s", " (forced)" if self.force_exit else "")
         self.notifier.stopping()
-        if self.workers is not None:
-            await self.workers.stop()
+        await self.routing.stop()
         if self.transports is not None:
             self.transports.stop_accepting()
         deadline = self.loop.time() + SHUTDOWN_GRACE
@@ -390,7 +388,7 @@ class Server:
         await self._reload_subscribers()
         await self._reload_aliases()
         await self._reload_dialplan()
-        if self.config.location.mode != "memory" and not self.is_worker:  # a worker gets its AORs from main
+        if self.config.location.mode != "memory" and self.routing.loads_locations:  # a worker's come from main
             for aor, contact in await state.db.load_locations(time.time()):  # type: ignore[union-attr]
                 state.location.replace(aor, state.location.contacts(aor) + [contact], mark_dirty=False)
 
@@ -521,11 +519,8 @@ class Server:
         if data[:4] != b"SIP/" and not self.gate.admit(data, addr[1], now):
             shed(self, data, addr)  # strangers first when overloaded (sipd/overload.py)
             return
-        if data[:9] == b"REGISTER ":
-            if self.workers is not None and not owned and self.workers.route_register(data, addr):
-                return  # a registrar worker owns this AOR
-        elif self.workers is not None and not owned and self.workers.route_call(data, addr):
-            return  # a worker handles this call (or transaction)
+        if not owned and self.routing.route_datagram(data, addr):
+            return  # another process owns this AOR, call or transaction
         if data[:4] == b"SIP/":
             self.layer.receive_datagram(data, addr, now)
             self._process(now)
@@ -539,8 +534,7 @@ class Server:
                       msg.to_bytes().decode("utf-8", "replace"))
         if self.tracer.active:
             self.tracer.emit("in", addr, msg.to_bytes())
-        if self.workers is not None and self.workers.spread:
-            self.workers.pin_message(msg)  # over TCP/TLS: the call stays in main
+        self.routing.stream_message(msg)  # over TCP/TLS: the call stays in main
         if stateless_path.receive_stream(self, msg, addr, now):
             return
         self.layer.receive_message(msg, addr, now)
@@ -609,8 +603,7 @@ class Server:
         ctx = Context(request, source, self.state, now, time.time(), tx_key)
         if sl_key is not None:
             ctx.extra["sl_key"] = sl_key
-        if self._raw is not None:  # a worker keeps the datagram it may hand back to main
-            ctx.extra["raw"] = self._raw
+        self.routing.request_context(ctx)  # a worker keeps the datagram it may hand back to main
         try:
             decision = pipeline.run(self.stages, ctx)
         except Exception as exc:  # RemoteProtocolError from a lazily parsed header, or a bug
@@ -629,6 +622,8 @@ class Server:
             self.reply(req, ctx.tx_key, decision.status, decision.reason, decision.headers, why=decision.why, source=ctx.source,
                        to_tag=decision.to_tag, sl_key=ctx.extra.get("sl_key"))
         elif isinstance(decision, Forward):
+            if not self.routing.forward_here(ctx, decision):
+                return  # given to another process (a worker has no TCP/TLS, no DNS)
             if not decision.stateless and not stateless_path.adopt(self, ctx):
                 return  # a retransmission of it got its transaction first
             self._log_forward(ctx, decision)
@@ -645,7 +640,10 @@ class Server:
             logger.debug("%s %s from %s dropped: %s", req.method, req.uri_text, _fmt_addr(ctx.source), decision.why)
 
     def hand_back(self, ctx: Context, why: str) -> None:
-        """Only a registrar worker hands a request to main (WorkerServer); main holds everything."""
+        """A request this process cannot serve goes to main (from a worker); main holds everything,
+        so there it is answered 500."""
+        if self.routing.hand_back(ctx, why):
+            return
         self.reply(ctx.request, ctx.tx_key, 500, "Server Internal Error", why=why, source=ctx.source,
                    sl_key=ctx.extra.get("sl_key"))
 
@@ -691,6 +689,8 @@ class Server:
             self._timer = self.loop.call_at(when, self._on_timer)
 
     def _send(self, data: bytes, dest: tuple) -> None:
+        if self.routing.copy_sent:
+            self.routing.sent(data, dest)  # a traced worker: main shows what it sends
         if self.trace_on or self.tracer.active:
             self.trace_out(data, dest)
         self.transports.send(data, dest)
@@ -893,6 +893,8 @@ class Server:
         from .sip.headers import parse_name_addr, split_commas
         from .sip.uri import parse_uri
 
+        if not self.routing.reachable(c):
+            return Branch(c.uri, None, label=c.uri)  # registered over TCP/TLS: main's connection
         uri = parse_uri(c.uri)
         routes = split_commas(c.path) if c.path else []
         dest: tuple | None = None

@@ -25,7 +25,7 @@ from ... import logging as sipd_logging
 from ... import reloading
 from ...server import Server, StartupError, _tune_gc
 from ...services import pipeline
-from ...services.pipeline import Branch, Elsewhere, Forward
+from ...services.pipeline import Elsewhere
 from ...stats import Counter
 from ...transport.manager import Transports
 from ...transport.udp import UdpListener
@@ -33,6 +33,7 @@ from .affinity import EVENT_METHODS, needs_owner, owner_of_aor, owner_of_datagra
 from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Counters, Datagram, Frame, FrameKind,
                      Hello, LogLevel, Passthrough, Reload, Synced, encode)
 from .link import Link, apply_ban, share_bans
+from .routing import NoWorkers
 
 logger = logging.getLogger("sipd")
 
@@ -49,114 +50,212 @@ def counters(state: Any) -> dict[str, int]:
     return {s.name: s.value for s in state.stats.match("all") if isinstance(s, Counter)}
 
 
-class WorkerServer(Server):
-    """A worker: the same pipeline as main, for REGISTERs of its own AORs and calls of its own Call-IDs."""
+class WorkerRouting(NoWorkers):
+    """A worker's routing: it serves the REGISTERs of its own AORs and the calls main hands it,
+    and gives main everything else (and what it cannot serve: TCP/TLS, DNS), over its link.
 
-    is_worker = True
+    It is also the sink of the worker's UDP sockets (:meth:`datagram_received`): a datagram the
+    kernel gave this process reaches the endpoint only when it is a REGISTER of its own.
+    """
 
-    def __init__(self, config: cfg.Config, boot: dict[str, Any]):
-        super().__init__(config)
-        self.index = int(boot["index"])
-        self.n = int(boot["n"])
-        self.boot = boot
-        self.passthrough = False
+    loads_locations = False  # its AORs come from main (a restarted worker loses nothing)
+
+    def __init__(self, endpoint: Any, lifecycle: Any, *, index: int, n: int, ppid: int):
+        self.endpoint = endpoint
+        self.lifecycle = lifecycle  # should_exit, request_exit()
+        self.index = index
+        self.n = n
+        self.ppid = ppid
         self.link: Link | None = None
-        self._synced: asyncio.Event | None = None
+        self.synced = asyncio.Event()  # until set, everything read goes to main
         self.copies: set[str] = set()  # AORs of other processes main keeps this one informed of
+        self.raw: bytes | None = None  # the call datagram being handled, as main handed it over
         self._fetching: dict[str, asyncio.Future] = {}
+        self._handlers = {
+            FrameKind.REGISTER: self._on_register, FrameKind.CALL: self._on_call, FrameKind.AOR: self._on_aor,
+            FrameKind.BAN: self._on_ban, FrameKind.PASSTHROUGH: self._on_passthrough,
+            FrameKind.LOG_LEVEL: self._on_log_level, FrameKind.RELOAD: self._on_reload,
+            FrameKind.CANCEL: self._on_cancel, FrameKind.SYNCED: self._on_synced,
+        }
 
-    async def startup(self) -> None:
-        config, state, boot = self.config, self.state, self.boot
-        await self._start_core()
-        self.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
-        self.stages = pipeline.build_pipeline(state)
-        self.transports = Transports(self, config.limits)
-        loc = state.location
+    @property
+    def boundary(self) -> Any:
+        """Where the sockets' receive handlers report what they caught: the endpoint's."""
+        return self.endpoint.boundary
+
+    @property
+    def state(self) -> Any:
+        return self.endpoint.state
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        """A task of the endpoint's (cancelled at stop)."""
+        tasks = self.endpoint._tasks
+        task = self.endpoint.loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+
+    # reloading.on_reload_frame reads these until it takes spawn() (a Scheduler) instead
+    @property
+    def loop(self) -> Any:
+        return self.endpoint.loop
+
+    @property
+    def _tasks(self) -> Any:
+        return self.endpoint._tasks
+
+    # -- the link to main --
+
+    async def connect(self, sock: socket.socket) -> None:
+        state = self.endpoint.state
         # before its 200 (sent right after), so a call that follows at once finds the binding
-        loc.on_change = lambda aor: self.link.send_now(AorContacts(aor, tuple(loc.contacts(aor)))) if self.link else None
-        share_bans(state, self.gate, lambda frame: self.link.send(frame) if self.link is not None else None)
-        self._synced = asyncio.Event()  # until set, everything read goes to main
-        self.link = await Link.open(socket.socket(fileno=int(boot["ipc"])), self._on_frame, self._main_gone)
-        for fd, host, port in boot["udp"]:
-            sock = socket.socket(fileno=int(fd))
-            sock.setblocking(False)
-            listener = UdpListener(host, int(port), self)
-            await self.loop.create_datagram_endpoint(lambda listener=listener: listener, sock=sock)
-            self.transports.listeners.append(listener)
-            if listener.family6:
-                self.transports.udp6 = self.transports.udp6 or listener
-            else:
-                self.transports.udp4 = self.transports.udp4 or listener
-            self.note_self_address(listener)
-        self.self_sockets |= {(proto, host, int(port)) for proto, host, port in boot.get("self", [])}  # TCP/TLS too
-        self.self_addresses |= {(host, port) for _, host, port in self.self_sockets}  # a Route to them is us
-        self.link.send(Hello(self._rand))
+        state.location.on_change = self._aor_changed
+        share_bans(state, self.endpoint.gate, self._send)
+        self.link = await Link.open(sock, self._on_frame, self._main_gone)
+
+    def _aor_changed(self, aor: str) -> None:
+        if self.link is not None:
+            self.link.send_now(AorContacts(aor, tuple(self.endpoint.state.location.contacts(aor))))
+
+    async def join(self, mark: str) -> None:
+        """Say hello (with this process's branch mark) and wait until main has sent our AORs."""
+        self._send(Hello(mark))
         try:
-            await asyncio.wait_for(self._synced.wait(), SYNC_TIMEOUT)
+            await asyncio.wait_for(self.synced.wait(), SYNC_TIMEOUT)
         except asyncio.TimeoutError:
-            raise StartupError(f"worker {self.index}: no location from the main process in {SYNC_TIMEOUT:g} s") from None
-        _tune_gc()
-        logger.debug("worker %d ready: %d AORs", self.index, len(state.location))
+            raise StartupError(f"worker {self.index}: no location from the main process in {SYNC_TIMEOUT:g} s") \
+                from None
+
+    def _send(self, frame: Frame) -> None:
+        if self.link is not None:
+            self.link.send(frame)
+
+    def _main_gone(self) -> None:
+        self.link = None
+        if not self.lifecycle.should_exit:
+            logger.info("worker %d: the main process is gone; stopping", self.index)
+            self.lifecycle.request_exit()
+
+    # -- frames from main --
 
     def _on_frame(self, frame: Frame) -> None:
-        kind = frame.kind
-        if isinstance(frame, Datagram):
-            if kind == FrameKind.REGISTER:
-                Server.datagram_received(self, frame.data, frame.address)
-            elif kind == FrameKind.CALL:  # main routed it here by Call-ID or branch
-                self._raw = frame.data  # kept, to hand the request back as received
-                try:
-                    Server.datagram_received(self, frame.data, frame.address)
-                finally:
-                    self._raw = None
-            else:
-                logger.warning("worker %d: main sent a %s frame, which only workers send", self.index, kind.name)
-        elif isinstance(frame, AorContacts):
-            self.state.location.replace(frame.aor, list(frame.contacts), mark_dirty=False, notify=False)
-            waiter = self._fetching.pop(frame.aor, None)
-            if waiter is not None:
-                self.copies.add(frame.aor)
-                if not waiter.done():
-                    waiter.set_result(None)
-        elif isinstance(frame, BanChange):
-            apply_ban(self.state, self.gate, frame.change)
-        elif isinstance(frame, Passthrough):
-            self.passthrough = frame.on
-        elif isinstance(frame, LogLevel):
-            self.state.set_log_level(frame.name)
-        elif isinstance(frame, Reload):  # main reloaded provisioning tables: read them here too
-            reloading.on_reload_frame(self, encode(frame))
-        elif isinstance(frame, Cancel):  # main ends a ringing call of ours (sipctl dialog end)
-            if self.proxy.on_cancel(frame.invite_tx, self.loop.time()):
-                self.transmit()
-        elif isinstance(frame, Synced) and self._synced is not None:
-            self._synced_with(frame)
-        else:
-            logger.warning("worker %d: main sent a %s frame, which only workers send", self.index, kind.name)
+        handler = self._handlers.get(frame.kind)
+        if handler is None:
+            logger.warning("worker %d: main sent a %s frame, which only workers send", self.index, frame.kind.name)
+            return
+        handler(frame)
 
-    def _synced_with(self, frame: Synced) -> None:
-        if frame.calls and self.config.location.mode != "db-only":  # db-only: the database has them
+    def _on_register(self, frame: Datagram) -> None:
+        self.endpoint.datagram_received(frame.data, frame.address)
+
+    def _on_call(self, frame: Datagram) -> None:
+        self.raw = frame.data  # kept, to hand the request back as received
+        try:
+            self.endpoint.datagram_received(frame.data, frame.address)
+        finally:
+            self.raw = None
+
+    def _on_aor(self, frame: AorContacts) -> None:
+        self.endpoint.state.location.replace(frame.aor, list(frame.contacts), mark_dirty=False, notify=False)
+        waiter = self._fetching.pop(frame.aor, None)
+        if waiter is not None:
+            self.copies.add(frame.aor)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_ban(self, frame: BanChange) -> None:
+        apply_ban(self.endpoint.state, self.endpoint.gate, frame.change)
+
+    def _on_passthrough(self, frame: Passthrough) -> None:
+        self.copy_sent = frame.on  # traced: REGISTERs go to main, and copies of what is sent
+
+    def _on_log_level(self, frame: LogLevel) -> None:
+        self.endpoint.state.set_log_level(frame.name)
+
+    def _on_reload(self, frame: Reload) -> None:  # main reloaded provisioning tables: read them here too
+        reloading.on_reload_frame(self, encode(frame))
+
+    def _on_cancel(self, frame: Cancel) -> None:  # main ends a ringing call of ours (sipctl dialog end)
+        endpoint = self.endpoint
+        if endpoint.proxy.on_cancel(frame.invite_tx, endpoint.loop.time()):
+            endpoint.transmit()
+
+    def _on_synced(self, frame: Synced) -> None:
+        state = self.endpoint.state
+        if frame.calls and self.endpoint.config.location.mode != "db-only":  # db-only: the database has them
             index, n, copies = self.index, self.n, self.copies
-            self.state.not_here = lambda aor: aor not in copies and owner_of_aor(aor, n) != index
-        if frame.call_events and self._forward_event not in self.state.events.listeners:
-            self.state.events.subscribe(self._forward_event)
-        assert self._synced is not None
-        self._synced.set()
+            state.not_here = lambda aor: aor not in copies and owner_of_aor(aor, n) != index
+        if frame.call_events and self._forward_event not in state.events.listeners:
+            state.events.subscribe(self._forward_event)
+        self.synced.set()
+
+    # -- what the worker's own sockets read --
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        kind = FrameKind.ROUTE  # main routes it
+        if not self.copy_sent and data[:9] == b"REGISTER " and self.synced.is_set():
+            register = self.endpoint.config.auth.register
+            owner = owner_of_datagram(data, self.n) if needs_owner(data, register) else self.index
+            if owner == self.index:
+                self.endpoint.datagram_received(data, addr)
+                return
+            if owner == 0:
+                kind = FrameKind.FOR_MAIN  # main's own AOR: main answers it without routing it again
+        self._send(Datagram(kind, data, addr[1], addr[2]))
+
+    # -- the endpoint's decision points --
 
     def owns(self, aor: str) -> bool:
         return owner_of_aor(aor, self.n) == self.index
 
-    def _send(self, data: bytes, dest: tuple) -> None:
-        if self.passthrough and self.link is not None:  # traced: main shows what its calls' workers send
-            self.link.send(Datagram(FrameKind.SENT, data, dest[1], dest[2]))
-        Server._send(self, data, dest)
+    def request_context(self, ctx: Any) -> None:
+        if self.raw is not None:
+            ctx.extra["raw"] = self.raw
+
+    def forward_here(self, ctx: Any, decision: Any) -> bool:
+        if self._udp_only(decision):
+            return True
+        self.endpoint.hand_back(ctx, "needs TCP/TLS or DNS")
+        return False
+
+    def _udp_only(self, decision: Any) -> bool:
+        """Whether every branch goes out over UDP to a known address (the only sockets a worker has)."""
+        for group in decision.groups:
+            for b in group:
+                dest = b.dest
+                if dest is None and decision.stateless and b.ruri is not None:
+                    dest = self.endpoint.dest_from_uri(b.ruri)
+                if dest is None or dest[0] != "udp":
+                    return False
+        return True
+
+    def reachable(self, contact: Any) -> bool:
+        """A contact registered over TCP/TLS is reached through main's connection."""
+        return contact.conn_id is None and (not contact.received or contact.received.startswith("udp:"))
+
+    def hand_back(self, ctx: Any, why: str) -> bool:
+        """Give a request (as received) to main, which holds every AOR and connection; main keeps
+        the call from now on. This process forgets the request's server transaction."""
+        raw = ctx.extra.get("raw")
+        if raw is None or self.link is None:
+            return False
+        if ctx.tx_key is not None:
+            self.endpoint.layer.abandon(ctx.tx_key)
+        self.endpoint.state.stats.counter("workers:handed_to_main").inc()
+        src = ctx.source
+        self.link.send(Datagram(FrameKind.HANDED_BACK, raw, src[1], src[2]))
+        logger.debug("%s %s handed to main: %s", ctx.request.method, ctx.request.uri_text, why)
+        return True
+
+    def sent(self, data: bytes, dest: tuple) -> None:
+        self._send(Datagram(FrameKind.SENT, data, dest[1], dest[2]))  # main traces what its workers send
 
     def _forward_event(self, ev: Any) -> None:
         """Send a call event to main, where accounting, dialogs and presence are."""
         req = ev.request
         if req is None or req.method not in EVENT_METHODS or self.link is None:
             return
-        wall = ev.now + (time.time() - self.loop.time())
+        wall = ev.now + (time.time() - self.endpoint.loop.time())
         resp = ev.response.to_bytes() if ev.response is not None else None
         self.link.send(CallEventFrame(ev.kind, req.to_bytes(), resp, ev.tx_key, wall))
 
@@ -167,9 +266,9 @@ class WorkerServer(Server):
         if waiter is None:
             if self.link is None:
                 return Elsewhere("no main process")
-            waiter = self._fetching[aor] = self.loop.create_future()
+            waiter = self._fetching[aor] = self.endpoint.loop.create_future()
             self.link.send(AorWanted(aor))
-            self.state.stats.counter("workers:aor_copies").inc()
+            self.endpoint.state.stats.counter("workers:aor_copies").inc()
         try:
             await asyncio.wait_for(asyncio.shield(waiter), FETCH_TIMEOUT)
         except asyncio.TimeoutError:
@@ -177,75 +276,67 @@ class WorkerServer(Server):
             return Elsewhere(f"no copy of {aor} from main in {FETCH_TIMEOUT:g} s")
         return None
 
-    def _apply(self, ctx: Any, decision: Any) -> None:
-        if isinstance(decision, Forward) and not self._udp_only(decision):
-            self.hand_back(ctx, "needs TCP/TLS or DNS")
-            return
-        Server._apply(self, ctx, decision)
+    def tick(self) -> None:
+        self._send(Counters(counters(self.endpoint.state)))
+        if os.getppid() != self.ppid:  # main is gone (and PR_SET_PDEATHSIG did not say so)
+            self.lifecycle.request_exit()
 
-    def _udp_only(self, decision: Any) -> bool:
-        """Whether every branch goes out over UDP to a known address (the only sockets a worker has)."""
-        for group in decision.groups:
-            for b in group:
-                dest = b.dest
-                if dest is None and decision.stateless and b.ruri is not None:
-                    dest = self.dest_from_uri(b.ruri)
-                if dest is None or dest[0] != "udp":
-                    return False
-        return True
+    async def stop(self) -> None:
+        self._send(Counters(counters(self.endpoint.state)))
 
-    def branch_for_contact(self, c: Any) -> Any:
-        if c.conn_id is not None or (c.received and not c.received.startswith("udp:")):
-            return Branch(c.uri, None, label=c.uri)  # registered over TCP/TLS: main's connection
-        return Server.branch_for_contact(self, c)
 
-    def hand_back(self, ctx: Any, why: str) -> None:
-        """Give a request (as received) to main, which holds every AOR and connection; main keeps
-        the call from now on. This process forgets the request's server transaction."""
-        raw = ctx.extra.get("raw")
-        if raw is None or self.link is None:
-            Server.hand_back(self, ctx, why)
-            return
-        if ctx.tx_key is not None:
-            self.layer.abandon(ctx.tx_key)
-        self.state.stats.counter("workers:handed_to_main").inc()
-        src = ctx.source
-        self.link.send(Datagram(FrameKind.HANDED_BACK, raw, src[1], src[2]))
-        logger.debug("%s %s handed to main: %s", ctx.request.method, ctx.request.uri_text, why)
+async def start_worker(endpoint: Any, routing: WorkerRouting, boot: dict[str, Any]) -> None:
+    """A worker's start: the same core as main's, the UDP sockets main bound (inherited), the link
+    to main, then wait for its AORs. No management, no trace socket, no accounting: main's."""
+    await endpoint._start_core()
+    endpoint.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
+    endpoint.stages = pipeline.build_pipeline(endpoint.state)
+    endpoint.transports = transports = Transports(endpoint, endpoint.config.limits)
+    await routing.connect(socket.socket(fileno=int(boot["ipc"])))
+    for fd, host, port in boot["udp"]:
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        listener = UdpListener(host, int(port), routing)
+        await endpoint.loop.create_datagram_endpoint(lambda listener=listener: listener, sock=sock)
+        transports.listeners.append(listener)
+        if listener.family6:
+            transports.udp6 = transports.udp6 or listener
+        else:
+            transports.udp4 = transports.udp4 or listener
+        endpoint.note_self_address(listener)
+    endpoint.self_sockets |= {(proto, host, int(port)) for proto, host, port in boot.get("self", [])}  # TCP/TLS too
+    endpoint.self_addresses |= {(host, port) for _, host, port in endpoint.self_sockets}  # a Route to them is us
+    await routing.join(endpoint._rand)
+    _tune_gc()
+    logger.debug("worker %d ready: %d AORs", routing.index, len(endpoint.state.location))
 
-    def _main_gone(self) -> None:
-        self.link = None
-        if not self.should_exit:
-            logger.info("worker %d: the main process is gone; stopping", self.index)
-            self.request_exit()
 
-    def datagram_received(self, data: bytes, addr: tuple, owned: bool = False) -> None:
-        kind = FrameKind.ROUTE  # main routes it
-        if not self.passthrough and data[:9] == b"REGISTER " and self._synced.is_set():  # type: ignore[union-attr]
-            owner = owner_of_datagram(data, self.n) if needs_owner(data, self.config.auth.register) else self.index
-            if owner == self.index:
-                Server.datagram_received(self, data, addr)
-                return
-            if owner == 0:
-                kind = FrameKind.FOR_MAIN  # main's own AOR: main answers it without routing it again
-        if self.link is not None:
-            self.link.send(Datagram(kind, data, addr[1], addr[2]))
+async def stop_worker(endpoint: Any, routing: WorkerRouting) -> None:
+    if endpoint.config.location.mode == "write-back":
+        await endpoint.flush_location()
+    for task in list(endpoint._tasks):
+        task.cancel()
+    await routing.stop()
+    await endpoint._close_quietly()
 
-    async def housekeeping(self) -> None:
-        await super().housekeeping()
-        if self.link is not None:
-            self.link.send(Counters(counters(self.state)))
-        if os.getppid() != self.boot["ppid"]:
-            self.request_exit()
+
+class WorkerServer(Server):
+    """Until the endpoint and its lifecycle are apart: a worker's start and stop (the decisions
+    are its ``routing``, a :class:`WorkerRouting`)."""
+
+    def __init__(self, config: cfg.Config, boot: dict[str, Any]):
+        super().__init__(config)
+        self.boot = boot
+        self.routing = WorkerRouting(self, self, index=int(boot["index"]), n=int(boot["n"]), ppid=int(boot["ppid"]))
+
+    async def startup(self) -> None:
+        await start_worker(self, self.routing, self.boot)
 
     async def shutdown(self) -> None:
-        if self.config.location.mode == "write-back":
-            await self.flush_location()
-        for task in list(self._tasks):
-            task.cancel()
-        if self.link is not None:
-            self.link.send(Counters(counters(self.state)))
-        await self._close_quietly()
+        await stop_worker(self, self.routing)
+
+    async def fetch_aor(self, aor: str) -> Any:
+        return await self.routing.fetch_aor(aor)
 
 
 def _die_with_parent() -> None:
@@ -261,7 +352,8 @@ def main() -> int:
     _die_with_parent()
     boot = json.loads(sys.stdin.buffer.read() or b"{}")
     if not boot:
-        print("sipd worker: started by sipd itself ([server] workers); not meant to be run by hand", file=sys.stderr)
+        print("sipd.daemon.workers.process: started by sipd itself ([server] workers); not meant to be run by hand",
+              file=sys.stderr)
         return 2
     if os.getppid() != boot["ppid"]:
         return 0

@@ -1,0 +1,99 @@
+"""Which process handles what: the routing strategy the endpoint consults at its decision points.
+
+One endpoint serves main and every worker process; what differs is this object. The endpoint
+calls it where a message could belong to another process:
+
+- ``route_datagram(data, addr)``: a UDP datagram main read (after the ban, size and overload
+  checks); True when another process got it.
+- ``stream_message(msg)``: a message read over TCP/TLS (its call stays in main).
+- ``owns(aor)``: whether this process writes the AOR (expiry, write-back).
+- ``request_context(ctx)``: a request's context was built (a worker keeps the raw datagram, to hand
+  it back as received).
+- ``forward_here(ctx, decision)``: False when the request was given to another process instead of
+  being forwarded from here.
+- ``hand_back(ctx, why)``: give a request this process cannot serve to main; False when there is
+  no one to give it to (the endpoint answers 500).
+- ``reachable(contact)``: whether this process can send to a registered contact (a worker has no
+  TCP/TLS connections).
+- ``copy_sent`` / ``sent(data, dest)``: while True, every datagram sent is reported (a traced
+  worker copies it to main).
+- ``fetch_aor(aor)``: the location stage needs an AOR this process holds no copy of (a worker
+  asks main; the returned decision, if any, replaces the lookup).
+- ``tick()`` each housekeeping second, ``stop()`` at shutdown, ``loads_locations`` at start.
+
+:class:`NoWorkers` is one process; :class:`MainRouting` is main with its pool of workers; the
+worker's own is ``WorkerRouting`` (process.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pool import WorkerPool
+
+
+class NoWorkers:
+    """One process: everything is handled here."""
+
+    loads_locations = True  # the location table comes from the database at start
+    copy_sent = False
+
+    def route_datagram(self, data: bytes, addr: tuple) -> bool:
+        return False
+
+    def stream_message(self, msg: Any) -> None:
+        pass
+
+    def owns(self, aor: str) -> bool:
+        return True
+
+    def request_context(self, ctx: Any) -> None:
+        pass
+
+    def forward_here(self, ctx: Any, decision: Any) -> bool:
+        return True
+
+    def hand_back(self, ctx: Any, why: str) -> bool:
+        return False
+
+    def reachable(self, contact: Any) -> bool:
+        return True
+
+    def sent(self, data: bytes, dest: tuple) -> None:
+        pass
+
+    async def fetch_aor(self, aor: str) -> Any:
+        return None  # every AOR is here
+
+    def tick(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class MainRouting(NoWorkers):
+    """Main with registrar workers: REGISTERs go to the owner of their AOR, calls to the owner of
+    their Call-ID (see the pool); main holds every connection and the whole location table."""
+
+    def __init__(self, pool: WorkerPool):
+        self.pool = pool
+
+    def route_datagram(self, data: bytes, addr: tuple) -> bool:
+        if data[:9] == b"REGISTER ":
+            return self.pool.route_register(data, addr)
+        return self.pool.route_call(data, addr)
+
+    def stream_message(self, msg: Any) -> None:
+        if self.pool.spread:
+            self.pool.pin_message(msg)  # over TCP/TLS: the call stays in main
+
+    def owns(self, aor: str) -> bool:
+        return self.pool.owns(aor)
+
+    def tick(self) -> None:
+        self.pool.tick()
+
+    async def stop(self) -> None:
+        await self.pool.stop()
