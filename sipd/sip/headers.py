@@ -20,7 +20,7 @@ import re
 
 from .errors import RemoteProtocolError
 from .methods import KNOWN_METHODS
-from .uri import FAST_SIP_URI, URI, _fast_uri, _is_canonical, format_host, parse_uri, split_hostport
+from .uri import FAST_SIP_URI, URI, format_host, is_canonical_match, parse_uri, split_hostport, uri_from_match
 
 # Compact forms (RFC 3261 §7.3.3 and the IANA SIP parameters registry).
 COMPACT_FORMS: dict[str, str] = {
@@ -182,7 +182,7 @@ class NameAddr:
     def uri(self) -> URI:
         u = self._uri
         if u is None:
-            u = self._uri = _fast_uri(self._m, 2)  # type: ignore[arg-type]
+            u = self._uri = uri_from_match(self._m, 2)  # type: ignore[arg-type]
         return u  # type: ignore[return-value]
 
     @uri.setter
@@ -194,7 +194,7 @@ class NameAddr:
         it is the text between ``<>`` and the URI object is not built (a registrar stores the
         Contact URI as text)."""
         m = self._m
-        if self._uri is None and _is_canonical(m, 2):  # type: ignore[arg-type]
+        if self._uri is None and is_canonical_match(m, 2):  # type: ignore[arg-type]
             return m.string[m.start(3) : m.end(7)]  # type: ignore[union-attr]
         return str(self.uri)
 
@@ -267,7 +267,7 @@ def _fast_params(ptext: str) -> dict[str, str | None]:
     return params
 
 
-def _fast_name_addr(text: str) -> NameAddr | None:
+def fast_name_addr(text: str) -> NameAddr | None:
     """Validate with one regex; the URI and params are built on first access (see NameAddr)."""
     m = _NAME_ADDR_FAST(text)
     if m is None:
@@ -284,10 +284,11 @@ def _fast_name_addr(text: str) -> NameAddr | None:
 
 def parse_name_addr(text: str) -> NameAddr:
     """Parse one name-addr or addr-spec with header parameters. Raises RemoteProtocolError(400)."""
-    return _fast_name_addr(text) or _parse_name_addr(text)
+    return fast_name_addr(text) or parse_name_addr_general(text)
 
 
-def _parse_name_addr(text: str) -> NameAddr:
+def parse_name_addr_general(text: str) -> NameAddr:
+    """The general parser, for what ``fast_name_addr`` does not take."""
     s = text.strip(" \t")
     display: str | None = None
     if s.startswith('"'):
@@ -331,7 +332,7 @@ def _parse_name_addr(text: str) -> NameAddr:
 
 def parse_name_addr_list(value: str) -> list[NameAddr]:
     if "," not in value:
-        na = _fast_name_addr(value)
+        na = fast_name_addr(value)
         if na is not None:
             return [na]
     items = split_commas(value)
@@ -417,11 +418,12 @@ class Via:
 
 def parse_via(text: str) -> list[Via]:
     """Parse a Via header value (possibly several comma-separated via-parms)."""
-    v = _fast_via(text)
-    return [v] if v is not None else _parse_via(text)
+    v = fast_via(text)
+    return [v] if v is not None else parse_via_general(text)
 
 
-def _fast_via(text: str) -> Via | None:
+def fast_via(text: str) -> Via | None:
+    """One via-parm in the common shape, validated with one regex; None for anything else."""
     m = _VIA_FAST(text)
     if m is None:
         return None
@@ -445,7 +447,8 @@ def _fast_via(text: str) -> Via | None:
     return v
 
 
-def _parse_via(text: str) -> list[Via]:
+def parse_via_general(text: str) -> list[Via]:
+    """The general parser, for what ``fast_via`` does not take (several via-parms, comments ...)."""
     out = []
     for item in split_commas(text):
         m = _VIA_RE.match(item)
@@ -480,10 +483,11 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     """CSeq = 1*DIGIT LWS Method; the number must fit in 32 bits (RFC 3261 §8.1.1.5)."""
-    return _fast_cseq(text) or _parse_cseq(text)
+    return fast_cseq(text) or parse_cseq_general(text)
 
 
-def _fast_cseq(text: str) -> CSeq | None:
+def fast_cseq(text: str) -> CSeq | None:
+    """A CSeq in the common shape (``1 INVITE``); None for anything else."""
     num, _, method = text.partition(" ")
     if method in KNOWN_METHODS and num.isdigit() and num.isascii() and len(num) <= 10:
         pass  # what the regex below accepts, without a regex call (its setup is most of the cost)
@@ -503,7 +507,8 @@ def _fast_cseq(text: str) -> CSeq | None:
 
 
 
-def _parse_cseq(text: str) -> CSeq:
+def parse_cseq_general(text: str) -> CSeq:
+    """The general parser, for what ``fast_cseq`` does not take."""
     parts = text.split()
     if len(parts) != 2:
         raise _err(f"invalid CSeq {text[:40]!r}")

@@ -22,12 +22,12 @@ from .headers import (
     NameAddr,
     Via,
     display_name,
-    _fast_cseq,
-    _fast_name_addr,
-    _fast_via,
-    _parse_cseq,
-    _parse_name_addr,
-    _parse_via,
+    fast_cseq,
+    fast_name_addr,
+    fast_via,
+    parse_cseq_general,
+    parse_name_addr_general,
+    parse_via_general,
     parse_cseq,
     parse_name_addr,
     parse_name_addr_list,
@@ -36,15 +36,11 @@ from .headers import (
 )
 from .methods import KNOWN_METHODS
 from .status import reason_phrase
-from . import uri as uri_module
-from .uri import URI, parse_uri
+from .uri import URI, is_canonical_match, match_fast_uri, parse_uri, uri_from_match
 
 SINGLETONS = ("call-id", "from", "to", "cseq")  # exactly one line each in every message
 CRLF = "\r\n"
 _item_key = operator.itemgetter(0)
-_FAST_URI = uri_module._FAST_URI
-_fast_uri = uri_module._fast_uri
-_is_canonical = uri_module._is_canonical
 
 
 class Message:
@@ -265,7 +261,7 @@ class Request(Message):
         if u is None:
             m = self._uri_m
             if m is not None:  # validated by the parser's fast path: parse_uri() would build the same
-                u = _fast_uri(m, 0)
+                u = uri_from_match(m, 0)
                 self._uri_m = None
             else:
                 u = parse_uri(self._uri_text)
@@ -276,8 +272,8 @@ class Request(Message):
     def uri(self, value: URI | str) -> None:
         self._uri_m = None
         if isinstance(value, str):
-            m = _FAST_URI(value)
-            if m is not None and _is_canonical(m, 0):
+            m = match_fast_uri(value)
+            if m is not None and is_canonical_match(m, 0):
                 self._uri = None  # valid and already in the form str(URI) gives: parse when read
                 self._uri_text = value
                 return
@@ -353,8 +349,8 @@ def validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolEr
                 raise RemoteProtocolError("missing Via header", 400)
             if len(lst) == 1:
                 text = lst[0][2]
-                v = _fast_via(text)  # parse_via(), one call less
-                c["via"] = [v] if v is not None else _parse_via(text)
+                v = fast_via(text)  # parse_via(), one call less
+                c["via"] = [v] if v is not None else parse_via_general(text)
             else:
                 vias: list[Via] = []
                 for it in lst:
@@ -368,13 +364,13 @@ def validate(msg: Message, err: type[RemoteProtocolError] | type[LocalProtocolEr
         cseq = c.get("cseq")
         if cseq is None:
             text = cseq_lines[0][2]  # type: ignore[index]
-            cseq = c["cseq"] = _fast_cseq(text) or _parse_cseq(text)  # parse_cseq()
+            cseq = c["cseq"] = fast_cseq(text) or parse_cseq_general(text)  # parse_cseq()
         if "from" not in c:
             text = from_[0][2]  # type: ignore[index]
-            c["from"] = _fast_name_addr(text) or _parse_name_addr(text)  # parse_name_addr()
+            c["from"] = fast_name_addr(text) or parse_name_addr_general(text)  # parse_name_addr()
         if "to" not in c:
             text = to[0][2]  # type: ignore[index]
-            c["to"] = _fast_name_addr(text) or _parse_name_addr(text)
+            c["to"] = fast_name_addr(text) or parse_name_addr_general(text)
         if "max-forwards" not in c:
             lst = idx.get("max-forwards")
             if lst and len(lst) == 1:

@@ -47,8 +47,7 @@ from .header_fields import NAME_KEYS, Headers, Item
 from .headers import SMALL_UINTS, TOKEN_RE, header_key, parse_uint
 from .message import Request, Response, validate
 from .methods import KNOWN_METHODS
-from . import uri as uri_module
-from .uri import URI, parse_uri
+from .uri import URI, match_fast_uri, parse_uri
 
 # -- limits ------------------------------------------------------------------------------------
 # The largest message we accept: the maximum UDP payload (65,535 bytes, IPv4 total length) is
@@ -266,13 +265,12 @@ def _parse_request(start: str, h: Headers, data: bytes, body_at: int) -> Request
 
 
 _new_request = _new_headers = object.__new__
-_FAST_URI = uri_module._FAST_URI
 
 
 def _uri_match(text: str) -> re.Match[str] | None:
     """The FAST_SIP_URI match if the fast path of ``parse_uri`` takes ``text`` (then it cannot
-    fail, and ``_fast_uri(match, 0)`` is what ``parse_uri(text)`` returns), else None."""
-    m = _FAST_URI(text)
+    fail, and ``uri_from_match(match, 0)`` is what ``parse_uri(text)`` returns), else None."""
+    m = match_fast_uri(text)
     if m is None:
         return None
     port = m.group(4)

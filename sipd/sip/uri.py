@@ -1,6 +1,6 @@
 """SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), parsed and compared per RFC 3261 §19.1.4.
 
-Policy notes (see also ``message.py``):
+Policy notes (see also ``parser.py``):
 
 * Escapes are validated (``%`` must be followed by two hex digits) but never decoded in the stored
   fields: ``user``, ``password``, parameter and header values are kept exactly as received, so a URI
@@ -242,9 +242,9 @@ class URI:
 
 def parse_uri(text: str) -> URI:
     """Parse a sip, sips or tel URI (or any other scheme, kept opaque). Raises RemoteProtocolError(400)."""
-    m = _FAST_URI(text)
+    m = match_fast_uri(text)
     if m is not None:
-        uri = _fast_uri(m, 0)
+        uri = uri_from_match(m, 0)
         if uri is not None:
             return uri
     scheme, sep, rest = text.partition(":")
@@ -272,11 +272,11 @@ FAST_SIP_URI = (
     r"([Ss][Ii][Pp][Ss]?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9_][A-Za-z0-9_\-.]*)"
     r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-.!*_+'~\[\]/:&$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]*)?)*)"
 )
-_FAST_URI = re.compile(FAST_SIP_URI + r"\Z").match
+match_fast_uri = re.compile(FAST_SIP_URI + r"\Z").match  # a whole text in the common shape, or None
 _new_uri = object.__new__
 
 
-def _fast_uri(m: re.Match[str], g: int) -> URI | None:
+def uri_from_match(m: re.Match[str], g: int) -> URI | None:
     """Build the URI from a match of FAST_SIP_URI whose groups start after group ``g``."""
     scheme, user, host, port, ptext = m.group(g + 1, g + 2, g + 3, g + 4, g + 5)
     p = None
@@ -303,7 +303,7 @@ def _fast_uri(m: re.Match[str], g: int) -> URI | None:
     return u
 
 
-def _is_canonical(m: re.Match[str], g: int) -> bool:
+def is_canonical_match(m: re.Match[str], g: int) -> bool:
     """A FAST_SIP_URI match (groups after group ``g``) that parses and re-serialises to the same
     text: lowercase scheme and parameter names (str(URI) lowercases them; values are kept), no
     repeated parameter, port in range and without leading 0."""

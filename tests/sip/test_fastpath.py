@@ -36,9 +36,9 @@ def _via(v):
     return (v.protocol, v.transport, v.host, v.port, v.params)
 
 
-def _fast_uri(text):
-    m = U._FAST_URI(text)
-    return None if m is None else U._fast_uri(m, 0)
+def uri_from_match(text):
+    m = U.match_fast_uri(text)
+    return None if m is None else U.uri_from_match(m, 0)
 
 
 def _slow_uri(text):
@@ -48,20 +48,20 @@ def _slow_uri(text):
 
 # (fast, general, comparable form, common values that must take the fast path)
 PAIRS = {
-    "uri": (_fast_uri, _slow_uri, _uri, [
+    "uri": (uri_from_match, _slow_uri, _uri, [
         "sip:bob@example.com", "SIPS:a@h:5061;transport=TLS;lr", "sip:proxy.example.com;lr",
         "sip:+4930123@gw;user=phone", "sip:u@h;transport=UDP;lr", "sip:u@h;lr;LR"]),
-    "name-addr": (H._fast_name_addr, H._parse_name_addr, _na, [
+    "name-addr": (H.fast_name_addr, H.parse_name_addr_general, _na, [
         '"Room 101" <sip:room101@example.com>;tag=a73kszlfl', "<sip:bob@example.com>",
         '<sip:alice@192.0.2.10:5060;transport=udp>;+sip.instance="<urn:uuid:0-1>";reg-id=1',
         "<sip:a@b>;q=0.5", "<sip:u@127.0.0.1:5099;transport=UDP>", "<sip:u@h;Transport=udp;lr>",
         "<sip:u@h;lr;maddr=10.0.0.1;lr>", "<sip:u@h:05060>",
         "Bob Smith <sips:bob@h>;expires=60", '"" <sip:h;lr>', '"a\\"b;c" <sip:x@y>;p="q;r=s\\\\"']),
-    "via": (H._fast_via, lambda t: H._parse_via(t)[0], _via, [
+    "via": (H.fast_via, lambda t: H.parse_via_general(t)[0], _via, [
         "SIP/2.0/UDP 192.0.2.10:5060;rport;branch=z9hG4bK-524287-1---a3c5b1e0f2d4",
         "SIP/2.0/TCP host.example.com;branch=z9hG4bK1;received=10.0.0.1;rport=5060",
         "SIP/2.0/tls h:5061"]),
-    "cseq": (H._fast_cseq, H._parse_cseq, lambda c: (c.seq, c.method),
+    "cseq": (H.fast_cseq, H.parse_cseq_general, lambda c: (c.seq, c.method),
              ["2 REGISTER", "4294967295 INVITE"]),
 }
 ALPHABET = list(' \t";:<>@=,.?&%[]/\\\x00\r\n+-_~*\'()$!`9aZ') + [
@@ -81,7 +81,7 @@ def _agree(kind, text):
     assert form(got) == form(expected), text
     if kind == "name-addr":  # the URI text a registrar stores, with or without building the URI
         assert got.uri_text() == str(expected.uri), text
-    if kind == "uri" and U._is_canonical(U._FAST_URI(text), 0):
+    if kind == "uri" and U.is_canonical_match(U.match_fast_uri(text), 0):
         assert str(got) == text, text
 
 
@@ -178,7 +178,7 @@ def test_cseq_without_the_regex_agrees():
                  "\u0661 REGISTER", "1 REGISTER ", "1  REGISTER", "1 register", "1 FOO", " 1 INVITE", "1 INVITE\n", ""):
         _agree("cseq", text)
         m = H._CSEQ_FAST(text)
-        got = H._fast_cseq(text)
+        got = H.fast_cseq(text)
         assert (got is None) == (m is None or int(m.group(1)) > 0xFFFFFFFF), text
 
 
