@@ -92,6 +92,17 @@ def db_url(empty_db_url: str) -> str:
     return empty_db_url
 
 
+@pytest.fixture
+def mysql_db_url(mysql_scratch: MysqlScratch) -> str:
+    """A MySQL database with all tables created, for tests of what only MySQL does."""
+    from sipd.db import connect, schema
+
+    mysql_scratch.sql(f"CREATE DATABASE `{mysql_scratch.name}` CHARACTER SET utf8mb4")
+    with connect(mysql_scratch.url()) as db:
+        schema.create_all(db)
+    return mysql_scratch.url()
+
+
 @dataclass
 class Result:
     code: int

@@ -4,17 +4,34 @@ SQL is written once, with ``?`` placeholders, and each backend translates it (My
 Outside ``transaction()`` every statement is committed on its own; inside, all statements commit
 together or not at all. One connection per ``Database``, guarded by a re-entrant lock, so the
 object may be shared between threads (the daemon's ``asyncio.to_thread`` workers).
+
+A write that loses to a concurrent one (``DbConflict``: a deadlock, a lock wait timeout, or on a
+Galera cluster another node committing the same row first) was rolled back whole by the server, so
+running it again cannot store anything twice. A statement outside a transaction, ``executemany``
+and ``run_transaction(fn)`` are run again up to ``CONFLICT_ATTEMPTS`` times; a ``with
+transaction():`` block cannot be replayed, so its caller sees the DbConflict.
 """
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from .errors import DbConflict
 
 Params = Sequence[Any] | None
+T = TypeVar("T")
+
+#: Runs in all of a write that keeps losing to concurrent ones before its DbConflict is raised, and
+#: the first pause between runs (doubled each time, with jitter so that two losers do not meet
+#: again): 5 runs wait about 0.15 s in all, far less than a SIP transaction's timers.
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +56,14 @@ class Database:
     def execute(self, sql: str, params: Params = None) -> ExecResult:
         """Run one statement (INSERT/UPDATE/DELETE/DDL); commits unless inside transaction()."""
         with self._lock:
-            result = self._run(sql, storable(params), fetch=False)
-            if self._depth == 0:
-                self._commit()
+            result = self._statement(sql, storable(params), fetch=False)
             assert isinstance(result, ExecResult)
             return result
 
     def query(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
         """Run a SELECT and return its rows as dicts keyed by column name."""
         with self._lock:
-            rows = self._run(sql, storable(params), fetch=True)
-            if self._depth == 0:
-                self._commit()  # end the implicit read transaction (MySQL REPEATABLE READ snapshot)
+            rows = self._statement(sql, storable(params), fetch=True)
             assert isinstance(rows, list)
             return rows
 
@@ -60,11 +73,30 @@ class Database:
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> int:
         """Run one statement for each parameter tuple, atomically. Returns the total rowcount."""
-        total = 0
-        with self.transaction():
-            for params in seq:
-                total += self._run(sql, storable(params), fetch=False).rowcount  # type: ignore[union-attr]
-        return total
+        rows = [storable(params) for params in seq]  # a list: a rerun after a conflict needs them again
+
+        def run(db: Database) -> int:
+            return sum(db._run(sql, params, fetch=False).rowcount for params in rows)  # type: ignore[union-attr]
+
+        return self.run_transaction(run)
+
+    def run_transaction(self, fn: Callable[[Database], T]) -> T:
+        """``fn(self)`` in one transaction, run again from the start (a bounded number of times)
+        when it loses to a concurrent write. ``fn`` must do nothing but database work, since it
+        may run more than once. Inside another transaction it simply runs: the outermost decides.
+
+        Raises:
+            DbConflict: still losing after ``CONFLICT_ATTEMPTS`` runs.
+        """
+        with self._lock:
+            if self._depth:
+                return fn(self)
+
+            def once() -> T:
+                with self.transaction():
+                    return fn(self)
+
+            return _until_it_wins(once)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -105,6 +137,23 @@ class Database:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url_masked}>"
 
+    def _statement(self, sql: str, params: Params, *, fetch: bool) -> ExecResult | list[dict[str, Any]]:
+        """One statement; outside a transaction committed on its own (which also ends MySQL's
+        REPEATABLE READ snapshot of a read) and run again when it loses to a concurrent write."""
+        if self._depth:
+            return self._run(sql, params, fetch=fetch)
+
+        def once() -> ExecResult | list[dict[str, Any]]:
+            try:
+                result = self._run(sql, params, fetch=fetch)
+                self._commit()
+                return result
+            except DbConflict:
+                self._rollback()
+                raise
+
+        return _until_it_wins(once)
+
     # -- backend hooks ----------------------------------------------------------------------
     def _run(self, sql: str, params: Params, *, fetch: bool) -> ExecResult | list[dict[str, Any]]:
         raise NotImplementedError
@@ -117,6 +166,19 @@ class Database:
 
     def _rollback(self) -> None:
         raise NotImplementedError
+
+
+def _until_it_wins(run: Callable[[], T]) -> T:
+    """``run()``, again after a growing pause each time it raises DbConflict, at most
+    ``CONFLICT_ATTEMPTS`` times in all (then its DbConflict is raised)."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return run()
+        except DbConflict:
+            if attempt == CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(CONFLICT_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def storable(params: Params) -> Params:

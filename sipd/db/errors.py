@@ -48,6 +48,15 @@ class DbIntegrityError(DbError):
     """A unique key or constraint was violated (e.g. a duplicate row)."""
 
 
+class DbConflict(DbError):
+    """The transaction was rolled back because another one changed the same rows first: a
+    deadlock or lock wait timeout on one server, or a Galera certification failure (another node
+    committed a write to the same row). Running the whole transaction again is safe and usually
+    succeeds; ``Database.run_transaction`` does so a bounded number of times."""
+
+    default_hint = "retry; another writer changed the same rows at the same time"
+
+
 class DbSchemaError(DbError):
     """The schema is older or newer than this program expects."""
 

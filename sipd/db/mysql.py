@@ -2,6 +2,8 @@
 
 A dropped connection (server restart, wait_timeout) is re-opened and the statement retried once,
 but only outside a transaction: inside one, the work done so far is lost, so the error is raised.
+A deadlock, a lock wait timeout and a Galera certification failure become ``DbConflict``, which the
+common code answers by running the statement or transaction again (``sipd.db.base``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ import pymysql.cursors
 from pymysql.constants import CLIENT
 
 from .base import Database, ExecResult, Params, to_format_style
-from .errors import DbAccessDenied, DbError, DbIntegrityError, DbSchemaMissing, DbUnavailable
+from .errors import (
+    DbAccessDenied, DbConflict, DbError, DbIntegrityError, DbSchemaMissing, DbUnavailable,
+)
 
 #: Client errors meaning "the connection is gone" (CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ...).
 _GONE = {2006, 2013, 2055, 0}
 _UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 2055}
 _DENIED = {1044, 1045, 1142, 1143, 1227, 1370, 1698}
+#: ER_LOCK_DEADLOCK (also what a Galera node answers when another node committed the same row
+#: first: a certification failure, or a local transaction aborted by a replicated one) and
+#: ER_LOCK_WAIT_TIMEOUT. The server has rolled the statement or transaction back.
+_CONFLICT = {1213, 1205}
+#: ER_UNKNOWN_COM_ERROR, which a Galera node outside the primary component answers to everything
+#: ("WSREP has not yet prepared node for application use"): this node cannot serve, another may.
+_NOT_PRIMARY = 1047
 _NO_TABLE = re.compile(r"Table '(?:[^.']+\.)?([^']+)' doesn't exist")
 
 
@@ -101,8 +112,12 @@ class MysqlDatabase(Database):
         try:
             self._conn.commit()
         except pymysql.Error as exc:
-            self._drop()
-            raise self._translate(exc) from None
+            error = self._translate(exc)
+            if isinstance(error, DbConflict):
+                self._rollback()  # the connection is sound, and keeps its session settings
+            else:
+                self._drop()
+            raise error from None
 
     def _rollback(self) -> None:
         if self._conn is None:
@@ -135,6 +150,11 @@ class MysqlDatabase(Database):
         if code == 1146:
             m = _NO_TABLE.search(text)
             return DbSchemaMissing(m.group(1) if m else "?")
+        if code in _CONFLICT:
+            return DbConflict(f"database error {code}: {text}")
+        if code == _NOT_PRIMARY:
+            return DbUnavailable(self.url_masked, f"this Galera node is not serving: {text}",
+                                 hint="check the cluster (sipctl db status) or point database.url at another node")
         if code in _UNREACHABLE or isinstance(exc, pymysql.InterfaceError):
             return DbUnavailable(self.url_masked, text)
         return DbError(f"database error {code}: {text}")

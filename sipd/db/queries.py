@@ -71,7 +71,8 @@ def upsert_location(db: Database, row: Mapping[str, Any]) -> int:
         raise ValueError(f"unknown location columns: {', '.join(sorted(unknown))}")
     data.setdefault("last_modified", _now_text())
     key = (data["username"], data["domain"], data["contact"])
-    with db.transaction():
+
+    def upsert(db: Database) -> int:
         found = db.query_one(
             "SELECT contact_id FROM location WHERE username = ? AND domain = ? AND contact = ?", key)
         if found:
@@ -84,6 +85,8 @@ def upsert_location(db: Database, row: Mapping[str, Any]) -> int:
         res = db.execute(f"INSERT INTO location ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                          [data[c] for c in cols])
         return int(res.lastrowid or 0)
+
+    return db.run_transaction(upsert)
 
 
 def delete_location(db: Database, username: str, domain: str, contact: str | None = None) -> int:
@@ -110,10 +113,14 @@ def load_locations(db: Database, *, now: float | None = None) -> list[dict[str, 
 
 def replace_locations(db: Database, rows: Iterable[Mapping[str, Any]]) -> None:
     """Replace the whole table with ``rows`` in one transaction (shutdown flush)."""
-    with db.transaction():
+    rows = list(rows)  # a list: a rerun after a conflict needs them again
+
+    def replace(db: Database) -> None:
         db.execute("DELETE FROM location")
         for row in rows:
             upsert_location(db, row)
+
+    db.run_transaction(replace)
 
 
 def check_writable(db: Database) -> None:
