@@ -135,9 +135,11 @@ def _acc_columns(with_duration: bool) -> tuple[Column, ...]:
     return tuple(cols)
 
 
+# OpenSIPS gives this table no primary key (only the unique t_name_idx); Galera needs one on
+# every table, so table_name is also the primary key (migrate() adds it to an older database).
 VERSION_TABLE = Table("version", 1, (
     C("table_name", "char(32)", default=None), C("table_version", "uint"),
-), (Index("t_name_idx", ("table_name",), unique=True),))
+), (Index("t_name_idx", ("table_name",), unique=True),), primary_key=("table_name",))
 
 TABLES: tuple[Table, ...] = (
     VERSION_TABLE,
@@ -254,6 +256,14 @@ TABLES: tuple[Table, ...] = (
         C("object", "char(255)"),  # what it acted on: a domain, user@domain, rule 7, ...
         C("value_before", "text", nullable=True), C("value_after", "text", nullable=True),  # JSON
     ), (Index("time_idx", ("time",)),)),
+    # The sipd nodes sharing this database (our own table): each node writes its row at start and
+    # its heartbeat while it runs; `sipctl cluster status` calls a node dead when its heartbeat is
+    # older than the timeout. Times are unix seconds, comparable across nodes in any time zone.
+    Table("cluster_node", 1, (
+        C("node_id", "char(64)", default=None),  # [cluster] node_id: a short name, unique per node
+        C("address", "char(255)"),               # where the other nodes reach it (host:port)
+        C("started", "uint"), C("last_heartbeat", "uint"),
+    ), primary_key=("node_id",)),
 )
 
 BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
@@ -396,6 +406,63 @@ def migrate(db: Database, migrations: dict[str, list[Migration]] | None = None) 
             version = step.to_version
         if start != version:
             done.append((st.name, f"migrated {start} -> {version}"))
+    return done + make_galera_ready(db)
+
+
+# ---------------------------------------------------------------------------------------------
+# Galera readiness: Galera replicates InnoDB tables only, and certifies and applies each row change
+# by its primary key (a table without one is replicated unreliably, a DELETE on it not at all).
+
+@dataclass(frozen=True)
+class GaleraProblem:
+    table: str
+    kind: str      # "engine" | "primary key"
+    detail: str    # one line for the operator
+
+    def as_dict(self) -> dict[str, str]:
+        return {"table": self.table, "kind": self.kind, "problem": self.detail}
+
+
+def galera_problems(db: Database) -> list[GaleraProblem]:
+    """What keeps the tables of this MySQL/MariaDB database (sipd's and any other) from
+    replicating safely on a Galera cluster; empty when nothing does, and on SQLite."""
+    if db.dialect != "mysql":
+        return []
+    rows = db.query(
+        "SELECT t.table_name AS name, t.engine AS engine, COUNT(c.constraint_name) AS pk "
+        "FROM information_schema.tables t LEFT JOIN information_schema.table_constraints c "
+        "ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
+        "AND c.constraint_type = 'PRIMARY KEY' "
+        "WHERE t.table_schema = DATABASE() AND t.table_type = 'BASE TABLE' "
+        "GROUP BY t.table_name, t.engine ORDER BY t.table_name")
+    problems = []
+    for r in rows:
+        if str(r["engine"]).lower() != "innodb":
+            problems.append(GaleraProblem(r["name"], "engine", f"engine {r['engine']}, not InnoDB"))
+        if not int(r["pk"]):
+            problems.append(GaleraProblem(r["name"], "primary key", "no primary key"))
+    return problems
+
+
+def primary_key(table: Table) -> tuple[str, ...]:
+    return table.primary_key or tuple(c.name for c in table.columns if c.type in ("serial", "bigserial"))
+
+
+def make_galera_ready(db: Database) -> list[tuple[str, str]]:
+    """Convert sipd's tables to InnoDB and add their missing primary keys, keeping every row
+    (part of ``migrate``). Other tables in the database are left to the operator."""
+    done = []
+    for problem in galera_problems(db):
+        table = BY_NAME.get(problem.table)
+        if table is None:
+            continue
+        if problem.kind == "engine":
+            db.execute(f"ALTER TABLE `{table.name}` ENGINE=InnoDB")
+            done.append((table.name, "converted to InnoDB"))
+        elif primary_key(table):
+            cols = ", ".join(f"`{c}`" for c in primary_key(table))
+            db.execute(f"ALTER TABLE `{table.name}` ADD PRIMARY KEY ({cols})")
+            done.append((table.name, f"primary key added ({', '.join(primary_key(table))})"))
     return done
 
 
