@@ -55,6 +55,9 @@ def create(
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Show the tables, their schema versions and what is missing (exit 1 if anything is).
 
+    On MySQL/MariaDB also whether every table is ready for a Galera cluster (InnoDB, a primary
+    key), and on a Galera node the cluster's size and this node's state.
+
     Example: sipctl db status --json
     """
     from ..errors import CheckFailed
@@ -66,10 +69,30 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.table(["table", "version", "expected", "state"],
               [(t["name"], t["version"], t["expected"], t["state"]) for t in st["tables"]],
               title=f"{st['backend']} {st['url']}", data=st)
+    if not out.json_mode:
+        for line in _galera_lines(st):
+            out.result(line)
     if not st["ok"]:
         hint = "run sipctl db create" if st["missing"] else "run sipctl db migrate"
-        what = f"missing tables: {', '.join(st['missing'])}" if st["missing"] else "schema not current"
+        what = (f"missing tables: {', '.join(st['missing'])}" if st["missing"] else
+                "schema not current" if any(t["state"] != "ok" for t in st["tables"]) else
+                "tables not ready for Galera")
         raise CheckFailed(what, hint=hint)
+
+
+def _galera_lines(st: dict) -> list[str]:
+    if st["galera_ready"] is None:
+        return ["Galera-ready: not applicable (SQLite is for one node)"]
+    problems = "; ".join(f"{p['table']}: {p['problem']}" for p in st["galera_problems"])
+    lines = ["Galera-ready: yes (every table InnoDB with a primary key)" if st["galera_ready"]
+             else f"Galera-ready: no ({problems})"]
+    g = st["galera"]
+    if g is None:
+        lines.append("Galera: not a Galera node (wsrep off)")
+    else:
+        lines.append(f"Galera: cluster size {g['cluster_size']}, {g['cluster_status']}, node "
+                     f"{g['node_name']} {g['local_state']}, ready {'ON' if g['ready'] else 'OFF'}")
+    return lines
 
 
 @app.command()

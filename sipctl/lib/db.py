@@ -183,11 +183,13 @@ def _create_mysql_server_side(target: Any, admin_url: str, ro_user: str | None, 
 
 
 def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Tables, stored and expected versions, and what is missing."""
+    """Tables, stored and expected versions, and what is missing; on MySQL/MariaDB whether the
+    tables are ready for a Galera cluster (``galera_ready``, ``galera_problems``), and on a
+    Galera node the cluster's state as that node sees it (``galera``, else None)."""
     import os
 
     from sipd.db import DbError as Err
-    from sipd.db import mask_url, parse_url, schema
+    from sipd.db import cluster, mask_url, parse_url, schema
 
     try:
         target = parse_url(url)
@@ -196,6 +198,7 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
     if target.scheme == "sqlite" and target.path != ":memory:" and not os.path.exists(target.path):
         # not created yet: every table is missing (said without leaving an empty file behind)
         rows, backend = [schema.TableStatus(t.name, t.version, False, None) for t in schema.TABLES], "sqlite"
+        problems, galera = [], None
         if not os.path.isdir(os.path.dirname(target.path)):
             with session(url, timeout):  # raises the "directory does not exist" error with its hint
                 pass
@@ -203,10 +206,14 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
         with session(url, timeout) as db:
             rows = schema.status(db)
             backend = db.dialect
+            problems, galera = schema.galera_problems(db), cluster.galera_status(db)
     tables = [{"name": s.name, "expected": s.expected, "version": s.version, "state": s.state} for s in rows]
     missing = [t["name"] for t in tables if t["state"] == "missing"]
+    ours = [p for p in problems if p.table in schema.BY_NAME]  # what sipctl db migrate fixes
     return {"url": mask_url(url), "backend": backend, "tables": tables, "missing": missing,
-            "ok": all(t["state"] == "ok" for t in tables)}
+            "galera_ready": None if backend == "sqlite" else not problems,
+            "galera_problems": [p.as_dict() for p in problems], "galera": galera,
+            "ok": all(t["state"] == "ok" for t in tables) and not ours}
 
 
 def check_writable(url: str, timeout: float = 5.0) -> None:

@@ -97,8 +97,10 @@ def _check_database(report: DoctorReport, conf: Any) -> list[str]:
                    "run sipctl db create")
     elif not st["ok"]:
         old = [t["name"] for t in st["tables"] if t["state"] != "ok"]
-        report.add("database", st["url"], FAIL, f"schema version differs for: {', '.join(old)}",
-                   "run sipctl db migrate")
+        unready = [f"{p['table']} ({p['problem']})" for p in st["galera_problems"]]
+        report.add("database", st["url"], FAIL,
+                   f"schema version differs for: {', '.join(old)}" if old else
+                   f"tables not ready for Galera: {', '.join(unready)}", "run sipctl db migrate")
     else:
         try:  # sipd refuses to start on a database it cannot write; say so before it does
             dblib.check_writable(url, timeout=5.0)

@@ -44,6 +44,31 @@ def test_status(cli_empty):
     assert "subscriber" in cli_empty("db", "status").out
 
 
+def test_status_says_whether_the_tables_are_galera_ready(cli, db_url, backend):
+    from sipd.db import connect
+
+    r = cli("db", "status", "--json")
+    assert r.code == 0 and r.json["galera"] is None   # SQLite, or a MariaDB without wsrep
+    human = cli("db", "status").out
+    if backend == "sqlite":
+        assert r.json["galera_ready"] is None and "Galera-ready: not applicable" in human
+        return
+    assert r.json["galera_ready"] is True and "Galera-ready: yes" in human
+    assert "Galera: not a Galera node" in human
+    with connect(db_url) as db:
+        db.execute("CREATE TABLE notes (txt VARCHAR(10)) ENGINE=MyISAM")   # not sipd's
+    r = cli("db", "status", "--json")
+    assert r.code == 0 and r.json["galera_ready"] is False   # named, but not sipd's to fix
+    assert [(p["table"], p["kind"]) for p in r.json["galera_problems"]] == [
+        ("notes", "engine"), ("notes", "primary key")]
+    with connect(db_url) as db:
+        db.execute("ALTER TABLE version DROP PRIMARY KEY")
+    r = cli("db", "status")
+    assert r.code == ExitStatus.ERROR and "version: no primary key" in r.out
+    assert "tables not ready for Galera" in r.err and "sipctl db migrate" in r.err
+    assert cli("db", "migrate").code == 0 and cli("db", "status").code == 0
+
+
 def test_migrate_recreates_missing_table(cli, db_url):
     from sipd.db import connect
 
