@@ -45,6 +45,7 @@ GROUPS: list[tuple[str, str]] = [
     ("presence", "presence"),
     ("web", "web"),
     ("audit", "audit"),
+    ("cluster", "cluster"),
 ]
 # (module, function name, command name) — single top-level verbs.
 VERBS: list[tuple[str, str, str]] = [

@@ -1,0 +1,59 @@
+"""sipctl cluster status: the nodes in cluster_node, their heartbeats, and the dead ones flagged.
+Rows are written the way nodes will write them (sipd.db.cluster.heartbeat) and by plain SQL."""
+
+from __future__ import annotations
+
+import time
+
+from dbfixtures import backend, cli, db_url, empty_db_url, mysql_scratch  # noqa: F401
+
+from sipctl.errors import ExitStatus
+from sipd.db import cluster, connect
+
+
+def test_no_nodes(cli):
+    r = cli("cluster", "status", "--json")
+    assert r.code == 0 and r.json["nodes"] == [] and r.json["dead"] == []
+    assert "no nodes" in cli("cluster", "status").out
+
+
+def test_alive_and_dead_nodes(cli, db_url):
+    now = time.time()
+    with connect(db_url) as db:
+        cluster.heartbeat(db, "a", "127.0.0.2:5060", now - 5, started=now - 3600)
+        cluster.heartbeat(db, "a", "127.0.0.2:5060", now - 2)           # a later beat keeps the start
+        cluster.heartbeat(db, "b", "127.0.0.3:5060", now - 100, started=now - 200)
+        db.execute("INSERT INTO cluster_node (node_id, address, started, last_heartbeat) VALUES (?, ?, ?, ?)",
+                   ("c", "127.0.0.4:5060", int(now) - 60, int(now) - 31))
+    r = cli("cluster", "status", "--json")
+    assert r.code == ExitStatus.ERROR
+    nodes = {n["node_id"]: n for n in r.json["nodes"]}
+    assert list(nodes) == ["a", "b", "c"]
+    assert nodes["a"]["state"] == "alive" and nodes["a"]["started"] == int(now - 3600)
+    assert nodes["a"]["last_heartbeat"] == int(now - 2) and 2 <= nodes["a"]["age"] <= 10
+    assert nodes["b"]["state"] == "dead" and nodes["b"]["address"] == "127.0.0.3:5060"
+    assert nodes["c"]["state"] == "dead"        # 31 s > the stated 30 s
+    assert r.json["dead"] == ["b", "c"] and r.json["dead_after"] == 30
+    r = cli("cluster", "status", "--dead-after", "120", "--json")
+    assert r.code == 0 and r.json["dead"] == []
+    human = cli("cluster", "status")
+    assert human.code == ExitStatus.ERROR
+    assert "dead nodes: b, c" in human.err and "127.0.0.2:5060" in human.out
+    assert [line.split("\t")[-1] for line in human.out.splitlines()[1:]] == ["alive", "dead", "dead"]
+
+
+def test_two_nodes_with_one_name_make_one_row(db_url):
+    with connect(db_url) as db:
+        cluster.heartbeat(db, "a", "127.0.0.2:5060", 1000, started=900)
+        cluster.heartbeat(db, "a", "127.0.0.9:5060", 1010, started=1005)
+        assert cluster.load_nodes(db) == [cluster.Node("a", "127.0.0.9:5060", 1005, 1010)]
+
+
+def test_database_from_before_the_table(cli, db_url):
+    with connect(db_url) as db:
+        db.execute("DROP TABLE cluster_node")
+        db.execute("DELETE FROM version WHERE table_name = 'cluster_node'")
+    r = cli("cluster", "status")
+    assert r.code == ExitStatus.DB and "cluster_node" in r.err
+    assert cli("db", "migrate").code == 0
+    assert cli("cluster", "status").code == 0
