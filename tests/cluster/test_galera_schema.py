@@ -43,7 +43,7 @@ def test_certification_conflict_is_run_again_and_wins(galera, galera_db):
             # While this transaction is open on node 1, node 2 commits a change to the same row:
             # the first commit wins the cluster, and node 1's transaction is aborted (1213).
             with other.cursor() as cur:
-                cur.execute("UPDATE domain SET attrs = 'node2' WHERE domain = 'a.test'")
+                assert cur.execute("UPDATE domain SET attrs = 'node2' WHERE domain = 'a.test'") == 1
 
     try:
         with connect(first.url(galera_db)) as db:
