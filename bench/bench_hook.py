@@ -97,7 +97,6 @@ def stage_cost(n: int = 200_000) -> dict:
         path.write_text(NOOP)
         conf, _ = cfg.from_dict({"routing": {"hook": str(path)}})
         st = ServerState(config=conf)
-        st.server = SimpleNamespace(self_addresses=set())
         hook_mod.setup(st)
     msg = (b"INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n"
            b"From: <sip:alice@example.test>;tag=1\r\nTo: <sip:bob@example.test>\r\nCall-ID: x\r\n"

@@ -34,6 +34,7 @@ def _vm(pid: int, key: str) -> int:
 
 def serve(sock: str, n: int) -> None:
     from sipd import config as cfg
+    from sipd.mgmt.context import MgmtContext
     from sipd.mgmt.registry import command
     from sipd.mgmt.server import start
     from sipd.services.location import Contact
@@ -55,12 +56,12 @@ def serve(sock: str, n: int) -> None:
     lag = {"max": 0.0}
 
     @command("bench_lag", help="bench only: worst loop stall since the last call")
-    async def bench_lag(state: object) -> float:
+    async def bench_lag(ctx: object) -> float:
         v, lag["max"] = lag["max"], 0.0
         return v
 
     async def main() -> None:
-        server = await start(state)
+        server = await start(MgmtContext(state))
         loop = asyncio.get_running_loop()
 
         async def ticker() -> None:

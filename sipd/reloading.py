@@ -24,7 +24,10 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .services.ports import Scheduler
 
 logger = logging.getLogger("sipd.reload")
 
@@ -77,9 +80,9 @@ async def reload_tables(state: Any, tables: Iterable[str], users: Iterable[str] 
     return done
 
 
-def tell_workers(state: Any, tables: Iterable[str]) -> list[int]:
-    """Ask main's worker processes to reload ``tables`` too; the indexes of the workers asked."""
-    pool = getattr(getattr(state, "server", None), "workers", None)
+def tell_workers(pool: Any, tables: Iterable[str]) -> list[int]:
+    """Ask main's worker processes (``pool``, None without workers) to reload ``tables`` too; the
+    indexes of the workers asked."""
     return _send(pool, list(tables), (), 0)
 
 
@@ -96,9 +99,8 @@ def _send(pool: Any, names: list[str], users: Iterable[str], seq: int) -> list[i
     return asked
 
 
-async def reload_workers(state: Any, tables: Iterable[str], users: Iterable[str] = ()) -> str:
+async def reload_workers(pool: Any, tables: Iterable[str], users: Iterable[str] = ()) -> str:
     """``tell_workers`` and wait (bounded) until each has reloaded; what to report ("" = no workers)."""
-    pool = getattr(getattr(state, "server", None), "workers", None)
     seq = next(_seq)
     asked = _send(pool, list(tables), users, seq)
     if not asked:
@@ -132,24 +134,23 @@ def on_reloaded_frame(index: int, frame: bytes) -> None:
             entry[1].set_result(None)
 
 
-def on_reload_frame(server: Any, frame: bytes) -> None:
+def on_reload_frame(worker: Any, frame: bytes) -> None:
     """Worker side of ``tell_workers``: reload the named tables from the database, in a task, then
-    tell main (a failure is logged here and answered too: main must not wait for it in vain)."""
+    tell main (a failure is logged here and answered too: main must not wait for it in vain).
+    ``worker``: its ``state``, its ``link`` to main, and ``spawn`` (a ``Scheduler``)."""
     head, *users = frame[1:].decode("utf-8", "replace").split("\n")
     seq, _, names = head.partition(":")
 
     async def run() -> None:
         try:
-            done = await reload_tables(server.state, check_tables(names.split(",")), users)
+            done = await reload_tables(worker.state, check_tables(names.split(",")), users)
             logger.debug("worker reloaded %s", ", ".join(done) or "nothing")
         except Exception as exc:  # noqa: BLE001 - keep the old tables and the worker alive
             logger.error("worker: reload of %s failed, previous contents kept: %s", names, exc)
-        if seq != "0" and server.link is not None:
-            server.link.send(RELOADED_FRAME + seq.encode())
+        if seq != "0" and worker.link is not None:
+            worker.link.send(RELOADED_FRAME + seq.encode())
 
-    task = server.loop.create_task(run())
-    server._tasks.add(task)
-    task.add_done_callback(server._tasks.discard)
+    worker.spawn(run())
 
 
 def _snapshot(state: Any) -> tuple[Any, ...]:
@@ -162,15 +163,15 @@ def _snapshot(state: Any) -> tuple[Any, ...]:
             dict(subscribers or {}))
 
 
-def start_polling(server: Any) -> None:
-    """Main process: reload every table every ``[database] reload_interval`` seconds (0 = never).
+def start_polling(state: Any, scheduler: Scheduler, pool: Any) -> None:
+    """Main process: reload every table every ``[database] reload_interval`` seconds (0 = never),
+    and tell the workers of ``pool`` (None without workers) what changed.
 
     A timer, not a task, so shutdown does not wait for it; each poll runs as a tracked task.
     """
-    interval = float(getattr(server.config.database, "reload_interval", 0) or 0)
-    if interval <= 0 or getattr(server, "is_worker", False) or server.state.db is None:
+    interval = float(getattr(state.config.database, "reload_interval", 0) or 0)
+    if interval <= 0 or state.db is None:
         return
-    state = server.state
     failing = [False]  # log a database outage once, not at every tick
 
     async def poll() -> None:
@@ -188,14 +189,12 @@ def start_polling(server: Any) -> None:
             failing[0] = False
         if _snapshot(state) != before:
             logger.info("periodic reload: the database changed; reloaded %s", ", ".join(done))
-            tell_workers(state, done)
+            tell_workers(pool, done)
 
     def tick() -> None:
-        if getattr(server, "should_exit", False):
+        if scheduler.stopping:
             return
-        task = server.loop.create_task(poll())
-        server._tasks.add(task)
-        task.add_done_callback(server._tasks.discard)
-        server.loop.call_later(interval, tick)
+        scheduler.spawn(poll())
+        scheduler.call_later(interval, tick)
 
-    server.loop.call_later(interval, tick)
+    scheduler.call_later(interval, tick)

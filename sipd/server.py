@@ -25,8 +25,10 @@ from .daemon.gate import setup as setup_gate
 from .daemon.gate import shed
 from .boundary import describe as _fmt_addr  # proto:host:port, IPv6 bracketed
 from .daemon.workers.routing import MainRouting, NoWorkers
+from .errors import StartupError
+from .mgmt.context import MgmtContext
 from .sl_stats import StatelessReplyStats
-from .services import nat_detect, pipeline, security  # nat_detect: [nat], reach a NATed contact at its pinhole
+from .services import nat_detect, pipeline, presence, security  # nat_detect: [nat], reach a NATed contact at its pinhole
 from .sip.errors import RemoteProtocolError
 from .sip.layer import (CancelReceived, MessageRejected, RequestReceived, ResponseReceived, TransactionTerminated,
                         TransactionTimedOut)
@@ -53,17 +55,13 @@ GC_THRESHOLD = 20000  # allocations between young collections (CPython's default
 CLIENT_EVENTS = (ResponseReceived, TransactionTimedOut, TransactionTerminated)
 
 
-class StartupError(Exception):
-    """Startup failed; the message is one line for the operator (exit 1, no traceback)."""
-
-
 class Server:
     gate: Any = None  # sipd/overload.py OverloadGate, from _start_core
 
     def __init__(self, config: Config):
         self.config = config
         self.state = ServerState(config)
-        self.state.server = self
+        self.mgmt_context = MgmtContext(self.state)  # filled as the parts start
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.layer: Any = None
         self.transports: Transports = None  # type: ignore[assignment]
@@ -74,8 +72,8 @@ class Server:
         self.workers: Any = None  # the WorkerPool (sipd/daemon/workers/) when [server] workers > 1
         self.routing: Any = NoWorkers()  # which process handles what (MainRouting with workers)
         self.stages: list = []
-        self.self_addresses: set[tuple[str, int]] = set()  # (host, port); with the transport in self_sockets
-        self.self_sockets: set[tuple[str, str, int]] = set()
+        self.self_addresses = self.state.myself.addresses  # (host, port); with the transport in self_sockets
+        self.self_sockets = self.state.myself.sockets
         self.should_exit = False
         self.force_exit = False
         self._exit_event: asyncio.Event | None = None
@@ -134,10 +132,12 @@ class Server:
         await self._start_core()
         from .services import accounting
 
-        await accounting.start(self)  # [acc]/[dialog]: sets state.dialogs
-        self.stages = pipeline.build_pipeline(state)
-        self.tls = self._tls_manager()
+        await accounting.start(state, self, self.layer)  # [acc]/[dialog]: sets state.dialogs
+        presence.setup(state, self, self.layer)  # [presence]: sets state.presence
+        self.stages = pipeline.build_pipeline(state, self, self.authenticator)
+        self.tls = self.mgmt_context.tls = self._tls_manager()
         self.transports = Transports(self, config.limits, tls=self.tls)
+        self.mgmt_context.listeners = self.transports.listeners
         self.transports.udp_readers = self.worker_count()
         names = []
         for item in config.server.listen:
@@ -149,10 +149,10 @@ class Server:
         await self._start_trace()
         from . import readiness, reloading
         from .services import nat
-        self.nat_keepalive = nat.start(self)  # [nat] keep-alive pings to NATed contacts (issue 11)
-        reloading.start_polling(self)  # [database] reload_interval
+        self.nat_keepalive = nat.start(state, self)  # [nat] keep-alive pings to NATed contacts
         self._drop_privileges()
         self._start_workers()
+        reloading.start_polling(state, self, self.workers)  # [database] reload_interval
         _tune_gc()
         await readiness.check_listeners(self)  # "ready" only once every listener answers (TLS: a handshake)
         logger.info("sipd ready, listening on %s (%s, %s, %s registered, location %s)", ", ".join(names),
@@ -165,8 +165,7 @@ class Server:
 
     def note_self_address(self, listener: Any) -> None:
         """The listener's address, and the advertised name on its port, are this server (is_self)."""
-        from .services.myself import note_listener
-        note_listener(self, listener)
+        self.state.myself.note_listener(listener, self.config.server.advertised_address)
 
     async def _start_core(self) -> None:
         """What every process needs (main and registrar workers): statistics, the database and its
@@ -180,7 +179,8 @@ class Server:
         self.authenticator = Authenticator(self.config.auth, nonce_table=self.config.limits.nonce_table)
         self.resolver = SipResolver(self.config)
         self.layer = self._make_layer()
-        self.proxy = Proxy(self)
+        self.proxy = Proxy(self.state, scheduler=self, replier=self, transactions=self.layer, upstream=self,
+                           listeners=self, hop=self, destinations=self, transmitter=self)
         self.gate = setup_gate(self)
 
     def worker_count(self) -> int:
@@ -196,7 +196,7 @@ class Server:
             return
         from .daemon.workers.pool import WorkerPool
 
-        self.workers = WorkerPool(self, n)
+        self.workers = self.mgmt_context.workers = WorkerPool(self, n)
         self.routing = MainRouting(self.workers)
         self.workers.start()
 
@@ -329,7 +329,7 @@ class Server:
             from .mgmt.registry import MgmtError
 
             try:
-                result = await reload_command(self.state)
+                result = await reload_command(self.mgmt_context)
                 logger.debug("SIGHUP: reloaded %s", ", ".join(result["Reloaded"]) or "nothing")  # (logged by it)
             except MgmtError as exc:
                 logger.error("SIGHUP: reload failed: %s", exc)
@@ -467,7 +467,7 @@ class Server:
         except ImportError:
             return
         try:
-            self.mgmt = await mgmt_server.start(self.state)
+            self.mgmt = await mgmt_server.start(self.mgmt_context)
         except Exception as exc:  # noqa: BLE001 - the SIP service runs without management
             logger.warning("management interface not started: %s", exc)
 
@@ -720,9 +720,6 @@ class Server:
     def to_tag(self) -> str:
         return f"{self._rand}.{next(self._tags)}"
 
-    def token(self) -> str:
-        return os.urandom(8).hex()
-
     def local_response(self, request: Any, status: int, reason: str | None = None, headers: Any = (),
                        to_tag: str | None = None) -> Any:
         server_header = self.config.server.server_header
@@ -863,18 +860,18 @@ class Server:
             name = self._socket_names[key] = lst.name if lst is not None else ""
         return name
 
-    def _host_of(self, listener: Any) -> str:
+    def advertised_host(self, listener: Any) -> str:
         host = self.config.server.advertised_address or listener.host
         return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
     def record_route_value(self, listener: Any) -> str:
         transport = "" if listener.proto == "udp" else f";transport={listener.proto}"
-        return f"<sip:{self._host_of(listener)}:{listener.port}{transport};lr>"
+        return f"<sip:{self.advertised_host(listener)}:{listener.port}{transport};lr>"
 
     def add_via(self, req: Any, listener: Any, loop_hash: str) -> None:
         branch = f"z9hG4bK{loop_hash}.{self._rand}{next(self._branch_seq)}"
         rport = ";rport" if listener.proto == "udp" else ""
-        req.prepend("Via", f"SIP/2.0/{listener.proto.upper()} {self._host_of(listener)}:{listener.port};branch={branch}{rport}")
+        req.prepend("Via", f"SIP/2.0/{listener.proto.upper()} {self.advertised_host(listener)}:{listener.port};branch={branch}{rport}")
 
     def has_own_via(self, req: Any, loop_hash: str) -> bool:
         prefix = f"z9hG4bK{loop_hash}."
@@ -888,6 +885,55 @@ class Server:
     def dest_from_uri(self, uri: Any) -> tuple | None:
         dest = pipeline.dest_of(uri)
         return self.reuse_connection(dest) if dest is not None else None
+
+    # -- the rest of the ports the services use (sipd/services/ports.py) ----------------------------
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def call_soon(self, callback: Any, *args: Any) -> asyncio.Handle:
+        return self.loop.call_soon(callback, *args)
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback, *args)
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        return self.loop.call_at(when, callback, *args)
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)  # shutdown waits for these (bounded), then cancels them
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def stopping(self) -> bool:
+        return self.should_exit
+
+    def send_datagram(self, data: bytes, dest: tuple) -> None:
+        self.transports.send(data, dest)
+
+    async def resolve(self, uri: Any) -> list[Any]:
+        return await self.resolver.resolve(uri, transports=self.transports_available())
+
+    def connection_alive(self, conn_id: Any) -> bool:
+        return self.transports.connection(conn_id) is not None
+
+    async def fetch_aor(self, aor: str) -> Any:
+        """Main holds every AOR (nothing to fetch); a registrar worker asks main for a copy."""
+        return await self.routing.fetch_aor(aor)
+
+    def watch(self, tx_key: Any, handler: Any) -> None:
+        self.local_uac[tx_key] = handler
+
+    def unwatch(self, tx_key: Any) -> None:
+        self.local_uac.pop(tx_key, None)
+
+    def cancel_invite(self, call_id: str, invite_tx: Any) -> bool:
+        if self.proxy is not None and self.proxy.on_cancel(invite_tx, self.loop.time()):
+            self.transmit()
+            return True
+        return self.workers is not None and self.workers.cancel(call_id, invite_tx)  # a worker's call
 
     def branch_for_contact(self, c: Any) -> Branch:
         from .sip.headers import parse_name_addr, split_commas

@@ -1,4 +1,4 @@
-"""The one object the daemon's parts share: configuration, caches, statistics (contracts §4).
+"""The one object the daemon's parts share: configuration, caches, statistics.
 
 Everything a service or a management command needs at run time hangs off ``ServerState``; there
 are no module globals. The caches are plain in-memory structures filled at start by
@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from .services.auth import SubscriberCache
 from .services.location import Location
+from .services.myself import OwnAddresses
 from .stats import Statistics
 
 if TYPE_CHECKING:
     from .config import Config
+    from .services.hook import RoutingHook
     from .services.store import Store
 
 
@@ -96,7 +98,7 @@ class DialplanCache:
 
 
 class Events:
-    """Transaction-level events for accounting/dialog listeners (contracts §9)."""
+    """Transaction-level events (``CallEvent``) for the accounting, dialog and presence listeners."""
 
     def __init__(self) -> None:
         self.listeners: list[Callable[[Any], None]] = []
@@ -140,7 +142,9 @@ class ServerState:
     spam: Any = None
     dialogs: Any = None
     presence: Any = None  # sipd/services/presence.py PresenceService when [presence] enabled
-    server: Any = None  # the running Server (listeners, proxy), for mgmt commands
+    routing_hook: RoutingHook | None = None  # [routing] hook, loaded (sipd/services/hook.py)
+    # our listen addresses (and the advertised one): is this URI us? (sipd/services/myself.py)
+    myself: OwnAddresses = field(default_factory=OwnAddresses)
     # a registrar worker handling calls: True for an AOR of another process it has no copy of
     not_here: Callable[[str], bool] | None = None
 

@@ -38,7 +38,7 @@ PACKAGES = ("sipd", "sipctl")
 GROUPS: dict[str, tuple[str, ...]] = {
     "sip": ("sipd.sip.*",),
     "db": ("sipd.db.*",),
-    "base": ("sipd", "sipd.problem", "sipd.boundary", "sipd.stats", "sipd.logwriter", "sipd.logging",
+    "base": ("sipd", "sipd.problem", "sipd.errors", "sipd.boundary", "sipd.stats", "sipd.logwriter", "sipd.logging",
              "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges"),
     "config": ("sipd.config", "sipd.config_sections"),
     "transport": ("sipd.transport.*",),
@@ -90,8 +90,6 @@ ALLOWED: dict[str, frozenset[str]] = {
 #: the loading import is listed: the fix is to move that loading up into the daemon's wiring, or
 #: the shared types down into a module of their own.
 KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
-    # a service reaching up into the daemon (for its StartupError)
-    ("sipd.services.hook", "sipd.server"),
     # the hook and its checker use each other (signature_problem one way, _is_path the other)
     ("sipd.services.hook_check", "sipd.services.hook"),
     # the pipeline imports its stages, which import the pipeline's decisions

@@ -1,6 +1,6 @@
 """The one table of management commands, and how a JSON-RPC request is bound to one.
 
-A command is an ``async def f(state, **params)`` decorated with ``@command(name, params=[...])``.
+A command is an ``async def f(ctx, **params)`` (``ctx``: the ``MgmtContext``) decorated with ``@command(name, params=[...])``.
 Each ``Param`` says whether it is required and its type, so ``which`` (OpenSIPS: the list of
 parameter-name recipes), ``help`` and sipctl's completion are all derived from the declaration.
 
@@ -150,7 +150,7 @@ def bind(cmd: Command, params: list[Any] | dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-async def dispatch(state: Any, request: Request) -> Any:
+async def dispatch(ctx: Any, request: Request) -> Any:
     """Run one request. Returns the result (maybe containing ``LazyList``).
 
     Raises:
@@ -162,7 +162,7 @@ async def dispatch(state: Any, request: Request) -> Any:
         raise RpcError(METHOD_NOT_FOUND, MESSAGES[METHOD_NOT_FOUND])
     kwargs = bind(cmd, request.params)
     try:
-        return await cmd.func(state, **kwargs)
+        return await cmd.func(ctx, **kwargs)
     except MgmtError as exc:
         raise RpcError(exc.code, exc.message) from None
 

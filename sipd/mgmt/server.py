@@ -1,6 +1,6 @@
 """The management server: JSON-RPC 2.0 over a Unix socket, an OpenSIPS-style FIFO and loopback HTTP.
 
-Lifecycle (docs/contracts.md §8): ``mgmt = await start(state)`` binds what ``[mgmt]`` configures;
+Lifecycle: ``mgmt = await start(context)`` binds what ``[mgmt]`` configures;
 ``await mgmt.close()`` stops listening, cancels requests in flight and removes the socket and FIFO.
 
 Theory of operation:
@@ -34,13 +34,16 @@ import socket
 import stat
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..stats import prometheus_text
 from . import audit, protocol
 from .admission import Admission
 from .protocol import RpcError
 from .registry import LazyList, dispatch, load_commands
+
+if TYPE_CHECKING:
+    from .context import MgmtContext
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +130,14 @@ async def _stream_result(result: Any, id: Any) -> AsyncIterator[bytes]:
     yield "".join(buf).encode()
 
 
-async def process(state: Any, raw: bytes) -> Reply:
+async def process(ctx: MgmtContext, raw: bytes) -> Reply:
     """Decode, dispatch and encode one request. Never raises (errors become error replies)."""
     try:
         req = protocol.decode_request(raw)
     except RpcError as err:
         return Reply(protocol.encode_error(err, protocol.request_id(raw)))
     try:
-        result = await dispatch(state, req)
+        result = await dispatch(ctx, req)
     except RpcError as err:
         return Reply(protocol.encode_error(err, req.id))
     except Exception:
@@ -168,8 +171,9 @@ def _too_large(limit: int) -> bytes:
 class MgmtServer:
     """What ``start()`` returns. ``close()`` undoes everything it set up."""
 
-    def __init__(self, state: Any):
-        self.state = state
+    def __init__(self, context: MgmtContext):
+        self.context = context
+        self.state = state = context.state
         mgmt = state.config.mgmt
         self.max_request = int(mgmt.max_request_size)
         self.read_timeout = float(mgmt.read_timeout)
@@ -269,7 +273,7 @@ class MgmtServer:
                 return
             if not raw.strip() or not self.slots.serving(task):  # type: ignore[arg-type] # evicted: told busy
                 return
-            reply = await process(self.state, raw)
+            reply = await process(self.context, raw)
             async for chunk in reply.chunks():
                 writer.write(chunk)
                 await asyncio.wait_for(writer.drain(), self.read_timeout)
@@ -380,7 +384,7 @@ class MgmtServer:
     async def _fifo_handle(self, raw: bytes, reply_path: Path) -> None:
         self._fifo_inflight += 1
         try:
-            reply = await process(self.state, raw)
+            reply = await process(self.context, raw)
             audit.record_fifo(self.state, raw, reply.body, reply_path)  # sipctl and the panel record their own
             fd = await self._open_reply_fifo(reply_path)
             if fd is None:
@@ -513,7 +517,7 @@ class MgmtServer:
         except TimeoutError:
             await send(_http(408, b"request timeout\n"))
             return
-        reply = await process(self.state, raw)
+        reply = await process(self.context, raw)
         audit.record_http(self.state, raw, reply.body, writer)
         if reply.body is not None:
             await send(_http(200, reply.body, ctype=b"application/json"))
@@ -603,14 +607,14 @@ def _register_usrloc_gauges(state: Any) -> None:
             stats.gauge("usrloc:location-contacts", count)
 
 
-async def start(state: Any) -> MgmtServer:
-    """Bind the Unix socket (+ FIFO, HTTP if configured) and serve commands against ``state``.
+async def start(context: MgmtContext) -> MgmtServer:
+    """Bind the Unix socket (+ FIFO, HTTP if configured) and serve commands with ``context``.
 
     Raises:
         MgmtStartError: a path or address could not be set up (the message says why).
     """
-    _register_usrloc_gauges(state)
-    server = MgmtServer(state)
+    _register_usrloc_gauges(context.state)
+    server = MgmtServer(context)
     try:
         await server._start()
     except BaseException:

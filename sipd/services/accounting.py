@@ -22,8 +22,8 @@ What a crash can lose (records = acc / missed_calls / cdrs / dialog rows):
 - Nothing that reached the database or the spool file (fsync'd) is lost; a restart replays the
   spool before loading the persisted dialogs.
 
-Start/stop from ``sipd/server.py``: ``await accounting.start(server)`` and
-``await state.dialogs.close()``.
+Started by the daemon with ``await accounting.start(state, endpoint, transactions)`` (the endpoint
+implements the service's ports), stopped with ``await state.dialogs.close()``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from .spool import Spool
 
 if TYPE_CHECKING:
     from ..db import Database
-    from ..server import Server
+    from ..state import ServerState
+    from .ports import CallControl, Destinations, Endpoint, Hop, Listeners, Scheduler, Transactions, Transmitter
 
 logger = logging.getLogger("sipd.acc")
 
@@ -299,9 +300,17 @@ def _grow_pipe(stdin: Any) -> None:
 class Accounting:
     """``state.dialogs``: the tracker, the writer, and the actions (BYE/CANCEL) on dialogs."""
 
-    def __init__(self, server: Server):
-        cfg = server.config
-        self.server = server
+    def __init__(self, state: ServerState, *, scheduler: Scheduler, transactions: Transactions, listeners: Listeners,
+                 hop: Hop, destinations: Destinations, transmitter: Transmitter, calls: CallControl):
+        cfg = state.config
+        self.state = state
+        self.scheduler = scheduler
+        self.transactions = transactions
+        self.listeners = listeners
+        self.hop = hop
+        self.destinations = destinations
+        self.transmitter = transmitter
+        self.calls = calls
         self.acc_on = cfg.acc.enabled
         self.dialogs_on = cfg.dialog.enabled
         lifetime = cfg.dialog.lifetime if self.dialogs_on else 0.0
@@ -327,7 +336,7 @@ class Accounting:
         self._failed: Any = None
 
     def _thread_writer(self) -> AccWriter:
-        cfg = self.server.config
+        cfg = self.state.config
         url = cfg.acc.db_url or cfg.database.url
         timeout = cfg.database.connect_timeout
 
@@ -342,7 +351,6 @@ class Accounting:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        server = self.server
         self._loop = asyncio.get_running_loop()
         self._offset = time.time() - self._loop.time()
         try:
@@ -358,7 +366,7 @@ class Accounting:
                 logger.info("dialogs: %d calls restored from the database", n)
         elif rows:
             logger.info("dialogs: tracking disabled; %d persisted dialogs ignored", len(rows))
-        stats = server.state.stats
+        stats = self.state.stats
         stats.gauge("dialog:active_dialogs", lambda: self.tracker.counts()[0])
         stats.gauge("dialog:early_dialogs", lambda: self.tracker.counts()[1])
         for name in ("dialog:processed_dialogs", "dialog:expired_dialogs", "dialog:failed_dialogs"):
@@ -371,7 +379,7 @@ class Accounting:
         stats.gauge("acc:lost_records", lambda: self.writer.stats().get("lost", 0))
         stats.gauge("acc:writer_restarts",
                     lambda: self.writer.stats().get("restarts", 0) + self.writer.stats().get("thread_restarts", 0))
-        server.state.events.subscribe(self.on_event)
+        self.state.events.subscribe(self.on_event)
         if self.dialogs_on and self.tracker.lifetime > 0:
             self._task = self._loop.create_task(self._ticker())
 
@@ -421,16 +429,10 @@ class Accounting:
 
     def end(self, dlg: Dialog, reason: str = MI_TERMINATION) -> str:
         """End a dialog: BYE to both sides when confirmed, CANCEL while early. Returns what was done."""
-        server = self.server
-        now = server.loop.time()
+        now = self.scheduler.time()
         if dlg.answered is None:
             dlg.end_reason = reason
-            proxy = server.proxy
-            if dlg.invite_tx is not None and proxy is not None and proxy.on_cancel(dlg.invite_tx, now):
-                server.transmit()
-                return "cancelled"
-            pool = getattr(server, "workers", None)  # a worker's call: its process cancels it
-            if dlg.invite_tx is not None and pool is not None and pool.cancel(dlg.call_id, dlg.invite_tx):
+            if dlg.invite_tx is not None and self.calls.cancel_invite(dlg.call_id, dlg.invite_tx):
                 return "cancelled"
             return "not-found"
         dlg.end_reason = reason
@@ -440,7 +442,7 @@ class Accounting:
             except Exception as exc:  # noqa: BLE001 - one side unreachable: still end the call
                 logger.warning("dialog %s: cannot send BYE to the %s: %s", dlg.id,
                                "callee" if to_callee else "caller", exc)
-        server.transmit()
+        self.transmitter.transmit()
         records = self.tracker.end(dlg, self.wall(now), reason)
         if records:
             self.writer.put(records)
@@ -459,7 +461,7 @@ class Accounting:
         assert self._loop is not None
         due = self.tracker.due(self.wall(self._loop.time()))
         for dlg in due:
-            self.server.state.stats.counter("dialog:expired_dialogs").inc()
+            self.state.stats.counter("dialog:expired_dialogs").inc()
             self.end(dlg, DIALOG_TIMEOUT)
         return len(due)
 
@@ -467,7 +469,7 @@ class Accounting:
         from ..sip.headers import parse_name_addr
         from ..sip.message import make_request
 
-        server = self.server
+        destinations = self.destinations
         if to_callee:
             target, routes = dlg.callee_contact or dlg.callee, dlg.callee_route_set
             frm, to = f"<{dlg.caller}>;tag={dlg.from_tag}", f"<{dlg.callee}>;tag={dlg.to_tag}"
@@ -486,17 +488,20 @@ class Accounting:
         req = make_request("BYE", target, headers=headers)
         dest: tuple | None
         if routes:
-            dest = server.dest_from_uri(parse_name_addr(routes[0]).uri)
+            dest = destinations.dest_from_uri(parse_name_addr(routes[0]).uri)
         elif addr:
             proto, rest = addr.split(":", 1)
             host, _, port = rest.rpartition(":")
-            dest = server.reuse_connection((proto, host.strip("[]"), int(port), None))
+            dest = destinations.reuse_connection((proto, host.strip("[]"), int(port), None))
         else:
-            dest = server.dest_from_uri(req.uri)
+            dest = destinations.dest_from_uri(req.uri)
         if dest is None:
             raise ValueError(f"no address for {target}")
-        server.add_via(req, server.listener_for(dest), "00000000")
-        server.layer.send_request(req, dest, now)
+        listener = self.listeners.listener_for(dest)
+        if listener is None:
+            raise ValueError(f"no listener to reach {target}")
+        self.hop.add_via(req, listener, "00000000")
+        self.transactions.send_request(req, dest, now)
 
     def _is_self_route(self, value: str) -> bool:
         """Record-Route value names this server? Cached: the same few values come with every call."""
@@ -508,7 +513,7 @@ class Accounting:
         from .pipeline import is_self
 
         try:
-            mine = bool(is_self(self.server.state, parse_name_addr(value).uri))
+            mine = bool(is_self(self.state, parse_name_addr(value).uri))
         except Exception:  # noqa: BLE001 - a malformed Record-Route is not ours
             mine = False
         if len(cache) >= SELF_ROUTE_CACHE:
@@ -548,14 +553,16 @@ def _via_source(request: Any) -> str:
     return f"{via.transport.lower()}:{h}:{port}"
 
 
-async def start(server: Server) -> Accounting | None:
-    """Create and open the service when [acc] or [dialog] is enabled; sets ``state.dialogs``."""
-    cfg = server.config
+async def start(state: ServerState, endpoint: Endpoint, transactions: Transactions) -> Accounting | None:
+    """Create and open the service when [acc] or [dialog] is enabled; sets ``state.dialogs``.
+    ``endpoint`` implements the service's ports, ``transactions`` (the layer) sends its BYEs."""
+    cfg = state.config
     if not (cfg.acc.enabled or cfg.dialog.enabled):
         return None
-    service = Accounting(server)
+    service = Accounting(state, scheduler=endpoint, transactions=transactions, listeners=endpoint, hop=endpoint,
+                         destinations=endpoint, transmitter=endpoint, calls=endpoint)
     await service.open()
-    server.state.dialogs = service
+    state.dialogs = service
     return service
 
 

@@ -13,7 +13,7 @@ Rules (``[diversion]``, active when ``uri`` is set), for an initial INVITE to a 
   4458 ``cause`` URI parameter), per ``[diversion] header``. Its R-URI is the diversion URI; a
   target in a local domain is looked up in the location table like any local user.
 
-Hooks into the proxy (docs/contracts.md §9): ``Forward.diversion`` carries a ``CallDiversion``;
+Hooks into the proxy: ``Forward.diversion`` carries a ``CallDiversion``;
 ``Proxy.forward`` calls ``attach`` and ``Proxy._send_best`` asks ``on_failure`` before a failure goes
 upstream (True = diverted: the proxy keeps the call going with the new branch).
 """
@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from .pipeline import Branch, Forward, Reply, dest_of
 
 if TYPE_CHECKING:
+    from ..state import ServerState
     from .pipeline import Context, Decision, Stage
+    from .ports import Destinations, Endpoint, Scheduler, Transmitter
     from .proxy import Proxy, ProxyContext
 
 logger = logging.getLogger("sipd.diversion")
@@ -39,11 +41,16 @@ REASONS = {"busy": ("user-busy", 486), "no-answer": ("no-answer", 408), "unavail
 
 
 class DiversionService:
-    def __init__(self, cfg: Any):
+    def __init__(self, state: ServerState, *, destinations: Destinations, scheduler: Scheduler,
+                 transmitter: Transmitter):
         from ..sip.uri import parse_uri
 
-        self.cfg = cfg
+        self.state = state
+        self.cfg = cfg = state.config.diversion
         self.target = parse_uri(cfg.uri)
+        self.destinations = destinations
+        self.scheduler = scheduler
+        self.transmitter = transmitter
 
     def kind_of(self, status: int) -> str | None:
         if status in BUSY and self.cfg.on_busy:
@@ -72,7 +79,7 @@ class DiversionService:
             counter = len(request.get_all("Diversion")) + 1
             request.prepend("Diversion", f"<{original}>;reason={reason};counter={counter}")
 
-    def branches(self, ctx_state: Any, wall: float) -> list[Branch]:
+    def branches(self, wall: float) -> list[Branch]:
         """Where the diverted call goes: a target in a local domain is a local user, reached at its
         registered contacts only (never through DNS: our own domain may have no SRV/A records);
         empty when it has none. A foreign target is reached at its URI."""
@@ -80,15 +87,13 @@ class DiversionService:
         from .realm import local_aor
 
         t = self.target
-        server = ctx_state.server
-        if t.user and is_local(ctx_state, t):
-            contacts = ctx_state.location.lookup(local_aor(ctx_state, t.user, t.host), wall)
-            if server is None:
-                return [Branch(c.uri) for c in contacts]
-            return [server.branch_for_contact(c) for c in contacts]
+        state = self.state
+        if t.user and is_local(state, t):
+            contacts = state.location.lookup(local_aor(state, t.user, t.host), wall)
+            return [self.destinations.branch_for_contact(c) for c in contacts]
         dest = dest_of(t)
-        if dest is not None and server is not None:
-            dest = server.reuse_connection(dest)
+        if dest is not None:
+            dest = self.destinations.reuse_connection(dest)
         return [Branch(t, dest, label=f"diversion {t}")]
 
     def wrap_location(self, location: Stage) -> Stage:
@@ -98,7 +103,7 @@ class DiversionService:
                 return decision
             if isinstance(decision, Reply) and decision.status in (404, 480) and self.cfg.on_unavailable:
                 original = str(ctx.request.uri)
-                branches = self.branches(ctx.state, ctx.wall)
+                branches = self.branches(ctx.wall)
                 if not branches:
                     logger.info("INVITE %s: %s; not diverted: %s has no registered contact", original, decision.why, self.target)
                     return decision
@@ -126,9 +131,9 @@ class CallDiversion:
 
     def attach(self, proxy: Proxy, ctx: ProxyContext) -> None:
         """Called by ``Proxy.forward``: start the no-answer timer."""
-        if self.service.cfg.on_no_answer:
-            loop = proxy.server.loop
-            ctx.timers.append(loop.call_later(self.service.cfg.no_answer_timeout, self._no_answer, proxy, ctx))
+        svc = self.service
+        if svc.cfg.on_no_answer:
+            ctx.timers.append(svc.scheduler.call_later(svc.cfg.no_answer_timeout, self._no_answer, proxy, ctx))
 
     def on_failure(self, proxy: Proxy, ctx: ProxyContext, best: Any) -> bool:
         """Called by ``Proxy._send_best`` before a final failure goes upstream; True = diverted."""
@@ -138,7 +143,7 @@ class CallDiversion:
         kind = self.service.kind_of(status)
         if kind is None:
             return False
-        branches = self.service.branches(proxy.server.state, time.time())
+        branches = self.service.branches(time.time())
         if not branches:  # the caller gets the callee's own failure (and the CDR records it)
             logger.info("INVITE %s: %s (%d); not diverted: %s has no registered contact",
                         self.original, kind, status, self.service.target)
@@ -150,16 +155,16 @@ class CallDiversion:
     def _no_answer(self, proxy: Proxy, ctx: ProxyContext) -> None:
         if self.done or ctx.cancelled or ctx.answered or ctx.final_sent:
             return
-        branches = self.service.branches(proxy.server.state, time.time())
+        branches = self.service.branches(time.time())
         if not branches:  # keep ringing the callee: there is nowhere to divert to
             logger.info("INVITE %s: no answer; not diverted: %s has no registered contact", self.original, self.service.target)
             return
         self._divert(proxy, ctx, "no-answer", f"no answer in {self.service.cfg.no_answer_timeout:g}s", branches)
         self.redirecting = False
-        proxy.server.transmit()
+        self.service.transmitter.transmit()
 
     def _divert(self, proxy: Proxy, ctx: ProxyContext, kind: str, why: str, branches: list[Branch]) -> None:
-        now = proxy.server.loop.time()
+        now = self.service.scheduler.time()
         self.done = True
         self.redirecting = True
         for bs in ctx.pending:
@@ -174,12 +179,14 @@ class CallDiversion:
         proxy._next_group(ctx, now)
 
 
-def setup(state: Any) -> DiversionService | None:
-    cfg = state.config.diversion
-    return DiversionService(cfg) if cfg.uri else None
+def setup(state: ServerState, endpoint: Endpoint) -> DiversionService | None:
+    """The service when ``[diversion] uri`` is set; ``endpoint`` implements its ports."""
+    if not state.config.diversion.uri:
+        return None
+    return DiversionService(state, destinations=endpoint, scheduler=endpoint, transmitter=endpoint)
 
 
-def location_stage(state: Any, location: Stage) -> Stage:
+def location_stage(state: ServerState, location: Stage, endpoint: Endpoint) -> Stage:
     """``location`` itself, or wrapped with diversion when ``[diversion] uri`` is set."""
-    svc = setup(state)
+    svc = setup(state, endpoint)
     return svc.wrap_location(location) if svc is not None else location

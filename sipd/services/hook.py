@@ -9,7 +9,7 @@ operator who needs more writes a Python function instead (docs/routing-hook.md).
 * ``RoutingHook``: loads the module (a file path or an importable module name), reloads it on
   demand (MI ``hook_reload``, or ``reload``/SIGHUP with everything else), and runs it safely: a hook that raises costs the request a
   500, its traceback is logged at most once per ``[routing] error_log_interval``, the server goes on.
-* The pipeline stages (docs/contracts.md §9): ``hook_stage`` right after ``max_forwards`` (before
+* The pipeline stages: ``hook_stage`` right after ``max_forwards`` (before
   the local-domain and auth checks, like the top of an OpenSIPS route block) and ``destination_stage``
   after the dialplan, which forwards to a destination the hook chose.
 
@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
+from ..errors import StartupError
 from ..problem import Problem
 from .pipeline import Branch, Defer, Drop, Forward, Reply, dest_of
 
 if TYPE_CHECKING:
     from ..state import ServerState
     from .pipeline import Context, Decision, Stage
+    from .ports import Destinations
 
 logger = logging.getLogger("sipd.hook")
 hook_log = logging.getLogger("sipd.hook.user")  # what the hook writes with request.log()
@@ -176,11 +178,7 @@ class HookRequest:
 
     def is_own_address(self, host: str) -> bool:
         """True when ``host`` is one of this server's own addresses (listen or advertised)."""
-        server = self._ctx.state.server
-        if server is None:
-            return False
-        host = host.strip("[]").lower()
-        return any(h.strip("[]") == host for h, _ in server.self_addresses)
+        return self._ctx.state.myself.is_own_host(host)
 
     # -- actions ---------------------------------------------------------------------------------
     def set_ruri(self, uri: str) -> None:
@@ -342,20 +340,16 @@ def setup(state: ServerState) -> RoutingHook | None:
         StartupError: the configured hook cannot be loaded (the daemon refuses to start).
     """
     cfg = state.config.routing
-    existing = getattr(state, "routing_hook", None)
-    if existing is not None:
-        return existing
+    if state.routing_hook is not None:
+        return state.routing_hook
     if not cfg.hook:
-        state.routing_hook = None  # type: ignore[attr-defined]
         return None
     hook = RoutingHook(cfg.hook, error_log_interval=cfg.error_log_interval)
     try:
         hook.load()
     except HookError as exc:
-        from ..server import StartupError
-
         raise StartupError(f"routing hook: {exc} — see [routing] hook; check with sipd --check-config") from None
-    state.routing_hook = hook  # type: ignore[attr-defined]
+    state.routing_hook = hook
     state.stats.counter("hook:errors")
     logger.info("routing hook %s loaded", cfg.hook)
     return hook
@@ -369,34 +363,35 @@ def hook_stage(ctx: Context) -> Decision | None:
     req = ctx.request
     if req.method in ("ACK", "CANCEL") or req.to.tag is not None:
         return None
-    hook = ctx.state.routing_hook  # type: ignore[attr-defined]
+    hook = ctx.state.routing_hook
     if hook is None or hook.fn is None:
         return None
     return hook.run(ctx)
 
 
-def destination_stage(ctx: Context) -> Decision | None:
+def destination_stage(destinations: Destinations) -> Stage:
     """Forward to the destination the hook chose (skips location)."""
-    dest_text = ctx.extra.get("hook_destination")
-    if dest_text is None:
-        return None
-    from ..sip.uri import parse_uri
 
-    uri = parse_uri(dest_text)
-    req = ctx.request
-    dest = dest_of(uri)
-    why = f"routing hook destination {dest_text}"
-    if dest is not None:
-        server = ctx.state.server
-        if server is not None:
-            dest = server.reuse_connection(dest)
-        return Forward([[Branch(req.uri, dest, label=dest_text)]], why=why)
-    return Defer(_resolve(ctx, uri, why))
+    def hook_destination(ctx: Context) -> Decision | None:
+        dest_text = ctx.extra.get("hook_destination")
+        if dest_text is None:
+            return None
+        from ..sip.uri import parse_uri
+
+        uri = parse_uri(dest_text)
+        req = ctx.request
+        dest = dest_of(uri)
+        why = f"routing hook destination {dest_text}"
+        if dest is not None:
+            dest = destinations.reuse_connection(dest)
+            return Forward([[Branch(req.uri, dest, label=dest_text)]], why=why)
+        return Defer(_resolve(destinations, ctx, uri, why))
+
+    return hook_destination
 
 
-async def _resolve(ctx: Context, uri: Any, why: str) -> Decision:
-    server = ctx.state.server
-    targets = await server.resolver.resolve(uri, transports=server.transports_available())
+async def _resolve(destinations: Destinations, ctx: Context, uri: Any, why: str) -> Decision:
+    targets = await destinations.resolve(uri)
     if not targets:
         return Reply(503, "Service Unavailable", why=f"{why}: cannot resolve")
     t = targets[0]
@@ -408,9 +403,9 @@ def stages(state: ServerState) -> list[Stage]:
     return [hook_stage] if setup(state) is not None else []
 
 
-def route_stages(state: ServerState) -> list[Stage]:
+def route_stages(state: ServerState, destinations: Destinations) -> list[Stage]:
     """The late stage (after the dialplan, before aliases/location)."""
-    return [destination_stage] if getattr(state, "routing_hook", None) is not None else []
+    return [destination_stage(destinations)] if state.routing_hook is not None else []
 
 
 def validate(config: Config) -> list[Problem]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class Contact:
-    """One binding. Field names follow the mgmt contract (docs/contracts.md §3)."""
+    """One binding. Field names follow OpenSIPS usrloc, as the management commands show them."""
 
     uri: str
     expires: float  # unix time; 0 = permanent

@@ -38,15 +38,32 @@ def default_port(uri: Any) -> int:
     return 5061 if uri_transport(uri) == "tls" else 5060
 
 
-def note_listener(server: Any, listener: Any) -> None:
-    """Record a listener as ours: its address, and the advertised address, on its port and transport."""
-    for host in {listener.host.lower(), (server.config.server.advertised_address or listener.host).lower()}:
-        note_socket(server, listener.proto, host, listener.port)
+class OwnAddresses:
+    """Our listen addresses, filled as the daemon binds (``ServerState.myself``).
 
+    ``addresses`` holds (host, port) as written in a Via or a URI (the advertised name too);
+    ``sockets`` holds (transport, host without brackets, port).
+    """
 
-def note_socket(server: Any, proto: str, host: str, port: int) -> None:
-    server.self_addresses.add((host, port))
-    server.self_sockets.add((proto, host.strip("[]"), port))
+    __slots__ = ("addresses", "sockets")
+
+    def __init__(self) -> None:
+        self.addresses: set[tuple[str, int]] = set()
+        self.sockets: set[tuple[str, str, int]] = set()
+
+    def note_listener(self, listener: Any, advertised_address: str = "") -> None:
+        """Record a listener as ours: its address, and the advertised address, on its port and transport."""
+        for host in {listener.host.lower(), (advertised_address or listener.host).lower()}:
+            self.note_socket(listener.proto, host, listener.port)
+
+    def note_socket(self, proto: str, host: str, port: int) -> None:
+        self.addresses.add((host, port))
+        self.sockets.add((proto, host.strip("[]"), port))
+
+    def is_own_host(self, host: str) -> bool:
+        """``host`` is one of our addresses (listen or advertised), on whatever port."""
+        host = host.strip("[]").lower()
+        return any(h.strip("[]") == host for h, _ in self.addresses)
 
 
 def _matches_socket(sockets: Any, host: str, uri: Any) -> bool:
@@ -58,19 +75,19 @@ def _matches_socket(sockets: Any, host: str, uri: Any) -> bool:
     return False
 
 
-def _ours(server: Any, host: str) -> bool:
-    return any(h == host for _, h, _ in server.self_sockets)
+def _ours(sockets: Any, host: str) -> bool:
+    return any(h == host for _, h, _ in sockets)
 
 
 def is_self(state: ServerState, uri: Any) -> bool:
     """True when ``uri`` names this server: host, port and transport of one of our listeners."""
-    server = state.server
-    if server is None or not uri.host:
+    sockets = state.myself.sockets
+    if not sockets or not uri.host:
         return False
     host = uri.host.strip("[]").lower()
-    if uri.port is None and not uri.user and _ours(server, host):
+    if uri.port is None and not uri.user and _ours(sockets, host):
         return True
-    return _matches_socket(server.self_sockets, host, uri)
+    return _matches_socket(sockets, host, uri)
 
 
 def is_local(state: ServerState, uri: Any) -> bool:
@@ -78,11 +95,11 @@ def is_local(state: ServerState, uri: Any) -> bool:
     host = uri.host
     if not host or host not in state.domains:
         return False
-    server = state.server
-    if server is None or not is_numeric(host.strip("[]")):
-        return True
+    sockets = state.myself.sockets
+    if not sockets or not is_numeric(host.strip("[]")):
+        return True  # (no listener yet: every address in the domain list is taken as ours)
     host = host.strip("[]").lower()
-    if _ours(server, host):
-        return _matches_socket(server.self_sockets, host, uri)
+    if _ours(sockets, host):
+        return _matches_socket(sockets, host, uri)
     port = uri.port if uri.port is not None else default_port(uri)
-    return any(p == port for _, _, p in server.self_sockets)
+    return any(p == port for _, _, p in sockets)

@@ -28,9 +28,10 @@ from .nat_detect import is_nated, is_private, request_nated
 from .pipeline import DIALOG_METHODS
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..state import ServerState
     from .location import Contact
     from .pipeline import Context, Decision, Stage
+    from .ports import Endpoint, Listeners, Scheduler, Transmitter
 
 logger = logging.getLogger("sipd.nat")
 
@@ -111,17 +112,20 @@ def stages(state: Any) -> list[Stage]:
 
 
 class KeepAlive:
-    """Pings NATed UDP contacts on a timer (``loop.call_later`` chain; nothing to stop at shutdown)."""
+    """Pings NATed UDP contacts on a timer (``call_later`` chain; nothing to stop at shutdown)."""
 
-    def __init__(self, server: Server):
-        self.server = server
-        self.cfg = server.config.nat
+    def __init__(self, state: ServerState, *, scheduler: Scheduler, listeners: Listeners, transmitter: Transmitter):
+        self.state = state
+        self.cfg = state.config.nat
+        self.scheduler = scheduler
+        self.listeners = listeners
+        self.transmitter = transmitter
         self.handle: Any = None
-        self.sent = server.state.stats.counter("nat:keepalives_sent")
+        self.sent = state.stats.counter("nat:keepalives_sent")
         self._rand = os.urandom(4).hex()
 
     def start(self) -> None:
-        self.handle = self.server.loop.call_later(self.cfg.keepalive_interval, self.tick)
+        self.handle = self.scheduler.call_later(self.cfg.keepalive_interval, self.tick)
 
     def stop(self) -> None:
         if self.handle is not None:
@@ -133,16 +137,15 @@ class KeepAlive:
             self.ping_all()
         except Exception:  # noqa: BLE001 - a bad contact must not stop the pings
             logger.exception("NAT keep-alive round failed")
-        if not self.server.should_exit:
+        if not self.scheduler.stopping:
             self.start()
 
     def ping_all(self) -> int:
         import time
 
-        server = self.server
         wall = time.time()
         n = 0
-        for aor, contacts in server.state.location.items():
+        for aor, contacts in self.state.location.items():
             for c in contacts:
                 if c.alive(wall) and is_nated(c):
                     got = parse_received(c.received)
@@ -152,18 +155,17 @@ class KeepAlive:
         return n
 
     def ping(self, aor: str, contact: Contact, dest: tuple) -> None:
-        server = self.server
         if self.cfg.keepalive_method == "crlf":
             data = b"\r\n\r\n"
         else:
             data = self.options(aor, contact, dest)
-        server.transports.send(data, dest)
+        self.transmitter.send_datagram(data, dest)
         self.sent.inc()
 
     def options(self, aor: str, contact: Contact, dest: tuple) -> bytes:
-        server = self.server
-        listener = server.listener_for(dest)
-        host = server._host_of(listener)
+        listener = self.listeners.listener_for(dest)
+        assert listener is not None  # a contact reached over UDP came in on a UDP listener
+        host = self.listeners.advertised_host(listener)
         n = next(_seq)
         tag = f"{self._rand}{n}"
         return (
@@ -178,11 +180,12 @@ class KeepAlive:
         ).encode("utf-8", "surrogateescape")
 
 
-def start(server: Server) -> KeepAlive | None:
-    """Start the keep-alive timer when NAT handling and pings are on."""
-    cfg = server.config.nat
+def start(state: ServerState, endpoint: Endpoint) -> KeepAlive | None:
+    """Start the keep-alive timer when NAT handling and pings are on (``endpoint`` implements the
+    ports of ``KeepAlive``)."""
+    cfg = state.config.nat
     if not cfg.enabled or cfg.keepalive_interval <= 0:
         return None
-    ka = KeepAlive(server)
+    ka = KeepAlive(state, scheduler=endpoint, listeners=endpoint, transmitter=endpoint)
     ka.start()
     return ka

@@ -1,12 +1,12 @@
-"""The request pipeline: an ordered list of stages ``stage(ctx) -> Decision | None`` (contracts §9).
+"""The request pipeline: an ordered list of stages ``stage(ctx) -> Decision | None``.
 
     sanity -> [antiflood] -> [spam] -> loose_route -> local (server itself) -> max_forwards
            -> [routing hook] -> local_domain [+ PSTN gateway trust] -> auth -> [presence]
            -> [NAT Contact fix] -> registrar -> dialplan -> [hook destination] -> [PSTN outbound]
            -> aliases -> location [+ failure diversion] -> forward
 
-Bracketed stages exist only when their feature is configured (issue 11: services/hook.py, pstn.py,
-nat.py, diversion.py; docs/routing-hook.md).
+Bracketed stages exist only when their feature is configured (services/hook.py, pstn.py, nat.py,
+diversion.py; docs/routing-hook.md).
 
 ``None`` means "continue with the next stage". A ``Defer`` carries a coroutine (database or DNS I/O)
 whose result is again a Decision; the server awaits it and resumes the pipeline after the stage
@@ -20,6 +20,7 @@ about a request ends up in one info line (``Context.why``) written by the server
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,8 @@ from .realm import local_aor, realm_for, single_realm, user_domain
 
 if TYPE_CHECKING:
     from ..state import ServerState
+    from .auth import Authenticator
+    from .ports import AorCopies, Destinations, Endpoint, Listeners
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class Forward:
     why: str = ""
     record_route: bool = True
     stateless: bool = False  # ACK for 2xx
-    diversion: Any = None  # diversion.CallDiversion: redirect on busy/no answer/unavailable (issue 11)
+    diversion: Any = None  # diversion.CallDiversion: redirect on busy/no answer/unavailable
 
 
 @dataclass(slots=True)
@@ -244,12 +247,11 @@ def local_domain(ctx: Context) -> Decision | None:
     return None
 
 
-def _auth_stage(index: int) -> Stage:
+def _auth_stage(index: int, authenticator: Authenticator) -> Stage:
     def auth(ctx: Context) -> Decision | None:
         req = ctx.request
         state = ctx.state
         cfg = state.config.auth
-        server = state.server
         if req.method == "REGISTER":
             if not cfg.register:
                 return None
@@ -261,7 +263,7 @@ def _auth_stage(index: int) -> Stage:
             if req.to.tag is not None:
                 return None
             realm, proxy, user = realm_for(state, req.from_.uri.host), True, req.from_.uri.user
-        result = server.authenticator.check(req, realm, state.subscribers, ctx.wall, proxy=proxy)
+        result = authenticator.check(req, realm, state.subscribers, ctx.wall, proxy=proxy)
         if result.ok:
             if result.user != user:
                 return Reply(403, "Forbidden", why=f"authenticated as {result.user}, not {user}")
@@ -316,40 +318,48 @@ async def _load_subscriber(state: ServerState, user: str, realm: str, wall: floa
     return None
 
 
-def registrar(ctx: Context) -> Decision | None:
-    req = ctx.request
-    if req.method != "REGISTER":
-        return None
-    state = ctx.state
-    mode = state.config.location.mode
-    to_uri = req.to.uri
-    aor = local_aor(state, to_uri.user, to_uri.host)
-    if mode == "db-only" and not ctx.extra.get("aor_loaded"):
-        return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
-    src = ctx.source
-    host = f"[{src[1]}]" if ":" in src[1] else src[1]
-    received = f"{src[0]}:{host}:{src[2]}"
-    server = state.server
-    nated = state.config.nat.enabled and request_nated(req, src)
-    outcome = registrar_mod.register(
-        req, state.location.current(aor), state.config.registrar, ctx.wall,
-        received=received, socket=server.local_socket_name(src) if server else "",
-        conn_id=src[3] if len(src) > 3 else None, token=server.token if server else "t",
-        cflags=NAT_FLAG if nated else "",
-    )
-    stats = state.stats
-    if outcome.status != 200:
-        stats.counter("registrar:rejected_regs").inc()
-        return Reply(outcome.status, outcome.reason, outcome.headers, why=outcome.error)
-    stats.counter("registrar:accepted_regs").inc()
-    n = len(outcome.contacts or ())
-    why = f"{n} binding{'s' if n != 1 else ''}"
-    if outcome.changed:
-        before = list(state.location.current(aor))
-        state.location.replace(aor, list(outcome.contacts or []), mark_dirty=mode == "write-back")
-        if mode in ("write-through", "db-only") and state.db is not None:
-            return Defer(_commit(state, aor, outcome, why, before))
-    return Reply(200, "OK", outcome.headers, why=why)
+def _gruu_token() -> str:
+    return os.urandom(8).hex()
+
+
+def registrar_stage(listeners: Listeners) -> Stage:
+    """The registrar (RFC 3261 §10.3); a binding records the listener it came in on."""
+
+    def registrar(ctx: Context) -> Decision | None:
+        req = ctx.request
+        if req.method != "REGISTER":
+            return None
+        state = ctx.state
+        mode = state.config.location.mode
+        to_uri = req.to.uri
+        aor = local_aor(state, to_uri.user, to_uri.host)
+        if mode == "db-only" and not ctx.extra.get("aor_loaded"):
+            return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
+        src = ctx.source
+        host = f"[{src[1]}]" if ":" in src[1] else src[1]
+        received = f"{src[0]}:{host}:{src[2]}"
+        nated = state.config.nat.enabled and request_nated(req, src)
+        outcome = registrar_mod.register(
+            req, state.location.current(aor), state.config.registrar, ctx.wall,
+            received=received, socket=listeners.local_socket_name(src),
+            conn_id=src[3] if len(src) > 3 else None, token=_gruu_token,
+            cflags=NAT_FLAG if nated else "",
+        )
+        stats = state.stats
+        if outcome.status != 200:
+            stats.counter("registrar:rejected_regs").inc()
+            return Reply(outcome.status, outcome.reason, outcome.headers, why=outcome.error)
+        stats.counter("registrar:accepted_regs").inc()
+        n = len(outcome.contacts or ())
+        why = f"{n} binding{'s' if n != 1 else ''}"
+        if outcome.changed:
+            before = list(state.location.current(aor))
+            state.location.replace(aor, list(outcome.contacts or []), mark_dirty=mode == "write-back")
+            if mode in ("write-through", "db-only") and state.db is not None:
+                return Defer(_commit(state, aor, outcome, why, before))
+        return Reply(200, "OK", outcome.headers, why=why)
+
+    return registrar
 
 
 async def _load_aor(ctx: Context, aor: str) -> None:
@@ -420,55 +430,59 @@ def aliases(ctx: Context) -> Decision | None:
     return None
 
 
-def location(ctx: Context) -> Decision | None:
-    req = ctx.request
-    state = ctx.state
-    uri = req.uri
-    if not ctx.ruri_local:
-        if is_local(state, uri):
-            ctx.ruri_local = True
+def location_stage(destinations: Destinations, aors: AorCopies) -> Stage:
+    """Local users: their registered contacts, by q groups (serial), in parallel within one."""
+
+    def location(ctx: Context) -> Decision | None:
+        req = ctx.request
+        state = ctx.state
+        uri = req.uri
+        if not ctx.ruri_local:
+            if is_local(state, uri):
+                ctx.ruri_local = True
+            else:
+                return None
+        if not uri.user:
+            return Reply(404, "Not Found", why="no user in R-URI")
+        loc = state.location
+        aor = local_aor(state, uri.user, uri.host)
+        if state.not_here is not None and state.not_here(aor):  # a worker: main sends a copy, kept up to date
+            return Defer(aors.fetch_aor(aor), resume=ctx.extra["stage_index"])
+        if state.config.location.mode == "db-only" and not ctx.extra.get("aor_loaded"):
+            return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
+        gr = uri.params.get("gr", False)
+        if gr is not False:
+            if uri.user.startswith("tgruu."):
+                found = loc.resolve_temp_gruu(uri.user[6:])
+                if found is None and state.not_here is not None:
+                    return Elsewhere("temporary GRUU of an AOR of another process")
+                contacts = loc.by_instance(found[0], found[1], ctx.wall) if found else []
+            else:
+                contacts = loc.by_instance(aor, f"<{gr}>", ctx.wall) + loc.by_instance(aor, gr or "", ctx.wall)
+            if not contacts:
+                return Reply(480, "Temporarily Unavailable", why=f"GRUU {uri} has no contact")
         else:
-            return None
-    if not uri.user:
-        return Reply(404, "Not Found", why="no user in R-URI")
-    loc = state.location
-    aor = local_aor(state, uri.user, uri.host)
-    if state.not_here is not None and state.not_here(aor):  # a worker: main sends a copy, kept up to date
-        return Defer(state.server.fetch_aor(aor), resume=ctx.extra["stage_index"])
-    if state.config.location.mode == "db-only" and not ctx.extra.get("aor_loaded"):
-        return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
-    gr = uri.params.get("gr", False)
-    if gr is not False:
-        if uri.user.startswith("tgruu."):
-            found = loc.resolve_temp_gruu(uri.user[6:])
-            if found is None and state.not_here is not None:
-                return Elsewhere("temporary GRUU of an AOR of another process")
-            contacts = loc.by_instance(found[0], found[1], ctx.wall) if found else []
-        else:
-            contacts = loc.by_instance(aor, f"<{gr}>", ctx.wall) + loc.by_instance(aor, gr or "", ctx.wall)
+            contacts = loc.lookup(aor, ctx.wall)
         if not contacts:
-            return Reply(480, "Temporarily Unavailable", why=f"GRUU {uri} has no contact")
-    else:
-        contacts = loc.lookup(aor, ctx.wall)
-    if not contacts:
-        user, _, domain = aor.rpartition("@")
-        subs = state.subscribers
-        if subs.get(user, domain) is None and aor not in loc:
-            if subs.loader is not None and not subs.known_missing(user, domain, ctx.wall) and not ctx.extra.get("sub_loaded"):
-                ctx.extra["sub_loaded"] = True
-                return Defer(_load_subscriber(state, user, domain, ctx.wall), resume=ctx.extra["stage_index"])
-            return Reply(404, "Not Found", why="unknown user")
-        return Reply(480, "Temporarily Unavailable", why="no registered contacts")
-    server = state.server
-    groups: list[list[Branch]] = []
-    last_q: object = object()
-    for c in contacts:
-        branch = server.branch_for_contact(c) if server else Branch(c.uri)
-        if c.q != last_q or not groups:
-            groups.append([])
-            last_q = c.q
-        groups[-1].append(branch)
-    return Forward(groups, why=f"{len(contacts)} contact{'s' if len(contacts) != 1 else ''}")
+            user, _, domain = aor.rpartition("@")
+            subs = state.subscribers
+            if subs.get(user, domain) is None and aor not in loc:
+                if subs.loader is not None and not subs.known_missing(user, domain, ctx.wall) and not ctx.extra.get("sub_loaded"):
+                    ctx.extra["sub_loaded"] = True
+                    return Defer(_load_subscriber(state, user, domain, ctx.wall), resume=ctx.extra["stage_index"])
+                return Reply(404, "Not Found", why="unknown user")
+            return Reply(480, "Temporarily Unavailable", why="no registered contacts")
+        groups: list[list[Branch]] = []
+        last_q: object = object()
+        for c in contacts:
+            branch = destinations.branch_for_contact(c)
+            if c.q != last_q or not groups:
+                groups.append([])
+                last_q = c.q
+            groups[-1].append(branch)
+        return Forward(groups, why=f"{len(contacts)} contact{'s' if len(contacts) != 1 else ''}")
+
+    return location
 
 
 def forward(ctx: Context) -> Decision | None:
@@ -477,21 +491,21 @@ def forward(ctx: Context) -> Decision | None:
     return Forward([[Branch(uri, dest_of(uri), label=str(uri))]], why="foreign domain")
 
 
-def build_pipeline(state: ServerState) -> list[Stage]:
-    from . import presence, security
+def build_pipeline(state: ServerState, endpoint: Endpoint, authenticator: Authenticator) -> list[Stage]:
+    """The stages for ``state.config``; each stage that needs the daemon gets its port from
+    ``endpoint`` here. ``state.presence`` (when [presence] is on) is set before."""
+    from . import diversion, hook, nat, presence, pstn, security
 
     stages: list[Stage] = [sanity, *security.stages(state)]  # antiflood, spam
 
     pres_early, pres_late = presence.stages(state)  # [presence]: own subscription dialogs; PUBLISH/SUBSCRIBE
-    from . import diversion, hook, nat, pstn  # residential features (issue 11)
-
     gateway = pstn.setup(state)
     stages += [*pres_early, loose_route, local, max_forwards, *hook.stages(state),
                pstn.trust_stage(gateway, local_domain) if gateway else local_domain]
-    stages.append(_auth_stage(len(stages)))
-    stages += [*pres_late, *nat.stages(state), registrar, dialplan, *hook.route_stages(state),
-               *([pstn.outbound_stage(gateway)] if gateway else []), aliases,
-               diversion.location_stage(state, location), forward]
+    stages.append(_auth_stage(len(stages), authenticator))
+    stages += [*pres_late, *nat.stages(state), registrar_stage(endpoint), dialplan, *hook.route_stages(state, endpoint),
+               *([pstn.outbound_stage(gateway, endpoint)] if gateway else []), aliases,
+               diversion.location_stage(state, location_stage(endpoint, endpoint), endpoint), forward]
     return stages
 
 

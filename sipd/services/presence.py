@@ -2,17 +2,17 @@
 
 The decisions live in ``presence_state.py`` (pure). This module connects them to the daemon:
 
-* ``stages(state)`` returns the two pipeline stages (contracts §9): ``in_dialog`` runs before
+* ``stages(state)`` returns the two pipeline stages: ``in_dialog`` runs before
   ``loose_route`` and takes SUBSCRIBE refreshes of *our* subscription dialogs (matched by Call-ID
   and our To tag, whatever their Route says); ``requests`` runs after ``auth`` and answers
   PUBLISH and initial SUBSCRIBE for ``presence`` / ``presence.winfo`` of local-domain users.
   SUBSCRIBE for other event packages (MWI, dialog...) is proxied to the user's devices.
-* NOTIFYs go out as new client transactions through the transaction layer (``server.local_uac``
-  receives their responses). One NOTIFY per subscription is in flight at a time; changes meanwhile
+* NOTIFYs go out as new client transactions through the transaction layer (the ``OwnRequests``
+  port hands their responses back here). One NOTIFY per subscription is in flight at a time; changes meanwhile
   are coalesced into the next one. A failure response or a timeout ends the subscription.
 * Expiry: one timer at the earliest expiry; the database is written in batches from the store's
   worker thread shortly after changes (``presence_store.flush``) and loaded at start.
-* Calls: with ``busy_from_calls``, the transaction events (contracts §9 ``CallEvent``) mark the
+* Calls: with ``busy_from_calls``, the transaction events (``CallEvent``) mark the
   local parties of an answered INVITE "on the phone" until the BYE.
 """
 
@@ -29,6 +29,8 @@ from .presence_state import EVENT_PRESENCE, EVENTS, PresenceState, Subscription,
 
 if TYPE_CHECKING:
     from ..state import ServerState
+    from .ports import (Cancellable, Destinations, Endpoint, Hop, Listeners, OwnRequests, Replier, Scheduler,
+                        Transactions, Transmitter)
 
 logger = logging.getLogger("sipd.presence")
 
@@ -40,24 +42,32 @@ NOTIFY_BATCH = 500  # NOTIFYs queued to the layer before yielding to the event l
 class PresenceService:
     """One per server (``state.presence``)."""
 
-    def __init__(self, state: ServerState):
+    def __init__(self, state: ServerState, *, scheduler: Scheduler, replier: Replier, transactions: Transactions,
+                 own_requests: OwnRequests, listeners: Listeners, hop: Hop, destinations: Destinations,
+                 transmitter: Transmitter):
         self.state = state
-        self.server = state.server
+        self.scheduler = scheduler
+        self.transactions = transactions
+        self.own_requests = own_requests
+        self.listeners = listeners
+        self.hop = hop
+        self.destinations = destinations
+        self.transmitter = transmitter
         self.cfg = state.config.presence
         rand = os.urandom(3).hex()
         seq = iter(range(1, 1 << 62))
         self.engine = PresenceState(
             self.cfg, is_local=lambda d: d in state.domains,
             etag_factory=lambda: f"{rand}.{int(time.time()):x}.{next(seq)}",
-            tag_factory=self.server.to_tag if self.server is not None else None,
+            tag_factory=replier.to_tag,
         )
         self.loaded = state.db is None
         self._load_task: asyncio.Task | None = None
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: Cancellable | None = None
         self._flushing: asyncio.Task | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Cancellable | None = None
         self._timer_at: float | None = None
-        self._send_handle: asyncio.Handle | None = None
+        self._send_handle: Cancellable | None = None
         stats = state.stats
         self.c_notify = stats.counter("presence:notifies_sent")
         self.c_notify_failed = stats.counter("presence:notifies_failed")
@@ -105,31 +115,31 @@ class PresenceService:
 
     def kick(self) -> None:
         """Something changed: send the queued NOTIFYs after the current reply, persist, re-arm."""
-        loop = self.server.loop
+        scheduler = self.scheduler
         if self.engine.outbox and self._send_handle is None:
-            self._send_handle = loop.call_soon(self._send_queued)
+            self._send_handle = scheduler.call_soon(self._send_queued)
         if (self.engine.dirty_pubs or self.engine.dirty_subs or self.engine.new_watchers) and self.state.db is not None \
                 and self._flush_handle is None:
-            self._flush_handle = loop.call_later(FLUSH_DELAY, self._start_flush)
+            self._flush_handle = scheduler.call_later(FLUSH_DELAY, self._start_flush)
         self._arm_timer()
 
     def _arm_timer(self) -> None:
         nxt = self.engine.next_expiry()
         if nxt is None:
             return
-        loop = self.server.loop
+        scheduler = self.scheduler
         delay = min(max(nxt - time.time(), 0.0) + 0.01, MAX_TIMER)
-        when = loop.time() + delay
+        when = scheduler.time() + delay
         if self._timer is not None and self._timer_at is not None and self._timer_at <= when:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = loop.call_at(when, self._on_timer)
+        self._timer = scheduler.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        if self.server.should_exit:
+        if self.scheduler.stopping:
             return
         try:
             n = self.engine.expire(time.time())
@@ -144,14 +154,9 @@ class PresenceService:
     def _start_flush(self) -> None:
         self._flush_handle = None
         if self._flushing is not None and not self._flushing.done():
-            self._flush_handle = self.server.loop.call_later(FLUSH_DELAY, self._start_flush)
+            self._flush_handle = self.scheduler.call_later(FLUSH_DELAY, self._start_flush)
             return
-        task = self.server.loop.create_task(self.flush())
-        self._flushing = task
-        tasks = getattr(self.server, "_tasks", None)
-        if tasks is not None:  # the server waits for these at shutdown
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        self._flushing = self.scheduler.spawn(self.flush())  # the daemon waits for it at shutdown
 
     async def flush(self) -> None:
         """Write the changed rows now (one transaction on the store's worker thread)."""
@@ -179,7 +184,7 @@ class PresenceService:
 
     def _send_queued(self) -> None:
         self._send_handle = None
-        server = self.server
+        transmitter = self.transmitter
         items = self.engine.drain()
         for i, (sub, reason) in enumerate(items):
             try:
@@ -187,8 +192,8 @@ class PresenceService:
             except Exception:  # noqa: BLE001 - one bad watcher must not stop the others
                 logger.exception("presence: NOTIFY to %s failed", sub.contact)
             if i % NOTIFY_BATCH == NOTIFY_BATCH - 1:
-                server.transmit()
-        server.transmit()
+                transmitter.transmit()
+        transmitter.transmit()
         self.kick()
 
     def destination(self, sub: Subscription) -> tuple | None:
@@ -197,20 +202,20 @@ class PresenceService:
         from ..sip.headers import parse_name_addr
         from ..sip.uri import parse_uri
 
-        server = self.server
+        destinations = self.destinations
         if sub.route_set:
-            return server.dest_from_uri(parse_name_addr(sub.route_set[0]).uri)
+            return destinations.dest_from_uri(parse_name_addr(sub.route_set[0]).uri)
         src = sub.source
         if src is not None:
             if src[0] == "udp":
                 return src
-            if src[3] is not None and server.transports.connection(src[3]) is not None:
+            if src[3] is not None and destinations.connection_alive(src[3]):
                 return src
-        return server.dest_from_uri(parse_uri(sub.contact))
+        return destinations.dest_from_uri(parse_uri(sub.contact))
 
     def send_notify(self, sub: Subscription, reason: str | None) -> None:
         """Build the next NOTIFY of ``sub`` and start its client transaction.
-        Call ``server.transmit()`` afterwards."""
+        Call ``Transmitter.transmit()`` afterwards."""
         from ..sip.message import make_request
 
         if reason is None and sub.inflight is not None:
@@ -218,7 +223,6 @@ class PresenceService:
             return
         if reason is None and self.engine.subs.get(sub.key) is not sub:
             return  # ended meanwhile
-        server = self.server
         now = time.time()
         headers, body = self.engine.notify_parts(sub, reason, now)
         dest = self.destination(sub)
@@ -227,19 +231,20 @@ class PresenceService:
             self.engine.drop(sub.key)
             return
         req = make_request("NOTIFY", sub.contact, headers=headers, body=body)
-        server.add_via(req, server.listener_for(dest), "pres")
-        key = server.layer.send_request(req, dest, server.loop.time())
+        listener = self.listeners.listener_for(dest)
+        assert listener is not None  # the watcher's SUBSCRIBE came in on one of ours
+        self.hop.add_via(req, listener, "pres")
+        key = self.transactions.send_request(req, dest, self.scheduler.time())
         sub.inflight = key
         sub.again = False
-        server.local_uac[key] = lambda ev, sub=sub, final=reason is not None: self._on_notify_event(sub, ev, final)
+        self.own_requests.watch(key, lambda ev, sub=sub, final=reason is not None: self._on_notify_event(sub, ev, final))
         self.c_notify.inc()
 
     def _on_notify_event(self, sub: Subscription, ev: Any, final: bool) -> None:
         kind = type(ev).__name__
-        server = self.server
         if kind == "ResponseReceived" and ev.response.status < 200:
             return
-        server.local_uac.pop(ev.tx_key, None)
+        self.own_requests.unwatch(ev.tx_key)
         if kind == "TransactionTerminated":
             return
         if sub.inflight == ev.tx_key:
@@ -254,7 +259,7 @@ class PresenceService:
             return
         if sub.again and self.engine.subs.get(sub.key) is sub:
             self.send_notify(sub, None)
-            server.transmit()
+            self.transmitter.transmit()
 
     # -- calls ------------------------------------------------------------------------------------
 
@@ -282,11 +287,9 @@ class PresenceService:
     # -- contacts ---------------------------------------------------------------------------------
 
     def local_contact(self, user: str, source: tuple) -> str:
-        server = self.server
-        listener = server.listener_for(source)
-        host = server.config.server.advertised_address or listener.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
+        listener = self.listeners.listener_for(source)
+        assert listener is not None  # the request came in on one of ours
+        host = self.listeners.advertised_host(listener)
         transport = "" if listener.proto == "udp" else f";transport={listener.proto}"
         return f"sip:{user}@{host}:{listener.port}{transport}" if user else f"sip:{host}:{listener.port}{transport}"
 
@@ -345,24 +348,29 @@ def requests(ctx: Context) -> Decision | None:
         outcome = engine.publish(req, ctx.wall, sender=contacts[:255] or str(req.from_.uri))
     else:
         outcome = engine.subscribe(req, ctx.wall, local_contact=svc.local_contact(uri.user, ctx.source),
-                                   source=ctx.source, socket=_socket(state, ctx.source))
+                                   source=ctx.source, socket=svc.listeners.local_socket_name(ctx.source))
     svc.kick()
     return _reply(outcome)
 
 
-def _socket(state: Any, source: tuple) -> str:
-    server = state.server
-    return server.local_socket_name(source) if server is not None else ""
+def setup(state: ServerState, endpoint: Endpoint, transactions: Transactions) -> PresenceService | None:
+    """Create and start ``state.presence`` when ``[presence] enabled``; ``endpoint`` implements the
+    service's ports, ``transactions`` (the transaction layer) sends its NOTIFYs."""
+    if not state.config.presence.enabled:
+        return None
+    if state.presence is None:
+        state.presence = PresenceService(state, scheduler=endpoint, replier=endpoint, transactions=transactions,
+                                         own_requests=endpoint, listeners=endpoint, hop=endpoint,
+                                         destinations=endpoint, transmitter=endpoint)
+        state.presence.start()
+    return state.presence
 
 
 def stages(state: ServerState) -> tuple[list[Stage], list[Stage]]:
-    """(stages before loose_route, stages after auth); empty when ``[presence] enabled`` is off."""
-    if not state.config.presence.enabled:
+    """(stages before loose_route, stages after auth); empty unless ``setup`` created the service."""
+    if state.presence is None:
         return [], []
-    if getattr(state, "presence", None) is None:
-        state.presence = PresenceService(state)
-        state.presence.start()
     return [in_dialog], [requests]
 
 
-__all__ = ["EVENT_PRESENCE", "PresenceService", "in_dialog", "requests", "stages"]
+__all__ = ["EVENT_PRESENCE", "PresenceService", "in_dialog", "requests", "setup", "stages"]

@@ -27,7 +27,6 @@ Theory of operation:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -37,7 +36,9 @@ from .pipeline import DIALOG_METHODS, Branch, Forward
 from .nat import fix_response_contact
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..state import ServerState
+    from .ports import (Cancellable, Destinations, Hop, Listeners, Replier, Scheduler, Transactions, Transmitter,
+                        Upstream)
 
 logger = logging.getLogger("sipd.proxy")
 
@@ -105,12 +106,12 @@ class ProxyContext:
     answered: bool = False  # a 2xx went upstream
     final_sent: bool = False
     cancelled: bool = False
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    group_timer: asyncio.TimerHandle | None = None
+    timers: list[Cancellable] = field(default_factory=list)
+    group_timer: Cancellable | None = None
     challenges: list[tuple[str, str]] = field(default_factory=list)
     local_ids: set[int] = field(default_factory=set)  # responses we generated (no Via of ours to pop)
-    diversion: Any = None  # diversion.CallDiversion (issue 11): may redirect instead of a final failure
-    nat: bool = False  # [nat] enabled: fix private Contacts in responses (issue 11)
+    diversion: Any = None  # diversion.CallDiversion: may redirect instead of a final failure
+    nat: bool = False  # [nat] enabled: fix private Contacts in responses
 
     @property
     def pending(self) -> list[BranchState]:
@@ -133,21 +134,33 @@ FINISHED = _Finished()
 
 
 class Proxy:
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, state: ServerState, *, scheduler: Scheduler, replier: Replier, transactions: Transactions,
+                 upstream: Upstream, listeners: Listeners, hop: Hop, destinations: Destinations,
+                 transmitter: Transmitter):
+        self.config = state.config
+        self.scheduler = scheduler
+        self.replier = replier
+        self.transactions = transactions
+        self.upstream = upstream
+        self.listeners = listeners
+        self.hop = hop
+        self.destinations = destinations
+        self.transmitter = transmitter
+        stats = state.stats
+        self.c_fwd_requests = stats.counter("core:fwd_requests")
+        self.c_uac = stats.counter("tm:UAC_transactions")
+        self.c_drop_requests = stats.counter("core:drop_requests")
         self.contexts: dict[Any, ProxyContext] = {}
         self.branch_tx: dict[Any, BranchState] = {}
-        self._tasks: set[asyncio.Task] = set()
 
     # -- starting ---------------------------------------------------------------------------------
 
     def forward(self, request: Any, source: tuple, tx_key: Any, decision: Forward, now: float, why: str) -> None:
-        server = self.server
         req_hash = loop_hash(request)
-        if server.has_own_via(request, req_hash):
-            server.reply(request, tx_key, 482, "Loop Detected", why="loop detected (RFC 5393)", source=source)
+        if self.hop.has_own_via(request, req_hash):
+            self.replier.reply(request, tx_key, 482, "Loop Detected", why="loop detected (RFC 5393)", source=source)
             return
-        server.emit_request(request, tx_key, now)  # accounting/dialogs (contracts §9)
+        self.upstream.emit_request(request, tx_key, now)  # accounting, dialogs, presence
         if decision.stateless or request.method == "ACK":  # ACK for 2xx: end to end, no transaction
             self._forward_stateless(request, source, decision, now, req_hash)
             return
@@ -155,14 +168,14 @@ class Proxy:
                            req_hash, why=why)
         if tx_key is not None:
             self.contexts[tx_key] = ctx
-        ctx.nat = server.state.config.nat.enabled
+        ctx.nat = self.config.nat.enabled
         if decision.diversion is not None and request.method == "INVITE":
             ctx.diversion = decision.diversion
             ctx.diversion.attach(self, ctx)  # no-answer timer
         if request.method == "INVITE":
-            server.reply(request, tx_key, 100, "Trying", quiet=True, source=source)
-            timeout = server.state.config.proxy.invite_timeout
-            ctx.timers.append(server.loop.call_later(timeout, self._invite_timeout, ctx))
+            self.replier.reply(request, tx_key, 100, "Trying", quiet=True, source=source)
+            timeout = self.config.proxy.invite_timeout
+            ctx.timers.append(self.scheduler.call_later(timeout, self._invite_timeout, ctx))
         self._next_group(ctx, now)
 
     def _next_group(self, ctx: ProxyContext, now: float) -> bool:
@@ -173,7 +186,7 @@ class Proxy:
             ctx.group_timer.cancel()
             ctx.group_timer = None
         if ctx.groups and ctx.request.method == "INVITE":
-            ctx.group_timer = self.server.loop.call_later(self.server.state.config.proxy.serial_timeout, self._group_timeout, ctx)
+            ctx.group_timer = self.scheduler.call_later(self.config.proxy.serial_timeout, self._group_timeout, ctx)
         for branch in group:
             bs = BranchState(ctx, branch)
             ctx.branches.append(bs)
@@ -185,30 +198,27 @@ class Proxy:
         return True
 
     def _resolve_then_send(self, bs: BranchState) -> None:
-        server = self.server
+        scheduler = self.scheduler
 
         async def resolve() -> None:
             try:
-                targets = await server.resolver.resolve(bs.branch.ruri, transports=server.transports_available())
+                targets = await self.destinations.resolve(bs.branch.ruri)
             except Exception as exc:  # noqa: BLE001 - DNS failure is a 503/404 upstream, not a crash
                 logger.info("DNS lookup for %s failed: %s", bs.branch.ruri, exc)
                 targets = []
             if not targets:
                 bs.final = 404
                 bs.ctx.responses.append(self._local(bs.ctx, 404, "Not Found (DNS)"))
-                self._after_final(bs.ctx, server.loop.time())
+                self._after_final(bs.ctx, scheduler.time())
                 return
             dests = [(t.transport, t.host, t.port, None) for t in targets]
             bs.dest, bs.alternates = dests[0], dests[1:]
-            self._send_branch(bs, server.loop.time())
-            server.transmit()
+            self._send_branch(bs, scheduler.time())
+            self.transmitter.transmit()
 
-        task = server.loop.create_task(resolve())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        scheduler.spawn(resolve())
 
     def _send_branch(self, bs: BranchState, now: float) -> None:
-        server = self.server
         ctx = bs.ctx
         req = clone_request(ctx.request)
         branch = bs.branch
@@ -220,16 +230,17 @@ class Proxy:
             req.prepend("Route", route)
         dest = bs.dest
         assert dest is not None
-        out_listener = server.listener_for(dest)
+        listeners, hop = self.listeners, self.hop
+        out_listener = listeners.listener_for(dest)
         if ctx.record_route:
-            in_listener = server.listener_for(ctx.source)
+            in_listener = listeners.listener_for(ctx.source)
             if in_listener is not out_listener and in_listener is not None:
-                req.prepend("Record-Route", server.record_route_value(in_listener))
-            req.prepend("Record-Route", server.record_route_value(out_listener))
-        server.add_via(req, out_listener, ctx.loop_hash)
+                req.prepend("Record-Route", hop.record_route_value(in_listener))
+            req.prepend("Record-Route", hop.record_route_value(out_listener))
+        hop.add_via(req, out_listener, ctx.loop_hash)
         bs.request = req
         try:
-            bs.tx_key = server.layer.send_request(req, dest, now)
+            bs.tx_key = self.transactions.send_request(req, dest, now)
         except Exception as exc:  # noqa: BLE001 - e.g. a destination we cannot use; answer 500/503 upstream
             logger.warning("cannot forward %s to %s: %s", req.method, dest, exc)
             bs.final = 503
@@ -237,42 +248,40 @@ class Proxy:
             self._after_final(ctx, now)
             return
         self.branch_tx[bs.tx_key] = bs
-        server.count("core:fwd_requests")
-        server.count("tm:UAC_transactions")
+        self.c_fwd_requests.inc()
+        self.c_uac.inc()
 
     def _forward_stateless(self, request: Any, source: tuple, decision: Forward, now: float, req_hash: str) -> None:
         """ACK for 2xx: end to end, no transaction (RFC 3261 §16.11 / §13.2.2.4)."""
-        server = self.server
         branch = decision.groups[0][0]
         dest = branch.dest
         if dest is None:
-            dest = server.dest_from_uri(branch.ruri)
+            dest = self.destinations.dest_from_uri(branch.ruri)
             if dest is None:
-                server.count("core:drop_requests")
+                self.c_drop_requests.inc()
                 return
         req = clone_request(request)
         mf = request.max_forwards
         req.set("Max-Forwards", str((70 if mf is None else mf) - 1))
-        server.add_via(req, server.listener_for(dest), req_hash)
-        server.layer.send_stateless(req, server.reuse_connection(dest), now)
-        server.count("core:fwd_requests")
+        self.hop.add_via(req, self.listeners.listener_for(dest), req_hash)
+        self.transactions.send_stateless(req, self.destinations.reuse_connection(dest), now)
+        self.c_fwd_requests.inc()
 
     # -- events -----------------------------------------------------------------------------------
 
     def on_response(self, response: Any, tx_key: Any, now: float) -> None:
-        server = self.server
         bs = self.branch_tx.get(tx_key) if tx_key is not None else None
         if bs is None:
-            server.forward_response_stateless(response, now)
+            self.upstream.forward_response_stateless(response, now)
             return
         ctx = bs.ctx
         status = response.status
-        if status < 300 and bs.nat_fix:  # [nat]: callee reached at its NAT pinhole (issue 11)
+        if status < 300 and bs.nat_fix:  # [nat]: callee reached at its NAT pinhole
             fix_response_contact(response, bs.dest)
         if status < 200:
             bs.provisional = True
             if bs.cancelled and bs.tx_key is not None:
-                server.layer.cancel(bs.tx_key, now)
+                self.transactions.cancel(bs.tx_key, now)
             if status == 100 or ctx.final_sent:
                 return
             self._relay(ctx, response, now)
@@ -339,11 +348,11 @@ class Proxy:
         ctx.groups.clear()
         for bs in ctx.pending:
             self._cancel_branch(bs, now)
-        ctx.timers.append(self.server.loop.call_later(CANCEL_GRACE, self._cancel_grace, ctx))
+        ctx.timers.append(self.scheduler.call_later(CANCEL_GRACE, self._cancel_grace, ctx))
         return True
 
     def _local(self, ctx: ProxyContext, status: int, reason: str) -> Any:
-        resp = self.server.local_response(ctx.request, status, reason)
+        resp = self.replier.local_response(ctx.request, status, reason)
         ctx.local_ids.add(id(resp))
         return resp
 
@@ -362,7 +371,7 @@ class Proxy:
             return
         bs.cancelled = True
         if bs.tx_key is not None and bs.provisional:
-            self.server.layer.cancel(bs.tx_key, now)
+            self.transactions.cancel(bs.tx_key, now)
         # no provisional yet: the CANCEL goes out when one arrives (RFC 3261 §9.1), see on_response
 
     def _after_final(self, ctx: ProxyContext, now: float) -> None:
@@ -394,12 +403,12 @@ class Proxy:
         self._relay(ctx, best, now)
 
     def _relay(self, ctx: ProxyContext, response: Any, now: float) -> None:
-        server = self.server
-        server.emit_response(ctx, response, now)  # what goes upstream (contracts §9)
+        upstream = self.upstream
+        upstream.emit_response(ctx, response, now)  # what goes upstream, for accounting, dialogs, presence
         if response.status >= 200:
             ctx.final_sent = True
-            server.log_final(ctx, response)
-        server.relay_response(ctx, response, now)
+            upstream.log_final(ctx, response)
+        upstream.relay_response(ctx, response, now)
 
     def _finish(self, ctx: ProxyContext, now: float, *, cancel_others: bool) -> None:
         if ctx.diversion is not None and ctx.diversion.redirecting:
@@ -436,7 +445,7 @@ class Proxy:
             ctx.group_timer = None
 
     def _invite_timeout(self, ctx: ProxyContext) -> None:
-        now = self.server.loop.time()
+        now = self.scheduler.time()
         if ctx.final_sent:
             return
         ctx.groups.clear()
@@ -447,10 +456,10 @@ class Proxy:
             ctx.responses.append(self._local(ctx, 408, "Request Timeout"))
         self._send_best(ctx, now)
         self._finish(ctx, now, cancel_others=False)
-        self.server.transmit()
+        self.transmitter.transmit()
 
     def _group_timeout(self, ctx: ProxyContext) -> None:
-        now = self.server.loop.time()
+        now = self.scheduler.time()
         ctx.group_timer = None
         if ctx.final_sent or not ctx.groups:
             return
@@ -458,17 +467,17 @@ class Proxy:
             self._cancel_branch(bs, now)
             bs.final = 408
         self._next_group(ctx, now)
-        self.server.transmit()
+        self.transmitter.transmit()
 
     def _cancel_grace(self, ctx: ProxyContext) -> None:
         if ctx.final_sent:
             return
-        now = self.server.loop.time()
+        now = self.scheduler.time()
         for bs in ctx.pending:
             bs.final = 487
         self._relay(ctx, self._local(ctx, 487, "Request Terminated"), now)
         self._finish(ctx, now, cancel_others=False)
-        self.server.transmit()
+        self.transmitter.transmit()
 
 
 def _fmt(dest: tuple | None) -> str:

@@ -28,14 +28,9 @@ from .pipeline import Branch, Forward, Reply, dest_of
 if TYPE_CHECKING:
     from ..state import ServerState
     from .pipeline import Context, Decision, Stage
+    from .ports import Destinations
 
 logger = logging.getLogger("sipd.pstn")
-
-
-def _own_host(state: ServerState, host: str) -> bool:
-    server = state.server
-    host = host.strip("[]").lower()
-    return server is not None and any(h.strip("[]") == host for h, _ in server.self_addresses)
 
 
 def match_number(user: str, prefixes: list[str]) -> tuple[str, str] | None:
@@ -78,7 +73,7 @@ def trust_stage(pstn: Pstn, local_domain: Stage) -> Stage:
             return local_domain(ctx)
         uri = req.uri
         state = ctx.state
-        if uri.user and uri.host and uri.host not in state.domains and _own_host(state, uri.host):
+        if uri.user and uri.host and uri.host not in state.domains and state.myself.is_own_host(uri.host):
             domain = next(iter(state.config.server.domains), None) or next(iter(state.domains), None)
             if domain:
                 req.uri = uri.replace(host=domain, port=None)
@@ -91,13 +86,13 @@ def trust_stage(pstn: Pstn, local_domain: Stage) -> Stage:
     return local_domain_pstn
 
 
-def outbound_stage(pstn: Pstn) -> Stage:
+def outbound_stage(pstn: Pstn, destinations: Destinations) -> Stage:
     def pstn_outbound(ctx: Context) -> Decision | None:
         req = ctx.request
         if req.method in ("REGISTER", "ACK", "CANCEL") or req.to.tag is not None or ctx.extra.get("pstn_inbound"):
             return None
         uri = req.uri
-        if not uri.user or not (ctx.ruri_local or _own_host(ctx.state, uri.host or "")):
+        if not uri.user or not (ctx.ruri_local or ctx.state.myself.is_own_host(uri.host or "")):
             return None
         target = pstn.outbound_uri(uri.user)
         if target is None:
@@ -106,9 +101,8 @@ def outbound_stage(pstn: Pstn) -> Stage:
             return Reply(403, "Forbidden", why="PSTN numbers only for local users")
         req.uri = target
         dest = dest_of(target)
-        server = ctx.state.server
-        if dest is not None and server is not None:
-            dest = server.reuse_connection(dest)
+        if dest is not None:
+            dest = destinations.reuse_connection(dest)
         return Forward([[Branch(target, dest, label=f"PSTN gateway {pstn.cfg.gateway}")]], why="PSTN number")
 
     return pstn_outbound

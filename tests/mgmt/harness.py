@@ -11,24 +11,11 @@ from typing import Any
 
 from sipd import config as cfg
 from sipd.mgmt import client
+from sipd.mgmt.context import MgmtContext
 from sipd.mgmt.server import MgmtServer, start
-from sipd.services.location import Contact, Location
-from sipd.stats import Statistics
+from sipd.services.location import Contact
 
-try:
-    from sipd.state import ServerState
-except ImportError:  # the daemon's state module depends on parts still landing: a minimal real one
-    from dataclasses import dataclass, field
-
-    @dataclass(eq=False)
-    class ServerState:  # type: ignore[no-redef]
-        config: Any
-        stats: Statistics = field(default_factory=Statistics)
-        started_at: float = field(default_factory=time.time)
-        location: Location = field(default_factory=Location)
-        domains: Any = None
-        dialplan: Any = None
-        subscribers: Any = None
+from sipd.state import ServerState
 from tests.conftest import free_port
 
 TOKEN = "s3cret-token-for-tests"
@@ -72,7 +59,8 @@ class Harness:
         self.config = conf
         self.state = ServerState(config=conf)
         self.loop = LoopThread()
-        self.server: MgmtServer = self.loop.run(start(self.state))
+        self.context = MgmtContext(self.state)
+        self.server: MgmtServer = self.loop.run(start(self.context))
 
     def call(self, method: str, params: Any = None, transport: str = "socket", timeout: float | None = None) -> Any:
         return client.call(self.config, method, params, timeout, transport=transport)

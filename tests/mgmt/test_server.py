@@ -75,7 +75,7 @@ def test_socket_mode_and_cleanup(tmp_path: Path) -> None:
 def test_stale_socket_replaced_live_socket_refused(tmp_path: Path, mgmt: Harness) -> None:
     # a second server on the same live socket must refuse
     with pytest.raises(MgmtStartError, match="already listening"):
-        mgmt.loop.run(start(mgmt.state))
+        mgmt.loop.run(start(mgmt.context))
     # a stale socket file (nobody listening) is replaced
     stale = tmp_path / "stale" / "s.sock"
     stale.parent.mkdir()

@@ -28,10 +28,47 @@ def state(**sections) -> ServerState:
     conf, problems = cfg.from_dict(base)
     assert not problems, problems
     st = ServerState(config=conf)
-    st.server = SimpleNamespace(self_addresses={("192.0.2.10", 5060)}, self_sockets={("udp", "192.0.2.10", 5060)},
-                                reuse_connection=lambda d: d,
-                                branch_for_contact=lambda c: pipeline.Branch(c.uri, None, label=c.uri))
+    st.myself.note_socket("udp", "192.0.2.10", 5060)
     return st
+
+
+class Endpoint:
+    """The ports the residential features call (sipd/services/ports.py), without sockets: a fixed
+    clock, timers and sent datagrams recorded, destinations as given."""
+
+    LISTENER = SimpleNamespace(proto="udp", host="192.0.2.10", port=5060, name="udp:192.0.2.10:5060")
+
+    def __init__(self) -> None:
+        self.now = 5.0
+        self.timers: list[tuple] = []
+        self.sent: list[tuple] = []
+        self.transmits = 0
+        self.stopping = False
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay, callback, *args):
+        self.timers.append((delay, callback, *args))
+        return SimpleNamespace(cancel=lambda: None)
+
+    def transmit(self) -> None:
+        self.transmits += 1
+
+    def send_datagram(self, data: bytes, dest: tuple) -> None:
+        self.sent.append((data, dest))
+
+    def reuse_connection(self, dest: tuple) -> tuple:
+        return dest
+
+    def branch_for_contact(self, c):
+        return pipeline.Branch(c.uri, None, label=c.uri)
+
+    def listener_for(self, addr: tuple):
+        return self.LISTENER
+
+    def advertised_host(self, listener) -> str:
+        return listener.host
 
 
 def ctx(st, request, source=("udp", "203.0.113.7", 40000, None)) -> pipeline.Context:

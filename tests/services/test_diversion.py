@@ -7,27 +7,27 @@ from types import SimpleNamespace
 from sipd.services import diversion
 from sipd.services.pipeline import Branch, Forward, Reply
 
-from _residential import ctx, req, state
+from _residential import Endpoint, ctx, req, state
 
 VM = {"diversion": {"uri": "sip:voicemail@198.51.100.5:5080"}}
 
 
 def test_kinds():
-    svc = diversion.setup(state(**VM))
+    svc = diversion.setup(state(**VM), Endpoint())
     assert svc.kind_of(486) == "busy" and svc.kind_of(600) == "busy"
     assert all(svc.kind_of(s) == "unavailable" for s in (404, 408, 410, 480, 503))
     assert svc.kind_of(603) is None and svc.kind_of(487) is None
     svc.cfg.on_busy = False
     assert svc.kind_of(486) is None
-    assert diversion.setup(state()) is None
+    assert diversion.setup(state(), Endpoint()) is None
 
 
 def test_diversion_header_rfc5806_and_history_info():
-    svc = diversion.setup(state(**VM))
+    svc = diversion.setup(state(**VM), Endpoint())
     r = req()
     svc.mark(r, "sip:bob@example.test", "busy")
     assert r.get("Diversion") == "<sip:bob@example.test>;reason=user-busy;counter=1"
-    svc = diversion.setup(state(diversion={**VM["diversion"], "header": "history-info"}))
+    svc = diversion.setup(state(diversion={**VM["diversion"], "header": "history-info"}), Endpoint())
     r = req()
     svc.mark(r, "sip:bob@example.test", "no-answer")
     assert r.get_all("History-Info") == ["<sip:bob@example.test>;index=1",
@@ -36,7 +36,7 @@ def test_diversion_header_rfc5806_and_history_info():
 
 def test_location_wrapper():
     st = state(**VM)
-    svc = diversion.setup(st)
+    svc = diversion.setup(st, Endpoint())
     stage = svc.wrap_location(lambda c: Reply(480, "Temporarily Unavailable", why="no registered contacts"))
     c = ctx(st, req())
     c.ruri_local = True
@@ -56,15 +56,13 @@ def test_location_wrapper():
 
 def fake_proxy(st):
     calls = []
-    loop = SimpleNamespace(time=lambda: 5.0, call_later=lambda d, fn, *a: SimpleNamespace(cancel=lambda: None))
-    server = SimpleNamespace(loop=loop, state=st, transmit=lambda: None)
-    return SimpleNamespace(server=server, _cancel_branch=lambda bs, now: calls.append(("cancel", bs)),
+    return SimpleNamespace(_cancel_branch=lambda bs, now: calls.append(("cancel", bs)),
                            _next_group=lambda ctx, now: calls.append(("next", list(ctx.groups)))), calls
 
 
 def test_proxy_hook_diverts_once():
     st = state(**VM)
-    svc = diversion.setup(st)
+    svc = diversion.setup(st, Endpoint())
     cd = diversion.CallDiversion(svc, "sip:bob@example.test", 1e9)
     proxy, calls = fake_proxy(st)
     pending = SimpleNamespace(final=0)
@@ -80,16 +78,18 @@ def test_proxy_hook_diverts_once():
 
 def test_no_answer_timer():
     st = state(**VM)
-    cd = diversion.CallDiversion(diversion.setup(st), "sip:bob@example.test", 1e9)
+    endpoint = Endpoint()
+    svc = diversion.setup(st, endpoint)
+    cd = diversion.CallDiversion(svc, "sip:bob@example.test", 1e9)
     proxy, calls = fake_proxy(st)
     pctx = SimpleNamespace(cancelled=False, answered=False, final_sent=False, request=req(), responses=[],
                            challenges=[], groups=[], pending=[], timers=[])
     cd.attach(proxy, pctx)
-    assert len(pctx.timers) == 1
+    assert len(pctx.timers) == 1 and endpoint.timers[0][:2] == (svc.cfg.no_answer_timeout, cd._no_answer)
     cd._no_answer(proxy, pctx)
-    assert cd.done and not cd.redirecting
+    assert cd.done and not cd.redirecting and endpoint.transmits == 1  # the new branch goes out at once
     assert pctx.request.get("Diversion").endswith("reason=no-answer;counter=1")
     pctx2 = SimpleNamespace(cancelled=True, answered=False, final_sent=False)
-    cd2 = diversion.CallDiversion(diversion.setup(st), "sip:bob@example.test", 1e9)
+    cd2 = diversion.CallDiversion(diversion.setup(st, Endpoint()), "sip:bob@example.test", 1e9)
     cd2._no_answer(proxy, pctx2)
     assert not cd2.done  # the caller cancelled: nothing to divert

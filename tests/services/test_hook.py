@@ -12,7 +12,7 @@ from sipd.services import hook as hook_mod
 from sipd.services.hook import HookError, HookRequest, RoutingHook
 from sipd.services.pipeline import Drop, Reply
 
-from _residential import ctx, req, state
+from _residential import Endpoint, ctx, req, state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,18 +130,18 @@ def test_reload_keeps_old_hook_on_failure(tmp_path):
 def test_stage_only_for_initial_requests(tmp_path):
     st = state(routing={"hook": str(write(tmp_path, "def route(request):\n    request.drop()\n"))})
     stages = hook_mod.stages(st)
-    assert stages == [hook_mod.hook_stage] and hook_mod.route_stages(st) == [hook_mod.destination_stage]
+    assert stages == [hook_mod.hook_stage] and len(hook_mod.route_stages(st, Endpoint())) == 1
     assert isinstance(hook_mod.hook_stage(ctx(st, req())), Drop)
     assert hook_mod.hook_stage(ctx(st, req(to_tag="x"))) is None  # in-dialog
     assert hook_mod.hook_stage(ctx(st, req("ACK"))) is None
-    assert hook_mod.stages(state()) == []  # no hook configured: nothing inserted
+    assert hook_mod.stages(state()) == [] and hook_mod.route_stages(state(), Endpoint()) == []  # no hook: nothing
 
 
 def test_destination_stage_forwards_to_numeric_destination():
     st = state()
     c = ctx(st, req())
     c.extra["hook_destination"] = "sip:10.1.1.1:5080;transport=tcp"
-    d = hook_mod.destination_stage(c)
+    d = hook_mod.destination_stage(Endpoint())(c)
     branch = d.groups[0][0]
     assert branch.dest == ("tcp", "10.1.1.1", 5080, None) and str(branch.ruri) == "sip:bob@example.test"
 

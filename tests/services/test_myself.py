@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sipd import config as cfg
-from sipd.services.myself import is_local, is_self, note_listener
+from sipd.services.myself import is_local, is_self
 from sipd.sip.uri import parse_uri
 from sipd.state import ServerState
 
@@ -14,10 +14,8 @@ def state(domains=("example.test", "192.0.2.10", "198.51.100.1"), advertised="")
     conf, problems = cfg.from_dict({"server": {"domains": list(domains), "advertised_address": advertised}})
     assert not problems, problems
     st = ServerState(config=conf)
-    server = SimpleNamespace(config=conf, self_addresses=set(), self_sockets=set())
     for proto, port in (("udp", 5060), ("tcp", 5060), ("tls", 5061)):
-        note_listener(server, SimpleNamespace(proto=proto, host="192.0.2.10", port=port))
-    st.server = server
+        st.myself.note_listener(SimpleNamespace(proto=proto, host="192.0.2.10", port=port), advertised)
     return st
 
 
@@ -29,13 +27,16 @@ def test_self_needs_host_port_and_transport_of_a_listener():
           "sip:192.0.2.11:5060", "sip:example.test:5060;lr", "sip:bob@192.0.2.10:5112"]
     assert [u for u in yes if not is_self(st, parse_uri(u))] == []
     assert [u for u in no if is_self(st, parse_uri(u))] == []
-    assert not is_self(ServerState(config=st.config), parse_uri("sip:192.0.2.10"))  # no server (pure tests)
+    assert not is_self(ServerState(config=st.config), parse_uri("sip:192.0.2.10"))  # no listener noted yet
 
 
 def test_advertised_address_is_us_on_our_ports():
     st = state(advertised="sip.example.test")
     assert is_self(st, parse_uri("sip:sip.example.test:5060;lr"))
     assert not is_self(st, parse_uri("sip:sip.example.test:5062;lr"))
+    # our own host on any port (the PSTN gateway's number@OUR_IP, the hook's is_own_address)
+    assert st.myself.is_own_host("SIP.example.test") and st.myself.is_own_host("192.0.2.10")
+    assert not st.myself.is_own_host("192.0.2.11") and not state().myself.is_own_host("sip.example.test")
 
 
 def test_a_domain_name_is_local_on_any_port_our_address_only_on_our_ports():

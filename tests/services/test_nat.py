@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from sipd.services import nat
 from sipd.services.location import Contact
 from sipd.stats import Statistics
 
-from _residential import ctx, req, state
+from _residential import Endpoint, ctx, req, state
 
 
 def test_parse_received():
@@ -79,57 +77,48 @@ def test_fix_contact_of_nated_caller():
     assert nat.stages(state(nat={"enabled": False})) == []
 
 
-class FakeLoop:
-    def __init__(self):
-        self.later = []
-
-    def call_later(self, delay, fn):
-        self.later.append((delay, fn))
-        return SimpleNamespace(cancel=lambda: None)
-
-
-def server_with(contacts, method="options"):
+def with_contacts(contacts, method="options"):
     st = state(nat={"keepalive_interval": 15.0, "keepalive_method": method})
     for aor, c in contacts:
         st.location.replace(aor, [c], mark_dirty=False)
-    sent = []
-    listener = SimpleNamespace(port=5060)
-    return SimpleNamespace(config=st.config, state=st, loop=FakeLoop(), should_exit=False,
-                           transports=SimpleNamespace(send=lambda data, dest: sent.append((data, dest))),
-                           listener_for=lambda dest: listener, _host_of=lambda l: "192.0.2.10"), sent
+    return st, Endpoint()
 
 
 def test_keepalive_pings_only_live_nated_udp_contacts():
     import time
 
     far = time.time() + 3600
-    srv, sent = server_with([
+    st, endpoint = with_contacts([
         ("alice@example.test", Contact("sip:alice@10.0.0.5:5060", far, received="udp:203.0.113.7:40000", cflags="NAT")),
         ("bob@example.test", Contact("sip:bob@203.0.113.8:5060", far, received="udp:203.0.113.8:5060")),
         ("carol@example.test", Contact("sip:carol@10.0.0.9", 1.0, received="udp:203.0.113.9:5060", cflags="NAT")),
     ])
-    srv.state.stats = Statistics()
-    ka = nat.start(srv)
-    assert srv.loop.later[0][0] == 15.0
-    srv.loop.later[0][1]()  # the timer fires
-    assert len(sent) == 1
-    data, dest = sent[0]
+    st.stats = Statistics()
+    ka = nat.start(st, endpoint)
+    assert endpoint.timers[0][0] == 15.0
+    endpoint.timers[0][1]()  # the timer fires
+    assert len(endpoint.sent) == 1
+    data, dest = endpoint.sent[0]
     assert dest == ("udp", "203.0.113.7", 40000, None)
     assert data.startswith(b"OPTIONS sip:alice@10.0.0.5:5060 SIP/2.0\r\n") and b"To: <sip:alice@example.test>" in data
-    assert len(srv.loop.later) == 2  # re-armed
+    assert b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKka" in data  # from our listener
+    assert len(endpoint.timers) == 2  # re-armed
     assert ka.sent.value == 1
+    endpoint.stopping = True
+    endpoint.timers[1][1]()
+    assert len(endpoint.timers) == 2  # not re-armed once the daemon stops
 
 
 def test_keepalive_crlf_and_disabled():
     import time
 
-    srv, sent = server_with([("alice@example.test", Contact("sip:alice@10.0.0.5", time.time() + 60,
-                                                            received="udp:203.0.113.7:40000", cflags="NAT"))],
-                            method="crlf")
-    ka = nat.start(srv)
-    assert ka.ping_all() == 1 and sent[0][0] == b"\r\n\r\n"
-    srv.config.nat.keepalive_interval = 0
-    assert nat.start(srv) is None
+    st, endpoint = with_contacts([("alice@example.test", Contact("sip:alice@10.0.0.5", time.time() + 60,
+                                                                 received="udp:203.0.113.7:40000", cflags="NAT"))],
+                                 method="crlf")
+    ka = nat.start(st, endpoint)
+    assert ka.ping_all() == 1 and endpoint.sent[0][0] == b"\r\n\r\n"
+    st.config.nat.keepalive_interval = 0
+    assert nat.start(st, endpoint) is None
 
 
 def test_fix_response_contact():

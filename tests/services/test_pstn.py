@@ -5,7 +5,7 @@ from __future__ import annotations
 from sipd.services import pipeline, pstn
 from sipd.services.pipeline import Forward, Reply
 
-from _residential import ctx, req, state
+from _residential import Endpoint, ctx, req, state
 
 GW = {"pstn": {"gateway": "sip:198.51.100.20:5060", "prefixes": ["00", "+"]}}
 
@@ -18,7 +18,7 @@ def test_match_number():
 
 
 def run_outbound(st, c):
-    stage = pstn.outbound_stage(pstn.setup(st))
+    stage = pstn.outbound_stage(pstn.setup(st), Endpoint())
     return stage(c)
 
 

@@ -290,7 +290,7 @@ async def start_worker(endpoint: Any, routing: WorkerRouting, boot: dict[str, An
     to main, then wait for its AORs. No management, no trace socket, no accounting: main's."""
     await endpoint._start_core()
     endpoint.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
-    endpoint.stages = pipeline.build_pipeline(endpoint.state)
+    endpoint.stages = pipeline.build_pipeline(endpoint.state, endpoint, endpoint.authenticator)
     endpoint.transports = transports = Transports(endpoint, endpoint.config.limits)
     await routing.connect(socket.socket(fileno=int(boot["ipc"])))
     for fd, host, port in boot["udp"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..context import MgmtContext
 from ..registry import MgmtError, Param, command
 from . import need
 
@@ -18,21 +19,21 @@ def _now() -> float:
 
 
 @command("ban_list", help="The banned addresses and networks: reason, seconds left, packets dropped.")
-async def ban_list(state: Any) -> Any:
-    bans = need(state, "bans", "antiflood")
+async def ban_list(ctx: MgmtContext) -> Any:
+    bans = need(ctx.state, "bans", "antiflood")
     return {"Bans": bans.ban_list(_now())}
 
 
 @command("pike_list", help="Same as ban_list (OpenSIPS name).")
-async def pike_list(state: Any) -> Any:
-    return await ban_list(state)
+async def pike_list(ctx: MgmtContext) -> Any:
+    return await ban_list(ctx)
 
 
 @command("ban_add", params=[Param("ip", help="address or CIDR network"),
                             Param("seconds", required=False, type="int", help="ban length; 0 or absent = until removed")],
          help="Ban an address or network (its packets are dropped before parsing).")
-async def ban_add(state: Any, ip: str, seconds: int | None = None) -> Any:
-    bans = need(state, "bans", "antiflood")
+async def ban_add(ctx: MgmtContext, ip: str, seconds: int | None = None) -> Any:
+    bans = need(ctx.state, "bans", "antiflood")
     if seconds is not None and seconds < 0:
         raise MgmtError(400, "seconds must not be negative")
     now = _now()
@@ -45,13 +46,13 @@ async def ban_add(state: Any, ip: str, seconds: int | None = None) -> Any:
 
 @command("ban_rm", params=[Param("ip", help="address or CIDR network as listed")],
          help="Lift a ban (automatic or manual) and reset the source's counters.")
-async def ban_rm(state: Any, ip: str) -> Any:
-    bans = need(state, "bans", "antiflood")
+async def ban_rm(ctx: MgmtContext, ip: str) -> Any:
+    bans = need(ctx.state, "bans", "antiflood")
     if not bans.ban_rm(ip):
         raise MgmtError(404, f"{ip} is not banned")
     return "OK"
 
 
 @command("pike_rm", params=[Param("ip")], help="Same as ban_rm (OpenSIPS name).")
-async def pike_rm(state: Any, ip: str) -> Any:
-    return await ban_rm(state, ip)
+async def pike_rm(ctx: MgmtContext, ip: str) -> Any:
+    return await ban_rm(ctx, ip)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from typing import Any
 
 from ... import __version__
+from ... import config as cfg
+from ...reloading import TABLES, check_tables, reload_tables, reload_workers
+from ...services.hook import HookError
+from ...validation import VALIDATORS
+from ..context import MgmtContext
 from ..registry import COMMANDS, MgmtError, Param, command, load_commands
 from . import maybe_await
 
@@ -22,7 +28,7 @@ LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warning
 
 @command("which", params=[Param("command", required=False, help="command name")],
          help="List the management commands, or the parameter recipes of one command.")
-async def which(state: Any, command: str | None = None) -> Any:
+async def which(ctx: MgmtContext, command: str | None = None) -> Any:
     load_commands()
     if command is None:
         return sorted(COMMANDS)
@@ -34,7 +40,7 @@ async def which(state: Any, command: str | None = None) -> Any:
 
 @command("help", params=[Param("mi_cmd", required=False, help="command name")],
          help="Describe one command and its parameters.")
-async def help_(state: Any, mi_cmd: str | None = None) -> Any:
+async def help_(ctx: MgmtContext, mi_cmd: str | None = None) -> Any:
     load_commands()
     if mi_cmd is None:
         return {"Commands": [{"name": c.name, "help": c.help} for c in sorted(COMMANDS.values(), key=lambda c: c.name)]}
@@ -46,22 +52,22 @@ async def help_(state: Any, mi_cmd: str | None = None) -> Any:
 
 
 @command("uptime", help="Current time, start time and seconds up.")
-async def uptime(state: Any) -> Any:
+async def uptime(ctx: MgmtContext) -> Any:
     now = time.time()
-    started = float(getattr(state, "started_at", now) or now)
+    started = float(ctx.state.started_at or now)
     return {"Now": time.ctime(now), "Up since": time.ctime(started), "Up time": f"{int(now - started)} [sec]"}
 
 
 @command("version", help="Server name and version.")
-async def version(state: Any) -> Any:
+async def version(ctx: MgmtContext) -> Any:
     return {"Server": f"sipd {__version__} ({platform.machine()}/{sys.platform})",
             "Python": platform.python_version()}
 
 
 @command("ps", help="The processes of the server.")
-async def ps(state: Any) -> Any:
+async def ps(ctx: MgmtContext) -> Any:
     procs = [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)"}]
-    pool = _workers(state)
+    pool = ctx.workers
     for w in pool.describe() if pool is not None else ():
         kind = "worker (UDP REGISTER for its AORs, calls by Call-ID)" if w.get("calls") else \
             "registrar worker (UDP REGISTER for its AORs)"
@@ -73,11 +79,6 @@ async def ps(state: Any) -> Any:
     return {"Processes": procs}
 
 
-def _workers(state: Any) -> Any:
-    """The registrar workers of main ([server] workers > 1), or None."""
-    return getattr(getattr(state, "server", None), "workers", None)
-
-
 def _level_name(level: int) -> str:
     for name, value in LEVELS.items():
         if value == level:
@@ -87,19 +88,19 @@ def _level_name(level: int) -> str:
 
 @command("log_level", params=[Param("level", required=False, help="trace|debug|info|warning|error|critical")],
          help="Show or set the log level of the daemon.")
-async def log_level(state: Any, level: str | None = None) -> Any:
+async def log_level(ctx: MgmtContext, level: str | None = None) -> Any:
     log = logging.getLogger("sipd")
     if level is None:
         return {"Processes": [{"PID": os.getpid(), "Log level": _level_name(log.getEffectiveLevel())}]}
     name = level.strip().lower()
     if name not in LEVELS:
         raise MgmtError(400, f"unknown log level {level!r}; one of {', '.join(LEVELS)}")
-    setter = getattr(state, "set_log_level", None)
+    setter = getattr(ctx.state, "set_log_level", None)
     if callable(setter):
         await maybe_await(setter(name))
     else:
         log.setLevel(LEVELS[name])
-    pool = _workers(state)
+    pool = ctx.workers
     if pool is not None:
         pool.broadcast(b"V" + name.encode())
     logger.info("log level set to %s through the management interface", name)
@@ -112,55 +113,45 @@ async def log_level(state: Any, level: str | None = None) -> Any:
                                  help="with subscribers: only these user@domain entries")],
          help="Re-read what can change without a restart: the domains, subscribers, aliases and dialplan "
               "tables, TLS certificates, routing hook, log level (also on SIGHUP); with tables, only those.")
-async def reload(state: Any, tables: Any = None, users: Any = None) -> Any:
-    from ...reloading import TABLES, check_tables, reload_tables, reload_workers
-
+async def reload(ctx: MgmtContext, tables: Any = None, users: Any = None) -> Any:
     try:
         wanted = check_tables([tables] if isinstance(tables, str) else tables) if tables else list(TABLES)
     except ValueError as exc:
         raise MgmtError(400, str(exc)) from None
     users = ([users] if isinstance(users, str) else [str(u) for u in users or ()]) if tables else []
     try:
-        done = await reload_tables(state, wanted, users)
+        done = await reload_tables(ctx.state, wanted, users)
     except Exception as exc:
         logger.warning("reload of %s failed: %s", ", ".join(wanted), exc, exc_info=True)
         raise MgmtError(500, f"reload of {', '.join(wanted)} failed (previous contents kept): {exc}") from None
     if tables:  # what sipctl changed: the workers read those tables too, nothing else is touched
-        workers = await reload_workers(state, done, users)
+        workers = await reload_workers(ctx.workers, done, users)
         if workers:
             done.append(workers)
         logger.info("reloaded %s", ", ".join(done) or "nothing")
         return {"Reloaded": done}
-    tls = getattr(getattr(state, "server", None), "tls", None)
+    tls = ctx.tls
     if tls is not None and hasattr(tls, "reload"):
         failed = [r for r in tls.reload() if r.get("error")]
         done.append("tls" if not failed else f"tls ({len(failed)} domain(s) kept their old certificate)")
-    hook = getattr(state, "routing_hook", None)
+    hook = ctx.state.routing_hook
     if hook is not None:
-        from ...services.hook import HookError
-
         try:
             hook.reload()
             done.append("routing_hook")
         except HookError as exc:
             logger.error("routing hook not reloaded, the previous one stays active: %s", exc)
             done.append("routing_hook (failed, previous one kept)")
-    config = getattr(state, "config", None)
-    source = getattr(config, "source", None)
+    source = ctx.state.config.source
     if source is not None:
-        from ... import config as cfg
-        from ...validation import VALIDATORS
-
         try:
             fresh = cfg.load(source, validators=VALIDATORS)
         except cfg.ConfigError as exc:
             raise MgmtError(400, f"configuration not reloaded: {exc.problems[0]}") from None
-        await log_level(state, fresh.log.level)
+        await log_level(ctx, fresh.log.level)
         done.append("log_level")
-    pool = _workers(state)
+    pool = ctx.workers
     if pool is not None:
-        import signal
-
         pool.signal(signal.SIGHUP)  # each worker reloads its own caches the same way
         done.append(f"workers ({len(pool.workers)})")
     logger.info("reloaded %s", ", ".join(done) or "nothing")

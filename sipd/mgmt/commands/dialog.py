@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..context import MgmtContext
 from ..registry import MgmtError, Param, command
 from . import need
 
@@ -23,9 +24,9 @@ MAX_PAGE = 10_000
     Param("index", required=False, type="int", help="paging: first dialog to return (0-based)"),
     Param("counter", required=False, type="int", help="paging: how many dialogs to return"),
 ], help="Ongoing calls (dialogs): state, caller, callee, tags, times. Paging with index/counter.")
-async def dlg_list(state: Any, callid: str | None = None, from_tag: str | None = None,
+async def dlg_list(ctx: MgmtContext, callid: str | None = None, from_tag: str | None = None,
                    index: int | None = None, counter: int | None = None) -> Any:
-    service = need(state, "dialogs", "dialog tracking")
+    service = need(ctx.state, "dialogs", "dialog tracking")
     dialogs = service.tracker.list()
     if callid is not None:
         dialogs = [d for d in dialogs if d.call_id == callid and (from_tag is None or d.from_tag == from_tag)]
@@ -44,8 +45,8 @@ async def dlg_list(state: Any, callid: str | None = None, from_tag: str | None =
     Param("dialog_id", help="ID from dlg_list, or the SIP Call-ID"),
     Param("extra_hdrs", required=False, help="accepted for OpenSIPS compatibility; ignored"),
 ], help="Hang up a call: BYE to both sides (CANCEL when still ringing).")
-async def dlg_end_dlg(state: Any, dialog_id: str, extra_hdrs: str | None = None) -> Any:
-    service = need(state, "dialogs", "dialog tracking")
+async def dlg_end_dlg(ctx: MgmtContext, dialog_id: str, extra_hdrs: str | None = None) -> Any:
+    service = need(ctx.state, "dialogs", "dialog tracking")
     dlg = service.find(dialog_id.strip())
     if dlg is None:
         raise MgmtError(404, f"no such dialog: {dialog_id}")

@@ -1,4 +1,4 @@
-"""Routing hook management commands (issue 11): hook_reload, hook_status.
+"""Routing hook management commands: hook_reload, hook_status.
 
 ``hook_reload`` re-imports the ``[routing] hook`` file/module without restarting sipd (SIGHUP does
 the same). A hook that fails to load keeps the previous one active and the command answers 500.
@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...services.hook import HookError
+from ..context import MgmtContext
 from ..registry import MgmtError, command
 
 
-def _hook(state: Any) -> Any:
-    hook = getattr(state, "routing_hook", None)
+def _hook(ctx: MgmtContext) -> Any:
+    hook = ctx.state.routing_hook
     if hook is None:
         raise MgmtError(500, "command not activated (no [routing] hook configured)")
     return hook
 
 
 @command("hook_reload", help="Reload the routing hook from its file/module (a broken one keeps the old hook).")
-async def hook_reload(state: Any) -> dict[str, Any]:
-    from ...services.hook import HookError
-
-    hook = _hook(state)
+async def hook_reload(ctx: MgmtContext) -> dict[str, Any]:
+    hook = _hook(ctx)
     try:
         message = hook.reload()
     except HookError as exc:
@@ -31,6 +31,6 @@ async def hook_reload(state: Any) -> dict[str, Any]:
 
 
 @command("hook_status", help="The routing hook in use: its file/module, loads, and errors raised.")
-async def hook_status(state: Any) -> dict[str, Any]:
-    hook = _hook(state)
+async def hook_status(ctx: MgmtContext) -> dict[str, Any]:
+    hook = _hook(ctx)
     return {"hook": hook.spec, "loads": hook.loads, "errors": hook.errors}

@@ -1,4 +1,4 @@
-"""Presence commands: presentity and watcher listings (issue 10).
+"""Presence commands: presentity and watcher listings.
 
 ``pres_phtable_list`` / ``subs_phtable_list`` carry OpenSIPS's presence MI names; ``presentity_show``
 and ``watcher_list`` answer for one ``user@domain`` (404 when nothing is known about it).
@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ...services import pidf
+from ..context import MgmtContext
 from ..registry import MgmtError, Param, command
 from . import need
 
@@ -38,8 +39,8 @@ def _sub_json(s: Any, now: float) -> dict[str, Any]:
 
 
 @command("pres_phtable_list", help="Every presentity with publications: entity tags, expiry, basic status, notes.")
-async def pres_phtable_list(state: Any) -> Any:
-    eng = need(state, "presence", "presence").engine
+async def pres_phtable_list(ctx: MgmtContext) -> Any:
+    eng = need(ctx.state, "presence", "presence").engine
     now = time.time()
     return {"Presentities": [
         {"Presentity": aor, "InCall": bool(eng.in_call.get(aor)), "Watchers": len(eng.watchers_of(aor)),
@@ -49,16 +50,16 @@ async def pres_phtable_list(state: Any) -> Any:
 
 
 @command("subs_phtable_list", help="Every active presence / presence.winfo subscription.")
-async def subs_phtable_list(state: Any) -> Any:
-    eng = need(state, "presence", "presence").engine
+async def subs_phtable_list(ctx: MgmtContext) -> Any:
+    eng = need(ctx.state, "presence", "presence").engine
     now = time.time()
     return {"Subscriptions": [_sub_json(s, now) for s in sorted(eng.subs.values(), key=lambda s: (s.presentity, s.watcher))]}
 
 
 @command("presentity_show", params=[Param("presentity", help="user@domain")],
          help="One presentity: its publications and the merged PIDF document its watchers get.")
-async def presentity_show(state: Any, presentity: str) -> Any:
-    eng = need(state, "presence", "presence").engine
+async def presentity_show(ctx: MgmtContext, presentity: str) -> Any:
+    eng = need(ctx.state, "presence", "presence").engine
     aor = _aor(presentity)
     pubs = eng.pubs.get(aor, {})
     watchers = eng.watchers_of(aor)
@@ -73,8 +74,8 @@ async def presentity_show(state: Any, presentity: str) -> Any:
 
 @command("watcher_list", params=[Param("presentity", help="user@domain")],
          help="Who watches a presentity (presence subscriptions), and its presence.winfo subscribers.")
-async def watcher_list(state: Any, presentity: str) -> Any:
-    eng = need(state, "presence", "presence").engine
+async def watcher_list(ctx: MgmtContext, presentity: str) -> Any:
+    eng = need(ctx.state, "presence", "presence").engine
     aor = _aor(presentity)
     now = time.time()
     return {"Presentity": aor,

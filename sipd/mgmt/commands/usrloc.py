@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..context import MgmtContext
 from ..registry import LazyList, MgmtError, Param, command
 from . import need
 
@@ -106,9 +107,9 @@ def _truthy(value: str | None) -> bool:
                             Param("after", required=False, help="paging cursor: AORs after this one"),
                             Param("limit", required=False, type="int", help="paging: at most this many AORs")],
          help="Every registered AOR with its contacts (brief: AORs only).")
-async def ul_dump(state: Any, brief: str | None = None, after: str | None = None,
+async def ul_dump(ctx: MgmtContext, brief: str | None = None, after: str | None = None,
                   limit: int | None = None) -> Any:
-    location = need(state, "location", "usrloc")
+    location = need(ctx.state, "location", "usrloc")
     short = _truthy(brief)
     reply: dict[str, Any] = {}
     if limit is not None or after is not None:
@@ -144,8 +145,8 @@ async def ul_dump(state: Any, brief: str | None = None, after: str | None = None
 
 @command("ul_show_contact", params=[Param("table_name", help="location"), Param("aor", help="user@domain")],
          help="The contacts of one AOR.")
-async def ul_show_contact(state: Any, table_name: str, aor: str) -> Any:
-    location = need(state, "location", "usrloc")
+async def ul_show_contact(ctx: MgmtContext, table_name: str, aor: str) -> Any:
+    location = need(ctx.state, "location", "usrloc")
     _check_table(table_name)
     key, contacts = _find_aor(location, aor)
     now = time.time()
@@ -153,8 +154,8 @@ async def ul_show_contact(state: Any, table_name: str, aor: str) -> Any:
 
 
 @command("ul_rm", params=[Param("table_name"), Param("aor")], help="Remove an AOR and all its contacts.")
-async def ul_rm(state: Any, table_name: str, aor: str) -> Any:
-    location = need(state, "location", "usrloc")
+async def ul_rm(ctx: MgmtContext, table_name: str, aor: str) -> Any:
+    location = need(ctx.state, "location", "usrloc")
     _check_table(table_name)
     key, _ = _find_aor(location, aor)
     location.remove(key)
@@ -163,8 +164,8 @@ async def ul_rm(state: Any, table_name: str, aor: str) -> Any:
 
 @command("ul_rm_contact", params=[Param("table_name"), Param("aor"), Param("contact")],
          help="Remove one contact of an AOR.")
-async def ul_rm_contact(state: Any, table_name: str, aor: str, contact: str) -> Any:
-    location = need(state, "location", "usrloc")
+async def ul_rm_contact(ctx: MgmtContext, table_name: str, aor: str, contact: str) -> Any:
+    location = need(ctx.state, "location", "usrloc")
     _check_table(table_name)
     key, contacts = _find_aor(location, aor)
     if not any(c.uri == contact for c in contacts):
