@@ -35,6 +35,7 @@ from .sip.layer import (CancelReceived, MessageRejected, RequestReceived, Respon
 from .sip.message import make_response
 from .sip.stateless import stateless_tag
 from .services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
+from .services.stages import build_pipeline
 from .state import CallEvent, ServerState
 from .transport.base import BindError
 from .transport.preflight import check_listen_free
@@ -134,7 +135,7 @@ class Server:
 
         await accounting.start(state, self, self.layer)  # [acc]/[dialog]: sets state.dialogs
         presence.setup(state, self, self.layer)  # [presence]: sets state.presence
-        self.stages = pipeline.build_pipeline(state, self, self.authenticator)
+        self.stages = build_pipeline(state, self, self.authenticator)
         self.tls = self.mgmt_context.tls = self._tls_manager()
         self.transports = Transports(self, config.limits, tls=self.tls)
         self.mgmt_context.listeners = self.transports.listeners

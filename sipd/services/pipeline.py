@@ -10,8 +10,8 @@ diversion.py; docs/routing-hook.md).
 
 ``None`` means "continue with the next stage". A ``Defer`` carries a coroutine (database or DNS I/O)
 whose result is again a Decision; the server awaits it and resumes the pipeline after the stage
-that deferred (``Defer.resume``). Other areas insert a stage with one line in ``build_pipeline``
-(antiflood and spam come right after ``sanity``, from services/security.py).
+that deferred (``Defer.resume``). Other areas insert a stage with one line in
+``stages.build_pipeline`` (antiflood and spam come right after ``sanity``, from services/security.py).
 
 Stages are plain functions over the ``Context``; they do no I/O themselves. Everything they say
 about a request ends up in one info line (``Context.why``) written by the server.
@@ -33,12 +33,11 @@ from ..sip.sanity import (
 from . import registrar as registrar_mod
 from .myself import is_local, is_self
 from .nat_detect import NAT_FLAG, request_nated
-from .realm import local_aor, realm_for, single_realm, user_domain
+from .realm import local_aor, single_realm, user_domain
 
 if TYPE_CHECKING:
     from ..state import ServerState
-    from .auth import Authenticator
-    from .ports import AorCopies, Destinations, Endpoint, Listeners
+    from .ports import AorCopies, Destinations, Listeners
 
 logger = logging.getLogger(__name__)
 
@@ -247,52 +246,6 @@ def local_domain(ctx: Context) -> Decision | None:
     return None
 
 
-def _auth_stage(index: int, authenticator: Authenticator) -> Stage:
-    def auth(ctx: Context) -> Decision | None:
-        req = ctx.request
-        state = ctx.state
-        cfg = state.config.auth
-        if req.method == "REGISTER":
-            if not cfg.register:
-                return None
-            to_uri = req.to.uri
-            realm, proxy, user = realm_for(state, to_uri.host), False, to_uri.user
-        else:
-            if not (cfg.invite and ctx.from_local and not ctx.loose_routed) or req.method in ("ACK", "CANCEL", "PRACK"):
-                return None
-            if req.to.tag is not None:
-                return None
-            realm, proxy, user = realm_for(state, req.from_.uri.host), True, req.from_.uri.user
-        result = authenticator.check(req, realm, state.subscribers, ctx.wall, proxy=proxy)
-        if result.ok:
-            if result.user != user:
-                return Reply(403, "Forbidden", why=f"authenticated as {result.user}, not {user}")
-            ctx.auth_user = result.user
-            if proxy:
-                _strip_credentials(req, realm)
-            return None
-        if result.lookup is not None:
-            return Defer(_load_subscriber(state, *result.lookup, ctx.wall), resume=index)
-        if result.failed and state.bans is not None:
-            from . import security
-
-            dropped = security.auth_failed(ctx, result.user_tried, realm, result.failed)
-            if dropped is not None:
-                return dropped
-        return Reply(result.status, None, list(result.headers), why=result.why)
-
-    return auth
-
-
-def _strip_credentials(req: Any, realm: str) -> None:
-    values = req.get_all("Proxy-Authorization")
-    keep = [v for v in values if f'realm="{realm}"' not in v and f"realm={realm}" not in v]
-    if len(keep) != len(values):
-        req.remove("Proxy-Authorization")
-        for v in keep:
-            req.prepend("Proxy-Authorization", v)
-
-
 _REALM = re.compile(r'realm\s*=\s*"?([^",\s]*)', re.IGNORECASE)
 
 
@@ -309,7 +262,7 @@ def _strip_own_credentials(req: Any, domains: Any, realm: str | None) -> None:
             req.prepend("Proxy-Authorization", v)
 
 
-async def _load_subscriber(state: ServerState, user: str, realm: str, wall: float) -> None:
+async def load_subscriber(state: ServerState, user: str, realm: str, wall: float) -> None:
     from .auth import Credentials
 
     subs = state.subscribers  # over its look-up budget (a flood of random names): unknown, from memory
@@ -469,7 +422,7 @@ def location_stage(destinations: Destinations, aors: AorCopies) -> Stage:
             if subs.get(user, domain) is None and aor not in loc:
                 if subs.loader is not None and not subs.known_missing(user, domain, ctx.wall) and not ctx.extra.get("sub_loaded"):
                     ctx.extra["sub_loaded"] = True
-                    return Defer(_load_subscriber(state, user, domain, ctx.wall), resume=ctx.extra["stage_index"])
+                    return Defer(load_subscriber(state, user, domain, ctx.wall), resume=ctx.extra["stage_index"])
                 return Reply(404, "Not Found", why="unknown user")
             return Reply(480, "Temporarily Unavailable", why="no registered contacts")
         groups: list[list[Branch]] = []
@@ -489,24 +442,6 @@ def forward(ctx: Context) -> Decision | None:
     """Everything not local goes out by its R-URI (RFC 3263 when the host is a name)."""
     uri = ctx.request.uri
     return Forward([[Branch(uri, dest_of(uri), label=str(uri))]], why="foreign domain")
-
-
-def build_pipeline(state: ServerState, endpoint: Endpoint, authenticator: Authenticator) -> list[Stage]:
-    """The stages for ``state.config``; each stage that needs the daemon gets its port from
-    ``endpoint`` here. ``state.presence`` (when [presence] is on) is set before."""
-    from . import diversion, hook, nat, presence, pstn, security
-
-    stages: list[Stage] = [sanity, *security.stages(state)]  # antiflood, spam
-
-    pres_early, pres_late = presence.stages(state)  # [presence]: own subscription dialogs; PUBLISH/SUBSCRIBE
-    gateway = pstn.setup(state)
-    stages += [*pres_early, loose_route, local, max_forwards, *hook.stages(state),
-               pstn.trust_stage(gateway, local_domain) if gateway else local_domain]
-    stages.append(_auth_stage(len(stages), authenticator))
-    stages += [*pres_late, *nat.stages(state), registrar_stage(endpoint), dialplan, *hook.route_stages(state, endpoint),
-               *([pstn.outbound_stage(gateway, endpoint)] if gateway else []), aliases,
-               diversion.location_stage(state, location_stage(endpoint, endpoint), endpoint), forward]
-    return stages
 
 
 def run(stages: list[Stage], ctx: Context, start: int = 0) -> Decision:

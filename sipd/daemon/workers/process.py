@@ -24,8 +24,8 @@ from ... import config as cfg
 from ... import logging as sipd_logging
 from ... import reloading
 from ...server import Server, StartupError, _tune_gc
-from ...services import pipeline
 from ...services.pipeline import Elsewhere
+from ...services.stages import build_pipeline
 from ...stats import Counter
 from ...transport.manager import Transports
 from ...transport.udp import UdpListener
@@ -290,7 +290,7 @@ async def start_worker(endpoint: Any, routing: WorkerRouting, boot: dict[str, An
     to main, then wait for its AORs. No management, no trace socket, no accounting: main's."""
     await endpoint._start_core()
     endpoint.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
-    endpoint.stages = pipeline.build_pipeline(endpoint.state, endpoint, endpoint.authenticator)
+    endpoint.stages = build_pipeline(endpoint.state, endpoint, endpoint.authenticator)
     endpoint.transports = transports = Transports(endpoint, endpoint.config.limits)
     await routing.connect(socket.socket(fileno=int(boot["ipc"])))
     for fd, host, port in boot["udp"]:
