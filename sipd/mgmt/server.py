@@ -6,8 +6,8 @@ Lifecycle: ``mgmt = await start(context)`` binds what ``[mgmt]`` configures;
 Theory of operation:
 - Every request runs as its own task on the daemon's event loop; commands only read or change
   in-memory state, and the big one (``ul_dump``) yields every few hundred AORs.
-- Replies are encoded as they are written (``encode_chunks``), so a 100,000-contact dump never sits
-  in memory whole, and backpressure from a slow reader just pauses that one task.
+- Replies are encoded as they are written (``rpc.encode_chunks``), so a 100,000-contact dump never
+  sits in memory whole, and backpressure from a slow reader just pauses that one task.
 - Limits against a slow or hostile client: ``max_request_size``, ``read_timeout`` (to send the request;
   each reply write), ``max_connections`` (admission.py: silent clients evicted first, operator's slot kept).
 - Unix socket: created with ``socket_mode`` and ``socket_owner``/``socket_group``, parent
@@ -40,15 +40,14 @@ from ..stats import prometheus_text
 from . import audit, protocol
 from .admission import Admission
 from .protocol import RpcError
-from .registry import LazyList, dispatch, load_commands
+from .registry import load_commands
+from .rpc import process
 
 if TYPE_CHECKING:
     from .context import MgmtContext
 
 logger = logging.getLogger(__name__)
 
-#: Flush the reply to the transport whenever this much is buffered.
-CHUNK = 64 * 1024
 #: HTTP request head limit (request line + headers).
 MAX_HTTP_HEAD = 8192
 #: Seconds the FIFO server keeps retrying to open a reply FIFO whose reader is not there yet.
@@ -57,102 +56,6 @@ FIFO_REPLY_OPEN_WAIT = 2.0
 
 class MgmtStartError(Exception):
     """The management interface could not be set up (message says what and how to fix it)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding
-
-
-async def encode_chunks(value: Any) -> AsyncIterator[str]:
-    """JSON text of ``value`` in pieces; ``LazyList`` items are pulled one at a time."""
-    if isinstance(value, LazyList):
-        yield "["
-        first = True
-        async for item in value.source:
-            yield ("" if first else ",") + json.dumps(item, ensure_ascii=False)
-            first = False
-        yield "]"
-    elif isinstance(value, dict):
-        yield "{"
-        for i, (k, v) in enumerate(value.items()):
-            yield ("," if i else "") + json.dumps(str(k)) + ":"
-            async for piece in encode_chunks(v):
-                yield piece
-        yield "}"
-    elif isinstance(value, (list, tuple)):
-        yield "["
-        for i, v in enumerate(value):
-            if i:
-                yield ","
-            async for piece in encode_chunks(v):
-                yield piece
-        yield "]"
-    else:
-        yield json.dumps(value, ensure_ascii=False)
-
-
-def _has_lazy(value: Any) -> bool:
-    if isinstance(value, LazyList):
-        return True
-    if isinstance(value, dict):
-        return any(_has_lazy(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_lazy(v) for v in value)
-    return False
-
-
-class Reply:
-    """A reply: either ``body`` (complete) or ``stream`` (chunks of bytes)."""
-
-    def __init__(self, body: bytes | None = None, stream: AsyncIterator[bytes] | None = None):
-        self.body = body
-        self.stream = stream
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        if self.body is not None:
-            yield self.body
-            return
-        assert self.stream is not None
-        async for c in self.stream:
-            yield c
-
-
-async def _stream_result(result: Any, id: Any) -> AsyncIterator[bytes]:
-    buf: list[str] = [protocol.result_prefix(id)]
-    size = 0
-    async for piece in encode_chunks(result):
-        buf.append(piece)
-        size += len(piece)
-        if size >= CHUNK:
-            yield "".join(buf).encode()
-            buf, size = [], 0
-    buf.append(protocol.result_suffix(id))
-    yield "".join(buf).encode()
-
-
-async def process(ctx: MgmtContext, raw: bytes) -> Reply:
-    """Decode, dispatch and encode one request. Never raises (errors become error replies)."""
-    try:
-        req = protocol.decode_request(raw)
-    except RpcError as err:
-        return Reply(protocol.encode_error(err, protocol.request_id(raw)))
-    try:
-        result = await dispatch(ctx, req)
-    except RpcError as err:
-        return Reply(protocol.encode_error(err, req.id))
-    except Exception:
-        logger.exception("management command %s failed", req.method)
-        err = RpcError(protocol.SERVER_ERROR, "Server error", "internal error; see the sipd log")
-        return Reply(protocol.encode_error(err, req.id))
-    if _has_lazy(result):
-        return Reply(stream=_stream_result(result, req.id))
-    try:
-        text = json.dumps(result, ensure_ascii=False)
-    except (TypeError, ValueError):
-        logger.exception("management command %s returned a value that is not JSON", req.method)
-        err = RpcError(protocol.SERVER_ERROR, "Server error", "internal error; see the sipd log")
-        return Reply(protocol.encode_error(err, req.id))
-    return Reply((protocol.result_prefix(req.id) + text + protocol.result_suffix(req.id)).encode())
 
 
 def _busy(id: Any = None) -> bytes:
