@@ -30,6 +30,21 @@ class MgmtError(Exception):
         self.message = message
 
 
+def need(state: Any, attr: str, what: str) -> Any:
+    """``state.<attr>`` or a 500 "command not activated" (OpenSIPS wording) when absent."""
+    obj = getattr(state, attr, None)
+    if obj is None:
+        raise MgmtError(500, f"command not activated ({what} not enabled in this sipd)")
+    return obj
+
+
+async def maybe_await(value: Any) -> Any:
+    """Caches may expose reload() as a plain or an async function."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
 @dataclass(frozen=True)
 class Param:
     name: str

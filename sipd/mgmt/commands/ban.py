@@ -10,8 +10,7 @@ import asyncio
 from typing import Any
 
 from ..context import MgmtContext
-from ..registry import MgmtError, Param, command
-from . import need
+from ..registry import MgmtError, Param, command, need
 
 
 def _now() -> float:

@@ -7,8 +7,7 @@ from typing import Any
 
 from ...reloading import reload_tables, reload_workers
 from ..context import MgmtContext
-from ..registry import MgmtError, Param, command
-from . import need
+from ..registry import MgmtError, Param, command, need
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from ...reloading import TABLES, check_tables, reload_tables, reload_workers
 from ...services.hook import HookError
 from ...validation import VALIDATORS
 from ..context import MgmtContext
-from ..registry import COMMANDS, MgmtError, Param, command, load_commands
-from . import maybe_await
+from ..registry import COMMANDS, MgmtError, Param, command, load_commands, maybe_await
 
 logger = logging.getLogger(__name__)
 

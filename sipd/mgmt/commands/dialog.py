@@ -12,8 +12,7 @@ import time
 from typing import Any
 
 from ..context import MgmtContext
-from ..registry import MgmtError, Param, command
-from . import need
+from ..registry import MgmtError, Param, command, need
 
 MAX_PAGE = 10_000
 

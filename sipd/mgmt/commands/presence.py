@@ -11,8 +11,7 @@ from typing import Any
 
 from ...services import pidf
 from ..context import MgmtContext
-from ..registry import MgmtError, Param, command
-from . import need
+from ..registry import MgmtError, Param, command, need
 
 
 def _aor(text: str) -> str:

@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..context import MgmtContext
-from ..registry import LazyList, MgmtError, Param, command
-from . import need
+from ..registry import LazyList, MgmtError, Param, command, need
 
 TABLE = "location"
 HASH_SIZE = 512
