@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..sip.sanity import (
-    Refusal, check_aor, check_max_forwards, check_method, check_proxy_require, check_uri_scheme,
+    Refusal, check_aor, check_max_forwards, check_method, check_proxy_require, check_require, check_uri_scheme,
 )
 from . import registrar as registrar_mod
 from .myself import is_local, is_self
@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, REFER, SUBSCRIBE, NOTIFY"
 SUPPORTED = "path, gruu, outbound"
+SUPPORTED_TAGS = frozenset(tag.strip() for tag in SUPPORTED.split(","))
+#: PUBLISH is taken when presence is on (RFC 3903), so an OPTIONS answer lists it then
+ALLOW_WITH_PUBLISH = ALLOW + ", PUBLISH"
 #: What a request for the server itself may be (other methods: 405, or 501 when unknown).
 SERVER_METHODS = frozenset({"OPTIONS", "REGISTER"})
 #: Methods that create a dialog: Record-Route is inserted for these (RFC 3261 §16.6 step 4).
@@ -210,11 +213,15 @@ def local(ctx: Context) -> Decision | None:
     req = ctx.request
     if req.method == "REGISTER" or not targets_server(ctx.state, req.uri):
         return None
-    if req.method == "OPTIONS":
-        return Reply(200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)],
-                     why="OPTIONS for the server")
     if req.method == "ACK":
         return Drop("ACK for the server itself")
+    refusal = check_require(req, SUPPORTED_TAGS)
+    if refusal is not None:
+        return _refused(refusal)
+    if req.method == "OPTIONS":
+        allow = ALLOW_WITH_PUBLISH if ctx.state.config.presence.enabled else ALLOW
+        return Reply(200, "OK", [("Allow", allow), ("Accept", "application/sdp"), ("Supported", SUPPORTED)],
+                     why="OPTIONS for the server")
     refusal = check_method(req, SERVER_METHODS)
     return None if refusal is None else _refused(refusal._replace(why=f"{req.method} for the server itself"))
 
@@ -230,7 +237,7 @@ def local_domain(ctx: Context) -> Decision | None:
     req = ctx.request
     domains = ctx.state.domains
     if req.method == "REGISTER":
-        refusal = check_aor(req)
+        refusal = check_aor(req) or check_require(req, SUPPORTED_TAGS)  # the registrar is the UAS
         if refusal is not None:
             return _refused(refusal)
         to_uri = req.to.uri

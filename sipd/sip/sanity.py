@@ -5,7 +5,8 @@ role, so the request pipeline calls them from its stages (``sipd/services/pipeli
 returns a ``Refusal`` or None. RFC 4475 §3.3: an unknown Request-URI scheme -> 416, unknown
 Proxy-Require tags -> 420 with Unsupported, Max-Forwards 0 on a request to forward -> 483, a
 non-SIP address of record at a registrar -> 400, a method the target does not take -> 405 when we
-know the method, else 501 (both with Allow).
+know the method, else 501 (both with Allow), a Require tag the server does not support when it
+answers the request itself -> 420 with Unsupported.
 
 What every message must satisfy whatever the role (one Via, From, To, Call-ID, CSeq matching the
 method ...) is checked when it is parsed (``message.validate``), not here.
@@ -49,6 +50,20 @@ def check_proxy_require(req: Request) -> Refusal | None:
         return None
     text = ", ".join(tags)
     return Refusal(420, "Bad Extension", [("Unsupported", text)], f"Proxy-Require {text}")
+
+
+def check_require(req: Request, supported: frozenset[str]) -> Refusal | None:
+    """420 listing the Require tags we do not support, when we answer the request ourselves as
+    the UAS (RFC 3261 §8.2.2.3; a proxy leaves Require to the UAS). An ACK or CANCEL is never
+    refused for its Require: the transaction it belongs to was accepted or cannot be undone."""
+    if req.method in ("ACK", "CANCEL") or "require" not in req.headers._idx():
+        return None
+    tags = [tag for value in req.get_all("Require") for tag in parse_token_list(value)
+            if tag.lower() not in supported]
+    if not tags:
+        return None
+    text = ", ".join(tags)
+    return Refusal(420, "Bad Extension", [("Unsupported", text)], f"Require {text}")
 
 
 def check_max_forwards(req: Request) -> Refusal | None:

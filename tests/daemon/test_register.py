@@ -41,6 +41,16 @@ def test_other_methods_for_the_server_itself(daemon):
             assert method not in allow and allow <= advertised, (method, allow)
 
 
+def test_a_register_requiring_an_extension_we_lack_is_420_before_any_challenge(daemon):
+    """The registrar is the UAS (RFC 3261 §8.2.2.3): 420 with the tags in Unsupported, and what we
+    support (path) is accepted."""
+    with UA(daemon.port, "alice", password="secret") as ua:
+        ua.send(ua.request("REGISTER", f"sip:{DOMAIN}", headers=["Expires: 60", "Require: path, sec-agree"]))
+        assert ua.expect(420).get("Unsupported") == "sec-agree"
+        ua.send(ua.request("REGISTER", f"sip:{DOMAIN}", headers=["Expires: 60", "Require: path"]))
+        ua.expect(401)
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_register_with_digest(daemon, transport):
     with UA(daemon.port, "alice", transport=transport, password="secret") as ua:

@@ -90,3 +90,27 @@ def test_a_register_is_not_refused_for_max_forwards_0():
     assert pipeline.max_forwards(R.ctx(st, req)) is None
     invite = parse_message(R.req("INVITE").to_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"))
     assert pipeline.max_forwards(R.ctx(st, invite)).status == 483
+
+
+def test_the_options_answer_lists_publish_when_presence_takes_it():
+    on = pipeline.local(R.ctx(R.state(presence={"enabled": True}), R.req("OPTIONS", "sip:example.test")))
+    off = pipeline.local(R.ctx(R.state(presence={"enabled": False}), R.req("OPTIONS", "sip:example.test")))
+    assert "PUBLISH" in _methods(_allow(on)) and "PUBLISH" not in _methods(_allow(off))
+    assert _methods(_allow(on)) - _methods(_allow(off)) == {"PUBLISH"}
+
+
+def test_a_require_the_server_does_not_support_is_420_when_the_server_answers():
+    """RFC 3261 §8.2.2.3: the registrar and the server's own OPTIONS answer are the UAS; a proxied
+    INVITE's Require is the callee's to judge."""
+    st = R.state()
+    register = R.req("REGISTER", "sip:example.test", to="sip:alice@example.test",
+                     extra=("Require: path, foo-ext", "Require: 100rel"))
+    reply = pipeline.local_domain(R.ctx(st, register))
+    assert (reply.status, reply.reason) == (420, "Bad Extension")
+    assert reply.headers == [("Unsupported", "foo-ext, 100rel")]
+    ok = R.req("REGISTER", "sip:example.test", to="sip:alice@example.test", extra=("Require: path, Outbound",))
+    assert pipeline.local_domain(R.ctx(st, ok)) is None
+    reply = pipeline.local(R.ctx(st, R.req("OPTIONS", "sip:example.test", extra=("Require: foo-ext",))))
+    assert (reply.status, reply.headers) == (420, [("Unsupported", "foo-ext")])
+    invite = R.req("INVITE", extra=("Require: 100rel",))
+    assert pipeline.local(R.ctx(st, invite)) is None and pipeline.sanity(R.ctx(st, invite)) is None
