@@ -33,8 +33,6 @@ logger = logging.getLogger("sipd.reload")
 
 #: The tables an operator provisions, by the name of their cache on ``ServerState``.
 TABLES = ("domains", "subscribers", "aliases", "dialplan")
-#: Main -> worker frame ``Y<seq>:<table>,<table>``: reload these tables; worker -> main ``y<seq>``: done.
-RELOAD_FRAME, RELOADED_FRAME = b"Y", b"y"
 WORKER_WAIT = 10.0  # seconds main waits for its workers' answers before replying without them
 
 _seq = itertools.count(1)
@@ -89,14 +87,7 @@ def tell_workers(pool: Any, tables: Iterable[str]) -> list[int]:
 def _send(pool: Any, names: list[str], users: Iterable[str], seq: int) -> list[int]:
     if pool is None or not names:
         return []
-    # a user part may hold "," and ";" (RFC 3261 user-unreserved), never a line break
-    frame = RELOAD_FRAME + "\n".join([f"{seq}:{','.join(names)}", *users]).encode()
-    asked = []
-    for index, w in pool.workers.items():
-        if w.link is not None:
-            w.link.send(frame)
-            asked.append(index)
-    return asked
+    return pool.ask_reload(seq, names, list(users))
 
 
 async def reload_workers(pool: Any, tables: Iterable[str], users: Iterable[str] = ()) -> str:
@@ -121,12 +112,8 @@ async def reload_workers(pool: Any, tables: Iterable[str], users: Iterable[str] 
     return f"workers ({len(asked)})"
 
 
-def on_reloaded_frame(index: int, frame: bytes) -> None:
-    """Main side: worker ``index`` has reloaded what ``reload_workers`` asked (seq in the frame)."""
-    try:
-        seq = int(frame[1:].decode("ascii"))
-    except ValueError:
-        return
+def reloaded(index: int, seq: int) -> None:
+    """Main side: worker ``index`` has reloaded what ``reload_workers`` asked (``seq``)."""
     entry = _waiting.get(seq)
     if entry is not None:
         entry[0].discard(index)
@@ -134,23 +121,15 @@ def on_reloaded_frame(index: int, frame: bytes) -> None:
             entry[1].set_result(None)
 
 
-def on_reload_frame(worker: Any, frame: bytes) -> None:
-    """Worker side of ``tell_workers``: reload the named tables from the database, in a task, then
-    tell main (a failure is logged here and answered too: main must not wait for it in vain).
-    ``worker``: its ``state``, its ``link`` to main, and ``spawn`` (a ``Scheduler``)."""
-    head, *users = frame[1:].decode("utf-8", "replace").split("\n")
-    seq, _, names = head.partition(":")
-
-    async def run() -> None:
-        try:
-            done = await reload_tables(worker.state, check_tables(names.split(",")), users)
-            logger.debug("worker reloaded %s", ", ".join(done) or "nothing")
-        except Exception as exc:  # noqa: BLE001 - keep the old tables and the worker alive
-            logger.error("worker: reload of %s failed, previous contents kept: %s", names, exc)
-        if seq != "0" and worker.link is not None:
-            worker.link.send(RELOADED_FRAME + seq.encode())
-
-    worker.spawn(run())
+async def reload_in_worker(state: Any, tables: Iterable[str], users: Iterable[str]) -> None:
+    """Worker side of ``tell_workers``: reload the named tables from the database. A failure is
+    logged here and not raised: the worker answers main either way (main must not wait in vain)."""
+    names = list(tables)
+    try:
+        done = await reload_tables(state, check_tables(names), users)
+        logger.debug("worker reloaded %s", ", ".join(done) or "nothing")
+    except Exception as exc:  # noqa: BLE001 - keep the old tables and the worker alive
+        logger.error("worker: reload of %s failed, previous contents kept: %s", ",".join(names), exc)
 
 
 def _snapshot(state: Any) -> tuple[Any, ...]:

@@ -331,3 +331,17 @@ def test_reload_while_the_worker_starts_does_not_end_it(tmp_path):
         assert "exited with status" not in d.log(), d.log()
         with UA(d.port, WORKER_USERS[0], password="pw") as ua:
             assert ua.register(600).status == 200
+
+
+def test_log_level_and_table_reloads_reach_the_worker(tmp_path):
+    """Main passes a new log level and a reload of some tables to its worker, which reads them
+    again and answers: its debug line appears only once the level is debug."""
+    d = start(tmp_path)
+    try:
+        assert d.mi("reload", ["domains"])["Reloaded"] == ["domains", "workers (1)"]
+        d.mi("log_level", ["debug"])
+        assert d.mi("reload", ["aliases"])["Reloaded"] == ["aliases", "workers (1)"]
+        wait_for(lambda: "worker reloaded aliases" in d.log(), "the worker's debug line")
+        assert "worker reloaded domains" not in d.log()  # at info, before the new level reached it
+    finally:
+        d.stop()

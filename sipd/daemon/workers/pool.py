@@ -25,7 +25,7 @@ from ...transport.udp import UdpListener
 from .affinity import CALL_METHODS, branch_mark, call_id_of, calls_stay_in_main, needs_owner, owner_of_aor, \
     owner_of_call, owner_of_datagram
 from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Counters, Datagram, Frame, FrameKind,
-                     Hello, LogLevel, Passthrough, Reloaded, Synced, encode)
+                     Hello, LogLevel, Passthrough, Reload, Reloaded, Synced, encode)
 from .link import Link, apply_ban, share_bans
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class WorkerPool:
                                                 now=now))
 
     def _on_reloaded(self, w: _Worker, frame: Reloaded) -> None:
-        reloading.on_reloaded_frame(w.index, encode(frame))
+        reloading.reloaded(w.index, frame.seq)
 
     def _on_hello(self, w: _Worker, frame: Hello) -> None:
         self.marks[frame.mark.encode("ascii")] = w.index
@@ -282,14 +282,22 @@ class WorkerPool:
             if w is not None and w.link is not None:
                 w.link.send(raw)
 
-    def broadcast(self, frame: Frame | bytes) -> None:
-        raw = frame if isinstance(frame, bytes) else encode(frame)
+    def broadcast(self, frame: Frame) -> list[int]:
+        """Send ``frame`` (encoded once) to every worker linked to main; their indexes."""
+        raw = encode(frame)
+        sent = []
         for w in self.workers.values():
             if w.link is not None:
                 w.link.send(raw)
+                sent.append(w.index)
+        return sent
 
     def set_log_level(self, name: str) -> None:
         self.broadcast(LogLevel(name))
+
+    def ask_reload(self, seq: int, tables: list[str], users: list[str]) -> list[int]:
+        """Ask every worker to read ``tables`` again (``seq`` 0: no answer wanted); the indexes asked."""
+        return self.broadcast(Reload(seq, tuple(tables), tuple(users)))
 
     # -- lifecycle --
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from ... import config as cfg
 from ... import logging as sipd_logging
-from ... import reloading
-from ...server import Server, StartupError, _tune_gc
+from ...errors import StartupError
+from ...reloading import reload_in_worker
+from ...server import Server, _tune_gc
 from ...services.pipeline import Elsewhere
 from ...services.stages import build_pipeline
 from ...stats import Counter
@@ -31,7 +32,7 @@ from ...transport.manager import Transports
 from ...transport.udp import UdpListener
 from .affinity import EVENT_METHODS, needs_owner, owner_of_aor, owner_of_datagram
 from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Counters, Datagram, Frame, FrameKind,
-                     Hello, LogLevel, Passthrough, Reload, Synced, encode)
+                     Hello, LogLevel, Passthrough, Reload, Reloaded, Synced)
 from .link import Link, apply_ban, share_bans
 from .routing import NoWorkers
 
@@ -82,27 +83,6 @@ class WorkerRouting(NoWorkers):
     def boundary(self) -> Any:
         """Where the sockets' receive handlers report what they caught: the endpoint's."""
         return self.endpoint.boundary
-
-    @property
-    def state(self) -> Any:
-        return self.endpoint.state
-
-    def spawn(self, coro: Any) -> asyncio.Task:
-        """A task of the endpoint's (cancelled at stop)."""
-        tasks = self.endpoint._tasks
-        task = self.endpoint.loop.create_task(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return task
-
-    # reloading.on_reload_frame reads these until it takes spawn() (a Scheduler) instead
-    @property
-    def loop(self) -> Any:
-        return self.endpoint.loop
-
-    @property
-    def _tasks(self) -> Any:
-        return self.endpoint._tasks
 
     # -- the link to main --
 
@@ -172,8 +152,15 @@ class WorkerRouting(NoWorkers):
     def _on_log_level(self, frame: LogLevel) -> None:
         self.endpoint.state.set_log_level(frame.name)
 
-    def _on_reload(self, frame: Reload) -> None:  # main reloaded provisioning tables: read them here too
-        reloading.on_reload_frame(self, encode(frame))
+    def _on_reload(self, frame: Reload) -> None:
+        """Main reloaded provisioning tables: read them here too, then say so (when asked to)."""
+
+        async def run() -> None:
+            await reload_in_worker(self.endpoint.state, frame.tables, frame.users)
+            if frame.seq:
+                self._send(Reloaded(frame.seq))
+
+        self.endpoint.spawn(run())
 
     def _on_cancel(self, frame: Cancel) -> None:  # main ends a ringing call of ours (sipctl dialog end)
         endpoint = self.endpoint

@@ -101,7 +101,7 @@ async def log_level(ctx: MgmtContext, level: str | None = None) -> Any:
         log.setLevel(LEVELS[name])
     pool = ctx.workers
     if pool is not None:
-        pool.broadcast(b"V" + name.encode())
+        pool.set_log_level(name)
     logger.info("log level set to %s through the management interface", name)
     return {"New global log level": name}
 
