@@ -20,5 +20,5 @@ class MgmtContext:
     tls: Any = None
     #: The transport listeners (``tls_list`` shows the handshake counters of the TLS ones).
     listeners: list[Any] = field(default_factory=list)
-    #: The worker pool (sipd.workers.WorkerPool) once it started; None with one process.
+    #: The worker pool (sipd/daemon/workers/pool.py) once it started; None with one process.
     workers: Any = None

@@ -119,7 +119,7 @@ class BanTable:
         self._nets: dict[IPNetwork, Ban] = {}
         self.evicted = 0
         #: called with ("add", target, now, duration, reason) or ("rm", target) after each change
-        #: (registrar workers share their bans through it: sipd/workers.py)
+        #: (registrar workers share their bans through it: sipd/daemon/workers/)
         self.on_change: Callable[[tuple], None] | None = None
 
     def __len__(self) -> int:

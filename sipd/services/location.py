@@ -69,7 +69,7 @@ class Location:
         self._heap: list[tuple[float, str]] = []
         self._temp_gruus: dict[str, tuple[str, str]] = {}
         self.dirty: set[str] = set()  # AORs changed since the last write-back flush
-        #: called with the AOR after each ``replace`` (registrar workers: sipd/workers.py)
+        #: called with the AOR after each ``replace`` (registrar workers: sipd/daemon/workers/)
         self.on_change: Callable[[str], None] | None = None
 
     # -- reading ------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class Defer:
 
 @dataclass(slots=True)
 class Elsewhere:
-    """A registrar worker does not hold this AOR: the process owning it answers (sipd/workers.py)."""
+    """A registrar worker does not hold this AOR: the process owning it answers (sipd/daemon/workers/)."""
 
     why: str = ""
 
