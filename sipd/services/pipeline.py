@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -460,7 +459,3 @@ def run(stages: list[Stage], ctx: Context, start: int = 0) -> Decision:
         if decision is not None:
             return decision
     return Drop("no stage decided")
-
-
-def wall_clock() -> float:
-    return time.time()
