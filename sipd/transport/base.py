@@ -5,9 +5,10 @@ stream transport frames bytes with the core's ``StreamParser`` (that *is* handin
 and delivers whole messages with ``sink.message_received(msg, addr)``. Sending goes through
 ``Transports.send(data, dest)``, which picks the listener (UDP) or the connection (TCP/TLS).
 
-An ``Address`` is ``(transport, host, port, conn_id)`` as in docs/contracts.md §1: ``conn_id`` names
-the TCP/TLS connection a message came on, so replies and calls to a TCP-registered endpoint reuse
-it (RFC 3261 §18.2.2, RFC 5626 flows). TLS plugs in as a stream transport with an ``ssl`` context.
+An ``Address`` is ``(transport, host, port, conn_id)``, the same tuple the SIP core's events carry:
+``conn_id`` names the TCP/TLS connection a message came on, so replies and calls to a
+TCP-registered endpoint reuse it (RFC 3261 §18.2.2, RFC 5626 flows). TLS is the stream transport
+with a handshake in front (``tls.py``).
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 class Transports:
-    """Listeners + the connection table. ``ssl_contexts`` maps "tls" to an ``ssl.SSLContext``
-    (server side) — the TLS engineer fills it; outbound TLS uses ``client_ssl``."""
+    """Listeners + the connection table. TLS, listening and connecting, goes through ``tls`` (the
+    daemon's ``TlsManager``); without one a TLS listener is refused at bind."""
 
-    def __init__(self, sink: Sink, limits: LimitsSection, *, ssl_context=None, client_ssl=None, tls=None):
+    def __init__(self, sink: Sink, limits: LimitsSection, *, tls=None):
         self.sink = sink
         self.limits = limits
         self.loop = asyncio.get_event_loop()
@@ -33,8 +33,6 @@ class Transports:
         self.conns: dict[int, StreamConnection] = {}
         self.by_peer: dict[tuple[str, str, int], StreamConnection] = {}
         self.per_source: Counter[str] = Counter()
-        self.ssl_context = ssl_context
-        self.client_ssl = client_ssl
         self.tls = tls  # sipd.tlsconf.TlsManager: TLS domains, listeners and outgoing TLS (transport/tls.py)
         self.accepting = True
         self.udp_readers = 1  # [server] workers: UDP listeners become SO_REUSEPORT groups of this size
@@ -55,13 +53,12 @@ class Transports:
             from .tls import TlsListener
 
             listener = await TlsListener.bind(addr.host, addr.port, self, self.tls)
-        else:
-            ssl = self.ssl_context if addr.proto == "tls" else None
-            if addr.proto == "tls" and ssl is None:
-                from .base import BindError
+        elif addr.proto == "tls":
+            from .base import BindError
 
-                raise BindError(f"cannot listen on {addr}: TLS is not configured — see [tls]")
-            listener = await StreamListener.bind(addr.proto, addr.host, addr.port, self, ssl=ssl)
+            raise BindError(f"cannot listen on {addr}: TLS is not configured — see [tls]")
+        else:
+            listener = await StreamListener.bind(addr.proto, addr.host, addr.port, self)
         self.listeners.append(listener)
         return listener
 
@@ -163,11 +160,10 @@ class Transports:
             return connect(self, self.tls, host, port)
         conn = StreamConnection(self, proto, outbound=(host, port))
         self.by_peer[(proto, host, port)] = conn  # queued writes go to this one until it is up
-        ssl = self.client_ssl if proto == "tls" else None
 
         async def connect() -> None:
             try:
-                await self.loop.create_connection(lambda: conn, host, port, ssl=ssl)
+                await self.loop.create_connection(lambda: conn, host, port)
             except OSError as exc:
                 logger.info("%s connection to %s:%s failed: %s", proto, host, port, exc)
                 conn.closed = True

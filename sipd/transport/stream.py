@@ -1,4 +1,4 @@
-"""SIP over TCP (and TLS, with an ``ssl`` context): connections, framing, the connection table.
+"""SIP over TCP (and under TLS, see ``tls.py``): connections, framing, the connection table.
 
 Each connection feeds the core's ``StreamParser`` (Content-Length framing, RFC 3261 §18.3) and
 answers CRLF keep-alive pings with CRLF (RFC 5626 §3.5.1). Connections are kept in one table keyed
@@ -125,11 +125,11 @@ class StreamListener(Listener):
         self.server = server
 
     @classmethod
-    async def bind(cls, proto: str, host: str, port: int, manager: Transports, ssl=None) -> StreamListener:
+    async def bind(cls, proto: str, host: str, port: int, manager: Transports) -> StreamListener:
         loop = asyncio.get_running_loop()
         sock = listening_socket(proto, host, port)
         port = sock.getsockname()[1]
-        server = await loop.create_server(lambda: StreamConnection(manager, proto), sock=sock, ssl=ssl)
+        server = await loop.create_server(lambda: StreamConnection(manager, proto), sock=sock)
         return cls(proto, host, port, server)
 
     def close(self) -> None:
