@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import secrets
-import socket
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,11 +38,10 @@ import dns.reversename
 from sipd.services import resolve as R
 
 from ..errors import ExitStatus, UsageError
+from .sipprobe import hostport, probe_options
 
 SRV_SERVICES = ("_sip._udp", "_sip._tcp", "_sips._tcp")
 LEGACY_TLS = "_sip._tls"
-#: Largest SIP response we read when probing; OPTIONS answers are far smaller.
-MAX_PROBE_RESPONSE = 65536
 
 
 class Verdict(str, enum.Enum):
@@ -97,15 +93,6 @@ class Report:
                         "warnings": self.count(Verdict.WARN)},
             "checks": [{**asdict(c), "verdict": c.verdict.value} for c in self.checks],
         }
-
-
-@dataclass(kw_only=True)
-class ProbeResult:
-    status: int | None = None
-    reason: str = ""
-    rtt_ms: float | None = None
-    error: str = ""
-    cert_der: bytes | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +377,7 @@ class _Checker:
             gen = R.plan(scheme, self.domain, None, None, randint=lambda a, b: b)
             targets = R.run_sync(gen, self.resolver, self.cache)
             uri = f"{scheme}:{self.domain}"
-            listing = ", ".join(f"{t.transport} {_hostport(t.host, t.port)}" for t in targets)
+            listing = ", ".join(f"{t.transport} {hostport(t.host, t.port)}" for t in targets)
             if targets:
                 self.add("resolve", uri, Verdict.PASS, listing,
                          targets=[asdict(t) for t in targets])
@@ -426,12 +413,12 @@ class _Checker:
             self.add("probe", self.domain, Verdict.WARN, "nothing to probe: no target resolved", "fix the DNS first")
             return
         for t in targets:
-            subject = f"{t.transport} {_hostport(t.host, t.port)}"
+            subject = f"{t.transport} {hostport(t.host, t.port)}"
             result = probe_options(t.transport, t.host, t.port, self.domain, self.timeout)
             data = {"status": result.status, "rtt_ms": result.rtt_ms, "name": t.name}
             if result.status is None:
                 self.add("probe", subject, Verdict.FAIL, f"no SIP answer: {result.error}",
-                         f"is a SIP server listening on {t.transport}:{_hostport(t.host, t.port)}? check the firewall", **data)
+                         f"is a SIP server listening on {t.transport}:{hostport(t.host, t.port)}? check the firewall", **data)
             elif 200 <= result.status < 300:
                 self.add("probe", subject, Verdict.PASS, f"{result.status} {result.reason} in {result.rtt_ms:.1f} ms", **data)
             else:
@@ -471,10 +458,6 @@ def _ip_sort_key(ip: str) -> tuple[int, int]:
     return (a.version, int(a))
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # ---------------------------------------------------------------------------------------------
 # TLS certificate coverage (RFC 5922 §7.2)
 
@@ -499,131 +482,3 @@ def certificate_covers(der: bytes, domain: str) -> tuple[bool, list[str], float 
     shown = ([f"URI:{u}" for u in names.uris] + [f"DNS:{d}" for d in names.dns] + [f"IP:{i}" for i in names.ips]
              or ([f"CN:{names.common_name}"] if names.common_name else []))
     return matches_sip_domain(names, domain), shown, cert.not_valid_after_utc.timestamp()
-
-
-# ---------------------------------------------------------------------------------------------
-# OPTIONS probe
-
-
-def _options(transport: str, local: tuple[str, int], domain: str) -> tuple[bytes, str]:
-    call_id = f"{secrets.token_hex(8)}@sipctl"
-    scheme = "sips" if transport == "tls" else "sip"
-    headers = [
-        f"OPTIONS {scheme}:{domain} SIP/2.0",
-        f"Via: SIP/2.0/{transport.upper()} {_hostport(*local)};branch=z9hG4bK{secrets.token_hex(8)};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:dns-check@{domain}>;tag={secrets.token_hex(4)}",
-        f"To: <{scheme}:{domain}>",
-        f"Call-ID: {call_id}",
-        "CSeq: 1 OPTIONS",
-        "Accept: application/sdp",
-        "User-Agent: sipctl dns check",
-        "Content-Length: 0",
-    ]
-    return ("\r\n".join(headers) + "\r\n\r\n").encode(), call_id
-
-
-def _parse_status(data: bytes, call_id: str) -> tuple[int, str] | None:
-    """Status and reason of a response for our Call-ID; None for anything else."""
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or parts[0] != "SIP/2.0" or not parts[1].isdigit():
-        return None
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("call-id", "i") and value.strip() != call_id:
-            return None
-    return int(parts[1]), parts[2] if len(parts) > 2 else ""
-
-
-def probe_options(transport: str, host: str, port: int, domain: str, timeout: float) -> ProbeResult:
-    """Send one OPTIONS to host:port over ``transport`` and wait for the final answer.
-
-    Never raises for network problems: they come back in ``ProbeResult.error``. For TLS the
-    certificate is fetched without verification (so a self-signed one can still be reported on)
-    and returned as DER.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    deadline = time.monotonic() + timeout
-    try:
-        if transport == "udp":
-            return _probe_udp(family, host, port, domain, deadline)
-        return _probe_stream(transport, host, port, domain, timeout)
-    except TimeoutError:
-        return ProbeResult(error=f"no answer within {timeout:g}s")
-    except ConnectionRefusedError:  # TCP RST, or ICMP port unreachable on a connected UDP socket
-        return ProbeResult(error="port unreachable" if transport == "udp" else "connection refused")
-    except ssl.SSLError as exc:
-        return ProbeResult(error=f"TLS handshake failed: {exc.reason or exc}")
-    except OSError as exc:
-        return ProbeResult(error=exc.strerror or str(exc))
-
-
-def _probe_udp(family: int, host: str, port: int, domain: str, deadline: float) -> ProbeResult:
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.connect((host, port))
-        local = s.getsockname()[:2]
-        msg, call_id = _options("udp", local, domain)
-        started = time.perf_counter()
-        s.send(msg)
-        for _ in range(100):  # bounded: provisional answers and strays are skipped
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            s.settimeout(remaining)
-            data = s.recv(MAX_PROBE_RESPONSE)
-            status = _parse_status(data, call_id)
-            if status and status[0] >= 200:
-                return ProbeResult(status=status[0], reason=status[1], rtt_ms=(time.perf_counter() - started) * 1000)
-        raise TimeoutError
-
-
-def _probe_stream(transport: str, host: str, port: int, domain: str, timeout: float) -> ProbeResult:
-    deadline = time.monotonic() + timeout
-    raw = socket.create_connection((host, port), timeout=timeout)
-    cert: bytes | None = None
-    sock: socket.socket = raw
-    try:
-        if transport == "tls":
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # we judge the certificate ourselves (RFC 5922)
-            sock = ctx.wrap_socket(raw, server_hostname=domain)
-            cert = sock.getpeercert(binary_form=True)
-        local = sock.getsockname()[:2]
-        msg, call_id = _options(transport, local, domain)
-        started = time.perf_counter()
-        sock.sendall(msg)
-        buf = b""
-        for _ in range(1000):  # bounded in reads as well as time
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = sock.recv(4096)
-            if not chunk:
-                return ProbeResult(error="connection closed without an answer", cert_der=cert)
-            buf += chunk
-            while b"\r\n\r\n" in buf:
-                head, _, rest = buf.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() in (b"content-length", b"l") and value.strip().isdigit():
-                        length = int(value.strip())
-                if len(rest) < length:
-                    break
-                buf = rest[length:]
-                status = _parse_status(head + b"\r\n\r\n", call_id)
-                if status and status[0] >= 200:
-                    return ProbeResult(status=status[0], reason=status[1],
-                                       rtt_ms=(time.perf_counter() - started) * 1000, cert_der=cert)
-            if len(buf) > MAX_PROBE_RESPONSE:
-                return ProbeResult(error="answer too large", cert_der=cert)
-        raise TimeoutError
-    except TimeoutError:
-        return ProbeResult(error=f"no answer within {timeout:g}s", cert_der=cert)
-    finally:
-        sock.close()
-        raw.close()

@@ -135,7 +135,7 @@ def _check_listen(report: DoctorReport, conf: Any, daemon_up: bool) -> None:
     """The netstat check: every configured socket bound (by sipd when it runs, free when it doesn't)."""
     from sipd.config import parse_listen
 
-    from .dnscheck import probe_options
+    from .sipprobe import probe_options
 
     for item in conf.server.listen:
         try:
