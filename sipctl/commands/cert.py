@@ -221,11 +221,12 @@ def check(
     """
     from ..errors import CheckFailed
     from ..lib import cert as lib
+    from ..lib import certcheck
 
     passphrase = None
     if key and lib.key_is_encrypted(key):
         passphrase = _passphrase(False)
-    report = lib.check(cert, key, ca=ca, domains=list(domain or []), hosts=list(host or []), passphrase=passphrase)
+    report = certcheck.check(cert, key, ca=ca, domains=list(domain or []), hosts=list(host or []), passphrase=passphrase)
     out = Output(json_mode=json)
     if json:
         out.json(report.as_dict())

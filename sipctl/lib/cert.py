@@ -1,4 +1,4 @@
-"""Certificates for sipd: keys, CSRs, self-signed and lab-CA certificates, inspection and checks.
+"""Certificates for sipd: keys, CSRs, self-signed and lab-CA certificates, inspection (checks: ``certcheck``).
 
 Plain functions over ``cryptography``; no Typer, no terminal. Errors are ``CertError`` (one line +
 hint). ``cryptography`` is imported lazily by the callers' import of this module, never at sipctl
@@ -15,25 +15,22 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import ssl
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sipd.tlsconf import CertNames, matches_host, matches_sip_domain, wildcard_identities
+from sipd.tlsconf import CertNames
 
 from ..errors import CertError, ExistsError, NotFoundError, UsageError
 
 KEY_TYPES = ("rsa:2048", "rsa:3072", "rsa:4096", "ec:p256", "ec:p384")
-EXPIRY_WARNING_DAYS = 30
 #: Lab-CA defaults: 10 years for a CA, 825 days for a leaf (the CA/Browser Forum ceiling that
 #: Apple clients enforce — longer leaf lifetimes are rejected by some endpoints).
 CA_DAYS = 3650
@@ -172,13 +169,13 @@ def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
     return hashes.SHA256()
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
 def _cert_builder(subject: x509.Name, issuer: x509.Name, public_key: Any, days: int,
                   not_before: dt.datetime | None = None) -> x509.CertificateBuilder:
-    start = (not_before or _now()) - dt.timedelta(minutes=5)  # tolerate small clock skew
+    start = (not_before or utc_now()) - dt.timedelta(minutes=5)  # tolerate small clock skew
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -361,11 +358,11 @@ def names_of(cert: x509.Certificate | x509.CertificateSigningRequest) -> CertNam
     return CertNames(dns=dns, uris=uris, ips=ips, common_name=cn)
 
 
-def _san_strings(names: CertNames) -> list[str]:
+def san_strings(names: CertNames) -> list[str]:
     return [f"DNS:{d}" for d in names.dns] + [f"URI:{u}" for u in names.uris] + [f"IP:{i}" for i in names.ips]
 
 
-def _eku(obj: Any) -> list[str]:
+def eku_names(obj: Any) -> list[str]:
     try:
         ext = obj.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -399,19 +396,19 @@ class CertInfo:
 
 
 def describe_cert(cert: x509.Certificate, now: dt.datetime | None = None) -> CertInfo:
-    now = now or _now()
+    now = now or utc_now()
     kt, bits = key_description(cert.public_key())
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
     return CertInfo(
-        kind="certificate", subject=cert.subject.rfc4514_string(), sans=_san_strings(names_of(cert)),
+        kind="certificate", subject=cert.subject.rfc4514_string(), sans=san_strings(names_of(cert)),
         issuer=cert.issuer.rfc4514_string(), not_before=cert.not_valid_before_utc.isoformat(),
         not_after=cert.not_valid_after_utc.isoformat(),
         days_left=(cert.not_valid_after_utc - now).days, key_type=kt, key_bits=bits,
         fingerprint_sha256=fingerprint(cert), serial=format(cert.serial_number, "X"), is_ca=is_ca,
-        self_signed=cert.issuer == cert.subject, eku=_eku(cert),
+        self_signed=cert.issuer == cert.subject, eku=eku_names(cert),
     )
 
 
@@ -424,152 +421,13 @@ def show(path: str | os.PathLike[str]) -> list[CertInfo]:
         except ValueError as exc:
             raise CertError(f"{path}: broken certificate request ({exc})") from None
         kt, bits = key_description(csr.public_key())
-        return [CertInfo(kind="request", subject=csr.subject.rfc4514_string(), sans=_san_strings(names_of(csr)),
+        return [CertInfo(kind="request", subject=csr.subject.rfc4514_string(), sans=san_strings(names_of(csr)),
                          issuer=None, not_before=None, not_after=None, days_left=None, key_type=kt,
                          key_bits=bits, fingerprint_sha256=None, serial=None, is_ca=False,
-                         self_signed=False, eku=_eku(csr))]
+                         self_signed=False, eku=eku_names(csr))]
     if b"PRIVATE KEY" in data and b"CERTIFICATE" not in data:
         raise CertError(f"{path} is a private key, not a certificate", hint="pass the certificate file")
     return [describe_cert(c) for c in load_certs(path)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Checking
-
-
-@dataclass
-class CheckReport:
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    passed: list[str] = field(default_factory=list)
-    subject: str = ""
-    not_after: str = ""
-    days_left: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "subject": self.subject, "not_after": self.not_after,
-                "days_left": self.days_left, "problems": self.problems, "warnings": self.warnings,
-                "passed": self.passed}
-
-
-def _same_public_key(a: Any, b: Any) -> bool:
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    return a.public_bytes(serialization.Encoding.DER, fmt) == b.public_bytes(serialization.Encoding.DER, fmt)
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _trust_anchors(ca: str | os.PathLike[str] | None) -> tuple[list[x509.Certificate], str]:
-    if ca:
-        p = Path(ca)
-        if p.is_dir():
-            certs: list[x509.Certificate] = []
-            for f in sorted(p.iterdir()):
-                if f.is_file() and (f.suffix in (".pem", ".crt") or f.suffix[1:].isdigit()):  # c_rehash names
-                    try:
-                        certs.extend(load_certs(f))
-                    except CertError:
-                        continue
-            return certs, str(p)
-        return load_certs(p), str(p)
-    system = ssl.get_default_verify_paths().cafile
-    if system and os.path.exists(system):
-        try:
-            return load_certs(system), "the system CA bundle"
-        except CertError:
-            pass
-    return [], "no CA"
-
-
-def verify_chain(leaf: x509.Certificate, intermediates: list[x509.Certificate],
-                 anchors: list[x509.Certificate], now: dt.datetime) -> tuple[list[x509.Certificate], str | None]:
-    """Build leaf -> intermediates -> anchor by signature. Returns (path, problem or None)."""
-    path = [leaf]
-    current = leaf
-    for _ in range(10):  # bounded: no chain is longer than this in practice
-        for anchor in anchors:
-            if _issued_by(current, anchor):
-                path.append(anchor)
-                for c in path[1:]:
-                    if c.not_valid_after_utc < now:
-                        return path, f"chain certificate {c.subject.rfc4514_string()} expired on {c.not_valid_after_utc:%Y-%m-%d}"
-                return path, None
-        nxt = next((c for c in intermediates if c not in path and _issued_by(current, c)), None)
-        if nxt is None:
-            break
-        path.append(nxt)
-        current = nxt
-    if current.issuer == current.subject:
-        return path, f"chain ends in {current.subject.rfc4514_string()}, which is not a trusted CA"
-    return path, f"issuer {current.issuer.rfc4514_string()} not found (missing intermediate in the certificate file, or wrong CA)"
-
-
-def check(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str] | None, *,
-          ca: str | os.PathLike[str] | None = None, domains: list[str] = (), hosts: list[str] = (),  # type: ignore[assignment]
-          passphrase: str | None = None, now: dt.datetime | None = None) -> CheckReport:
-    """Everything that makes a server certificate unusable for SIP over TLS, one problem per line."""
-    now = now or _now()
-    r = CheckReport()
-    certs = load_certs(cert_path)
-    leaf = certs[0]
-    r.subject = leaf.subject.rfc4514_string()
-    r.not_after = leaf.not_valid_after_utc.isoformat()
-    r.days_left = (leaf.not_valid_after_utc - now).days
-    if key_path is not None:
-        key = load_key(key_path, passphrase)
-        if _same_public_key(key.public_key(), leaf.public_key()):
-            r.passed.append("private key matches the certificate")
-        else:
-            r.problems.append(f"private key {key_path} does not belong to the certificate {cert_path}")
-    anchors, where = _trust_anchors(ca)
-    _, chain_problem = verify_chain(leaf, certs[1:], anchors, now)
-    if chain_problem:
-        r.problems.append(f"chain does not verify against {where}: {chain_problem}")
-    else:
-        r.passed.append(f"chain verifies against {where}")
-    names = names_of(leaf)
-    for d in domains:
-        if matches_sip_domain(names, d):
-            r.passed.append(f"covers SIP domain {d}")
-        else:
-            why = " (wildcards do not count for SIP domains, RFC 5922 §7.2)" if wildcard_identities(names) else ""
-            r.problems.append(f"SIP domain {d} is not in the certificate's subjectAltName{why}; it has {', '.join(_san_strings(names)) or 'none'}")
-    for h in hosts:
-        if matches_host(names, h):
-            r.passed.append(f"covers host {h}")
-        else:
-            r.problems.append(f"host {h} is not in the certificate's subjectAltName; it has {', '.join(_san_strings(names)) or 'none'}")
-    if not names.dns and not names.uris:
-        r.warnings.append("certificate has no subjectAltName; current clients ignore the Common Name")
-    if leaf.not_valid_before_utc > now:
-        r.problems.append(f"not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (clock or certificate wrong)")
-    if leaf.not_valid_after_utc < now:
-        r.problems.append(f"expired on {leaf.not_valid_after_utc:%Y-%m-%d} ({-r.days_left} days ago)")
-    elif r.days_left < EXPIRY_WARNING_DAYS:
-        r.warnings.append(f"expires in {r.days_left} days ({leaf.not_valid_after_utc:%Y-%m-%d}); renew it")
-    else:
-        r.passed.append(f"valid until {leaf.not_valid_after_utc:%Y-%m-%d} ({r.days_left} days)")
-    eku = _eku(leaf)
-    if eku and "serverAuth" not in eku:
-        r.problems.append(f"extended key usage {', '.join(eku)} lacks serverAuth")
-    elif eku and "clientAuth" not in eku:
-        r.warnings.append("extended key usage lacks clientAuth: peers requiring mutual TLS will refuse it when sipd forwards")
-    kt, bits = key_description(leaf.public_key())
-    if kt == "RSA" and bits < 2048:
-        r.problems.append(f"RSA key of {bits} bits is too small (OpenSSL refuses below 2048)")
-    return r
 
 
 # ---------------------------------------------------------------------------------------------

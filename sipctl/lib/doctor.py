@@ -253,12 +253,12 @@ def _check_tls(report: DoctorReport, conf: Any, db_domains: list[str]) -> None:
         report.add("tls", "certificate", FAIL, "a tls: listener is configured but [tls] certificate is empty",
                    "sipctl cert csr ... then set [tls] certificate and private_key")
         return
-    from . import cert as certlib
+    from . import certcheck
 
     names = [d for d in sorted(set(db_domains) | set(conf.server.domains)) if not _is_ip(d)]
     try:
         # the CA sipd is configured with, as sipd itself uses it (the system CAs only when none is set)
-        r = certlib.check(tls.certificate, tls.private_key or None, ca=tls.ca_file or tls.ca_dir or None, domains=names)
+        r = certcheck.check(tls.certificate, tls.private_key or None, ca=tls.ca_file or tls.ca_dir or None, domains=names)
     except SipctlError as exc:
         report.add("tls", tls.certificate, FAIL, exc.message, exc.hint)
         return
