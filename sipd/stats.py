@@ -1,4 +1,5 @@
-"""The statistics registry: counters and gauges named ``group:name`` as in OpenSIPS (reference §5).
+"""The statistics registry: counters and gauges named ``group:name`` as in OpenSIPS
+(``core:rcv_requests``, ``tm:UAS_transactions`` ...), so an operator's dashboards keep their names.
 
 One ``Statistics`` object lives in the ServerState. The SIP hot path only touches ``Counter.inc``
 (one attribute add, no lock: the daemon is a single asyncio thread). The management interface,

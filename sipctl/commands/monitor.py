@@ -1,4 +1,4 @@
-"""sipctl monitor: the live view of opensipsctl monitor (reference §2.2), rebuilt with rich."""
+"""sipctl monitor: the live view of opensipsctl monitor, rebuilt with rich."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from ..output import Output
 
 app = typer.Typer(help="Registered contacts (user location) of the running sipd: show, rm.", no_args_is_help=True)
 
-#: The per-contact fields shown, in opensipsctl's order (reference §2.3).
+#: The per-contact fields shown, in opensipsctl's order (``ul show``), so its
+#: readers find them where they expect.
 FIELDS = ["Contact", "Expires", "Q", "Callid", "Cseq", "User-agent", "Received", "Path", "State", "Flags",
           "Cflags", "Socket", "Methods", "SIP_instance"]
 

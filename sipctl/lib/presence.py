@@ -1,4 +1,4 @@
-"""Presence state of a running sipd (issue 10): one presentity's publications and document, and
+"""Presence state of a running sipd: one presentity's publications and document, and
 its watchers, over the management interface. No Typer or rich here."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from . import mgmt
 #: What ``sipctl stats collect`` stores when no names are given.
 DEFAULT_COLLECT = ["core:", "tm:", "sl:", "usrloc:", "registrar:", "dialog:"]
 
-#: The monitor's sections: (title, names), following opensipsctl monitor (reference §2.2),
+#: The monitor's sections: (title, names), following opensipsctl monitor's screen,
 #: plus kamctl's core statistics.
 MONITOR_SECTIONS: list[tuple[str, list[str]]] = [
     ("Transaction Statistics", ["tm:UAS_transactions", "tm:UAC_transactions", "tm:inuse_transactions"]),
