@@ -1,4 +1,4 @@
-"""Digest authentication hardening (issue 6) against a live sipd on loopback, over real UDP sockets.
+"""Digest authentication hardening against a live sipd on loopback, over real UDP sockets.
 
 - SHA-256 by configuration: offered alone or beside MD5 (MD5 first, one WWW-Authenticate each);
   a SHA-256 answer computed here with hashlib from the stored ``ha1_sha256`` registers; an MD5 answer

@@ -1,4 +1,4 @@
-"""Hot-path behaviour kept for speed (issue 4): REGISTER over UDP answered statelessly with a reply
+"""Hot-path behaviour kept for speed: REGISTER over UDP answered statelessly with a reply
 cache for retransmissions, symmetric replies, coalesced transaction timers; and the ReplyCache itself."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Used to validate the e2e harness itself (``SIPD_E2E_TARGET=kamailio scripts/test tests/e2e``): a
 scenario that passes against Kamailio and fails against sipd points at sipd, not at the harness.
-Behaviour mirrors what issue 4 asks of sipd: REGISTER challenged (401, realm = To domain), INVITE
+Behaviour mirrors what the e2e scenarios expect of sipd: REGISTER challenged (401, realm = To domain), INVITE
 from a local domain challenged (407), record-routing stateful proxy with parallel forking, 480 for
 a known user without contacts, 404 for an unknown user.
 """

@@ -1,4 +1,4 @@
-"""Issue 7 acceptance with real clients: SIPp and baresip calls leave acc rows for INVITE and BYE and
+"""Accounting with real clients: SIPp and baresip calls leave acc rows for INVITE and BYE and
 one CDR whose duration matches the hold time; a rejected call (SIPp caller to a user without
 contacts) leaves a missed_calls row and a CDR with its status."""
 

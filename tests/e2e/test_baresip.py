@@ -1,4 +1,4 @@
-"""Issue 4 acceptance with baresip: registration over UDP and TCP with the password, a wrong password
+"""Registration and calls with baresip: registration over UDP and TCP with the password, a wrong password
 fails, and two users call each other with RTP flowing both ways, UDP caller to TCP callee and back."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Failure diversion with SIPp (issue 11 acceptance): a call to a busy, to an unregistered and to a
+"""Failure diversion with SIPp: a call to a busy, to an unregistered and to a
 non-answering user lands at the diversion URI, a SIPp UAS, with a Diversion header (RFC 5806).
 
 The caller is SIPp (digest auth); the busy/ringing callee is a raw-socket phone (it must answer 486

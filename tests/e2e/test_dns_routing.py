@@ -1,4 +1,4 @@
-"""Issue 4 acceptance: a call to a user in another domain, served by a second sipd that the first
+"""A call to a user in another domain, served by a second sipd that the first
 finds only through a local DNS server (dnsmasq on a loopback port with SRV records)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Python routing hook against a live sipd (issue 11): the report's spam rule as a hook, a broken
+"""The Python routing hook against a live sipd: the report's spam rule as a hook, a broken
 hook (500 + one log line, the daemon keeps serving), reload by MI and by SIGHUP.
 
 Raw-socket user agents (tests/daemon/harness.py); one daemon for the module.

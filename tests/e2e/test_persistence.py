@@ -1,4 +1,4 @@
-"""Issue 4 acceptance: registrations survive ``kill -9`` and a restart in the write-through and
+"""Registrations survive ``kill -9`` and a restart in the write-through and
 db-only location modes, on SQLite and on MariaDB, and a call still routes to the callee."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 10 acceptance with real clients: baresip's presence module subscribes to another user and
+"""Presence with real clients: baresip's presence module subscribes to another user and
 sees the state change when that user publishes, and "busy" while that user is in a call (from the
 server's call tracking); and a MESSAGE between two registered baresip users."""
 

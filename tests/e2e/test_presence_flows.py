@@ -1,4 +1,4 @@
-"""Presence against a live sipd with raw-socket user agents (issue 10): PUBLISH with entity tags,
+"""Presence against a live sipd with raw-socket user agents: PUBLISH with entity tags,
 SUBSCRIBE/NOTIFY (initial state, change, refresh, unsubscribe, expiry), presence.winfo, policy,
 malformed PIDF, digest auth of PUBLISH, and state surviving a restart (SQLite)."""
 

@@ -1,4 +1,4 @@
-"""Issue 10 acceptance with SIPp: a watcher subscribes (digest auth), receives the initial NOTIFY,
+"""Presence with SIPp: a watcher subscribes (digest auth), receives the initial NOTIFY,
 the state a SIPp publisher publishes, refreshes, and gets terminated;reason=timeout when the
 subscription runs out; the publisher walks through entity tags (refresh, stale tag 412, removal)
 and has a malformed PIDF body rejected with 400 without the watcher hearing of it."""

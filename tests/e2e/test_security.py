@@ -1,4 +1,4 @@
-"""Issue 6 acceptance against a live sipd on loopback: spam calls to our IP, scanners (SIPVicious),
+"""Security against a live sipd on loopback: spam calls to our IP, scanners (SIPVicious),
 password guessing, floods (sipsak), legitimate traffic during a flood.
 
 SIPVicious always binds to loopback (-b 127.0.0.1 -P <free port>); -R is never passed.

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance with SIPp: REGISTER with auth, a call through the proxy, CANCEL before answer,
+"""Registrar and proxy with SIPp: REGISTER with auth, a call through the proxy, CANCEL before answer,
 forking to two contacts, 480 for a user without contacts, 404 for an unknown user."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every residential toggle really switches its feature in sipd (issue 11).
+"""Every residential toggle really switches its feature in sipd.
 
 Two live daemons for the whole module, both configured by ``sipctl config generate``'s template with
 the CUSTOMIZE ME values filled in: "on" (every toggle) and "off" (no toggle: the minimal

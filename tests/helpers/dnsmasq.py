@@ -8,7 +8,8 @@ dnsmasq runs with ``no-resolv`` and ``no-hosts`` (never forwards, never reads /e
 (bounded) until the server answers a query; the process is ended by its PID in ``stop()``, on
 ``__exit__`` and by a ``weakref.finalize`` safety net.
 
-GOOD_ZONE and BROKEN_ZONE are the example.test zones of issue 9 (ported from the project's DNS recipe).
+GOOD_ZONE is an example.test zone as a SIP domain should publish it (NAPTR and SRV for UDP, TCP and
+TLS, A records with their PTRs); BROKEN_ZONE holds the mistakes ``sipctl dns check`` must name.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run the real ``sipd`` daemon for end-to-end tests (contract: docs/contracts.md §10).
+"""Run the real ``sipd`` daemon for end-to-end tests.
 
 ``SipdProcess(tmp_path, config_overrides, db_url=None)`` writes a TOML configuration (free loopback
 ports, SQLite database in ``tmp_path`` unless ``db_url`` is given, management socket in

@@ -1,4 +1,4 @@
-"""The one-regex credentials parser (sipd/services/auth.py, issue 4) agrees with the general one
+"""The one-regex credentials parser (sipd/services/auth.py, kept for REGISTER speed) agrees with the general one
 in sipd/sip/auth.py on every input: same Credentials, or it declines (None) and the general parser
 decides."""
 

@@ -1,4 +1,5 @@
-"""sipd.services.dialplan: OpenSIPS dialplan semantics (reference/opensips.md §6), pure unit tests."""
+"""sipd.services.dialplan: OpenSIPS dialplan semantics (match operators, flags,
+substitution, priorities), pure unit tests."""
 
 from __future__ import annotations
 

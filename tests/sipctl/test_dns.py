@@ -320,7 +320,7 @@ def test_probe_udp_port_unreachable(tmp_path, capsys):
 
 
 def test_probe_live_sipd(tmp_path, capsys):
-    """Issue 9 acceptance: --probe reports a live sipd's answers (UDP and TCP)."""
+    """--probe reports a live sipd's answers (UDP and TCP)."""
     require_tool("dnsmasq")
     from tests.conftest import missing
     from tests.helpers.sipd_proc import SipdProcess

@@ -1,4 +1,4 @@
-"""sipctl config generate: the residential template (issue 11)."""
+"""sipctl config generate: the residential template (osipsconfig's checklist as TOML toggles)."""
 
 from __future__ import annotations
 
