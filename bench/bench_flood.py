@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Flood benchmark (issue 6): legitimate REGISTERs while one source floods a live sipd on loopback.
+"""Flood benchmark: legitimate REGISTERs while one source floods a live sipd on loopback.
 
 Reports
   * the flood rate the generator sustained (packets/s sent from one source, 127.0.0.2),

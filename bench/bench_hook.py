@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of the routing hook (issue 11): call throughput with a no-op hook as a ratio to no hook.
+"""Cost of the routing hook: call throughput with a no-op hook as a ratio to no hook.
 
 Two sipd configurations that differ only in ``[routing] hook`` (none / a ``route()`` that returns at
 once) run the same SIPp call load (bench/scenarios/call_uac.xml -> call_uas.xml: INVITE, 200, ACK,

@@ -1,4 +1,4 @@
-"""Presence benchmark (issue 10): NOTIFY fan-out to 1,000 watchers of one presentity, and memory
+"""Presence benchmark: NOTIFY fan-out to 1,000 watchers of one presentity, and memory
 per subscription.
 
     .venv/bin/python bench/bench_presence.py [--watchers 1000] [--sockets 10] [--rounds 5]

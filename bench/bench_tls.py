@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""TLS speed: sipd vs Kamailio (tls module) in the same run, same certificate, same client (issue 8).
+"""TLS speed: sipd vs Kamailio (tls module) in the same run, same certificate, same client.
 
 Two workloads, each run against both servers one after the other, on 127.0.0.1 only:
 

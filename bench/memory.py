@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Memory benchmarks for sipd (issue 4): RSS with N registered contacts, and RSS over a long run.
+"""Memory benchmarks for sipd: RSS with N registered contacts, and RSS over a long run.
 
     memory.py contacts [--contacts 100000] [--rate 4000]
         start sipd (bench/sipd_target.py, no auth, location in memory), register N distinct AORs
         with SIPp (reg.xml, Expires 3600) and print RSS before/after and bytes per contact.
     memory.py soak [--duration 60] [--rate 2000] [--scenario reg|call] [--users 10000]
-        offer a steady load for DURATION seconds (issue 4: 600 s at half the max rate) and sample
+        offer a steady load for DURATION seconds (the target run: 600 s at half the max rate) and sample
         sipd's RSS every --interval s; prints the samples, the drift after warm-up (target:
         within 5 %) and the max.
     --target kamailio runs the same against bench/kamailio-registrar.cfg (RSS of all its processes).
