@@ -1,4 +1,4 @@
-"""Glue between the pure security services (antiflood, spam) and the daemon (issue 6).
+"""Glue between the pure security services (antiflood, spam) and the daemon.
 
 What the daemon calls:
 
@@ -6,7 +6,7 @@ What the daemon calls:
   from the configuration and registers their statistics. Idempotent.
 * ``packet_allowed(state, host, now)`` for every UDP datagram *before* parsing, and
   ``connection_allowed(state, host, now)`` when a TCP/TLS connection is accepted.
-* ``stages(state)``: the pipeline stages that go right after ``sanity`` (docs/contracts.md §9):
+* ``stages(state)``: the pipeline stages that go right after ``sanity`` (services/stages.py):
   ``antiflood_stage`` (count requests from stream transports; UDP was counted before parsing) and
   ``spam_stage`` (IP-domain spam, scanner User-Agents).
 * ``auth_failed(ctx, user, realm, reason)`` from the auth stage when credentials were wrong
