@@ -72,6 +72,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if not out.json_mode:
         for line in _galera_lines(st):
             out.result(line)
+    if st["galera"] is not None and not st["galera"]["ready"]:
+        raise CheckFailed(f"this Galera node does not serve queries ({st['galera']['cluster_status']}, "
+                          f"{st['galera']['local_state']})",
+                          hint="point database.url at a Synced node of the primary component, "
+                               "or restore the cluster's quorum")
     if not st["ok"]:
         hint = "run sipctl db create" if st["missing"] else "run sipctl db migrate"
         what = (f"missing tables: {', '.join(st['missing'])}" if st["missing"] else
@@ -81,10 +86,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _galera_lines(st: dict) -> list[str]:
-    if st["galera_ready"] is None:
+    if st["backend"] == "sqlite":
         return ["Galera-ready: not applicable (SQLite is for one node)"]
     problems = "; ".join(f"{p['table']}: {p['problem']}" for p in st["galera_problems"])
-    lines = ["Galera-ready: yes (every table InnoDB with a primary key)" if st["galera_ready"]
+    lines = ["Galera-ready: unknown (this node does not serve queries)" if st["galera_ready"] is None
+             else "Galera-ready: yes (every table InnoDB with a primary key)" if st["galera_ready"]
              else f"Galera-ready: no ({problems})"]
     g = st["galera"]
     if g is None:

@@ -204,9 +204,13 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
                 pass
     else:
         with session(url, timeout) as db:
+            galera = cluster.galera_status(db)
+            if galera is not None and not galera["ready"]:  # it answers SHOW only: say what it sees
+                return {"url": mask_url(url), "backend": db.dialect, "tables": [], "missing": [],
+                        "galera_ready": None, "galera_problems": [], "galera": galera, "ok": False}
             rows = schema.status(db)
             backend = db.dialect
-            problems, galera = schema.galera_problems(db), cluster.galera_status(db)
+            problems = schema.galera_problems(db)
     tables = [{"name": s.name, "expected": s.expected, "version": s.version, "state": s.state} for s in rows]
     missing = [t["name"] for t in tables if t["state"] == "missing"]
     ours = [p for p in problems if p.table in schema.BY_NAME]  # what sipctl db migrate fixes

@@ -67,6 +67,17 @@ class Database:
             assert isinstance(rows, list)
             return rows
 
+    def show(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        """A read of the server's own state (``SHOW ...``) that ends with a rollback instead of a
+        commit, so it also answers where the server refuses every commit: a Galera node outside
+        the primary component, which can still say what it sees of the cluster."""
+        with self._lock:
+            try:
+                return self._run(sql, storable(params), fetch=True)  # type: ignore[return-value]
+            finally:
+                if not self._depth:
+                    self._rollback()
+
     def query_one(self, sql: str, params: Params = None) -> dict[str, Any] | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None

@@ -79,11 +79,11 @@ def galera_status(db: Database) -> dict[str, Any] | None:
     (SQLite, a plain MariaDB/MySQL server, or wsrep switched off)."""
     if db.dialect != "mysql":
         return None
-    on = db.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_provider', 'wsrep_node_name')")
+    on = db.show("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_provider', 'wsrep_node_name')")
     variables = {str(r["Variable_name"]).lower(): str(r["Value"]) for r in on}
     if variables.get("wsrep_on", "OFF").upper() != "ON" or variables.get("wsrep_provider", "none") in ("", "none"):
         return None
-    rows = db.query("SHOW GLOBAL STATUS WHERE Variable_name IN ("
+    rows = db.show("SHOW GLOBAL STATUS WHERE Variable_name IN ("
                     + ", ".join("?" * len(_WSREP)) + ")", tuple(_WSREP))
     status = {_WSREP[str(r["Variable_name"]).lower()]: str(r["Value"]) for r in rows
               if str(r["Variable_name"]).lower() in _WSREP}

@@ -70,3 +70,31 @@ def test_db_status_shows_the_cluster(galera, galera_db, tmp_path):
     human = cli("db", "status")
     assert "Galera-ready: yes" in human.out
     assert "Galera: cluster size 3, Primary, node node2 Synced, ready ON" in human.out
+
+
+def test_db_status_on_a_node_that_lost_its_quorum(galera, galera_db, tmp_path):
+    """Two nodes die at once (kill -9): the survivor cannot know it is the majority, so it stops
+    serving queries, and db status says what it sees instead of failing on the first table.
+    Afterwards the survivor is made primary again and the dead nodes rejoin (leaving the cluster
+    as the next test expects it)."""
+    first, second, third = galera.nodes
+    cli = Cli(write_config(tmp_path / "sipd.toml", first.url(galera_db)))
+    assert cli("db", "create").code == 0
+    second.kill9()
+    third.kill9()
+    try:
+        galera.wait_size(1)
+        r = cli("db", "status", "--json")
+        assert r.code == 1, r.out + r.err
+        g = r.json["galera"]
+        assert (g["cluster_status"], g["ready"], g["cluster_size"]) == ("non-Primary", False, 1)
+        human = cli("db", "status")
+        assert "Galera: cluster size 1, non-Primary" in human.out and "ready OFF" in human.out
+        assert "does not serve queries" in human.err and "quorum" in human.err
+    finally:
+        first.sql("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
+        first.wait_synced()
+        second.start()
+        third.start()
+        galera.wait_size(3)
+    assert cli("db", "status").code == 0

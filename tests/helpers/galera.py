@@ -170,15 +170,15 @@ class GaleraNode:
         raise GaleraError(f"{self.name} not Synced within {timeout:.0f} s ({last}):\n{self.log_tail()}")
 
     def connect(self, database: str = "", **kw: Any) -> Any:
-        """A PyMySQL connection as root (autocommit unless ``autocommit=False``) whose statements
-        (reads, updates, deletes, inserts, SHOW: wsrep_sync_wait 15) wait until this node has
-        applied every write the cluster committed before them: Galera commits synchronously but
-        applies on the other nodes a moment later, so an UPDATE on node 2 right after an INSERT on
-        node 1 could otherwise find no row."""
+        """A PyMySQL connection as root (autocommit unless ``autocommit=False``) whose reads,
+        updates, deletes and inserts (wsrep_sync_wait 7) wait until this node has applied every
+        write the cluster committed before them: Galera commits synchronously but applies on the
+        other nodes a moment later, so an UPDATE on node 2 right after an INSERT on node 1 could
+        otherwise find no row. SHOW does not wait, so a node that lost its quorum still says so."""
         import pymysql
 
         kw.setdefault("autocommit", True)
-        kw.setdefault("init_command", "SET SESSION wsrep_sync_wait = 15")
+        kw.setdefault("init_command", "SET SESSION wsrep_sync_wait = 7")
         return pymysql.connect(host="127.0.0.1", port=self.sql_port, user="root", password="",
                                database=database or None, connect_timeout=5, read_timeout=60, **kw)
 
