@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import INVALID_PARAMS, METHOD_NOT_FOUND, MESSAGES, Request, RpcError
+from .protocol import INVALID_PARAMS, MESSAGES, METHOD_NOT_FOUND, Request, RpcError
 
 
 class MgmtError(Exception):

@@ -104,14 +104,18 @@ async def process(ctx: MgmtContext, raw: bytes) -> Reply:
         return Reply(protocol.encode_error(err, req.id))
     except Exception:
         logger.exception("management command %s failed", req.method)
-        err = RpcError(protocol.SERVER_ERROR, "Server error", "internal error; see the sipd log")
-        return Reply(protocol.encode_error(err, req.id))
+        return _internal_error(req.id)
     if _has_lazy(result):
         return Reply(stream=_stream_result(result, req.id))
     try:
         text = json.dumps(result, ensure_ascii=False)
     except (TypeError, ValueError):
         logger.exception("management command %s returned a value that is not JSON", req.method)
-        err = RpcError(protocol.SERVER_ERROR, "Server error", "internal error; see the sipd log")
-        return Reply(protocol.encode_error(err, req.id))
+        return _internal_error(req.id)
     return Reply((protocol.result_prefix(req.id) + text + protocol.result_suffix(req.id)).encode())
+
+
+def _internal_error(id: Any) -> Reply:
+    """A bug in a command: the client learns only that (the traceback went to the log)."""
+    return Reply(protocol.encode_error(RpcError(protocol.SERVER_ERROR, "Server error",
+                                                "internal error; see the sipd log"), id))

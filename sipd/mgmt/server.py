@@ -26,13 +26,12 @@ import contextlib
 import errno
 import grp
 import hmac
-import json
 import logging
 import os
 import pwd
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

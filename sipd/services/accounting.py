@@ -497,10 +497,7 @@ class Accounting:
             dest = destinations.dest_from_uri(req.uri)
         if dest is None:
             raise ValueError(f"no address for {target}")
-        listener = self.listeners.listener_for(dest)
-        if listener is None:
-            raise ValueError(f"no listener to reach {target}")
-        self.hop.add_via(req, listener, "00000000")
+        self.hop.add_via(req, self.listeners.listener_for(dest), "00000000")
         self.transactions.send_request(req, dest, now)
 
     def _is_self_route(self, value: str) -> bool:

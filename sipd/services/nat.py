@@ -164,7 +164,6 @@ class KeepAlive:
 
     def options(self, aor: str, contact: Contact, dest: tuple) -> bytes:
         listener = self.listeners.listener_for(dest)
-        assert listener is not None  # a contact reached over UDP came in on a UDP listener
         host = self.listeners.advertised_host(listener)
         n = next(_seq)
         tag = f"{self._rand}{n}"

@@ -140,9 +140,13 @@ class Upstream(Protocol):
 
 
 class Listeners(Protocol):
-    """Our listening sockets: which one a message to or from an address uses, and its names."""
+    """Our listening sockets: which one a message to or from an address uses, and its names. A
+    service runs only once the daemon listens, so there is always one to answer."""
 
-    def listener_for(self, addr: Address) -> Listener | None: ...
+    def listener_for(self, addr: Address) -> Listener:
+        """The listener of ``addr``'s transport and address family (else of its transport, else
+        the first one)."""
+        ...
 
     def advertised_host(self, listener: Listener) -> str:
         """The host we put in our Via, Record-Route and Contact for ``listener`` (``[server]

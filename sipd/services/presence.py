@@ -231,9 +231,7 @@ class PresenceService:
             self.engine.drop(sub.key)
             return
         req = make_request("NOTIFY", sub.contact, headers=headers, body=body)
-        listener = self.listeners.listener_for(dest)
-        assert listener is not None  # the watcher's SUBSCRIBE came in on one of ours
-        self.hop.add_via(req, listener, "pres")
+        self.hop.add_via(req, self.listeners.listener_for(dest), "pres")
         key = self.transactions.send_request(req, dest, self.scheduler.time())
         sub.inflight = key
         sub.again = False
@@ -288,7 +286,6 @@ class PresenceService:
 
     def local_contact(self, user: str, source: tuple) -> str:
         listener = self.listeners.listener_for(source)
-        assert listener is not None  # the request came in on one of ours
         host = self.listeners.advertised_host(listener)
         transport = "" if listener.proto == "udp" else f";transport={listener.proto}"
         return f"sip:{user}@{host}:{listener.port}{transport}" if user else f"sip:{host}:{listener.port}{transport}"
