@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config
 from ..errors import StartupError
 from ..problem import Problem
+from .hook_check import is_path, signature_problem
 from .pipeline import Branch, Defer, Drop, Forward, Reply, dest_of
 
 if TYPE_CHECKING:
@@ -47,16 +48,12 @@ class HookError(Exception):
     """The hook could not be loaded (missing file, syntax error, no ``route`` function)."""
 
 
-def _is_path(spec: str) -> bool:
-    return spec.endswith(".py") or "/" in spec
-
-
 def check_spec(spec: str) -> str | None:
     """Why ``[routing] hook`` is unusable, or None. Compiles a file without running it (run at
     every configuration load); ``hook_check.probe`` imports it."""
     if not spec:
         return None
-    if _is_path(spec):
+    if is_path(spec):
         path = Path(spec)
         try:
             source = path.read_text(encoding="utf-8")
@@ -277,7 +274,7 @@ class RoutingHook:
         if problem:
             raise HookError(problem)
         try:
-            if _is_path(spec):
+            if is_path(spec):
                 name = f"sipd_routing_hook_{self.loads}"
                 mspec = importlib.util.spec_from_file_location(name, spec)
                 if mspec is None or mspec.loader is None:
@@ -292,8 +289,6 @@ class RoutingHook:
             raise
         except Exception as exc:  # noqa: BLE001 - any error in the operator's module
             raise HookError(f"loading {spec} failed: {type(exc).__name__}: {exc}") from None
-        from .hook_check import signature_problem
-
         fn = getattr(module, "route", None)
         if fn is None:
             raise HookError(f"{spec} has no route(request) function")

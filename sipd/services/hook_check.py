@@ -28,6 +28,11 @@ from typing import Any
 IMPORT_TIME_LIMIT = 20.0
 
 
+def is_path(spec: str) -> bool:
+    """``[routing] hook`` names a file (``.py`` or a path), not an importable module."""
+    return spec.endswith(".py") or "/" in spec
+
+
 def signature_problem(spec: str, fn: Any) -> str | None:
     """Why ``fn`` cannot be called as ``route(request)``, or None."""
     if not callable(fn):
@@ -72,9 +77,7 @@ def _load(spec: str) -> Any:
     import importlib
     import importlib.util
 
-    from .hook import _is_path
-
-    if _is_path(spec):
+    if is_path(spec):
         mspec = importlib.util.spec_from_file_location("sipd_routing_hook_check", spec)
         if mspec is None or mspec.loader is None:
             return None
