@@ -72,6 +72,27 @@ def test_db_status_shows_the_cluster(galera, galera_db, tmp_path):
     assert "Galera: cluster size 3, Primary, node node2 Synced, ready ON" in human.out
 
 
+def test_migrate_on_the_cluster_keeps_the_rows(galera, galera_db, tmp_path):
+    first, second, third = galera.nodes
+    with connect(first.url(galera_db)) as db:
+        schema.create_all(db)
+        db.execute("ALTER TABLE version DROP PRIMARY KEY")     # a database made before the key
+        db.execute("INSERT INTO domain (domain) VALUES ('kept.test')")
+    versions = third.sql("SELECT table_name, table_version FROM version ORDER BY table_name", database=galera_db)
+    cli = Cli(write_config(tmp_path / "sipd.toml", second.url(galera_db)))
+    r = cli("db", "status", "--json")
+    assert r.code == 1 and r.json["galera_problems"] == [
+        {"table": "version", "kind": "primary key", "problem": "no primary key"}]
+    r = cli("db", "migrate", "--json")
+    assert r.code == 0 and r.json["steps"] == [{"table": "version", "action": "primary key added (table_name)"}]
+    assert third.sql("SELECT COUNT(*) FROM information_schema.table_constraints WHERE table_schema = %s "
+                     "AND table_name = 'version' AND constraint_type = 'PRIMARY KEY'", (galera_db,)) == [(1,)]
+    assert third.sql("SELECT table_name, table_version FROM version ORDER BY table_name",
+                     database=galera_db) == versions
+    assert third.sql("SELECT domain FROM domain", database=galera_db) == [("kept.test",)]
+    assert cli("db", "status").code == 0
+
+
 def test_db_status_on_a_node_that_lost_its_quorum(galera, galera_db, tmp_path):
     """Two nodes die at once (kill -9): the survivor cannot know it is the majority, so it stops
     serving queries, and db status says what it sees instead of failing on the first table.
