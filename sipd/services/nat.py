@@ -24,6 +24,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..sip.header_fields import Headers
+from ..sip.message import Request
 from .nat_detect import is_nated, is_private, request_nated
 from .pipeline import DIALOG_METHODS
 
@@ -167,16 +169,13 @@ class KeepAlive:
         host = self.listeners.advertised_host(listener)
         n = next(_seq)
         tag = f"{self._rand}{n}"
-        return (
-            f"OPTIONS {contact.uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {host}:{listener.port};branch=z9hG4bKka{tag};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:keepalive@{host}:{listener.port}>;tag={tag}\r\n"
-            f"To: <sip:{aor}>\r\n"
-            f"Call-ID: ka{tag}@{host}\r\n"
-            f"CSeq: {n} OPTIONS\r\n"
-            "Content-Length: 0\r\n\r\n"
-        ).encode("utf-8", "surrogateescape")
+        # Built as the proxy copies a request, without make_request's checks: the Contact URI was
+        # checked when it was registered, and parsing it again for each ping (~20 µs) would stall
+        # the loop for 0.2 s in a round over 10,000 contacts. The core's to_bytes writes it.
+        headers = Headers([("Via", f"SIP/2.0/UDP {host}:{listener.port};branch=z9hG4bKka{tag};rport"),
+                           ("Max-Forwards", "70"), ("From", f"<sip:keepalive@{host}:{listener.port}>;tag={tag}"),
+                           ("To", f"<sip:{aor}>"), ("Call-ID", f"ka{tag}@{host}"), ("CSeq", f"{n} OPTIONS")])
+        return Request("OPTIONS", contact.uri, headers).to_bytes()
 
 
 def start(state: ServerState, endpoint: Endpoint) -> KeepAlive | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sipd.services import nat
 from sipd.services.location import Contact
+from sipd.sip.parser import parse_message
 from sipd.stats import Statistics
 
 from _residential import Endpoint, ctx, req, state
@@ -102,6 +103,9 @@ def test_keepalive_pings_only_live_nated_udp_contacts():
     assert dest == ("udp", "203.0.113.7", 40000, None)
     assert data.startswith(b"OPTIONS sip:alice@10.0.0.5:5060 SIP/2.0\r\n") and b"To: <sip:alice@example.test>" in data
     assert b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKka" in data  # from our listener
+    ping = parse_message(data)  # a well-formed request, whatever wrote it
+    assert ping.method == "OPTIONS" and ping.cseq.method == "OPTIONS" and ping.get("Content-Length") == "0"
+    assert ping.from_.tag and ping.call_id.startswith("ka") and ping.max_forwards == 70
     assert len(endpoint.timers) == 2  # re-armed
     assert ka.sent.value == 1
     endpoint.stopping = True
