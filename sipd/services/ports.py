@@ -16,8 +16,9 @@ The ports, by the service that calls them:
 - accounting (ending a dialog): ``Scheduler``, ``Transactions``, ``Listeners``, ``Hop``,
   ``Destinations``, ``Transmitter``, ``CallControl``;
 - NAT keep-alive: ``Scheduler``, ``Listeners``, ``Transmitter``;
-- the pipeline's stages: ``Listeners`` (registrar), ``Destinations`` (location, diversion, PSTN,
-  routing hook), ``AorCopies`` (location in a registrar worker);
+- failure diversion: ``Destinations``, ``Scheduler`` (no-answer timer), ``Transmitter``;
+- the pipeline's stages (services/stages.py): ``Listeners`` (registrar), ``Destinations``
+  (location, PSTN, routing hook), ``AorCopies`` (location in a registrar worker);
 - reloading: ``Scheduler``.
 """
 
