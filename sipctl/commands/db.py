@@ -72,11 +72,9 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if not out.json_mode:
         for line in _galera_lines(st):
             out.result(line)
-    if st["galera"] is not None and not st["galera"]["ready"]:
-        raise CheckFailed(f"this Galera node does not serve queries ({st['galera']['cluster_status']}, "
-                          f"{st['galera']['local_state']})",
-                          hint="point database.url at a Synced node of the primary component, "
-                               "or restore the cluster's quorum")
+    refused = dblib.not_serving(st)
+    if refused:
+        raise CheckFailed(refused[0], hint=refused[1])
     if not st["ok"]:
         hint = "run sipctl db create" if st["missing"] else "run sipctl db migrate"
         what = (f"missing tables: {', '.join(st['missing'])}" if st["missing"] else

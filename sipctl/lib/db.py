@@ -220,6 +220,16 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
             "ok": all(t["state"] == "ok" for t in tables) and not ours}
 
 
+def not_serving(st: dict[str, Any]) -> tuple[str, str] | None:
+    """(message, hint) when ``status`` found a Galera node that does not serve queries (it lost
+    its quorum, or is still joining), else None."""
+    g = st["galera"]
+    if g is None or g["ready"]:
+        return None
+    return (f"this Galera node does not serve queries ({g['cluster_status']}, {g['local_state']})",
+            "point database.url at a Synced node of the primary component, or restore the cluster's quorum")
+
+
 def check_writable(url: str, timeout: float = 5.0) -> None:
     """Take the write lock once, changing nothing (what sipd checks at start). Raises DbError."""
     from sipd.db import queries
@@ -255,4 +265,5 @@ def drop(url: str, *, admin_url: str | None = None, timeout: float = 5.0) -> dic
     return {"url": mask_url(url), "dropped_database": None, "tables": dropped}
 
 
-__all__ = ["session", "env_session", "friendly", "create", "status", "migrate", "drop", "ExitStatus"]
+__all__ = ["session", "env_session", "friendly", "create", "status", "not_serving", "migrate", "drop",
+           "ExitStatus"]

@@ -92,6 +92,10 @@ def _check_database(report: DoctorReport, conf: Any) -> list[str]:
     except SipctlError as exc:
         report.add("database", mask_url(url), FAIL, exc.message, exc.hint or "check [database] url")
         return domains
+    refused = dblib.not_serving(st)
+    if refused:
+        report.add("database", st["url"], FAIL, *refused)
+        return domains
     if st["missing"]:
         report.add("database", st["url"], FAIL, f"tables missing: {', '.join(st['missing'])}",
                    "run sipctl db create")

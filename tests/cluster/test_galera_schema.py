@@ -112,6 +112,10 @@ def test_db_status_on_a_node_that_lost_its_quorum(galera, galera_db, tmp_path):
         human = cli("db", "status")
         assert "Galera: cluster size 1, non-Primary" in human.out and "ready OFF" in human.out
         assert "does not serve queries" in human.err and "quorum" in human.err
+        doctor = cli("doctor", "--json", "--no-dns")
+        database = [f for f in doctor.json["findings"] if f["area"] == "database"]
+        assert database and database[0]["verdict"] == "fail", doctor.out
+        assert "does not serve queries (non-Primary" in database[0]["detail"]
     finally:
         first.sql("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
         first.wait_synced()
