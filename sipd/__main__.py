@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sipd: configuration: {problem}", file=sys.stderr)
         print("sipd: not started; run sipd --check-config for the full list", file=sys.stderr)
         return 1
-    from .server import run
+    from .daemon.lifecycle import run
 
     return run(conf)
 

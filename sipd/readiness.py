@@ -18,6 +18,8 @@ import logging
 import ssl
 from typing import Any
 
+from .errors import StartupError
+
 logger = logging.getLogger("sipd")
 
 PROBE_TIMEOUT = 10.0  # seconds for one listener to accept (and handshake) on a loaded machine
@@ -57,11 +59,9 @@ async def probe(listener: Any, timeout: float = PROBE_TIMEOUT) -> str | None:
     return None
 
 
-async def check_listeners(server: Any, timeout: float = PROBE_TIMEOUT) -> None:
-    """Probe every listener at once; raise the server's StartupError naming each that fails."""
-    from .server import StartupError
-
-    listeners = list(server.transports.listeners)
+async def check_listeners(listeners: Any, timeout: float = PROBE_TIMEOUT) -> None:
+    """Probe every listener at once; raise StartupError naming each that fails."""
+    listeners = list(listeners)
     problems = [p for p in await asyncio.gather(*(probe(lst, timeout) for lst in listeners)) if p]
     if problems:
         raise StartupError("not ready: " + "; ".join(problems))

@@ -27,7 +27,7 @@ from ..sip.parser import parse_message
 from ..sip.stateless import ReplyCache
 
 if TYPE_CHECKING:
-    from ..server import Server as Endpoint
+    from .endpoint import Endpoint
 
 REPLY_TTL = 32.0  # seconds a stateless reply is kept for retransmissions (64*T1, as Timer J)
 REPLY_CACHE_SIZE = 65536  # ... and at most this many accepted requests' answers (oldest dropped first)

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from sipd.server import Server
+from sipd.daemon.endpoint import Endpoint
 from sipd.services import ports
 from sipd.sip.layer import TransactionLayer
 
@@ -45,10 +45,10 @@ def accepts(implemented: object, declared: object) -> bool:
 
 
 @pytest.mark.parametrize("protocol", [p for p in PORTS if p is not ports.Transactions], ids=lambda p: p.__name__)
-def test_the_server_implements_the_port(protocol):
+def test_the_endpoint_implements_the_port(protocol):
     for name, declared in members(protocol).items():
-        implemented = inspect.getattr_static(Server, name, None)
-        assert implemented is not None, f"Server lacks {protocol.__name__}.{name}"
+        implemented = inspect.getattr_static(Endpoint, name, None)
+        assert implemented is not None, f"Endpoint lacks {protocol.__name__}.{name}"
         if isinstance(declared, property):
             assert isinstance(implemented, property), f"{protocol.__name__}.{name} is a property"
             continue
@@ -69,4 +69,4 @@ def test_a_missing_or_different_method_is_caught():
 
     assert not accepts(Half.reply, ports.Replier.reply)
     assert inspect.getattr_static(Half, "to_tag", None) is None
-    assert accepts(Server.reply, ports.Replier.reply)
+    assert accepts(Endpoint.reply, ports.Replier.reply)

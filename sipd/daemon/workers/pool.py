@@ -29,7 +29,7 @@ from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, 
 from .link import Link, apply_ban, share_bans
 
 if TYPE_CHECKING:
-    from ...server import Server
+    from ..endpoint import Endpoint as Server
 
 logger = logging.getLogger("sipd")
 
@@ -346,10 +346,7 @@ class WorkerPool:
         logger.info("worker %d started (pid %d)", w.index, proc.pid)
 
     def _spawn_task(self, coro: Any) -> None:
-        tasks = self.server._tasks
-        task = self.server.loop.create_task(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.server.spawn(coro)  # the endpoint's: waited for, then cancelled, at stop
 
     async def _connect(self, w: _Worker, sock: socket.socket) -> None:
         link: Link | None = None

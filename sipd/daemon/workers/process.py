@@ -24,12 +24,13 @@ from ... import config as cfg
 from ... import logging as sipd_logging
 from ...errors import StartupError
 from ...reloading import reload_in_worker
-from ...server import Server, _tune_gc
 from ...services.pipeline import Elsewhere
 from ...services.stages import build_pipeline
 from ...stats import Counter
 from ...transport.manager import Transports
 from ...transport.udp import UdpListener
+from ..app import App
+from ..lifecycle import Server, run_loop, tune_gc
 from .affinity import EVENT_METHODS, needs_owner, owner_of_aor, owner_of_datagram
 from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Counters, Datagram, Frame, FrameKind,
                      Hello, LogLevel, Passthrough, Reload, Reloaded, Synced)
@@ -272,13 +273,15 @@ class WorkerRouting(NoWorkers):
         self._send(Counters(counters(self.endpoint.state)))
 
 
-async def start_worker(endpoint: Any, routing: WorkerRouting, boot: dict[str, Any]) -> None:
+async def start_worker(app: App, server: Server, routing: WorkerRouting, boot: dict[str, Any]) -> None:
     """A worker's start: the same core as main's, the UDP sockets main bound (inherited), the link
     to main, then wait for its AORs. No management, no trace socket, no accounting: main's."""
-    await endpoint._start_core()
+    endpoint = app.endpoint
+    await app.start_core(server.loop)
     endpoint.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
-    endpoint.stages = build_pipeline(endpoint.state, endpoint, endpoint.authenticator)
-    endpoint.transports = transports = Transports(endpoint, endpoint.config.limits)
+    app.build_pipeline()
+    transports = Transports(endpoint, endpoint.config.limits)
+    endpoint.attach(transports)
     await routing.connect(socket.socket(fileno=int(boot["ipc"])))
     for fd, host, port in boot["udp"]:
         sock = socket.socket(fileno=int(fd))
@@ -293,37 +296,17 @@ async def start_worker(endpoint: Any, routing: WorkerRouting, boot: dict[str, An
         endpoint.note_self_address(listener)
     endpoint.self_sockets |= {(proto, host, int(port)) for proto, host, port in boot.get("self", [])}  # TCP/TLS too
     endpoint.self_addresses |= {(host, port) for _, host, port in endpoint.self_sockets}  # a Route to them is us
-    await routing.join(endpoint._rand)
-    _tune_gc()
+    await routing.join(endpoint.mark)
+    tune_gc()
     logger.debug("worker %d ready: %d AORs", routing.index, len(endpoint.state.location))
 
 
-async def stop_worker(endpoint: Any, routing: WorkerRouting) -> None:
-    if endpoint.config.location.mode == "write-back":
-        await endpoint.flush_location()
-    for task in list(endpoint._tasks):
-        task.cancel()
+async def stop_worker(app: App, server: Server, routing: WorkerRouting) -> None:
+    if app.config.location.mode == "write-back":
+        await server.flush_location()
+    server.cancel_tasks()
     await routing.stop()
-    await endpoint._close_quietly()
-
-
-class WorkerServer(Server):
-    """Until the endpoint and its lifecycle are apart: a worker's start and stop (the decisions
-    are its ``routing``, a :class:`WorkerRouting`)."""
-
-    def __init__(self, config: cfg.Config, boot: dict[str, Any]):
-        super().__init__(config)
-        self.boot = boot
-        self.routing = WorkerRouting(self, self, index=int(boot["index"]), n=int(boot["n"]), ppid=int(boot["ppid"]))
-
-    async def startup(self) -> None:
-        await start_worker(self, self.routing, self.boot)
-
-    async def shutdown(self) -> None:
-        await stop_worker(self, self.routing)
-
-    async def fetch_aor(self, aor: str) -> Any:
-        return await self.routing.fetch_aor(aor)
+    await server.close()
 
 
 def _die_with_parent() -> None:
@@ -350,18 +333,12 @@ def main() -> int:
         return 1
     conf = dataclasses.replace(worker_config(conf), source=Path(boot["source"]) if boot.get("source") else None)
     sipd_logging.configure(conf)
-    server = WorkerServer(conf, boot)
-    try:
-        import uvloop  # type: ignore[import-not-found]
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        return runner(server.serve())
-    except KeyboardInterrupt:
-        return 130
-
+    app = App(conf)
+    server = Server(app, startup=lambda: start_worker(app, server, routing, boot),
+                    shutdown=lambda: stop_worker(app, server, routing))
+    routing = WorkerRouting(app.endpoint, server, index=int(boot["index"]), n=int(boot["n"]), ppid=int(boot["ppid"]))
+    app.endpoint.set_routing(routing)
+    return run_loop(server.serve())
 
 if __name__ == "__main__":
     sys.exit(main())
