@@ -1,20 +1,24 @@
 """Run the real ``sipd`` daemon for end-to-end tests.
 
 ``SipdProcess(tmp_path, config_overrides, db_url=None)`` writes a TOML configuration (free loopback
-ports, SQLite database in ``tmp_path`` unless ``db_url`` is given, management socket in
-``tmp_path``), provisions domains and users with the real ``sipctl``, starts
-``python -m sipd --config FILE`` and waits (bounded) until it answers an OPTIONS over UDP.
+ports, SQLite database in its own directory under ``tmp_path`` unless ``db_url`` is given,
+management socket beside it), provisions domains and users with the real ``sipctl`` (or not:
+``provision=False``), starts ``python -m sipd --config FILE`` and waits (bounded) until sipd logs
+"sipd ready" -- every listener answers -- or, when the configured log level hides that line, until
+it answers an OPTIONS over UDP.
 
     proc = SipdProcess(tmp_path, {"log": {"level": "debug"}},
                        domains=["example.test"], users=[("alice@example.test", "alicepw")])
-    proc.start()
-    ... proc.udp_port, proc.tcp_port, proc.log_text()
+    proc.start()                          # or: with SipdProcess(...) as proc:
+    ... proc.udp_port, proc.tcp_port, proc.log_text(), proc.mi("ul_dump")
     proc.kill9(); proc.restart()          # same ports, same database
     proc.close()                          # stop() and assert no Traceback in the log
 
-The process is always ended by its PID: ``close()``, a ``weakref.finalize`` safety net, and the
-``sipd`` fixture in tests/e2e/conftest.py, which also checks the log for tracebacks.
-``ServerProcess`` is the shared base (Kamailio stand-in in tests/e2e uses it too).
+The process is always ended by its PID: ``stop()``/``close()``, a ``weakref.finalize`` safety net,
+and the ``sipd`` fixture in tests/e2e/conftest.py, which also checks the log for tracebacks. A start
+that fails raises with the end of the log. ``ServerProcess`` is the shared base (the Kamailio
+stand-in in tests/e2e uses it too). tests/daemon/harness.py holds the raw-socket user agents and
+``live_daemon``, this class with the defaults the daemon tests share.
 """
 
 from __future__ import annotations
@@ -155,21 +159,23 @@ class ServerProcess:
         self.wait_ready(timeout)
         return self
 
+    def ready_sign(self) -> str | None:
+        """One look for the sign that the server serves (the status line of an answered OPTIONS), or None."""
+        return options_ping(self.host, self.udp_port)
+
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 rc = self.proc.returncode if self.proc else None
                 self._close_log()
-                raise RuntimeError(f"{self.name} exited (rc={rc}) before answering OPTIONS:\n"
-                                   f"{self.log_tail()}")
-            status = options_ping(self.host, self.udp_port)
-            if status:
-                return status
-            time.sleep(0.1)
+                raise RuntimeError(f"{self.name} exited (rc={rc}) before it was ready:\n{self.log_tail()}")
+            sign = self.ready_sign()
+            if sign:
+                return sign
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer OPTIONS on {self.address} within {timeout}s:\n"
-                           f"{self.log_tail()}")
+        raise RuntimeError(f"{self.name} on {self.address} not ready within {timeout}s:\n{self.log_tail()}")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -187,6 +193,12 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._close_log()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def restart(self, timeout: float = READY_TIMEOUT) -> "ServerProcess":
         if self.running():
@@ -249,7 +261,8 @@ class SipdProcess(ServerProcess):
     def __init__(self, tmp_path: Path, config_overrides: dict | None = None, db_url: str | None = None,
                  *, host: str = "127.0.0.1", port: int | None = None, below: int | None = None,
                  domains: Iterable[str] = (), users: Sequence[tuple[str, str]] = (),
-                 transports: Sequence[str] = ("udp", "tcp")) -> None:
+                 transports: Sequence[str] = ("udp", "tcp"), provision: bool = True,
+                 config_text: str | None = None) -> None:
         super().__init__(tmp_path, host=host, port=port, below=below)
         self.db_url = db_url or f"sqlite:///{(self.dir / 'sipd.db').resolve()}"
         self.socket_path = str(self.dir / "mgmt.sock")
@@ -260,19 +273,32 @@ class SipdProcess(ServerProcess):
             "mgmt": {"socket": self.socket_path},
             "log": {"level": "info"},
         }
-        self.config = deep_merge(base, config_overrides or {})
+        # config_text: a whole file (a generated one) written as it is; its listeners, database and
+        # socket are then the text's, and ``config`` only reads it
+        self._config_text = config_text
+        if config_text is None:
+            self.config = deep_merge(base, config_overrides or {})
+        else:
+            import tomllib
+
+            self.config = tomllib.loads(config_text)
+            self.socket_path = self.config.get("mgmt", {}).get("socket", "")
         self.config_path = self.dir / "sipd.toml"
         self.write_config()
-        self._provisioned = False
+        # provision=False: the test writes its rows itself (tests/daemon/harness.py add_subscriber)
+        # and sipd creates its SQLite schema at first start; no sipctl run
+        self._provisioned = not provision
         self._domains = list(domains)
         self._users = list(users)
+        self.ready_line = ""
 
     def write_config(self) -> None:
-        self.config_path.write_text(to_toml(self.config))
+        self.config_path.write_text(to_toml(self.config) if self._config_text is None else self._config_text)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"  # what sipd prints reaches the log as it happens
         env.pop("SIPD_CONFIG", None)
         return env
 
@@ -342,3 +368,23 @@ class SipdProcess(ServerProcess):
             self.provision(self._domains, self._users)
         super().start(timeout)
         return self
+
+    def ready_sign(self) -> str | None:
+        """This start's "sipd ready" line: sipd logs it once every listener answers, TLS and workers
+        included, and looking for it sends nothing that would show in sipd's statistics. When the
+        log does not show it (a level above info, or syslog) an answered OPTIONS is the sign."""
+        log = self.config.get("log", {})
+        if str(log.get("level", "info")).lower() not in ("debug", "info") or log.get("destination", "stderr") != "stderr":
+            return super().ready_sign()
+        this_start = self.log_text().rsplit("---- start #", 1)[-1]
+        line = next((ln for ln in this_start.splitlines() if "sipd ready" in ln), None)
+        if line is not None:
+            self.ready_line = line
+        return line
+
+    def mi(self, method: str, params: list | None = None, timeout: float = 5.0) -> Any:
+        """One management command through the daemon's Unix socket."""
+        from sipd import config
+        from sipd.mgmt.client import call
+
+        return call(config.load(self.config_path), method, params or [], timeout)
