@@ -3,7 +3,7 @@ per subscription.
 
     .venv/bin/python bench/bench_presence.py [--watchers 1000] [--sockets 10] [--rounds 5]
 
-Live part: a real sipd (tests/daemon/harness.Daemon, SQLite, auth off for the watchers) gets N
+Live part: a real sipd (tests/daemon/harness.live_daemon, SQLite, auth off for the watchers) gets N
 SUBSCRIBEs for bob@example.test from a few UDP sockets (many dialogs per socket), every initial
 NOTIFY answered 200. Then bob PUBLISHes a new document and we time from sending the PUBLISH until
 all N NOTIFYs carrying it have arrived (each answered 200 as a phone would). Repeated ``--rounds``
@@ -48,11 +48,11 @@ def _ok(data: bytes) -> bytes:
 
 
 def live(n: int, nsock: int, rounds: int, settle: float) -> dict:
-    from tests.daemon.harness import Daemon
+    from tests.daemon.harness import live_daemon
 
     with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp), {"auth": {"invite": False},
-                               "presence": {"max_subscriptions": n + 100}})
+        d = live_daemon(Path(tmp), {"auth": {"invite": False},
+                                    "presence": {"max_subscriptions": n + 100}})
         d.start()
         socks = []
         try:

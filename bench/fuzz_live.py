@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.daemon.harness import Daemon, add_subscriber  # noqa: E402
+from tests.daemon.harness import add_subscriber, live_daemon  # noqa: E402
 from tests.helpers.live_fuzz import FUZZEE, CleanCalls, LiveFuzzer, answers, cdrs_missing, fuzz_config, rss_mb  # noqa: E402
 
 RSS_LIMIT_MB = 200.0
@@ -65,7 +65,7 @@ def main() -> int:
     conf = fuzz_config(tmp)
     if args.workers > 1:
         conf["server"] = {"workers": args.workers}
-    d = Daemon(tmp, conf)
+    d = live_daemon(tmp, conf)
     for user, pw in ((FUZZEE, "fuzzpw"), ("alice", "alicepw"), ("carol", "carolpw")):
         add_subscriber(d.db_url, user, pw)
     d.start()
@@ -89,7 +89,7 @@ def main() -> int:
                 peak = max(peak, rss_mb(d.proc.pid))
                 print(f"  {proto}: {rep.sent} of {count}, RSS {rss_mb(d.proc.pid):.0f} MiB "
                       f"(start {start_rss:.0f}, peak {peak:.0f})", flush=True)
-                if not d.alive() or rep.stalls or time.monotonic() - t0 > args.time_limit:
+                if not d.running() or rep.stalls or time.monotonic() - t0 > args.time_limit:
                     break
             fz.close()
             reports.append(fz.report)
@@ -102,7 +102,7 @@ def main() -> int:
               f"udp {sum(r.udp_sent for r in reports)}, tcp {sum(r.tcp_sent for r in reports)} on "
               f"{sum(r.tcp_connections for r in reports)} connections ({sum(r.tcp_resets for r in reports)} reset)")
         print(f"RSS start {start_rss:.0f} MiB, peak {peak:.0f}, end {end_rss:.0f}: growth {end_rss - start_rss:+.0f} MiB")
-        if not d.alive():
+        if not d.running():
             failures.append("sipd died")
         elif not answers("127.0.0.1", d.port, 10):
             failures.append("sipd does not answer OPTIONS")
@@ -124,7 +124,7 @@ def main() -> int:
         calls.close()
     finally:
         rc = d.stop()
-        log = d.log()
+        log = d.log_text()
         tracebacks = log.count("Traceback")
         print(f"sipd exit status {rc}, tracebacks in the log: {tracebacks}, log lines {log.count(chr(10))}")
         if tracebacks:

@@ -1,5 +1,6 @@
-"""Live-daemon test harness: start the real ``sipd`` as a subprocess on free loopback ports, and
-socket-based user agents (UDP or TCP) that build requests by hand and answer like a phone would.
+"""Live-daemon test harness: the real ``sipd`` as the daemon tests start it (``live_daemon``, a
+``SipdProcess`` of tests/helpers/sipd_proc.py with their shared defaults), and socket-based user
+agents (UDP or TCP) that build requests by hand and answer like a phone would.
 
 Everything is bounded: each wait has a timeout, every loop a count.
 """
@@ -9,117 +10,42 @@ from __future__ import annotations
 import itertools
 import os
 import select
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from sipd.config import dump
 from sipd.sip import auth as digest
 from sipd.sip.message import Request, Response
 from sipd.sip.parser import parse_message
-from tests.conftest import free_port
+from tests.helpers.sipd_proc import SipdProcess, deep_merge
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "example.test"
 
 
-class Daemon:
-    """``python -m sipd --config ...`` with UDP+TCP on one free port; ``log`` collects stderr."""
-
-    def __init__(self, tmp: Path, overrides: dict[str, dict[str, Any]] | None = None, *, db_url: str | None = None,
-                 port: int | None = None):
-        self.tmp = tmp
-        self.port = port or free_port()
-        self.db_url = db_url or f"sqlite:///{tmp}/sipd.db"
-        sections: dict[str, dict[str, Any]] = {
-            "server": {"listen": [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}"], "domains": [DOMAIN]},
-            "database": {"url": self.db_url},
-            "mgmt": {"socket": str(tmp / "sipd.sock")},
-            "log": {"level": "info"},
-            # every test client is 127.0.0.1: the flood counter would ban it (tests/services cover antiflood)
-            "antiflood": {"enabled": False},
-        }
-        for name, values in (overrides or {}).items():
-            sections.setdefault(name, {}).update(values)
-        self.config = tmp / "sipd.toml"
-        self.config.write_text(dump(sections))
-        self.proc: subprocess.Popen | None = None
-        self.log_path = tmp / "sipd.log"
-
-    def start(self, timeout: float = 15.0) -> Daemon:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        offset = len(self.log())
-        self.proc = subprocess.Popen([sys.executable, "-m", "sipd", "--config", str(self.config)], cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "sipd ready" in self.log()[offset:]:
-                self.ready_line = next(ln for ln in self.log()[offset:].splitlines() if "sipd ready" in ln)
-                return self
-            if self.proc.poll() is not None:
-                self.proc = None
-                self._log.close()
-                raise AssertionError(f"sipd exited:\n{self.log()}")
-            time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"sipd not ready after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        rc = 0
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-                try:
-                    rc = self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    rc = self.proc.wait(5)
-            else:
-                rc = self.proc.returncode
-            self.proc = None
-            self._log.close()
-        return rc
-
-    def kill9(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def mi(self, method: str, params: list | None = None) -> Any:
-        """One management command through the daemon's Unix socket."""
-        from sipd import config
-        from sipd.mgmt.client import call
-
-        return call(config.load(self.config, validators=()), method, params or [], 5)
-
-    def __enter__(self) -> Daemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def live_daemon(tmp: Path, overrides: dict[str, dict[str, Any]] | None = None, *, db_url: str | None = None,
+                port: int | None = None) -> SipdProcess:
+    """The real sipd (tests/helpers/sipd_proc.py) as the tests beside this file run it: UDP and TCP
+    on one free port, example.test its domain, its rows written by ``add_subscriber`` (no sipctl
+    run), and the SQLite database ``tmp/sipd.db`` shared by every daemon a test starts in ``tmp``.
+    Antiflood is off: every test client is 127.0.0.1, which the flood counter would ban
+    (tests/services cover antiflood)."""
+    shared = {"server": {"domains": [DOMAIN]}, "antiflood": {"enabled": False}}
+    return SipdProcess(tmp, deep_merge(shared, overrides or {}), db_url or f"sqlite:///{tmp}/sipd.db", port=port,
+                       provision=False)
 
 
-def serving(d: Daemon, users: dict[str, str]) -> Iterator[Daemon]:
+def serving(d: SipdProcess, users: dict[str, str]) -> Iterator[SipdProcess]:
     """A module fixture's body: add ``users`` (name -> password), start ``d``, yield it; afterwards
     it must still run, stop cleanly and have logged no traceback."""
     for user, password in users.items():
         add_subscriber(d.db_url, user, password)
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 def add_subscriber(db_url: str, user: str, password: str, domain: str = DOMAIN) -> None:

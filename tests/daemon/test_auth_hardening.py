@@ -27,25 +27,26 @@ from contextlib import closing
 import pytest
 
 from tests.conftest import free_port, require_tool
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
+from tests.helpers.sipd_proc import SipdProcess
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 LOG_LINE = re.compile(r"auth failed: user=(\S+) realm=(\S+) source=127\.0\.0\.1:(\d+) reason=(\w+)$")
 NONCE_EXPIRES = 3  # seconds; every other exchange on this daemon must finish within 2 s of its challenge
 
 
-def _start(tmp_path_factory, name: str, auth: dict) -> Daemon:
+def _start(tmp_path_factory, name: str, auth: dict) -> SipdProcess:
     tmp = tmp_path_factory.mktemp(name)
-    d = Daemon(tmp, {"auth": auth})
+    d = live_daemon(tmp, {"auth": auth})
     for user, pw in USERS.items():
         add_subscriber(d.db_url, user, pw)
     return d.start()
 
 
-def _stop(d: Daemon) -> None:
-    assert d.alive(), d.log()
+def _stop(d: SipdProcess) -> None:
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def digest_response(algorithm: str, ha1: str, method: str, uri: str, nonce: str,
     return h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
 
 
-def stored_ha1(d: Daemon, user: str, column: str) -> str:
+def stored_ha1(d: SipdProcess, user: str, column: str) -> str:
     path = d.db_url[len("sqlite:///"):]
     with closing(sqlite3.connect(path)) as db:
         row = db.execute(f"SELECT {column} FROM subscriber WHERE username = ? AND domain = ?",  # noqa: S608
@@ -280,19 +281,19 @@ def shape(raw: bytes, user: str) -> tuple[str, list[tuple[str, str]]]:
     return first, out
 
 
-def log_lines(d: Daemon, port: int, count: int, since: int, timeout: float = 3.0) -> list[re.Match]:
+def log_lines(d: SipdProcess, port: int, count: int, since: int, timeout: float = 3.0) -> list[re.Match]:
     """The auth-failure lines logged for source port ``port`` after log offset ``since`` (taken
     before the attempt: an earlier test's client may have had the same ephemeral port), once
     there are ``count`` (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [m for m in (LOG_LINE.search(ln) for ln in d.log()[since:].splitlines()) if m and int(m[3]) == port]
+        found = [m for m in (LOG_LINE.search(ln) for ln in d.log_text()[since:].splitlines()) if m and int(m[3]) == port]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
 
-def failed_register(d: Daemon, user: str, password: str) -> tuple[bytes, bytes, int]:
+def failed_register(d: SipdProcess, user: str, password: str) -> tuple[bytes, bytes, int]:
     """(first challenge, answer to the wrong credentials, source port)."""
     with UA(d.port, user) as ua:
         first = register(ua)
@@ -312,7 +313,7 @@ def ack_for(ua: UA, invite: str, raw: bytes) -> None:
     ua.send("\r\n".join(ack))
 
 
-def failed_invite(d: Daemon, user: str, password: str) -> tuple[bytes, bytes, int]:
+def failed_invite(d: SipdProcess, user: str, password: str) -> tuple[bytes, bytes, int]:
     uri = f"sip:bob@{DOMAIN}"
     with UA(d.port, user) as ua:
         invite = ua.request("INVITE", uri, to=f"<{uri}>", cseq=1)
@@ -335,7 +336,7 @@ def test_unknown_user_and_wrong_password_look_identical_and_log_one_line(which, 
     attempt = failed_register if method == "REGISTER" else failed_invite
     expected = 401 if method == "REGISTER" else 407
     ghost = f"ghost{os.urandom(3).hex()}"
-    since = len(d.log())
+    since = len(d.log_text())
     wrong_first, wrong, wrong_port = attempt(d, "alice", "not-the-password")
     ghost_first, unknown, ghost_port = attempt(d, ghost, "whatever")
     assert status(wrong) == status(unknown) == expected
@@ -352,16 +353,16 @@ def test_unknown_user_and_wrong_password_look_identical_and_log_one_line(which, 
 
 def test_log_line_is_fixed_format_and_carries_no_secret(both):
     evil = "eve realm=x source=1.2.3.4:5"
-    since = len(both.log())
+    since = len(both.log_text())
     with UA(both.port, "eve") as ua:
         offer = challenges(register(ua))[0]
         raw = register(ua, authorization(evil, "s3cr3t-guess", offer, "REGISTER", REG_URI))
         assert status(raw) == 401
         lines = log_lines(both, ua.port, 1, since)
-    assert len(lines) == 1, both.log()[-2000:]
+    assert len(lines) == 1, both.log_text()[-2000:]
     line = lines[0][0]
     assert lines[0][1].startswith("eve%20realm%3Dx") and lines[0][2] == DOMAIN, line
-    assert "s3cr3t-guess" not in both.log()
+    assert "s3cr3t-guess" not in both.log_text()
 
 
 def ua_from(ip: str, server_port: int, user: str) -> UA:
@@ -378,7 +379,7 @@ def test_ban_counting_does_not_tell_known_from_unknown_users(tmp_path):
     """Failed answers count towards the source's ban alike for a known and an unknown user, also
     when they use an algorithm that is not offered: the ban is no user-existence oracle."""
     threshold = 3
-    d = Daemon(tmp_path, {"auth": {"algorithms": ["SHA-256"]},
+    d = live_daemon(tmp_path, {"auth": {"algorithms": ["SHA-256"]},
                           "antiflood": {"enabled": True, "trusted_networks": [], "auth_fail_threshold": threshold}})
     add_subscriber(d.db_url, "alice", USERS["alice"])
     with d:
@@ -453,14 +454,14 @@ def test_sipsak_answers_only_the_first_offer(tmp_path, offered, ok):
     """Why MD5 goes first when both are offered: sipsak 0.9.8 reads only the first challenge.
     (sipsak cuts 5-digit ports in the R-URI and resolves the URI host itself: port < 10000, IP domain.)"""
     sipsak = require_tool("sipsak")
-    d = Daemon(tmp_path, {"auth": {"algorithms": offered}, "server": {"domains": ["127.0.0.1"]},
+    d = live_daemon(tmp_path, {"auth": {"algorithms": offered}, "server": {"domains": ["127.0.0.1"]},
                           "spam": {"enabled": False}}, port=free_port(below=10000))
     add_subscriber(d.db_url, "alice", "alice-pw", domain="127.0.0.1")
     with d:
         res = subprocess.run([sipsak, "-U", "-i", "-s", f"sip:alice@127.0.0.1:{d.port}", "-u", "alice",
                               "-a", "alice-pw", "-x", "60"], capture_output=True, text=True, timeout=30,
                              stdin=subprocess.DEVNULL)
-        assert d.alive()
+        assert d.running()
     if ok:
         assert res.returncode == 0, res.stdout + res.stderr
     else:

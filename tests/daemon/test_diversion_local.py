@@ -34,7 +34,7 @@ def test_diversion_to_a_registered_local_user_reaches_its_phone(tmp_path):
         carol.respond(inv, 486, "Busy Here", to_tag="carol1")
         carol.expect_request("ACK")
         assert alice.expect(486, timeout=5).status == 486
-    assert "DNS" not in d.log()
+    assert "DNS" not in d.log_text()
 
 
 def test_diversion_to_an_unregistered_local_user_keeps_the_callees_486(tmp_path):
@@ -47,4 +47,4 @@ def test_diversion_to_an_unregistered_local_user_keeps_the_callees_486(tmp_path)
         assert final.status == 486
         cdr = wait_rows(d.db_url, "SELECT * FROM cdrs WHERE callid = ?", ("divert-local-2",), 1)
     assert cdr[0]["sip_code"] == "486", cdr
-    assert f"not diverted: sip:carol@{DOMAIN} has no registered contact" in d.log()
+    assert f"not diverted: sip:carol@{DOMAIN} has no registered contact" in d.log_text()

@@ -12,7 +12,7 @@ import pytest
 from sipd import hep
 from sipd.sip.parser import parse_message
 from tests.conftest import free_port
-from tests.daemon.harness import UA, Daemon, add_subscriber
+from tests.daemon.harness import UA, add_subscriber, live_daemon
 
 
 def _wait(pred, timeout: float) -> bool:
@@ -71,7 +71,7 @@ class _Collector:
 @pytest.mark.parametrize("transport,workers", [("udp", 1), ("tcp", 2)])
 def test_register_exchange_reaches_the_collector(tmp_path, transport, workers):
     coll = _Collector(transport)
-    d = Daemon(tmp_path, {"server": {"workers": workers},
+    d = live_daemon(tmp_path, {"server": {"workers": workers},
                           "trace": {"hep_collector": f"{transport}:127.0.0.1:{coll.port}", "hep_capture_id": 2001,
                                     "hep_user": "alice", "hep_password": "homer-key"}})
     add_subscriber(d.db_url, "alice", "secret")
@@ -96,7 +96,7 @@ def test_register_exchange_reaches_the_collector(tmp_path, transport, workers):
     finally:
         coll.close()
         d.stop()
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
     assert [_first_line(p).split()[0 if i % 2 == 0 else 1] for i, p in enumerate(packets)] == \
         ["REGISTER", "401", "REGISTER", "200"], [_first_line(p) for p in packets]
     now = time.time()

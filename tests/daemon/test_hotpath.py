@@ -8,19 +8,19 @@ from typing import Any
 import pytest
 
 from sipd.sip.stateless import ReplyCache
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hot")
-    d = Daemon(tmp)
+    d = live_daemon(tmp)
     add_subscriber(d.db_url, "carol", "pw-carol")
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 def _auth_register(ua: UA, expires: int = 300) -> tuple[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber, serving
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon, serving
 
 from .test_proxy import SDP, ack_and_bye, invite
 
@@ -20,7 +20,7 @@ from .test_proxy import SDP, ack_and_bye, invite
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local-uris")
     # the spam rule (calls to user@<our IP> dropped) is off: these calls are what it would drop
-    d = Daemon(tmp, {"server": {"domains": [DOMAIN, "127.0.0.1"], "multidomain": False},
+    d = live_daemon(tmp, {"server": {"domains": [DOMAIN, "127.0.0.1"], "multidomain": False},
                      "proxy": {"invite_timeout": 5.0}, "spam": {"enabled": False}})
     yield from serving(d, {"alice": "pw-alice", "bob": "pw-bob"})
 
@@ -71,10 +71,10 @@ def test_register_to_our_ip_address_authenticates_in_the_one_realm(daemon):
 
 
 def test_multidomain_keeps_one_realm_per_domain(tmp_path):
-    d = Daemon(tmp_path, {"server": {"domains": [DOMAIN, "127.0.0.1"], "multidomain": True}})
+    d = live_daemon(tmp_path, {"server": {"domains": [DOMAIN, "127.0.0.1"], "multidomain": True}})
     add_subscriber(d.db_url, "alice", "pw-alice")
     with d, UA(d.port, "alice", password="pw-alice", domain="127.0.0.1") as alice_ip:
         alice_ip.send(alice_ip.request("REGISTER", "sip:127.0.0.1", headers=["Expires: 300"]))
         assert 'realm="127.0.0.1"' in alice_ip.expect(401).get("WWW-Authenticate")
         assert alice_ip.register(300).status == 401  # alice@127.0.0.1 is another (unknown) user
-    assert "Traceback" not in d.log()
+    assert "Traceback" not in d.log_text()

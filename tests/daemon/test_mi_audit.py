@@ -16,7 +16,7 @@ from sipd.config import load
 from sipd.db import connect
 from sipd.mgmt import client
 from tests.conftest import free_port
-from tests.daemon.harness import ROOT, Daemon
+from tests.daemon.harness import ROOT, live_daemon
 
 
 def _rows(db_url: str, want: int, timeout: float = 15.0) -> list[dict]:
@@ -32,13 +32,13 @@ def _rows(db_url: str, want: int, timeout: float = 15.0) -> list[dict]:
 def test_fifo_and_http_changes_are_audited_reads_and_failures_are_not(tmp_path):
     replies = tmp_path / "replies"
     replies.mkdir()
-    d = Daemon(tmp_path, {"antiflood": {"enabled": True},
+    d = live_daemon(tmp_path, {"antiflood": {"enabled": True},
                           "mgmt": {"fifo": str(tmp_path / "sipd_fifo"), "fifo_reply_dir": str(replies),
                                    "http_listen": f"127.0.0.1:{free_port('tcp')}",
                                    "http_token": "a-long-enough-test-token-0123456789"}})
     try:
         d.start()
-        config = load(d.config, validators=())
+        config = load(d.config_path, validators=())
         client.call(config, "ban_add", ["192.0.2.9", 600], transport="http")
         client.call(config, "ul_dump", transport="http")                  # a read
         with pytest.raises(Exception):
@@ -49,11 +49,11 @@ def test_fifo_and_http_changes_are_audited_reads_and_failures_are_not(tmp_path):
         rows = _rows(d.db_url, 2)
         time.sleep(0.5)
         rows = _rows(d.db_url, 3, timeout=0.5)  # nothing else arrives late
-        listed = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), "audit", "list", "--json"],
+        listed = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config_path), "audit", "list", "--json"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     finally:
         d.stop()
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
     assert [(r["origin"], r["action"], r["object"]) for r in rows] == \
         [("http", "mi ban_add", "192.0.2.9 600"), ("fifo", "mi log_level", "debug")], rows
     http, fifo = rows

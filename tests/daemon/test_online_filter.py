@@ -9,17 +9,17 @@ import pytest
 from sipctl.lib import directory, mgmt
 from sipd.config import load
 from sipd.db import connect
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
 
 
 @pytest.mark.parametrize("mode", ["memory", "write-back", "db-only", "write-through"])
 def test_online_users_in_every_location_mode(tmp_path, mode):
-    d = Daemon(tmp_path, {"location": {"mode": mode}})
+    d = live_daemon(tmp_path, {"location": {"mode": mode}})
     for user in ("alice", "bob", "carol"):
         add_subscriber(d.db_url, user, f"{user}-pw")
     try:
         d.start()
-        config = load(d.config, validators=())
+        config = load(d.config_path, validators=())
         with UA(d.port, "alice", password="alice-pw") as alice, UA(d.port, "carol", password="carol-pw") as carol:
             assert alice.register(300).status == 200 and carol.register(300).status == 200
             assert carol.register(0).status == 200  # carol left again
@@ -29,7 +29,7 @@ def test_online_users_in_every_location_mode(tmp_path, mode):
                 stored = db.query("SELECT username FROM location")
     finally:
         d.stop()
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
     assert online == {f"alice@{DOMAIN}"}
     assert [(r["user"], r["domain"]) for r in found["rows"]] == [("alice", DOMAIN)] and found["total"] == 1
     if mode == "memory":

@@ -8,16 +8,17 @@ import uuid
 import pytest
 
 from tests.conftest import MYSQL_URL, missing, mysql_available
-from tests.daemon.harness import UA, Daemon, add_subscriber, message_reaches
+from tests.daemon.harness import UA, add_subscriber, live_daemon, message_reaches
+from tests.helpers.sipd_proc import SipdProcess
 
 
-def call_reaches(daemon: Daemon, callee: UA) -> bool:
+def call_reaches(daemon: SipdProcess, callee: UA) -> bool:
     with UA(daemon.port, "alice", password="pw") as alice:
         return message_reaches(alice, callee)
 
 
 def run_restart(tmp, db_url: str, mode: str, sig: str) -> None:
-    d = Daemon(tmp, {"location": {"mode": mode}}, db_url=db_url)
+    d = live_daemon(tmp, {"location": {"mode": mode}}, db_url=db_url)
     add_subscriber(d.db_url, "alice", "pw")
     add_subscriber(d.db_url, "bob", "pw")
     d.start()
@@ -34,7 +35,7 @@ def run_restart(tmp, db_url: str, mode: str, sig: str) -> None:
             assert bob.register(0).status == 200
     finally:
         d.stop()
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 @pytest.mark.parametrize("mode", ["write-through", "db-only"])

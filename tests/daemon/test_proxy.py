@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
 
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
@@ -12,7 +12,7 @@ SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("proxy")
-    d = Daemon(tmp, {"proxy": {"invite_timeout": 3.0, "serial_timeout": 1.0}})
+    d = live_daemon(tmp, {"proxy": {"invite_timeout": 3.0, "serial_timeout": 1.0}})
     for user in ("alice", "bob", "carol", "dave"):
         add_subscriber(d.db_url, user, "pw-" + user)
     from sipd.db import connect
@@ -22,9 +22,9 @@ def daemon(tmp_path_factory):
                    (DOMAIN, DOMAIN))
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 def invite(caller: UA, target: str, *, call_id: str | None = None) -> str:
@@ -158,7 +158,7 @@ def test_unknown_user_404_and_unregistered_480(daemon):
         assert alice.expect(404).status == 404
         invite(alice, f"dave@{DOMAIN}", call_id="480-1")
         assert alice.expect(480).status == 480
-    log = daemon.log()
+    log = daemon.log_text()
     assert "-> 404 (unknown user)" in log and "-> 480 (no registered contacts)" in log
 
 
@@ -171,7 +171,7 @@ def test_alias_resolves(daemon):
         bob.expect_request("ACK")
         assert alice.expect(486).status == 486
         assert bob.register(0).status == 200
-    assert "alias sip:1247@example.test -> bob@example.test" in daemon.log()
+    assert "alias sip:1247@example.test -> bob@example.test" in daemon.log_text()
 
 
 def test_max_forwards_zero_483_and_no_open_relay(daemon):

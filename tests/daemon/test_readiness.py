@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from sipd.readiness import probe
 from tests.conftest import free_port
-from tests.daemon.harness import Daemon
+from tests.daemon.harness import live_daemon
 from tests.e2e.test_interop_matrix import make_ca
 
 
@@ -32,16 +32,16 @@ def test_first_tls_request_right_after_ready_is_answered(tmp_path):
     for attempt in range(3):
         port, tls_port = free_port(), free_port("tcp")
         (tmp_path / f"run{attempt}").mkdir()
-        d = Daemon(tmp_path / f"run{attempt}", {
+        d = live_daemon(tmp_path / f"run{attempt}", {
             "server": {"listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}", f"tls:127.0.0.1:{tls_port}"]},
             "tls": {"certificate": str(cert), "private_key": str(key), "ca_file": str(ca), "verify_cert": False}},
             port=port)
         with d:
             t0 = time.monotonic()
             reply = tls_options(tls_port)
-            assert reply.startswith(b"SIP/2.0 200 "), (reply, d.log())
+            assert reply.startswith(b"SIP/2.0 200 "), (reply, d.log_text())
             assert time.monotonic() - t0 < 10
-        assert "Traceback" not in d.log()
+        assert "Traceback" not in d.log_text()
 
 
 def test_a_listener_that_does_not_answer_is_named():

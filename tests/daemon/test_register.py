@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reg")
-    d = Daemon(tmp, {"registrar": {"max_contacts": 3}})
+    d = live_daemon(tmp, {"registrar": {"max_contacts": 3}})
     add_subscriber(d.db_url, "alice", "secret")
     add_subscriber(d.db_url, "bob", "hunter2")
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -59,7 +59,7 @@ def test_register_with_digest(daemon, transport):
         contacts = resp.get_all("Contact")
         assert any(f":{ua.port}" in c and "expires=300" in c for c in contacts)
         assert ua.register(0).status == 200
-    assert "REGISTER alice@example.test from" in daemon.log()
+    assert "REGISTER alice@example.test from" in daemon.log_text()
 
 
 def test_first_register_is_challenged_with_md5_realm_domain(daemon):

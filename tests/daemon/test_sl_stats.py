@@ -9,15 +9,16 @@ import sys
 
 import pytest
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, serving
+from tests.daemon.harness import DOMAIN, UA, live_daemon, serving
+from tests.helpers.sipd_proc import SipdProcess
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    yield from serving(Daemon(tmp_path_factory.mktemp("sl")), {"alice": "pw-alice"})
+    yield from serving(live_daemon(tmp_path_factory.mktemp("sl")), {"alice": "pw-alice"})
 
 
-def _sl(d: Daemon) -> dict[str, int]:
+def _sl(d: SipdProcess) -> dict[str, int]:
     return d.mi("get_statistics", [["sl:"]])
 
 
@@ -41,7 +42,7 @@ def test_challenge_and_its_ack_are_counted(daemon):
 
 
 def test_monitor_shows_them(daemon):
-    p = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(daemon.config), "monitor", "--once"],
+    p = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(daemon.config_path), "monitor", "--once"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in p.stdout.splitlines() if "\t" in line}

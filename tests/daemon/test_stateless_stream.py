@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, serving
+from tests.daemon.harness import DOMAIN, UA, live_daemon, serving
+from tests.helpers.sipd_proc import SipdProcess
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    yield from serving(Daemon(tmp_path_factory.mktemp("slstream")), {"alice": "pw-alice", "bob": "pw-bob"})
+    yield from serving(live_daemon(tmp_path_factory.mktemp("slstream")), {"alice": "pw-alice", "bob": "pw-bob"})
 
 
-def _inuse(d: Daemon) -> int:
+def _inuse(d: SipdProcess) -> int:
     """Server and client transactions live in the transaction layer."""
     return int(d.mi("get_statistics", [["overload:transactions"]])["overload:transactions"])
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import missing
-from tests.daemon.harness import ROOT, UA, Daemon, add_subscriber
+from tests.daemon.harness import ROOT, UA, add_subscriber, live_daemon
 from tests.dbfixtures import mysql_scratch  # noqa: F401 - fixture
 
 
@@ -41,12 +41,12 @@ def sipd_once(config: Path) -> subprocess.CompletedProcess:
 
 
 def test_read_only_database_refuses_to_start(tmp_path):
-    d = Daemon(tmp_path)
+    d = live_daemon(tmp_path)
     add_subscriber(d.db_url, "alice", "pw")  # the file exists, with tables
     db_file = Path(d.db_url[len("sqlite:///"):])
     with read_only(db_file):
-        proc = sipd_once(d.config)
-        doctor = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), "doctor", "--json"],
+        proc = sipd_once(d.config_path)
+        doctor = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config_path), "doctor", "--json"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -78,7 +78,7 @@ def location_rows(db_file: Path) -> list[tuple]:
 
 
 def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
-    d = Daemon(tmp_path, {"location": {"mode": "write-through", "flush_interval": 1.0},
+    d = live_daemon(tmp_path, {"location": {"mode": "write-through", "flush_interval": 1.0},
                           "database": {"connect_timeout": 0.5}})
     add_subscriber(d.db_url, "alice", "pw")
     add_subscriber(d.db_url, "bob", "pw")
@@ -101,7 +101,7 @@ def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
         assert [r[0] for r in location_rows(db_file)] == ["bob"]
         shown = d.mi("ul_dump")
         assert [c["State"] for dom in shown["Domains"] for a in dom["AORs"] for c in a["Contacts"]] == ["CS_SYNC"]
-    log = d.log()
+    log = d.log_text()
     assert "kept in memory: not stored yet" in log
     assert "Traceback" not in log, log
 
@@ -110,14 +110,14 @@ def test_mysql_user_without_write_rights_refuses_to_start(tmp_path, mysql_scratc
     """The read-only user ``sipctl db create --ro-user`` makes (SELECT only), given to sipd."""
     s = mysql_scratch
     rw, ro = f"{s.name}_rw", f"{s.name}_ro"
-    d = Daemon(tmp_path, db_url=s.url(rw, "rwpass"))
-    created = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), "db", "create",
+    d = live_daemon(tmp_path, db_url=s.url(rw, "rwpass"))
+    created = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config_path), "db", "create",
                               "--admin-url", s.admin_url, "--ro-user", ro, "--ro-password", "ropass"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stderr
     d.start().stop()  # the read-write user: starts
-    d.config.write_text(d.config.read_text().replace(f"{rw}:rwpass", f"{ro}:ropass"))
-    proc = sipd_once(d.config)
+    d.config_path.write_text(d.config_path.read_text().replace(f"{rw}:rwpass", f"{ro}:ropass"))
+    proc = sipd_once(d.config_path)
     assert proc.returncode == 1, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "ready" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.harness import Daemon
+from tests.daemon.harness import live_daemon
 
 DATA = Path(__file__).resolve().parents[1] / "sip" / "data"
 FILES = sorted(DATA.glob("*/*.dat"))
@@ -67,12 +67,12 @@ def unique_branches(data: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("torture"), {"server": {"domains": ["example.com", "example.net", "example.org"]}})
+    d = live_daemon(tmp_path_factory.mktemp("torture"), {"server": {"domains": ["example.com", "example.net", "example.org"]}})
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 def first_status_udp(port: int, data: bytes) -> int | None:
@@ -121,7 +121,7 @@ def test_tcp(daemon, path):
     # over TCP a framing or parse error closes the connection (RFC 4475 §3.1.2.2/§3.1.2.3); a message
     # without Content-Length (inv2543) waits for more data
     assert status in expected | {"closed", None} - ({None} if expected & (CHALLENGED | {100}) and path.name != "inv2543.dat" else set())
-    assert daemon.alive()
+    assert daemon.running()
 
 
 RESPONSES = [f for f in FILES if EXPECTED[f.name] == {None}]
@@ -131,10 +131,10 @@ RESPONSES = [f for f in FILES if EXPECTED[f.name] == {None}]
 def test_udp_response_after_leading_crlf_is_taken_as_a_response(daemon, path):
     """RFC 3261 §7.5 lets CRLFs precede a message: a response so framed is still a response (not
     run through the request path, where it raised), never answered."""
-    before = daemon.log().count("Traceback")
+    before = daemon.log_text().count("Traceback")
     assert first_status_udp(daemon.port, b"\r\n\r\n" + unique_branches(path.read_bytes())) is None
     assert first_status_udp(daemon.port, b"OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK"
                             + os.urandom(4).hex().encode() + b"\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:example.com>"
                             b"\r\nCall-ID: " + os.urandom(4).hex().encode() + b"\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70"
                             b"\r\nContent-Length: 0\r\n\r\n") is not None
-    assert daemon.log().count("Traceback") == before, daemon.log()[-3000:]
+    assert daemon.log_text().count("Traceback") == before, daemon.log_text()[-3000:]

@@ -99,7 +99,7 @@ def _call(caller: UA, callee: UA, cid: str) -> None:
 def test_a_stopped_worker_holds_exactly_its_calls(tmp_path):
     d = start(tmp_path, **NO_CALL_STATE)
     try:
-        assert "calls spread over 2 processes by Call-ID" in d.log()
+        assert "calls spread over 2 processes by Call-ID" in d.log_text()
         assert d.mi("get_statistics", ["workers:"]) == {"workers:handed_to_main": 0, "workers:aor_copies": 0}
         [w] = workers(d)
         assert w["Type"].endswith("calls by Call-ID)")
@@ -120,8 +120,8 @@ def test_a_stopped_worker_holds_exactly_its_calls(tmp_path):
             finally:
                 os.kill(w["PID"], signal.SIGCONT)
             assert caller.expect(407).call_id == stuck  # the worker runs again: the queued INVITE is answered
-        assert d.alive()
-        assert "Traceback" not in d.log()
+        assert d.running()
+        assert "Traceback" not in d.log_text()
     finally:
         d.stop()
 
@@ -168,8 +168,8 @@ def test_cancel_forks_copies_and_tcp_in_worker_calls(tmp_path):
             assert tcp_callee.register(600).status == 200
             _call(caller, tcp_callee, worker_cids[2])
         wait_for(lambda: stat(d, "workers:handed_to_main") >= 1, "the worker to count the call it handed to main")
-        assert d.alive()
-        assert "Traceback" not in d.log()
+        assert d.running()
+        assert "Traceback" not in d.log_text()
     finally:
         d.stop()
 
@@ -182,7 +182,7 @@ def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
 
     d = start(tmp_path, acc={"spool": str(tmp_path / "acc.spool"), "retry_interval": 0.3})
     try:
-        assert "calls spread over 2 processes by Call-ID" in d.log()
+        assert "calls spread over 2 processes by Call-ID" in d.log_text()
         [w] = workers(d)
         caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
         answered, busy, ended, ringing = cids(1, 4, "acct")
@@ -247,7 +247,7 @@ def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
             callee.respond(inv, 487, "Request Terminated")
             callee.expect_request("ACK")
             assert caller.expect(487).call_id == ringing
-        assert "Traceback" not in d.log()
+        assert "Traceback" not in d.log_text()
     finally:
         d.stop()
 
@@ -255,7 +255,7 @@ def test_worker_calls_reach_main_accounting_and_dialogs(tmp_path):
 def test_diversion_keeps_calls_in_main(tmp_path):
     d = start(tmp_path, diversion={"uri": f"sip:{MAIN_USERS[1]}@{DOMAIN}"})
     try:
-        assert "calls stay in the main process (their state is kept there): [diversion] uri set" in d.log()
+        assert "calls stay in the main process (their state is kept there): [diversion] uri set" in d.log_text()
         [w] = workers(d)
         caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]
         with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
@@ -286,7 +286,7 @@ def test_trace_shows_a_worker_call_and_the_call_stays_there(tmp_path):
         with UA(d.port, caller_name, password=f"pw-{caller_name}") as caller, \
              UA(d.port, callee_name, password=f"pw-{callee_name}") as callee:
             assert callee.register(600).status == 200
-            cmd = [sys.executable, "-m", "sipctl", "--config", str(d.config), "trace", "--count", "16", "--duration", "20"]
+            cmd = [sys.executable, "-m", "sipctl", "--config", str(d.config_path), "trace", "--count", "16", "--duration", "20"]
             tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 wait_for(lambda: workers(d)[0]["Type"].endswith("while traced"), "the trace to start")
@@ -325,7 +325,7 @@ def test_a_bad_call_id_over_tcp_leaves_main_serving(tmp_path):
                 pass  # what one process does too: the stream cannot be trusted after it
         with UA(d.port, MAIN_USERS[0], transport="tcp", password=f"pw-{MAIN_USERS[0]}") as ua:
             assert ua.register(60).status == 200
-        assert d.alive()
-        assert "Traceback" not in d.log()
+        assert d.running()
+        assert "Traceback" not in d.log_text()
     finally:
         d.stop()

@@ -22,7 +22,8 @@ from sipd.daemon.workers.affinity import _TO, needs_owner, owner_of_aor, owner_o
 from tests.daemon.test_persistence import mysql_db  # noqa: F401 - fixture
 from tests.helpers.sipd_proc import _end_pid
 from tests.conftest import free_port
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber, message_reaches
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon, message_reaches
+from tests.helpers.sipd_proc import SipdProcess
 
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "sip" / "data"
 
@@ -97,8 +98,8 @@ READY = ("(UDP REGISTER for its AORs)", "calls by Call-ID)")  # `sipctl ps` of a
 MAIN_USERS = [u for u in USERS if owner(u) == 0]
 
 
-def start(tmp_path: Path, db_url: str | None = None, **overrides) -> Daemon:
-    d = Daemon(tmp_path, {"server": {"workers": 2}, **overrides}, db_url=db_url)
+def start(tmp_path: Path, db_url: str | None = None, **overrides) -> SipdProcess:
+    d = live_daemon(tmp_path, {"server": {"workers": 2}, **overrides}, db_url=db_url)
     for u in USERS:
         add_subscriber(d.db_url, u, f"pw-{u}")
     d.start()
@@ -107,7 +108,7 @@ def start(tmp_path: Path, db_url: str | None = None, **overrides) -> Daemon:
     return d
 
 
-def workers(d: Daemon) -> list[dict]:
+def workers(d: SipdProcess) -> list[dict]:
     return [p for p in d.mi("ps")["Processes"] if p["ID"] != 0]
 
 
@@ -120,7 +121,7 @@ def wait_for(cond, what: str, timeout: float = 15.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def aors(d: Daemon) -> dict[str, list[str]]:
+def aors(d: SipdProcess) -> dict[str, list[str]]:
     dump = d.mi("ul_dump")["Domains"][0]["AORs"]
     return {a["AOR"]: [c["Contact"] for c in a["Contacts"]] for a in dump}
 
@@ -166,7 +167,7 @@ def test_worker_answers_its_aors_and_main_routes_to_them(tmp_path):
         finally:
             for ua in uas:
                 ua.close()
-        assert d.alive()
+        assert d.running()
     finally:
         d.stop()
 
@@ -179,7 +180,7 @@ def test_a_killed_worker_is_restarted_with_its_aors(tmp_path):
             assert phone.register(600).status == 200
             [w] = workers(d)
             os.kill(w["PID"], signal.SIGKILL)
-            wait_for(lambda: "main reads its sockets" in d.log(), "main to notice", 5)
+            wait_for(lambda: "main reads its sockets" in d.log_text(), "main to notice", 5)
             time.sleep(0.2)
             if workers(d)[0]["PID"] == w["PID"]:  # not restarted yet: main answers what its socket gets
                 others = [UA(d.port, u, password="x") for u in MAIN_USERS[:8]]
@@ -193,7 +194,7 @@ def test_a_killed_worker_is_restarted_with_its_aors(tmp_path):
                         ua.close()
             wait_for(lambda: workers(d) and workers(d)[0]["PID"] != w["PID"]
                      and workers(d)[0]["Type"].endswith(READY), "the worker's restart", 20)
-            assert f"worker 1 (pid {w['PID']}) exited with status -9; main reads its sockets" in d.log()
+            assert f"worker 1 (pid {w['PID']}) exited with status -9; main reads its sockets" in d.log_text()
             assert laptop.register(600).status == 200  # answered by the new worker ...
             contacts = aors(d)[f"{user}@{DOMAIN}"]
             assert sorted(contacts) == sorted([phone.contact.strip("<>"), laptop.contact.strip("<>")])  # ... which knew the phone
@@ -264,7 +265,7 @@ def test_worker_registrations_persist_and_it_ends_with_main(tmp_path, request, b
         assert f"{user}@{DOMAIN}" in aors(d)
     finally:
         d.stop()
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 def test_trace_sees_the_workers_registers(tmp_path):
@@ -276,7 +277,7 @@ def test_trace_sees_the_workers_registers(tmp_path):
     d = start(tmp_path)
     user = WORKER_USERS[3]
     try:
-        cmd = [sys.executable, "-m", "sipctl", "--config", str(d.config), "trace", "--user", user, "--count", "12",
+        cmd = [sys.executable, "-m", "sipctl", "--config", str(d.config_path), "trace", "--user", user, "--count", "12",
                "--duration", "20"]
         tracer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -299,9 +300,9 @@ def test_trace_sees_the_workers_registers(tmp_path):
 
 
 def test_workers_need_a_udp_listener(tmp_path):
-    d = Daemon(tmp_path, {"server": {"workers": 2, "listen": [f"tcp:127.0.0.1:{free_port()}"]}})
+    d = live_daemon(tmp_path, {"server": {"workers": 2, "listen": [f"tcp:127.0.0.1:{free_port()}"]}})
     with d:
-        assert "workers = 2 ignored: the workers read UDP listeners and there is none" in d.log()
+        assert "workers = 2 ignored: the workers read UDP listeners and there is none" in d.log_text()
         assert workers(d) == []
 
 
@@ -322,13 +323,13 @@ def test_a_call_right_after_the_200_finds_the_binding(tmp_path):
 def test_reload_while_the_worker_starts_does_not_end_it(tmp_path):
     """sipctl reload right after sipd is ready (the worker still importing, no SIGHUP handler yet):
     the worker gets its SIGHUP once it is ready instead of dying from it."""
-    d = Daemon(tmp_path, {"server": {"workers": 2}})
+    d = live_daemon(tmp_path, {"server": {"workers": 2}})
     add_subscriber(d.db_url, WORKER_USERS[0], "pw")
     with d:
         assert "workers (1)" in d.mi("reload")["Reloaded"]
-        wait_for(lambda: "worker 1 ready" in d.log(), "the worker")
+        wait_for(lambda: "worker 1 ready" in d.log_text(), "the worker")
         time.sleep(1.2)  # a housekeeping tick: a dead worker would be reported
-        assert "exited with status" not in d.log(), d.log()
+        assert "exited with status" not in d.log_text(), d.log_text()
         with UA(d.port, WORKER_USERS[0], password="pw") as ua:
             assert ua.register(600).status == 200
 
@@ -341,7 +342,7 @@ def test_log_level_and_table_reloads_reach_the_worker(tmp_path):
         assert d.mi("reload", ["domains"])["Reloaded"] == ["domains", "workers (1)"]
         d.mi("log_level", ["debug"])
         assert d.mi("reload", ["aliases"])["Reloaded"] == ["aliases", "workers (1)"]
-        wait_for(lambda: "worker reloaded aliases" in d.log(), "the worker's debug line")
-        assert "worker reloaded domains" not in d.log()  # at info, before the new level reached it
+        wait_for(lambda: "worker reloaded aliases" in d.log_text(), "the worker's debug line")
+        assert "worker reloaded domains" not in d.log_text()  # at info, before the new level reached it
     finally:
         d.stop()

@@ -15,7 +15,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
+from tests.helpers.sipd_proc import SipdProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
@@ -47,8 +48,8 @@ def wait_rows(url: str, sql: str, params: tuple, n: int, timeout: float = 8.0) -
     raise AssertionError(f"expected {n} rows for {sql} {params}, got {rows}")
 
 
-def sipctl(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config), *args], cwd=ROOT,
+def sipctl(d: SipdProcess, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "sipctl", "--config", str(d.config_path), *args], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if check:
         assert res.returncode == 0, f"sipctl {args}: rc {res.returncode}\n{res.stdout}{res.stderr}"
@@ -102,7 +103,7 @@ class Call:
         return self
 
 
-def writer_pid(d: Daemon) -> int:
+def writer_pid(d: SipdProcess) -> int:
     """The accounting writer process: the daemon's only child."""
     kids = Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children").read_text().split()
     assert len(kids) == 1, kids
@@ -123,31 +124,31 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"process {pid} still running after {timeout}s")
 
 
-def make_daemon(tmp: Path, db_url: str | None = None, **overrides) -> Daemon:
+def make_daemon(tmp: Path, db_url: str | None = None, **overrides) -> SipdProcess:
     conf = {"proxy": {"invite_timeout": 5.0}, "acc": {"spool": str(tmp / "acc.spool"), "retry_interval": 0.3},
             "dialog": {"lifetime": 3600.0}}
     for k, v in overrides.items():
         conf.setdefault(k, {}).update(v)
-    d = Daemon(tmp, conf, db_url=db_url)
+    d = live_daemon(tmp, conf, db_url=db_url)
     for user in USERS:
         add_subscriber(d.db_url, user, "pw-" + user)
     return d
 
 
 @contextmanager
-def running(d: Daemon):
+def running(d: SipdProcess):
     d.start()
     try:
         yield d
     finally:
         rc = d.stop()
-        log = d.log()
+        log = d.log_text()
         assert "Traceback" not in log, log
         assert rc == 0, log
 
 
 @contextmanager
-def phones(d: Daemon):
+def phones(d: SipdProcess):
     with UA(d.port, "alice", password="pw-alice") as alice, UA(d.port, "bob", password="pw-bob") as bob:
         assert bob.register(300).status == 200
         yield alice, bob
@@ -294,4 +295,4 @@ def test_writer_process_killed_is_restarted_and_ends_with_the_daemon(tmp_path):
         cdrs = wait_rows(d.db_url, "SELECT callid FROM cdrs ORDER BY id", (), 2)
         assert [c["callid"] for c in cdrs] == ["wp-1", "wp-2"]
     wait_gone(second)  # ended with the daemon (running() checked exit code 0 and no traceback)
-    assert "accounting writer process ended unexpectedly" in d.log()
+    assert "accounting writer process ended unexpectedly" in d.log_text()

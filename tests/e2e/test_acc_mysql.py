@@ -159,6 +159,6 @@ def test_database_outage_then_recovery(tmp_path, mysql_db):
         with running(d):
             wait_rows(direct, "SELECT * FROM cdrs WHERE callid = 'out-4'", (), 1)
             wait_rows(direct, "SELECT * FROM acc WHERE callid = 'out-4'", (), 2)
-        assert "database back" in d.log()
+        assert "database back" in d.log_text()
     finally:
         proxy.close()

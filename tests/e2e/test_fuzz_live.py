@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from tests.daemon.harness import UA, Daemon, add_subscriber
+from tests.daemon.harness import UA, add_subscriber, live_daemon
 from tests.helpers.live_fuzz import FUZZEE, CleanCalls, LiveFuzzer, answers, cdrs_missing, fuzz_config
 
 SEED = int(os.environ.get("SIPD_FUZZ_SEED", "4475"))
@@ -26,7 +26,7 @@ TIME_LIMIT = 75.0  # seconds per part; the run takes about 10 s on an idle 2-cor
 
 def test_mutated_sip_over_udp_and_tcp_does_not_stop_sipd(tmp_path):
     print(f"live fuzz seed {SEED} (rerun with SIPD_FUZZ_SEED={SEED})")
-    d = Daemon(tmp_path, fuzz_config(tmp_path))
+    d = live_daemon(tmp_path, fuzz_config(tmp_path))
     for user, pw in ((FUZZEE, "fuzzpw"), ("alice", "alicepw"), ("carol", "carolpw"), ("dave", "davepw")):
         add_subscriber(d.db_url, user, pw)
     d.start()
@@ -39,7 +39,7 @@ def test_mutated_sip_over_udp_and_tcp_does_not_stop_sipd(tmp_path):
             reports.append(fz.run(count, time_limit=TIME_LIMIT, clean_call=calls, clean_every=1000,
                                   check_every=4000))
         udp, tcp = reports
-        assert d.alive(), d.log()[-3000:]
+        assert d.running(), d.log_text()[-3000:]
         assert udp.udp_sent >= UDP_MESSAGES * 0.9 and tcp.tcp_sent >= TCP_MESSAGES * 0.5, (udp.line(), tcp.line())
         assert udp.forwarded_to_fuzzee > 0, "no mutated request reached the proxy's forwarding"
         assert not udp.stalls and not tcp.stalls, "sipd stopped answering OPTIONS during the run"
@@ -63,6 +63,6 @@ def test_mutated_sip_over_udp_and_tcp_does_not_stop_sipd(tmp_path):
         calls.close()
     finally:
         rc = d.stop()
-    log = d.log()
+    log = d.log_text()
     assert "Traceback" not in log, log[log.find("Traceback") - 500:][:4000]
     assert rc == 0, log[-2000:]

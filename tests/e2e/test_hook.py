@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
+from tests.helpers.sipd_proc import SipdProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SPAM_RULE = REPO / "examples" / "hooks" / "spam_rule.py"
@@ -32,33 +33,33 @@ def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hook")
     hook = tmp / "hook.py"
     shutil.copyfile(SPAM_RULE, hook)
-    d = Daemon(tmp, {"routing": {"hook": str(hook)}, "spam": {"enabled": False},
+    d = live_daemon(tmp, {"routing": {"hook": str(hook)}, "spam": {"enabled": False},
                      "proxy": {"invite_timeout": 3.0}})
     d.hook = hook
     for user in ("alice", "bob"):
         add_subscriber(d.db_url, user, "pw-" + user)
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
 
 
-def mi(daemon: Daemon, method: str):
+def mi(daemon: SipdProcess, method: str):
     from sipd import config
     from sipd.mgmt.client import call
 
-    conf, _problems = config.check(daemon.config, validators=())  # the hook file may be broken on purpose
+    conf, _problems = config.check(daemon.config_path, validators=())  # the hook file may be broken on purpose
     return call(conf, method, [], 5)
 
 
-def wait_log(daemon: Daemon, text: str, timeout: float = 3.0) -> str:
+def wait_log(daemon: SipdProcess, text: str, timeout: float = 3.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = daemon.log()
+        log = daemon.log_text()
         if text in log:
             return log
         time.sleep(0.02)
-    raise AssertionError(f"{text!r} not logged:\n{daemon.log()[-3000:]}")
+    raise AssertionError(f"{text!r} not logged:\n{daemon.log_text()[-3000:]}")
 
 
 def spam_invite(ua: UA, port: int, user: str = "0046812345678") -> str:
@@ -108,12 +109,12 @@ def test_broken_hook_500_logged_once_then_reload(daemon):
 
 def test_reload_by_sighup_and_broken_file_keeps_old_hook(daemon):
     daemon.hook.write_text("def route(request):\n    if request.ruri_user == 'moved':\n        request.reply(410, 'Gone')\n")
-    before = daemon.log().count("reloaded (load #")
+    before = daemon.log_text().count("reloaded (load #")
     daemon.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 3
-    while daemon.log().count("reloaded (load #") == before and time.monotonic() < deadline:
+    while daemon.log_text().count("reloaded (load #") == before and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert daemon.log().count("reloaded (load #") == before + 1, daemon.log()[-2000:]
+    assert daemon.log_text().count("reloaded (load #") == before + 1, daemon.log_text()[-2000:]
     with UA(daemon.port, "alice", password="pw-alice") as alice:
         uri = f"sip:moved@{DOMAIN}"
         alice.send(alice.request("INVITE", uri, to=f"<{uri}>", call_id="moved-2", cseq=1))

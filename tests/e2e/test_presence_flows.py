@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sipd.sip.message import Request, Response
-from tests.daemon.harness import DOMAIN, UA, Daemon, add_subscriber
+from tests.daemon.harness import DOMAIN, UA, add_subscriber, live_daemon
 
 PIDF = """<?xml version="1.0" encoding="UTF-8"?>
 <presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"
@@ -114,14 +114,14 @@ class Watcher:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("presence")
-    d = Daemon(tmp, {"auth": {"invite": True}, "presence": {"min_expires": 1}})
+    d = live_daemon(tmp, {"auth": {"invite": True}, "presence": {"min_expires": 1}})
     for user in ("alice", "bob", "carol"):
         add_subscriber(d.db_url, user, f"{user}pw")
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()
 
 
 def ua(daemon, user: str) -> UA:
@@ -278,7 +278,7 @@ def test_mi_and_sipctl_listing(daemon):
         w = Watcher(alice, f"bob@{DOMAIN}")
         assert w.subscribe().status == 200
         w.notify()
-        base = [sys.executable, "-m", "sipctl", "--config", str(daemon.config)]
+        base = [sys.executable, "-m", "sipctl", "--config", str(daemon.config_path)]
         out = subprocess.run([*base, "presence", "show", f"bob@{DOMAIN}", "--json"], capture_output=True, text=True,
                              timeout=30)
         assert out.returncode == 0, out.stderr
@@ -297,7 +297,7 @@ def test_mi_and_sipctl_listing(daemon):
 
 
 def test_state_survives_restart(tmp_path):
-    d = Daemon(tmp_path, {"auth": {"invite": False}})
+    d = live_daemon(tmp_path, {"auth": {"invite": False}})
     d.start()
     try:
         with UA(d.port, "bob") as bob, UA(d.port, "alice") as alice:
@@ -320,4 +320,4 @@ def test_state_survives_restart(tmp_path):
             w.notify()
     finally:
         d.stop()
-    assert "Traceback" not in d.log(), d.log()
+    assert "Traceback" not in d.log_text(), d.log_text()

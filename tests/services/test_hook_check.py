@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sipd.services.hook_check import probe
-from tests.daemon.harness import ROOT, UA, Daemon
+from tests.daemon.harness import ROOT, UA, live_daemon
 
 FACTORY = '''
 print("a hook may print at import")          # must not spoil the verdict
@@ -85,12 +85,12 @@ def test_a_hook_that_hangs_at_import_is_reported_within_the_limit(tmp_path):
 def test_daemon_runs_a_factory_made_route_and_refuses_a_wrong_signature(tmp_path):
     hook = tmp_path / "factory.py"
     hook.write_text(FACTORY)
-    with Daemon(tmp_path, {"routing": {"hook": str(hook)}}) as d, UA(d.port, "alice") as ua:
+    with live_daemon(tmp_path, {"routing": {"hook": str(hook)}}) as d, UA(d.port, "alice") as ua:
         ua.send(ua.request("OPTIONS", "sip:blocked@example.test"))
         reply = ua.expect(403)
         assert reply.reason == "Blocked By Hook"
     hook.write_text(CASES["two_args"][0])
-    proc = subprocess.run([sys.executable, "-m", "sipd", "--config", str(d.config)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "sipd", "--config", str(d.config_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "cannot be called as route(request)" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from tests.daemon.harness import Daemon
+from tests.daemon.harness import live_daemon
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("tcp"), {"limits": {"tcp_max_per_source": 2}})
+    d = live_daemon(tmp_path_factory.mktemp("tcp"), {"limits": {"tcp_max_per_source": 2}})
     d.start()
     yield d
-    assert d.alive(), d.log()
+    assert d.running(), d.log_text()
     assert d.stop() == 0
 
 
@@ -45,4 +45,4 @@ def test_per_source_limit(daemon):
     finally:
         for c in conns:
             c.close()
-    assert "too many from this address (limits.tcp_max_per_source)" in daemon.log()
+    assert "too many from this address (limits.tcp_max_per_source)" in daemon.log_text()
