@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.daemon.harness import UA, add_subscriber
+from tests.helpers.sipd_proc import SipdProcess
 from tests.sipctl.test_template import make_cert
 
 from sipctl.lib.template import Features, render
@@ -53,43 +54,40 @@ def bind_udp(host: str) -> socket.socket:
     return s
 
 
-class Live:
+class Live(SipdProcess):
     """One sipd started from a generated, filled-in configuration."""
 
     def __init__(self, tmp: Path, name: str, features: Features, extra: dict[tuple[str, str], str]):
-        self.name = name
+        self.name = name  # names the harness's directory and log too
         self.on = name == "on"
-        self.dir = tmp / name
-        self.dir.mkdir()
-        self.port = free_port("tls")  # UDP/TCP on port, TLS on port + 1
-        self.tls_port = self.port + 1
+        files = tmp / name  # certificate, database and management socket
+        files.mkdir()
+        port = free_port("tls")  # UDP/TCP on port, TLS on port + 1
+        self.tls_port = port + 1
         self.http_port = free_port()
-        self.db_url = f"sqlite:///{self.dir}/sipd.db"
-        self.config = self.dir / "sipd.toml"
+        db_url = f"sqlite:///{files}/sipd.db"
         text = render(features)
-        listen = [f"udp:127.0.0.1:{self.port}", f"tcp:127.0.0.1:{self.port}", f"tls:127.0.0.1:{self.tls_port}"]
+        listen = [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}", f"tls:127.0.0.1:{self.tls_port}"]
         n = 1 + features.tcp + features.tls
         fills = {
             ("server", "listen"): json.dumps(listen[:n]),
             ("server", "domains"): json.dumps([DOMAIN]),
-            ("database", "url"): json.dumps(self.db_url),
-            ("mgmt", "socket"): json.dumps(str(self.dir / "sipd.sock")),
+            ("database", "url"): json.dumps(db_url),
+            ("mgmt", "socket"): json.dumps(str(files / "sipd.sock")),
             ("antiflood", "enabled"): "false",  # every test client is 127.0.0.1
             **extra,
         }
         if features.tls:
-            crt, key = make_cert(self.dir)
+            crt, key = make_cert(files)
             fills[("tls", "certificate")] = json.dumps(str(crt))
             fills[("tls", "private_key")] = json.dumps(str(key))
         if features.http_mgmt:
             fills[("mgmt", "http_listen")] = json.dumps(f"127.0.0.1:{self.http_port}")
         for (section, key), value in fills.items():
             text = set_key(text, section, key, value)
-        self.config.write_text(text)
         self.token = re.search(r'^http_token = "([^"]*)"', text, re.M).group(1)
+        super().__init__(files, db_url=db_url, port=port, provision=False, config_text=text)
         self.provision()
-        self.log_path = self.dir / "sipd.log"
-        self.proc: subprocess.Popen | None = None
 
     def provision(self) -> None:
         from sipd.db import connect
@@ -105,51 +103,17 @@ class Live:
                        " disabled, attrs) VALUES (0, 1, 1, ?, 0, ?, ?, '', 0, '')",
                        ("^sip:9bob@", "^sip:9bob@(.*)$", "sip:bob@\\1"))
 
-    def start(self) -> Live:
-        res = subprocess.run([sys.executable, "-m", "sipd", "--check-config", "--config", str(self.config)], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
+    def start(self, timeout: float = 20.0) -> Live:
+        res = subprocess.run([sys.executable, "-m", "sipd", "--check-config", "--config", str(self.config_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "sipd", "--config", str(self.config)], cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if "sipd ready" in self.log():
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"sipd ({self.name}) did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> int | None:
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
-            rc = self.proc.returncode
-            self.proc = None
-            self._log.close()
-        return rc
+        super().start(timeout)
+        return self
 
     def ua(self, user: str, *, domain: str = DOMAIN, host: str = "127.0.0.1", password: str | None = None) -> UA:
         ua = UA(self.port, user, password=password or PASSWORDS.get(user, ""), domain=domain, host=host)
         ua.server = ("127.0.0.1", self.port)
         return ua
-
-    def mi(self, method: str, params: list | None = None):
-        from sipd import config
-        from sipd.mgmt.client import call
-
-        return call(config.load(self.config, validators=()), method, params or [], 5)
 
     def db_rows(self, sql: str, params: tuple = ()) -> list[dict]:
         from sipd.db import connect
@@ -190,11 +154,11 @@ def daemons(tmp_path_factory, vm_sock, gw_sock):
         yield {"on": on, "off": off}
     finally:
         for d in started:
-            alive = d.proc is not None and d.proc.poll() is None
+            alive = d.running()
             rc = d.stop()
-            assert alive, d.log()
-            assert rc == 0, d.log()
-            assert "Traceback" not in d.log(), d.log()
+            assert alive, d.log_text()
+            assert rc == 0, d.log_text()
+            assert "Traceback" not in d.log_text(), d.log_text()
 
 
 @pytest.fixture(params=["on", "off"])
@@ -300,7 +264,7 @@ def test_dialplan(d):
             inv = bob.expect_request("INVITE")
             refuse(bob, inv)
             assert final_after(alice, 603).status == 603
-            assert f"dialplan sip:9bob@{DOMAIN}" in d.log()
+            assert f"dialplan sip:9bob@{DOMAIN}" in d.log_text()
         else:
             assert final_after(alice, 404).status == 404
         assert bob.register(0).status == 200

@@ -193,9 +193,8 @@ def test_reads_as_an_operators_file():
 
 def test_port_and_socket_give_a_file_sipd_runs_with(tmp_path):
     """--port and --socket: sipd starts on that port, sipctl reaches it through that socket."""
-    import time
-
     from tests.conftest import free_port
+    from tests.helpers.sipd_proc import SipdProcess
 
     port, sock, out = free_port(), tmp_path / "sipd.sock", tmp_path / "sipd.toml"
     rc, text = generate("--address", "127.0.0.1", "--port", str(port), "--socket", str(sock), "--domain", "example.test",
@@ -205,19 +204,12 @@ def test_port_and_socket_give_a_file_sipd_runs_with(tmp_path):
     assert data["server"]["listen"] == [f"udp:127.0.0.1:{port}"] and data["mgmt"]["socket"] == str(sock)
     cli = Cli(out)
     assert cli("db", "create").code == 0
-    log = open(tmp_path / "sipd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "sipd", "--config", str(out)], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT)
+    sipd = SipdProcess(tmp_path, config_text=out.read_text(), port=port, provision=False)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "sipd ready" not in (tmp_path / "sipd.log").read_text():
-            assert proc.poll() is None, (tmp_path / "sipd.log").read_text()
-            time.sleep(0.2)
-        assert f"udp:127.0.0.1:{port}" in (tmp_path / "sipd.log").read_text()
+        sipd.start(timeout=60)
+        assert f"udp:127.0.0.1:{port}" in sipd.ready_line
         r = cli("--json", "monitor", "--once")
         assert r.code == 0, r.err
         assert r.json["uptime"]["Up time"].endswith("[sec]")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        sipd.stop()
