@@ -84,7 +84,8 @@ def add_domain(db: Database, domain: str, *, attrs: str = "", accept_subdomain: 
 
 def rm_domain(db: Database, domain: str, *, force: bool = False) -> dict[str, Any]:
     name = normalize_domain(domain)
-    with db.transaction():
+
+    def remove(db: Database) -> int:
         if not db.query_one("SELECT id FROM domain WHERE domain = ?", (name,)):
             raise NotFoundError(f"domain {name} does not exist", hint="sipctl domain list shows the local domains")
         users = db.query_one("SELECT COUNT(*) AS n FROM subscriber WHERE domain = ?", (name,))
@@ -93,7 +94,9 @@ def rm_domain(db: Database, domain: str, *, force: bool = False) -> dict[str, An
             raise UsageError(f"domain {name} still has {n} user(s)",
                              hint="remove them first (sipctl user list --domain ...), or pass --force")
         db.execute("DELETE FROM domain WHERE domain = ?", (name,))
-    return {"domain": name, "users_left": n}
+        return n
+
+    return {"domain": name, "users_left": db.run_transaction(remove)}
 
 
 def list_domains(db: Database) -> list[dict[str, Any]]:
@@ -132,7 +135,8 @@ def add_user(db: Database, user: str, domain: str, password: str, *, store_plain
     check_password(password)
     if not force:
         require_local(db, domain, local_domains)
-    with db.transaction():
+
+    def add(db: Database) -> None:
         if db.query_one("SELECT id FROM subscriber WHERE username = ? AND domain = ?", (user, domain)):
             raise ExistsError(f"user {user}@{domain} already exists",
                               hint=f"change the password with sipctl user passwd {user}@{domain}")
@@ -145,6 +149,8 @@ def add_user(db: Database, user: str, domain: str, password: str, *, store_plain
                    "VALUES (?, ?, ?, ?, ?, ?)",
                    (user, domain, password if store_plaintext else "", email,
                     ha1_md5(user, domain, password), ha1_sha256(user, domain, password)))
+
+    db.run_transaction(add)
     return {"user": user, "domain": domain, "plaintext_stored": store_plaintext}
 
 
@@ -160,12 +166,16 @@ def passwd(db: Database, user: str, domain: str, password: str, *, store_plainte
 
 def rm_user(db: Database, user: str, domain: str) -> dict[str, Any]:
     """Remove the user, its aliases and its registrations, in one transaction."""
-    with db.transaction():
+
+    def remove(db: Database) -> tuple[int, int]:
         res = db.execute("DELETE FROM subscriber WHERE username = ? AND domain = ?", (user, domain))
         if res.rowcount == 0:
             raise NotFoundError(f"user {user}@{domain} does not exist", hint="sipctl user list shows the users")
         aliases = db.execute("DELETE FROM dbaliases WHERE username = ? AND domain = ?", (user, domain)).rowcount
         contacts = db.execute("DELETE FROM location WHERE username = ? AND domain = ?", (user, domain)).rowcount
+        return aliases, contacts
+
+    aliases, contacts = db.run_transaction(remove)
     return {"user": user, "domain": domain, "aliases_removed": aliases, "contacts_removed": contacts}
 
 
@@ -208,7 +218,8 @@ def add_alias(db: Database, alias_user: str, alias_domain: str, user: str, domai
               force: bool = False, local_domains: Iterable[str] = ()) -> dict[str, Any]:
     if not force:
         require_local(db, alias_domain, local_domains)
-    with db.transaction():
+
+    def add(db: Database) -> None:
         if not force and not db.query_one("SELECT id FROM subscriber WHERE username = ? AND domain = ?",
                                           (user, domain)):
             raise NotFoundError(f"user {user}@{domain} does not exist",
@@ -224,6 +235,8 @@ def add_alias(db: Database, alias_user: str, alias_domain: str, user: str, domai
                               hint="choose another alias name")
         db.execute("INSERT INTO dbaliases (alias_username, alias_domain, username, domain) VALUES (?, ?, ?, ?)",
                    (alias_user, alias_domain, user, domain))
+
+    db.run_transaction(add)
     return {"alias": f"{alias_user}@{alias_domain}", "target": f"{user}@{domain}"}
 
 

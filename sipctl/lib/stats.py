@@ -105,14 +105,16 @@ def collect(config: Any, names: list[str] | None = None, *, keep_days: int = 31,
         raise UsageError("--keep-days must not be negative", hint="0 keeps everything")
     values = get(config, names or DEFAULT_COLLECT)
     stamp = int(now if now is not None else time.time())
+
+    def store(db: Any) -> int:
+        db.executemany("INSERT INTO stats_history (time, name, value) VALUES (?, ?, ?)",
+                       [(stamp, k, int(v)) for k, v in values.items()])
+        if not keep_days:
+            return 0
+        return int(db.execute("DELETE FROM stats_history WHERE time < ?", (stamp - keep_days * 86400,)).rowcount)
+
     with session(config.database.url, config.database.connect_timeout) as db:
-        with db.transaction():
-            db.executemany("INSERT INTO stats_history (time, name, value) VALUES (?, ?, ?)",
-                           [(stamp, k, int(v)) for k, v in values.items()])
-            purged = 0
-            if keep_days:
-                purged = db.execute("DELETE FROM stats_history WHERE time < ?",
-                                    (stamp - keep_days * 86400,)).rowcount
+        purged = db.run_transaction(store)
     return len(values), purged
 
 
