@@ -29,7 +29,7 @@ from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, 
 from .link import Link, apply_ban, share_bans
 
 if TYPE_CHECKING:
-    from ..endpoint import Endpoint as Server
+    from ..endpoint import Endpoint
 
 logger = logging.getLogger("sipd")
 
@@ -60,26 +60,26 @@ class _Worker:
 class WorkerPool:
     """Main's view of its workers: start, route, sync, restart, stop."""
 
-    def __init__(self, server: Server, n: int):
-        self.server = server
+    def __init__(self, endpoint: Endpoint, n: int):
+        self.endpoint = endpoint
         self.n = n
         self.workers = {k: _Worker(k) for k in range(1, n)}
         self.passthrough = False
         self.closing = False
         # calls spread over the processes by Call-ID (off when call state must stay in main)
-        self.stay = calls_stay_in_main(server.config)
+        self.stay = calls_stay_in_main(endpoint.config)
         self.spread = not self.stay
         if self.spread:  # summed from the workers; listed (at 0) from the start
             for name in ("workers:handed_to_main", "workers:aor_copies"):
-                server.state.stats.counter(name)
+                endpoint.state.stats.counter(name)
         self.marks: dict[bytes, int] = {}  # a worker's branch mark -> its index (responses)
         self.pinned: dict[bytes, float] = {}  # Call-IDs main took over (TCP/TLS, DNS, ...) -> when
         self.copies: dict[str, set[int]] = {}  # AOR -> workers holding a copy (they route calls to it)
         self._parsed: dict[bytes, Any] = {}  # a call's request, parsed once for its several events
         # an AOR main changed (ul rm; REGISTERs main answered while tracing or while the worker
         # was down): its owner must know
-        server.state.location.on_change = self.push
-        share_bans(server.state, server.gate, self.broadcast)
+        endpoint.state.location.on_change = self.push
+        share_bans(endpoint.state, endpoint.gate, self.broadcast)
         self._handlers = {
             FrameKind.ROUTE: self._on_route, FrameKind.FOR_MAIN: self._on_for_main,
             FrameKind.HANDED_BACK: self._on_handed_back, FrameKind.SENT: self._on_sent,
@@ -96,7 +96,7 @@ class WorkerPool:
 
     def route_register(self, data: bytes, addr: tuple) -> bool:
         """True when a worker owns this REGISTER's AOR and it was handed over (or dropped)."""
-        if self.passthrough or not needs_owner(data, self.server.config.auth.register):
+        if self.passthrough or not needs_owner(data, self.endpoint.config.auth.register):
             return False
         k = owner_of_datagram(data, self.n)
         if k == 0:
@@ -184,22 +184,22 @@ class WorkerPool:
         handler(w, frame)
 
     def _on_route(self, w: _Worker, frame: Datagram) -> None:
-        self.server.datagram_received(frame.data, frame.address)
+        self.endpoint.datagram_received(frame.data, frame.address)
 
     def _on_for_main(self, w: _Worker, frame: Datagram) -> None:
-        self.server.datagram_received(frame.data, frame.address, True)
+        self.endpoint.datagram_received(frame.data, frame.address, True)
 
     def _on_handed_back(self, w: _Worker, frame: Datagram) -> None:
         cid = call_id_of(frame.data)
         if cid is not None:
             self.pin(cid)
-        self.server.datagram_received(frame.data, frame.address, True)
+        self.endpoint.datagram_received(frame.data, frame.address, True)
 
     def _on_sent(self, w: _Worker, frame: Datagram) -> None:
-        self.server.trace_out(frame.data, frame.address)  # main traced what it handed over
+        self.endpoint.trace_out(frame.data, frame.address)  # main traced what it handed over
 
     def _on_aor(self, w: _Worker, frame: AorContacts) -> None:
-        self.server.state.location.replace(frame.aor, list(frame.contacts), mark_dirty=False, notify=False)
+        self.endpoint.state.location.replace(frame.aor, list(frame.contacts), mark_dirty=False, notify=False)
         holders = [self.workers[k] for k in self.copies.get(frame.aor, ()) if self.workers[k] is not w]
         if holders:
             raw = encode(frame)
@@ -210,11 +210,11 @@ class WorkerPool:
     def _on_aor_wanted(self, w: _Worker, frame: AorWanted) -> None:
         """A worker routes a call to an AOR it does not own: a copy, kept up to date."""
         self.copies.setdefault(frame.aor, set()).add(w.index)
-        contacts = self.server.state.location.contacts(frame.aor)
+        contacts = self.endpoint.state.location.contacts(frame.aor)
         w.link.send(AorContacts(frame.aor, tuple(contacts)))  # type: ignore[union-attr]
 
     def _on_counters(self, w: _Worker, frame: Counters) -> None:
-        stats = self.server.state.stats
+        stats = self.endpoint.state.stats
         for name, value in frame.values.items():
             delta = value - w.seen.get(name, 0)
             w.seen[name] = value
@@ -222,7 +222,7 @@ class WorkerPool:
                 stats.counter(name).inc(delta)
 
     def _on_ban(self, w: _Worker, frame: BanChange) -> None:
-        apply_ban(self.server.state, self.server.gate, frame.change)
+        apply_ban(self.endpoint.state, self.endpoint.gate, frame.change)
         raw = encode(frame)
         for other in self.workers.values():
             if other is not w and other.link is not None:
@@ -242,8 +242,8 @@ class WorkerPool:
         except Exception as exc:  # noqa: BLE001 - it was parsed once already; never stop main for it
             logger.warning("a worker's call event could not be read: %s", exc)
             return
-        now = frame.wall - (time.time() - self.server.loop.time())
-        self.server.state.events.emit(CallEvent(kind=frame.event, request=req, response=resp, tx_key=frame.tx_key,
+        now = frame.wall - (time.time() - self.endpoint.loop.time())
+        self.endpoint.state.events.emit(CallEvent(kind=frame.event, request=req, response=resp, tx_key=frame.tx_key,
                                                 now=now))
 
     def _on_reloaded(self, w: _Worker, frame: Reloaded) -> None:
@@ -257,12 +257,12 @@ class WorkerPool:
         """Give a (re)started worker its AORs, then route its REGISTERs to it."""
         assert w.link is not None
         sent = 0
-        for aor, contacts in self.server.state.location.items():
+        for aor, contacts in self.endpoint.state.location.items():
             if owner_of_aor(aor, self.n) == w.index:
                 w.link.send(AorContacts(aor, tuple(contacts)))
                 sent += 1
         w.link.send(Passthrough(self.passthrough))
-        if w.link.send(Synced(calls=self.spread, call_events=self.spread and bool(self.server.state.events.listeners))):
+        if w.link.send(Synced(calls=self.spread, call_events=self.spread and bool(self.endpoint.state.events.listeners))):
             w.active = True
             logger.info("worker %d ready (pid %d, %d AORs)", w.index, w.proc.pid if w.proc else 0, sent)
             if w.reload_pending and w.proc is not None:
@@ -276,7 +276,7 @@ class WorkerPool:
         to = self.copies.get(aor)
         if k == 0 and not to:
             return
-        raw = encode(AorContacts(aor, tuple(self.server.state.location.contacts(aor))))
+        raw = encode(AorContacts(aor, tuple(self.endpoint.state.location.contacts(aor))))
         for i in ({k} | to if to else {k}):
             w = self.workers.get(i)
             if w is not None and w.link is not None:
@@ -310,17 +310,17 @@ class WorkerPool:
             self._spawn(w)
 
     def _spawn(self, w: _Worker) -> None:
-        server = self.server
-        udp = [lst for lst in server.transports.listeners if lst.proto == "udp" and lst.siblings]
+        endpoint = self.endpoint
+        udp = [lst for lst in endpoint.transports.listeners if lst.proto == "udp" and lst.siblings]
         fds = [lst.siblings[w.index - 1].fileno() for lst in udp]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         boot = {
             "index": w.index, "n": self.n, "ppid": os.getpid(), "ipc": theirs.fileno(),
             "udp": [[fd, lst.host, lst.port] for fd, lst in zip(fds, udp)],
-            "secret": server.authenticator.secret.hex(),
-            "self": sorted([proto, h, p] for proto, h, p in server.self_sockets),
-            "config": to_dict(server.config, mask_secrets=False),
-            "source": str(server.config.source) if server.config.source else "",
+            "secret": endpoint.authenticator.secret.hex(),
+            "self": sorted([proto, h, p] for proto, h, p in endpoint.self_sockets),
+            "config": to_dict(endpoint.config, mask_secrets=False),
+            "source": str(endpoint.config.source) if endpoint.config.source else "",
         }
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p))
@@ -342,11 +342,8 @@ class WorkerPool:
         w.reload_pending = False  # it loads everything fresh
         for holders in self.copies.values():
             holders.discard(w.index)  # a new process asks again
-        self._spawn_task(self._connect(w, ours))
+        self.endpoint.spawn(self._connect(w, ours))
         logger.info("worker %d started (pid %d)", w.index, proc.pid)
-
-    def _spawn_task(self, coro: Any) -> None:
-        self.server.spawn(coro)  # the endpoint's: waited for, then cancelled, at stop
 
     async def _connect(self, w: _Worker, sock: socket.socket) -> None:
         link: Link | None = None
@@ -361,7 +358,7 @@ class WorkerPool:
 
     def tick(self) -> None:
         """Housekeeping (every second): passthrough while traced, restart dead workers."""
-        want = bool(self.server.tracer.active or self.server.trace_on)
+        want = bool(self.endpoint.tracer.active or self.endpoint.trace_on)
         if want != self.passthrough:
             self.passthrough = want
             self.broadcast(Passthrough(want))
@@ -381,17 +378,17 @@ class WorkerPool:
                              "restarted", w.index, w.proc.pid, w.proc.returncode)
                 if w.link is not None:
                     w.link.close()
-                self._spawn_task(self._adopt(w))
+                self.endpoint.spawn(self._adopt(w))
 
     async def _adopt(self, w: _Worker) -> None:
         """Read a dead worker's UDP sockets in main (duplicates of the descriptors, so closing them
         later leaves the originals for the next worker): its share of datagrams is not lost."""
-        for lst in self.server.transports.listeners:
+        for lst in self.endpoint.transports.listeners:
             if lst.proto == "udp" and getattr(lst, "siblings", None):
                 sock = socket.socket(fileno=os.dup(lst.siblings[w.index - 1].fileno()))
                 sock.setblocking(False)
-                orphan = UdpListener(lst.host, lst.port, self.server)
-                await self.server.loop.create_datagram_endpoint(lambda orphan=orphan: orphan, sock=sock)
+                orphan = UdpListener(lst.host, lst.port, self.endpoint)
+                await self.endpoint.loop.create_datagram_endpoint(lambda orphan=orphan: orphan, sock=sock)
                 w.orphans.append(orphan)
 
     def _release(self, w: _Worker) -> None:

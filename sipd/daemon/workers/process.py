@@ -340,5 +340,6 @@ def main() -> int:
     app.endpoint.set_routing(routing)
     return run_loop(server.serve())
 
+
 if __name__ == "__main__":
     sys.exit(main())
