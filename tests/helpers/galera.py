@@ -19,7 +19,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -55,17 +54,18 @@ def missing_parts() -> str | None:
 
 
 def free_tcp_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 now (all held open while choosing)."""
-    held: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
+    """``count`` distinct ports free on 127.0.0.1 now, from tests/conftest.py's ``free_port``: below
+    the kernel's ephemeral range, which any outgoing connection may take before mariadbd binds it."""
+    from conftest import free_port  # tests/conftest.py
+
+    ports: list[int] = []
+    for _ in range(20 * count):  # a repeat is rare (10000 ports to choose from); bounded anyway
+        port = free_port("tcp")
+        if port not in ports:
+            ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} distinct free ports found on 127.0.0.1")
 
 
 class GaleraError(RuntimeError):
