@@ -29,6 +29,7 @@ from .config_sections import (
     AccSection,
     AntifloodSection,
     AuthSection,
+    ClusterSection,
     DatabaseSection,
     DialogSection,
     DiversionSection,
@@ -82,6 +83,7 @@ class Config:
     pstn: PstnSection = field(default_factory=PstnSection)
     routing: RoutingSection = field(default_factory=RoutingSection)
     trace: TraceSection = field(default_factory=TraceSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     web: WebSection = field(default_factory=WebSection)
     source: Path | None = None
 

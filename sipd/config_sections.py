@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .db.cluster import DEAD_AFTER
 from .db.url import default_db_url
 
 
@@ -453,6 +454,24 @@ class TraceSection:
     hep_ip: str = field(default="", metadata=_doc("Export only messages from or to this peer IP address; empty = all."))
     hep_call_id: str = field(default="", metadata=_doc("Export only messages with this Call-ID; empty = all."))
     hep_method: str = field(default="", metadata=_doc("Export only messages whose CSeq method is this one (e.g. INVITE); empty = all."))
+
+
+@dataclass(kw_only=True)
+class ClusterSection:
+    """Several sipd nodes on one database (docs/several-nodes.md): this node's name and heartbeat,
+    written by sipd/services/cluster.py into the ``cluster_node`` table."""
+
+    node_id: str = field(default="", metadata=_doc(
+        "This node's name in a cluster of sipd nodes sharing one database (e.g. \"a\"; letters, digits, '.', '_', "
+        "'-', at most 64), unique per node; empty = no cluster: no heartbeat is written."))
+    address: str = field(default="", metadata=_doc(
+        "HOST:PORT the other nodes reach this node at (IPv6 as [::1]:5060), shown by `sipctl cluster status`; "
+        "empty = the first [server] listen address (its host replaced by [server] advertised_address if set)."))
+    heartbeat_interval: float = field(default=10.0, metadata=_doc(
+        "Seconds between this node's heartbeats (its row in the cluster_node table)."))
+    dead_after: float = field(default=float(DEAD_AFTER), metadata=_doc(
+        "A node whose last heartbeat is older than this many seconds is dead (`sipctl cluster status`); "
+        "more than heartbeat_interval, e.g. three intervals, so one slow write does not declare a node dead."))
 
 
 @dataclass(kw_only=True)

@@ -13,7 +13,7 @@ A new section's check goes into the module that reads the section, and its name 
 from __future__ import annotations
 
 from . import config, hep_export, tlsconf
-from .services import hook, presence_state, pstn
+from .services import cluster, hook, presence_state, pstn
 
 VALIDATORS: tuple[config.Validator, ...] = (
     hep_export.validate,  # [trace]
@@ -22,4 +22,5 @@ VALIDATORS: tuple[config.Validator, ...] = (
     presence_state.validate,  # [presence]
     pstn.validate,  # [nat], [diversion], [pstn]
     hook.validate,  # [routing]
+    cluster.validate,  # [cluster]
 )

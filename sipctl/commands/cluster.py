@@ -21,7 +21,7 @@ def _when(unix: int) -> str:
 def status(
     ctx: typer.Context,
     dead_after: Annotated[Optional[float], typer.Option(
-        "--dead-after", min=1, help="Seconds without a heartbeat after which a node is dead (default 30).")] = None,
+        "--dead-after", min=1, help="Seconds without a heartbeat after which a node is dead (default: [cluster] dead_after, 30).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List the nodes, their last heartbeat, and flag a dead one (exit 1 if any is dead).
@@ -34,8 +34,10 @@ def status(
     from ..errors import CheckFailed
     from ..lib import cluster
 
-    conf = get_env(ctx).config.database
-    st = cluster.status(conf.url, conf.connect_timeout, dead_after=dead_after)
+    config = get_env(ctx).config
+    conf = config.database
+    st = cluster.status(conf.url, conf.connect_timeout,
+                        dead_after=config.cluster.dead_after if dead_after is None else dead_after)
     out = Output(json_mode=as_json)
     if not st["nodes"]:
         out.result("no nodes: no sipd with [cluster] node_id has written its heartbeat here", st)

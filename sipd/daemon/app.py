@@ -20,7 +20,7 @@ from ..livetrace import start_tracing
 from ..mgmt import server as mgmt_server
 from ..mgmt.context import MgmtContext
 from ..privileges import PrivilegeError, drop, write_pid_file
-from ..services import accounting, nat, presence
+from ..services import accounting, cluster, nat, presence
 from ..services.auth import Authenticator, Credentials
 from ..services.proxy import Proxy
 from ..services.resolve import SipResolver
@@ -48,6 +48,7 @@ class App:
         self.tls: TlsManager | None = None
         self.mgmt: Any = None
         self.nat_keepalive: Any = None
+        self.heartbeat: cluster.Heartbeat | None = None
 
     # -- what every process needs -----------------------------------------------------------------
 
@@ -187,6 +188,9 @@ class App:
     def start_nat_pings(self) -> None:
         self.nat_keepalive = nat.start(self.state, self.endpoint)  # [nat] keep-alive pings to NATed contacts
 
+    def start_heartbeat(self) -> None:
+        self.heartbeat = cluster.start(self.state, self.config)  # [cluster] node_id: this node's row in cluster_node
+
     def start_polling(self) -> None:
         """[database] reload_interval: re-read the tables (and tell the workers what changed)."""
         reloading.start_polling(self.state, self.endpoint, self.mgmt_context.workers)
@@ -226,6 +230,9 @@ class App:
     async def close(self) -> None:
         """Close what was opened, whatever startup reached; errors are logged, never raised."""
         await self.endpoint.tracer.close()
+        if self.heartbeat is not None:  # before the database closes under it
+            await self.heartbeat.stop()
+            self.heartbeat = None
         if self.mgmt is not None:
             try:
                 await self.mgmt.close()

@@ -109,6 +109,7 @@ class Server:
         app.drop_privileges()
         app.start_workers()
         app.start_polling()
+        app.start_heartbeat()
         tune_gc()
         await check_listeners(self.endpoint.transports.listeners)  # "ready" only once every listener answers (TLS: a handshake)
         logger.info("sipd ready, listening on %s (%s, %s, %s registered, location %s)", ", ".join(names),

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .base import Database
 
-#: A node is dead when its last heartbeat is older than this (seconds): three missed heartbeats at
-#: the 10 s interval nodes will write them at, so one slow write does not declare a node dead.
+#: A node is dead when its last heartbeat is older than this (seconds; ``[cluster] dead_after``'s
+#: default): three missed heartbeats at the default 10 s interval, so one slow write does not
+#: declare a node dead.
 DEAD_AFTER = 30
 
 

@@ -1,0 +1,117 @@
+"""This node's heartbeat in a cluster of sipd nodes sharing one database (``[cluster]``).
+
+With ``[cluster] node_id`` set, the main process writes its row of the ``cluster_node`` table
+(sipd/db/cluster.py) when it starts and every ``heartbeat_interval`` seconds after; ``sipctl
+cluster status`` takes a node whose heartbeat is older than ``dead_after`` seconds for dead. The
+writes run on the database's worker thread (``Store.call``), so a slow or absent database delays
+the heartbeat, never the event loop. A write that fails (the database is down) is logged once and
+tried again at the next interval: the node then looks dead to the others, which it is for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+from ..config import parse_listen
+from ..db import cluster as cluster_db
+from ..problem import Problem
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..config_sections import ClusterSection
+    from ..state import ServerState
+
+logger = logging.getLogger("sipd.cluster")
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+
+def validate(config: Config) -> list[Problem]:
+    """Problems in [cluster] (one of sipd.validation.VALIDATORS)."""
+    c = config.cluster
+    out: list[Problem] = []
+    if c.node_id and not _NODE_ID.fullmatch(c.node_id):
+        out.append(Problem("cluster.node_id", f"not a short name: {c.node_id!r}",
+                           "letters, digits, '.', '_', '-', at most 64, e.g. \"a\""))
+    m = _ADDRESS.fullmatch(c.address) if c.address else None
+    if c.address and (m is None or not 0 < int(m.group(2)) < 65536):
+        out.append(Problem("cluster.address", f"not HOST:PORT: {c.address!r}", 'e.g. "192.0.2.10:5060" or "[2001:db8::1]:5060"'))
+    if c.heartbeat_interval <= 0:
+        out.append(Problem("cluster.heartbeat_interval", "must be positive", "e.g. 10"))
+    elif c.dead_after <= c.heartbeat_interval:
+        out.append(Problem("cluster.dead_after", f"must be more than heartbeat_interval ({c.heartbeat_interval:g} s)",
+                           f"e.g. {3 * c.heartbeat_interval:g} (three missed heartbeats)"))
+    return out
+
+
+def node_address(config: Config) -> str:
+    """``[cluster] address``, else the first listen address (host: ``advertised_address`` if set)."""
+    if config.cluster.address:
+        return config.cluster.address
+    listen = parse_listen(config.server.listen[0])
+    host = config.server.advertised_address or listen.host
+    return f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
+
+
+class Heartbeat:
+    """Writes this node's row now and every ``heartbeat_interval`` seconds until ``stop``."""
+
+    def __init__(self, state: ServerState, cfg: ClusterSection, address: str):
+        self.state = state
+        self.cfg = cfg
+        self.address = address
+        self.started = time.time()
+        self.task: asyncio.Task | None = None
+        self.failing = False
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="cluster-heartbeat")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+            self.task = None
+
+    async def _run(self) -> None:
+        restarted = False  # the row says when this node started once a heartbeat is written
+        while True:  # ends when stop() cancels it
+            restarted = await self.beat(started=None if restarted else self.started) or restarted
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+
+    async def beat(self, *, started: float | None = None) -> bool:
+        store = self.state.db
+        if store is None or store.db is None:
+            return False
+        try:
+            await store.call(lambda: cluster_db.heartbeat(store.db, self.cfg.node_id, self.address,
+                                                          time.time(), started=started))
+        except Exception as exc:  # noqa: BLE001 - the database is down for a while: try again later
+            if not self.failing:
+                logger.warning("cluster heartbeat of node %s not written (will retry every %g s): %s",
+                               self.cfg.node_id, self.cfg.heartbeat_interval, exc)
+            self.failing = True
+            return False
+        if self.failing:
+            logger.info("cluster heartbeat of node %s written again", self.cfg.node_id)
+        self.failing = False
+        return True
+
+
+def start(state: ServerState, config: Config) -> Heartbeat | None:
+    """The heartbeat of ``[cluster] node_id``, started; None without a node_id (no cluster)."""
+    if not config.cluster.node_id:
+        return None
+    heartbeat = Heartbeat(state, config.cluster, node_address(config))
+    heartbeat.start()
+    logger.info("cluster node %s (%s): heartbeat every %g s", config.cluster.node_id, heartbeat.address,
+                config.cluster.heartbeat_interval)
+    return heartbeat
