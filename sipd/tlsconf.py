@@ -150,6 +150,7 @@ from typing import Any  # noqa: E402
 
 from .config import Config, parse_listen  # noqa: E402
 from .problem import Problem, StartupProblem  # noqa: E402
+from .sip.uri import format_host  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +399,7 @@ class TlsManager:
 
     def client_domain(self, host: str, port: int) -> TlsDomain:
         h = host.lower().strip("[]")
-        hp = f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+        hp = f"{format_host(h)}:{port}"
         return self.clients.get(hp) or self.clients.get(h) or self.default_client
 
     def check_peer(self, d: TlsDomain, peercert: dict | None, host: str) -> str | None:  # type: ignore[type-arg]

@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from sipd.sip.uri import format_host
+
 from ..errors import UsageError
 
 
@@ -55,7 +57,7 @@ def serve(config: Any, create_app: Callable[..., Any], listen: str | None = None
                          hint="choose another with --listen HOST:PORT") from None
     app = create_app(config, secure_cookie=tls is not None)
     scheme = "https" if tls else "http"
-    where = f"[{host}]" if ":" in host else host
+    where = format_host(host)
     print(f"sipd control panel on {scheme}://{where}:{port}/ (Ctrl-C stops it)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,

@@ -37,6 +37,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..boundary import describe
 from .acc_writer import BATCH_SIZE, LINGER, AccWriter, coalesce, write_records
 from .cdr import DIALOG_TIMEOUT, MI_TERMINATION
 from .dialogs import Dialog, DlgState, Tracker, default_ids, expand
@@ -546,8 +547,7 @@ def _via_source(request: Any) -> str:
     except Exception:  # noqa: BLE001
         return ""
     host, port = via.response_address()
-    h = f"[{host}]" if ":" in host else host
-    return f"{via.transport.lower()}:{h}:{port}"
+    return describe((via.transport.lower(), host, port))
 
 
 async def start(state: ServerState, endpoint: Endpoint, transactions: Transactions) -> Accounting | None:

@@ -29,6 +29,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from ..sip.uri import format_host
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -352,7 +354,7 @@ def _log_safe(text: str, limit: int = 64) -> str:
 
 
 def format_source(ip: str, port: int | None) -> str:
-    host = f"[{ip}]" if ":" in ip else ip
+    host = format_host(ip)
     return host if port is None else f"{host}:{port}"
 
 

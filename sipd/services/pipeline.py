@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..boundary import describe
 from ..sip.sanity import (
     Refusal, check_aor, check_max_forwards, check_method, check_proxy_require, check_require, check_uri_scheme,
 )
@@ -295,8 +296,7 @@ def registrar_stage(listeners: Listeners) -> Stage:
         if mode == "db-only" and not ctx.extra.get("aor_loaded"):
             return Defer(_load_aor(ctx, aor), resume=ctx.extra["stage_index"])
         src = ctx.source
-        host = f"[{src[1]}]" if ":" in src[1] else src[1]
-        received = f"{src[0]}:{host}:{src[2]}"
+        received = describe(src)
         nated = state.config.nat.enabled and request_nated(req, src)
         outcome = registrar_mod.register(
             req, state.location.current(aor), state.config.registrar, ctx.wall,

@@ -32,6 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..boundary import describe
 from .pipeline import DIALOG_METHODS, Branch, Forward
 from .nat import fix_response_contact
 
@@ -481,7 +482,4 @@ class Proxy:
 
 
 def _fmt(dest: tuple | None) -> str:
-    if dest is None:
-        return "?"
-    host = f"[{dest[1]}]" if ":" in dest[1] else dest[1]
-    return f"{dest[0]}:{host}:{dest[2]}"
+    return describe(dest) or "?"

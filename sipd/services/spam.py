@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..sip.uri import format_host
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -161,7 +163,7 @@ class SpamPolicy:
         )
         if verdict is None:
             return None
-        source = f"[{source_host}]:{source_port}" if ":" in source_host else f"{source_host}:{source_port}"
+        source = f"{format_host(source_host)}:{source_port}"
         if verdict.kind == "spam":
             log.info("Dropped Spam-Call to %s from %s", to.uri, source)
         else:
