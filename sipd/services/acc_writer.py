@@ -85,7 +85,8 @@ def write_records(db: Database, records: list[Record]) -> None:
                 rows.append(r.row)
         else:
             dialog_ops.append(r)
-    with db.transaction():
+
+    def write(db: Database) -> None:
         for (table, *cols), rows in groups.items():
             one = "(" + ", ".join("?" * len(cols)) + ")"
             head = f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
@@ -103,6 +104,9 @@ def write_records(db: Database, records: list[Record]) -> None:
                            list(r.row.values()))
             elif r.op == "delete":
                 db.execute(f"DELETE FROM {r.table} WHERE dlg_id = ?", (r.row["dlg_id"],))
+
+    # run again whole if another node's write wins (Galera); SQLite never loses one
+    db.run_transaction(write)
 
 
 class AccWriter:

@@ -67,9 +67,12 @@ def sub_from_row(r: dict[str, Any]) -> Subscription:
 def load(db: Database, now: float) -> tuple[list[Publication], list[Subscription], int]:
     """Delete expired rows, then return the live publications and subscriptions and how many
     rows were deleted."""
-    with db.transaction():
+
+    def delete_expired(db: Database) -> int:
         gone = db.execute("DELETE FROM presentity WHERE expires <= ?", (int(now),)).rowcount
-        gone += db.execute("DELETE FROM active_watchers WHERE expires <= ?", (int(now),)).rowcount
+        return gone + db.execute("DELETE FROM active_watchers WHERE expires <= ?", (int(now),)).rowcount
+
+    gone = db.run_transaction(delete_expired)  # run again whole if another node's write wins (Galera)
     pubs = [pub_from_row(r) for r in db.query("SELECT * FROM presentity WHERE event = ?", (EVENT_PRESENCE,))]
     subs = [sub_from_row(r) for r in db.query("SELECT * FROM active_watchers")]
     return pubs, subs, gone
@@ -78,7 +81,8 @@ def load(db: Database, now: float) -> tuple[list[Publication], list[Subscription
 def flush(db: Database, pubs: list[tuple[tuple[str, str], Publication | None]],
           subs: list[tuple[tuple[str, str], Subscription | None]], watchers: list[Subscription], now: float) -> None:
     """Rewrite the given rows in one transaction: ``None`` deletes, an entry replaces its row."""
-    with db.transaction():
+
+    def rewrite(db: Database) -> None:
         if pubs:
             db.executemany("DELETE FROM presentity WHERE username = ? AND domain = ? AND event = ? AND etag = ?",
                            [(*aor.rpartition("@")[::2], EVENT_PRESENCE, etag) for (aor, etag), _ in pubs])
@@ -98,3 +102,5 @@ def flush(db: Database, pubs: list[tuple[tuple[str, str], Publication | None]],
             db.executemany("DELETE FROM watchers WHERE presentity_uri = ? AND watcher_username = ? AND watcher_domain = ?"
                            " AND event = ?", list(keys))
             db.executemany(_insert("watchers", _WATCHER_COLS), [(*k, 1, None, int(now)) for k in keys])
+
+    db.run_transaction(rewrite)  # run again whole if another node's write wins (Galera)

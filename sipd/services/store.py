@@ -173,14 +173,18 @@ class Store:
                             f.set_exception(exc)
 
     def _write_batch(self, batch: dict[str, list[Contact]]) -> None:
-        db = self.db
-        assert db is not None
-        with db.transaction():
-            for aor, contacts in batch.items():
+        assert self.db is not None
+        rows = {aor: [contact_row(aor, c) for c in contacts] for aor, contacts in batch.items()}
+
+        def write(db: Database) -> None:
+            for aor, aor_rows in rows.items():
                 user, _, domain = aor.rpartition("@")
                 db.execute("DELETE FROM location WHERE username = ? AND domain = ?", (user, domain))
-                if contacts:
-                    db.executemany(_INSERT_SQL, [contact_row(aor, c) for c in contacts])
+                if aor_rows:
+                    db.executemany(_INSERT_SQL, aor_rows)
+
+        # run again whole if another node's write of the same AOR wins (Galera); SQLite never loses one
+        self.db.run_transaction(write)
 
     async def flush_all(self, items: list[tuple[str, list[Contact]]]) -> None:
         """write-back: persist these AORs (full lists) in one transaction."""
