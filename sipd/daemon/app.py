@@ -221,7 +221,6 @@ class App:
             logger.warning("[server] workers = %d ignored: the workers read UDP listeners and there is none", n)
             return
         pool = self.mgmt_context.workers = WorkerPool(self.endpoint, n)
-        self.endpoint.workers = pool
         self.endpoint.set_routing(MainRouting(pool))
         pool.start()
 

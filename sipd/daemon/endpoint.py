@@ -59,7 +59,6 @@ class Endpoint:
         self.config = config
         self.state = state
         self.routing = routing if routing is not None else NoWorkers()
-        self.workers: Any = None  # main's WorkerPool when [server] workers > 1
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by app.start_core
         self.layer: Any = None
         self.transports: Transports = None  # type: ignore[assignment]
@@ -396,7 +395,7 @@ class Endpoint:
         if self.proxy is not None and self.proxy.on_cancel(invite_tx, self.loop.time()):
             self.transmit()
             return True
-        return self.workers is not None and self.workers.cancel(call_id, invite_tx)  # a worker's call
+        return self.routing.cancel_elsewhere(call_id, invite_tx)  # a worker's call
 
     async def fetch_aor(self, aor: str) -> Any:
         return await self.routing.fetch_aor(aor)

@@ -17,6 +17,8 @@ calls it where a message could belong to another process:
   TCP/TLS connections).
 - ``copy_sent`` / ``sent(data, dest)``: while True, every datagram sent is reported (a traced
   worker copies it to main).
+- ``cancel_elsewhere(call_id, invite_tx)``: ``sipctl dialog end`` of a ringing call this process
+  does not hold; True when the process holding it was asked to cancel it.
 - ``fetch_aor(aor)``: the location stage needs an AOR this process holds no copy of (a worker
   asks main; the returned decision, if any, replaces the lookup).
 - ``tick()`` each housekeeping second, ``stop()`` at shutdown, ``loads_locations`` at start.
@@ -63,6 +65,9 @@ class NoWorkers:
     def sent(self, data: bytes, dest: tuple) -> None:
         pass
 
+    def cancel_elsewhere(self, call_id: str, invite_tx: Any) -> bool:
+        return False
+
     async def fetch_aor(self, aor: str) -> Any:
         return None  # every AOR is here
 
@@ -91,6 +96,9 @@ class MainRouting(NoWorkers):
 
     def owns(self, aor: str) -> bool:
         return self.pool.owns(aor)
+
+    def cancel_elsewhere(self, call_id: str, invite_tx: Any) -> bool:
+        return self.pool.cancel(call_id, invite_tx)
 
     def tick(self) -> None:
         self.pool.tick()
