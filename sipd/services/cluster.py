@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..config import parse_listen
 from ..db import cluster as cluster_db
 from ..problem import Problem
+from ..sip.uri import format_host
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -55,7 +56,7 @@ def node_address(config: Config) -> str:
         return config.cluster.address
     listen = parse_listen(config.server.listen[0])
     host = config.server.advertised_address or listen.host
-    return f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}"
+    return f"{format_host(host)}:{listen.port}"
 
 
 class Heartbeat:
