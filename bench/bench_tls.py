@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import free_port  # noqa: E402
 from helpers.sipd_proc import SipdProcess, _end_pid, options_ping  # noqa: E402
+from sipd import eventloop  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -310,12 +311,7 @@ async def connects(port: int, workers: int, seconds: float) -> dict[str, Any]:
 
 
 def run_client(coro: Any) -> Any:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
+    return eventloop.run(coro)  # the daemon's choice of loop, for a client measured beside it
 
 
 def measure(server: Any, args: argparse.Namespace) -> dict[str, Any]:

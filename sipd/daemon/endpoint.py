@@ -93,7 +93,7 @@ class Endpoint:
     def stats_init(self) -> None:
         """The counters the receive path ticks (they exist, at 0, from the start), and the edges
         that catch what escapes a callback (sipd/boundary.py). Needs the running loop."""
-        self.stats = s = self.state.stats
+        s = self.state.stats
         self.c_rcv_requests = s.counter("core:rcv_requests")
         self.c_rcv_replies = s.counter("core:rcv_replies")
         self.c_fwd_replies = s.counter("core:fwd_replies")
@@ -128,9 +128,6 @@ class Endpoint:
     def owns(self, aor: str) -> bool:
         """False for an AOR another process owns (it persists it; this one holds a copy)."""
         return self.routing.owns(aor)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.stats.counter(name).inc(n)
 
     def calls_pending(self) -> bool:
         return self.proxy is not None and any(not c.final_sent for c in self.proxy.contexts.values())

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from .. import eventloop
 from .. import logging as sipd_logging
 from ..config import Config
 from ..errors import StartupError
@@ -28,11 +29,6 @@ from ..readiness import check_listeners
 from ..transport.base import BindError
 from ..transport.preflight import check_listen_free
 from .app import App
-
-try:
-    import uvloop  # type: ignore[import-not-found]
-except ImportError:  # optional: asyncio's own loop serves, a little slower
-    uvloop = None
 
 logger = logging.getLogger("sipd")
 
@@ -49,10 +45,9 @@ def run(config: Config) -> int:
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop when it is installed (the faster loop), else on asyncio's."""
-    runner: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run if uvloop is not None else asyncio.run
+    """Run a process's ``serve()`` on sipd's event loop (sipd/eventloop.py); Ctrl-C is exit 130."""
     try:
-        return runner(main)
+        return eventloop.run(main)
     except KeyboardInterrupt:
         return 130
 
