@@ -38,4 +38,4 @@ def test_facts_the_dead_writer_had_not_confirmed_go_to_the_new_one(tmp_path):
     assert [r["callid"] for r in query(d.db_url, "SELECT callid FROM cdrs ORDER BY id")] == ["before", "held", "after"]
     acc = [(r["callid"], r["method"]) for r in query(d.db_url, "SELECT callid, method FROM acc WHERE callid = 'held'")]
     assert acc == [("held", "INVITE"), ("held", "BYE")]
-    assert "facts it had not confirmed go to the new one" in d.log()
+    assert "facts it had not confirmed go to the new one" in d.log_text()
