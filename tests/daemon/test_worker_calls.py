@@ -20,6 +20,7 @@ import pytest
 
 from sipd.sip.parser import parse_message
 from sipd.daemon.workers.affinity import branch_mark, call_id_of, calls_stay_in_main, owner_of_call
+from sipd.daemon.workers.process import worker_config
 from sipd.config import Config
 from tests.daemon.harness import DOMAIN, UA
 from tests.daemon.test_proxy import SDP, ack_and_bye, invite
@@ -72,6 +73,16 @@ def test_raw_call_id_is_the_parsed_one_on_the_torture_corpus():
 def test_branch_mark_reads_the_top_via_only(via, mark):
     data = f"SIP/2.0 200 OK\r\n{via}\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n".encode()
     assert branch_mark(data) == mark
+
+
+def test_a_worker_derives_its_own_configuration():
+    """A worker's configuration is main's with presence off (SUBSCRIBE and PUBLISH are main's),
+    a new object: main's is not edited."""
+    main = Config()
+    worker = worker_config(main)
+    assert main.presence.enabled and not worker.presence.enabled
+    assert worker is not main and worker.presence is not main.presence
+    assert worker.server == main.server and worker.location == main.location
 
 
 def test_per_call_state_outside_events_keeps_calls_in_main():
