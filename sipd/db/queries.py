@@ -21,6 +21,17 @@ LOCATION_COLUMNS = (
 )
 
 
+def location_ruid(username: str, domain: str | None, contact: str, instance: str | None = None,
+                  reg_id: int | None = None) -> str:
+    """The ``location.ruid`` of a binding: what identifies it within its AOR (its +sip.instance
+    and reg-id when it has an instance, else its contact URI), with the AOR, as 64 hex digits."""
+    import hashlib
+
+    aor = f"{username}@{(domain or '').lower()}"
+    key = f"i\0{aor}\0{instance}\0{int(reg_id or 0)}" if instance else f"c\0{aor}\0{contact}"
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def load_domains(db: Database) -> set[str]:
     """All local domains (lowercase)."""
     return {r["domain"].lower() for r in db.query("SELECT domain FROM domain")}
@@ -70,6 +81,8 @@ def upsert_location(db: Database, row: Mapping[str, Any]) -> int:
     if unknown:
         raise ValueError(f"unknown location columns: {', '.join(sorted(unknown))}")
     data.setdefault("last_modified", _now_text())
+    data["ruid"] = location_ruid(data["username"], data["domain"], data["contact"], data.get("sip_instance"),
+                                 data.get("reg_id"))
     key = (data["username"], data["domain"], data["contact"])
 
     def upsert(db: Database) -> int:

@@ -9,6 +9,9 @@ Deliberate differences from OpenSIPS, each for a reason:
 - ``dialplan.match_exp``/``subst_exp``/``repl_exp`` are CHAR(255), not 64/64/32: real rules with a
   domain in them do not fit in 32 characters (the report's repl_exp is 19, its match_exp 49).
 - ``location.reg_id`` (RFC 5626 outbound) is kept as a column instead of inside ``kv_store``.
+- ``location.ruid`` is a digest of the binding (OpenSIPS 2.2's unique key of that name, absent from
+  3.x), unique; nullable, so rows written without it (by other tools) never collide. A database from
+  before it gets it from ``migrate`` (``add_location_ruid``) with the table version kept.
 - ``acc``/``missed_calls`` carry ``caller``/``callee`` URIs, which OpenSIPS operators always add by
   hand (``extra_fields``).
 
@@ -169,7 +172,11 @@ TABLES: tuple[Table, ...] = (
         C("socket", "char(64)", nullable=True), C("methods", "int", nullable=True),
         C("sip_instance", "char(255)", nullable=True), C("kv_store", "text", nullable=True),
         C("attr", "char(255)", nullable=True), C("reg_id", "uint"),
-    ), (Index("account_idx", ("username", "domain")),)),
+        # the binding's key (queries.location_ruid: a digest of its AOR and contact, or of its
+        # +sip.instance and reg-id), unique so that two nodes storing the same new binding at
+        # once store one row: the second to commit loses and is run again (OpenSIPS 2.2's ruid)
+        C("ruid", "char(64)", nullable=True),
+    ), (Index("account_idx", ("username", "domain")), Index("ruid_idx", ("ruid",), unique=True))),
     Table("dialplan", 5, (
         C("id", "serial"), C("dpid", "int", default=None), C("pr", "int"),
         C("match_op", "int", default=None), C("match_exp", "char(255)", default=None),
@@ -406,7 +413,65 @@ def migrate(db: Database, migrations: dict[str, list[Migration]] | None = None) 
             version = step.to_version
         if start != version:
             done.append((st.name, f"migrated {start} -> {version}"))
-    return done + make_galera_ready(db)
+    return done + add_location_ruid(db) + make_galera_ready(db)
+
+
+def _location_has(db: Database) -> tuple[bool, bool]:
+    """Whether ``location`` has the ruid column, and its unique index."""
+    if db.dialect == "sqlite":
+        columns = {r["name"] for r in db.query("PRAGMA table_info(location)")}
+        indexes = {r["name"] for r in db.query("PRAGMA index_list(location)")}
+        return "ruid" in columns, "location_ruid_idx" in indexes
+    columns = {r["name"] for r in db.query(
+        "SELECT column_name AS name FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() AND table_name = 'location'")}
+    indexes = {r["name"] for r in db.query(
+        "SELECT index_name AS name FROM information_schema.statistics "
+        "WHERE table_schema = DATABASE() AND table_name = 'location'")}
+    return "ruid" in columns, "ruid_idx" in indexes
+
+
+def has_location_ruid(db: Database) -> bool:
+    """``location`` has its ruid column (the daemon then writes it); True without the table."""
+    return "location" not in db.tables() or _location_has(db)[0]
+
+
+def add_location_ruid(db: Database) -> list[tuple[str, str]]:
+    """Give a ``location`` table from before it the ruid column and its unique key, keeping the
+    data: every row gets its ruid, and of rows with the same one (a binding stored twice) only
+    the newest is kept. Part of ``migrate``; does nothing when both are there. Safe to run again
+    after an interruption (MySQL commits each ALTER on its own)."""
+    from .queries import location_ruid
+
+    if "location" not in db.tables():
+        return []
+    has_column, has_index = _location_has(db)
+    if has_column and has_index:
+        return []
+    if not has_column:
+        db.execute(f"ALTER TABLE location ADD COLUMN {BY_NAME['location'].columns[-1].ddl(db.dialect)}")
+    rows = db.query("SELECT contact_id, username, domain, contact, sip_instance, reg_id FROM location "
+                    "ORDER BY contact_id DESC")
+    keep: dict[str, int] = {}
+    older: list[tuple[int]] = []
+    for r in rows:
+        ruid = location_ruid(r["username"], r["domain"], r["contact"], r["sip_instance"], r["reg_id"])
+        if ruid in keep:
+            older.append((r["contact_id"],))
+        else:
+            keep[ruid] = r["contact_id"]
+
+    def fill(db: Database) -> None:
+        if older:
+            db.executemany("DELETE FROM location WHERE contact_id = ?", older)
+        db.executemany("UPDATE location SET ruid = ? WHERE contact_id = ?", list(keep.items()))
+
+    db.run_transaction(fill)
+    if db.dialect == "sqlite":
+        db.execute("CREATE UNIQUE INDEX IF NOT EXISTS `location_ruid_idx` ON `location` (`ruid`)")
+    else:
+        db.execute("ALTER TABLE location ADD UNIQUE KEY `ruid_idx` (`ruid`)")
+    return [("location", "ruid unique key added" + (f", {len(older)} duplicate rows removed" if older else ""))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ..db.queries import location_ruid
 from .dialplan import rule_from_row
 from .location import Contact
 
@@ -26,9 +27,16 @@ logger = logging.getLogger(__name__)
 _INSERT_COLUMNS = (
     "username", "domain", "contact", "received", "path", "expires", "q", "callid", "cseq",
     "last_modified", "flags", "cflags", "user_agent", "socket", "methods", "sip_instance",
-    "kv_store", "reg_id",
+    "kv_store", "reg_id", "ruid",
 )
-_INSERT_SQL = f"INSERT INTO location ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+
+
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO location ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_INSERT_SQL = _insert_sql(_INSERT_COLUMNS)
+_INSERT_SQL_NO_RUID = _insert_sql(_INSERT_COLUMNS[:-1])  # a location table from before its ruid
 
 
 def contact_row(aor: str, c: Contact) -> tuple:
@@ -38,6 +46,7 @@ def contact_row(aor: str, c: Contact) -> tuple:
         user, domain, c.uri, c.received, c.path, int(c.expires), -1.0 if c.q is None else c.q,
         c.call_id, c.cseq, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.last_modified or time.time())),
         c.flags, c.cflags, c.user_agent, c.socket, c.methods, c.instance, kv, c.reg_id or 0,
+        location_ruid(user, domain, c.uri, c.instance, c.reg_id),
     )
 
 
@@ -72,6 +81,7 @@ class Store:
         self._writer: asyncio.Task | None = None
         self.commits = 0
         self.failures = 0
+        self.ruid = True  # the location table has its ruid column (written, so each binding is stored once)
 
     async def call(self, fn, *args):
         loop = asyncio.get_running_loop()
@@ -86,6 +96,22 @@ class Store:
 
         self.db = await self.call(lambda: connect(self.url, timeout=self.timeout))
         await self.call(queries.check_writable, self.db)
+        self.ruid = await self.call(self._location_ruid)
+
+    def _location_ruid(self) -> bool:
+        """Whether location rows get their ruid. SQLite's table gets the column at start (sipd
+        creates that schema itself); a MySQL table from before it is written as before, with a
+        warning, until ``sipctl db migrate`` adds it."""
+        from ..db import schema
+
+        assert self.db is not None
+        if self.db.dialect == "sqlite" and "location" in self.db.tables():
+            schema.add_location_ruid(self.db)
+        if schema.has_location_ruid(self.db):
+            return True
+        logger.warning("the location table has no ruid column: two nodes storing one new binding at once may "
+                       "store it twice; run `sipctl db migrate`")
+        return False
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -175,13 +201,16 @@ class Store:
     def _write_batch(self, batch: dict[str, list[Contact]]) -> None:
         assert self.db is not None
         rows = {aor: [contact_row(aor, c) for c in contacts] for aor, contacts in batch.items()}
+        insert = _INSERT_SQL if self.ruid else _INSERT_SQL_NO_RUID
+        if not self.ruid:
+            rows = {aor: [row[:-1] for row in aor_rows] for aor, aor_rows in rows.items()}
 
         def write(db: Database) -> None:
             for aor, aor_rows in rows.items():
                 user, _, domain = aor.rpartition("@")
                 db.execute("DELETE FROM location WHERE username = ? AND domain = ?", (user, domain))
                 if aor_rows:
-                    db.executemany(_INSERT_SQL, aor_rows)
+                    db.executemany(insert, aor_rows)
 
         # run again whole if another node's write of the same AOR wins (Galera); SQLite never loses one
         self.db.run_transaction(write)
