@@ -506,6 +506,9 @@ def galera_problems(db: Database) -> list[GaleraProblem]:
             problems.append(GaleraProblem(r["name"], "engine", f"engine {r['engine']}, not InnoDB"))
         if not int(r["pk"]):
             problems.append(GaleraProblem(r["name"], "primary key", "no primary key"))
+    if any(r["name"] == "location" for r in rows) and not all(_location_has(db)):
+        problems.append(GaleraProblem("location", "unique key",
+                                      "no ruid unique key (two nodes may store one registration twice)"))
     return problems
 
 
@@ -524,7 +527,7 @@ def make_galera_ready(db: Database) -> list[tuple[str, str]]:
         if problem.kind == "engine":
             db.execute(f"ALTER TABLE `{table.name}` ENGINE=InnoDB")
             done.append((table.name, "converted to InnoDB"))
-        elif primary_key(table):
+        elif problem.kind == "primary key" and primary_key(table):  # the ruid key: add_location_ruid
             cols = ", ".join(f"`{c}`" for c in primary_key(table))
             db.execute(f"ALTER TABLE `{table.name}` ADD PRIMARY KEY ({cols})")
             done.append((table.name, f"primary key added ({', '.join(primary_key(table))})"))

@@ -10,7 +10,7 @@ import logging
 import time
 
 import pytest
-from dbfixtures import backend, cli, db_url, empty_db_url, mysql_scratch  # noqa: F401
+from dbfixtures import backend, cli, db_url, empty_db_url, mysql_db_url, mysql_scratch  # noqa: F401
 
 from sipd.db import connect, schema
 from sipd.db.errors import DbIntegrityError
@@ -111,3 +111,20 @@ def test_the_daemon_store_on_an_older_table(db_url, backend, caplog):
     else:
         assert not wrote_ruid and "ruid" not in rows[0]
         assert "run `sipctl db migrate`" in caplog.text
+
+
+@pytest.mark.mysql
+def test_db_status_says_an_older_location_table_is_not_galera_ready(mysql_db_url, tmp_path):
+    from dbfixtures import Cli, write_config
+
+    from sipctl.errors import ExitStatus
+
+    cli = Cli(write_config(tmp_path / "sipd.toml", mysql_db_url))
+    assert cli("db", "status", "--json").json["galera_ready"] is True
+    with connect(mysql_db_url) as db:
+        _make_old(db)
+    r = cli("db", "status")
+    assert r.code == ExitStatus.ERROR and "Galera-ready: no (location: no ruid unique key" in r.out, r.out + r.err
+    assert "sipctl db migrate" in r.err
+    assert cli("db", "migrate").code == 0
+    assert cli("db", "status").code == 0
