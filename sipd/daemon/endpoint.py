@@ -4,8 +4,8 @@ The receive path, top to bottom: a transport calls ``datagram_received`` (UDP) o
 ``message_received`` (TCP/TLS) -> the cheap checks before parsing (bans, size, the overload gate,
 the routing strategy's hand-over to another process) -> a response or an in-transaction request
 goes to the transaction layer, a request that starts something takes the stateless path
-(``stateless_path.py``) -> ``_process`` drains the layer's events and dispatches each by its type
--> ``_on_request`` runs the pipeline -> ``_apply`` carries out its decision (reply, forward, defer,
+(``stateless_path.py``) -> ``process_events`` drains the layer's events and dispatches each by its type
+-> ``handle_request`` runs the pipeline -> ``_apply`` carries out its decision (reply, forward, defer,
 drop) -> ``transmit`` drains ``messages_to_send`` to the transports and re-arms the one layer timer
 (aioquic style).
 
@@ -163,7 +163,7 @@ class Endpoint:
             return  # another process handles it (its AOR, its call)
         if data[:4] == b"SIP/":
             self.layer.receive_datagram(data, addr, now)
-            self._process(now)
+            self.process_events(now)
         else:
             stateless_path.receive(self, data, addr, now)
 
@@ -178,7 +178,7 @@ class Endpoint:
         if stateless_path.receive_stream(self, msg, addr, now):
             return
         self.layer.receive_message(msg, addr, now)
-        self._process(now)
+        self.process_events(now)
 
     def connection_allowed(self, host: str) -> bool:
         return security.connection_allowed(self.state, host, self.loop.time())
@@ -187,7 +187,8 @@ class Endpoint:
         self.c_bad_msg.inc()
         logger.info("closing %s: unparsable stream (%s)", describe(addr), exc)
 
-    def _process(self, now: float) -> None:
+    def process_events(self, now: float) -> None:
+        """Hand every event the transaction layer has produced to its handler, then transmit."""
         layer = self.layer
         while True:
             ev = layer.next_event()
@@ -213,7 +214,7 @@ class Endpoint:
         self.c_rcv_requests.inc()
         if ev.tx_key is not None:
             self.c_uas.inc()
-        self._on_request(ev.request, ev.source, ev.tx_key, now)
+        self.handle_request(ev.request, ev.source, ev.tx_key, now)
 
     def _on_response_received(self, ev: ResponseReceived, now: float) -> None:
         self.c_rcv_replies.inc()
@@ -239,7 +240,9 @@ class Endpoint:
         self.reply(ev.request, True, 200 if found else 481, None if found else "Call/Transaction Does Not Exist",
                    quiet=found, why="no such transaction", source=ev.source)
 
-    def _on_request(self, request: Any, source: tuple, tx_key: Any, now: float, sl_key: Any = None) -> None:
+    def handle_request(self, request: Any, source: tuple, tx_key: Any, now: float, sl_key: Any = None) -> None:
+        """Run one request through the pipeline and carry out its decision. ``tx_key``: its server
+        transaction, or None on the stateless path, where ``sl_key`` names it for retransmissions."""
         ctx = Context(request, source, self.state, now, time.time(), tx_key)
         if sl_key is not None:
             ctx.extra["sl_key"] = sl_key
@@ -308,7 +311,7 @@ class Endpoint:
         layer = self.layer
         now = self.loop.time()
         for out in layer.messages_to_send(now):
-            self._send(out.data, out.dest)
+            self.send_bytes(out.data, out.dest)
         when = layer.get_timer()
         if when is None:
             if self._timer is not None:
@@ -326,7 +329,8 @@ class Endpoint:
             self._timer_at = when
             self._timer = self.loop.call_at(when, self._on_timer)
 
-    def _send(self, data: bytes, dest: tuple) -> None:
+    def send_bytes(self, data: bytes, dest: tuple) -> None:
+        """Send bytes the endpoint built itself (not through a transaction): traced like the rest."""
         if self.routing.copy_sent:
             self.routing.sent(data, dest)  # a traced worker: main shows what it sends
         if self.trace_on or self.tracer.active:
@@ -350,7 +354,7 @@ class Endpoint:
             now = at
         try:
             self.layer.handle_timer(now)
-            self._process(now)
+            self.process_events(now)
         except Exception as exc:  # noqa: BLE001 - the timer must be armed again whatever happened
             self.boundary.caught("timer", exc, None, "transaction timer")
             self.transmit()
@@ -428,7 +432,7 @@ class Endpoint:
             data = resp.to_bytes()
             if status >= 200:
                 stateless_path.remember(self, sl_key, status, data, now)
-            self._send(data, source)
+            self.send_bytes(data, source)
         elif tx_key is not None:  # True: "the layer has one" (CANCEL), matched by Via/CSeq
             self.layer.send_response(resp, now, tx_key if isinstance(tx_key, tuple) else None)
         else:

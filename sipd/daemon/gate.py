@@ -73,7 +73,7 @@ def shed(endpoint: Any, data: bytes, addr: tuple) -> None:
             return
         resp = make_response(req, 503, "Service Unavailable", to_tag=endpoint.to_tag(),
                              headers=[("Retry-After", str(endpoint.config.overload.retry_after))])
-        endpoint._send(resp.to_bytes(), addr)
+        endpoint.send_bytes(resp.to_bytes(), addr)
         gate.shed_503 += 1
         gate.c_shed_503.inc()
     except (RemoteProtocolError, ValueError):

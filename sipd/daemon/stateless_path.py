@@ -47,25 +47,25 @@ def receive(endpoint: Endpoint, data: bytes, addr: tuple, now: float) -> None:
         sent = endpoint.refusals.get(key)
     if sent is not None:
         if sent:
-            endpoint._send(sent, addr)
+            endpoint.send_bytes(sent, addr)
         return
     layer = endpoint.layer
     try:
         req = parse_message(data)
         if isinstance(req, Response):  # after leading CRLFs (RFC 3261 §7.5): a response all the same
             layer.receive_datagram(data, addr, now)
-            endpoint._process(now)
+            endpoint.process_events(now)
             return
         if req.method != "REGISTER" and (req.method in ("ACK", "CANCEL") or layer.match(req) is not None):
             layer.receive_message(req, addr, now)  # the transaction layer's: matched or absorbed there
-            endpoint._process(now)
+            endpoint.process_events(now)
             return
     except RemoteProtocolError as exc:
         layer.reject(exc, addr)
-        endpoint._process(now)
+        endpoint.process_events(now)
         return
     endpoint.c_rcv_requests.inc()
-    endpoint._on_request(req, addr, None, now, sl_key=key)
+    endpoint.handle_request(req, addr, None, now, sl_key=key)
     if layer.has_output():  # answered statelessly as a rule; a forwarded request has a transaction
         endpoint.transmit()
 
@@ -79,7 +79,7 @@ def receive_stream(endpoint: Endpoint, msg: Any, addr: tuple, now: float) -> boo
     if isinstance(msg, Response) or msg.method in ("ACK", "CANCEL") or endpoint.layer.match(msg) is not None:
         return False
     endpoint.c_rcv_requests.inc()
-    endpoint._on_request(msg, addr, None, now, sl_key=(STREAM, id(msg)))
+    endpoint.handle_request(msg, addr, None, now, sl_key=(STREAM, id(msg)))
     if endpoint.layer.has_output():
         endpoint.transmit()
     return True

@@ -7,7 +7,8 @@ hold only JSON types so a record can go to the spool file unchanged (sipd/servic
 Times are wall-clock unix seconds (floats) everywhere; they are written as local
 ``YYYY-MM-DD HH:MM:SS`` DATETIME text, as the rest of the schema does.
 
-CDR fields (table ``cdrs``), and the rules that fix OpenSIPS's complaints (reference §8.14):
+CDR fields (table ``cdrs``), and the rules that spare the operator the gaps of OpenSIPS's CDRs
+(times lost over a restart, failed calls without a setup time, columns that vary by outcome):
 - ``start_time`` is when the INVITE was forwarded, ``answer_time`` when the 2xx was relayed,
   ``end_time`` when the call ended (BYE seen, timeout, MI end, or the final failure response).
 - ``setup_time`` = answer (or final failure) - start: a failed call has its setup time too.

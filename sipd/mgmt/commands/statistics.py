@@ -1,4 +1,4 @@
-"""get_statistics, list_statistics, reset_statistics (OpenSIPS shapes, reference §3)."""
+"""get_statistics, list_statistics, reset_statistics (the shapes of OpenSIPS's MI commands of those names)."""
 
 from __future__ import annotations
 
