@@ -64,7 +64,7 @@ class App:
         endpoint.resolver = endpoint.hop.resolver = SipResolver(config)
         endpoint.layer = TransactionLayer(LayerConfig(
             branch_factory=endpoint.branch, tag_factory=endpoint.to_tag, stateless_prefix=endpoint.mark,
-            on_stateless_ack=endpoint.sl.ack_absorbed))
+            on_stateless_ack=endpoint.sl.ack_absorbed, stateless_requests=True))
         endpoint.proxy = Proxy(self.state, scheduler=endpoint, replier=endpoint, transactions=endpoint.layer,
                                upstream=endpoint, listeners=endpoint, hop=endpoint, destinations=endpoint,
                                transmitter=endpoint)

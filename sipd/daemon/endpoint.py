@@ -2,9 +2,10 @@
 
 The receive path, top to bottom: a transport calls ``datagram_received`` (UDP) or
 ``message_received`` (TCP/TLS) -> the cheap checks before parsing (bans, size, the overload gate,
-the routing strategy's hand-over to another process) -> a response or an in-transaction request
-goes to the transaction layer, a request that starts something takes the stateless path
-(``stateless_path.py``) -> ``process_events`` drains the layer's events and dispatches each by its type
+the routing strategy's hand-over to another process) -> every message goes to the transaction
+layer (``sipd/sip/layer.py``), which matches it to a transaction or, for a request that starts
+something, passes it up without one (its stateless requests: answered statelessly unless it is
+forwarded) -> ``process_events`` drains the layer's events and dispatches each by its type
 -> ``handle_request`` runs the pipeline -> ``_apply`` carries out its decision (reply, forward, defer,
 drop) -> ``transmit`` drains ``messages_to_send`` to the transports and re-arms the one layer timer
 (aioquic style).
@@ -36,7 +37,6 @@ from ..sip.message import make_response
 from ..sip.stateless import stateless_tag
 from ..sl_stats import StatelessReplyStats
 from ..state import CallEvent, ServerState
-from . import stateless_path
 from .gate import shed
 from .hop import OurHop
 from .workers.routing import NoWorkers
@@ -71,7 +71,6 @@ class Endpoint:
         self.self_sockets = state.myself.sockets
         self.should_exit = False  # set by the lifecycle: long-running services stop rescheduling
         self.tasks: set[asyncio.Task] = set()  # waited for (briefly) and cancelled at shutdown
-        self.replies, self.refusals = stateless_path.caches()  # stateless answers, for retransmissions
         self.local_uac: dict[Any, Any] = {}  # tx_key -> callback(event): requests the server sends itself (NOTIFY)
         self.mark = os.urandom(4).hex()  # in our branches and tags: which process a response belongs to
         self._tags = itertools.count(1)
@@ -161,11 +160,8 @@ class Endpoint:
             return
         if not owned and self.routing.route_datagram(data, addr):
             return  # another process handles it (its AOR, its call)
-        if data[:4] == b"SIP/":
-            self.layer.receive_datagram(data, addr, now)
-            self.process_events(now)
-        else:
-            stateless_path.receive(self, data, addr, now)
+        self.layer.receive_datagram(data, addr, now)
+        self.process_events(now)
 
     def message_received(self, msg: Any, addr: tuple) -> None:
         now = self.loop.time()
@@ -175,8 +171,6 @@ class Endpoint:
         if self.tracer.active:
             self.tracer.emit("in", addr, msg.to_bytes())
         self.routing.stream_message(msg)
-        if stateless_path.receive_stream(self, msg, addr, now):
-            return
         self.layer.receive_message(msg, addr, now)
         self.process_events(now)
 
@@ -214,7 +208,7 @@ class Endpoint:
         self.c_rcv_requests.inc()
         if ev.tx_key is not None:
             self.c_uas.inc()
-        self.handle_request(ev.request, ev.source, ev.tx_key, now)
+        self.handle_request(ev.request, ev.source, ev.tx_key, now, ev.sl_key)
 
     def _on_response_received(self, ev: ResponseReceived, now: float) -> None:
         self.c_rcv_replies.inc()
@@ -267,18 +261,35 @@ class Endpoint:
         elif isinstance(decision, Forward):
             if not self.routing.forward_here(ctx, decision):
                 return  # handed to the process that can send it
-            if not decision.stateless and not stateless_path.adopt(self, ctx):
+            if not decision.stateless and not self._adopt(ctx):
                 return  # a retransmission of it got its transaction first
             self._log_forward(ctx, decision)
             self.proxy.forward(req, ctx.source, ctx.tx_key, decision, self.loop.time(), decision.why)
         elif isinstance(decision, Defer):
-            stateless_path.pending(self, ctx)  # its retransmissions wait for the answer
+            sl_key = ctx.extra.get("sl_key")
+            if sl_key is not None:
+                self.layer.mark_pending(sl_key, ctx.now)  # its retransmissions wait for the answer
             self.spawn(self._deferred(ctx, decision))
         elif isinstance(decision, Elsewhere):
             self.hand_back(ctx, decision.why)
         elif isinstance(decision, Drop):
             self.c_drop_requests.inc()
             logger.debug("%s %s from %s dropped: %s", req.method, req.uri_text, describe(ctx.source), decision.why)
+
+    def _adopt(self, ctx: Context) -> bool:
+        """A request handled statelessly so far will be forwarded: give it its server transaction
+        (a REGISTER stays stateless: a routing hook that forwards one does so statelessly). False
+        when a retransmission of it already has one (that transaction answers it)."""
+        sl_key = ctx.extra.get("sl_key")
+        if sl_key is None or ctx.request.method == "REGISTER":
+            return True
+        tx_key = self.layer.adopt(ctx.request, ctx.source, sl_key)
+        if tx_key is None:
+            return False
+        del ctx.extra["sl_key"]
+        ctx.tx_key = tx_key
+        self.c_uas.inc()
+        return True
 
     def hand_back(self, ctx: Context, why: str) -> None:
         """A request this process cannot serve: the routing hands it to the process that can (a
@@ -429,10 +440,7 @@ class Endpoint:
         if not quiet:  # before the answer leaves: whoever got it finds the line
             self._log_reply(request, source, status, why)
         if sl_key is not None and source is not None:  # stateless: back where it came from (RFC 3581)
-            data = resp.to_bytes()
-            if status >= 200:
-                stateless_path.remember(self, sl_key, status, data, now)
-            self.send_bytes(data, source)
+            self.layer.send_stateless_reply(sl_key, status, resp.to_bytes(), source, now)
         elif tx_key is not None:  # True: "the layer has one" (CANCEL), matched by Via/CSeq
             self.layer.send_response(resp, now, tx_key if isinstance(tx_key, tuple) else None)
         else:

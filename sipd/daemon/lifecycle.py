@@ -152,8 +152,7 @@ class Server:
         if now - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = now
             endpoint.transports.sweep(now)
-            endpoint.replies.expire(now)  # also when no request comes to push them out
-            endpoint.refusals.expire(now)
+            endpoint.layer.expire_stateless(now)
             if state.bans is not None:
                 state.bans.housekeeping(now)  # expired bans, idle flood counters
         endpoint.routing.tick()

@@ -18,6 +18,19 @@ Matching (RFC 3261 §17.1.3, §17.2.3):
 
 Responses from server transactions go back to the address the request came from (RFC 3581
 symmetric response routing; on TCP/TLS the same connection), which is what NATed endpoints need.
+
+Stateless requests (``LayerConfig.stateless_requests``, what a proxy under attack wants, as
+Kamailio's ``sl_send_reply``/``www_challenge``): a request that starts something -- not an ACK, a
+CANCEL or a retransmission of a request we keep a transaction for -- is passed up *without* a
+server transaction, with ``RequestReceived.sl_key`` naming it for its retransmissions. It is then
+either answered statelessly (``send_stateless_reply``: nothing stays behind but the bytes of a
+final answer worth replaying, so a flood of refused or challenged requests costs CPU only, never
+memory or timers), or given its transaction when it will be forwarded (``adopt``). A REGISTER is
+answered statelessly whatever the answer (RFC 3261 §17 lets a UAS answer a non-INVITE without a
+transaction; OpenSIPS's ``save()`` does): its retransmission is answered from the kept 2xx, so the
+registrar and the nonce counter see each REGISTER once. A retransmission that arrives while the
+request is still being decided (``mark_pending``) is ignored; one after a refusal is answered from
+a small cache of refusals (under a flood they are recomputed rather than kept).
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ from .errors import LocalProtocolError, RemoteProtocolError, TransactionError
 from .header_fields import Headers
 from .message import Request, Response, make_response
 from .parser import parse_message
-from .stateless import is_stateless_tag, stateless_tag
+from .stateless import ReplyCache, is_stateless_tag, stateless_tag
 from .transaction import (
     INITIAL_TIMERS,
     TIMER_INPUT,
@@ -51,6 +64,7 @@ TxKey = tuple[Any, ...]
 
 RELIABLE = frozenset({"tcp", "tls", "sctp", "ws", "wss"})
 MAGIC_COOKIE = "z9hG4bK"
+STREAM = "stream"  # first item of the stateless key of a request read from a TCP/TLS connection
 
 
 def _default_factory() -> str:
@@ -69,6 +83,11 @@ class LayerConfig:
     stateless_prefix: str | None = None
     # called for each ACK absorbed that way (the daemon counts them as sl:received_ACKs)
     on_stateless_ack: Callable[[], None] | None = None
+    # requests that start something are passed up without a server transaction (module docstring)
+    stateless_requests: bool = False
+    reply_ttl: float = 32.0  # seconds a stateless final answer is kept for retransmissions (64*T1, as Timer J)
+    reply_cache_size: int = 65536  # ... at most this many accepted requests' answers (oldest dropped first)
+    refusal_cache_size: int = 1024  # ... and refusals (a flood's answers: kept few, recomputed when gone)
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -78,7 +97,8 @@ class LayerConfig:
 class RequestReceived:
     request: Request
     source: Address
-    tx_key: TxKey | None  # None: ACK for a 2xx (or unmatched ACK): no transaction
+    tx_key: TxKey | None  # None: ACK for a 2xx (or unmatched ACK), or a stateless request: no transaction
+    sl_key: Any = None  # a stateless request's key (for send_stateless_reply, mark_pending, adopt)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +180,9 @@ class TransactionLayer:
         self._out: list[Outgoing] = []
         self._heap: list[tuple[float, int, TxKey, str]] = []
         self._seq = 0
+        cfg = self.config
+        self.replies = ReplyCache(cfg.reply_ttl, cfg.reply_cache_size)  # stateless 2xx (and in-progress marks)
+        self.refusals = ReplyCache(cfg.reply_ttl, cfg.refusal_cache_size)  # stateless answers >= 300
 
     # -- introspection ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -212,12 +235,27 @@ class TransactionLayer:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         if not data.strip(b"\r\n"):
             return  # CRLF keep-alive (RFC 5626 §3.5.1 / §4.4.1)
+        key = None
+        if self.config.stateless_requests and data[:4] != b"SIP/":
+            key = (hash(data), addr[1], addr[2])  # SipHash, randomised per process: no crafted collisions
+            sent = self.replies.get(key)
+            if sent is None:
+                sent = self.refusals.get(key)
+            if sent is not None:  # a retransmission of a request answered statelessly
+                if sent:  # (empty: still being decided)
+                    self._out.append(Outgoing(sent, addr))
+                return
         try:
             msg = parse_message(data)
         except RemoteProtocolError as e:
             self.reject(e, addr)
             return
-        self.receive_message(msg, addr, now)
+        if isinstance(msg, Response):  # also one after leading CRLFs (RFC 3261 §7.5)
+            self._on_response(msg, now)
+        elif key is not None:
+            self._on_request_stateless(msg, addr, now, key)
+        else:
+            self._on_request(msg, addr, now)
 
     def reject(self, error: RemoteProtocolError, addr: Address) -> None:
         """Queue the stateless error reply for a message that failed to parse (if possible).
@@ -238,10 +276,43 @@ class TransactionLayer:
         self._events.append(MessageRejected(source=addr, status=status, reason=str(error)))
 
     def receive_message(self, msg: Request | Response, addr: Address, now: float) -> None:
+        """A message framed from a TCP/TLS connection (or parsed by the caller)."""
         if isinstance(msg, Response):
             self._on_response(msg, now)
+        elif self.config.stateless_requests:
+            self._on_request_stateless(msg, addr, now, (STREAM, id(msg)))
         else:
             self._on_request(msg, addr, now)
+
+    def _on_request_stateless(self, req: Request, addr: Address, now: float, sl_key: Any) -> None:
+        method = req.method
+        if method != "REGISTER" and (method == "ACK" or method == "CANCEL" or self.match(req) is not None):
+            self._on_request(req, addr, now)  # matched or absorbed by a transaction, as ever
+        else:
+            self._events.append(RequestReceived(request=req, source=addr, tx_key=None, sl_key=sl_key))
+
+    def send_stateless_reply(self, sl_key: Any, status: int, data: bytes, dest: Address, now: float) -> None:
+        """Send the answer to a request passed up without a transaction, and keep a final one for
+        its retransmissions: a 2xx among the replies, a refusal among the refusals. Over TCP/TLS
+        nothing is retransmitted, so nothing is kept."""
+        if status >= 200 and sl_key[0] is not STREAM:
+            if status < 300:
+                self.replies.put(sl_key, data, now)
+            else:
+                self.replies.discard(sl_key)  # an in-progress mark
+                self.refusals.put(sl_key, data, now)
+        self._out.append(Outgoing(data, dest))
+
+    def mark_pending(self, sl_key: Any, now: float) -> None:
+        """A stateless request waits for something slow (the database): its retransmissions are
+        ignored until it is answered."""
+        if sl_key[0] is not STREAM:
+            self.replies.put(sl_key, b"", now)
+
+    def expire_stateless(self, now: float) -> None:
+        """Forget stateless answers past their time (also when no request comes to push them out)."""
+        self.replies.expire(now)
+        self.refusals.expire(now)
 
     def _on_request(self, req: Request, addr: Address, now: float) -> None:
         method = req.method
@@ -293,14 +364,17 @@ class TransactionLayer:
         key = server_key(req, "INVITE" if req.method == "ACK" else req.method)
         return key if key in self._txs else None
 
-    def adopt(self, req: Request, addr: Address) -> TxKey | None:
-        """Create the server transaction of a request that was handled statelessly until now (it
-        was not given to ``receive_message``) and will now be answered through a transaction, as
-        a request that passed authentication and is forwarded. No event is emitted. Returns its
-        key, or None when a transaction for it exists already (a retransmission got there first)."""
+    def adopt(self, req: Request, addr: Address, sl_key: Any = None) -> TxKey | None:
+        """Create the server transaction of a request that was handled statelessly until now and
+        will now be answered through a transaction, as a request that passed authentication and
+        is forwarded (``sl_key``: its stateless key, whose in-progress mark goes). No event is
+        emitted. Returns its key, or None when a transaction for it exists already (a
+        retransmission got there first)."""
         method = req.method
         if method in ("ACK", "CANCEL"):
             raise LocalProtocolError(f"{method} is not adopted: give it to receive_message", None)
+        if sl_key is not None:
+            self.replies.discard(sl_key)
         key = server_key(req, method)
         if key in self._txs:
             return None
