@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.check_config:
         return check_config(args.config)
-    from . import config as cfg
-    from .validation import VALIDATORS
+    from .config import ConfigError
+    from .daemon.app import load_config
 
     try:
-        conf = cfg.load(args.config, validators=VALIDATORS)
-    except cfg.ConfigError as exc:
+        conf = load_config(args.config)
+    except ConfigError as exc:
         for problem in exc.problems:
             print(f"sipd: configuration: {problem}", file=sys.stderr)
         print("sipd: not started; run sipd --check-config for the full list", file=sys.stderr)

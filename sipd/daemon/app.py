@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from ..config import Config, parse_listen
+from ..config import Config, load, parse_listen
 from ..db import DbError, parse_url, schema
 from ..errors import StartupError
 from ..livetrace import start_tracing
@@ -29,6 +29,7 @@ from ..services.store import Store
 from ..sip.layer import LayerConfig, TransactionLayer
 from ..state import ServerState
 from ..tlsconf import TlsManager
+from ..validation import VALIDATORS
 from ..transport.manager import Transports
 from .. import reloading
 from .endpoint import Endpoint
@@ -38,6 +39,12 @@ from .workers.routing import MainRouting
 
 logger = logging.getLogger("sipd")
 
+
+
+def load_config(path: str | None) -> Config:
+    """The daemon's configuration: read, and checked by every feature's validator
+    (``sipd/validation.py``); ``ConfigError`` lists the problems."""
+    return load(path, validators=VALIDATORS)
 
 class App:
     def __init__(self, config: Config, routing: Any = None):
