@@ -24,6 +24,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..sip.layer import ResponseReceived, TransactionTerminated
 from .pipeline import Context, Decision, Defer, Reply, Stage, is_self
 from .presence_state import EVENT_PRESENCE, EVENTS, PresenceState, Subscription, aor_of
 
@@ -239,15 +240,15 @@ class PresenceService:
         self.c_notify.inc()
 
     def _on_notify_event(self, sub: Subscription, ev: Any, final: bool) -> None:
-        kind = type(ev).__name__
-        if kind == "ResponseReceived" and ev.response.status < 200:
+        answered = isinstance(ev, ResponseReceived)
+        if answered and ev.response.status < 200:
             return
         self.own_requests.unwatch(ev.tx_key)
-        if kind == "TransactionTerminated":
+        if isinstance(ev, TransactionTerminated):
             return
         if sub.inflight == ev.tx_key:
             sub.inflight = None
-        status = ev.response.status if kind == "ResponseReceived" else 408
+        status = ev.response.status if answered else 408  # else timed out
         if status >= 300:
             self.c_notify_failed.inc()
             if not final and self.engine.subs.get(sub.key) is sub:
