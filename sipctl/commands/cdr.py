@@ -20,7 +20,7 @@ Status = Annotated[Optional[str], typer.Option("--status", help="answered, misse
 
 @app.command("list")
 def list_(ctx: typer.Context, *, since: Since = None, until: Until = None, user: User = None, status: Status = None,
-          limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="At most this many rows.")] = None,
+          limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="The latest N rows (printed oldest first).")] = None,
           json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List CDRs: start time, setup time, duration, caller, callee, status and reason.
 

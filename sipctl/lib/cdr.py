@@ -72,26 +72,28 @@ def _clean(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def list_cdrs(env: Any, *, since: str | None = None, until: str | None = None, user: str | None = None,
               status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """CDRs, oldest first, filtered by start time, user (caller or callee substring) and status."""
+    """CDRs filtered by start time, user (caller or callee substring) and status: the latest
+    ``limit`` of them (as ``tail -n``: an operator asking for ten wants the last ten calls),
+    printed oldest first."""
     from .db import env_session
 
     where, params = _where("start_time", since, until, user, status)
-    sql = f"SELECT {', '.join(CDR_COLUMNS)} FROM cdrs{where} ORDER BY start_time, id"
+    sql = f"SELECT {', '.join(CDR_COLUMNS)} FROM cdrs{where} ORDER BY start_time DESC, id DESC"
     n = MAX_ROWS if limit is None else max(0, min(limit, MAX_ROWS))
     with env_session(env) as db:
-        return _clean(db.query(sql + f" LIMIT {n}", params))
+        return _clean(db.query(sql + f" LIMIT {n}", params))[::-1]
 
 
 def list_missed(env: Any, *, since: str | None = None, until: str | None = None, user: str | None = None,
                 limit: int | None = None) -> list[dict[str, Any]]:
-    """missed_calls rows, oldest first."""
+    """missed_calls rows: the latest ``limit``, printed oldest first (as ``list_cdrs``)."""
     from .db import env_session
 
     where, params = _where("time", since, until, user, None)
     n = MAX_ROWS if limit is None else max(0, min(limit, MAX_ROWS))
     with env_session(env) as db:
-        return _clean(db.query(f"SELECT {', '.join(MISSED_COLUMNS)} FROM missed_calls{where} ORDER BY time, id LIMIT {n}",
-                               params))
+        return _clean(db.query(f"SELECT {', '.join(MISSED_COLUMNS)} FROM missed_calls{where} "
+                               f"ORDER BY time DESC, id DESC LIMIT {n}", params))[::-1]
 
 
 def export(rows: list[dict[str, Any]], fmt: str) -> str:

@@ -72,6 +72,9 @@ def test_cdr_list_filters(env_url):
     got = [r["callid"] for r in cdrlib.list_cdrs(type("E", (), {"config": _conf(env_url)})(), since=since)]
     assert got == [r["callid"] for r in rows if r["start_time"] >= since]
     assert "c1" in run("missed", "list")
+    # --limit N: the latest N calls, printed oldest first (as tail -n)
+    assert [r["callid"] for r in json.loads(run("cdr", "list", "--limit", "2", "--json"))] == ["c1", "c2"]
+    assert [r["callid"] for r in json.loads(run("cdr", "list", "-n", "1", "--json"))] == ["c2"]
 
 
 def test_cdr_export_csv_and_file(env_url, tmp_path):
