@@ -20,7 +20,7 @@ from ..livetrace import start_tracing
 from ..mgmt import server as mgmt_server
 from ..mgmt.context import MgmtContext
 from ..privileges import PrivilegeError, drop, write_pid_file
-from ..services import accounting, cluster, nat, presence
+from ..services import accounting, cluster, nat, presence, security
 from ..services.auth import Authenticator, Credentials
 from ..services.proxy import Proxy
 from ..services.resolve import SipResolver
@@ -75,6 +75,7 @@ class App:
         endpoint.proxy = Proxy(self.state, scheduler=endpoint, replier=endpoint, transactions=endpoint.layer,
                                upstream=endpoint, listeners=endpoint, hop=endpoint, destinations=endpoint,
                                transmitter=endpoint)
+        security.setup(self.state)  # the ban tables, whose trusted networks the overload gate shares
         endpoint.gate = setup_gate(endpoint)
 
     def build_pipeline(self) -> None:

@@ -8,7 +8,6 @@ import struct
 from typing import Any
 
 from ..overload import PROBE_INTERVAL, PROBE_START, OverloadGate
-from ..services.antiflood import TrustedNetworks
 from ..sip.errors import RemoteProtocolError
 from ..sip.message import make_response
 from ..sip.parser import parse_message
@@ -19,10 +18,9 @@ SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: the socket's memory, SK
 def setup(endpoint: Any) -> OverloadGate:
     """Build the gate of one process, register its statistics and start its lag probe."""
     config = endpoint.config
-    # the operator's trusted networks, read from the configuration: the gate is built before the
-    # antiflood tables, and the list holds whether or not automatic banning is on
-    trusted = TrustedNetworks(config.antiflood.trusted_networks)
-    gate = OverloadGate(config.overload, trusted=trusted,
+    # the operator's trusted networks are the ban tables' (built first, whether or not automatic
+    # banning is on): one list, one answer cache
+    gate = OverloadGate(config.overload, trusted=endpoint.state.bans.trusted,
                         transactions=lambda: len(endpoint.layer), max_transactions=config.limits.max_transactions)
     loop = endpoint.loop
     stats = endpoint.state.stats
