@@ -68,7 +68,7 @@ def test_rate_counter_purge(clock):
     assert len(rc) == 1
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=300))
 def test_rate_estimate_never_undercounts_a_true_window(gaps):
     """The two-bucket estimate is >= the exact count of the last window minus the older bucket's share
