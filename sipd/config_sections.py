@@ -469,6 +469,11 @@ class ClusterSection:
         "empty = the first [server] listen address (its host replaced by [server] advertised_address if set)."))
     heartbeat_interval: float = field(default=10.0, metadata=_doc(
         "Seconds between this node's heartbeats (its row in the cluster_node table)."))
+    record_route_host: str = field(default="", metadata=_doc(
+        "HOST or HOST:PORT every node writes in its Record-Route instead of its own address, and counts as "
+        "itself: a name all nodes answer to (the domain of the _sip SRV records, or an address the nodes share), "
+        "so that a call's BYE, re-INVITE and ACK reach a surviving node when the one that took the call is dead; "
+        "empty = each node's own address (in-dialog requests then reach that node only)."))
     dead_after: float = field(default=float(DEAD_AFTER), metadata=_doc(
         "A node whose last heartbeat is older than this many seconds is dead (`sipctl cluster status`); "
         "more than heartbeat_interval, e.g. three intervals, so one slow write does not declare a node dead."))

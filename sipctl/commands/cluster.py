@@ -24,7 +24,7 @@ def status(
         "--dead-after", min=1, help="Seconds without a heartbeat after which a node is dead (default: [cluster] dead_after, 30).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List the nodes, their last heartbeat, and flag a dead one (exit 1 if any is dead).
+    """List the nodes, their last heartbeat and the calls each holds; flag a dead one (exit 1 if any is dead).
 
     A node is dead when its last heartbeat is older than --dead-after seconds: it stopped, or it
     cannot reach the database.
@@ -42,10 +42,13 @@ def status(
     if not st["nodes"]:
         out.result("no nodes: no sipd with [cluster] node_id has written its heartbeat here", st)
         return
-    out.table(["node", "address", "started", "last heartbeat", "age", "state"],
+    out.table(["node", "address", "started", "last heartbeat", "age", "state", "dialogs"],
               [(n["node_id"], n["address"], _when(n["started"]), _when(n["last_heartbeat"]),
-                f"{n['age']}s", n["state"]) for n in st["nodes"]],
+                f"{n['age']}s", n["state"], str(n["dialogs"])) for n in st["nodes"]],
               title=f"cluster nodes in {st['url']} (dead after {st['dead_after']:g} s)", data=st)
+    if st["unowned_dialogs"] and not as_json:
+        out.warning(f"{st['unowned_dialogs']} dialogs of no known node (a sipd without [cluster] node_id); "
+                 "the first live node to check takes them over")
     if st["dead"]:
         raise CheckFailed(f"dead nodes: {', '.join(st['dead'])} (no heartbeat for over "
                           f"{st['dead_after']:g} s)",

@@ -189,7 +189,7 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
     import os
 
     from sipd.db import DbError as Err
-    from sipd.db import cluster, mask_url, parse_url, schema
+    from sipd.db import cluster, galera_ready, mask_url, parse_url, schema
 
     try:
         target = parse_url(url)
@@ -210,7 +210,7 @@ def status(url: str, timeout: float = 5.0) -> dict[str, Any]:
                         "galera_ready": None, "galera_problems": [], "galera": galera, "ok": False}
             rows = schema.status(db)
             backend = db.dialect
-            problems = schema.galera_problems(db)
+            problems = galera_ready.galera_problems(db)
     tables = [{"name": s.name, "expected": s.expected, "version": s.version, "state": s.state} for s in rows]
     missing = [t["name"] for t in tables if t["state"] == "missing"]
     ours = [p for p in problems if p.table in schema.BY_NAME]  # what sipctl db migrate fixes

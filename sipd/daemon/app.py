@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..config import Config, load, parse_listen
-from ..db import DbError, parse_url, schema
+from ..db import DbError, DbSchemaError, parse_url, schema
 from ..errors import StartupError
 from ..livetrace import start_tracing
 from ..mgmt import server as mgmt_server
@@ -101,8 +101,11 @@ class App:
         store = Store(config.database.url, config.database.connect_timeout)
         try:
             await store.open()
-            if config.database.url.startswith("sqlite:"):
+            if config.database.url.startswith("sqlite:"):  # sipd keeps its own SQLite schema current
                 await store.call(schema.create_all, store.db)
+                await store.call(schema.migrate, store.db)
+            elif config.dialog.enabled:
+                await store.call(self._check_dialog_table, store.db)
             state.db = store
             await self._load_caches()
         except DbError as exc:
@@ -120,6 +123,14 @@ class App:
         state.domains.reloader = self._reload_domains
         state.aliases.reloader = self._reload_aliases
         state.dialplan.reloader = self._reload_dialplan
+
+    @staticmethod
+    def _check_dialog_table(db: Any) -> None:
+        """A dialog table from before its owner column cannot take the rows this sipd writes."""
+        found = next((st for st in schema.status(db) if st.name == "dialog"), None)
+        if found is not None and found.state == "outdated":
+            raise DbSchemaError(f"table dialog is at version {found.version}, this sipd writes version "
+                                f"{found.expected}", hint="run sipctl db migrate")
 
     async def _load_caches(self) -> None:
         state = self.state
@@ -213,7 +224,7 @@ class App:
         db_url = parse_url(self.config.database.url)
         writable = [db_url.path] if db_url.scheme == "sqlite" and db_url.path.startswith("/") else []
         if self.state.dialogs is not None:  # [acc] spool file: written whenever the database is down
-            writable.append(self.config.acc.spool or accounting.default_spool_path(self.config.database.url))
+            writable.append(accounting.spool_path(self.config))
         try:
             drop(server.user, server.group, writable=writable)
         except (PrivilegeError, OSError) as exc:

@@ -121,8 +121,9 @@ class Endpoint:
         self.routing = self.hop.routing = routing
 
     def note_self_address(self, listener: Any) -> None:
-        """The listener's address, and the advertised name on its port, are this server (is_self)."""
-        self.state.myself.note_listener(listener, self.config.server.advertised_address)
+        """The listener's address, and the advertised name on its port, are this server (is_self);
+        so is the host all nodes of a cluster write in their Record-Route."""
+        self.state.myself.note_listener(listener, self.config.server.advertised_address, self.hop.shared)
 
     def owns(self, aor: str) -> bool:
         """False for an AOR another process owns (it persists it; this one holds a copy)."""

@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from ..boundary import describe
+from ..services.cluster import shared_host
 from ..services.nat import parse_received
 from ..services.nat_detect import is_nated
 from ..services.pipeline import Branch, dest_of
@@ -29,6 +30,7 @@ class OurHop:
         self.transports: Any = None
         self.resolver: Any = None
         self._socket_names: dict[tuple, str] = {}
+        self.shared = shared_host(config.cluster)  # [cluster] record_route_host
 
     # -- Listeners --
 
@@ -62,6 +64,10 @@ class OurHop:
 
     def record_route_value(self, listener: Any) -> str:
         transport = "" if listener.proto == "udp" else f";transport={listener.proto}"
+        shared = self.shared
+        if shared is not None:  # a host every node of the cluster answers to (docs/several-nodes.md)
+            host, port = shared
+            return f"<sip:{host}{'' if port is None else f':{port}'}{transport};lr>"
         return f"<sip:{self.advertised_host(listener)}:{listener.port}{transport};lr>"
 
     def add_via(self, req: Any, listener: Any, loop_hash: str) -> None:

@@ -5,6 +5,9 @@ other nodes reach it at, when it started, its last heartbeat, all unix seconds).
 heartbeat is older than ``dead_after`` seconds is taken for dead: it stopped, or it cannot reach
 the database, which for the other nodes is the same.
 
+Each ``dialog`` row names the node that holds the call (``owner``). A node that finds another dead
+takes its dialogs over with a conditional UPDATE, so exactly one survivor gets each call.
+
 Galera's state is read from the node sipd is connected to (``SHOW GLOBAL STATUS``): the size of
 the cluster it sees, whether it is Synced, and whether it accepts queries (``wsrep_ready``).
 """
@@ -63,6 +66,66 @@ def heartbeat(db: Database, node_id: str, address: str, now: float, *, started: 
                        "VALUES (?, ?, ?, ?)", (node_id, address, int(now if started is None else started), int(now)))
 
     db.run_transaction(write)
+
+
+# -- the calls each node holds (``dialog.owner``) ----------------------------------------------------
+
+
+def dialog_owners(db: Database) -> dict[str, int]:
+    """How many dialogs each owner holds (owner '' = rows of a node without a cluster)."""
+    return {str(r["owner"]): int(r["n"])
+            for r in db.query("SELECT owner, COUNT(*) AS n FROM dialog GROUP BY owner")}
+
+
+def take_over_dialogs(db: Database, node_id: str, owner: str) -> int:
+    """Make ``node_id`` the owner of every dialog ``owner`` holds; returns how many it got.
+
+    The UPDATE names the old owner, so of two nodes taking over at once each row goes to one:
+    on one server the second waits for the first's row locks and then finds the rows changed;
+    on Galera both run, the second to commit loses certification and is run again (DbConflict),
+    finding nothing left."""
+    return db.execute("UPDATE dialog SET owner = ? WHERE owner = ?", (node_id, owner)).rowcount
+
+
+def owned_dialogs(db: Database, node_id: str) -> list[dict[str, Any]]:
+    """The dialog rows ``node_id`` holds."""
+    return db.query("SELECT * FROM dialog WHERE owner = ?", (node_id,))
+
+
+def claim_dialog(db: Database, node_id: str, call_id: str, tag_a: str, tag_b: str) -> dict[str, Any] | None:
+    """The dialog row of Call-ID ``call_id`` and tags ``tag_a``/``tag_b`` (either order), made
+    ``node_id``'s, as it was read (``owner``: the node that held it); None when there is none, or
+    another node claimed it first (the same conditional UPDATE as ``take_over_dialogs``, on the
+    owner this node read)."""
+
+    def claim(db: Database) -> dict[str, Any] | None:
+        for row in db.query("SELECT * FROM dialog WHERE callid = ?", (call_id,)):
+            if {row["from_tag"], row["to_tag"]} != {tag_a, tag_b}:
+                continue
+            if row["owner"] == node_id:
+                return row
+            if db.execute("UPDATE dialog SET owner = ? WHERE dlg_id = ? AND owner = ?",
+                          (node_id, row["dlg_id"], row["owner"])).rowcount:
+                return row
+            return None
+        return None
+
+    return db.run_transaction(claim)
+
+
+def owners_of(db: Database, dlg_ids: list[int]) -> dict[int, str]:
+    """The owner of each of these dialogs that still has its row."""
+    if not dlg_ids:
+        return {}
+    marks = ", ".join("?" * len(dlg_ids))
+    return {int(r["dlg_id"]): str(r["owner"])
+            for r in db.query(f"SELECT dlg_id, owner FROM dialog WHERE dlg_id IN ({marks})", dlg_ids)}
+
+
+def has_cdr(db: Database, call_id: str, from_tag: str, to_tag: str) -> bool:
+    """Whether the call of this dialog has its CDR (it has ended, at whichever node)."""
+    return db.query_one("SELECT 1 AS x FROM cdrs WHERE callid = ? AND from_tag = ? AND to_tag = ?",
+                        (call_id[:255], from_tag[:64], to_tag[:64])) is not None
 
 
 #: Galera's status variables shown to the operator, by the name ``galera_status`` gives them.

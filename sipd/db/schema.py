@@ -14,6 +14,8 @@ Deliberate differences from OpenSIPS, each for a reason:
   before it gets it from ``migrate`` (``add_location_ruid``) with the table version kept.
 - ``acc``/``missed_calls`` carry ``caller``/``callee`` URIs, which OpenSIPS operators always add by
   hand (``extra_fields``).
+- ``dialog.owner`` names the node that holds the call (several nodes on one database), which
+  OpenSIPS keeps in its clusterer instead; the table is at version 13, one past OpenSIPS's 12.
 
 Forward migrations: ``MIGRATIONS[table]`` is a list of ``Migration(from_version, to_version,
 statements)``; ``migrate()`` applies the ones that lead from the stored version to ``Table.version``.
@@ -186,7 +188,7 @@ TABLES: tuple[Table, ...] = (
     ), (Index("dpid_idx", ("dpid",)),)),
     Table("acc", 7, _acc_columns(True), (Index("callid_idx", ("callid",)),)),
     Table("missed_calls", 5, _acc_columns(False), (Index("callid_idx", ("callid",)),)),
-    Table("dialog", 12, (
+    Table("dialog", 13, (
         C("dlg_id", "bigint", default=None), C("callid", "char(255)"), C("from_uri", "char(255)"),
         C("from_tag", "char(64)"), C("to_uri", "char(255)"), C("to_tag", "char(64)"),
         C("mangled_from_uri", "char(255)", nullable=True), C("mangled_to_uri", "char(255)", nullable=True),
@@ -200,8 +202,11 @@ TABLES: tuple[Table, ...] = (
         C("script_flags", "char(255)", nullable=True), C("module_flags", "uint"), C("flags", "uint"),
         C("rt_on_answer", "char(64)", nullable=True), C("rt_on_timeout", "char(64)", nullable=True),
         C("rt_on_hangup", "char(64)", nullable=True),
-    ), primary_key=("dlg_id",)),
-    Table("cdrs", 1, (
+        # the [cluster] node_id of the node that holds the call ('' without a cluster): only it fires
+        # the call's timers, and a node that finds the owner dead takes the row over
+        C("owner", "char(64)"),
+    ), (Index("owner_idx", ("owner",)),), primary_key=("dlg_id",)),
+    Table("cdrs", 2, (
         C("id", "bigserial"), C("callid", "char(255)"), C("from_tag", "char(64)"),
         C("to_tag", "char(64)"), C("caller", "char(255)"), C("callee", "char(255)"),
         C("start_time", "datetime"), C("answer_time", "datetime", nullable=True),
@@ -212,7 +217,11 @@ TABLES: tuple[Table, ...] = (
         C("sip_code", "char(3)"), C("sip_reason", "char(128)"),
         C("status", "char(16)"),      # answered | missed | failed | cancelled
         C("end_reason", "char(32)"),  # caller-bye | callee-bye | timeout | ...
-    ), (Index("callid_idx", ("callid",)), Index("start_idx", ("start_time",)))),
+    ), (Index("callid_idx", ("callid",)), Index("start_idx", ("start_time",)),
+        # one CDR per dialog (RFC 3261 §12: Call-ID and both tags), whichever node ends the call
+        # and however often a batch is written again: the second insert finds the key and stores
+        # nothing (sipd/services/acc_writer.py)
+        Index("dialog_idx", ("callid", "from_tag", "to_tag"), unique=True))),
     Table("stats_history", 1, (
         C("id", "bigserial"), C("time", "uint"),  # unix time of the sample
         C("name", "char(64)"), C("value", "bigint"),
@@ -297,8 +306,66 @@ class Migration:
             db.execute(sql)
 
 
-#: Forward migrations, per table, in order. Empty while every table is at its first version.
-MIGRATIONS: dict[str, list[Migration]] = {}
+def _names(db: Database, table: str, pragma: str, view: str, column: str) -> set[str]:
+    if db.dialect == "sqlite":
+        return {r["name"] for r in db.query(f"PRAGMA {pragma}(`{table}`)")}
+    return {r["name"] for r in db.query(
+        f"SELECT {column} AS name FROM information_schema.{view} "
+        "WHERE table_schema = DATABASE() AND table_name = ?", (table,))}
+
+
+def table_columns(db: Database, table: str) -> set[str]:
+    """The columns ``table`` has in the database."""
+    return _names(db, table, "table_info", "columns", "column_name")
+
+
+def table_indexes(db: Database, table: str) -> set[str]:
+    """The index names of ``table`` as ``Table.ddl`` writes them (SQLite's carry the table's name)."""
+    return _names(db, table, "index_list", "statistics", "index_name")
+
+
+def add_index(db: Database, table: str, name: str) -> None:
+    """Create the index ``name`` of ``table`` as declared in TABLES, unless it exists."""
+    ix = next(i for i in BY_NAME[table].indexes if i.name == name)
+    full = f"{table}_{name}" if db.dialect == "sqlite" else name
+    if full in table_indexes(db, table):
+        return
+    cols = ", ".join(f"`{c}`" for c in ix.columns)
+    kind = "UNIQUE " if ix.unique else ""
+    if db.dialect == "sqlite":
+        db.execute(f"CREATE {kind}INDEX IF NOT EXISTS `{full}` ON `{table}` ({cols})")
+    else:
+        db.execute(f"ALTER TABLE `{table}` ADD {kind}KEY `{full}` ({cols})")
+
+
+def add_column(db: Database, table: str, name: str) -> None:
+    """Add the column ``name`` of ``table`` as declared in TABLES, unless it is there. Each step
+    checks first because MySQL commits every ALTER on its own: a migration cut short is run again."""
+    if name not in table_columns(db, table):
+        column = next(c for c in BY_NAME[table].columns if c.name == name)
+        db.execute(f"ALTER TABLE `{table}` ADD COLUMN {column.ddl(db.dialect)}")
+
+
+def _dialog_owner(db: Database) -> None:
+    """dialog 12 -> 13: the owner column ('' for the rows there: the calls of the one node that
+    ran before there was a cluster; a node of a cluster takes them over as a dead node's)."""
+    add_column(db, "dialog", "owner")
+    add_index(db, "dialog", "owner_idx")
+
+
+def _cdrs_unique(db: Database) -> None:
+    """cdrs 1 -> 2: the unique key on the dialog's identity. Of CDRs stored twice for one dialog
+    (a batch written again after a crash) the first is kept."""
+    db.execute("DELETE FROM cdrs WHERE id NOT IN (SELECT id FROM (SELECT MIN(id) AS id FROM cdrs "
+               "GROUP BY callid, from_tag, to_tag) AS kept)")
+    add_index(db, "cdrs", "dialog_idx")
+
+
+#: Forward migrations, per table, in order.
+MIGRATIONS: dict[str, list[Migration]] = {
+    "dialog": [Migration("dialog", 12, 13, _dialog_owner)],
+    "cdrs": [Migration("cdrs", 1, 2, _cdrs_unique)],
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,125 +480,9 @@ def migrate(db: Database, migrations: dict[str, list[Migration]] | None = None) 
             version = step.to_version
         if start != version:
             done.append((st.name, f"migrated {start} -> {version}"))
+    from .galera_ready import add_location_ruid, make_galera_ready  # they build on this module
+
     return done + add_location_ruid(db) + make_galera_ready(db)
-
-
-def _location_has(db: Database) -> tuple[bool, bool]:
-    """Whether ``location`` has the ruid column, and its unique index."""
-    if db.dialect == "sqlite":
-        columns = {r["name"] for r in db.query("PRAGMA table_info(location)")}
-        indexes = {r["name"] for r in db.query("PRAGMA index_list(location)")}
-        return "ruid" in columns, "location_ruid_idx" in indexes
-    columns = {r["name"] for r in db.query(
-        "SELECT column_name AS name FROM information_schema.columns "
-        "WHERE table_schema = DATABASE() AND table_name = 'location'")}
-    indexes = {r["name"] for r in db.query(
-        "SELECT index_name AS name FROM information_schema.statistics "
-        "WHERE table_schema = DATABASE() AND table_name = 'location'")}
-    return "ruid" in columns, "ruid_idx" in indexes
-
-
-def has_location_ruid(db: Database) -> bool:
-    """``location`` has its ruid column (the daemon then writes it); True without the table."""
-    return "location" not in db.tables() or _location_has(db)[0]
-
-
-def add_location_ruid(db: Database) -> list[tuple[str, str]]:
-    """Give a ``location`` table from before it the ruid column and its unique key, keeping the
-    data: every row gets its ruid, and of rows with the same one (a binding stored twice) only
-    the newest is kept. Part of ``migrate``; does nothing when both are there. Safe to run again
-    after an interruption (MySQL commits each ALTER on its own)."""
-    from .queries import location_ruid
-
-    if "location" not in db.tables():
-        return []
-    has_column, has_index = _location_has(db)
-    if has_column and has_index:
-        return []
-    if not has_column:
-        db.execute(f"ALTER TABLE location ADD COLUMN {BY_NAME['location'].columns[-1].ddl(db.dialect)}")
-    rows = db.query("SELECT contact_id, username, domain, contact, sip_instance, reg_id FROM location "
-                    "ORDER BY contact_id DESC")
-    keep: dict[str, int] = {}
-    older: list[tuple[int]] = []
-    for r in rows:
-        ruid = location_ruid(r["username"], r["domain"], r["contact"], r["sip_instance"], r["reg_id"])
-        if ruid in keep:
-            older.append((r["contact_id"],))
-        else:
-            keep[ruid] = r["contact_id"]
-
-    def fill(db: Database) -> None:
-        if older:
-            db.executemany("DELETE FROM location WHERE contact_id = ?", older)
-        db.executemany("UPDATE location SET ruid = ? WHERE contact_id = ?", list(keep.items()))
-
-    db.run_transaction(fill)
-    if db.dialect == "sqlite":
-        db.execute("CREATE UNIQUE INDEX IF NOT EXISTS `location_ruid_idx` ON `location` (`ruid`)")
-    else:
-        db.execute("ALTER TABLE location ADD UNIQUE KEY `ruid_idx` (`ruid`)")
-    return [("location", "ruid unique key added" + (f", {len(older)} duplicate rows removed" if older else ""))]
-
-
-# ---------------------------------------------------------------------------------------------
-# Galera readiness: Galera replicates InnoDB tables only, and certifies and applies each row change
-# by its primary key (a table without one is replicated unreliably, a DELETE on it not at all).
-
-@dataclass(frozen=True)
-class GaleraProblem:
-    table: str
-    kind: str      # "engine" | "primary key"
-    detail: str    # one line for the operator
-
-    def as_dict(self) -> dict[str, str]:
-        return {"table": self.table, "kind": self.kind, "problem": self.detail}
-
-
-def galera_problems(db: Database) -> list[GaleraProblem]:
-    """What keeps the tables of this MySQL/MariaDB database (sipd's and any other) from
-    replicating safely on a Galera cluster; empty when nothing does, and on SQLite."""
-    if db.dialect != "mysql":
-        return []
-    rows = db.query(
-        "SELECT t.table_name AS name, t.engine AS engine, COUNT(c.constraint_name) AS pk "
-        "FROM information_schema.tables t LEFT JOIN information_schema.table_constraints c "
-        "ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
-        "AND c.constraint_type = 'PRIMARY KEY' "
-        "WHERE t.table_schema = DATABASE() AND t.table_type = 'BASE TABLE' "
-        "GROUP BY t.table_name, t.engine ORDER BY t.table_name")
-    problems = []
-    for r in rows:
-        if str(r["engine"]).lower() != "innodb":
-            problems.append(GaleraProblem(r["name"], "engine", f"engine {r['engine']}, not InnoDB"))
-        if not int(r["pk"]):
-            problems.append(GaleraProblem(r["name"], "primary key", "no primary key"))
-    if any(r["name"] == "location" for r in rows) and not all(_location_has(db)):
-        problems.append(GaleraProblem("location", "unique key",
-                                      "no ruid unique key (two nodes may store one registration twice)"))
-    return problems
-
-
-def primary_key(table: Table) -> tuple[str, ...]:
-    return table.primary_key or tuple(c.name for c in table.columns if c.type in ("serial", "bigserial"))
-
-
-def make_galera_ready(db: Database) -> list[tuple[str, str]]:
-    """Convert sipd's tables to InnoDB and add their missing primary keys, keeping every row
-    (part of ``migrate``). Other tables in the database are left to the operator."""
-    done = []
-    for problem in galera_problems(db):
-        table = BY_NAME.get(problem.table)
-        if table is None:
-            continue
-        if problem.kind == "engine":
-            db.execute(f"ALTER TABLE `{table.name}` ENGINE=InnoDB")
-            done.append((table.name, "converted to InnoDB"))
-        elif problem.kind == "primary key" and primary_key(table):  # the ruid key: add_location_ruid
-            cols = ", ".join(f"`{c}`" for c in primary_key(table))
-            db.execute(f"ALTER TABLE `{table.name}` ADD PRIMARY KEY ({cols})")
-            done.append((table.name, f"primary key added ({', '.join(primary_key(table))})"))
-    return done
 
 
 def drop_all(db: Database) -> list[str]:

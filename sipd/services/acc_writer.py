@@ -13,7 +13,7 @@ driver (PyMySQL is pure Python) takes CPU or the GIL from the daemon's event loo
 protocol, on its stdin/stdout pipes: frames of a 4-byte big-endian length and a pickle.
 
 - parent -> child: first the settings (a dict: database URL, spool, retry interval, user/group
-  to become, whether to load the persisted dialogs), then lists of *facts* (dialogs.py).
+  to become, whether to load the persisted dialogs and whose), then lists of *facts* (dialogs.py).
 - child -> parent: ``("ready", dialog_rows)`` once the spool is replayed and the dialogs loaded,
   then ``("stats", {...})`` after batches and ``("log", levelno, text)`` for its log lines.
 - End: EOF on stdin -- the daemon closed the pipe on shutdown, or died (kill -9): the child
@@ -64,6 +64,11 @@ def coalesce(records: list[Record]) -> list[Record]:
     return [r for r in records if not (r.table == "dialog" and r.row["dlg_id"] in both)]
 
 
+#: What an insert of CDRs adds so that a row whose unique key is taken is skipped, not an error
+#: (on a table from before the key, nothing changes: every row is stored).
+_IF_ABSENT = {"sqlite": " ON CONFLICT DO NOTHING", "mysql": " ON DUPLICATE KEY UPDATE id = id"}
+
+
 def write_records(db: Database, records: list[Record]) -> None:
     """Store ``records`` in one transaction (blocking). Raises sipd.db.DbError.
 
@@ -71,6 +76,11 @@ def write_records(db: Database, records: list[Record]) -> None:
     INSERTs of up to ``MULTI_ROW`` rows: a few statements per batch whatever the mix of acc, cdrs
     and missed_calls rows (far fewer round trips on MySQL, less Python work on SQLite). The
     ``dialog`` upserts and deletes run after them, in their order.
+
+    A CDR whose dialog already has one (its unique key: Call-ID, From and To tags) is not stored
+    again: the same batch replayed from the spool or given again to a new writer process, or the
+    call ended by two nodes (the node that held it, and the one a BYE reached after the holder was
+    taken for dead), leaves one CDR, the first stored.
     """
     records = coalesce(records)
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -90,12 +100,13 @@ def write_records(db: Database, records: list[Record]) -> None:
         for (table, *cols), rows in groups.items():
             one = "(" + ", ".join("?" * len(cols)) + ")"
             head = f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+            tail = _IF_ABSENT[db.dialect] if table == "cdrs" else ""
             for k in range(0, len(rows), MULTI_ROW):
                 chunk = rows[k:k + MULTI_ROW]
                 params: list[Any] = []
                 for row in chunk:
                     params.extend(row.values())
-                db.execute(head + ", ".join([one] * len(chunk)), params)
+                db.execute(head + ", ".join([one] * len(chunk)) + tail, params)
         for r in dialog_ops:
             if r.op == "upsert":  # the dialog row, keyed by dlg_id (portable: delete + insert)
                 db.execute(f"DELETE FROM {r.table} WHERE dlg_id = ?", (r.row["dlg_id"],))
@@ -208,8 +219,9 @@ class AccWriter:
 
     # -- worker side ------------------------------------------------------------------------------
 
-    def startup(self, load_dialogs: bool = True) -> list[dict[str, Any]]:
-        """Replay the spool and load the persisted dialogs (blocking; before ``start()``).
+    def startup(self, load_dialogs: bool = True, owner: str = "") -> list[dict[str, Any]]:
+        """Replay the spool and load the persisted dialogs (blocking; before ``start()``): with
+        ``owner`` (a node of a cluster) only the rows of that node, else every row.
 
         Returns the ``dialog`` rows ([] when the database cannot be read).
         """
@@ -218,6 +230,8 @@ class AccWriter:
             return []
         try:
             db = self._database()
+            if owner:
+                return db.query("SELECT * FROM dialog WHERE owner = ?", (owner,))
             return db.query("SELECT * FROM dialog")
         except Exception as exc:  # noqa: BLE001 - DbError or driver trouble: start without them
             logger.error("accounting: cannot load persisted dialogs: %s", _msg(exc))
@@ -504,7 +518,7 @@ def child_main() -> int:
 
     writer = AccWriter(lambda: db_connect(url, timeout=timeout), Spool(init["spool"]),
                        retry_interval=init.get("retry_interval", 2.0), expand=expand, on_progress=progress)
-    rows = writer.startup(load_dialogs=init.get("load_dialogs", True))
+    rows = writer.startup(load_dialogs=init.get("load_dialogs", True), owner=init.get("owner", ""))
     out.send(("ready", rows))
     writer.start()
     try:

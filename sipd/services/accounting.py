@@ -41,7 +41,8 @@ from ..boundary import describe
 from .acc_writer import BATCH_SIZE, LINGER, AccWriter, coalesce, write_records
 from .cdr import DIALOG_TIMEOUT, MI_TERMINATION
 from .dialogs import Dialog, DlgState, Tracker, default_ids, expand
-from .spool import Spool
+from .spool import Spool, spool_path
+from .takeover import Ownership
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -56,30 +57,18 @@ RESPAWN_DELAY = 1.0   # seconds before a writer process that died is started aga
 SELF_ROUTE_CACHE = 256
 
 
-def default_spool_path(db_url: str) -> str:
-    """Beside the SQLite file; else the service's state directory."""
-    import os
-
-    sqlite = _sqlite_file(db_url)
-    if sqlite:
-        return str(Path(sqlite).parent / "acc.spool")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "/var/spool/sipd/acc.spool"
-    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return f"{base}/sipd/acc.spool"
-
-
 # -- the writers, as the service sees them --------------------------------------------------------
 
 
 class ThreadWriter:
     """``AccWriter`` on a thread of the daemon (``[acc] writer = "thread"``)."""
 
-    def __init__(self, writer: AccWriter):
+    def __init__(self, writer: AccWriter, owner: str = ""):
         self.writer = writer
+        self.owner = owner
 
     async def open(self) -> list[dict[str, Any]]:
-        rows = await asyncio.to_thread(self.writer.startup)
+        rows = await asyncio.to_thread(self.writer.startup, True, self.owner)
         self.writer.start()
         return rows
 
@@ -315,20 +304,25 @@ class Accounting:
         self.acc_on = cfg.acc.enabled
         self.dialogs_on = cfg.dialog.enabled
         lifetime = cfg.dialog.lifetime if self.dialogs_on else 0.0
+        self.node_id = cfg.cluster.node_id
         self.tracker = Tracker(lifetime=lifetime, acc=self.acc_on, dialogs=self.dialogs_on,
-                               ids=default_ids(int(time.time() * 1000)), is_self_route=self._is_self_route)
+                               ids=default_ids(int(time.time() * 1000)), is_self_route=self._is_self_route,
+                               owner=self.node_id)
         url = cfg.acc.db_url or cfg.database.url
         timeout = cfg.database.connect_timeout
-        spool = cfg.acc.spool or default_spool_path(url)
+        spool = spool_path(cfg)
         self.writer: ThreadWriter | WriterProcess
         if cfg.acc.writer == "thread":
-            self.writer = ThreadWriter(self._thread_writer())
+            self.writer = ThreadWriter(self._thread_writer(), self.node_id)
         else:
             self.writer = WriterProcess({
                 "url": url, "timeout": timeout, "spool": spool, "retry_interval": cfg.acc.retry_interval,
                 "user": cfg.server.user, "group": cfg.server.group, "writable": _writable(url, spool),
                 "log_level": logging.getLogger("sipd").getEffectiveLevel(), "stop_timeout": STOP_TIMEOUT - 3,
+                "owner": self.node_id,
             })
+        # [cluster] node_id with dialogs: who holds each call, and the takeover of a dead node's
+        self.ownership: Ownership | None = None
         self._offset = 0.0
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -346,8 +340,7 @@ class Accounting:
 
             return db_connect(url, timeout=timeout)
 
-        return AccWriter(connect, Spool(cfg.acc.spool or default_spool_path(url)),
-                         retry_interval=cfg.acc.retry_interval, expand=expand)
+        return AccWriter(connect, Spool(spool_path(cfg)), retry_interval=cfg.acc.retry_interval, expand=expand)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -359,7 +352,7 @@ class Accounting:
         except Exception as exc:  # noqa: BLE001 - cannot start a process here: keep accounting anyway
             logger.error("accounting: the writer process cannot start (%s); writing from a thread instead", exc)
             await self.writer.close()
-            self.writer = ThreadWriter(self._thread_writer())
+            self.writer = ThreadWriter(self._thread_writer(), self.node_id)
             rows = await self.writer.open()
         if self.dialogs_on:
             n = self.tracker.restore(rows)
@@ -381,10 +374,21 @@ class Accounting:
         stats.gauge("acc:writer_restarts",
                     lambda: self.writer.stats().get("restarts", 0) + self.writer.stats().get("thread_restarts", 0))
         self.state.events.subscribe(self.on_event)
+        if self.dialogs_on and self.node_id and self.state.db is not None:
+            self.ownership = Ownership(self, self.state.db, self.state.config.cluster)
+            self.ownership.start()
         if self.dialogs_on and self.tracker.lifetime > 0:
+            self.start_timers()
+
+    def start_timers(self) -> None:
+        """Check the dialogs' lifetimes every second (from the start with ``[dialog] lifetime``, or
+        once dialogs with a lifetime are taken over from another node)."""
+        if self._task is None and self._loop is not None:
             self._task = self._loop.create_task(self._ticker())
 
     async def close(self) -> None:
+        if self.ownership is not None:
+            await self.ownership.stop()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -410,6 +414,8 @@ class Accounting:
         tracker = self.tracker
         if kind == "request":
             before = len(tracker.dialogs)
+            if method == "BYE" and self.ownership is not None:
+                self.ownership.on_bye(request, ev.now + self._offset)
             facts = tracker.on_request(request, ev.tx_key, ev.now + self._offset,
                                        _via_source(request) if method == "INVITE" else "")
             if len(tracker.dialogs) > before:
@@ -454,13 +460,21 @@ class Accounting:
         while True:
             await asyncio.sleep(TICK)
             try:
-                self.expire()
+                if self.ownership is not None:
+                    await self.ownership.expire()  # only the calls this node still holds
+                else:
+                    self.expire()
             except Exception:  # noqa: BLE001 - keep ticking
                 logger.error("dialog lifetime check failed", exc_info=True)
 
-    def expire(self) -> int:
+    def due(self) -> list[Dialog]:
+        """Confirmed dialogs whose lifetime is over."""
         assert self._loop is not None
-        due = self.tracker.due(self.wall(self._loop.time()))
+        return self.tracker.due(self.wall(self._loop.time()))
+
+    def expire(self, due: list[Dialog] | None = None) -> int:
+        """End the dialogs past their lifetime (``due``: those of them this node holds)."""
+        due = self.due() if due is None else due
         for dlg in due:
             self.state.stats.counter("dialog:expired_dialogs").inc()
             self.end(dlg, DIALOG_TIMEOUT)
@@ -525,19 +539,8 @@ _CALL_METHODS = frozenset({"INVITE", "BYE", "CANCEL", "ACK"})
 
 def _writable(url: str, spool: str) -> list[str]:
     """Files the writer process keeps writing (handed to [server] user when it drops root)."""
-    sqlite = _sqlite_file(url)
+    sqlite = sqlite_file(url)
     return [spool, sqlite] if sqlite else [spool]
-
-
-def _sqlite_file(url: str) -> str:
-    """The SQLite file of ``url`` (absolute), or "" for MySQL, memory or a URL that does not parse."""
-    from ..db import DbError, parse_url
-
-    try:
-        u = parse_url(url)
-    except DbError:
-        return ""
-    return u.path if u.scheme == "sqlite" and u.path != ":memory:" else ""
 
 
 def _via_source(request: Any) -> str:

@@ -30,6 +30,7 @@ logger = logging.getLogger("sipd.cluster")
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:([1-9]\d{0,4}))?")
 
 
 def validate(config: Config) -> list[Problem]:
@@ -42,12 +43,23 @@ def validate(config: Config) -> list[Problem]:
     m = _ADDRESS.fullmatch(c.address) if c.address else None
     if c.address and (m is None or not 0 < int(m.group(2)) < 65536):
         out.append(Problem("cluster.address", f"not HOST:PORT: {c.address!r}", 'e.g. "192.0.2.10:5060" or "[2001:db8::1]:5060"'))
+    if c.record_route_host and shared_host(c) is None:
+        out.append(Problem("cluster.record_route_host", f"not HOST or HOST:PORT: {c.record_route_host!r}",
+                           'a name all nodes answer to, e.g. "sip.example.org"'))
     if c.heartbeat_interval <= 0:
         out.append(Problem("cluster.heartbeat_interval", "must be positive", "e.g. 10"))
     elif c.dead_after <= c.heartbeat_interval:
         out.append(Problem("cluster.dead_after", f"must be more than heartbeat_interval ({c.heartbeat_interval:g} s)",
                            f"e.g. {3 * c.heartbeat_interval:g} (three missed heartbeats)"))
     return out
+
+
+def shared_host(cfg: ClusterSection) -> tuple[str, int | None] | None:
+    """``[cluster] record_route_host`` as (host, port or None); None when unset or malformed."""
+    m = _HOST.fullmatch(cfg.record_route_host) if cfg.record_route_host else None
+    if m is None or (m.group(3) and int(m.group(3)) > 65535):
+        return None
+    return m.group(1).lower(), int(m.group(3)) if m.group(3) else None
 
 
 def node_address(config: Config) -> str:

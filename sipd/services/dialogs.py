@@ -22,7 +22,9 @@ Theory of operation:
 - ``due(wall)``: confirmed dialogs past their lifetime; the service sends BYE both ways and calls
   ``end(dialog, wall, DIALOG_TIMEOUT)``.
 - After a restart ``restore(rows)`` brings back the persisted dialogs with their original start
-  and answer times, so the BYE that comes later still completes a correct CDR.
+  and answer times, so the BYE that comes later still completes a correct CDR. A node of a
+  cluster stores its ``owner`` (node id) in each row, and restores the rows it owns, or has taken
+  over from a dead node (sipd/services/takeover.py).
 
 States use OpenSIPS's numbers (``dlg_list`` shows them): 1 unconfirmed, 2 early, 3 confirmed
 (2xx, not yet ACKed), 4 confirmed, 5 deleted.
@@ -166,16 +168,17 @@ class Dialog:
             d["duration"] = max(0, int(wall - self.answered)) if self.answered else 0
         return d
 
-    def fact(self) -> tuple:
-        """The ``dialog`` row to store, as a compact tuple (``expand`` builds the row)."""
+    def fact(self, owner: str = "") -> tuple:
+        """The ``dialog`` row to store, as a compact tuple (``expand`` builds the row); ``owner``
+        is the node that holds the call."""
         return ("dlg", self.id, self.call_id, self.from_tag, self.from_hdr, self.to_hdr, self.to_tag,
                 self.caller_cseq, self.callee_cseq, tuple(self.caller_route_set), tuple(self.callee_route_set),
                 self.caller_contact_hdr, self.callee_contact_hdr, self.caller_addr, self.callee_addr,
-                int(self.state), self.created, self.answered, self.timeout, self.ruri)
+                int(self.state), self.created, self.answered, self.timeout, self.ruri, owner)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self, owner: str = "") -> dict[str, Any]:
         """The ``dialog`` table row (OpenSIPS columns; our extra times in ``vars`` as JSON)."""
-        return dialog_row(self.fact())
+        return dialog_row(self.fact(owner))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Dialog:
@@ -224,7 +227,8 @@ def _int(v: Any) -> int:
 
 def dialog_row(f: tuple) -> dict[str, Any]:
     (_, dlg_id, call_id, from_tag, from_hdr, to_hdr, to_tag, caller_cseq, callee_cseq, caller_rs, callee_rs,
-     caller_contact_hdr, callee_contact_hdr, caller_addr, callee_addr, state, created, answered, timeout, ruri) = f
+     caller_contact_hdr, callee_contact_hdr, caller_addr, callee_addr, state, created, answered, timeout, ruri,
+     owner) = f
     return {
         "dlg_id": dlg_id, "callid": call_id[:255], "from_uri": uri_of(from_hdr)[:255],
         "from_tag": from_tag[:64], "to_uri": uri_of(to_hdr)[:255], "to_tag": to_tag[:64],
@@ -238,6 +242,7 @@ def dialog_row(f: tuple) -> dict[str, Any]:
         "vars": json.dumps({"created": created, "answered": answered, "timeout": timeout,
                             "ruri": ruri, "caller_route_set": list(caller_rs),
                             "callee_route_set": list(callee_rs)}),
+        "owner": owner[:64],
     }
 
 
@@ -293,11 +298,14 @@ class Tracker:
         dialogs: persist dialogs (``dialog`` table upserts/deletes).
         ids: dialog id factory.
         is_self_route: True for a Record-Route value naming this server (to split route sets).
+        owner: this node's ``[cluster] node_id``, stored with each dialog ('' without a cluster).
     """
 
     def __init__(self, *, lifetime: float = 0.0, acc: bool = True, dialogs: bool = True,
-                 ids: Callable[[], int] | None = None, is_self_route: Callable[[str], bool] | None = None):
+                 ids: Callable[[], int] | None = None, is_self_route: Callable[[str], bool] | None = None,
+                 owner: str = ""):
         self.lifetime = lifetime
+        self.owner = owner
         self.acc = acc
         self.persist = dialogs
         self._ids = ids or default_ids(0)
@@ -317,6 +325,10 @@ class Tracker:
 
     def list(self) -> list[Dialog]:
         return sorted(self.dialogs.values(), key=lambda d: d.id)
+
+    def match(self, call_id: str, tag_a: str, tag_b: str) -> Dialog | None:
+        """The dialog of a request with these Call-ID and tags (From and To, in either order)."""
+        return self._match(call_id, tag_a, tag_b)
 
     def counts(self) -> tuple[int, int]:
         """(active, early) dialogs."""
@@ -404,6 +416,10 @@ class Tracker:
             out.append(("del", dlg.id))
         return out
 
+    def forget(self, dlg: Dialog) -> None:
+        """Let go of a dialog another node holds now: no CDR, no row change here."""
+        self._forget(dlg)
+
     def restore(self, rows: Iterable[dict[str, Any]]) -> int:
         """Load persisted dialogs (``dialog`` rows) after a restart. Returns how many."""
         n = 0
@@ -470,7 +486,7 @@ class Tracker:
             out.append(("acc", "INVITE", dlg.from_tag, dlg.to_tag, dlg.call_id, status, response.reason, wall,
                         dlg.from_hdr, dlg.to_hdr, dlg.created))
         if self.persist:
-            out.append(dlg.fact())
+            out.append(dlg.fact(self.owner))
         return out
 
     def _failed(self, dlg: Dialog, response: Any, wall: float) -> list[tuple]:

@@ -51,10 +51,15 @@ class OwnAddresses:
         self.addresses: set[tuple[str, int]] = set()
         self.sockets: set[tuple[str, str, int]] = set()
 
-    def note_listener(self, listener: Any, advertised_address: str = "") -> None:
-        """Record a listener as ours: its address, and the advertised address, on its port and transport."""
+    def note_listener(self, listener: Any, advertised_address: str = "",
+                      shared: tuple[str, int | None] | None = None) -> None:
+        """Record a listener as ours: its address, and the advertised address, on its port and
+        transport; and ``shared``, the (host, port) all nodes of a cluster write in their
+        Record-Route (``[cluster] record_route_host``; no port: the listener's)."""
         for host in {listener.host.lower(), (advertised_address or listener.host).lower()}:
             self.note_socket(listener.proto, host, listener.port)
+        if shared is not None:
+            self.note_socket(listener.proto, shared[0], listener.port if shared[1] is None else shared[1])
 
     def note_socket(self, proto: str, host: str, port: int) -> None:
         self.addresses.add((host, port))

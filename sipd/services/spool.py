@@ -6,7 +6,8 @@ order; after each chunk is committed to the database its end offset is written (
 ``<path>.pos``, so a crash during replay repeats at most one chunk. When everything is replayed
 the file is truncated and the position file removed.
 
-Blocking file I/O: used only from the accounting writer thread.
+Blocking file I/O: used only from the accounting writer thread. Where the spool is by default
+(``default_spool_path``): beside an SQLite database, else in the service's state directory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from ..db import DbError, parse_url
 from .cdr import Record
 
 logger = logging.getLogger("sipd.acc")
@@ -119,3 +122,30 @@ class Spool:
     def count(self) -> int:
         """Lines waiting for replay (for stats and logs; reads the file)."""
         return sum(len(batch) for batch, _ in self.chunks())
+
+
+def default_spool_path(db_url: str, node_id: str = "") -> str:
+    """Beside the SQLite file; else the service's state directory. A node of a cluster has a spool
+    of its own (``acc-NODE.spool``): nodes sharing a machine must not wait for each other's lock."""
+    name = f"acc-{node_id}.spool" if node_id else "acc.spool"
+    sqlite = sqlite_file(db_url)
+    if sqlite:
+        return str(Path(sqlite).parent / name)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return f"/var/spool/sipd/{name}"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return f"{base}/sipd/{name}"
+
+
+def spool_path(cfg: Any) -> str:
+    """``[acc] spool``, else the default for this node's database."""
+    return cfg.acc.spool or default_spool_path(cfg.acc.db_url or cfg.database.url, cfg.cluster.node_id)
+
+
+def sqlite_file(url: str) -> str:
+    """The SQLite file of ``url`` (absolute), or "" for MySQL, memory or a URL that does not parse."""
+    try:
+        u = parse_url(url)
+    except DbError:
+        return ""
+    return u.path if u.scheme == "sqlite" and u.path != ":memory:" else ""

@@ -102,12 +102,12 @@ class Store:
         """Whether location rows get their ruid. SQLite's table gets the column at start (sipd
         creates that schema itself); a MySQL table from before it is written as before, with a
         warning, until ``sipctl db migrate`` adds it."""
-        from ..db import schema
+        from ..db import galera_ready
 
         assert self.db is not None
         if self.db.dialect == "sqlite" and "location" in self.db.tables():
-            schema.add_location_ruid(self.db)
-        if schema.has_location_ruid(self.db):
+            galera_ready.add_location_ruid(self.db)
+        if galera_ready.has_location_ruid(self.db):
             return True
         logger.warning("the location table has no ruid column: two nodes storing one new binding at once may "
                        "store it twice; run `sipctl db migrate`")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from dbfixtures import Cli, write_config
 
-from sipd.db import connect, schema
+from sipd.db import connect, galera_ready, schema
 
 pytestmark = pytest.mark.mysql
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.mysql
 def test_every_table_innodb_with_a_primary_key(galera, galera_db):
     with connect(galera.nodes[0].url(galera_db)) as db:
         schema.create_all(db)
-        assert schema.galera_problems(db) == []
+        assert galera_ready.galera_problems(db) == []
     # read back on another node, straight from information_schema
     rows = galera.nodes[2].sql(
         "SELECT t.table_name, t.engine, (SELECT COUNT(*) FROM information_schema.table_constraints c "

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from dbfixtures import backend, db_url, empty_db_url, mysql_db_url, mysql_scratch  # noqa: F401
 
-from sipd.db import connect, schema
+from sipd.db import connect, galera_ready, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_table_has_a_primary_key():
     for table in schema.TABLES:
-        assert schema.primary_key(table), f"{table.name} has no primary key"
-        assert all(c in table.column_names for c in schema.primary_key(table))
+        assert galera_ready.primary_key(table), f"{table.name} has no primary key"
+        assert all(c in table.column_names for c in galera_ready.primary_key(table))
         for stmt in table.ddl("mysql"):
             assert "ENGINE=InnoDB" in stmt and "PRIMARY KEY" in stmt
 
@@ -34,7 +34,7 @@ def test_no_table_or_named_locks_in_the_code():
 
 def test_schema_galera_ready_on_both_backends(db_url):
     with connect(db_url) as db:
-        assert schema.galera_problems(db) == []   # SQLite: nothing to check; MariaDB: checked
+        assert galera_ready.galera_problems(db) == []   # SQLite: nothing to check; MariaDB: checked
         assert "cluster_node" in db.tables()
 
 
@@ -47,12 +47,12 @@ def test_migrate_makes_an_older_mysql_schema_galera_ready(mysql_db_url):
         db.execute("INSERT INTO stats_history (time, name, value) VALUES (1, 'core:rcv_requests', 7)")
         db.execute("CREATE TABLE notes (txt VARCHAR(10)) ENGINE=InnoDB")  # not sipd's: reported only
         versions = db.query("SELECT table_name, table_version FROM version ORDER BY table_name")
-        assert {(p.table, p.kind) for p in schema.galera_problems(db)} == {
+        assert {(p.table, p.kind) for p in galera_ready.galera_problems(db)} == {
             ("version", "primary key"), ("stats_history", "engine"), ("notes", "primary key")}
         done = schema.migrate(db)
         assert ("version", "primary key added (table_name)") in done
         assert ("stats_history", "converted to InnoDB") in done
-        assert [(p.table, p.kind) for p in schema.galera_problems(db)] == [("notes", "primary key")]
+        assert [(p.table, p.kind) for p in galera_ready.galera_problems(db)] == [("notes", "primary key")]
         assert db.query("SELECT table_name, table_version FROM version ORDER BY table_name") == versions
         assert db.query("SELECT time, name, value FROM stats_history") == [
             {"time": 1, "name": "core:rcv_requests", "value": 7}]

@@ -12,7 +12,7 @@ import time
 import pytest
 from dbfixtures import backend, cli, db_url, empty_db_url, mysql_db_url, mysql_scratch  # noqa: F401
 
-from sipd.db import connect, schema
+from sipd.db import connect, galera_ready
 from sipd.db.errors import DbIntegrityError
 from sipd.db.queries import location_ruid
 from sipd.services.location import Contact
@@ -26,7 +26,7 @@ def _make_old(db) -> None:  # type: ignore[no-untyped-def]
     if db.dialect == "sqlite":
         db.execute("DROP INDEX location_ruid_idx")
     db.execute("ALTER TABLE location DROP COLUMN ruid")
-    assert not schema.has_location_ruid(db)
+    assert not galera_ready.has_location_ruid(db)
 
 
 def _insert_old(db, username: str, contact: str, user_agent: str, instance=None, reg_id=0) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +74,7 @@ def test_migrate_adds_the_key_and_keeps_the_newest_row_of_a_duplicate(db_url, cl
     assert r.code == 0, r.err
     assert cli("db", "migrate").code == 0  # nothing left to do, nothing lost
     with connect(db_url) as db:
-        assert schema.has_location_ruid(db)
+        assert galera_ready.has_location_ruid(db)
         rows = db.query("SELECT username, contact, user_agent, sip_instance, reg_id, ruid FROM location ORDER BY contact_id")
         assert [(r["username"], r["user_agent"]) for r in rows] == [
             ("bob", "bob"), ("alice", "second"), ("alice", "flow 1"), ("alice", "flow 2")]

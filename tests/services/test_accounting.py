@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sipd.db import DbUnavailable, connect, schema
-from sipd.services.accounting import AccWriter, default_spool_path, write_records
+from sipd.services.accounting import AccWriter, write_records
+from sipd.services.spool import default_spool_path
 from sipd.services.cdr import Record
 from sipd.services.spool import Spool
 
@@ -110,6 +111,8 @@ def test_write_records_upsert_delete(db_url):
 def test_default_spool_path():
     assert default_spool_path("sqlite:////var/lib/sipd/sipd.db") == "/var/lib/sipd/acc.spool"
     assert default_spool_path("mysql://u@h/db").endswith("acc.spool")
+    # a node of a cluster: its own file, so nodes on one machine never wait for each other's lock
+    assert default_spool_path("mysql://u@h/db", "b").endswith("/acc-b.spool")
 
 
 def test_write_records_groups_inserts_by_table_in_order(db_url):
