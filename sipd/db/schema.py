@@ -205,7 +205,7 @@ TABLES: tuple[Table, ...] = (
         # the [cluster] node_id of the node that holds the call ('' without a cluster): only it fires
         # the call's timers, and a node that finds the owner dead takes the row over
         C("owner", "char(64)"),
-    ), (Index("owner_idx", ("owner",)),), primary_key=("dlg_id",)),
+    ), (Index("owner_idx", ("owner",)), Index("callid_idx", ("callid",))), primary_key=("dlg_id",)),
     Table("cdrs", 2, (
         C("id", "bigserial"), C("callid", "char(255)"), C("from_tag", "char(64)"),
         C("to_tag", "char(64)"), C("caller", "char(255)"), C("callee", "char(255)"),
@@ -348,9 +348,11 @@ def add_column(db: Database, table: str, name: str) -> None:
 
 def _dialog_owner(db: Database) -> None:
     """dialog 12 -> 13: the owner column ('' for the rows there: the calls of the one node that
-    ran before there was a cluster; a node of a cluster takes them over as a dead node's)."""
+    ran before there was a cluster; a node of a cluster takes them over as a dead node's), and
+    the Call-ID index a node looks a BYE's call up by when it does not hold it."""
     add_column(db, "dialog", "owner")
     add_index(db, "dialog", "owner_idx")
+    add_index(db, "dialog", "callid_idx")
 
 
 def _cdrs_unique(db: Database) -> None:

@@ -79,7 +79,7 @@ class Ownership:
                 task.cancel()
                 try:
                     await task
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping: its outcome no longer matters
                     pass
         self.task = None
 
@@ -206,6 +206,12 @@ class Ownership:
             logger.warning("BYE for Call-ID %s: its dialog cannot be read (%s); no CDR from this node",
                            call_id, exc)
             return
+        try:
+            self._end_claimed(row, call_id, from_tag, wall)
+        except Exception:  # noqa: BLE001 - a task's edge: one call's trouble is logged, never lost silently
+            logger.error("BYE for Call-ID %s: ending its dialog failed", call_id, exc_info=True)
+
+    def _end_claimed(self, row: dict[str, Any] | None, call_id: str, from_tag: str, wall: float) -> None:
         if row is None:
             return  # not a call sipd tracked, or another node claimed it first
         tracker = self.service.tracker

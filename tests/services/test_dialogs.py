@@ -219,3 +219,17 @@ def test_new_call_reusing_an_answered_invites_transaction_key_gets_its_own_cdr(t
     out = tracker.on_request(req("BYE", call_id="c2", from_tag="ft2", to_tag="tt", cseq=2), "tx3", clock.now)
     assert tables(out) == [("insert", "cdrs"), ("delete", "dialog")] and out[0].row["callid"] == "c2"
     assert tracker.find("c1") is not None  # the first call is still up
+
+
+def test_a_node_stores_itself_as_the_owner_and_lets_a_taken_call_go(clock):
+    """With [cluster] node_id the dialog row names the node; a call another node took over is
+    forgotten here without a CDR or a row change; ``match`` finds a call by either side's tags."""
+    ids = iter(range(100, 200))
+    tracker = Tracker(lifetime=60.0, ids=lambda: next(ids), is_self_route=lambda v: v == RR_US, owner="a")
+    _, out = answered_call(tracker, clock)
+    assert out[1].row["owner"] == "a"
+    dlg = tracker.match("c1", "tt", "ft")
+    assert dlg is not None and dlg is tracker.match("c1", "ft", "tt") and tracker.match("c1", "ft", "x") is None
+    tracker.forget(dlg)
+    assert tracker.list() == [] and tracker.on_request(req("BYE", to_tag="tt", cseq=2), "txb", clock.now) == []
+    assert Tracker(lifetime=60.0).restore([out[1].row]) == 1  # a survivor loads the row as it was stored
