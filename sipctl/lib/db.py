@@ -239,10 +239,10 @@ def check_writable(url: str, timeout: float = 5.0) -> None:
 
 
 def migrate(url: str, timeout: float = 5.0) -> list[tuple[str, str]]:
-    from sipd.db import schema
+    from sipd.db import migrations
 
     with session(url, timeout) as db:
-        return schema.migrate(db)
+        return migrations.migrate(db)
 
 
 def drop(url: str, *, admin_url: str | None = None, timeout: float = 5.0) -> dict[str, Any]:

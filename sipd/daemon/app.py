@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ..config import Config, load, parse_listen
-from ..db import DbError, DbSchemaError, parse_url, schema
+from ..db import DbError, DbSchemaError, migrations, parse_url, schema
 from ..errors import StartupError
 from ..livetrace import start_tracing
 from ..mgmt import server as mgmt_server
@@ -103,7 +103,7 @@ class App:
             await store.open()
             if config.database.url.startswith("sqlite:"):  # sipd keeps its own SQLite schema current
                 await store.call(schema.create_all, store.db)
-                await store.call(schema.migrate, store.db)
+                await store.call(migrations.migrate, store.db)
             elif config.dialog.enabled:
                 await store.call(self._check_dialog_table, store.db)
             state.db = store

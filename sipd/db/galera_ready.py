@@ -5,7 +5,7 @@ key (a table without one is replicated unreliably, a DELETE on it not at all). T
 the same new registration at once must also meet on a unique key, or both rows stay: that is the
 ``location.ruid`` column. ``galera_problems`` says what stands in the way (``sipctl db status``);
 ``add_location_ruid`` and ``make_galera_ready`` fix sipd's own tables, keeping every row (both are
-part of ``schema.migrate``).
+part of ``migrations.migrate``).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from ..boundary import describe
 from .acc_writer import BATCH_SIZE, LINGER, AccWriter, coalesce, write_records
 from .cdr import DIALOG_TIMEOUT, MI_TERMINATION
 from .dialogs import Dialog, DlgState, Tracker, default_ids, expand
-from .spool import Spool, spool_path
+from .spool import Spool, spool_path, sqlite_file
 from .takeover import Ownership
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import threading
 import pytest
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
-from sipd.db import cluster, connect, schema
+from sipd.db import cluster, connect, migrations, schema
 from sipd.services.acc_writer import write_records
 from sipd.services.cdr import Record, cdr_row
 from sipd.services.takeover import orphaned
@@ -44,12 +44,12 @@ def test_migrate_keeps_dialogs_and_the_first_cdr(empty_db_url):
             db.execute("INSERT INTO cdrs (callid, from_tag, to_tag, end_reason) VALUES ('c7', 'f', 't', ?)", (reason,))
         db.execute("INSERT INTO cdrs (callid, from_tag, to_tag, end_reason) VALUES ('c8', 'f', 't', 'other')")
         assert {(st.name, st.state) for st in schema.status(db)} >= {("dialog", "outdated"), ("cdrs", "outdated")}
-        assert sorted(schema.migrate(db)) == [("cdrs", "migrated 1 -> 2"), ("dialog", "migrated 12 -> 13")]
+        assert sorted(migrations.migrate(db)) == [("cdrs", "migrated 1 -> 2"), ("dialog", "migrated 12 -> 13")]
         assert db.query("SELECT dlg_id, callid, owner FROM dialog") == [{"dlg_id": 7, "callid": "c7", "owner": ""}]
         assert sorted((r["callid"], r["end_reason"]) for r in db.query("SELECT callid, end_reason FROM cdrs")) == [
             ("c7", "first"), ("c8", "other")]
         assert all(st.state == "ok" for st in schema.status(db))
-        assert schema.migrate(db) == []
+        assert migrations.migrate(db) == []
 
 
 def test_a_cdr_is_stored_once_per_dialog(db_url):

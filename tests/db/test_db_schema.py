@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
-from sipd.db import DbSchemaError, DbSchemaMissing, connect, schema
+from sipd.db import DbSchemaError, DbSchemaMissing, connect, migrations, schema
 
 
 def test_opensips_names_and_versions():
@@ -49,26 +49,26 @@ def test_create_all_idempotent_and_status(empty_db_url):
 
 def test_migrate(db_url, monkeypatch):
     with connect(db_url) as db:
-        assert schema.migrate(db) == []
+        assert migrations.migrate(db) == []
         old = schema.BY_NAME["stats_history"]
         monkeypatch.setitem(schema.BY_NAME, "stats_history", dataclasses.replace(old, version=2))
         with pytest.raises(DbSchemaError, match="no migration"):
-            schema.migrate(db)
+            migrations.migrate(db)
         add_col = {d: [f"ALTER TABLE stats_history ADD COLUMN node {t}"]
                    for d, t in (("sqlite", "VARCHAR(64) NOT NULL DEFAULT ''"), ("mysql", "VARCHAR(64) NOT NULL DEFAULT ''"))}
-        steps = {"stats_history": [schema.Migration("stats_history", 1, 2, add_col)]}
-        assert schema.migrate(db, steps) == [("stats_history", "migrated 1 -> 2")]
+        steps = {"stats_history": [migrations.Migration("stats_history", 1, 2, add_col)]}
+        assert migrations.migrate(db, steps) == [("stats_history", "migrated 1 -> 2")]
         db.execute("INSERT INTO stats_history (time, name, value, node) VALUES (?, ?, ?, ?)", (1, "x", 2, "n1"))
-        assert schema.migrate(db, steps) == []
+        assert migrations.migrate(db, steps) == []
         monkeypatch.setitem(schema.BY_NAME, "stats_history", old)
         with pytest.raises(DbSchemaError, match="newer"):
-            schema.migrate(db)
+            migrations.migrate(db)
 
 
 def test_migrate_on_empty_database(empty_db_url):
     with connect(empty_db_url) as db:
         with pytest.raises(DbSchemaMissing):
-            schema.migrate(db)
+            migrations.migrate(db)
 
 
 def test_drop_all(db_url):

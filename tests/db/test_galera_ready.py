@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from dbfixtures import backend, db_url, empty_db_url, mysql_db_url, mysql_scratch  # noqa: F401
 
-from sipd.db import connect, galera_ready, schema
+from sipd.db import connect, galera_ready, migrations, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,11 +49,11 @@ def test_migrate_makes_an_older_mysql_schema_galera_ready(mysql_db_url):
         versions = db.query("SELECT table_name, table_version FROM version ORDER BY table_name")
         assert {(p.table, p.kind) for p in galera_ready.galera_problems(db)} == {
             ("version", "primary key"), ("stats_history", "engine"), ("notes", "primary key")}
-        done = schema.migrate(db)
+        done = migrations.migrate(db)
         assert ("version", "primary key added (table_name)") in done
         assert ("stats_history", "converted to InnoDB") in done
         assert [(p.table, p.kind) for p in galera_ready.galera_problems(db)] == [("notes", "primary key")]
         assert db.query("SELECT table_name, table_version FROM version ORDER BY table_name") == versions
         assert db.query("SELECT time, name, value FROM stats_history") == [
             {"time": 1, "name": "core:rcv_requests", "value": 7}]
-        assert schema.migrate(db) == []
+        assert migrations.migrate(db) == []
