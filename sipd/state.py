@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .services.auth import SubscriberCache
 from .services.location import Location
 from .services.myself import OwnAddresses
+from .services.peers import ClusterPeers
 from .stats import Statistics
 
 if TYPE_CHECKING:
@@ -147,10 +148,14 @@ class ServerState:
     myself: OwnAddresses = field(default_factory=OwnAddresses)
     # a registrar worker handling calls: True for an AOR of another process it has no copy of
     not_here: Callable[[str], bool] | None = None
+    # [cluster]: this node's id and the other nodes, from the cluster_node table (services/peers.py)
+    cluster: ClusterPeers = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.domains is None:
             self.domains = DomainCache(self.config.server.domains)
+        if self.cluster is None:
+            self.cluster = ClusterPeers(self.config.cluster.node_id)
 
     def set_log_level(self, level: str) -> None:
         from .logging import set_level

@@ -58,6 +58,24 @@ class MysqlDatabase(Database):
         except pymysql.Error as exc:
             self._conn = None
             raise self._translate(exc) from None
+        self._causal_reads()
+
+    def _causal_reads(self) -> None:
+        """On a Galera node, make each read wait until this node has applied every write the
+        cluster committed before it (``wsrep_sync_wait = 1``). Galera certifies a commit on every
+        node at once but applies it a moment later, so without this a registration committed at
+        one sipd node could be missing from a lookup at another right after its 200 OK. Nothing
+        changes on a server that is not a Galera node (MySQL has no such variable)."""
+        assert self._conn is not None
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT @@wsrep_on AS wsrep_on")
+                row = cur.fetchone()
+                if row and str(row["wsrep_on"]).upper() in ("1", "ON"):
+                    cur.execute("SET SESSION wsrep_sync_wait = 1")
+            self._conn.commit()
+        except pymysql.Error:
+            pass  # MySQL, or a server without wsrep: reads are local anyway
 
     def _run(self, sql: str, params: Params, *, fetch: bool) -> ExecResult | list[dict[str, Any]]:
         stmt = to_format_style(sql)

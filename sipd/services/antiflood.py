@@ -75,8 +75,16 @@ class TrustedNetworks:
         self.networks = parse_networks(networks)
         self._cache: dict[str, bool] = {}
         self._cache_size = cache_size
+        #: the other nodes of this node's cluster (their addresses, kept up to date by the
+        #: heartbeat): trusted like the operator's networks, as peer proxies are
+        self.peers: frozenset[str] = frozenset()
+
+    def set_peers(self, hosts: Iterable[str]) -> None:
+        self.peers = frozenset(_strip(h).lower() for h in hosts)
 
     def __contains__(self, ip: str) -> bool:
+        if self.peers and ip.lower() in self.peers:
+            return True
         if not self.networks:
             return False
         hit = self._cache.get(ip)

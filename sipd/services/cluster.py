@@ -11,8 +11,10 @@ tried again at the next interval: the node then looks dead to the others, which 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from ..sip.uri import format_host
 if TYPE_CHECKING:
     from ..config import Config
     from ..config_sections import ClusterSection
+    from ..db import Database
     from ..state import ServerState
 
 logger = logging.getLogger("sipd.cluster")
@@ -116,13 +119,55 @@ class Heartbeat:
         if self.failing:
             logger.info("cluster heartbeat of node %s written again", self.cfg.node_id)
         self.failing = False
+        await self.load_peers()
         return True
+
+    async def load_peers(self) -> None:
+        """The other nodes' rows, into ``state.cluster`` and the trusted addresses of flood
+        protection (a new node is known to the others within one heartbeat interval)."""
+        store = self.state.db
+        try:
+            nodes, hosts = await store.call(lambda: _peers(store.db, self.cfg.node_id))  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - keep the peers known so far; the next beat retries
+            logger.warning("cluster nodes not read (the last ones known are kept): %s", exc)
+            return
+        before = self.state.cluster.addresses
+        self.state.cluster.update(nodes, hosts)
+        if self.state.cluster.addresses != before:
+            logger.info("cluster peers: %s", ", ".join(f"{n} {a}" for n, a in sorted(self.state.cluster.addresses.items()))
+                        or "none")
+        if self.state.bans is not None:
+            self.state.bans.trusted.set_peers(hosts)
+
+
+def _peers(db: Database, node_id: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(node_id, address) of every node, and the IP addresses of the others (a name in an address
+    is resolved here, on the database thread, never on the event loop)."""
+    nodes = [(n.node_id, n.address) for n in cluster_db.load_nodes(db)]
+    hosts: set[str] = set()
+    for other, address in nodes:
+        if other == node_id:
+            continue
+        host = address.rpartition(":")[0].strip("[]")
+        try:
+            ipaddress.ip_address(host)
+            hosts.add(host)
+        except ValueError:
+            try:
+                hosts.update(str(info[4][0]).split("%", 1)[0] for info in socket.getaddrinfo(host, None))
+            except OSError:
+                logger.warning("cluster node %s: address %s does not resolve", other, address)
+    return nodes, sorted(hosts)
 
 
 def start(state: ServerState, config: Config) -> Heartbeat | None:
     """The heartbeat of ``[cluster] node_id``, started; None without a node_id (no cluster)."""
     if not config.cluster.node_id:
         return None
+    if config.location.mode != "db-only":
+        logger.warning("cluster node %s with [location] mode = %s: registrations made at the other nodes are "
+                       "not seen here; set mode = \"db-only\" on every node", config.cluster.node_id,
+                       config.location.mode)
     heartbeat = Heartbeat(state, config.cluster, node_address(config))
     heartbeat.start()
     logger.info("cluster node %s (%s): heartbeat every %g s", config.cluster.node_id, heartbeat.address,

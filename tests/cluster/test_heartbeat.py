@@ -9,6 +9,7 @@ import time
 
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
+from helpers.sipd_nodes import wait_for
 from helpers.sipd_proc import SipdProcess
 from sipd.db import cluster, connect
 
@@ -22,16 +23,6 @@ def _row(db_url: str) -> cluster.Node | None:
     return nodes[0] if nodes else None
 
 
-def _wait_for(predicate, timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
-
-
 def _status(proc: SipdProcess) -> tuple[int, dict]:
     r = proc.sipctl("cluster", "status", "--json", check=False)
     return r.returncode, json.loads(r.stdout)
@@ -42,11 +33,11 @@ def test_sipd_writes_its_heartbeat_and_is_flagged_dead_after_kill9(tmp_path, db_
                                               "dead_after": DEAD_AFTER}}, db_url=db_url, provision=False)
     proc.start()
     try:
-        first = _wait_for(lambda: _row(db_url), 10)
+        first = wait_for(lambda: _row(db_url), 10)
         assert first is not None, proc.log_text()
         assert first.node_id == "a" and first.address == f"127.0.0.1:{proc.port}"
         assert abs(first.started - time.time()) < 30
-        refreshed = _wait_for(lambda: (r := _row(db_url)) and r.last_heartbeat > first.last_heartbeat and r, 5)
+        refreshed = wait_for(lambda: (r := _row(db_url)) and r.last_heartbeat > first.last_heartbeat and r, 5)
         assert refreshed, "the heartbeat was not refreshed"
         assert refreshed.started == first.started        # a later beat keeps the start
         code, st = _status(proc)

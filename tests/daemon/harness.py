@@ -66,14 +66,14 @@ class UA:
     """A minimal SIP user agent on a real socket (UDP, or one TCP connection to the server)."""
 
     def __init__(self, server_port: int, user: str, *, transport: str = "udp", password: str = "",
-                 domain: str = DOMAIN, host: str = "127.0.0.1"):
+                 domain: str = DOMAIN, host: str = "127.0.0.1", server_host: str | None = None):
         self.user, self.password, self.domain, self.transport = user, password, domain, transport
-        self.server = (host, server_port)
+        self.server = (server_host or host, server_port)  # server_host: a sipd node on 127.0.0.2
         if transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind((host, 0))
         else:
-            self.sock = socket.create_connection(self.server, timeout=5)
+            self.sock = socket.create_connection(self.server, timeout=5, source_address=(host, 0))
         self.port = self.sock.getsockname()[1]
         self.host = host
         self.buf = b""
@@ -240,7 +240,20 @@ class UA:
         data = "\r\n".join(lines)
         if status >= 200:
             self.answered[(req.get("Via") or "", req.get("CSeq") or "")] = data
-        self.send(data)
+        # over UDP to the top Via (RFC 3261 §18.2.2): the proxy that sent the request, which is not
+        # always the one this UA registered with (several sipd nodes)
+        self.send(data, self._via_address(req) if self.transport == "udp" else None)
+
+    def _via_address(self, req: Request) -> tuple[str, int] | None:
+        """The request's top Via as an address to send to, when it is one (an IP literal)."""
+        import ipaddress
+
+        host, port = req.vias[0].response_address()
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return None  # a name (an advertised address): the server this UA talks to
+        return host.strip("[]"), port
 
 
 def message_reaches(caller: UA, callee: UA) -> bool:
