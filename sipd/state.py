@@ -16,6 +16,7 @@ from .services.auth import SubscriberCache
 from .services.location import Location
 from .services.myself import OwnAddresses
 from .services.peers import ClusterPeers
+from .services.resolve import is_numeric
 from .stats import Statistics
 
 if TYPE_CHECKING:
@@ -32,11 +33,13 @@ class DomainCache:
         self.configured = {d.lower() for d in configured}
         self.from_db: dict[str, str | None] = {}
         self._all = frozenset(self.configured)
+        self.first_name = _first_name(self._all)
         self.reloader: Callable[[], Any] | None = None
 
     def set(self, rows: dict[str, str | None]) -> None:
         self.from_db = {k.lower(): v for k, v in rows.items()}
         self._all = frozenset(self.configured | set(self.from_db))
+        self.first_name = _first_name(self._all)
 
     def __contains__(self, domain: object) -> bool:
         return isinstance(domain, str) and domain.lower() in self._all
@@ -53,6 +56,13 @@ class DomainCache:
     async def reload(self) -> None:
         if self.reloader is not None:
             await self.reloader()
+
+
+def _first_name(domains: frozenset[str]) -> str:
+    """The first domain in alphabetical order that is a name, not an IP address ("" if none): the
+    realm of single-domain mode when neither [auth] realm nor [server] domains names one. Found
+    once per change of the table, not per request (IP literal tests cost microseconds each)."""
+    return min((d for d in domains if not is_numeric(d.strip("[]"))), default="")
 
 
 class AliasCache:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .location import aor_key
-from .resolve import is_numeric
 
 if TYPE_CHECKING:
     from ..state import ServerState
@@ -31,7 +30,7 @@ def single_realm(state: ServerState) -> str | None:
         return None
     realm = config.auth.realm or next(iter(config.server.domains), "")
     if not realm:  # only the domain table: its first name (alphabetical, so stable across reloads)
-        realm = next((d for d in state.domains if not is_numeric(d.strip("[]"))), "")
+        realm = state.domains.first_name
     return realm.lower() or None
 
 

@@ -30,6 +30,20 @@ def test_explicit_realm_and_the_domain_table():
     assert single_realm(state({})) is None
 
 
+def test_the_realm_from_the_table_follows_its_reloads():
+    """The first name is found once per change of the table (not per request), so a reload that
+    adds a name, removes it or brings only addresses must be seen at once."""
+    st = state({}, table=["192.0.2.10", "[2001:db8::1]"])
+    assert single_realm(st) is None  # addresses only: the domain of each request is its realm
+    assert realm_for(st, "192.0.2.10") == "192.0.2.10"
+    st.domains.set({"z.test": None, "192.0.2.10": None})
+    assert single_realm(st) == "z.test"
+    st.domains.set({"m.test": None, "z.test": None})
+    assert single_realm(st) == "m.test"
+    st.domains.set({})
+    assert single_realm(st) is None
+
+
 def test_multidomain_each_domain_is_its_own_realm():
     st = state({"domains": ["a.test", "b.test"], "multidomain": True})
     assert single_realm(st) is None
