@@ -153,12 +153,26 @@ class RandInt(Protocol):
     def __call__(self, a: int, b: int, /) -> int: ...
 
 
+#: is_numeric's answers: hosts of Request-URIs, Routes and domains repeat from message to message,
+#: and parsing one with ``ipaddress`` costs a few microseconds (two per proxied request).
+_NUMERIC: dict[str, bool] = {}
+_NUMERIC_MAX = 1024  # then forgotten at once: a scanner's random hosts cannot grow it
+
+
 def is_numeric(host: str) -> bool:
+    """``host`` (brackets allowed) is an IPv4 or IPv6 address, not a name."""
+    known = _NUMERIC.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host.strip("[]"))
+        known = True
     except ValueError:
-        return False
-    return True
+        known = False
+    if len(_NUMERIC) >= _NUMERIC_MAX:
+        _NUMERIC.clear()
+    _NUMERIC[host] = known
+    return known
 
 
 def order_srv(records: Iterable[Srv], randint: RandInt) -> list[Srv]:

@@ -255,3 +255,14 @@ def test_config_drives_the_daemon_resolver(good_ns):
     sr = R.SipResolver(conf)
     assert asyncio.run(sr.resolve(Uri("sip", "example.test"), transports=("tcp",))) == [EXPECTED_GOOD[1]]
     assert len(sr.cache) > 0
+
+
+def test_is_numeric_answers_the_same_when_remembered_and_stays_bounded():
+    hosts = {"192.0.2.1": True, "[2001:db8::1]": True, "2001:db8::1": True, "example.test": False,
+             "192.0.2.256": False, "[example.test]": False, "01.2.3.4": False, "": False}
+    for _ in range(2):  # the second time from what it remembers
+        assert {h: R.is_numeric(h) for h in hosts} == hosts
+    for i in range(3 * R._NUMERIC_MAX):  # a scanner's random names
+        assert not R.is_numeric(f"h{i}.example")
+    assert len(R._NUMERIC) <= R._NUMERIC_MAX
+    assert {h: R.is_numeric(h) for h in hosts} == hosts
