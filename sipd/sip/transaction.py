@@ -41,6 +41,10 @@ from .errors import LocalProtocolError, RemoteProtocolError
 
 
 class State(enum.Enum):
+    # Enum members are singletons equal only to themselves: hashing them by identity agrees with
+    # their equality, without Enum's own __hash__ (a Python-level call per dict look-up); every
+    # step of every transaction looks (kind, state, input) up in the compiled table.
+    __hash__ = object.__hash__
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -51,6 +55,7 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__  # by identity, as State
     # from the network
     RECV_1XX = "recv 1xx"
     RECV_2XX = "recv 2xx"
@@ -112,6 +117,7 @@ class Action(enum.Enum):
 
 
 class Kind(enum.Enum):
+    __hash__ = object.__hash__  # by identity, as State
     ICT = "INVITE client"
     NICT = "non-INVITE client"
     IST = "INVITE server"
