@@ -29,7 +29,8 @@ def ps(ctx: typer.Context, *, json: Json = False) -> None:
     Example: sipctl ps
     """
     procs = _call(ctx, "ps").get("Processes", [])
-    Output(json_mode=json).table(["ID", "PID", "Type"], [(p.get("ID"), p.get("PID"), p.get("Type")) for p in procs],
+    Output(json_mode=json).table(["ID", "PID", "Type", "Connections"],
+                                 [(p.get("ID"), p.get("PID"), p.get("Type"), p.get("Connections", "")) for p in procs],
                                  data={"Processes": procs})
 
 

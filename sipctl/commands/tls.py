@@ -33,9 +33,13 @@ def list_(ctx: typer.Context, *, json: Json = False) -> None:
              d.get("days_left", ""), f"{d.get('min_version', '')}..{d.get('max_version', '') or 'max'}",
              "yes" if d.get("require_cert") else "no", d.get("error", "") or "")
             for d in domains]
-    Output(json_mode=json).table(
-        ["name", "role", "match", "subject", "not_after", "days_left", "versions", "require_cert", "error"],
-        rows, title="TLS domains", data=result)
+    out = Output(json_mode=json)
+    out.table(["name", "role", "match", "subject", "not_after", "days_left", "versions", "require_cert", "error"],
+              rows, title="TLS domains", data=result)
+    processes = result.get("processes", []) if isinstance(result, dict) else []
+    if not json and out.out.is_terminal and processes:  # (piped: one row per domain, nothing else)
+        held = ", ".join(f"process {p.get('process')} (pid {p.get('pid')}): {p.get('connections')}" for p in processes)
+        out.out.print(f"TLS connections: {held}", highlight=False, markup=False)
 
 
 @app.command()

@@ -171,16 +171,22 @@ class App:
         """TLS domains, then every ``[server] listen`` address; returns the listeners' names.
         Raises BindError (one line for the operator) when one cannot be bound."""
         endpoint = self.endpoint
-        self.tls = self.mgmt_context.tls = self._tls_manager()
+        self.open_tls()
         endpoint.attach(Transports(endpoint, self.config.limits, tls=self.tls))
         endpoint.transports.udp_readers = self.worker_count()
         self.mgmt_context.listeners = endpoint.transports.listeners
+        self.mgmt_context.connections = endpoint.transports.counts
         names = []
         for item in self.config.server.listen:
             listener = await endpoint.transports.bind(parse_listen(item))
             names.append(listener.name)
             endpoint.note_self_address(listener)
         return names
+
+    def open_tls(self) -> TlsManager | None:
+        """The TLS domains (main, and a worker that serves TLS connections main hands over)."""
+        self.tls = self.mgmt_context.tls = self._tls_manager()
+        return self.tls
 
     def _tls_manager(self) -> TlsManager | None:
         """TLS domains (sipd/tlsconf.py); None when no tls listener and no [tls] certificate/CA."""

@@ -34,6 +34,7 @@ from ..sip.errors import RemoteProtocolError
 from ..sip.layer import (CancelReceived, MessageRejected, RequestReceived, ResponseReceived, TransactionTerminated,
                          TransactionTimedOut)
 from ..sip.message import make_response
+from ..sip.parser import parse_message
 from ..sip.stateless import stateless_tag
 from ..sl_stats import StatelessReplyStats
 from ..state import CallEvent, ServerState
@@ -142,13 +143,18 @@ class Endpoint:
     # -- receive path -----------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple, owned: bool = False) -> None:
-        """A UDP datagram (``owned``: it reached the process it belongs to; not routed again)."""
+        """A UDP datagram (``owned``: it reached the process it belongs to; not routed again), or
+        a message another process read on a TCP/TLS connection and handed over as bytes (``addr``
+        names that connection, whose owner sends what answers it)."""
         now = self.loop.time()
         if self.trace_on:
             trace.log(sipd_logging.TRACE, "recv %d bytes from %s:\n%s", len(data), describe(addr),
                       data.decode("utf-8", "replace"))
         if self.tracer.active:
             self.tracer.emit("in", addr, data)
+        if addr[0] != "udp":
+            self._handed_message(data, addr, owned, now)
+            return
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive over UDP (RFC 5626 §4.4.1 uses STUN; many UAs send CRLF)
         if not security.packet_allowed(self.state, addr[1], now):
@@ -164,6 +170,20 @@ class Endpoint:
         self.layer.receive_datagram(data, addr, now)
         self.process_events(now)
 
+    def _handed_message(self, data: bytes, addr: tuple, owned: bool, now: float) -> None:
+        """A message another process read on a TCP/TLS connection it owns (checked there as any
+        stream message: bans when it connected, framing, size), as bytes; what answers it goes
+        back to that process, named in ``addr``."""
+        if not owned and self.routing.route_datagram(data, addr):
+            return  # main: another worker's AOR or call
+        try:
+            msg = parse_message(data)
+        except RemoteProtocolError as exc:  # it was framed and parsed once: only a bug gets here
+            self.layer.reject(exc, addr)
+        else:
+            self.layer.receive_message(msg, addr, now)  # a stream message: nothing is retransmitted
+        self.process_events(now)
+
     def message_received(self, msg: Any, addr: tuple) -> None:
         now = self.loop.time()
         if self.trace_on:
@@ -171,7 +191,8 @@ class Endpoint:
                       msg.to_bytes().decode("utf-8", "replace"))
         if self.tracer.active:
             self.tracer.emit("in", addr, msg.to_bytes())
-        self.routing.stream_message(msg)
+        if self.routing.route_stream(msg, addr):
+            return  # another process handles it (its AOR, its call)
         self.layer.receive_message(msg, addr, now)
         self.process_events(now)
 

@@ -18,8 +18,8 @@ from ..sip.uri import format_host, parse_uri
 
 
 class OurHop:
-    """Set up by the app: ``transports`` once bound, ``resolver``, and ``routing`` (a worker
-    process cannot reach a contact registered over a connection of main's)."""
+    """Set up by the app: ``transports`` once bound, ``resolver``, and ``routing`` (whether this
+    process can reach a registered contact)."""
 
     def __init__(self, config: Any, myself: Any, mark: str, branch_seq: itertools.count, routing: Any):
         self.config = config
@@ -103,15 +103,19 @@ class OurHop:
     def reuse_connection(self, dest: tuple) -> tuple:
         if dest[0] == "udp":
             return dest
-        conn = self.transports.by_peer.get((dest[0], dest[1], dest[2]))
-        return (dest[0], dest[1], dest[2], conn.conn_id) if conn is not None and not conn.closed else dest
+        key = (dest[0], dest[1], dest[2])
+        conn = self.transports.by_peer.get(key)
+        if conn is not None and not conn.closed:
+            return (*key, conn.conn_id)
+        remote = self.transports.remote.get(key)  # main: a worker's connection to that peer
+        return (*key, remote) if remote is not None else dest
 
     def dest_from_uri(self, uri: Any) -> tuple | None:
         dest = dest_of(uri)
         return self.reuse_connection(dest) if dest is not None else None
 
     def connection_alive(self, conn_id: Any) -> bool:
-        return self.transports.connection(conn_id) is not None
+        return conn_id is not None and self.transports.alive(conn_id)
 
     async def resolve(self, uri: Any) -> list[Any]:
         return await self.resolver.resolve(uri, transports=self.transports_available())
@@ -128,6 +132,9 @@ class OurHop:
         elif c.conn_id is not None and self.transports.connection(c.conn_id) is not None:
             conn = self.transports.connection(c.conn_id)
             dest = (conn.proto, conn.host, conn.port, conn.conn_id)  # type: ignore[union-attr]
+        elif (c.conn_id is not None and self.transports.alive(c.conn_id)
+              and (flow := parse_received(c.received)) is not None):
+            dest = (*flow, c.conn_id)  # the connection of another process: its owner sends on it
         elif (c.received and c.received.startswith("udp:") and self.config.nat.enabled and is_nated(c)
               and (pinhole := parse_received(c.received)) is not None):
             dest = (*pinhole, None)

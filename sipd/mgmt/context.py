@@ -22,3 +22,5 @@ class MgmtContext:
     listeners: list[Any] = field(default_factory=list)
     #: The worker pool (sipd/daemon/workers/pool.py) once it started; None with one process.
     workers: Any = None
+    #: () -> {"tcp": n, "tls": m}: the connections this process holds (``ps``, ``tls_list``).
+    connections: Any = None

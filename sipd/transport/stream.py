@@ -5,16 +5,22 @@ answers CRLF keep-alive pings with CRLF (RFC 5626 §3.5.1). Connections are kept
 by id and by (proto, host, port) of the peer, so replies and requests to an endpoint that registered
 over TCP go back over its connection. Limits: total connections, connections per source IP, idle
 timeout (closed by ``Transports.sweep``).
+
+With worker processes (``[server] workers``) every process serves connections: main alone listens
+and accepts, and hands most accepted sockets to a worker (``Transports.handover``, as Kamailio's
+tcp_main passes a socket to a tcp_receiver); each connection then has exactly one owner, named by
+its id (:func:`conn_owner`), and a message for a connection of another process goes to its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import socket
+import struct
 from typing import TYPE_CHECKING
 
+from ..boundary import caught
 from .base import BindError, Listener, bind_error_message
 
 if TYPE_CHECKING:
@@ -25,7 +31,15 @@ logger = logging.getLogger(__name__)
 #: A connection whose peer stops reading may not buffer more than this before it is closed.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
-_ids = itertools.count(1)
+#: A connection id is ``sequence * CONN_OWNERS + the owner's process index``: whoever holds an id
+#: (a contact, a transaction's source) knows which process can write on that connection. More than
+#: ``[server] workers`` can ask for (64).
+CONN_OWNERS = 256
+
+
+def conn_owner(conn_id: int) -> int:
+    """The index of the process that owns connection ``conn_id`` (0: main)."""
+    return conn_id % CONN_OWNERS
 
 
 class StreamConnection(asyncio.Protocol):
@@ -34,7 +48,7 @@ class StreamConnection(asyncio.Protocol):
 
         self.manager = manager
         self.proto = proto
-        self.conn_id = next(_ids)
+        self.conn_id = manager.new_conn_id()
         self.parser = StreamParser()
         self.transport: asyncio.Transport | None = None
         self.host, self.port = outbound if outbound else ("", 0)
@@ -42,6 +56,7 @@ class StreamConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.closed = False
         self.outbound = outbound is not None
+        self.handed: str | None = None  # accepted by main and handed here: the source main counts it under
         self.addr: tuple = (proto, self.host, self.port, self.conn_id)
 
     # asyncio callbacks ------------------------------------------------------------------------
@@ -81,6 +96,8 @@ class StreamConnection(asyncio.Protocol):
         self.closed = True
         self.transport = None
         self.manager.forget(self)
+        if self.handed is not None:
+            self.manager.released(self)
 
     # sending ----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -119,18 +136,103 @@ def listening_socket(proto: str, host: str, port: int, backlog: int = 1024) -> s
 
 
 class StreamListener(Listener):
-    def __init__(self, proto: str, host: str, port: int, server: asyncio.base_events.Server):
+    """A TCP listener (TLS: ``tls.TlsListener``). It accepts from its socket itself
+    (``loop.add_reader``), so that each accepted socket can be refused, handed to another process
+    or served here (:meth:`take`). In a worker process it has no socket (``sock`` None): it names
+    main's listener (Via, Record-Route) and takes the sockets main hands over."""
+
+    #: Connections taken from the kernel's accept queue per wake-up (fairness with other work).
+    ACCEPT_BATCH = 64
+
+    def __init__(self, proto: str, host: str, port: int, manager: Transports, sock: socket.socket | None = None):
         self.proto = proto
         super().__init__(host, port)
-        self.server = server
+        self.manager = manager
+        self.sock = sock
+        self.accepted = 0  # sockets served by this process
+        self.tasks: set[asyncio.Task[None]] = set()
+        if sock is not None:
+            manager.loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
     async def bind(cls, proto: str, host: str, port: int, manager: Transports) -> StreamListener:
-        loop = asyncio.get_running_loop()
         sock = listening_socket(proto, host, port)
-        port = sock.getsockname()[1]
-        server = await loop.create_server(lambda: StreamConnection(manager, proto), sock=sock)
-        return cls(proto, host, port, server)
+        return cls(proto, host, sock.getsockname()[1], manager, sock)
+
+    def _on_readable(self) -> None:
+        """Accept what the kernel has queued (bounded): each socket is refused (limits, bans),
+        handed to a worker process, or served here."""
+        if self.sock is None:
+            return
+        manager = self.manager
+        for _ in range(self.ACCEPT_BATCH):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the connection stays queued in the kernel;
+                # stop watching for a second (level-triggered readiness would spin), as asyncio does
+                logger.warning("%s: accept failed: %s; retrying in 1 s", self.name, exc)
+                manager.loop.remove_reader(self.sock.fileno())
+                manager.loop.call_later(1.0, self._resume_accepting)
+                return
+            try:
+                handover = manager.handover
+                if not manager.accepting or (handover is not None and not manager.inbound_allowed(self.proto, peer[0])):
+                    abort(conn)  # (one process alone checks the limits once the connection is up: admit)
+                    continue
+                conn.setblocking(False)
+                if handover is not None and handover(conn, peer, self):
+                    continue  # a worker serves it
+                self.take(conn)
+            except Exception as exc:  # noqa: BLE001 - one socket must not stop the listener
+                abort(conn)
+                caught(manager.sink, "accept", exc, (self.proto, peer[0], peer[1], None), "accepting a connection")
+
+    def _resume_accepting(self) -> None:
+        if self.sock is not None:
+            self.manager.loop.add_reader(self.sock.fileno(), self._on_readable)
+
+    def take(self, sock: socket.socket, handed: str | None = None) -> None:
+        """Serve an accepted socket in this process (``handed``: main accepted it, and counts it
+        under this source address until this process releases it)."""
+        self.accepted += 1
+        conn = StreamConnection(self.manager, self.proto)
+        conn.handed = handed
+        task = self.manager.loop.create_task(self._open(conn, sock, handed))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _open(self, conn: StreamConnection, sock: socket.socket, handed: str | None) -> None:
+        try:
+            await self.manager.loop.connect_accepted_socket(lambda: conn, sock)
+        except OSError as exc:  # the peer left before the transport was made
+            logger.debug("%s: accepted connection lost at once: %s", self.name, exc)
+            sock.close()
+            if handed is not None:
+                self.manager.released(conn)
+
+    def stop(self) -> None:
+        """Accept no more connections (the socket stays bound until :meth:`close`)."""
+        if self.sock is not None:
+            try:
+                self.manager.loop.remove_reader(self.sock.fileno())
+            except (ValueError, RuntimeError):  # loop already closed
+                pass
 
     def close(self) -> None:
-        self.server.close()
+        self.stop()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        for task in list(self.tasks):
+            task.cancel()
+
+
+def abort(sock: socket.socket) -> None:
+    """Close with RST: a refused peer learns at once, and no TIME_WAIT is left here."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()

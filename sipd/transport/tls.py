@@ -2,9 +2,11 @@
 
 TLS is the TCP stream transport of ``stream.py`` with a handshake in front. Theory of operation:
 
-* Accepting: the listener accepts from its socket itself (``loop.add_reader``), so it can count the
-  handshakes in progress and refuse (RST) a connection beyond ``tls.max_pending_handshakes`` before
-  any TLS state is allocated. Each accepted socket is handed to ``loop.connect_accepted_socket(...,
+* Accepting: the listener accepts from its socket itself (``loop.add_reader``, the TCP listener's
+  loop in ``stream.py``), so it can count the handshakes in progress and refuse (RST) a connection
+  beyond ``tls.max_pending_handshakes`` before any TLS state is allocated; with worker processes
+  main hands most accepted sockets to a worker, which runs the handshake (and counts its own).
+  Each socket served is handed to ``loop.connect_accepted_socket(...,
   ssl=<the domain's current context>, ssl_handshake_timeout=tls.handshake_timeout)`` — public API
   that behaves the same on asyncio and uvloop (``start_tls`` on an accepted transport does not work
   on uvloop). Handshakes run concurrently on the event loop, so a peer that stalls (slowloris) costs
@@ -25,11 +27,10 @@ import asyncio
 import logging
 import socket
 import ssl
-import struct
 from typing import TYPE_CHECKING, Any
 
-from .base import BindError, Listener
-from .stream import StreamConnection, listening_socket
+from .base import BindError
+from .stream import StreamConnection, StreamListener, abort, listening_socket
 
 if TYPE_CHECKING:
     from ..tlsconf import TlsDomain, TlsManager
@@ -43,8 +44,9 @@ WRITE_HIGH_WATER = 256 * 1024
 
 class TlsConnection(StreamConnection):
     def __init__(self, manager: Transports, domain: TlsDomain, send_timeout: float, *,
-                 outbound: tuple[str, int] | None = None):
+                 outbound: tuple[str, int] | None = None, handed: str | None = None):
         super().__init__(manager, "tls", outbound=outbound)
+        self.handed = handed
         self.domain = domain
         self.send_timeout = send_timeout
         self._send_timer: asyncio.TimerHandle | None = None
@@ -79,77 +81,54 @@ class TlsConnection(StreamConnection):
         super().connection_lost(exc)
 
 
-class TlsListener(Listener):
-    proto = "tls"
-
-    #: Connections taken from the kernel's accept queue per wake-up (fairness with other work).
-    ACCEPT_BATCH = 64
+class TlsListener(StreamListener):
+    """A TLS listener: the TCP listener's accept loop (``stream.StreamListener``), then a
+    handshake with the listener's domain for each socket it serves (accepted here or handed over by
+    main), at most ``tls.max_pending_handshakes`` at once in this process."""
 
     def __init__(self, host: str, port: int, manager: Transports, tls: TlsManager, domain: TlsDomain,
-                 sock: socket.socket):
-        super().__init__(host, port)
-        self.manager = manager
+                 sock: socket.socket | None = None):
         self.tls = tls
         self.domain = domain
-        self.sock: socket.socket | None = sock
         self.pending = 0
         self.refused = 0
         self.failed = 0
-        self.accepted = 0
-        self.tasks: set[asyncio.Task[None]] = set()
+        super().__init__("tls", host, port, manager, sock)
 
     @classmethod
-    async def bind(cls, host: str, port: int, manager: Transports, tls: TlsManager) -> TlsListener:
+    async def bind(cls, host: str, port: int, manager: Transports, tls: TlsManager) -> TlsListener:  # type: ignore[override]
         """Bind ``tls:host:port``. Raises BindError (one line) when it cannot."""
         name = f"tls:{'[' + host + ']' if ':' in host else host}:{port}"
         domain = tls.server_domain(name)
         if domain is None or domain.context is None:
             raise BindError(f"cannot listen on {name}: no TLS server domain — see [tls] certificate")
         sock = listening_socket("tls", host, port)
-        self = cls(host, sock.getsockname()[1], manager, tls, domain, sock)
-        manager.loop.add_reader(sock.fileno(), self._on_readable)
-        return self
+        return cls(host, sock.getsockname()[1], manager, tls, domain, sock)
 
-    def _on_readable(self) -> None:
-        """Accept what the kernel has queued (bounded), refusing beyond the pending-handshake cap."""
-        if self.sock is None:
+    def take(self, sock: socket.socket, handed: str | None = None) -> None:
+        """Start the handshake, or refuse (RST) beyond the pending-handshake cap before any TLS
+        state is allocated."""
+        if not self.manager.accepting or self.pending >= self.tls.max_pending_handshakes:
+            if self.manager.accepting:
+                self.refused += 1
+                if self.refused == 1 or self.refused % 1000 == 0:
+                    logger.warning("tls %s: %d handshakes in progress (tls.max_pending_handshakes); refusing new "
+                                   "connections (%d so far)", self.name, self.pending, self.refused)
+            abort(sock)
+            if handed is not None:
+                self.manager.released(TlsConnection(self.manager, self.domain, 0, handed=handed))
             return
-        manager = self.manager
-        for _ in range(self.ACCEPT_BATCH):
-            try:
-                conn, _peer = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE and friends: the connection stays queued in the kernel;
-                # stop watching for a second (level-triggered readiness would spin), as asyncio does
-                logger.warning("tls %s: accept failed: %s; retrying in 1 s", self.name, exc)
-                manager.loop.remove_reader(self.sock.fileno())
-                manager.loop.call_later(1.0, self._resume_accepting)
-                return
-            if not manager.accepting or self.pending >= self.tls.max_pending_handshakes:
-                if manager.accepting:
-                    self.refused += 1
-                    if self.refused == 1 or self.refused % 1000 == 0:
-                        logger.warning("tls %s: %d handshakes in progress (tls.max_pending_handshakes); refusing new "
-                                       "connections (%d so far)", self.name, self.pending, self.refused)
-                _abort(conn)
-                continue
-            conn.setblocking(False)
-            self.pending += 1
-            self.accepted += 1
-            task = manager.loop.create_task(self._handshake(conn))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        self.pending += 1
+        self.accepted += 1
+        task = self.manager.loop.create_task(self._handshake(sock, handed))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    def _resume_accepting(self) -> None:
-        if self.sock is not None:
-            self.manager.loop.add_reader(self.sock.fileno(), self._on_readable)
-
-    async def _handshake(self, sock: socket.socket) -> None:
+    async def _handshake(self, sock: socket.socket, handed: str | None) -> None:
         # The domain's *current* context: a reload (tlsconf.TlsManager.reload) applies to the next
         # connection, and connections already up keep the certificate they negotiated with.
         domain = self.domain
-        conn = TlsConnection(self.manager, domain, self.tls.send_timeout)
+        conn = TlsConnection(self.manager, domain, self.tls.send_timeout, handed=handed)
         try:
             peer = sock.getpeername()
         except OSError:
@@ -165,28 +144,10 @@ class TlsListener(Listener):
                         str(exc) or type(exc).__name__)
             # the socket belongs to the loop's transport now, which closes it (uvloop detaches it
             # only once libuv has closed the handle: closing it here could close a reused fd)
+            if handed is not None:
+                self.manager.released(conn)
         finally:
             self.pending -= 1
-
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.manager.loop.remove_reader(self.sock.fileno())
-            except (ValueError, RuntimeError):  # loop already closed
-                pass
-            self.sock.close()
-            self.sock = None
-        for task in list(self.tasks):
-            task.cancel()
-
-
-def _abort(sock: socket.socket) -> None:
-    """Close with RST: a refused peer learns at once, and no TIME_WAIT is left here."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
 
 
 def connect(manager: Transports, tls: TlsManager, host: str, port: int) -> StreamConnection:

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipd.daemon.workers.frames import (DATAGRAM_KINDS, LENGTH_SIZE, MAX_FRAME, AorContacts, AorWanted, BanChange,
-                                        CallEventFrame, Cancel, Counters, Datagram, FrameError, FrameKind, Hello,
-                                        LogLevel, Passthrough, Reload, Reloaded, Synced, decode, encode, split_frames,
-                                        with_length)
+                                        CallEventFrame, Cancel, Connection, Counters, Datagram, FrameError, FrameKind,
+                                        Hello, LogLevel, Passthrough, Probe, Probed, Reload, Reloaded, Synced, decode,
+                                        encode, split_frames, with_length)
 from sipd.daemon.workers.link import Link
 from sipd.services.location import Contact
 
@@ -46,6 +46,13 @@ SAMPLES = [
     LogLevel("debug"),
     Reload(7, ("domains", "subscribers"), ("a,b;c@example.test", "d@example.test")), Reload(0, ("aliases",)),
     Reloaded(7),
+    # a message read on (or to send on) a TCP/TLS connection: its transport and connection id travel
+    Datagram(FrameKind.ROUTE, REGISTER, "192.0.2.1", 50123, "tcp", 257),
+    Datagram(FrameKind.SEND, b"SIP/2.0 200 OK\r\n\r\n", "2001:db8::1", 5061, "tls", 2**40 * 256 + 1),
+    Datagram(FrameKind.SEND, b"INVITE", "192.0.2.7", 5060, "tcp", None),  # a peer without a known connection
+    Connection("up", 513, "tls", "192.0.2.1", 50123, True), Connection("down", 769, "tcp", "::1", 5060, False),
+    Connection("released", 0, "tcp", "?", 0, True),
+    Probe(3), Probed(3, {"pid": 12, "tcp": 1, "tls": 2, "tls_listeners": [{"listener": "tls:127.0.0.1:5061"}]}),
 ]
 
 
@@ -76,6 +83,14 @@ def test_a_datagram_costs_its_address_and_three_bytes():
     assert decode(data).address == ("udp", "192.0.2.1", 5060, None)
 
 
+def test_a_stream_message_costs_nine_bytes_more_and_a_datagram_nothing():
+    """The transport and connection id follow the address only for a message of a connection."""
+    udp = encode(Datagram(FrameKind.CALL, REGISTER, "192.0.2.1", 5060))
+    tcp = encode(Datagram(FrameKind.CALL, REGISTER, "192.0.2.1", 5060, "tcp", 513))
+    assert len(tcp) == len(udp) + 9 and tcp.endswith(REGISTER)
+    assert decode(tcp).address == ("tcp", "192.0.2.1", 5060, 513)
+
+
 def test_contacts_come_back_as_contacts():
     frame = decode(encode(AorContacts("alice@example.test", CONTACTS)))
     assert all(isinstance(c, Contact) for c in frame.contacts)
@@ -97,7 +112,8 @@ def test_truncated_frames_are_refused_or_read_without_an_exception(frame):
 
 
 @pytest.mark.parametrize("frame", [s for s in SAMPLES if s.kind in (FrameKind.AOR, FrameKind.BAN, FrameKind.COUNTERS,
-                                                                    FrameKind.CALL_EVENT, FrameKind.CANCEL)],
+                                                                    FrameKind.CALL_EVENT, FrameKind.CANCEL,
+                                                                    FrameKind.CONNECTION, FrameKind.PROBED)],
                          ids=lambda f: f.kind.name)
 def test_a_truncated_structured_frame_is_refused(frame):
     data = encode(frame)
@@ -122,6 +138,10 @@ def test_a_truncated_datagram_header_is_refused():
     b"S" + pickle.dumps({"a": "1"}), b"S" + pickle.dumps([1]), b"S" + pickle.dumps({1: 1}),
     b"K" + pickle.dumps(("request", "not bytes", None, None, 1.0)), b"K" + pickle.dumps((1, 2)),
     b"Z" + pickle.dumps("not a key"), b"Z" + b"\x80\x05garbage",
+    b"N" + pickle.dumps(("sideways", 1, "tcp", "h", 1, True)), b"N" + pickle.dumps(("up", 1, "pigeon", "h", 1, True)),
+    b"N" + pickle.dumps(("up", 1)), b"O", b"Ox", b"o" + pickle.dumps([1, {}]), b"o" + pickle.dumps(("1", {})),
+    b"W\x13\xc4\x81h\x63" + bytes(8) + b"INVITE",  # a transport that does not exist
+    b"W\x13\xc4\x81h\x01\x00",  # a connection id cut short
 ])
 def test_garbage_is_refused(data):
     with pytest.raises(FrameError):

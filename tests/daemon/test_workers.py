@@ -94,7 +94,7 @@ def owner(user: str) -> int:
 
 
 WORKER_USERS = [u for u in USERS if owner(u) == 1]
-READY = ("(UDP REGISTER for its AORs)", "calls by Call-ID)")  # `sipctl ps` of a ready worker
+READY = "TCP/TLS connections)"  # `sipctl ps` of a ready worker (not "starting", not passing through)
 MAIN_USERS = [u for u in USERS if owner(u) == 0]
 
 

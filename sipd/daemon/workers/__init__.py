@@ -26,9 +26,16 @@ Theory of operation (which process a datagram belongs to: affinity.py):
   Via branch. A worker sends its call events (requests forwarded, responses sent upstream, for
   INVITE, BYE, CANCEL and ACK) to main, whose accounting, dialogs and presence see every call. A worker
   routing a call to an AOR it does not own asks main for a copy once; main then sends it every
-  change of that AOR. A call that needs TCP/TLS or DNS is handed back to main as received, and
-  main keeps that Call-ID (pinned), like every call that arrived over TCP/TLS or while its
-  worker was down.
+  change of that AOR. A call that needs DNS is handed back to main as received, and main keeps
+  that Call-ID (pinned), like every call that arrived while its worker was down.
+- TCP and TLS. Main accepts every connection (bans and limits counted over all processes there)
+  and hands the sockets in turn to itself and the ready workers (SCM_RIGHTS on a socketpair of
+  their own); the owner runs the TLS handshake. A connection's id names its owner
+  (``sipd/transport/stream.py`` ``conn_owner``). A message read on a connection is routed like a
+  datagram, as bytes with the connection in its address; whatever must leave on a connection of
+  another process goes to its owner in a ``SEND`` frame (through main). Workers tell main of their
+  connections (``CONNECTION``: reuse by peer, the limits per source) and answer its ``PROBE``
+  (``sipctl ps``, ``tls list``).
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
   configured) and sends the AOR's new contact list to main, whose table is therefore complete:
   calls, ``ul show``, NAT pings and statistics read it there. A worker gets its AORs from main
@@ -42,7 +49,7 @@ Theory of operation (which process a datagram belongs to: affinity.py):
 - ``sipctl trace``: while someone watches, workers pass every REGISTER to main (passthrough) and
   send main a copy of everything they send; main traces what it reads before handing it over,
   so the trace shows every message and calls keep their process.
-- TCP and TLS, presence, accounting and management stay in main. A worker that dies is
+- Presence, accounting and management stay in main. A worker that dies is
   restarted (at most once per 5 s; main answers its AORs meanwhile); workers end with main
   (SIGTERM on shutdown, PR_SET_PDEATHSIG and the socketpair closing when main dies).
 

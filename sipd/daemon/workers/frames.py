@@ -6,11 +6,13 @@ takes off a received byte stream. :func:`encode` turns a frame object into bytes
 :func:`decode` turns bytes back into the same object, or raises :class:`FrameError` (and nothing
 else) for a frame it cannot read: an unknown kind, a truncated payload, garbage.
 
-Datagrams (the hot path: every REGISTER and call message that crosses processes) are packed by
-hand (port, address length, address, then the datagram as received). Structured payloads (an
-AOR's contacts, a ban, counters, a call event) are pickled as plain tuples, dicts and scalars, and
-read back by an unpickler that refuses every class: the peer is our own child, but a frame that
-names a class is garbage all the same.
+Datagrams (the hot path: every REGISTER and call message that crosses processes) are packed by hand
+(port, address length, address, then the datagram as received). A message read over a TCP or TLS
+connection travels the same way, its transport and connection id after the address (the high bit of
+the address length says they are there), so a UDP datagram's frame stays as short as ever.
+Structured payloads (an AOR's contacts, a ban, counters, a call event) are pickled as plain tuples,
+dicts and scalars, and read back by an unpickler that refuses every class: the peer is our own
+child, but a frame that names a class is garbage all the same.
 """
 
 from __future__ import annotations
@@ -52,11 +54,16 @@ class FrameKind(IntEnum):
     LOG_LEVEL = ord("V")  # main -> worker: the new log level
     RELOAD = ord("Y")  # main -> worker: read these provisioning tables again
     RELOADED = ord("y")  # worker -> main: done reloading (its answer to a RELOAD)
+    SEND = ord("W")  # both: send this message on connection X (its owner's), or to a peer main connects
+    CONNECTION = ord("N")  # worker -> main: a TCP/TLS connection of the worker's came up, went down or was
+    #                        released (a socket main handed over ended, up or not: main's count per source)
+    PROBE = ord("O")  # main -> worker: describe yourself (sipctl ps, tls list)
+    PROBED = ord("o")  # worker -> main: its answer to a PROBE
 
 
 #: The kinds whose payload is a datagram and the address it came from or went to.
 DATAGRAM_KINDS = frozenset({FrameKind.ROUTE, FrameKind.FOR_MAIN, FrameKind.HANDED_BACK, FrameKind.REGISTER,
-                            FrameKind.CALL, FrameKind.SENT})
+                            FrameKind.CALL, FrameKind.SENT, FrameKind.SEND})
 
 LENGTH_SIZE = 4  # the length before each frame on the stream
 MAX_FRAME = 64 * 1024 * 1024  # a length above this is garbage, not a frame to wait for
@@ -91,13 +98,15 @@ class Datagram(NamedTuple):
 
     kind: FrameKind
     data: bytes
-    host: str  # where it came from (or, for SENT, where it went)
+    host: str  # where it came from (or, for SENT and SEND, where it goes)
     port: int
+    proto: str = "udp"  # "tcp", "tls": a message read on (or to send on) a connection
+    conn_id: int | None = None  # that connection (its owner is in it: sipd/transport/stream.py conn_owner)
 
     @property
-    def address(self) -> tuple[str, str, int, None]:
+    def address(self) -> tuple[str, str, int, int | None]:
         """The address as the transports write it."""
-        return ("udp", self.host, self.port, None)
+        return (self.proto, self.host, self.port, self.conn_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +171,46 @@ class Reloaded:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A worker's TCP/TLS connection, for main's table of every process's connections (reuse by
+    peer, ``tls list``) and its count of inbound connections per source address (the limits)."""
+
+    kind: ClassVar[FrameKind] = FrameKind.CONNECTION
+    event: str  # "up" | "down" | "released" (a socket main handed over is done with, up or not)
+    conn_id: int
+    proto: str
+    host: str
+    port: int
+    inbound: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    kind: ClassVar[FrameKind] = FrameKind.PROBE
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    kind: ClassVar[FrameKind] = FrameKind.PROBED
+    seq: int
+    facts: dict[str, Any]  # plain values only (names, numbers, lists and dicts of them)
+
+
 Frame = Union[Hello, Synced, Passthrough, Datagram, AorContacts, AorWanted, BanChange, Counters, CallEventFrame,
-              Cancel, LogLevel, Reload, Reloaded]
+              Cancel, LogLevel, Reload, Reloaded, Connection, Probe, Probed]
 
 
 # -- encoding ----------------------------------------------------------------------------------------
 
 _ADDR = struct.Struct("!HB")  # port, length of the address text
 _unpack_addr = _ADDR.unpack_from
+_STREAM = struct.Struct("!BQ")  # after the address of a message on a connection: transport, connection id
+STREAM_FLAG = 0x80  # in the address length: the transport and connection id follow the address
+#: Transports a message that crosses processes may have arrived on (an index on the wire).
+PROTOS = ("udp", "tcp", "tls", "sctp", "ws", "wss")
+_PROTO_INDEX = {p: i for i, p in enumerate(PROTOS)}
 _DATAGRAM_HEADER = 1 + _ADDR.size  # kind, port, address length; then the address and the datagram
 _CONTACT_FIELDS = tuple(f.name for f in dataclasses.fields(Contact))
 _BAN_ACTIONS = {"add": 5, "rm": 2, "known": 3}  # action -> tuple length
@@ -189,7 +230,10 @@ def encode(frame: Frame) -> bytes:
     kind = _KIND_BYTES[frame.kind]
     if isinstance(frame, Datagram):
         host = frame.host.encode("ascii")
-        return kind + _ADDR.pack(frame.port, len(host)) + host + frame.data
+        if frame.proto == "udp":
+            return kind + _ADDR.pack(frame.port, len(host)) + host + frame.data
+        stream = _STREAM.pack(_PROTO_INDEX[frame.proto], frame.conn_id or 0)
+        return kind + _ADDR.pack(frame.port, len(host) | STREAM_FLAG) + host + stream + frame.data
     if isinstance(frame, AorContacts):  # plain tuples: pickling the dataclasses costs twice as much
         return kind + _dumps((frame.aor, [tuple([getattr(c, f) for f in _CONTACT_FIELDS]) for c in frame.contacts]))
     if isinstance(frame, Hello):
@@ -214,6 +258,12 @@ def encode(frame: Frame) -> bytes:
         return kind + text.encode("utf-8", "surrogateescape")
     if isinstance(frame, Reloaded):
         return kind + str(frame.seq).encode("ascii")
+    if isinstance(frame, Connection):
+        return kind + _dumps((frame.event, frame.conn_id, frame.proto, frame.host, frame.port, frame.inbound))
+    if isinstance(frame, Probe):
+        return kind + str(frame.seq).encode("ascii")
+    if isinstance(frame, Probed):
+        return kind + _dumps((frame.seq, frame.facts))
     raise TypeError(f"not a frame: {frame!r}")
 
 
@@ -241,6 +291,16 @@ def _datagram(kind: FrameKind, frame: bytes) -> Datagram:
         port, n = _unpack_addr(frame, 1)
     except struct.error:
         raise FrameError("truncated datagram frame") from None
+    if n & STREAM_FLAG:
+        n &= ~STREAM_FLAG
+        end = _DATAGRAM_HEADER + n
+        if len(frame) < end + _STREAM.size:
+            raise FrameError("truncated datagram frame")
+        proto, conn_id = _STREAM.unpack_from(frame, end)
+        if proto >= len(PROTOS):
+            raise FrameError(f"unknown transport {proto}")
+        return Datagram(kind, frame[end + _STREAM.size:], frame[_DATAGRAM_HEADER:end].decode("ascii"), port,
+                        PROTOS[proto], conn_id or None)
     end = _DATAGRAM_HEADER + n
     if len(frame) < end:
         raise FrameError("truncated datagram frame")
@@ -319,6 +379,25 @@ def _reload(frame: bytes) -> Reload:
     return Reload(int(seq), tuple(n for n in names.split(",") if n), tuple(users))
 
 
+def _connection(frame: bytes) -> Connection:
+    fields = _loads(frame[1:])
+    if not (isinstance(fields, tuple) and len(fields) == 6):
+        raise FrameError("a connection frame has six fields")
+    event, conn_id, proto, host, port, inbound = fields
+    if not (event in ("up", "down", "released") and isinstance(conn_id, int) and proto in _PROTO_INDEX
+            and isinstance(host, str) and isinstance(port, int) and isinstance(inbound, bool)):
+        raise FrameError("a connection frame field has the wrong type")
+    return Connection(event, conn_id, proto, host, port, inbound)
+
+
+def _probed(frame: bytes) -> Probed:
+    fields = _loads(frame[1:])
+    if not (isinstance(fields, tuple) and len(fields) == 2 and isinstance(fields[0], int)
+            and isinstance(fields[1], dict)):
+        raise FrameError("a probe's answer is a number and a dict")
+    return Probed(fields[0], fields[1])
+
+
 _DECODERS: dict[int, Any] = {
     FrameKind.HELLO: _hello,
     FrameKind.SYNCED: _synced,
@@ -332,6 +411,9 @@ _DECODERS: dict[int, Any] = {
     FrameKind.LOG_LEVEL: lambda f: LogLevel(f[1:].decode("ascii")),
     FrameKind.RELOAD: _reload,
     FrameKind.RELOADED: lambda f: Reloaded(int(f[1:].decode("ascii"))),
+    FrameKind.CONNECTION: _connection,
+    FrameKind.PROBE: lambda f: Probe(int(f[1:].decode("ascii"))),
+    FrameKind.PROBED: _probed,
 }
 _KINDS = {k.value: k for k in FrameKind}
 

@@ -21,11 +21,12 @@ from ... import reloading
 from ...config import to_dict
 from ...sip.parser import parse_message
 from ...state import CallEvent
+from ...transport.stream import StreamListener, conn_owner
 from ...transport.udp import UdpListener
 from .affinity import CALL_METHODS, branch_mark, call_id_of, calls_stay_in_main, needs_owner, owner_of_aor, \
     owner_of_call, owner_of_datagram
-from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Counters, Datagram, Frame, FrameKind,
-                     Hello, LogLevel, Passthrough, Reload, Reloaded, Synced, encode)
+from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Connection, Counters, Datagram, Frame,
+                     FrameKind, Hello, LogLevel, Passthrough, Probe, Probed, Reload, Reloaded, Synced, encode)
 from .link import Link, apply_ban, share_bans
 
 if TYPE_CHECKING:
@@ -38,12 +39,14 @@ STOP_GRACE = 3.0  # seconds a worker gets to stop after SIGTERM
 PIN_TTL = 4 * 3600.0  # seconds a call main had to take stays main's (longer calls: see route_call)
 PIN_MAX = 200_000
 PARSED_MAX = 512  # call events: a call's request parsed once for its several events
+PROBE_TIMEOUT = 2.0  # seconds main waits for a worker's answer to a probe (sipctl ps, tls list)
 #: The worker process's module, run in a fresh interpreter (nothing of a running loop is forked).
 PROCESS_MODULE = "sipd.daemon.workers.process"
 
 
 class _Worker:
-    __slots__ = ("index", "proc", "link", "active", "started", "seen", "orphans", "reported", "reload_pending")
+    __slots__ = ("index", "proc", "link", "active", "started", "seen", "orphans", "reported", "reload_pending",
+                 "sockets", "handed")
 
     def __init__(self, index: int):
         self.index = index
@@ -55,6 +58,8 @@ class _Worker:
         self.orphans: list[Any] = []  # its UDP sockets, read by main while it is down
         self.reported = False  # its exit was logged
         self.reload_pending = False  # SIGHUP asked for while it was starting (sent once it is ready)
+        self.sockets: socket.socket | None = None  # main's end of the socketpair accepted sockets go through
+        self.handed: dict[str, int] = {}  # sockets handed to it and not yet released, per source address
 
 
 class WorkerPool:
@@ -73,9 +78,15 @@ class WorkerPool:
             for name in ("workers:handed_to_main", "workers:aor_copies"):
                 endpoint.state.stats.counter(name)
         self.marks: dict[bytes, int] = {}  # a worker's branch mark -> its index (responses)
-        self.pinned: dict[bytes, float] = {}  # Call-IDs main took over (TCP/TLS, DNS, ...) -> when
+        self.pinned: dict[bytes, float] = {}  # Call-IDs main took over (DNS, a worker down) -> when
         self.copies: dict[str, set[int]] = {}  # AOR -> workers holding a copy (they route calls to it)
         self._parsed: dict[bytes, Any] = {}  # a call's request, parsed once for its several events
+        self._turn = 0  # whose turn it is to get the next accepted TCP/TLS socket (0: main)
+        self._probes: dict[int, tuple[dict[int, Any], asyncio.Future]] = {}
+        self._probe_seq = 0
+        transports = endpoint.transports
+        transports.handover = self.hand_over
+        transports.elsewhere = self.send_elsewhere
         # an AOR main changed (ul rm; REGISTERs main answered while tracing or while the worker
         # was down): its owner must know
         endpoint.state.location.on_change = self.push
@@ -86,7 +97,8 @@ class WorkerPool:
             FrameKind.AOR: self._on_aor, FrameKind.AOR_WANTED: self._on_aor_wanted,
             FrameKind.COUNTERS: self._on_counters, FrameKind.BAN: self._on_ban,
             FrameKind.CALL_EVENT: self._on_call_event, FrameKind.RELOADED: self._on_reloaded,
-            FrameKind.HELLO: self._on_hello,
+            FrameKind.HELLO: self._on_hello, FrameKind.SEND: self._on_send,
+            FrameKind.CONNECTION: self._on_connection, FrameKind.PROBED: self._on_probed,
         }
 
     # -- routing (hot path) --
@@ -104,7 +116,7 @@ class WorkerPool:
         w = self.workers[k]
         if not w.active:
             return False  # worker (re)starting: main answers, and gives it the AOR when it is back
-        w.link.send(Datagram(FrameKind.REGISTER, data, addr[1], addr[2]))  # type: ignore[union-attr]
+        w.link.send(Datagram(FrameKind.REGISTER, data, addr[1], addr[2], addr[0], addr[3]))  # type: ignore[union-attr]
         return True
 
     def route_call(self, data: bytes, addr: tuple) -> bool:
@@ -113,8 +125,8 @@ class WorkerPool:
         A response goes to the process whose branch it answers (the mark in its top Via). A
         request goes to the owner of its Call-ID (so a CANCEL, the ACK of a non-2xx and every
         in-dialog request meet the INVITE's transactions), unless main took the call over
-        (pinned: it arrived over TCP/TLS, or a worker handed it back because it needs a
-        connection, DNS or an AOR only main holds)."""
+        (pinned: a worker handed it back because it needs DNS or an AOR only main holds, or
+        its worker was down)."""
         if not self.spread:
             return False
         if data[:8] == b"SIP/2.0 ":
@@ -135,7 +147,7 @@ class WorkerPool:
         w = self.workers[k]
         if w.link is None or not w.active:
             return False
-        w.link.send(Datagram(FrameKind.CALL, data, addr[1], addr[2]))
+        w.link.send(Datagram(FrameKind.CALL, data, addr[1], addr[2], addr[0], addr[3]))
         return True
 
     def cancel(self, call_id: str, invite_tx: Any) -> bool:
@@ -146,14 +158,95 @@ class WorkerPool:
         w = self.workers.get(owner_of_call(cid, self.n))
         return w is not None and w.active and w.link is not None and w.link.send(Cancel(invite_tx))
 
-    def pin_message(self, msg: Any) -> None:
-        """A message main read over TCP/TLS: its call stays in main (an unreadable Call-ID is the
-        layer's to reject)."""
+    # -- TCP and TLS connections (every process serves some) --
+
+    def hand_over(self, sock: socket.socket, peer: tuple, listener: Any) -> bool:
+        """An accepted TCP/TLS socket (limits checked): main and the ready workers take turns.
+        True when a worker got it (main's copy is closed); False: main serves it."""
+        turn = self._turn = (self._turn + 1) % self.n
+        w = self.workers.get(turn)
+        if w is None or not w.active or w.sockets is None:
+            return False
         try:
-            call_id = msg.call_id
-        except Exception:  # noqa: BLE001 - RemoteProtocolError: answered 400 by the layer
+            socket.send_fds(w.sockets, [f"{listener.name}\n{peer[0]}".encode("ascii")], [sock.fileno()])
+        except OSError:  # its queue is full (or it is gone): main serves this one
+            return False
+        sock.close()
+        host = peer[0]  # the worker releases it under this name
+        w.handed[host] = w.handed.get(host, 0) + 1
+        self.endpoint.transports.handed_out(host)
+        return True
+
+    def send_elsewhere(self, data: bytes, dest: tuple) -> None:
+        """Main sends on a worker's connection: its owner writes it (or main, on a new connection,
+        when that worker is gone)."""
+        w = self.workers.get(conn_owner(dest[3]))
+        if w is not None and w.link is not None:
+            w.link.send(Datagram(FrameKind.SEND, data, dest[1], dest[2], dest[0], dest[3]))
+        else:
+            self.endpoint.transports.send(data, (dest[0], dest[1], dest[2], None), here=True)
+
+    def _on_send(self, w: _Worker, frame: Datagram) -> None:
+        """A worker's message for a connection it does not own (or for a peer it has none to)."""
+        self.endpoint.transports.send(frame.data, frame.address)
+
+    def _on_connection(self, w: _Worker, frame: Connection) -> None:
+        transports = self.endpoint.transports
+        key = (frame.proto, frame.host, frame.port)
+        if frame.event == "up":
+            transports.remote[key] = frame.conn_id
+            transports.remote_ids[frame.conn_id] = key
+        elif frame.event == "down":
+            transports.remote_ids.pop(frame.conn_id, None)
+            if transports.remote.get(key) == frame.conn_id:
+                del transports.remote[key]
+        elif w.handed.get(frame.host):  # released: a socket main handed over no longer counts
+            w.handed[frame.host] -= 1
+            if not w.handed[frame.host]:
+                del w.handed[frame.host]
+            transports.handed_back(frame.host)
+
+    def _forget_connections(self, w: _Worker) -> None:
+        """A worker is gone, and its connections with it."""
+        transports = self.endpoint.transports
+        for conn_id in [c for c in transports.remote_ids if conn_owner(c) == w.index]:
+            key = transports.remote_ids.pop(conn_id)
+            if transports.remote.get(key) == conn_id:
+                del transports.remote[key]
+        for host, count in w.handed.items():
+            for _ in range(count):
+                transports.handed_back(host)
+        w.handed = {}
+
+    async def probe(self) -> dict[int, Any]:
+        """What each ready worker says of itself (connections, TLS handshakes), by index; a worker
+        that does not answer within PROBE_TIMEOUT is left out."""
+        self._probe_seq += 1
+        seq = self._probe_seq
+        answers: dict[int, Any] = {}
+        done = self.endpoint.loop.create_future()
+        asked = [w for w in self.workers.values() if w.active and w.link is not None]
+        if not asked:
+            return answers
+        self._probes[seq] = (answers, done)
+        for w in asked:
+            w.link.send(Probe(seq))  # type: ignore[union-attr]
+        try:
+            await asyncio.wait_for(asyncio.shield(done), PROBE_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._probes.pop(seq, None)
+        return answers
+
+    def _on_probed(self, w: _Worker, frame: Probed) -> None:
+        waiting = self._probes.get(frame.seq)
+        if waiting is None:
             return
-        self.pin(call_id)
+        answers, done = waiting
+        answers[w.index] = frame.facts
+        if len(answers) >= sum(1 for x in self.workers.values() if x.active and x.link is not None) and not done.done():
+            done.set_result(None)
 
     def pin(self, call_id: Any) -> None:
         """Main handles this call from now on (its transactions are here)."""
@@ -314,8 +407,15 @@ class WorkerPool:
         udp = [lst for lst in endpoint.transports.listeners if lst.proto == "udp" and lst.siblings]
         fds = [lst.siblings[w.index - 1].fileno() for lst in udp]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # accepted sockets go on a socketpair of their own: SCM_RIGHTS needs sendmsg, which the
+        # frames' asyncio stream does not offer; SEQPACKET keeps each socket with its listener's name
+        handing, handed = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        handing.setblocking(False)
+        streams = [[lst.proto, lst.host, lst.port] for lst in endpoint.transports.listeners
+                   if isinstance(lst, StreamListener)]
         boot = {
             "index": w.index, "n": self.n, "ppid": os.getpid(), "ipc": theirs.fileno(),
+            "handover": handed.fileno(), "streams": streams,
             "udp": [[fd, lst.host, lst.port] for fd, lst in zip(fds, udp)],
             "secret": endpoint.authenticator.secret.hex(),
             "self": sorted([proto, h, p] for proto, h, p in endpoint.self_sockets),
@@ -327,17 +427,22 @@ class WorkerPool:
         env.pop("NOTIFY_SOCKET", None)  # only main talks to systemd
         try:
             proc = subprocess.Popen([sys.executable, "-m", PROCESS_MODULE], stdin=subprocess.PIPE, env=env,
-                                    pass_fds=[theirs.fileno(), *fds], close_fds=True)
+                                    pass_fds=[theirs.fileno(), handed.fileno(), *fds], close_fds=True)
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(boot).encode())
             proc.stdin.close()
         except OSError as exc:
             ours.close()
+            handing.close()
             w.started = time.monotonic()  # try again in RESPAWN_INTERVAL, not at every tick
             logger.error("worker %d not started: %s", w.index, exc)
             return
         finally:
             theirs.close()
+            handed.close()
+        if w.sockets is not None:
+            w.sockets.close()
+        w.sockets = handing
         w.proc, w.started, w.active, w.seen, w.reported = proc, time.monotonic(), False, {}, False
         w.reload_pending = False  # it loads everything fresh
         for holders in self.copies.values():
@@ -378,6 +483,7 @@ class WorkerPool:
                              "restarted", w.index, w.proc.pid, w.proc.returncode)
                 if w.link is not None:
                     w.link.close()
+                self._forget_connections(w)
                 self.endpoint.spawn(self._adopt(w))
 
     async def _adopt(self, w: _Worker) -> None:
@@ -419,6 +525,9 @@ class WorkerPool:
                 w.proc.wait(1)
             if w.link is not None:
                 w.link.close()
+            if w.sockets is not None:
+                w.sockets.close()
+                w.sockets = None
             self._release(w)
 
     def describe(self) -> list[dict[str, Any]]:

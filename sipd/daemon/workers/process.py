@@ -2,7 +2,9 @@
 
 It reads its boot parameters (index, inherited descriptors, the configuration) as JSON on stdin,
 serves the REGISTERs of its own AORs and the calls of its own Call-IDs with the same pipeline as
-main, and passes everything else to main over its link.
+main, and passes everything else to main over its link. It also serves the TCP and TLS connections
+main accepts and hands to it (a socketpair of their own, SCM_RIGHTS): a message read on one goes
+where it belongs like a datagram, and whatever answers it comes back here to be sent.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ from ...errors import StartupError
 from ...reloading import reload_in_worker
 from ...services.pipeline import Elsewhere
 from ...services.stages import build_pipeline
+from ...sip.uri import format_host
 from ...stats import Counter
 from ...transport.manager import Transports
+from ...transport.stream import StreamListener
+from ...transport.tls import TlsListener
 from ...transport.udp import UdpListener
 from ..app import App
 from ..lifecycle import Server, run_loop, tune_gc
-from .affinity import EVENT_METHODS, needs_owner, owner_of_aor, owner_of_datagram
-from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Counters, Datagram, Frame, FrameKind,
-                     Hello, LogLevel, Passthrough, Reload, Reloaded, Synced)
+from .affinity import (CALL_METHODS, EVENT_METHODS, branch_mark, needs_owner, owner_of_aor, owner_of_call,
+                       owner_of_datagram)
+from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Connection, Counters, Datagram, Frame,
+                     FrameKind, Hello, LogLevel, Passthrough, Probe, Probed, Reload, Reloaded, Synced)
 from .link import Link, apply_ban, share_bans
 from .routing import NoWorkers
 
@@ -54,7 +60,7 @@ def counters(state: Any) -> dict[str, int]:
 
 class WorkerRouting(NoWorkers):
     """A worker's routing: it serves the REGISTERs of its own AORs and the calls main hands it,
-    and gives main everything else (and what it cannot serve: TCP/TLS, DNS), over its link.
+    and gives main everything else (and what it cannot serve: DNS), over its link.
 
     It is also the sink of the worker's UDP sockets (:meth:`datagram_received`): a datagram the
     kernel gave this process reaches the endpoint only when it is a REGISTER of its own.
@@ -72,12 +78,15 @@ class WorkerRouting(NoWorkers):
         self.synced = asyncio.Event()  # until set, everything read goes to main
         self.copies: set[str] = set()  # AORs of other processes main keeps this one informed of
         self.raw: bytes | None = None  # the call datagram being handled, as main handed it over
+        self.calls = False  # calls are spread: this process serves the calls of its Call-IDs
+        self.tls: Any = None  # its TlsManager (TLS reload and handshakes of the sockets main hands over)
         self._fetching: dict[str, asyncio.Future] = {}
         self._handlers = {
             FrameKind.REGISTER: self._on_register, FrameKind.CALL: self._on_call, FrameKind.AOR: self._on_aor,
             FrameKind.BAN: self._on_ban, FrameKind.PASSTHROUGH: self._on_passthrough,
             FrameKind.LOG_LEVEL: self._on_log_level, FrameKind.RELOAD: self._on_reload,
             FrameKind.CANCEL: self._on_cancel, FrameKind.SYNCED: self._on_synced,
+            FrameKind.SEND: self._on_send, FrameKind.PROBE: self._on_probe,
         }
 
     @property
@@ -154,10 +163,15 @@ class WorkerRouting(NoWorkers):
         self.endpoint.state.set_log_level(frame.name)
 
     def _on_reload(self, frame: Reload) -> None:
-        """Main reloaded provisioning tables: read them here too, then say so (when asked to)."""
+        """Main reloaded provisioning tables (or TLS certificates): read them here too, then say
+        so (when asked to)."""
+        tables = [t for t in frame.tables if t != "tls"]
+        if len(tables) < len(frame.tables) and self.tls is not None:
+            self.tls.reload()  # new connections here get the new certificate, as in main
 
         async def run() -> None:
-            await reload_in_worker(self.endpoint.state, frame.tables, frame.users)
+            if tables:
+                await reload_in_worker(self.endpoint.state, tables, frame.users)
             if frame.seq:
                 self._send(Reloaded(frame.seq))
 
@@ -175,7 +189,103 @@ class WorkerRouting(NoWorkers):
             state.not_here = lambda aor: aor not in copies and owner_of_aor(aor, n) != index
         if frame.call_events and self._forward_event not in state.events.listeners:
             state.events.subscribe(self._forward_event)
+        self.calls = frame.calls
         self.synced.set()
+
+    def _on_send(self, frame: Datagram) -> None:
+        """A message for one of this process's connections (or a peer main wants reached from here)."""
+        self.endpoint.transports.send(frame.data, frame.address, here=True)
+
+    def _on_probe(self, frame: Probe) -> None:
+        transports = self.endpoint.transports
+        conns = [c.proto for c in transports.conns.values()]
+        listeners = [{"listener": lst.name, "domain": lst.domain.name, "pending_handshakes": lst.pending,
+                      "accepted": lst.accepted, "failed_handshakes": lst.failed, "refused": lst.refused}
+                     for lst in transports.listeners if isinstance(lst, TlsListener)]
+        self._send(Probed(frame.seq, {"pid": os.getpid(), "tcp": conns.count("tcp"), "tls": conns.count("tls"),
+                                      "tls_listeners": listeners}))
+
+    # -- connections: the sockets main hands over, and where this process's messages go --
+
+    def serve_handed_sockets(self, sock: socket.socket, listeners: dict[str, Any]) -> None:
+        """Take the accepted sockets main sends on ``sock`` (SCM_RIGHTS, each with its listener's
+        name) and serve each through that listener here."""
+        loop = self.endpoint.loop
+        sock.setblocking(False)
+
+        def readable() -> None:
+            for _ in range(64):  # bounded per wake-up, like an accept loop
+                try:
+                    msg, fds, _flags, _addr = socket.recv_fds(sock, 256, 16)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    logger.error("worker %d: handed sockets: %s", self.index, exc)
+                    loop.remove_reader(sock.fileno())
+                    return
+                if not msg and not fds:  # main closed its end
+                    loop.remove_reader(sock.fileno())
+                    return
+                name, _, host = msg.decode("ascii", "replace").partition("\n")
+                listener = listeners.get(name)
+                for fd in fds:
+                    conn = socket.socket(fileno=fd)
+                    if listener is None:  # not one main told us of at start: cannot happen, but never leak it
+                        conn.close()
+                        self._send(Connection("released", 0, "tcp", host, 0, True))
+                        continue
+                    conn.setblocking(False)
+                    listener.take(conn, handed=host)
+
+        loop.add_reader(sock.fileno(), readable)
+
+    def connection_event(self, event: str, conn: Any) -> None:
+        """Tell main of a connection of ours: its table (reuse, tls list) and its limits per source."""
+        host = conn.handed if event == "released" else conn.host  # the source main counted it under
+        self._send(Connection(event, conn.conn_id, conn.proto, host, conn.port, not conn.outbound))
+
+    def send_elsewhere(self, data: bytes, dest: tuple) -> None:
+        """A message for another process's connection, or for a peer this process has no
+        connection to: main passes it to the connection's owner, or sends it itself."""
+        if self.link is None:
+            self.endpoint.transports.send(data, dest, here=True)
+            return
+        self._send(Datagram(FrameKind.SEND, data, dest[1], dest[2], dest[0], dest[3]))
+
+    def route_stream(self, msg: Any, addr: tuple) -> bool:
+        """A message read on one of this process's connections: served here when it is ours (a
+        REGISTER of our AOR, a request of a call we own, a response to our branch); else given to
+        main as bytes with the connection in its address, and what answers it comes back here."""
+        kind = FrameKind.ROUTE
+        if self.synced.is_set() and not self.copy_sent:
+            method = getattr(msg, "method", None)
+            if method == "REGISTER":
+                data = msg.to_bytes()
+                owner = owner_of_datagram(data, self.n) if needs_owner(data, self.endpoint.config.auth.register) \
+                    else self.index
+                if owner == self.index:
+                    return False
+                if owner == 0:
+                    kind = FrameKind.FOR_MAIN
+            elif method is None:  # a response: ours when our mark is in its branch
+                data = msg.to_bytes()
+                if branch_mark(data) == self.endpoint.mark.encode("ascii"):
+                    return False
+            else:
+                if self.calls and method.encode("ascii", "replace") in CALL_METHODS:
+                    try:
+                        cid = msg.call_id.encode("utf-8", "surrogateescape")
+                    except Exception:  # noqa: BLE001 - an unreadable Call-ID: main's layer answers it
+                        cid = None
+                    if cid is not None and owner_of_call(cid, self.n) == self.index:
+                        return False
+                data = msg.to_bytes()
+        else:
+            data = msg.to_bytes()
+        if self.link is None:
+            return False  # main is gone: serve what we can
+        self.link.send(Datagram(kind, data, addr[1], addr[2], addr[0], addr[3]))
+        return True
 
     # -- what the worker's own sockets read --
 
@@ -199,27 +309,26 @@ class WorkerRouting(NoWorkers):
     def request_context(self, ctx: Any) -> None:
         if self.raw is not None:
             ctx.extra["raw"] = self.raw
+        elif ctx.source[0] != "udp" and ctx.request.method != "REGISTER":  # read on our connection:
+            ctx.extra["raw"] = ctx.request.to_bytes()  # kept as received, to hand it back
 
     def forward_here(self, ctx: Any, decision: Any) -> bool:
-        if self._udp_only(decision):
+        if self._addressed(decision):
             return True
-        self.endpoint.hand_back(ctx, "needs TCP/TLS or DNS")
+        self.endpoint.hand_back(ctx, "needs DNS")
         return False
 
-    def _udp_only(self, decision: Any) -> bool:
-        """Whether every branch goes out over UDP to a known address (the only sockets a worker has)."""
+    def _addressed(self, decision: Any) -> bool:
+        """Whether every branch goes to a known address (a worker does not resolve names: main
+        does); over UDP from its own sockets, over TCP/TLS on a connection of any process."""
         for group in decision.groups:
             for b in group:
                 dest = b.dest
                 if dest is None and decision.stateless and b.ruri is not None:
                     dest = self.endpoint.dest_from_uri(b.ruri)
-                if dest is None or dest[0] != "udp":
+                if dest is None:
                     return False
         return True
-
-    def reachable(self, contact: Any) -> bool:
-        """A contact registered over TCP/TLS is reached through main's connection."""
-        return contact.conn_id is None and (not contact.received or contact.received.startswith("udp:"))
 
     def hand_back(self, ctx: Any, why: str) -> bool:
         """Give a request (as received) to main, which holds every AOR and connection; main keeps
@@ -231,12 +340,13 @@ class WorkerRouting(NoWorkers):
             self.endpoint.layer.abandon(ctx.tx_key)
         self.endpoint.state.stats.counter("workers:handed_to_main").inc()
         src = ctx.source
-        self.link.send(Datagram(FrameKind.HANDED_BACK, raw, src[1], src[2]))
+        self.link.send(Datagram(FrameKind.HANDED_BACK, raw, src[1], src[2], src[0], src[3] if len(src) > 3 else None))
         logger.debug("%s %s handed to main: %s", ctx.request.method, ctx.request.uri_text, why)
         return True
 
     def sent(self, data: bytes, dest: tuple) -> None:
-        self._send(Datagram(FrameKind.SENT, data, dest[1], dest[2]))  # main traces what its workers send
+        # main traces what its workers send
+        self._send(Datagram(FrameKind.SENT, data, dest[1], dest[2], dest[0], dest[3] if len(dest) > 3 else None))
 
     def _forward_event(self, ev: Any) -> None:
         """Send a call event to main, where accounting, dialogs and presence are."""
@@ -280,7 +390,12 @@ async def start_worker(app: App, server: Server, routing: WorkerRouting, boot: d
     await app.start_core(server.loop)
     endpoint.authenticator.secret = bytes.fromhex(boot["secret"])  # nonces from any process verify here
     app.build_pipeline()
-    transports = Transports(endpoint, endpoint.config.limits)
+    streams = boot.get("streams", [])
+    routing.tls = app.open_tls() if any(proto == "tls" for proto, _, _ in streams) else None
+    transports = Transports(endpoint, endpoint.config.limits, tls=routing.tls)
+    transports.index = routing.index  # in the id of every connection this process holds
+    transports.elsewhere = routing.send_elsewhere
+    transports.on_connection = routing.connection_event
     endpoint.attach(transports)
     await routing.connect(socket.socket(fileno=int(boot["ipc"])))
     for fd, host, port in boot["udp"]:
@@ -294,6 +409,19 @@ async def start_worker(app: App, server: Server, routing: WorkerRouting, boot: d
         else:
             transports.udp4 = transports.udp4 or listener
         endpoint.note_self_address(listener)
+    listeners: dict[str, Any] = {}
+    for proto, host, port in streams:  # main's TCP/TLS listeners, without their sockets (main accepts)
+        stream: StreamListener
+        if proto == "tls":
+            domain = routing.tls.server_domain(f"tls:{format_host(host)}:{port}")  # main bound it with this one
+            stream = TlsListener(host, int(port), transports, routing.tls, domain)
+        else:
+            stream = StreamListener(proto, host, int(port), transports)
+        transports.listeners.append(stream)
+        listeners[stream.name] = stream
+        endpoint.note_self_address(stream)
+    if "handover" in boot:
+        routing.serve_handed_sockets(socket.socket(fileno=int(boot["handover"])), listeners)
     endpoint.self_sockets |= {(proto, host, int(port)) for proto, host, port in boot.get("self", [])}  # TCP/TLS too
     endpoint.self_addresses |= {(host, port) for _, host, port in endpoint.self_sockets}  # a Route to them is us
     await routing.join(endpoint.mark)

@@ -5,7 +5,9 @@ calls it where a message could belong to another process:
 
 - ``route_datagram(data, addr)``: a UDP datagram main read (after the ban, size and overload
   checks); True when another process got it.
-- ``stream_message(msg)``: a message read over TCP/TLS (its call stays in main).
+- ``route_stream(msg, addr)``: a message read on a TCP/TLS connection this process owns; True
+  when another process got it (as bytes, with the connection in its address: the answer comes
+  back to this process to be sent).
 - ``owns(aor)``: whether this process writes the AOR (expiry, write-back).
 - ``request_context(ctx)``: a request's context was built (a worker keeps the raw datagram, to hand
   it back as received).
@@ -13,8 +15,7 @@ calls it where a message could belong to another process:
   being forwarded from here.
 - ``hand_back(ctx, why)``: give a request this process cannot serve to main; False when there is
   no one to give it to (the endpoint answers 500).
-- ``reachable(contact)``: whether this process can send to a registered contact (a worker has no
-  TCP/TLS connections).
+- ``reachable(contact)``: whether this process can send to a registered contact.
 - ``copy_sent`` / ``sent(data, dest)``: while True, every datagram sent is reported (a traced
   worker copies it to main).
 - ``cancel_elsewhere(call_id, invite_tx)``: ``sipctl dialog end`` of a ringing call this process
@@ -44,8 +45,8 @@ class NoWorkers:
     def route_datagram(self, data: bytes, addr: tuple) -> bool:
         return False
 
-    def stream_message(self, msg: Any) -> None:
-        pass
+    def route_stream(self, msg: Any, addr: tuple) -> bool:
+        return False
 
     def owns(self, aor: str) -> bool:
         return True
@@ -80,7 +81,8 @@ class NoWorkers:
 
 class MainRouting(NoWorkers):
     """Main with registrar workers: REGISTERs go to the owner of their AOR, calls to the owner of
-    their Call-ID (see the pool); main holds every connection and the whole location table."""
+    their Call-ID (see the pool), whichever transport they came on; main holds the whole location
+    table and hands accepted TCP/TLS sockets to the workers."""
 
     def __init__(self, pool: WorkerPool):
         self.pool = pool
@@ -90,9 +92,10 @@ class MainRouting(NoWorkers):
             return self.pool.route_register(data, addr)
         return self.pool.route_call(data, addr)
 
-    def stream_message(self, msg: Any) -> None:
-        if self.pool.spread:
-            self.pool.pin_message(msg)  # over TCP/TLS: the call stays in main
+    def route_stream(self, msg: Any, addr: tuple) -> bool:
+        if not self.pool.spread and getattr(msg, "method", None) != "REGISTER":
+            return False  # calls stay in main
+        return self.route_datagram(msg.to_bytes(), addr)
 
     def owns(self, aor: str) -> bool:
         return self.pool.owns(aor)

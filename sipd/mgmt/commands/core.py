@@ -65,17 +65,25 @@ async def version(ctx: MgmtContext) -> Any:
 
 @command("ps", help="The processes of the server.")
 async def ps(ctx: MgmtContext) -> Any:
-    procs = [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)"}]
+    main = ctx.connections() if ctx.connections is not None else {}
+    procs = [{"ID": 0, "PID": os.getpid(), "Type": "sipd (asyncio: SIP + management)", "Connections": _conns(main)}]
     pool = ctx.workers
+    facts = await pool.probe() if pool is not None else {}
     for w in pool.describe() if pool is not None else ():
-        kind = "worker (UDP REGISTER for its AORs, calls by Call-ID)" if w.get("calls") else \
-            "registrar worker (UDP REGISTER for its AORs)"
+        kind = "worker (REGISTERs of its AORs, calls by Call-ID, TCP/TLS connections)" if w.get("calls") else \
+            "registrar worker (REGISTERs of its AORs, TCP/TLS connections)"
         if not w["active"]:
             kind += ", starting"
         elif w["passthrough"]:
             kind += ", passing REGISTERs (and copies of what it sends) to main while traced"
-        procs.append({"ID": w["index"], "PID": w["pid"], "Type": kind})
+        procs.append({"ID": w["index"], "PID": w["pid"], "Type": kind,
+                      "Connections": _conns(facts.get(w["index"], {}))})
     return {"Processes": procs}
+
+
+def _conns(counts: dict[str, Any]) -> str:
+    """``tcp 3, tls 12``: the connections one process holds."""
+    return ", ".join(f"{proto} {counts.get(proto, 0)}" for proto in ("tcp", "tls"))
 
 
 def _level_name(level: int) -> str:
