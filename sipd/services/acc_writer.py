@@ -23,6 +23,8 @@ protocol, on its stdin/stdout pipes: frames of a 4-byte big-endian length and a 
 - Two children never write at once: each holds an exclusive ``flock`` on ``<spool>.lock`` for
   its life, and a new one (a daemon restarted after kill -9) waits (bounded) for the old one to
   finish before replaying the spool and loading the dialogs.
+  The daemon holds the same lock with ``[acc] writer = "thread"``. A node replaying the spool a
+  dead node left beside its own (``replay_left_spool``) takes the lock without waiting.
 """
 
 from __future__ import annotations
@@ -452,16 +454,23 @@ def _become(user: str, group: str, writable: list[str]) -> None:
     os.setuid(uid)
 
 
-def _lock(spool_path: str) -> int | None:
+def _open_lock(spool_path: str) -> int | None:
+    path = spool_path + ".lock"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        logger.warning("accounting: cannot open the lock file %s: %s", path, exc.strerror or exc)
+        return None
+
+
+def lock_spool(spool_path: str) -> int | None:
     """Exclusive flock on ``<spool>.lock``, waiting (bounded) for a previous writer to finish."""
     import fcntl
 
     path = spool_path + ".lock"
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        logger.warning("accounting: cannot open the lock file %s: %s", path, exc.strerror or exc)
+    fd = _open_lock(spool_path)
+    if fd is None:
         return None
     deadline = time.monotonic() + LOCK_WAIT
     waited = False
@@ -478,6 +487,32 @@ def _lock(spool_path: str) -> int | None:
                 return fd
             waited = True
             time.sleep(0.05)
+
+
+def replay_left_spool(spool_path: str, connect: Callable[[], Database]) -> int | None:
+    """Replay a spool its node left behind (a dead node's, found beside this node's): under the
+    spool's lock, taken without waiting, so it is replayed once, by one node -- not while its own
+    writer still runs (a node killed -9 leaves its writer finishing), not by two survivors at once,
+    and a node that starts again finds it empty. Returns the records replayed, 0 when there were
+    none, None when the lock is held or the database refused them (the next look tries again)."""
+    import fcntl
+
+    spool = Spool(spool_path)
+    if not spool.pending():
+        return 0
+    fd = _open_lock(spool_path)
+    if fd is None:
+        return None
+    writer = AccWriter(connect, spool)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        return writer.replayed if writer.replay() else None
+    finally:
+        writer._close_db()
+        os.close(fd)  # releases the lock
 
 
 def child_main() -> int:
@@ -501,7 +536,7 @@ def child_main() -> int:
     except Exception as exc:  # noqa: BLE001 - PrivilegeError, OSError
         logger.error("accounting writer: cannot drop privileges: %s", exc)
         return 1
-    lock_fd = _lock(init["spool"])
+    lock_fd = lock_spool(init["spool"])
 
     from ..db import connect as db_connect
     from .dialogs import expand

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import sys
 import time
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..boundary import describe
-from .acc_writer import BATCH_SIZE, LINGER, AccWriter, coalesce, write_records
+from .acc_writer import BATCH_SIZE, LINGER, AccWriter, coalesce, lock_spool, write_records
 from .cdr import DIALOG_TIMEOUT, MI_TERMINATION
 from .dialogs import Dialog, DlgState, Tracker, default_ids, expand
 from .spool import Spool, spool_path, sqlite_file
@@ -66,8 +67,12 @@ class ThreadWriter:
     def __init__(self, writer: AccWriter, owner: str = ""):
         self.writer = writer
         self.owner = owner
+        self._lock: int | None = None
 
     async def open(self) -> list[dict[str, Any]]:
+        # the spool's lock, as the writer process holds it: no other writer (a survivor replaying
+        # what it takes for a dead node's spool) touches the file while this one may append to it
+        self._lock = await asyncio.to_thread(lock_spool, str(self.writer.spool.path))
         rows = await asyncio.to_thread(self.writer.startup, True, self.owner)
         self.writer.start()
         return rows
@@ -80,6 +85,9 @@ class ThreadWriter:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.writer.stop)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); "

@@ -20,6 +20,11 @@ Theory of operation (docs/several-nodes.md tells the operator's side):
   read) and the call ended with its CDR, whether its owner is dead or not.
 - Whatever happens, one CDR per call: the unique key of the cdrs table on the dialog's identity
   makes a second insert store nothing (acc_writer.py).
+- The accounting spool of a dead node (records it could not store while its database was away)
+  is replayed by the first survivor that finds it beside its own spool (``acc-NODE.spool``: nodes
+  on one machine, or a spool directory on shared storage), under the spool's lock: once, by one
+  node, and never while the dead node's writer is still finishing. A node that comes back finds
+  it empty; without shared storage, the node replays its own spool when it starts again.
 
 A node's clock decides whether another's heartbeat is too old: the nodes' clocks must agree to
 well within ``dead_after`` (NTP).
@@ -31,13 +36,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..db import cluster as cluster_db
+from ..db import connect as db_connect
+from .acc_writer import replay_left_spool
 from .cdr import CALLEE_BYE, CALLER_BYE
+from .spool import spool_path
 
 if TYPE_CHECKING:
     from ..config_sections import ClusterSection
+    from ..db import Database
     from .accounting import Accounting
     from .dialogs import Dialog
     from .store import Store
@@ -100,8 +110,11 @@ class Ownership:
     # -- takeover of a dead node's dialogs --------------------------------------------------------
 
     async def take_over(self) -> int:
-        """Claim the dialogs of every owner that is no live node; returns how many came here."""
-        taken, rows = await self.store.call(self._claim_orphans, time.time())
+        """Claim the dialogs of every owner that is no live node, and replay the accounting spool
+        a dead node left beside this node's; returns how many dialogs came here."""
+        taken, rows, dead = await self.store.call(self._claim_orphans, time.time())
+        for node in dead:
+            await self.replay_spool_of(node)
         if not rows:
             return 0
         tracker = self.service.tracker
@@ -115,13 +128,30 @@ class Ownership:
             self.service.start_timers()
         return n
 
-    def _claim_orphans(self, now: float) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    def _claim_orphans(self, now: float) -> tuple[dict[str, int], list[dict[str, Any]], list[str]]:
         db = self.store.db
         assert db is not None
         owners = cluster_db.dialog_owners(db)
-        dead = orphaned(owners, cluster_db.load_nodes(db), self.node_id, now, self.cfg.dead_after)
-        taken = {owner: cluster_db.take_over_dialogs(db, self.node_id, owner) for owner in dead}
-        return taken, (cluster_db.owned_dialogs(db, self.node_id) if any(taken.values()) else [])
+        nodes = cluster_db.load_nodes(db)
+        orphans = orphaned(owners, nodes, self.node_id, now, self.cfg.dead_after)
+        taken = {owner: cluster_db.take_over_dialogs(db, self.node_id, owner) for owner in orphans}
+        dead = orphaned([n.node_id for n in nodes], nodes, self.node_id, now, self.cfg.dead_after)
+        return taken, (cluster_db.owned_dialogs(db, self.node_id) if any(taken.values()) else []), dead
+
+    async def replay_spool_of(self, node: str) -> int | None:
+        """Replay the accounting spool dead ``node`` left in this node's spool directory (nodes
+        that share a machine, or a spool directory on shared storage): once, by one node."""
+        cfg = self.service.state.config
+        path = str(Path(spool_path(cfg)).with_name(f"acc-{node}.spool"))
+        url, timeout = cfg.acc.db_url or cfg.database.url, cfg.database.connect_timeout
+
+        def connect() -> Database:
+            return db_connect(url, timeout=timeout)
+
+        n = await asyncio.to_thread(replay_left_spool, path, connect)
+        if n:
+            logger.warning("replayed %d accounting records node %s left in %s", n, node, path)
+        return n
 
     async def let_go(self) -> int:
         """After a time cut off from the database: let go of the dialogs other nodes took meanwhile."""

@@ -11,8 +11,9 @@ import pytest
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
 from sipd.db import cluster, connect, migrations, schema
+from sipd.db import connect as connect_db
 from sipd.services.acc_writer import write_records
-from sipd.services.cdr import Record, cdr_row
+from sipd.services.cdr import Record, acc_row, cdr_row
 from sipd.services.takeover import orphaned
 
 
@@ -171,3 +172,49 @@ def test_record_route_host_is_checked(tmp_path):
     for good in ("sip.example.test", "192.0.2.10:5060", "[2001:db8::1]:5060"):
         path.write_text(f'[cluster]\nnode_id = "a"\nrecord_route_host = "{good}"\n')
         assert config.check(path, validators=VALIDATORS)[1] == [], good
+
+
+def test_a_spool_left_behind_is_replayed_once_by_one_node(tmp_path, db_url):
+    """The records a dead node spooled are stored by the first node to find the spool free: not
+    while its writer holds the lock, once, and a second look (another survivor, the node back)
+    finds nothing left."""
+    import asyncio
+    import os
+
+    from sipd.services.accounting import ThreadWriter
+    from sipd.services.acc_writer import AccWriter, lock_spool, replay_left_spool
+    from sipd.services.spool import Spool
+
+    path = str(tmp_path / "acc-a.spool")
+    bye = acc_row(method="BYE", from_tag="f1", to_tag="t1", call_id="c1", code=200, reason="OK", wall=1010.0,
+                  caller="sip:a@x", callee="sip:b@x")
+    Spool(path).append([_cdr("c1"), Record("insert", "acc", bye)])
+
+    def connect():  # type: ignore[no-untyped-def]
+        return connect_db(db_url)
+
+    held = lock_spool(path)  # the dead node's writer process still finishing
+    try:
+        assert replay_left_spool(path, connect) is None
+    finally:
+        assert held is not None
+        os.close(held)
+
+    async def thread_writer_running() -> int | None:  # [acc] writer = "thread" holds the lock too
+        # (its start tries its own spool first, into a database without tables here: it stays)
+        writer = ThreadWriter(AccWriter(lambda: connect_db("sqlite:///:memory:"), Spool(path)))
+        await writer.open()
+        try:
+            Spool(path).append([_cdr("c1")])
+            return replay_left_spool(path, connect)
+        finally:
+            await writer.close()
+
+    assert asyncio.run(thread_writer_running()) is None
+    assert replay_left_spool(path, connect) == 3  # the CDR spooled twice is stored once
+    assert replay_left_spool(path, connect) == 0
+    assert replay_left_spool(str(tmp_path / "acc-nobody.spool"), connect) == 0
+    with connect_db(db_url) as db:
+        assert [r["callid"] for r in db.query("SELECT callid FROM cdrs")] == ["c1"]
+        assert [r["method"] for r in db.query("SELECT method FROM acc")] == ["BYE"]
+    assert not Spool(path).pending()

@@ -150,6 +150,43 @@ def test_the_survivor_takes_the_call_over_and_its_lifetime_ends_it_once(sipd_nod
         assert _rows(url, "SELECT 1 FROM dialog WHERE callid = ?", (call_id,)) == []
 
 
+def test_the_spool_a_dead_node_left_is_replayed_by_the_survivor(sipd_nodes, tmp_path):
+    """Node a cannot reach its accounting database (a closed port), so its call's records go to
+    its spool; node a is killed -9 and never comes back: node b, whose spool is in the same
+    directory, replays node a's spool once, and the call has its CDR and acc rows."""
+    nowhere = "mysql://root@127.0.0.1:9/sipd_nowhere"  # the discard port: connection refused
+    a, b = sipd_nodes(
+        count=2, users={"alice": PASSWORD, "bob": PASSWORD},
+        config_overrides={"cluster": {"record_route_host": SHARED, "heartbeat_interval": INTERVAL,
+                                      "dead_after": DEAD_AFTER}, "acc": {"retry_interval": 0.3}},
+        per_node=[{"acc": {"spool": str(tmp_path / "acc-a.spool"), "db_url": nowhere}},
+                  {"acc": {"spool": str(tmp_path / "acc-b.spool")}}])
+    url = b.db_url
+    call_id = f"takeover-spool-{time.time_ns()}@test"
+    with UA(b.port, "bob", password=PASSWORD, server_host=b.host) as bob, \
+         UA(a.port, "alice", password=PASSWORD, server_host=a.host) as alice:
+        assert bob.register(300).status == 200
+        ok = _answered(a, alice, bob, call_id)
+        route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
+        alice.send(alice.request("BYE", str(ok.contacts[0].uri), to=ok.get("To"), headers=route, call_id=call_id,
+                                 cseq=3))
+        _respond(bob, bob.expect_request("BYE", timeout=10), 200)
+        assert alice.expect(200, timeout=10).status == 200
+        spool = tmp_path / "acc-a.spool"
+        _wait(lambda: spool.exists() and call_id.encode() in spool.read_bytes() and b"BYE" in spool.read_bytes(),
+              10, "node a's records in its spool")
+        assert _rows(url, "SELECT 1 FROM cdrs WHERE callid = ?", (call_id,)) == []
+        a.kill9()
+        cdr = _one_cdr(url, call_id, timeout=DEAD_AFTER + 15)
+        assert cdr["end_reason"] == "Upstream BYE"
+        acc = _rows(url, "SELECT method FROM acc WHERE callid = ? ORDER BY id", (call_id,))
+        assert [r["method"] for r in acc] == ["INVITE", "BYE"]
+        assert "accounting records node a left in" in b.log_text()
+        time.sleep(3 * INTERVAL)  # further looks find the spool empty: nothing stored twice
+        assert len(_rows(url, "SELECT 1 FROM acc WHERE callid = ?", (call_id,))) == 2
+        assert not spool.read_bytes().strip()
+
+
 def _owners(url: str) -> dict[str, int]:
     with connect(url) as db:
         return cluster.dialog_owners(db)
