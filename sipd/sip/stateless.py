@@ -27,11 +27,13 @@ STATELESS_MARK = ".s"  # between the process prefix and the hash in a stateless 
 
 
 def stateless_tag(prefix: str, request: Any) -> str:
-    """The To tag of a stateless answer to ``request``: the same for its retransmissions."""
-    try:
-        seed = (request.call_id, request.from_.tag, request.via.branch)
-    except Exception:  # noqa: BLE001 - a header the answer does not need may be broken
-        seed = (request.uri_text,)
+    """The To tag of a stateless answer to ``request``: the same for its retransmissions.
+
+    Hashed from the Call-ID, From and top Via lines as received: a retransmission repeats them
+    (and so the From tag and the branch) byte for byte, and reading them as text builds neither
+    the From nor the Via parameters, which a stateless answer has no other use for."""
+    headers = request.headers
+    seed = (request.uri_text, headers.get("Call-ID"), headers.get("From"), headers.get("Via"))
     return f"{prefix}{STATELESS_MARK}{hash(seed) & 0xFFFFFFFF:08x}"
 
 

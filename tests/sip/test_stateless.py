@@ -46,6 +46,9 @@ def test_stateless_tag_is_the_same_for_a_retransmission_and_differs_between_requ
     tag = stateless_tag(PREFIX, a)
     assert tag == stateless_tag(PREFIX, again)
     assert tag != stateless_tag(PREFIX, other)
+    assert tag != stateless_tag(PREFIX, parse_message(invite(branch="z9hG4bK-two").to_bytes()))  # branch alone
+    from_tag = parse_message(invite().to_bytes().replace(b";tag=a1", b";tag=a2"))
+    assert tag != stateless_tag(PREFIX, from_tag)  # From tag alone
     assert is_stateless_tag(PREFIX, tag)
     assert not is_stateless_tag("other", tag) and not is_stateless_tag(PREFIX, None)
     assert not is_stateless_tag(PREFIX, f"{PREFIX}.17")  # an ordinary tag of ours (to_tag())
