@@ -22,7 +22,6 @@ from tests.daemon.harness import DOMAIN, UA
 from tests.daemon.test_proxy import SDP, invite
 
 pytestmark = pytest.mark.mysql
-pytest.importorskip("helpers.sipd_nodes", reason="the several-nodes harness (tests/helpers/sipd_nodes.py) is not here yet")
 
 SHARED = "sip.example.test"  # [cluster] record_route_host: every node's Record-Route names it
 PASSWORD = "pw"
