@@ -14,11 +14,14 @@ What is checked, in order:
    ``s``, and that each replacement is an SRV name that exists.
 2. SRV ``_sip._udp``, ``_sip._tcp``, ``_sips._tcp``, the legacy ``_sip._tls`` when present, and any
    other NAPTR replacement: records, and ports that fit the service (5061 for TLS, 5060 else).
+   A name with several servers (the nodes of a cluster): the share of the traffic each gets by
+   priority and weight, which priority is the failover, weights of 0 beside weighted servers.
 3. Every SRV target: has A and/or AAAA and is not a CNAME (RFC 2782).
 4. A/AAAA of the domain itself (needed by clients that do not use SRV).
 5. Every address found: has a PTR, and the PTR name resolves back to it (forward-confirmed).
 6. The RFC 3263 result for ``sip:DOMAIN`` and ``sips:DOMAIN``.
-7. ``expect_hosts`` / ``expect_addresses``: the records point at this server.
+7. ``expect_hosts`` / ``expect_addresses``: the records point at this server; with several
+   hosts (the nodes of a cluster), every SRV name points at each of them.
 8. With ``probe``: OPTIONS to every resolved target over its transport, with status and RTT; for
    TLS, whether the certificate covers the domain (RFC 5922 §7.2).
 """
@@ -54,7 +57,7 @@ class Verdict(str, enum.Enum):
 class Check:
     """One line of the report."""
 
-    section: str        # nameserver, naptr, srv, target, address, ptr, resolve, expect, probe, tls
+    section: str        # nameserver, naptr, srv, spread, target, address, ptr, resolve, expect, probe, tls
     subject: str        # what was checked, e.g. "_sip._udp.example.test" or "udp 127.0.0.2:5060"
     verdict: Verdict
     detail: str
@@ -166,6 +169,7 @@ class _Checker:
         self.addresses: dict[str, set[str]] = {}  # ip -> forward names that led to it
         self.srv_targets: set[str] = set()
         self.naptr_targets: set[str] = set()  # SRV names some NAPTR points to
+        self.srv_sets: dict[str, set[str]] = {}  # SRV name -> its targets (the nodes it can reach)
 
     def q(self, name: str, rdtype: str) -> R.Answer:
         return R.lookup_sync(self.resolver, R.Query(name, rdtype), self.cache)
@@ -294,7 +298,43 @@ class _Checker:
                 self.add("srv", name, Verdict.WARN, f"{listing} — {', '.join(problems)}", "; ".join(dict.fromkeys(hints)))
             else:
                 self.add("srv", name, Verdict.PASS, listing)
+            targets = [r for r in records if r.target]
+            self.srv_sets[name] = {r.target for r in targets}
+            if len({(r.target, r.port) for r in targets}) > 1:
+                self.check_spread(name, targets)
         return found
+
+    def check_spread(self, name: str, records: list[Any]) -> None:
+        """How clients share out one SRV name's servers (RFC 2782): the lowest priority takes
+        everything while one of it answers, each server by its weight's share; a higher priority
+        is the failover."""
+        groups: dict[int, list[Any]] = {}
+        for r in records:
+            groups.setdefault(r.priority, []).append(r)
+        parts, shares, problems, hints = [], {}, [], []
+        for rank, priority in enumerate(sorted(groups)):
+            group = groups[priority]
+            total = sum(r.weight for r in group)
+            cells = []
+            for r in group:
+                share = r.weight / total if total else 1 / len(group)
+                shares[f"{r.target}:{r.port}"] = {"priority": priority, "share": round(share, 3)}
+                cells.append(f"{hostport(r.target, r.port)} {share:.0%}")
+            role = "first" if rank == 0 else "if those fail"
+            parts.append(f"priority {priority} ({role}): {', '.join(cells)}")
+            zero = [r.target for r in group if r.weight == 0]
+            if zero and total:
+                problems.append(f"weight 0 for {', '.join(zero)} beside weighted servers")
+                hints.append("RFC 2782 gives a weight-0 server a very small share: give every node of a priority a weight")
+        seen = [(r.target, r.port) for r in records]
+        if len(seen) != len(set(seen)):
+            problems.append("one server listed twice")
+            hints.append("list each target and port once; change its weight to give it a bigger share")
+        detail = "; ".join(parts)
+        if problems:
+            self.add("spread", name, Verdict.WARN, f"{detail} — {', '.join(problems)}", "; ".join(hints), shares=shares)
+        else:
+            self.add("spread", name, Verdict.PASS, detail, shares=shares)
 
     def check_targets(self) -> None:
         for target in sorted(self.srv_targets):
@@ -392,6 +432,14 @@ class _Checker:
 
     def check_expectations(self, hosts: list[str], addresses: list[str]) -> None:
         with_a = {n for names in self.addresses.values() for n in names}
+        if len(hosts) > 1:  # several nodes: each SRV name should reach each of them
+            for name, targets in sorted(self.srv_sets.items()):
+                missing = [h for h in hosts if h not in targets]
+                if targets and missing:
+                    self.add("expect", name, Verdict.WARN,
+                             f"does not point at {', '.join(missing)} (its targets: {', '.join(sorted(targets))})",
+                             f"clients using {_service_transport(name)} never reach that node: add an SRV record "
+                             f"for it, at the same priority to share the load or a higher one as a failover")
         for host in hosts:
             if host in self.srv_targets or host in with_a:
                 self.add("expect", host, Verdict.PASS, "the records point at this host")

@@ -149,6 +149,52 @@ def test_expectations(good, capsys):
     assert {c["subject"] for c in rows(report, "fail", "expect")} == {"sip9.example.test", "127.0.0.9"}
 
 
+#: Two nodes sharing the load and a third as the failover, as docs/several-nodes.md publishes them,
+#: with two mistakes a cluster's DNS is prone to: node c missing from _sip._tcp and _sips._tcp
+#: (clients over TCP or TLS never reach it), and a weight of 0 beside a weighted server.
+CLUSTER_ZONE: tuple[str, ...] = (
+    "local=/example.test/",
+    "local=/0.0.127.in-addr.arpa/",
+    "host-record=ns.example.test,127.0.0.1",
+    "host-record=a.example.test,127.0.0.2",
+    "host-record=b.example.test,127.0.0.3",
+    "host-record=c.example.test,127.0.0.4",
+    "srv-host=_sip._udp.example.test,a.example.test,5060,10,50",
+    "srv-host=_sip._udp.example.test,b.example.test,5060,10,50",
+    "srv-host=_sip._udp.example.test,c.example.test,5060,20,100",
+    "srv-host=_sip._tcp.example.test,a.example.test,5060,10,70",
+    "srv-host=_sip._tcp.example.test,b.example.test,5060,10,30",
+    "srv-host=_sips._tcp.example.test,a.example.test,5061,10,100",
+    "srv-host=_sips._tcp.example.test,b.example.test,5061,10,0",
+)
+
+
+def test_several_nodes_spread_and_failover(tmp_path, capsys):
+    require_tool("dnsmasq")
+    with Dnsmasq(tmp_path, CLUSTER_ZONE) as ns:
+        code, report = run_json(capsys, "example.test", "-n", ns.nameserver, "--expect-host", "a.example.test",
+                                "--expect-host", "b.example.test", "--expect-host", "c.example.test")
+        assert main(["dns", "check", "example.test", "-n", ns.nameserver]) == 0
+        table = capsys.readouterr().out
+    assert "example.test: all checks passed" in table and "3 warnings" in table
+    assert code == 0 and report["ok"] is True, report      # warnings only: every node is reachable somehow
+    spread = {c["subject"]: c for c in rows(report, section="spread")}
+    udp = spread["_sip._udp.example.test"]
+    assert udp["verdict"] == "pass" and udp["data"]["shares"] == {
+        "a.example.test:5060": {"priority": 10, "share": 0.5}, "b.example.test:5060": {"priority": 10, "share": 0.5},
+        "c.example.test:5060": {"priority": 20, "share": 1.0}}
+    assert "priority 20 (if those fail): c.example.test:5060 100%" in udp["detail"]
+    tcp = spread["_sip._tcp.example.test"]
+    assert tcp["verdict"] == "pass" and "a.example.test:5060 70%" in tcp["detail"] and "b.example.test:5060 30%" in tcp["detail"]
+    tls = spread["_sips._tcp.example.test"]
+    assert tls["verdict"] == "warn" and "weight 0 for b.example.test" in tls["detail"] and "weight" in tls["hint"]
+    missing = {c["subject"]: c for c in rows(report, "warn", "expect")}
+    assert set(missing) == {"_sip._tcp.example.test", "_sips._tcp.example.test"}
+    assert "does not point at c.example.test" in missing["_sip._tcp.example.test"]["detail"]
+    assert "never reach that node" in missing["_sips._tcp.example.test"]["hint"]
+    assert len(rows(report, "pass", "expect")) == 3           # each host is pointed at by some record
+
+
 def test_defaults_from_config(good, tmp_path, capsys):
     conf = tmp_path / "sipd.toml"
     conf.write_text(f'[server]\nlisten = ["udp:127.0.0.2:5060"]\n[dns]\nnameservers = ["{good.nameserver}"]\n')
