@@ -477,6 +477,9 @@ class ClusterSection:
     dead_after: float = field(default=float(DEAD_AFTER), metadata=_doc(
         "A node whose last heartbeat is older than this many seconds is dead (`sipctl cluster status`); "
         "more than heartbeat_interval, e.g. three intervals, so one slow write does not declare a node dead."))
+    ban_interval: float = field(default=1.0, metadata=_doc(
+        "Seconds between two looks at the bans the nodes share (the cluster_ban table): a ban or an unban made at "
+        "one node applies at the others within this plus one write, at most twice this."))
 
 
 @dataclass(kw_only=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-__all__ = ["Counter", "Gauge", "Statistics", "StatsError", "prometheus_text"]
+__all__ = ["Counter", "Gauge", "Statistics", "StatsError", "prometheus_text", "selected"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+:[A-Za-z0-9_.\-]+$")
 
@@ -119,16 +119,11 @@ class Statistics:
         return sorted({n.split(":", 1)[0] for n in self._stats})
 
     def match(self, pattern: str) -> list[Stat]:
-        """Stats selected by ``all``, ``group:`` or ``group:name`` (a bare ``name`` also matches
-        any group, as OpenSIPS accepts ``get_statistics rcv_requests``)."""
-        if pattern == "all":
-            return list(self._stats.values())
-        if pattern.endswith(":"):
-            return [s for n, s in self._stats.items() if n.startswith(pattern)]
-        if ":" in pattern:
+        """Stats selected by ``pattern`` (see :func:`selected`)."""
+        if ":" in pattern and not pattern.endswith(":"):
             stat = self._stats.get(pattern)
             return [stat] if stat is not None else []
-        return [s for n, s in self._stats.items() if n.split(":", 1)[1] == pattern]
+        return [s for n, s in self._stats.items() if selected(n, pattern)]
 
     def get(self, pattern: str | Iterable[str]) -> dict[str, int]:
         """Values of the selected stats, in registration order; unknown names are left out."""
@@ -153,6 +148,19 @@ class Statistics:
                 stat.reset()
                 n += 1
         return n
+
+
+def selected(name: str, pattern: str) -> bool:
+    """Whether ``pattern`` -- ``all``, ``group:`` or ``group:name`` -- selects the statistic
+    ``name``; a bare ``name`` matches it in any group, as OpenSIPS accepts ``get_statistics
+    rcv_requests``."""
+    if pattern == "all":
+        return True
+    if pattern.endswith(":"):
+        return name.startswith(pattern)
+    if ":" in pattern:
+        return name == pattern
+    return name.split(":", 1)[1] == pattern
 
 
 _PROM_BAD = re.compile(r"[^a-zA-Z0-9_]")

@@ -24,10 +24,11 @@ def status(
         "--dead-after", min=1, help="Seconds without a heartbeat after which a node is dead (default: [cluster] dead_after, 30).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List the nodes, their last heartbeat and the calls each holds; flag a dead one (exit 1 if any is dead).
+    """List the nodes, their last heartbeat and what each holds; flag a dead one (exit 1 if any is dead).
 
     A node is dead when its last heartbeat is older than --dead-after seconds: it stopped, or it
-    cannot reach the database.
+    cannot reach the database. "dialogs" counts the calls a node holds (a dead node's are taken over
+    by a live one), "bans" the bans in force it made (every node applies them).
 
     Example: sipctl cluster status --json
     """
@@ -42,9 +43,9 @@ def status(
     if not st["nodes"]:
         out.result("no nodes: no sipd with [cluster] node_id has written its heartbeat here", st)
         return
-    out.table(["node", "address", "started", "last heartbeat", "age", "state", "dialogs"],
+    out.table(["node", "address", "started", "last heartbeat", "age", "state", "dialogs", "bans"],
               [(n["node_id"], n["address"], _when(n["started"]), _when(n["last_heartbeat"]),
-                f"{n['age']}s", n["state"], str(n["dialogs"])) for n in st["nodes"]],
+                f"{n['age']}s", n["state"], str(n["dialogs"]), str(n["bans"])) for n in st["nodes"]],
               title=f"cluster nodes in {st['url']} (dead after {st['dead_after']:g} s)", data=st)
     if st["unowned_dialogs"] and not as_json:
         out.warning(f"{st['unowned_dialogs']} dialogs of no known node (a sipd without [cluster] node_id); "

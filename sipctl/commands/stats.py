@@ -27,15 +27,49 @@ Names = Annotated[Optional[list[str]], typer.Argument(help="NAME (group:name), G
 
 
 @app.command()
-def show(ctx: typer.Context, names: Names = None, *, json: Json = False) -> None:
+def show(
+    ctx: typer.Context,
+    names: Names = None,
+    *,
+    node: Annotated[Optional[str], typer.Option(
+        "--node", help="One node of a cluster ([cluster] node_id), as it stored them with its last heartbeat.")] = None,
+    every: Annotated[bool, typer.Option(
+        "--all", help="Every node of the cluster and the sum over the nodes alive.")] = False,
+    json: Json = False,
+) -> None:
     """Show statistics: all, a group (core:, tm:, sl:, usrloc:...) or single names.
 
-    Example: sipctl stats usrloc: core:rcv_requests
-    """
-    from ..lib import stats
+    Without --node or --all, the running sipd's own (over its management socket). With them, read
+    from the database: what each node of a cluster stored with its last heartbeat (at most
+    [cluster] heartbeat_interval old). The sum adds every value; for settings (registrar:max_expires)
+    and for tables each node holds whole (usrloc: with location mode db-only) read one node's.
 
-    values = stats.get(get_env(ctx).config, list(names or []))
-    Output(json_mode=json).table(["name", "value"], sorted(values.items()), data=values)
+    Example: sipctl stats usrloc: core:rcv_requests; sipctl stats --all core:
+    """
+    from ..lib import cluster, stats
+
+    config = get_env(ctx).config
+    chosen = stats.normalize_names(list(names or []))
+    cluster.check_node_choice(node, every)
+    out = Output(json_mode=json)
+    conf = config.database
+    if node is not None:
+        st = cluster.node_stats(conf.url, conf.connect_timeout, node, chosen, dead_after=config.cluster.dead_after)
+        out.table(["name", "value"], sorted(st["values"].items()), data=st,
+                  title=f"node {node} ({st['state']}), {st['age']} s ago")
+        if st["state"] == "dead":
+            out.warning(f"node {node} is dead: these are its last values, {st['age']} s old")
+        return
+    if every:
+        st = cluster.all_stats(conf.url, conf.connect_timeout, chosen, dead_after=config.cluster.dead_after)
+        nodes = [n["node"] for n in st["nodes"]]
+        names_all = sorted({k for values in st["by_node"].values() for k in values})
+        rows = [(k, st["sum"].get(k, "-"), *(st["by_node"][n].get(k, "-") for n in nodes)) for k in names_all]
+        title = "; ".join(f"{n['node']} {n['state']} {n['age']} s ago" for n in st["nodes"])
+        out.table(["name", "sum (alive)", *nodes], rows, data=st, title=title)
+        return
+    values = stats.get(config, chosen)
+    out.table(["name", "value"], sorted(values.items()), data=values)
 
 
 @app.command()

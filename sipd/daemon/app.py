@@ -20,7 +20,7 @@ from ..livetrace import start_tracing
 from ..mgmt import server as mgmt_server
 from ..mgmt.context import MgmtContext
 from ..privileges import PrivilegeError, drop, write_pid_file
-from ..services import accounting, cluster, nat, presence, security
+from ..services import accounting, cluster, cluster_bans, nat, presence, security
 from ..services.auth import Authenticator, Credentials
 from ..services.proxy import Proxy
 from ..services.resolve import SipResolver
@@ -56,6 +56,7 @@ class App:
         self.mgmt: Any = None
         self.nat_keepalive: Any = None
         self.heartbeat: cluster.Heartbeat | None = None
+        self.ban_sync: cluster_bans.BanSync | None = None
 
     # -- what every process needs -----------------------------------------------------------------
 
@@ -216,6 +217,9 @@ class App:
     def start_heartbeat(self) -> None:
         self.heartbeat = cluster.start(self.state, self.config)  # [cluster] node_id: this node's row in cluster_node
 
+    def start_ban_sharing(self) -> None:
+        self.ban_sync = cluster_bans.start(self.state, self.config)  # [cluster] node_id: bans in cluster_ban
+
     def start_polling(self) -> None:
         """[database] reload_interval: re-read the tables (and tell the workers what changed)."""
         reloading.start_polling(self.state, self.endpoint, self.mgmt_context.workers)
@@ -257,6 +261,9 @@ class App:
         if self.heartbeat is not None:  # before the database closes under it
             await self.heartbeat.stop()
             self.heartbeat = None
+        if self.ban_sync is not None:
+            await self.ban_sync.stop()
+            self.ban_sync = None
         if self.mgmt is not None:
             try:
                 await self.mgmt.close()

@@ -105,6 +105,7 @@ class Server:
         app.start_workers()
         app.start_polling()
         app.start_heartbeat()
+        app.start_ban_sharing()
         tune_gc()
         await check_listeners(self.endpoint.transports.listeners)  # "ready" only once every listener answers (TLS: a handshake)
         logger.info("sipd ready, listening on %s (%s, %s, %s registered, location %s)", ", ".join(names),

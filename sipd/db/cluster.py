@@ -3,7 +3,8 @@
 Each node of a cluster has a row in ``cluster_node`` (its ``[cluster] node_id``, the address the
 other nodes reach it at, when it started, its last heartbeat, all unix seconds). A node whose
 heartbeat is older than ``dead_after`` seconds is taken for dead: it stopped, or it cannot reach
-the database, which for the other nodes is the same.
+the database, which for the other nodes is the same. With each heartbeat a node also stores its
+statistics in ``cluster_stats`` (``sipctl stats --node``, ``--all``).
 
 Each ``dialog`` row names the node that holds the call (``owner``). A node that finds another dead
 takes its dialogs over with a conditional UPDATE, so exactly one survivor gets each call.
@@ -14,6 +15,7 @@ the cluster it sees, whether it is Synced, and whether it accepts queries (``wsr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +128,32 @@ def has_cdr(db: Database, call_id: str, from_tag: str, to_tag: str) -> bool:
     """Whether the call of this dialog has its CDR (it has ended, at whichever node)."""
     return db.query_one("SELECT 1 AS x FROM cdrs WHERE callid = ? AND from_tag = ? AND to_tag = ?",
                         (call_id[:255], from_tag[:64], to_tag[:64])) is not None
+
+
+def write_stats(db: Database, node_id: str, now: float, values: dict[str, int]) -> None:
+    """Store ``node_id``'s statistics as of ``now`` (one row per node, replaced each time)."""
+    text = json.dumps(values, separators=(",", ":"), sort_keys=True)
+
+    def write(db: Database) -> None:
+        if not db.execute("UPDATE cluster_stats SET time = ?, stats = ? WHERE node_id = ?",
+                          (int(now), text, node_id)).rowcount:
+            db.execute("INSERT INTO cluster_stats (node_id, time, stats) VALUES (?, ?, ?)", (node_id, int(now), text))
+
+    db.run_transaction(write)
+
+
+def load_stats(db: Database) -> dict[str, tuple[int, dict[str, int]]]:
+    """Each node's last statistics: node_id -> (unix time written, name -> value)."""
+    out: dict[str, tuple[int, dict[str, int]]] = {}
+    for r in db.query("SELECT node_id, time, stats FROM cluster_stats ORDER BY node_id"):
+        try:
+            values = json.loads(r["stats"] or "{}")
+        except ValueError:
+            values = {}
+        if isinstance(values, dict):
+            out[str(r["node_id"])] = (int(r["time"]), {str(k): int(v) for k, v in values.items()
+                                                         if isinstance(v, (int, float))})
+    return out
 
 
 #: Galera's status variables shown to the operator, by the name ``galera_status`` gives them.

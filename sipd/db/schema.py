@@ -277,6 +277,22 @@ TABLES: tuple[Table, ...] = (
         C("address", "char(255)"),               # where the other nodes reach it (host:port)
         C("started", "uint"), C("last_heartbeat", "uint"),
     ), primary_key=("node_id",)),
+    # Bans shared by the nodes of a cluster (our own table): the node that bans an address writes
+    # its row, the others read the rows changed since their last look (sipd/services/cluster_bans.py).
+    # A lifted ban keeps its row with ``lifted`` set, so a node that missed the unban still learns
+    # it; rows long expired or lifted are deleted. Unix seconds; expires 0 = until removed.
+    Table("cluster_ban", 1, (
+        C("target", "char(64)", default=None),   # an address, or a network in CIDR notation
+        C("reason", "char(16)"),                 # flood | auth | scanner | manual
+        C("node_id", "char(64)"),                # the node that banned it (or lifted it last)
+        C("since", "uint"), C("expires", "uint"), C("lifted", "uint"),
+        C("changed", "uint"),                    # when the row was last written: what nodes poll by
+    ), (Index("changed_idx", ("changed",)),), primary_key=("target",)),
+    # Each node's statistics as of its last heartbeat (JSON object name -> value), which `sipctl
+    # stats --node`/`--all` read without reaching the nodes' management sockets.
+    Table("cluster_stats", 1, (
+        C("node_id", "char(64)", default=None), C("time", "uint"), C("stats", "text"),
+    ), primary_key=("node_id",)),
 )
 
 BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}

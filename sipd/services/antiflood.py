@@ -57,6 +57,18 @@ def _strip(ip: str) -> str:
     return str(addr)
 
 
+def canonical(target: str) -> str:
+    """The text a ban of ``target`` is listed under (``Ban.target``): an address as ``_strip``
+    writes it, a network in CIDR notation, a one-address network as that address."""
+    if "/" not in target:
+        return _strip(target)
+    try:
+        net = parse_networks([target])[0]
+    except ValueError:
+        return target.strip()
+    return str(net.network_address) if net.num_addresses == 1 else str(net)
+
+
 def parse_networks(items: Iterable[str]) -> list[IPNetwork]:
     """Parse a CIDR list (a bare address means a single host). Raises ValueError naming the item."""
     nets: list[IPNetwork] = []
@@ -128,12 +140,21 @@ class BanTable:
         self._ips: dict[str, Ban] = {}
         self._nets: dict[IPNetwork, Ban] = {}
         self.evicted = 0
-        #: called with ("add", target, now, duration, reason) or ("rm", target) after each change
-        #: (registrar workers share their bans through it: sipd/daemon/workers/)
-        self.on_change: Callable[[tuple], None] | None = None
+        #: each called with ("add", target, now, duration, reason) or ("rm", target) after a change
+        #: made with ``notify`` (registrar workers share their bans through it, sipd/daemon/workers/;
+        #: the nodes of a cluster theirs, sipd/services/cluster_bans.py)
+        self.watchers: list[Callable[[tuple], None]] = []
 
     def __len__(self) -> int:
         return len(self._ips) + len(self._nets)
+
+    def watch(self, fn: Callable[[tuple], None]) -> None:
+        """Call ``fn(change)`` after every ban added or removed with ``notify``."""
+        self.watchers.append(fn)
+
+    def entries(self) -> list[Ban]:
+        """Every ban held, expired ones included (``list`` drops those first)."""
+        return [*self._ips.values(), *self._nets.values()]
 
     def is_banned(self, ip: str, now: float) -> bool:
         ban = self._ips.get(ip)
@@ -162,8 +183,9 @@ class BanTable:
     def add(self, target: str, now: float, duration: float | None, reason: str, *, notify: bool = True) -> Ban:
         """Ban an address or CIDR network for ``duration`` seconds (None or <= 0: until removed)."""
         ban = self._add(target, now, duration, reason)
-        if notify and self.on_change is not None:
-            self.on_change(("add", target, now, duration, reason))
+        if notify:
+            for fn in self.watchers:
+                fn(("add", target, now, duration, reason))
         return ban
 
     def _add(self, target: str, now: float, duration: float | None, reason: str) -> Ban:
@@ -198,8 +220,9 @@ class BanTable:
 
     def remove(self, target: str, *, notify: bool = True) -> bool:
         removed = self._remove(target)
-        if removed and notify and self.on_change is not None:
-            self.on_change(("rm", target))
+        if removed and notify:
+            for fn in self.watchers:
+                fn(("rm", target))
         return removed
 
     def _remove(self, target: str) -> bool:
@@ -471,12 +494,18 @@ class Antiflood:
         return ban
 
     def ban_rm(self, target: str) -> bool:
+        removed = self.lift(target)
+        if removed:
+            log.info("ban of %s removed by operator", target.strip())
+        return removed
+
+    def lift(self, target: str) -> bool:
+        """Remove the ban of ``target`` and start its counts afresh; False when it was not banned."""
         target = target.strip()
         removed = self.bans.remove(target)
         if removed:
             self.failures.forget(_strip(target))
             self.rates.forget(_strip(target))
-            log.info("ban of %s removed by operator", target)
         return removed
 
     def ban_list(self, now: float) -> list[dict]:

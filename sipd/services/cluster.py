@@ -6,6 +6,8 @@ cluster status`` takes a node whose heartbeat is older than ``dead_after`` secon
 writes run on the database's worker thread (``Store.call``), so a slow or absent database delays
 the heartbeat, never the event loop. A write that fails (the database is down) is logged once and
 tried again at the next interval: the node then looks dead to the others, which it is for them.
+With each heartbeat the node stores its statistics (``cluster_stats``), which ``sipctl stats
+--node``/``--all`` read, so they are at most one interval old.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def validate(config: Config) -> list[Problem]:
     if c.record_route_host and shared_host(c) is None:
         out.append(Problem("cluster.record_route_host", f"not HOST or HOST:PORT: {c.record_route_host!r}",
                            'a name all nodes answer to, e.g. "sip.example.org"'))
+    if c.ban_interval <= 0:
+        out.append(Problem("cluster.ban_interval", "must be positive", "e.g. 1"))
     if c.heartbeat_interval <= 0:
         out.append(Problem("cluster.heartbeat_interval", "must be positive", "e.g. 10"))
     elif c.dead_after <= c.heartbeat_interval:
@@ -74,19 +78,17 @@ def node_address(config: Config) -> str:
     return f"{format_host(host)}:{listen.port}"
 
 
-class Heartbeat:
-    """Writes this node's row now and every ``heartbeat_interval`` seconds until ``stop``."""
+class NodeTask:
+    """Work of this node's that runs in a task of its own from ``start`` until ``stop``."""
 
-    def __init__(self, state: ServerState, cfg: ClusterSection, address: str):
-        self.state = state
-        self.cfg = cfg
-        self.address = address
-        self.started = time.time()
-        self.task: asyncio.Task | None = None
-        self.failing = False
+    name = "cluster"
+    task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="cluster-heartbeat")
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -96,6 +98,20 @@ class Heartbeat:
             except asyncio.CancelledError:
                 pass
             self.task = None
+
+
+class Heartbeat(NodeTask):
+    """Writes this node's row now and every ``heartbeat_interval`` seconds until ``stop``."""
+
+    name = "cluster-heartbeat"
+
+    def __init__(self, state: ServerState, cfg: ClusterSection, address: str):
+        self.state = state
+        self.cfg = cfg
+        self.address = address
+        self.started = time.time()
+        self.failing = False
+        self.stats_failing = False
 
     async def _run(self) -> None:
         restarted = False  # the row says when this node started once a heartbeat is written
@@ -120,6 +136,7 @@ class Heartbeat:
             logger.info("cluster heartbeat of node %s written again", self.cfg.node_id)
         self.failing = False
         await self.load_peers()
+        await self.write_stats()
         return True
 
     async def load_peers(self) -> None:
@@ -138,6 +155,23 @@ class Heartbeat:
                         or "none")
         if self.state.bans is not None:
             self.state.bans.trusted.set_peers(hosts)
+
+    async def write_stats(self) -> None:
+        """This node's statistics beside its heartbeat (a failure here never fails the heartbeat:
+        an older database may lack the table until ``sipctl db migrate``)."""
+        store, stats = self.state.db, getattr(self.state, "stats", None)
+        if stats is None or store is None or store.db is None:
+            return
+        values = stats.get("all")
+        try:
+            await store.call(lambda: cluster_db.write_stats(store.db, self.cfg.node_id, time.time(), values))
+        except Exception as exc:  # noqa: BLE001 - logged once, tried again with the next heartbeat
+            if not self.stats_failing:
+                logger.warning("statistics of node %s not stored (sipctl stats --node cannot show them; "
+                               "does `sipctl db migrate` need running?): %s", self.cfg.node_id, exc)
+            self.stats_failing = True
+            return
+        self.stats_failing = False
 
 
 def _peers(db: Database, node_id: str) -> tuple[list[tuple[str, str]], list[str]]:

@@ -64,8 +64,10 @@ def _end_pid(proc: subprocess.Popen, term_timeout: float = STOP_TIMEOUT) -> None
         pass
 
 
-def options_ping(host: str, port: int, timeout: float = 0.3, proto: str = "udp") -> str | None:
-    """Send one OPTIONS to host:port; return the status line of the reply, or None."""
+def options_ping(host: str, port: int, timeout: float = 0.3, proto: str = "udp", *,
+                 source: str | None = None) -> str | None:
+    """Send one OPTIONS to host:port (from ``source``, default ``host``: on loopback any
+    127.x address can be the sender); return the status line of the reply, or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
     tag = random.randint(1, 1 << 30)
@@ -73,8 +75,10 @@ def options_ping(host: str, port: int, timeout: float = 0.3, proto: str = "udp")
         s.settimeout(timeout)
         try:
             if proto == "udp":
-                s.bind((host, 0))
+                s.bind((source or host, 0))
             else:
+                if source:
+                    s.bind((source, 0))
                 s.connect((host, port))
             lport = s.getsockname()[1]
             bracket = f"[{host}]" if ":" in host else host

@@ -1,4 +1,5 @@
-"""sipctl cluster status: the nodes in cluster_node, their heartbeats, and the dead ones flagged.
+"""sipctl cluster status: the nodes in cluster_node, their heartbeats, what each holds, and the dead
+ones flagged.
 Rows are written the way nodes will write them (sipd.db.cluster.heartbeat) and by plain SQL."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ import time
 from dbfixtures import backend, cli, db_url, empty_db_url, mysql_scratch  # noqa: F401
 
 from sipctl.errors import ExitStatus
-from sipd.db import cluster, connect
+from sipd.db import cluster, cluster_bans, connect
+from sipd.db.cluster_bans import NewBan
 
 
 def test_no_nodes(cli):
@@ -25,6 +27,13 @@ def test_alive_and_dead_nodes(cli, db_url):
         cluster.heartbeat(db, "b", "127.0.0.3:5060", now - 100, started=now - 200)
         db.execute("INSERT INTO cluster_node (node_id, address, started, last_heartbeat) VALUES (?, ?, ?, ?)",
                    ("c", "127.0.0.4:5060", int(now) - 60, int(now) - 31))
+        # what each holds: a made two bans in force and one expired, b one lifted and one until removed
+        cluster_bans.write(db, "a", [NewBan("192.0.2.1", "flood", int(now) - 10, int(now) + 290),
+                                     NewBan("192.0.2.2", "manual", int(now) - 10, 0),
+                                     NewBan("192.0.2.3", "auth", int(now) - 900, int(now) - 1)], [], now)
+        cluster_bans.write(db, "b", [NewBan("192.0.2.4", "flood", int(now) - 10, int(now) + 290),
+                                     NewBan("198.51.100.0/24", "manual", int(now) - 10, 0)],
+                           [("192.0.2.4", int(now) - 5)], now)
     r = cli("cluster", "status", "--json")
     assert r.code == ExitStatus.ERROR
     nodes = {n["node_id"]: n for n in r.json["nodes"]}
@@ -34,12 +43,14 @@ def test_alive_and_dead_nodes(cli, db_url):
     assert nodes["b"]["state"] == "dead" and nodes["b"]["address"] == "127.0.0.3:5060"
     assert nodes["c"]["state"] == "dead"        # 31 s > the stated 30 s
     assert r.json["dead"] == ["b", "c"] and r.json["dead_after"] == 30
+    assert {n: v["bans"] for n, v in nodes.items()} == {"a": 2, "b": 1, "c": 0}
     r = cli("cluster", "status", "--dead-after", "120", "--json")
     assert r.code == 0 and r.json["dead"] == []
     human = cli("cluster", "status")
     assert human.code == ExitStatus.ERROR
     assert "dead nodes: b, c" in human.err and "127.0.0.2:5060" in human.out
-    assert [line.split("\t")[-1] for line in human.out.splitlines()[1:]] == ["alive", "dead", "dead"]
+    assert [line.split("\t")[-3:] for line in human.out.splitlines()[1:]] == [
+        ["alive", "0", "2"], ["dead", "0", "1"], ["dead", "0", "0"]]      # state, dialogs, bans
 
 
 def test_two_nodes_with_one_name_make_one_row(db_url):

@@ -121,7 +121,7 @@ def share_bans(state: Any, gate: Any, send: Callable[[Frame], Any]) -> None:
     """Send every ban this process adds or removes (:func:`apply_ban` applies one from elsewhere
     without sending it back)."""
     if state.bans is not None:
-        state.bans.bans.on_change = lambda change: send(BanChange(change))
+        state.bans.bans.watch(lambda change: send(BanChange(change)))
     if gate is not None:  # addresses that authenticated here pass every process's gate
         gate.on_new = lambda host, until: send(BanChange(("known", host, until)))
 
