@@ -113,8 +113,11 @@ def single_realm(config: Config, db: Database) -> str | None:
     from types import SimpleNamespace
 
     from sipd.services.realm import single_realm as pick
+    from sipd.state import DomainCache
 
-    return pick(SimpleNamespace(config=config, domains=sorted(local_domains(config, db))))  # type: ignore[arg-type]
+    # the daemon's own domain table, so the realm is picked from the same names the same way
+    domains = DomainCache(sorted(local_domains(config, db)))
+    return pick(SimpleNamespace(config=config, domains=domains))  # type: ignore[arg-type]
 
 
 def _realm_moved(config: Config, db: Database, before: str | None, change: Change) -> str | None:
