@@ -111,7 +111,8 @@ def test_a_stopped_worker_holds_exactly_its_calls(tmp_path):
     d = start(tmp_path, **NO_CALL_STATE)
     try:
         assert "calls spread over 2 processes by Call-ID" in d.log_text()
-        assert d.mi("get_statistics", ["workers:"]) == {"workers:handed_to_main": 0, "workers:aor_copies": 0}
+        assert d.mi("get_statistics", ["workers:"]) == {"workers:handed_to_main": 0, "workers:aor_copies": 0,
+                                                     "workers:connections_handed": 0}
         [w] = workers(d)
         assert "calls by Call-ID" in w["Type"]
         caller_name, callee_name = MAIN_USERS[0], WORKER_USERS[0]

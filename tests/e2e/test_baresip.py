@@ -59,3 +59,36 @@ def test_call_with_media_with_two_workers(server_factory, baresip_factory):
     callee = baresip_factory("bob", server=server)
     caller = baresip_factory("alice", server=server, answer="manual")
     call_with_media(caller, callee)
+
+
+def test_call_with_media_over_tls_with_two_workers(server_factory, baresip_factory, tmp_path):
+    """[server] workers = 2 and TLS: main and the worker take the connections in turn, so the two
+    baresip's land on different processes (each holds one, as ``tls list`` says); they register
+    and call each other with media, every message crossing to the process holding the connection
+    it leaves on."""
+    from conftest import free_port
+    from sipctl.lib import cert as lib
+
+    lib.ca_init(tmp_path / "ca", "Baresip Root", key_type="ec:p256")
+    lib.ca_issue(tmp_path / "ca", "example.test", ["example.test", "127.0.0.1"], cert_out=tmp_path / "srv.pem",
+                 key_out=tmp_path / "srv.key", key_type="ec:p256")
+    server = server_factory({"server": {"workers": 2}}, start=False)
+    tls_port = free_port("tcp")
+    server.config["server"]["listen"].append(f"tls:127.0.0.1:{tls_port}")
+    server.config["tls"] = {"certificate": str(tmp_path / "srv.pem"), "private_key": str(tmp_path / "srv.key")}
+    server.write_config()
+    server.start()
+    deadline = time.monotonic() + 15
+    while not all(p["Type"].endswith("TCP/TLS connections)") for p in server.mi("ps")["Processes"][1:]):
+        assert time.monotonic() < deadline, "the worker is not ready"
+        time.sleep(0.1)
+    tls = {"server": server, "transport": "tls", "proxy": f"127.0.0.1:{tls_port}",
+           "cafile": str(tmp_path / "ca" / "root.pem")}
+    callee = baresip_factory("bob", **tls)
+    caller = baresip_factory("alice", answer="manual", **tls)
+    for ua in (callee, caller):
+        assert ua.wait_registered(10) == "OK", f"{ua.user}: {ua.last_reginfo}"
+    held = {p["process"]: p["connections"] for p in server.mi("tls_list")["processes"]}
+    assert held == {0: 1, 1: 1}, held
+    call_with_media(caller, callee)
+    assert "Traceback" not in server.log_text()

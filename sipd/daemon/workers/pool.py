@@ -84,6 +84,8 @@ class WorkerPool:
         self._turn = 0  # whose turn it is to get the next accepted TCP/TLS socket (0: main)
         self._probes: dict[int, tuple[dict[int, Any], asyncio.Future]] = {}
         self._probe_seq = 0
+        # accepted TCP/TLS sockets given to a worker (the others main serves itself)
+        self.c_handed = endpoint.state.stats.counter("workers:connections_handed")
         transports = endpoint.transports
         transports.handover = self.hand_over
         transports.elsewhere = self.send_elsewhere
@@ -175,6 +177,7 @@ class WorkerPool:
         host = peer[0]  # the worker releases it under this name
         w.handed[host] = w.handed.get(host, 0) + 1
         self.endpoint.transports.handed_out(host)
+        self.c_handed.inc()
         return True
 
     def send_elsewhere(self, data: bytes, dest: tuple) -> None:
