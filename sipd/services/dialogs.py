@@ -283,10 +283,20 @@ def expand(facts: Iterable[tuple]) -> list[tuple]:
     return out
 
 
+#: Dialog ids count milliseconds from 2025-01-01 UTC: 41 bits of them last until 2094 and leave 22
+#: bits of a BIGINT for the calls of one start.
+ID_EPOCH_MS = 1_735_689_600_000
+
+
 def default_ids(start_ms: int) -> Callable[[], int]:
-    """Dialog ids unique across restarts: start time in ms << 16, plus a counter (fits BIGINT)."""
+    """Dialog ids unique across restarts: the start time (ms since ``ID_EPOCH_MS``) << 22, plus a
+    counter that never wraps. (A wrapping counter gave a call the id of one still up 65,536 calls
+    earlier, whose row it then replaced.) A process reaches the ids of one started d ms later
+    only after d x 4 million calls. (Two nodes of a cluster started in the same millisecond would
+    still share ids: nothing here prevents that.)"""
     counter = itertools.count(1)
-    return lambda: (start_ms << 16) + (next(counter) & 0xFFFF)
+    base = max(0, start_ms - ID_EPOCH_MS) << 22
+    return lambda: base + next(counter)
 
 
 class Tracker:

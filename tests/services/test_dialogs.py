@@ -233,3 +233,14 @@ def test_a_node_stores_itself_as_the_owner_and_lets_a_taken_call_go(clock):
     tracker.forget(dlg)
     assert tracker.list() == [] and tracker.on_request(req("BYE", to_tag="tt", cseq=2), "txb", clock.now) == []
     assert Tracker(lifetime=60.0).restore([out[1].row]) == 1  # a survivor loads the row as it was stored
+
+
+def test_default_ids_never_wrap_and_grow_with_the_start_time():
+    from sipd.services.dialogs import ID_EPOCH_MS, default_ids
+
+    ids = default_ids(ID_EPOCH_MS + 1000)
+    first = [ids() for _ in range(70_000)]
+    assert len(set(first)) == 70_000 and first == sorted(first)  # past 65,536: no id comes back
+    later = default_ids(ID_EPOCH_MS + 1001)()
+    assert later > first[-1] and later < 2**63  # a later start: above, and within a BIGINT
+    assert default_ids(ID_EPOCH_MS + 69 * 365 * 86400 * 1000)() < 2**63  # still fits in 2094
