@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from dbadmin import admin_sql  # noqa: E402
 from helpers.sipd_nodes import SipdNodes  # noqa: E402
 from sipd.db import cluster, connect  # noqa: E402
 from tests.daemon.harness import DOMAIN, UA  # noqa: E402
@@ -36,20 +37,6 @@ from tests.daemon.test_proxy import SDP, invite  # noqa: E402
 
 PASSWORD = "pw"
 LIMIT = 120.0  # seconds any one wait may take
-
-
-def _admin(mysql: str, sql: str) -> None:
-    import pymysql
-    from urllib.parse import urlparse
-
-    u = urlparse(mysql)
-    conn = pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306, user=u.username or "root",
-                           password=u.password or "", autocommit=True, connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 def _answer(ua: UA, req, **kw) -> None:  # type: ignore[no-untyped-def]
@@ -132,7 +119,7 @@ def main() -> int:
     p.add_argument("--mysql", default="mysql://root@127.0.0.1:3306")
     args = p.parse_args()
     name = f"sipd_bench_{secrets.token_hex(4)}"
-    _admin(args.mysql, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    admin_sql(args.mysql, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     url = f"{args.mysql.rstrip('/')}/{name}"
     results = []
     try:
@@ -143,7 +130,7 @@ def main() -> int:
             print(f"run {run + 1}: claimed {r['claimed']:.2f} s, held {r['loaded']:.2f} s after the kill "
                   f"({r['since_last_beat']:.2f} s after the last heartbeat)", flush=True)
     finally:
-        _admin(args.mysql, f"DROP DATABASE IF EXISTS `{name}`")
+        admin_sql(args.mysql, f"DROP DATABASE IF EXISTS `{name}`")
     loaded = [r["loaded"] for r in results]
     print(f"{args.calls} calls + {args.rows} rows, heartbeat_interval {args.interval:g} s, dead_after "
           f"{args.dead_after:g} s: taken over {statistics.median(loaded):.2f} s after the kill (median of "
