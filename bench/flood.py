@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from helpers.procstat import rss_kib  # noqa: E402
+from helpers.procstat import cpu_seconds, process_tree, rss_kib  # noqa: E402
 from helpers.sipd_proc import SipdProcess, options_ping  # noqa: E402
 
 from helpers.flood import (  # noqa: E402
@@ -52,43 +52,8 @@ from helpers.flood import (  # noqa: E402
 
 from tests.e2e.security_ua import UA  # noqa: E402
 
-CLK = os.sysconf("SC_CLK_TCK")
-
-
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (sipd's workers, Kamailio's children)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None:
-                children.setdefault(int(st[1]), []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        st = _stat(p)
-        if st is not None:
-            total += int(st[11]) + int(st[12])
-    return total / CLK
 
 
 def udp_drops(port: int) -> int:
