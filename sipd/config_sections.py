@@ -182,7 +182,8 @@ class LocationSection:
         default="write-through",
         metadata=_doc(
             "Persistence of registrations: write-through (200 sent once committed), write-back (flushed on a timer"
-            " and at shutdown), db-only (read from the database on lookup; several nodes), memory (never stored)."
+            " and at shutdown), db-only (read from the database on lookup: the mode of every node of a [cluster]),"
+            " memory (never stored)."
         ),
     )
     flush_interval: float = field(default=10.0, metadata=_doc("write-back: seconds between flushes."))
@@ -465,8 +466,10 @@ class ClusterSection:
         "This node's name in a cluster of sipd nodes sharing one database (e.g. \"a\"; letters, digits, '.', '_', "
         "'-', at most 64), unique per node; empty = no cluster: no heartbeat is written."))
     address: str = field(default="", metadata=_doc(
-        "HOST:PORT the other nodes reach this node at (IPv6 as [::1]:5060), shown by `sipctl cluster status`; "
-        "empty = the first [server] listen address (its host replaced by [server] advertised_address if set)."))
+        "HOST:PORT the other nodes reach this node at (IPv6 as [::1]:5060), shown by `sipctl cluster status`: they "
+        "relay there the requests for registrations only this node can reach (its TCP/TLS connections and NAT "
+        "pinholes), and trust requests from its address; empty = the first [server] listen address (its host "
+        "replaced by [server] advertised_address if set)."))
     heartbeat_interval: float = field(default=10.0, metadata=_doc(
         "Seconds between this node's heartbeats (its row in the cluster_node table)."))
     record_route_host: str = field(default="", metadata=_doc(

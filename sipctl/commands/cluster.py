@@ -28,7 +28,8 @@ def status(
 
     A node is dead when its last heartbeat is older than --dead-after seconds: it stopped, or it
     cannot reach the database. "dialogs" counts the calls a node holds (a dead node's are taken over
-    by a live one), "bans" the bans in force it made (every node applies them).
+    by a live one), "bans" the bans in force it made (every node applies them), "bindings" the
+    registrations only that node can reach (over its TCP/TLS connections and NAT pinholes).
 
     Example: sipctl cluster status --json
     """
@@ -43,9 +44,10 @@ def status(
     if not st["nodes"]:
         out.result("no nodes: no sipd with [cluster] node_id has written its heartbeat here", st)
         return
-    out.table(["node", "address", "started", "last heartbeat", "age", "state", "dialogs", "bans"],
+    out.table(["node", "address", "started", "last heartbeat", "age", "state", "dialogs", "bans", "bindings"],
               [(n["node_id"], n["address"], _when(n["started"]), _when(n["last_heartbeat"]),
-                f"{n['age']}s", n["state"], str(n["dialogs"]), str(n["bans"])) for n in st["nodes"]],
+                f"{n['age']}s", n["state"], str(n["dialogs"]), str(n["bans"]), str(n["bindings"]))
+               for n in st["nodes"]],
               title=f"cluster nodes in {st['url']} (dead after {st['dead_after']:g} s)", data=st)
     if st["unowned_dialogs"] and not as_json:
         out.warning(f"{st['unowned_dialogs']} dialogs of no known node (a sipd without [cluster] node_id); "

@@ -17,8 +17,9 @@ def status(url: str, timeout: float = 5.0, *, dead_after: float | None = None,
            now: float | None = None) -> dict[str, Any]:
     """Every node with its address, start, last heartbeat, the heartbeat's age, its state
     (``alive``, or ``dead`` when the heartbeat is older than ``dead_after`` seconds) and what it
-    holds: ``dialogs``, the calls (a dead node's go to a live one at its next takeover check), and
-    ``bans``, the bans in force it made (0 when the database predates the table);
+    holds: ``dialogs``, the calls (a dead node's go to a live one at its next takeover check),
+    ``bans``, the bans in force it made (0 when the database predates the table), and
+    ``bindings``, the registrations only it can reach (over its connections and NAT pinholes);
     ``unowned_dialogs`` counts the calls of owners that have no node row (a node that ran without
     ``[cluster] node_id``), which a live node takes over too."""
     from sipd.db import cluster, cluster_bans, mask_url, schema
@@ -29,9 +30,11 @@ def status(url: str, timeout: float = 5.0, *, dead_after: float | None = None,
         nodes = cluster.load_nodes(db)
         owned = cluster.dialog_owners(db) if "owner" in schema.table_columns(db, "dialog") else {}
         bans = cluster_bans.active_by_node(db, now) if "cluster_ban" in db.tables() else {}
+        bindings = cluster.owned_bindings(db, now)
     rows = [{"node_id": n.node_id, "address": n.address, "started": n.started,
              "last_heartbeat": n.last_heartbeat, "age": n.age(now), "state": n.state(now, dead_after),
-             "dialogs": owned.get(n.node_id, 0), "bans": bans.get(n.node_id, 0)}
+             "dialogs": owned.get(n.node_id, 0), "bans": bans.get(n.node_id, 0),
+             "bindings": bindings.get(n.node_id, 0)}
             for n in nodes]
     known = {n.node_id for n in nodes}
     return {"url": mask_url(url), "dead_after": dead_after, "nodes": rows,

@@ -76,7 +76,7 @@ class Endpoint:
         self.mark = os.urandom(4).hex()  # in our branches and tags: which process a response belongs to
         self._tags = itertools.count(1)
         self._branch_seq = itertools.count(1)
-        self.hop = OurHop(config, state.myself, self.mark, self._branch_seq, self.routing)
+        self.hop = OurHop(config, state.myself, self.mark, self._branch_seq, self.routing, state.cluster)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.trace_on = config.log.sip_trace

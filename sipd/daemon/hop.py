@@ -12,6 +12,7 @@ from ..boundary import describe
 from ..services.cluster import shared_host
 from ..services.nat import parse_received
 from ..services.nat_detect import is_nated
+from ..services.peers import ClusterPeers, owner_route
 from ..services.pipeline import Branch, dest_of
 from ..sip.headers import parse_name_addr, split_commas
 from ..sip.uri import format_host, parse_uri
@@ -21,8 +22,10 @@ class OurHop:
     """Set up by the app: ``transports`` once bound, ``resolver``, and ``routing`` (whether this
     process can reach a registered contact)."""
 
-    def __init__(self, config: Any, myself: Any, mark: str, branch_seq: itertools.count, routing: Any):
+    def __init__(self, config: Any, myself: Any, mark: str, branch_seq: itertools.count, routing: Any,
+                 peers: ClusterPeers | None = None):
         self.config = config
+        self.peers = peers or ClusterPeers()  # the other nodes of a cluster (services/peers.py)
         self.self_addresses = myself.addresses  # (host, port) as written in a Via or a URI
         self.mark = mark
         self._branch_seq = branch_seq
@@ -127,6 +130,12 @@ class OurHop:
         routes = split_commas(c.path) if c.path else []
         dest: tuple | None = None
         nated = False
+        owner = self.peers.owner_of(c.node_id) if c.received else None
+        if owner is not None:
+            # another node holds its connection or NAT pinhole: through that node, as a Path would
+            routes = [owner_route(owner, c.received)]
+            dest = self.dest_from_uri(parse_name_addr(routes[0]).uri)
+            return Branch(uri, dest, routes, label=f"node {c.node_id} for {c.received}")
         if routes:
             dest = self.dest_from_uri(parse_name_addr(routes[0]).uri)
         elif c.conn_id is not None and self.transports.connection(c.conn_id) is not None:

@@ -49,6 +49,18 @@ def load_nodes(db: Database) -> list[Node]:
     return [Node(r["node_id"], r["address"], int(r["started"]), int(r["last_heartbeat"])) for r in rows]
 
 
+def owned_bindings(db: Database, now: float) -> dict[str, int]:
+    """Live registrations each node owns (it holds their TCP/TLS connection or NAT pinhole: only
+    it can reach them), by node_id; empty when the location table has no ``node_id`` column yet."""
+    from .schema import table_columns
+
+    if "node_id" not in table_columns(db, "location"):
+        return {}
+    rows = db.query("SELECT node_id, COUNT(*) AS n FROM location WHERE node_id IS NOT NULL "
+                    "AND (expires = 0 OR expires > ?) GROUP BY node_id", (int(now),))
+    return {str(r["node_id"]): int(r["n"]) for r in rows}
+
+
 def heartbeat(db: Database, node_id: str, address: str, now: float, *, started: float | None = None) -> None:
     """Record that ``node_id`` is alive at ``now``; with ``started``, it has (re)started then.
 

@@ -43,7 +43,8 @@ def add_location_ruid(db: Database) -> list[tuple[str, str]]:
     if has_column and has_index:
         return []
     if not has_column:
-        db.execute(f"ALTER TABLE location ADD COLUMN {BY_NAME['location'].columns[-1].ddl(db.dialect)}")
+        ruid = next(c for c in BY_NAME["location"].columns if c.name == "ruid")
+        db.execute(f"ALTER TABLE location ADD COLUMN {ruid.ddl(db.dialect)}")
     rows = db.query("SELECT contact_id, username, domain, contact, sip_instance, reg_id FROM location "
                     "ORDER BY contact_id DESC")
     keep: dict[str, int] = {}

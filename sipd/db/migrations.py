@@ -82,10 +82,18 @@ def _cdrs_unique(db: Database) -> None:
     add_index(db, "cdrs", "dialog_idx")
 
 
+def _location_node_id(db: Database) -> None:
+    """location 1013 -> 1014: ``node_id``, the node that holds a binding's connection or NAT
+    pinhole. The rows there get NULL: a binding stored before it is reached directly, as it was."""
+    add_column(db, "location", "node_id")
+    add_index(db, "location", "node_idx")
+
+
 #: Forward migrations, per table, in order.
 MIGRATIONS: dict[str, list[Migration]] = {
     "dialog": [Migration("dialog", 12, 13, _dialog_owner)],
     "cdrs": [Migration("cdrs", 1, 2, _cdrs_unique)],
+    "location": [Migration("location", 1013, 1014, _location_node_id)],
 }
 
 

@@ -9,6 +9,8 @@ Deliberate differences from OpenSIPS, each for a reason:
 - ``dialplan.match_exp``/``subst_exp``/``repl_exp`` are CHAR(255), not 64/64/32: real rules with a
   domain in them do not fit in 32 characters (the report's repl_exp is 19, its match_exp 49).
 - ``location.reg_id`` (RFC 5626 outbound) is kept as a column instead of inside ``kv_store``.
+- ``location`` is at version 1014, one past OpenSIPS's 1013: ``node_id`` names the sipd node that
+  holds the binding's connection or NAT pinhole (several nodes, docs/several-nodes.md).
 - ``location.ruid`` is a digest of the binding (OpenSIPS 2.2's unique key of that name, absent from
   3.x), unique; nullable, so rows written without it (by other tools) never collide. A database from
   before it gets it from ``migrate`` (``add_location_ruid``) with the table version kept.
@@ -160,7 +162,7 @@ TABLES: tuple[Table, ...] = (
         C("id", "serial"), C("domain", "char(64)"), C("attrs", "char(255)", nullable=True),
         C("accept_subdomain", "uint"), C("last_modified", "datetime"),
     ), (Index("domain_idx", ("domain",), unique=True),)),
-    Table("location", 1013, (
+    Table("location", 1014, (
         C("contact_id", "bigserial"), C("username", "char(64)"), C("domain", "char(64)", nullable=True),
         C("contact", "text"), C("received", "char(255)", nullable=True),
         C("path", "char(255)", nullable=True),
@@ -175,7 +177,11 @@ TABLES: tuple[Table, ...] = (
         # +sip.instance and reg-id), unique so that two nodes storing the same new binding at
         # once store one row: the second to commit loses and is run again (OpenSIPS 2.2's ruid)
         C("ruid", "char(64)", nullable=True),
-    ), (Index("account_idx", ("username", "domain")), Index("ruid_idx", ("ruid",), unique=True))),
+        # the sipd node that holds the binding's TCP/TLS connection or NAT pinhole, which only
+        # it can reach ([cluster] node_id); NULL when any node can send to the contact itself
+        C("node_id", "char(64)", nullable=True),
+    ), (Index("account_idx", ("username", "domain")), Index("ruid_idx", ("ruid",), unique=True),
+        Index("node_idx", ("node_id",)))),
     Table("dialplan", 5, (
         C("id", "serial"), C("dpid", "int", default=None), C("pr", "int"),
         C("match_op", "int", default=None), C("match_exp", "char(255)", default=None),

@@ -43,6 +43,9 @@ class Contact:
     temp_gruu: str | None = None
     last_modified: float = 0.0
     params: str = ""  # contact header params to echo (other than expires/q)
+    #: the cluster node holding this binding's TCP/TLS connection or NAT pinhole ([cluster] node_id);
+    #: None when any node can reach the contact itself (docs/several-nodes.md)
+    node_id: str | None = None
 
     def alive(self, now: float) -> bool:
         return self.expires == 0 or self.expires > now

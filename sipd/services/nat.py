@@ -15,6 +15,8 @@ Rules (``[nat] enabled``):
   request (or a bare CRLF datagram, ``keepalive_method = "crlf"``) sent from our listen socket to
   its received address, which keeps the NAT binding open. Replies to the OPTIONS are dropped as
   stray responses. TCP/TLS endpoints keep their own connection alive (RFC 5626 CRLF pings).
+  In a cluster each NATed binding is pinged by one node: its owner (``Contact.node_id``), the node
+  its REGISTER reached, whose address the pinhole lets through.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class KeepAlive:
         self.handle: Any = None
         self.sent = state.stats.counter("nat:keepalives_sent")
         self._rand = os.urandom(4).hex()
+        self.read_failing = False  # (a cluster node) its bindings could not be read last round
 
     def start(self) -> None:
         self.handle = self.scheduler.call_later(self.cfg.keepalive_interval, self.tick)
@@ -136,20 +139,53 @@ class KeepAlive:
 
     def tick(self) -> None:
         try:
-            self.ping_all()
+            if self._from_database():
+                self.scheduler.spawn(self.ping_owned())
+            else:
+                self.ping_all()
         except Exception:  # noqa: BLE001 - a bad contact must not stop the pings
             logger.exception("NAT keep-alive round failed")
         if not self.scheduler.stopping:
             self.start()
 
+    def _from_database(self) -> bool:
+        """A cluster node in db-only mode holds only the AORs it looked at lately, some of them
+        stale: the database says which NATed bindings are this node's now."""
+        state = self.state
+        return bool(state.cluster.node_id) and state.db is not None and state.config.location.mode == "db-only"
+
     def ping_all(self) -> int:
         import time
 
+        return self.ping_each(self.state.location.items(), time.time())
+
+    async def ping_owned(self) -> int:
+        """One round over the NATed bindings the database gives this node (a failed read: none,
+        the next round reads again)."""
+        import time
+
         wall = time.time()
+        try:
+            owned = await self.state.db.load_owned(self.state.cluster.node_id, wall)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the database is down for a while
+            if not self.read_failing:
+                logger.warning("NAT keep-alives paused: this node's bindings not read (tried again each round): %s", exc)
+            self.read_failing = True
+            return 0
+        if self.read_failing:
+            logger.info("NAT keep-alives resumed: this node's bindings read again")
+        self.read_failing = False
+        return self.ping_each(owned, wall)
+
+    def ping_each(self, aors: Any, wall: float) -> int:
+        """Ping the live NATed bindings among ``aors`` ((aor, contacts) pairs) that this node keeps
+        alive: in a cluster, only those it owns (each binding is pinged by one node, the one whose
+        address opened its pinhole); without one, all."""
+        own = self.state.cluster.node_id or None
         n = 0
-        for aor, contacts in self.state.location.items():
+        for aor, contacts in aors:
             for c in contacts:
-                if c.alive(wall) and is_nated(c):
+                if c.alive(wall) and c.node_id == own and is_nated(c):
                     got = parse_received(c.received)
                     if got is not None:
                         self.ping(aor, c, ("udp", got[1], got[2], None))

@@ -83,6 +83,9 @@ class Forward:
     record_route: bool = True
     stateless: bool = False  # ACK for 2xx
     diversion: Any = None  # diversion.CallDiversion: redirect on busy/no answer/unavailable
+    #: a CallEvent for accounting and dialogs; False when a peer node relays the call to us: it
+    #: accounts the call itself, and one call must make one CDR
+    account: bool = True
 
 
 @dataclass(slots=True)
@@ -135,7 +138,8 @@ def targets_server(state: ServerState, uri: Any) -> bool:
     return is_self(state, uri) or is_local(state, uri)
 
 
-def _pop_route(request: Any) -> None:
+def pop_route(request: Any) -> None:
+    """Remove the topmost Route value (ours, RFC 3261 §16.4)."""
     values = request.get_all("Route")
     request.remove("Route")
     rest = values[1:]
@@ -176,10 +180,10 @@ def loose_route(ctx: Context) -> Decision | None:
     routes = req.routes
     popped = False
     if routes and is_self(state, routes[0].uri):
-        _pop_route(req)
+        pop_route(req)
         routes = routes[1:]
         if routes and is_self(state, routes[0].uri):
-            _pop_route(req)
+            pop_route(req)
             routes = routes[1:]
         popped = True
     in_dialog = req.to.tag is not None
@@ -298,11 +302,13 @@ def registrar_stage(listeners: Listeners) -> Stage:
         src = ctx.source
         received = describe(src)
         nated = state.config.nat.enabled and request_nated(req, src)
+        conn_id = src[3] if len(src) > 3 else None
         outcome = registrar_mod.register(
             req, state.location.current(aor), state.config.registrar, ctx.wall,
             received=received, socket=listeners.local_socket_name(src),
-            conn_id=src[3] if len(src) > 3 else None, token=_gruu_token,
-            cflags=NAT_FLAG if nated else "",
+            conn_id=conn_id, token=_gruu_token, cflags=NAT_FLAG if nated else "",
+            # in a cluster, only this node can reach a binding over its connection or NAT pinhole
+            owner=(state.config.cluster.node_id or None) if conn_id is not None or nated else None,
         )
         stats = state.stats
         if outcome.status != 200:

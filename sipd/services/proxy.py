@@ -113,6 +113,7 @@ class ProxyContext:
     local_ids: set[int] = field(default_factory=set)  # responses we generated (no Via of ours to pop)
     diversion: Any = None  # diversion.CallDiversion: may redirect instead of a final failure
     nat: bool = False  # [nat] enabled: fix private Contacts in responses
+    account: bool = True  # its events go to accounting and dialogs (Forward.account)
 
     @property
     def pending(self) -> list[BranchState]:
@@ -161,7 +162,8 @@ class Proxy:
         if self.hop.has_own_via(request, req_hash):
             self.replier.reply(request, tx_key, 482, "Loop Detected", why="loop detected (RFC 5393)", source=source)
             return
-        self.upstream.emit_request(request, tx_key, now)  # accounting, dialogs, presence
+        if decision.account:
+            self.upstream.emit_request(request, tx_key, now)  # accounting, dialogs, presence
         if decision.stateless or request.method == "ACK":  # ACK for 2xx: end to end, no transaction
             self._forward_stateless(request, source, decision, now, req_hash)
             return
@@ -170,6 +172,7 @@ class Proxy:
         if tx_key is not None:
             self.contexts[tx_key] = ctx
         ctx.nat = self.config.nat.enabled
+        ctx.account = decision.account
         if decision.diversion is not None and request.method == "INVITE":
             ctx.diversion = decision.diversion
             ctx.diversion.attach(self, ctx)  # no-answer timer
@@ -405,7 +408,8 @@ class Proxy:
 
     def _relay(self, ctx: ProxyContext, response: Any, now: float) -> None:
         upstream = self.upstream
-        upstream.emit_response(ctx, response, now)  # what goes upstream, for accounting, dialogs, presence
+        if ctx.account:
+            upstream.emit_response(ctx, response, now)  # what goes upstream, for accounting, dialogs, presence
         if response.status >= 200:
             ctx.final_sent = True
             upstream.log_final(ctx, response)

@@ -85,6 +85,7 @@ def register(
     token: str | Callable[[], str],
     gruu_supported: bool | None = None,
     cflags: str = "",
+    owner: str | None = None,
 ) -> Outcome:
     """Decide a REGISTER whose AOR is local and already authenticated.
 
@@ -99,6 +100,9 @@ def register(
         token: a fresh random token for a temporary GRUU (or a function returning one, called only
             when a temporary GRUU is made).
         cflags: contact flags of the bindings this REGISTER writes (``NAT``: behind NAT).
+        owner: the cluster node that alone can reach these bindings (it holds their connection or
+            NAT pinhole), recorded in each unless the REGISTER came with a Path (then the first
+            hop of the Path reaches them, from any node).
     """
     to_uri = request.to.uri
     if to_uri.scheme not in ("sip", "sips"):
@@ -171,11 +175,12 @@ def register(
                 except ValueError:
                     return _fail(400, "Bad Request", "Invalid reg-id param in contact", aor)
         # positional, in field order (uri, expires, q, call_id, cseq, user_agent, received, path, socket,
-        # flags, cflags, methods, instance, reg_id, state, conn_id, temp_gruu, last_modified, params)
+        # flags, cflags, methods, instance, reg_id, state, conn_id, temp_gruu, last_modified, params, node_id)
         binding = Contact(
             uri, now + expires if expires else 0.0, q, call_id, cseq, user_agent, received, path, socket,
             0, cflags, None, instance, reg_id, "CS_NEW", conn_id,
             (token() if callable(token) else token) if (gruu and instance) else None, now, "",
+            None if path else owner,
         )
         pos = -1
         for i, c in enumerate(new):

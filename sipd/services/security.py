@@ -92,6 +92,8 @@ def antiflood_stage(ctx: Context) -> Decision | None:
 
 def spam_stage(ctx: Context) -> Decision | None:
     source = ctx.source
+    if source[1] in ctx.state.cluster:
+        return None  # another node of the cluster relays what it has let through already
     verdict = ctx.state.spam.check_request(ctx.request, source[1], source[2])
     if verdict is None:
         return None

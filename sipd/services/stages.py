@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import diversion, hook, nat, presence, pstn, security
+from . import diversion, hook, nat, presence, pstn, relay, security
 from .pipeline import (Context, Decision, Defer, Reply, Stage, aliases, dialplan, forward, load_subscriber, local,
                        local_domain, location_stage, loose_route, max_forwards, registrar_stage, sanity)
 from .realm import realm_for
@@ -27,7 +27,9 @@ def build_pipeline(state: ServerState, endpoint: Endpoint, authenticator: Authen
 
     pres_early, pres_late = presence.stages(state)  # [presence]: own subscription dialogs; PUBLISH/SUBSCRIBE
     gateway = pstn.setup(state)
-    stages += [*pres_early, loose_route, local, max_forwards, *hook.stages(state),
+    # [cluster]: what a peer node relays to a binding of ours goes out before any other routing
+    relayed = [relay.owner_stage(endpoint)] if state.config.cluster.node_id else []
+    stages += [*pres_early, *relayed, loose_route, local, max_forwards, *hook.stages(state),
                pstn.trust_stage(gateway, local_domain) if gateway else local_domain]
     stages.append(_auth_stage(len(stages), authenticator))
     stages += [*pres_late, *nat.stages(state), registrar_stage(endpoint), dialplan, *hook.route_stages(state, endpoint),

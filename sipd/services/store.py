@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 _INSERT_COLUMNS = (
     "username", "domain", "contact", "received", "path", "expires", "q", "callid", "cseq",
     "last_modified", "flags", "cflags", "user_agent", "socket", "methods", "sip_instance",
-    "kv_store", "reg_id", "ruid",
+    "kv_store", "reg_id", "ruid", "node_id",
 )
 
 
@@ -36,7 +36,6 @@ def _insert_sql(columns: tuple[str, ...]) -> str:
 
 
 _INSERT_SQL = _insert_sql(_INSERT_COLUMNS)
-_INSERT_SQL_NO_RUID = _insert_sql(_INSERT_COLUMNS[:-1])  # a location table from before its ruid
 
 
 def contact_row(aor: str, c: Contact) -> tuple:
@@ -46,7 +45,7 @@ def contact_row(aor: str, c: Contact) -> tuple:
         user, domain, c.uri, c.received, c.path, int(c.expires), -1.0 if c.q is None else c.q,
         c.call_id, c.cseq, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.last_modified or time.time())),
         c.flags, c.cflags, c.user_agent, c.socket, c.methods, c.instance, kv, c.reg_id or 0,
-        location_ruid(user, domain, c.uri, c.instance, c.reg_id),
+        location_ruid(user, domain, c.uri, c.instance, c.reg_id), c.node_id,
     )
 
 
@@ -64,7 +63,7 @@ def contact_from_row(row: dict[str, Any]) -> tuple[str, Contact]:
         received=row.get("received"), path=row.get("path"), socket=row.get("socket") or "",
         flags=int(row.get("flags") or 0), cflags=row.get("cflags") or "", methods=row.get("methods"),
         instance=row.get("sip_instance"), reg_id=int(row["reg_id"]) if row.get("reg_id") else None,
-        state="CS_SYNC", temp_gruu=kv.get("temp_gruu"),
+        state="CS_SYNC", temp_gruu=kv.get("temp_gruu"), node_id=row.get("node_id") or None,
     )
     return f"{row['username']}@{(row.get('domain') or '').lower()}", c
 
@@ -82,6 +81,10 @@ class Store:
         self.commits = 0
         self.failures = 0
         self.ruid = True  # the location table has its ruid column (written, so each binding is stored once)
+        #: the columns of ``location`` this store writes: all of them, but on a MySQL table from
+        #: before a column (not migrated yet) the ones it has
+        self.columns = _INSERT_COLUMNS
+        self._insert = _INSERT_SQL
 
     async def call(self, fn, *args):
         loop = asyncio.get_running_loop()
@@ -96,22 +99,34 @@ class Store:
 
         self.db = await self.call(lambda: connect(self.url, timeout=self.timeout))
         await self.call(queries.check_writable, self.db)
-        self.ruid = await self.call(self._location_ruid)
+        await self.call(self._location_columns)
 
-    def _location_ruid(self) -> bool:
-        """Whether location rows get their ruid. SQLite's table gets the column at start (sipd
-        creates that schema itself); a MySQL table from before it is written as before, with a
-        warning, until ``sipctl db migrate`` adds it."""
-        from ..db import galera_ready
+    def _location_columns(self) -> None:
+        """Which location columns get written. SQLite's table gets the newer columns at start
+        (sipd creates that schema itself); a MySQL table from before one is written without it,
+        with a warning, until ``sipctl db migrate`` adds it."""
+        from ..db import galera_ready, migrations, schema
 
         assert self.db is not None
-        if self.db.dialect == "sqlite" and "location" in self.db.tables():
-            galera_ready.add_location_ruid(self.db)
-        if galera_ready.has_location_ruid(self.db):
-            return True
-        logger.warning("the location table has no ruid column: two nodes storing one new binding at once may "
-                       "store it twice; run `sipctl db migrate`")
-        return False
+        tables = self.db.tables()
+        if self.db.dialect == "sqlite" and "location" in tables:
+            if "version" in tables:
+                migrations.migrate(self.db)
+            else:
+                galera_ready.add_location_ruid(self.db)
+        present = schema.table_columns(self.db, "location") if "location" in tables else set()
+        if not present:
+            return  # no table yet: created whole (SQLite at start, MySQL by sipctl db create)
+        if not present.issuperset(_INSERT_COLUMNS):
+            self.columns = tuple(c for c in _INSERT_COLUMNS if c in present)
+            self._insert = _insert_sql(self.columns)
+        self.ruid = "ruid" in present
+        if not self.ruid:
+            logger.warning("the location table has no ruid column: two nodes storing one new binding at once may "
+                           "store it twice; run `sipctl db migrate`")
+        if "node_id" not in present:
+            logger.warning("the location table has no node_id column: a binding over a connection or a NAT "
+                           "pinhole of this node cannot be reached from another node; run `sipctl db migrate`")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -165,6 +180,19 @@ class Store:
 
         return [contact_from_row(r)[1] for r in await self.call(q)]
 
+    async def load_owned(self, node_id: str, now: float) -> list[tuple[str, list[Contact]]]:
+        """The live bindings ``node_id`` owns (its connections and NAT pinholes), by AOR."""
+
+        def q() -> list[dict[str, Any]]:
+            return self.db.query(  # type: ignore[union-attr]
+                "SELECT * FROM location WHERE node_id = ? AND (expires = 0 OR expires > ?)", (node_id, int(now)))
+
+        by_aor: dict[str, list[Contact]] = {}
+        for row in await self.call(q):
+            aor, contact = contact_from_row(row)
+            by_aor.setdefault(aor, []).append(contact)
+        return list(by_aor.items())
+
     # -- writing (batched) ---------------------------------------------------------------------
 
     def save_aor(self, aor: str, contacts: list[Contact]) -> asyncio.Future:
@@ -201,9 +229,10 @@ class Store:
     def _write_batch(self, batch: dict[str, list[Contact]]) -> None:
         assert self.db is not None
         rows = {aor: [contact_row(aor, c) for c in contacts] for aor, contacts in batch.items()}
-        insert = _INSERT_SQL if self.ruid else _INSERT_SQL_NO_RUID
-        if not self.ruid:
-            rows = {aor: [row[:-1] for row in aor_rows] for aor, aor_rows in rows.items()}
+        insert = self._insert
+        if self.columns is not _INSERT_COLUMNS:  # an older table: only the columns it has
+            keep = [i for i, name in enumerate(_INSERT_COLUMNS) if name in self.columns]
+            rows = {aor: [tuple(row[i] for i in keep) for row in aor_rows] for aor, aor_rows in rows.items()}
 
         def write(db: Database) -> None:
             for aor, aor_rows in rows.items():

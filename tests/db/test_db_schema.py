@@ -22,7 +22,7 @@ def test_opensips_names_and_versions():
     assert t["dialplan"].column_names == ["id", "dpid", "pr", "match_op", "match_exp", "match_flags",
                                           "subst_exp", "repl_exp", "timerec", "disabled", "attrs"]
     assert "duration" not in t["missed_calls"].column_names and "duration" in t["acc"].column_names
-    assert (t["subscriber"].version, t["location"].version, t["dialog"].version) == (8, 1013, 13)
+    assert (t["subscriber"].version, t["location"].version, t["dialog"].version) == (8, 1014, 13)
 
 
 def test_ddl_dialects():

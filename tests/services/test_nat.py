@@ -140,3 +140,25 @@ def test_fix_response_contact():
     assert not nat.fix_response_contact(public, ("udp", "203.0.113.7", 40000, None))
     same = resp("<sip:b@10.0.0.9:5062>")
     assert not nat.fix_response_contact(same, ("udp", "10.0.0.9", 5062, None))
+
+
+def test_a_cluster_node_pings_only_the_nated_bindings_it_owns():
+    """Each binding is kept alive by one node: its owner, whose address opened the pinhole. A copy
+    of another node's binding (read for a call) is not pinged; without a cluster, all are."""
+    import time
+
+    far = time.time() + 3600
+    bindings = [
+        ("alice@example.test", Contact("sip:alice@10.0.0.5", far, received="udp:203.0.113.7:40000", cflags="NAT",
+                                       node_id="a")),
+        ("bob@example.test", Contact("sip:bob@10.0.0.6", far, received="udp:203.0.113.8:40000", cflags="NAT",
+                                     node_id="b")),
+    ]
+    st, endpoint = with_contacts(bindings)
+    st.cluster.node_id = "a"
+    ka = nat.KeepAlive(st, scheduler=endpoint, listeners=endpoint, transmitter=endpoint)
+    assert ka.ping_all() == 1 and [dest for _, dest in endpoint.sent] == [("udp", "203.0.113.7", 40000, None)]
+    st.cluster.node_id = ""  # no cluster: bindings without an owner are this node's
+    for _, c in bindings:
+        c.node_id = None
+    assert ka.ping_all() == 2

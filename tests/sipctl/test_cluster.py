@@ -34,6 +34,11 @@ def test_alive_and_dead_nodes(cli, db_url):
         cluster_bans.write(db, "b", [NewBan("192.0.2.4", "flood", int(now) - 10, int(now) + 290),
                                      NewBan("198.51.100.0/24", "manual", int(now) - 10, 0)],
                            [("192.0.2.4", int(now) - 5)], now)
+        # the registrations each node owns: two live ones at a, one expired at b, one of nobody's
+        for user, node, expires in (("u1", "a", now + 600), ("u2", "a", 0), ("u3", "b", now - 10), ("u4", None, 0)):
+            db.execute("INSERT INTO location (username, domain, contact, expires, last_modified, node_id) "
+                       "VALUES (?, 'example.test', ?, ?, '2026-12-07 20:00:00', ?)",
+                       (user, f"sip:{user}@192.0.2.1", int(expires), node))
     r = cli("cluster", "status", "--json")
     assert r.code == ExitStatus.ERROR
     nodes = {n["node_id"]: n for n in r.json["nodes"]}
@@ -44,13 +49,14 @@ def test_alive_and_dead_nodes(cli, db_url):
     assert nodes["c"]["state"] == "dead"        # 31 s > the stated 30 s
     assert r.json["dead"] == ["b", "c"] and r.json["dead_after"] == 30
     assert {n: v["bans"] for n, v in nodes.items()} == {"a": 2, "b": 1, "c": 0}
+    assert [nodes[n]["bindings"] for n in "abc"] == [2, 0, 0]
     r = cli("cluster", "status", "--dead-after", "120", "--json")
     assert r.code == 0 and r.json["dead"] == []
     human = cli("cluster", "status")
     assert human.code == ExitStatus.ERROR
     assert "dead nodes: b, c" in human.err and "127.0.0.2:5060" in human.out
-    assert [line.split("\t")[-3:] for line in human.out.splitlines()[1:]] == [
-        ["alive", "0", "2"], ["dead", "0", "1"], ["dead", "0", "0"]]      # state, dialogs, bans
+    assert [line.split("\t")[-4:] for line in human.out.splitlines()[1:]] == [
+        ["alive", "0", "2", "2"], ["dead", "0", "1", "0"], ["dead", "0", "0", "0"]]  # state, dialogs, bans, bindings
 
 
 def test_two_nodes_with_one_name_make_one_row(db_url):

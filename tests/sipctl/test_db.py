@@ -40,7 +40,7 @@ def test_status(cli_empty):
     r = cli_empty("db", "status", "--json")
     assert r.code == 0 and r.json["ok"] is True and r.json["missing"] == []
     versions = {t["name"]: t["version"] for t in r.json["tables"]}
-    assert versions["subscriber"] == 8 and versions["location"] == 1013 and versions["dialplan"] == 5
+    assert versions["subscriber"] == 8 and versions["location"] == 1014 and versions["dialplan"] == 5
     assert "subscriber" in cli_empty("db", "status").out
 
 
