@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..boundary import caught
 from .base import Address, Listener, Sink
-from .stream import CONN_OWNERS, StreamConnection, StreamListener, conn_owner
+from .stream import CONN_OWNERS, RECEIVE_BUFFER, StreamConnection, StreamListener, conn_owner
 from .udp import UdpListener
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class Transports:
         self.udp4: UdpListener | None = None
         self.udp6: UdpListener | None = None
         self.conns: dict[int, StreamConnection] = {}
+        self.receive = memoryview(bytearray(RECEIVE_BUFFER))  # every connection's reads (stream.py)
         self.by_peer: dict[tuple[str, str, int], StreamConnection] = {}
         self.per_source: Counter[str] = Counter()
         self.tls = tls  # sipd.tlsconf.TlsManager: TLS domains, listeners and outgoing TLS (transport/tls.py)

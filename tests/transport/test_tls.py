@@ -311,3 +311,44 @@ def test_accept_failure_backs_off_instead_of_spinning(pki: Path, run: Any) -> No
                 srv.listener.sock = real_sock
                 await wait_for(lambda: srv.listener.accepted == 1, 3.0)
     run(main())
+
+
+def options(call_id: str, body: bytes = b"") -> bytes:
+    return OPTIONS.replace(b"Call-ID: c1", b"Call-ID: " + call_id.encode()).replace(
+        b"Content-Length: 0\r\n\r\n", b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_connections_reading_at_once_each_get_their_own_bytes(pki: Path, run: Any) -> None:
+    """Every connection of a process reads into one receive buffer: three connections writing at
+    once, in pieces cut anywhere, pipelined messages filling the buffer several times over and one
+    of nearly the largest size, all arrive whole, in order, on their own connection; a CRLF ping
+    on each is answered."""
+    import random
+
+    rnd = random.Random(7)
+    big = bytes(rnd.choice(b"abcdefghij") for _ in range(60000))
+
+    async def main() -> None:
+        async with Server(section(pki)) as srv:
+            conns = [await asyncio.wait_for(asyncio.open_connection("127.0.0.1", srv.port, ssl=client_ctx(pki)), 5)
+                     for _ in range(3)]
+            streams = [b"".join(options(f"c{n}-{i}", big if i == 150 else b"") for i in range(300)) + b"\r\n\r\n"
+                       for n in range(3)]
+            offsets = [0, 0, 0]
+            while any(off < len(s) for off, s in zip(offsets, streams)):
+                for n, (_, writer) in enumerate(conns):
+                    cut = offsets[n] + rnd.randint(1, 9000)
+                    writer.write(streams[n][offsets[n]:cut])
+                    offsets[n] = min(cut, len(streams[n]))
+                await asyncio.sleep(0)
+            for reader, _ in conns:
+                assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+            await wait_for(lambda: len(srv.sink.messages) == 900)
+            for n in range(3):
+                got = [(m, a) for m, a in srv.sink.messages if m.call_id.startswith(f"c{n}-")]
+                assert [m.call_id for m, _ in got] == [f"c{n}-{i}" for i in range(300)]
+                assert len({a[3] for _, a in got}) == 1  # one connection id: the one they came on
+                assert got[150][0].body == big and all(not m.body for m, _ in got[:150])
+            for _, writer in conns:
+                writer.close()
+    run(main())
