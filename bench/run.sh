@@ -32,7 +32,9 @@
 #   (0 = one target per scenario)
 #   QUIET_WAIT=120 QUIET_PCT=15: before each step wait (bounded) until other
 #   processes on the machine use < 15 % of a core (0 disables)
-#   TRANSPORT=u1 (sipp -t)  UAS_PORT=15070  UAC_PORT=15071
+#   TRANSPORT=u1 (sipp -t: u1, un, t1, tn, l1, ln)  UAS_PORT=15070  UAC_PORT=15071
+#   SIPP_MAX_SOCKET=10000 (sipp -max_socket with TCP/TLS: SIPp's default, 50000, is refused
+#   above the open-files limit; -t tn opens a connection per call)
 #   TARGET_CPUS / SIPP_CPUS / UAS_CPUS (taskset -c lists; empty = no pinning)
 #   KAM_CHILDREN=2 (kamailio -n)  KAM_SHM=512  KAM_PKG=16  SIPP_BUFF=1048576
 #   KAM_AUTH=dbtext|htable (credential lookup for reg_auth, see the .cfg)
@@ -70,6 +72,11 @@ KAM_PKG=${KAM_PKG:-16}
 KAM_AUTH=${KAM_AUTH:-dbtext}
 SIPP_BUFF=${SIPP_BUFF:-1048576}
 SIPP_EXTRA=${SIPP_EXTRA:-}
+SIPP_MAX_SOCKET=${SIPP_MAX_SOCKET:-10000}
+case $TRANSPORT in u*) SOCK_ARGS="" ;; *) SOCK_ARGS="-max_socket $SIPP_MAX_SOCKET" ;; esac
+# the callee registers over one connection from UAS_PORT (its Contact), where its UAS then listens:
+# with a socket per call (tn, ln) the REGISTER would name a port nobody listens on
+case $TRANSPORT in ?n) CALLEE_TRANSPORT=${TRANSPORT%n}1 ;; *) CALLEE_TRANSPORT=$TRANSPORT ;; esac
 SIPP=${SIPP:-sipp}
 PY=${PY:-python3}
 LIB="$BENCH_DIR/bench_lib.py"
@@ -176,7 +183,7 @@ run_step() {                # $1 scenario, $2 rate  -> TSV row in $OUT/.row
     if [ "$scen" = call ]; then
         # no -m: INVITEs still retransmitted by the target for an earlier
         # step must not eat this step's call budget; stopped by PID below
-        local uas_cmd="$SIPP -sf $SCN/call_uas.xml -i $HOST -p $UAS_PORT -t $TRANSPORT -default_behaviors all,-abortunexp -nostdin -trace_stat -stf uas_stat.csv -fd 1 -buff_size $SIPP_BUFF -timeout $(( tmo + 10 ))s"
+        local uas_cmd="$SIPP -sf $SCN/call_uas.xml -i $HOST -p $UAS_PORT -t $TRANSPORT -default_behaviors all,-abortunexp -nostdin -trace_stat -stf uas_stat.csv -fd 1 -buff_size $SIPP_BUFF -timeout $(( tmo + 10 ))s $SOCK_ARGS"
         echo "$(ts "$UAS_CPUS") $uas_cmd" > "$d/uas.cmd"
         ( cd "$d" && { $(ts "$UAS_CPUS") $uas_cmd > uas.out 2>&1 & echo $! > uas.pid; wait $!; echo $? > uas.rc; times > uas_times.txt; } ) &
         UAS_SUB=$!
@@ -185,7 +192,7 @@ run_step() {                # $1 scenario, $2 rate  -> TSV row in $OUT/.row
         sleep 0.7
         uas_times="$d/uas_times.txt"
     fi
-    local uac_cmd="$SIPP $HOST:$PORT -sf $SCN/$xml -inf $OUT/users.csv -i $HOST -p $UAC_PORT -t $TRANSPORT -r $rate -m $calls -l $limit $extra -recv_timeout 10000 -nostdin -trace_stat -stf uac_stat.csv -fd 1 -trace_rtt -rtt_freq 100 -buff_size $SIPP_BUFF -timeout ${tmo}s $SIPP_EXTRA"
+    local uac_cmd="$SIPP $HOST:$PORT -sf $SCN/$xml -inf $OUT/users.csv -i $HOST -p $UAC_PORT -t $TRANSPORT -r $rate -m $calls -l $limit $extra -recv_timeout 10000 -nostdin -trace_stat -stf uac_stat.csv -fd 1 -trace_rtt -rtt_freq 100 -buff_size $SIPP_BUFF -timeout ${tmo}s $SOCK_ARGS $SIPP_EXTRA"
     [ "$scen" = call ] && uac_cmd=${uac_cmd/-inf $OUT\/users.csv/-inf $OUT\/callee.csv}
     echo "$(ts "$SIPP_CPUS") $uac_cmd" > "$d/uac.cmd"
     "$PY" "$LIB" snap "$d/cpu_before.json" "$TPID"
@@ -226,7 +233,7 @@ cat "$OUT/meta.txt" >&2
 
 register_callee() {
     ( cd "$OUT" && timeout 30 "$SIPP" "$HOST:$PORT" -sf "$SCN/reg.xml" -inf "$OUT/callee.csv" -i "$HOST" \
-        -p "$UAS_PORT" -t "$TRANSPORT" -m 1 -nd -nostdin -timeout 20s > "$OUT/callee-register.out" 2>&1 )
+        -p "$UAS_PORT" -t "$CALLEE_TRANSPORT" -m 1 -nd -nostdin -timeout 20s $SOCK_ARGS > "$OUT/callee-register.out" 2>&1 )
 }
 
 # one step: (re)start the target if asked, run, record; sets ROW

@@ -86,6 +86,9 @@ def main() -> None:
         "auth": {"register": args.mode == "auth", "invite": False},
         "antiflood": {"enabled": False},
         "spam": {"enabled": False},
+        # every SIPp connection comes from 127.0.0.1 (-t tn: one per call), as Kamailio's
+        # tcp_max_connections = 4096 in bench/kamailio-registrar.cfg, with no limit per source
+        "limits": {"tcp_max_connections": 4096, "tcp_max_per_source": 4096},
     }
     if os.environ.get("BENCH_FULL") != "1":
         # Equivalent to bench/kamailio-registrar.cfg, which loads no acc, dialog, presence or
