@@ -272,7 +272,7 @@ class _Checker:
                 self.lookup_failed("srv", name, answer)
                 continue
             found = True
-            records = sorted(answer.records, key=lambda r: (r.priority, -r.weight))
+            records = sorted(answer.records, key=lambda r: (r.priority, -r.weight, r.target, r.port))
             listing = "; ".join(f"{r.priority} {r.weight} {r.port} {r.target or '.'}" for r in records)
             problems: list[str] = []
             hints: list[str] = []
