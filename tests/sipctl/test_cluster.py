@@ -74,3 +74,41 @@ def test_database_from_before_the_table(cli, db_url):
     assert r.code == ExitStatus.DB and "cluster_node" in r.err
     assert cli("db", "migrate").code == 0
     assert cli("cluster", "status").code == 0
+
+
+def test_stats_of_the_nodes_from_the_database(cli, db_url):
+    """What the nodes stored with their heartbeats: one node's, the sum over the nodes alive (a
+    dead node's last values shown, not added), a node without statistics, an unknown node."""
+    now = time.time()
+    with connect(db_url) as db:
+        cluster.heartbeat(db, "a", "127.0.0.2:5060", now - 1, started=now - 100)
+        cluster.heartbeat(db, "b", "127.0.0.3:5060", now - 2, started=now - 100)
+        cluster.heartbeat(db, "c", "127.0.0.4:5060", now - 300, started=now - 900)   # dead
+        cluster.heartbeat(db, "d", "127.0.0.5:5060", now - 1, started=now - 10)      # no statistics yet
+        cluster.write_stats(db, "a", now - 1, {"core:rcv_requests": 10, "tm:UAS_transactions": 4})
+        cluster.write_stats(db, "b", now - 2, {"core:rcv_requests": 5, "tm:UAS_transactions": 1})
+        cluster.write_stats(db, "c", now - 300, {"core:rcv_requests": 1000})
+    r = cli("stats", "--all", "core:", "--json")
+    assert r.code == 0, r.err
+    assert r.json["sum"] == {"core:rcv_requests": 15}
+    assert r.json["by_node"] == {"a": {"core:rcv_requests": 10}, "b": {"core:rcv_requests": 5},
+                                 "c": {"core:rcv_requests": 1000}}
+    assert {n["node"]: n["state"] for n in r.json["nodes"]} == {"a": "alive", "b": "alive", "c": "dead"}
+    r = cli("stats", "--node", "c", "--json")
+    assert r.code == 0 and r.json["state"] == "dead" and r.json["values"] == {"core:rcv_requests": 1000}
+    assert r.json["age"] >= 299
+    human = cli("stats", "--node", "c", "rcv_requests")
+    assert "core:rcv_requests" in human.out and "dead" in human.err
+    r = cli("stats", "--node", "d")
+    assert r.code == ExitStatus.NOT_FOUND and "node d has stored no statistics yet" in r.err
+    r = cli("stats", "--node", "x", "--json")
+    assert r.code == ExitStatus.NOT_FOUND and r.json["error"].startswith("no node 'x'") and "a, b, c, d" in r.json["error"]
+    r = cli("stats", "--node", "a", "bad name!")
+    assert r.code == ExitStatus.USAGE and "not a statistic name" in r.err
+
+
+def test_stats_of_a_database_from_before_the_table(cli, db_url):
+    with connect(db_url) as db:
+        db.execute("DROP TABLE cluster_stats")
+    r = cli("stats", "--all")
+    assert r.code == ExitStatus.NOT_FOUND and "no cluster_stats table" in r.err and "sipctl db migrate" in r.err
