@@ -555,8 +555,8 @@ class Endpoint:
     def advertised_host(self, listener: Any) -> str:
         return self.hop.advertised_host(listener)
 
-    def record_route_value(self, listener: Any) -> str:
-        return self.hop.record_route_value(listener)
+    def record_route_value(self, listener: Any, *, here: bool = False) -> str:
+        return self.hop.record_route_value(listener, here=here)
 
     def add_via(self, req: Any, listener: Any, loop_hash: str) -> None:
         self.hop.add_via(req, listener, loop_hash)

@@ -65,10 +65,10 @@ class OurHop:
 
     # -- Hop --
 
-    def record_route_value(self, listener: Any) -> str:
+    def record_route_value(self, listener: Any, *, here: bool = False) -> str:
         transport = "" if listener.proto == "udp" else f";transport={listener.proto}"
         shared = self.shared
-        if shared is not None:  # a host every node of the cluster answers to (docs/several-nodes.md)
+        if shared is not None and not here:  # a host every node of the cluster answers to (docs/several-nodes.md)
             host, port = shared
             return f"<sip:{host}{'' if port is None else f':{port}'}{transport};lr>"
         return f"<sip:{self.advertised_host(listener)}:{listener.port}{transport};lr>"

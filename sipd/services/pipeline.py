@@ -86,6 +86,10 @@ class Forward:
     #: a CallEvent for accounting and dialogs; False when a peer node relays the call to us: it
     #: accounts the call itself, and one call must make one CDR
     account: bool = True
+    #: Record-Route with this node's own address even where ``[cluster] record_route_host`` names
+    #: one all nodes answer to: only this node can reach the callee (its connection or NAT pinhole),
+    #: so the call's later requests must come back here, not to any node
+    record_route_here: bool = False
 
 
 @dataclass(slots=True)

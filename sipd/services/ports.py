@@ -168,7 +168,10 @@ class Hop(Protocol):
         """A Via of ours with the same loop hash: the request came back (RFC 5393 loop)."""
         ...
 
-    def record_route_value(self, listener: Listener) -> str: ...
+    def record_route_value(self, listener: Listener, *, here: bool = False) -> str:
+        """Our Record-Route for ``listener``; ``here``: this node's own address, never the host
+        all nodes of a cluster share."""
+        ...
 
 
 class Destinations(Protocol):

@@ -114,6 +114,7 @@ class ProxyContext:
     diversion: Any = None  # diversion.CallDiversion: may redirect instead of a final failure
     nat: bool = False  # [nat] enabled: fix private Contacts in responses
     account: bool = True  # its events go to accounting and dialogs (Forward.account)
+    record_route_here: bool = False  # our own address in Record-Route (Forward.record_route_here)
 
     @property
     def pending(self) -> list[BranchState]:
@@ -173,6 +174,7 @@ class Proxy:
             self.contexts[tx_key] = ctx
         ctx.nat = self.config.nat.enabled
         ctx.account = decision.account
+        ctx.record_route_here = decision.record_route_here
         if decision.diversion is not None and request.method == "INVITE":
             ctx.diversion = decision.diversion
             ctx.diversion.attach(self, ctx)  # no-answer timer
@@ -239,8 +241,8 @@ class Proxy:
         if ctx.record_route:
             in_listener = listeners.listener_for(ctx.source)
             if in_listener is not out_listener and in_listener is not None:
-                req.prepend("Record-Route", hop.record_route_value(in_listener))
-            req.prepend("Record-Route", hop.record_route_value(out_listener))
+                req.prepend("Record-Route", hop.record_route_value(in_listener, here=ctx.record_route_here))
+            req.prepend("Record-Route", hop.record_route_value(out_listener, here=ctx.record_route_here))
         hop.add_via(req, out_listener, ctx.loop_hash)
         bs.request = req
         try:

@@ -6,7 +6,9 @@ address. This stage, right before ``loose_route``, pops that Route and forwards 
 the connection or pinhole it names -- what a Path's edge proxy does with its flow (RFC 3327,
 RFC 5626 §5.3). The request was authenticated by the node that relays it, so it goes out without
 a challenge, and that node accounts the call (one call, one CDR): this one records no dialog and
-no CDR for it. Only a peer may ask for this, or anyone could have us send anywhere (an open relay):
+no CDR for it. Its Record-Route names this node itself, even where all nodes share one
+(``[cluster] record_route_host``): the call's later requests must come back through the one node
+that reaches the callee. Only a peer may ask for this, or anyone could have us send anywhere (an open relay):
 from any other source the parameter means nothing and the Route is an ordinary one.
 """
 
@@ -50,6 +52,7 @@ def owner_stage(destinations: Destinations) -> Stage:
         uri = req.uri
         nated = proto == "udp" and ((uri.host or "").strip("[]").lower(), uri.port or 5060) != (host.lower(), port)
         return Forward([[Branch(uri, dest, label=f"{proto}:{host}:{port}", nated=nated)]],
-                       why=f"relayed by a peer node to the binding it holds here ({received})", account=False)
+                       why=f"relayed by a peer node to the binding it holds here ({received})", account=False,
+                       record_route_here=True)
 
     return deliver_for_peer

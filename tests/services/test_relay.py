@@ -34,6 +34,7 @@ def test_a_peer_has_the_owner_deliver_to_its_binding():
     c = ctx(st, req(ruri="sip:alice@10.0.0.5:5060;transport=tcp", extra=(f"Route: {ROUTE}",)), source=PEER)
     decision = stage(c)
     assert isinstance(decision, Forward) and not decision.account  # the relaying node accounts the call
+    assert decision.record_route_here  # later requests come back to the node that reaches the callee
     (branch,), = decision.groups
     assert branch.dest == ("tcp", "198.51.100.7", 49152, None)
     assert c.request.get("Route") is None  # our Route popped
