@@ -43,6 +43,9 @@ def add(
 ) -> None:
     """Ban an address or network: its packets are dropped before parsing.
 
+    With [cluster] node_id the ban applies at every node of the cluster (and `ban rm` at any node
+    lifts it at all of them) within two [cluster] ban_interval.
+
     Example: sipctl ban add 203.0.113.7 --seconds 3600
     """
     from ..lib import ban
