@@ -67,6 +67,11 @@ def write(db: Database, node_id: str, bans: Sequence[NewBan], lifts: Sequence[tu
 
     def run(db: Database) -> list[BanRow]:
         lost: list[BanRow] = []
+        # lifts first: an unban and a new ban of one address in the same second (a flood that
+        # goes on after the operator lifted its ban) leave the new ban in force
+        for target, at in lifts:
+            db.execute("UPDATE cluster_ban SET lifted = ?, node_id = ?, changed = ? "
+                       "WHERE target = ? AND since <= ? AND lifted = 0", (at, node_id, int(now), target, at))
         for ban in bans:
             found = db.query_one(f"SELECT {_COLUMNS} FROM cluster_ban WHERE target = ?", (ban.target,))
             if found is None:
@@ -80,9 +85,6 @@ def write(db: Database, node_id: str, bans: Sequence[NewBan], lifts: Sequence[tu
             db.execute("UPDATE cluster_ban SET reason = ?, node_id = ?, since = ?, expires = ?, lifted = 0, "
                        "changed = ? WHERE target = ?",
                        (ban.reason, node_id, ban.since, ban.expires, int(now), ban.target))
-        for target, at in lifts:
-            db.execute("UPDATE cluster_ban SET lifted = ?, node_id = ?, changed = ? "
-                       "WHERE target = ? AND since <= ? AND lifted = 0", (at, node_id, int(now), target, at))
         return lost
 
     try:

@@ -36,6 +36,10 @@ def test_newer_events_win_whatever_order_the_writes_come_in(db_url):
         write(db, "c", [NewBan("192.0.2.1", "manual", T0 + 9, 0)], [], T0 + 9)
         row = _row(db, "192.0.2.1")
         assert (row.node_id, row.reason, row.lifted, row.expires) == ("c", "manual", 0, 0) and row.active(T0 + 10**6)
+        # an unban and a new ban in the same second, written together: the new ban stays in force
+        write(db, "a", [NewBan("192.0.2.1", "flood", T0 + 20, T0 + 320)], [("192.0.2.1", T0 + 20)], T0 + 21)
+        row = _row(db, "192.0.2.1")
+        assert (row.node_id, row.reason, row.since, row.lifted) == ("a", "flood", T0 + 20, 0)
 
 
 def test_polls_purge_and_counts(db_url):

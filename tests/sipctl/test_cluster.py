@@ -32,8 +32,8 @@ def test_alive_and_dead_nodes(cli, db_url):
                                      NewBan("192.0.2.2", "manual", int(now) - 10, 0),
                                      NewBan("192.0.2.3", "auth", int(now) - 900, int(now) - 1)], [], now)
         cluster_bans.write(db, "b", [NewBan("192.0.2.4", "flood", int(now) - 10, int(now) + 290),
-                                     NewBan("198.51.100.0/24", "manual", int(now) - 10, 0)],
-                           [("192.0.2.4", int(now) - 5)], now)
+                                     NewBan("198.51.100.0/24", "manual", int(now) - 10, 0)], [], now)
+        cluster_bans.write(db, "b", [], [("192.0.2.4", int(now) - 5)], now)
         # the registrations each node owns: two live ones at a, one expired at b, one of nobody's
         for user, node, expires in (("u1", "a", now + 600), ("u2", "a", 0), ("u3", "b", now - 10), ("u4", None, 0)):
             db.execute("INSERT INTO location (username, domain, contact, expires, last_modified, node_id) "
