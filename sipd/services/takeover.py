@@ -10,6 +10,9 @@ Theory of operation (docs/several-nodes.md tells the operator's side):
   conditional UPDATE (sipd/db/cluster.py ``take_over_dialogs``): of two survivors doing it at
   once, each row goes to one. The claimed rows come into the tracker with their start and answer
   times and their lifetime, so the BYE or the timer that ends them gives a correct CDR.
+- A node lets go of a call it holds once the call's row names another node (taken over while
+  this node was cut off from the database) or the call has its CDR without its row (a BYE that
+  reached another node ended it), checking ``SWEEP`` calls at each takeover check.
 - Lifetime timers fire at the owner only: a due dialog is ended (BYE both ways, CDR "Dialog
   Timeout") when its row still names this node or cannot be read; a node that finds another
   owner, or the call's CDR already stored, lets the dialog go without a BYE or a CDR (it was
@@ -54,6 +57,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("sipd.cluster")
 
+#: Calls this node holds that each takeover check looks up, in turn, for having moved to another
+#: node or ended there (a BYE that reached another node): bounded work per check, every call
+#: checked within (held calls / SWEEP) checks.
+SWEEP = 200
+
 #: BYEs already looked up in the database (a BYE from each side at once, a retransmission that
 #: came as a new transaction): the call is claimed and ended once.
 RECENT_CLAIMS = 1024
@@ -78,6 +86,7 @@ class Ownership:
         self.claims: set[asyncio.Task] = set()
         self._recent: dict[tuple[str, str, str], None] = {}
         self._cut_off = False  # the last look at the database failed: others may have taken calls
+        self._cursor = 0       # the sweep goes on after this dialog id
         self._taken = service.state.stats.counter("dialog:taken_over_dialogs")
 
     def start(self) -> None:
@@ -97,9 +106,8 @@ class Ownership:
         while True:  # ends when stop() cancels it
             try:
                 await self.take_over()
-                if self._cut_off:
-                    self._cut_off = False
-                    await self.let_go()
+                await self.let_go(everything=self._cut_off)
+                self._cut_off = False
             except Exception as exc:  # noqa: BLE001 - the database is down for a while: try again later
                 if not self._cut_off:
                     logger.warning("dialog takeover check failed (will retry every %g s): %s",
@@ -153,18 +161,26 @@ class Ownership:
             logger.warning("replayed %d accounting records node %s left in %s", n, node, path)
         return n
 
-    async def let_go(self) -> int:
-        """After a time cut off from the database: let go of the dialogs other nodes took meanwhile."""
+    async def let_go(self, *, everything: bool = False) -> int:
+        """Let go of the calls held here that another node holds now or has ended: the next
+        ``SWEEP`` of them in turn, or (``everything``, after a time cut off from the database,
+        when other nodes may have taken this one for dead) all of them."""
         tracker = self.service.tracker
-        held = [d for d in tracker.list() if d.answered is not None]
+        held = [d for d in tracker.list() if d.answered is not None and (everything or d.id > self._cursor)]
+        if not everything:
+            self._cursor = held[SWEEP - 1].id if len(held) > SWEEP else 0
+            held = held[:SWEEP]
         if not held:
             return 0
         gone = await self.store.call(self._elsewhere, held)
         for dlg in gone:
-            tracker.forget(dlg)
-        if gone:
-            logger.warning("%d dialogs were taken over by other nodes while this one was cut off from the "
-                           "database; they are theirs now", len(gone))
+            if dlg.id in tracker.dialogs:
+                tracker.forget(dlg)
+        if gone and everything:
+            logger.warning("let go of %d dialogs other nodes took over while this node was cut off from the "
+                           "database", len(gone))
+        elif gone:  # as usual when the SRV records spread a call's BYE over the nodes
+            logger.info("let go of %d dialogs another node holds now or has ended", len(gone))
         return len(gone)
 
     def _elsewhere(self, dialogs: list[Dialog]) -> list[Dialog]:

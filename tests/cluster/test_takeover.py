@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,13 +30,25 @@ PASSWORD = "pw"
 INTERVAL, DEAD_AFTER = 0.5, 2  # a dead node's calls are taken over within 2.5 s of its last beat
 
 
-def _nodes(sipd_nodes, tmp_path, **dialog: Any):  # type: ignore[no-untyped-def]
+def _nodes(sipd_nodes, tmp_path, acc_a: dict | None = None, **dialog: Any):  # type: ignore[no-untyped-def]
+    """Nodes a and b, their accounting spools side by side in ``tmp_path`` (``acc_a``: more of
+    node a's [acc] keys)."""
     return sipd_nodes(
         count=2, users={"alice": PASSWORD, "bob": PASSWORD},
         config_overrides={"cluster": {"record_route_host": SHARED, "heartbeat_interval": INTERVAL,
                                       "dead_after": DEAD_AFTER},
                           "dialog": dialog, "acc": {"retry_interval": 0.3}},
-        per_node=[{"acc": {"spool": str(tmp_path / f"acc-{n}.spool")}} for n in "ab"])
+        per_node=[{"acc": {"spool": str(tmp_path / "acc-a.spool"), **(acc_a or {})}},
+                  {"acc": {"spool": str(tmp_path / "acc-b.spool")}}])
+
+
+@contextmanager
+def _phones(a, b) -> Iterator[tuple[UA, UA]]:  # type: ignore[no-untyped-def]
+    """alice calling through node a, bob registered at node b (node a finds him in the database)."""
+    with UA(b.port, "bob", password=PASSWORD, server_host=b.host) as bob, \
+         UA(a.port, "alice", password=PASSWORD, server_host=a.host) as alice:
+        assert bob.register(300).status == 200
+        yield alice, bob
 
 
 def _wait(fn, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -78,6 +92,20 @@ def _answered(node_a, caller: UA, callee: UA, call_id: str):  # type: ignore[no-
     return ok
 
 
+def _bye(caller: UA, ok, call_id: str, dest: tuple[str, int] | None = None) -> None:  # type: ignore[no-untyped-def]
+    """The caller's BYE along the call's route set (to ``dest``: another node than its own)."""
+    route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
+    caller.send(caller.request("BYE", str(ok.contacts[0].uri), to=ok.get("To"), headers=route, call_id=call_id,
+                               cseq=3), dest)
+
+
+def _hang_up(caller: UA, callee: UA, ok, call_id: str, dest: tuple[str, int] | None = None) -> None:  # type: ignore[no-untyped-def]
+    """The caller's BYE, answered by the callee; the 200 back at the caller."""
+    _bye(caller, ok, call_id, dest)
+    _respond(callee, callee.expect_request("BYE", timeout=10), 200)
+    assert caller.expect(200, timeout=10).status == 200
+
+
 def _one_cdr(url: str, call_id: str, timeout: float = 15) -> dict:
     rows = _wait(lambda: _rows(url, "SELECT * FROM cdrs WHERE callid = ?", (call_id,)), timeout, "a CDR")
     assert len(rows) == 1, rows
@@ -88,19 +116,14 @@ def test_kill9_of_the_calls_node_then_the_bye_through_the_other_gives_one_cdr(si
     a, b = _nodes(sipd_nodes, tmp_path)
     url = a.db_url
     call_id = f"takeover-bye-{time.time_ns()}@test"
-    with UA(b.port, "bob", password=PASSWORD, server_host=b.host) as bob, \
-         UA(a.port, "alice", password=PASSWORD, server_host=a.host) as alice:
-        assert bob.register(300).status == 200  # at node b: node a finds it in the database
+    with _phones(a, b) as (alice, bob):
         ok = _answered(a, alice, bob, call_id)
         started = time.time()
         _wait(lambda: _rows(url, "SELECT owner FROM dialog WHERE callid = ?", (call_id,)), 10, "the dialog row")
         assert _rows(url, "SELECT owner FROM dialog WHERE callid = ?", (call_id,)) == [{"owner": "a"}]
         time.sleep(1.1)  # a call of a second or more: its duration shows the answer time was kept
         a.kill9()
-        route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
-        bye = alice.request("BYE", str(ok.contacts[0].uri), to=ok.get("To"), headers=route, call_id=call_id,
-                            cseq=3)
-        alice.send(bye, (b.host, b.port))  # the phone's next try: the other node
+        _bye(alice, ok, call_id, (b.host, b.port))  # the phone's next try: the other node
         got = bob.expect_request("BYE", timeout=10)
         assert got.get("Route") is None and f"{b.host}:{b.port}" in got.get("Via")  # forwarded by node b
         _respond(bob, got, 200)
@@ -115,14 +138,33 @@ def test_kill9_of_the_calls_node_then_the_bye_through_the_other_gives_one_cdr(si
         assert "ended here by a BYE" in b.log_text()
 
 
+def test_a_bye_at_the_other_live_node_ends_the_call_there_and_its_node_lets_go(sipd_nodes, tmp_path):
+    """Both nodes alive, the BYE sent to node b (the SRV records spread a call's requests): node b
+    ends the call with its CDR; node a, which held it, drops it from its dialogs at its next
+    checks, without a BYE or a second CDR."""
+    a, b = _nodes(sipd_nodes, tmp_path)
+    url = a.db_url
+    call_id = f"other-node-bye-{time.time_ns()}@test"
+    with _phones(a, b) as (alice, bob):
+        ok = _answered(a, alice, bob, call_id)
+        _wait(lambda: _rows(url, "SELECT 1 FROM dialog WHERE callid = ?", (call_id,)), 10, "the dialog row")
+        assert [d["callid"] for d in a.mi("dlg_list")["Dialogs"]] == [call_id]
+        _hang_up(alice, bob, ok, call_id, (b.host, b.port))
+        cdr = _one_cdr(url, call_id)
+        assert cdr["end_reason"] == "Upstream BYE"
+        _wait(lambda: not a.mi("dlg_list")["Dialogs"], 10, "node a letting the call go")
+        bob.nothing(3 * INTERVAL)  # no BYE from node a
+        alice.nothing(0.2)
+        assert len(_rows(url, "SELECT 1 FROM cdrs WHERE callid = ?", (call_id,))) == 1
+        assert "let go of 1 dialogs" in a.log_text()
+
+
 def test_the_survivor_takes_the_call_over_and_its_lifetime_ends_it_once(sipd_nodes, tmp_path):
     lifetime = 10.0  # seconds: past the takeover (about 3 s after the kill), short for a test
     a, b = _nodes(sipd_nodes, tmp_path, lifetime=lifetime)
     url = a.db_url
     call_id = f"takeover-timer-{time.time_ns()}@test"
-    with UA(b.port, "bob", password=PASSWORD, server_host=b.host) as bob, \
-         UA(a.port, "alice", password=PASSWORD, server_host=a.host) as alice:
-        assert bob.register(300).status == 200
+    with _phones(a, b) as (alice, bob):
         _answered(a, alice, bob, call_id)
         answered = time.monotonic()
         _wait(lambda: _rows(url, "SELECT 1 FROM dialog WHERE callid = ?", (call_id,)), 10, "the dialog row")
@@ -154,23 +196,12 @@ def test_the_spool_a_dead_node_left_is_replayed_by_the_survivor(sipd_nodes, tmp_
     its spool; node a is killed -9 and never comes back: node b, whose spool is in the same
     directory, replays node a's spool once, and the call has its CDR and acc rows."""
     nowhere = "mysql://root@127.0.0.1:9/sipd_nowhere"  # the discard port: connection refused
-    a, b = sipd_nodes(
-        count=2, users={"alice": PASSWORD, "bob": PASSWORD},
-        config_overrides={"cluster": {"record_route_host": SHARED, "heartbeat_interval": INTERVAL,
-                                      "dead_after": DEAD_AFTER}, "acc": {"retry_interval": 0.3}},
-        per_node=[{"acc": {"spool": str(tmp_path / "acc-a.spool"), "db_url": nowhere}},
-                  {"acc": {"spool": str(tmp_path / "acc-b.spool")}}])
+    a, b = _nodes(sipd_nodes, tmp_path, acc_a={"db_url": nowhere})
     url = b.db_url
     call_id = f"takeover-spool-{time.time_ns()}@test"
-    with UA(b.port, "bob", password=PASSWORD, server_host=b.host) as bob, \
-         UA(a.port, "alice", password=PASSWORD, server_host=a.host) as alice:
-        assert bob.register(300).status == 200
+    with _phones(a, b) as (alice, bob):
         ok = _answered(a, alice, bob, call_id)
-        route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
-        alice.send(alice.request("BYE", str(ok.contacts[0].uri), to=ok.get("To"), headers=route, call_id=call_id,
-                                 cseq=3))
-        _respond(bob, bob.expect_request("BYE", timeout=10), 200)
-        assert alice.expect(200, timeout=10).status == 200
+        _hang_up(alice, bob, ok, call_id)
         spool = tmp_path / "acc-a.spool"
         _wait(lambda: spool.exists() and call_id.encode() in spool.read_bytes() and b"BYE" in spool.read_bytes(),
               10, "node a's records in its spool")
@@ -217,20 +248,12 @@ def test_a_galera_node_stopped_and_restarted_while_calls_run(galera, galera_db, 
             try:
                 first.stop()
                 galera.wait_size(2)
-                route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
-                alice.send(alice.request("BYE", str(ok.contacts[0].uri), to=ok.get("To"), headers=route,
-                                         call_id=before, cseq=3))
-                _respond(bob, bob.expect_request("BYE", timeout=10), 200)
-                assert alice.expect(200, timeout=10).status == 200
+                _hang_up(alice, bob, ok, before)
                 assert carol.register(300).status == 200  # at node b, whose Galera node is up
                 during = f"galera-during-{time.time_ns()}@test"
                 with UA(b.port, "alice", password=PASSWORD, server_host=b.host) as alice_b:
                     ok2 = _answered(b, alice_b, bob, during)
-                    route = [f"Route: {rr}" for rr in reversed(ok2.get_all("Record-Route"))]
-                    alice_b.send(alice_b.request("BYE", str(ok2.contacts[0].uri), to=ok2.get("To"), headers=route,
-                                                 call_id=during, cseq=3))
-                    _respond(bob, bob.expect_request("BYE", timeout=10), 200)
-                    assert alice_b.expect(200, timeout=10).status == 200
+                    _hang_up(alice_b, bob, ok2, during)
                 _one_cdr(urls[1], during)
                 assert _rows(urls[1], "SELECT 1 FROM cdrs WHERE callid = ?", (before,)) == []  # spooled at a
             finally:
