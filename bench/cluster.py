@@ -201,7 +201,7 @@ def step(work: Path, nodes: list[PinnedSipd], scenario: str, rate: int, seconds:
     elapsed = time.monotonic() - t0
     cpu = sum(cpu_seconds(n.pid) for n in nodes) - sum(cpu0)
     counts = [{**sipp_stats(work, name), "rc": proc.returncode} for name, proc in procs]
-    for (name, proc), c in zip(procs, counts):
+    for (name, _), c in zip(procs, counts, strict=True):
         if c["rc"] not in (0, 1):  # 1: some calls failed (counted); anything else: SIPp itself did not run through
             tail = (work / f"{name}.out").read_text(errors="replace").strip().splitlines()[-3:]
             print(f"  ! SIPp {name} ended with {c['rc']}: {' | '.join(tail)}", flush=True)

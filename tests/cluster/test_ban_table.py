@@ -71,14 +71,15 @@ def test_two_galera_nodes_banning_one_address_at_once_keep_one_row_the_later_ban
             barrier = threading.Barrier(2, timeout=20)
             errors: list[BaseException] = []
 
-            def node(db, name: str, since: int) -> None:  # type: ignore[no-untyped-def]
+            def node(db, name: str, since: int, barrier: threading.Barrier, target: str,  # type: ignore[no-untyped-def]
+                     errors: list[BaseException]) -> None:
                 try:
                     barrier.wait()
                     write(db, name, [NewBan(target, "flood", since, since + 300)], [], since)
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
 
-            threads = [threading.Thread(target=node, args=args)
+            threads = [threading.Thread(target=node, args=(*args, barrier, target, errors))
                        for args in ((first, "a", T0 + trial), (second, "b", T0 + trial + 1))]
             for t in threads:
                 t.start()
