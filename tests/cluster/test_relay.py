@@ -201,3 +201,29 @@ def test_baresip_registered_at_a_over_tcp_called_through_b(sipd_nodes, tmp_path,
     finally:
         alice.stop()
         bob.stop()
+
+
+def test_relayed_with_registrar_workers(sipd_nodes, shared_db):
+    """Each node with [server] workers = 2 (calls spread over the processes by Call-ID): a worker
+    that finds the binding owned by another node hands the call to its main, which knows the peers
+    and relays it; at the owner a request from a peer stays in main, which delivers it."""
+    a, b = sipd_nodes(count=2, users=USERS, config_overrides={"server": {"workers": 2}})
+    with _behind_nat(UA(a.port, "alice", password="alicepw", server_host=a.host)) as alice, \
+            UA(b.port, "bob", password="bobpw", server_host=b.host) as bob:
+        assert alice.register().status == 200
+        assert _owner(shared_db[0], "alice") == ["a"]
+        uri = f"sip:alice@{alice.domain}"
+        for i in range(6):  # Call-IDs spread over both processes of B
+            call_id = f"workers-{i}-{time.monotonic_ns()}@test"
+            via = bob.via()
+            bob.send(bob.request("INVITE", uri, to=f"<{uri}>", call_id=call_id, cseq=1, via=via))
+            challenge = bob.expect(407)
+            bob.send(bob.request("ACK", uri, to=challenge.get("To"), call_id=call_id, cseq=1, via=via))
+            auth = bob.authorization(challenge, "INVITE", uri, proxy=True)
+            via = bob.via()
+            bob.send(bob.request("INVITE", uri, to=f"<{uri}>", call_id=call_id, cseq=2, via=via, headers=[auth]))
+            data, src = _first(alice.sock, b"INVITE ")
+            assert src == "127.0.0.2", data
+            alice.respond(parse_message(data), 486, "Busy Here")
+            busy = bob.expect(486, timeout=5)
+            bob.send(bob.request("ACK", uri, to=busy.get("To"), call_id=call_id, cseq=2, via=via))

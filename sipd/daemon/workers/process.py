@@ -312,6 +312,12 @@ class WorkerRouting(NoWorkers):
         elif ctx.source[0] != "udp" and ctx.request.method != "REGISTER":  # read on our connection:
             ctx.extra["raw"] = ctx.request.to_bytes()  # kept as received, to hand it back
 
+    def reachable(self, contact: Any) -> bool:
+        """A binding another cluster node owns is reached through that node, whose address main
+        knows (its heartbeat reads the nodes): a call to it goes back to main."""
+        node_id = contact.node_id
+        return node_id is None or node_id == self.endpoint.state.cluster.node_id
+
     def forward_here(self, ctx: Any, decision: Any) -> bool:
         if self._addressed(decision):
             return True

@@ -90,6 +90,9 @@ class MainRouting(NoWorkers):
     def route_datagram(self, data: bytes, addr: tuple) -> bool:
         if data[:9] == b"REGISTER ":
             return self.pool.route_register(data, addr)
+        peers = self.pool.endpoint.state.cluster
+        if peers.hosts and data[:8] != b"SIP/2.0 " and addr[1] in peers:
+            return False  # a request another cluster node relays: main alone knows (and trusts) the peers
         return self.pool.route_call(data, addr)
 
     def route_stream(self, msg: Any, addr: tuple) -> bool:
