@@ -173,7 +173,10 @@ class Location:
                 else:
                     del self._aors[aor]
                 self.dirty.add(aor)
-        if len(heap) > 1024 and len(heap) > 4 * self.count_contacts():  # stale entries from refreshes
+        # Stale entries from refreshes pile up: rebuild once they outnumber the contacts four to
+        # one. Every AOR holds a contact, so below four per AOR the contacts need no counting (a
+        # walk over the whole table, once a second, would be most of an idle server's work).
+        if len(heap) > 1024 and len(heap) > 4 * len(self._aors) and len(heap) > 4 * self.count_contacts():
             self._heap = [(c.expires, a) for a, cs in self._aors.items() for c in cs if c.expires]
             heapq.heapify(self._heap)
         return removed

@@ -146,3 +146,23 @@ def test_expires_past_32_bits_reads_as_absent_however_long(huge):
     expected = 600 if huge.endswith("600") and huge.startswith("0") else 3600
     assert run(reg(["<sip:a@h>"], expires=huge)).contacts[0].expires == NOW + expected
     assert run(reg([f"<sip:a@h>;expires={huge}"])).contacts[0].expires == NOW + expected
+
+
+def test_location_expire_compacts_refreshes_without_walking_the_table_every_time(monkeypatch):
+    """Each refresh leaves a stale entry in the expiry heap; expire() rebuilds the heap once they
+    outnumber the contacts four to one, and while there are fewer than four per AOR it does not
+    count the contacts (a walk over every AOR, once a second in the daemon)."""
+    loc = Location()
+    aors = [f"u{i}@x" for i in range(2000)]
+    for refresh in range(2):
+        for a in aors:
+            loc.replace(a, [Contact(f"sip:{a}", NOW + 100 + refresh)])
+    counted = []
+    real_count = loc.count_contacts
+    monkeypatch.setattr(loc, "count_contacts", lambda: counted.append(1) or real_count())
+    assert loc.expire(NOW) == [] and counted == [] and len(loc._heap) == 4000
+    for refresh in range(2, 5):
+        for a in aors:
+            loc.replace(a, [Contact(f"sip:{a}", NOW + 100 + refresh)])
+    assert loc.expire(NOW) == [] and counted and len(loc._heap) == 2000
+    assert len(loc.expire(NOW + 105)) == 2000 and len(loc) == 0
