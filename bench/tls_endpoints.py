@@ -55,7 +55,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(HERE)]
 
 from bench_tls import make_cert  # noqa: E402
 from conftest import free_port  # noqa: E402
-from helpers.procstat import cpu_seconds, process_tree, pss_kib, rss_kib  # noqa: E402
+from helpers.procstat import cpu_seconds, process_tree, pss_kib, rss_kib, thread_cpu_seconds  # noqa: E402
 from helpers.sipd_proc import SipdProcess  # noqa: E402
 
 import tls_ua  # noqa: E402
@@ -208,9 +208,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         time.sleep(args.settle)
         s0 = clients.status()
         c0, k0, t0 = cpu_seconds(pids()), cpu_seconds(clients.pids), time.monotonic()
+        threads0 = thread_cpu_seconds(pids())
         time.sleep(args.idle)
         wall = time.monotonic() - t0
         c1, k1, s1 = cpu_seconds(pids()), cpu_seconds(clients.pids), clients.status()
+        threads = {k: round(100 * (v - threads0.get(k, 0.0)) / wall, 2) for k, v in thread_cpu_seconds(pids()).items()}
         done = {k: s1["stats"].get(k, 0) - s0["stats"].get(k, 0) for k in ("register_ok", "pings", "pongs")}
         out["idle"] = {"seconds": round(wall, 1), "server_cpu_pct": round(100 * (c1 - c0) / wall, 2),
                        "client_cpu_pct": round(100 * (k1 - k0) / wall, 2),
@@ -218,7 +220,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                        "pings_per_s": round(done["pings"] / wall, 1), "pongs_per_s": round(done["pongs"] / wall, 1),
                        "rss_kib": rss_kib(pids()), "pss_kib": pss_kib(pids()), "processes": len(pids()),
                        "connected": s1["connected"], "registered": s1["registered"],
-                       "established_at_sipd": established(sipd.tls_port)}  # type: ignore[attr-defined]
+                       "established_at_sipd": established(sipd.tls_port),  # type: ignore[attr-defined]
+                       "server_threads_cpu_pct": {k: v for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v}}
         print(f"idle: {out['idle']}", file=sys.stderr)
 
         # 3. calls
@@ -271,7 +274,8 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
           f"(PSS {i['pss_kib'] / 1024:.0f} MB, {i['processes']} processes; {b['rss_kib'] / 1024:.0f} MB before: "
           f"{per_conn:.1f} KiB per connection)")
     print(f"idle: sipd {i['server_cpu_pct']} % of a core over {i['seconds']} s with {i['registers_per_s']} REGISTER "
-          f"pairs/s and {i['pings_per_s']} pings/s ({i['pongs_per_s']} pongs/s); clients {i['client_cpu_pct']} %")
+          f"pairs/s and {i['pings_per_s']} pings/s ({i['pongs_per_s']} pongs/s); clients {i['client_cpu_pct']} %; "
+          f"by thread: {', '.join(f'{k} {v} %' for k, v in i['server_threads_cpu_pct'].items())}")
     print(f"calls: {c['answered']}/{c['started']} answered at {args.call_rate:g}/s, setup p50 {c['p50_ms']} ms, "
           f"p99 {c['p99_ms']} ms, max {c['max_ms']} ms; sipd {c['server_cpu_pct']} %, clients {c['client_cpu_pct']} %; "
           f"outcomes {c['outcomes']}")

@@ -65,3 +65,24 @@ def cpu_seconds(pids: list[int]) -> float:
         if st is not None:
             ticks += int(st[11]) + int(st[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of every thread of ``pids``, by ``pid`` for a process's first thread (an event
+    loop) and ``pid/tid name`` for the others (a database or log writer thread): which part of a
+    process spent it."""
+    out: dict[str, float] = {}
+    for p in pids:
+        try:
+            tids = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                comm = (t / "comm").read_text().strip()
+                st = (t / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            key = str(p) if t.name == str(p) else f"{p}/{t.name} {comm}"
+            out[key] = (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+    return out
