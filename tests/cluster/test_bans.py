@@ -120,3 +120,33 @@ def test_without_node_id_no_ban_is_shared(shared_db, tmp_path):
         assert "127.0.0.5" not in _bans(b) and _rows(a.db_url) == []
     finally:
         nodes.close()
+
+
+def test_a_ban_made_while_the_database_node_is_away_is_shared_when_it_is_back(galera, galera_db, tmp_path):
+    """Node a's Galera node stops: a's ban drops packets at a at once but cannot be written (one
+    warning in a's log); b, on another Galera node, does not have it. When a's Galera node is back
+    the ban is written and b applies it."""
+    urls = [node.url(galera_db) for node in galera.nodes]
+    nodes = SipdNodes(tmp_path, urls, count=2, config_overrides={**_conf(), "cluster": {
+        "ban_interval": INTERVAL, "dead_after": 60}})  # no takeover: a database outage only
+    first = galera.nodes[0]
+    with nodes:
+        a, b = nodes
+        try:
+            first.stop()
+            galera.wait_size(2)
+            a.sipctl("ban", "add", "127.0.0.5")
+            assert not _answers(a, "127.0.0.5")
+            warned, _ = until(lambda: "cluster bans of node a not shared" in a.log_text(), 30)
+            assert warned, a.log_tail()
+            assert "127.0.0.5" not in _bans(b)
+        finally:
+            if first.pid is None:
+                first.start()
+                galera.wait_size(3)
+        shared, took = until(lambda: "127.0.0.5" in _bans(b), 60)
+        assert shared, a.log_tail()
+        print(f"shared {took:.1f} s after a's Galera node was back")
+        assert a.log_text().count("cluster bans of node a not shared") == 1     # logged once, not per try
+        assert "cluster bans of node a shared again" in a.log_text()
+        assert not _answers(b, "127.0.0.5")
