@@ -144,12 +144,20 @@ class Heartbeat(NodeTask):
         protection (a new node is known to the others within one heartbeat interval)."""
         store = self.state.db
         try:
-            nodes, hosts = await store.call(lambda: _peers(store.db, self.cfg.node_id))  # type: ignore[union-attr]
+            rows, hosts = await store.call(lambda: _peers(store.db, self.cfg.node_id))  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - keep the peers known so far; the next beat retries
             logger.warning("cluster nodes not read (the last ones known are kept): %s", exc)
             return
-        before = self.state.cluster.addresses
-        self.state.cluster.update(nodes, hosts)
+        before, dead_before = self.state.cluster.addresses, self.state.cluster.dead
+        now = time.time()
+        self.state.cluster.update([(n.node_id, n.address) for n in rows], hosts,
+                                  [n.node_id for n in rows
+                                   if n.node_id != self.cfg.node_id and n.state(now, self.cfg.dead_after) == "dead"])
+        for node_id in sorted(self.state.cluster.dead - dead_before):
+            logger.warning("cluster node %s is dead (no heartbeat for over %g s): the registrations only it "
+                           "could reach are unavailable until they register again", node_id, self.cfg.dead_after)
+        for node_id in sorted(dead_before - self.state.cluster.dead):
+            logger.info("cluster node %s is alive again", node_id)
         if self.state.cluster.addresses != before:
             logger.info("cluster peers: %s", ", ".join(f"{n} {a}" for n, a in sorted(self.state.cluster.addresses.items()))
                         or "none")
@@ -174,12 +182,12 @@ class Heartbeat(NodeTask):
         self.stats_failing = False
 
 
-def _peers(db: Database, node_id: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """(node_id, address) of every node, and the IP addresses of the others (a name in an address
-    is resolved here, on the database thread, never on the event loop)."""
-    nodes = [(n.node_id, n.address) for n in cluster_db.load_nodes(db)]
+def _peers(db: Database, node_id: str) -> tuple[list[cluster_db.Node], list[str]]:
+    """Every node's row, and the IP addresses of the others (a name in an address is resolved
+    here, on the database thread, never on the event loop)."""
+    nodes = cluster_db.load_nodes(db)
     hosts: set[str] = set()
-    for other, address in nodes:
+    for other, address in ((n.node_id, n.address) for n in nodes):
         if other == node_id:
             continue
         host = address.rpartition(":")[0].strip("[]")

@@ -29,11 +29,18 @@ class ClusterPeers:
         self.node_id = node_id
         self.addresses: dict[str, str] = {}
         self.hosts: frozenset[str] = frozenset()
+        self.dead: frozenset[str] = frozenset()
 
-    def update(self, nodes: Iterable[tuple[str, str]], hosts: Iterable[str]) -> None:
-        """The nodes' (node_id, address) rows, and the IP addresses the other nodes send from."""
+    def update(self, nodes: Iterable[tuple[str, str]], hosts: Iterable[str], dead: Iterable[str] = ()) -> None:
+        """The nodes' (node_id, address) rows, the IP addresses the other nodes send from, and the
+        nodes whose heartbeat is older than ``[cluster] dead_after``."""
         self.addresses = {node_id: address for node_id, address in nodes if node_id != self.node_id}
         self.hosts = frozenset(h.strip("[]").lower() for h in hosts)
+        self.dead = frozenset(dead)
+
+    def unreachable(self, node_id: str | None) -> bool:
+        """A binding owned by a dead node: nobody can reach it until its endpoint registers again."""
+        return bool(node_id) and node_id in self.dead
 
     def __contains__(self, host: object) -> bool:
         """Is ``host`` (an IP address, a message's source) one of the other nodes?"""

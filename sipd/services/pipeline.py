@@ -432,6 +432,11 @@ def location_stage(destinations: Destinations, aors: AorCopies) -> Stage:
                 return Reply(480, "Temporarily Unavailable", why=f"GRUU {uri} has no contact")
         else:
             contacts = loc.lookup(aor, ctx.wall)
+        if contacts and state.cluster.dead:  # [cluster]: a dead node's connections and pinholes died with it
+            reachable = [c for c in contacts if not state.cluster.unreachable(c.node_id)]
+            if not reachable:
+                return Reply(480, "Temporarily Unavailable", why="registered through a node that is down")
+            contacts = reachable
         if not contacts:
             user, _, domain = aor.rpartition("@")
             subs = state.subscribers

@@ -9,6 +9,7 @@ are trusted by flood protection: a burst B relays to A does not get B banned at 
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
@@ -17,6 +18,7 @@ import pytest
 from conftest import require_tool
 
 from helpers.baresip import BaresipUA, baresip_binary
+from helpers.sipd_nodes import wait_for
 from sipd.db import connect
 from sipd.sip.parser import parse_message
 from tests.daemon.harness import UA, message_reaches
@@ -30,6 +32,11 @@ KEEPALIVE = 0.5   # seconds between NAT pings in these tests
 def _owner(url: str, user: str) -> list[str | None]:
     with connect(url) as db:
         return [r["node_id"] for r in db.query("SELECT node_id FROM location WHERE username = ?", (user,))]
+
+
+def _dead(node) -> list[str]:  # type: ignore[no-untyped-def]
+    r = node.sipctl("cluster", "status", "--json", check=False)
+    return json.loads(r.stdout)["dead"] if r.stdout.strip() else []
 
 
 def _cdrs(url: str, call_id: str) -> list[dict]:
@@ -227,3 +234,21 @@ def test_relayed_with_registrar_workers(sipd_nodes, shared_db):
             alice.respond(parse_message(data), 486, "Busy Here")
             busy = bob.expect(486, timeout=5)
             bob.send(bob.request("ACK", uri, to=busy.get("To"), call_id=call_id, cseq=2, via=via))
+
+
+def test_a_binding_of_a_dead_node_is_unavailable_at_once(sipd_nodes, shared_db):
+    """Once A is dead (no heartbeat for [cluster] dead_after), B answers a call for a binding only A
+    could reach with 480 at once, instead of relaying it into a timeout."""
+    a, b = sipd_nodes(count=2, users=USERS)
+    with _behind_nat(UA(a.port, "alice", password="alicepw", server_host=a.host)) as alice, \
+            UA(b.port, "bob", password="bobpw", server_host=b.host) as bob:
+        assert alice.register().status == 200
+        a.kill9()
+        dead_after = a.config["cluster"]["dead_after"] + a.config["cluster"]["heartbeat_interval"]
+        assert wait_for(lambda: "cluster node a is dead" in b.log_text(), dead_after + 10), b.log_tail()
+        assert _dead(b) == ["a"]
+        started = time.monotonic()
+        _message(bob, "alice", "to a dead node's binding")
+        assert bob.expect(480, timeout=5).status == 480
+        assert time.monotonic() - started < 5
+        assert _owner(shared_db[1], "alice") == ["a"]  # kept: she registers again elsewhere

@@ -64,3 +64,9 @@ def test_peers_are_trusted_by_flood_protection():
     flood.trusted.set_peers(["192.0.2.11", "[2001:db8::1]"])
     assert all(flood.check_packet(ip, 1.0) for ip in ("192.0.2.11", "2001:db8::1") for _ in range(10))
     assert [flood.check_packet("203.0.113.7", 1.0) for _ in range(4)] == [True, True, False, False]
+
+
+def test_a_dead_owner_makes_its_bindings_unreachable():
+    peers = ClusterPeers("b")
+    peers.update([("a", "192.0.2.10:5060"), ("b", "192.0.2.11:5060")], ["192.0.2.10"], dead=["a"])
+    assert peers.unreachable("a") and not peers.unreachable("b") and not peers.unreachable(None)
