@@ -150,3 +150,27 @@ def test_a_ban_made_while_the_database_node_is_away_is_shared_when_it_is_back(ga
         assert a.log_text().count("cluster bans of node a not shared") == 1     # logged once, not per try
         assert "cluster bans of node a shared again" in a.log_text()
         assert not _answers(b, "127.0.0.5")
+
+
+def test_bans_made_in_a_registrar_worker_are_shared(sipd_nodes):
+    """Node a runs a registrar worker beside its main process, and each REGISTER goes to one of the
+    two at random: twenty scanners' REGISTERs from twenty addresses are banned where they landed
+    (about half in the worker, which hands its bans to main without a notification), and every
+    one of the twenty bans reaches node b."""
+    conf = {**_conf(scanner_ban_time=300.0), "cluster": {"ban_interval": INTERVAL}}
+    a, b = sipd_nodes(count=2, config_overrides=conf, per_node=[{"server": {"workers": 2}}, {}])
+    sources = [f"127.0.1.{i}" for i in range(10, 30)]
+    for source in sources:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            port = s.getsockname()[1]
+            s.sendto((f"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-s{port}\r\n"
+                      f"Max-Forwards: 70\r\nFrom: <sip:100@example.test>;tag=s{port}\r\nTo: <sip:100@example.test>\r\n"
+                      f"Call-ID: scan-{port}@{source}\r\nCSeq: 1 REGISTER\r\nContact: <sip:100@{source}:{port}>\r\n"
+                      "User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n").encode(), (a.host, a.port))
+    at_a, _ = until(lambda: set(sources) <= set(_bans(a)), 10)
+    assert at_a, sorted(_bans(a))
+    at_b, took = until(lambda: set(sources) <= set(_bans(b)), 2 * BOUND + SLACK)
+    assert at_b, sorted(set(sources) - set(_bans(b)))
+    print(f"20 scanner bans made at a (main and worker) all at b after {took:.2f} s")
+    assert {_bans(b)[s]["reason"] for s in sources} == {"scanner"}
