@@ -2,7 +2,8 @@
 on one MariaDB and on the Galera cluster. A ban made at one node -- by an operator's ``sipctl ban
 add`` or by the flood detection -- drops the address's packets at the other node within the stated
 bound (two ``[cluster] ban_interval``); an unban at either node lifts it at both; a node that
-restarts gets the bans in force; without ``[cluster] node_id`` nothing is shared."""
+restarts gets the bans in force; bans a registrar worker made are shared too; a ban made while the
+node's database is away is shared when it is back; without ``[cluster] node_id`` nothing is shared."""
 
 from __future__ import annotations
 
