@@ -13,7 +13,8 @@ Phases, each bounded in time:
 1. ``ramp``: open and register all endpoints (at most ``--rate`` new connections/s);
 2. ``idle``: after ``--settle`` s, sipd's CPU (all its processes, % of one core) over ``--idle`` s while
    the endpoints only refresh and ping: each refreshes every R s, R drawn per endpoint in
-   ``--refresh`` (default 60-600 s, the issue's range: about 43 REGISTER pairs/s for 10,000) and pings
+   ``--refresh`` (default 60-600 s, the issue's range: about 43 REGISTERs/s for 10,000, each with
+   digest credentials on the nonce of the last challenge) and pings
    every 80-100 % of ``--keepalive`` s (default 120, RFC 5626's 95-120 s: about 93 pings/s); the first
    refresh and ping of each endpoint fall at a random point of its interval, so the idle window sees
    the steady rate. ``--scale N`` divides every interval by N (a denser run; Expires stay above
@@ -273,8 +274,8 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"held: {i['established_at_sipd']} TLS connections at sipd; RSS {i['rss_kib'] / 1024:.0f} MB "
           f"(PSS {i['pss_kib'] / 1024:.0f} MB, {i['processes']} processes; {b['rss_kib'] / 1024:.0f} MB before: "
           f"{per_conn:.1f} KiB per connection)")
-    print(f"idle: sipd {i['server_cpu_pct']} % of a core over {i['seconds']} s with {i['registers_per_s']} REGISTER "
-          f"pairs/s and {i['pings_per_s']} pings/s ({i['pongs_per_s']} pongs/s); clients {i['client_cpu_pct']} %; "
+    print(f"idle: sipd {i['server_cpu_pct']} % of a core over {i['seconds']} s with {i['registers_per_s']} REGISTERs/s "
+          f"and {i['pings_per_s']} pings/s ({i['pongs_per_s']} pongs/s); clients {i['client_cpu_pct']} %; "
           f"by thread: {', '.join(f'{k} {v} %' for k, v in i['server_threads_cpu_pct'].items())}")
     print(f"calls: {c['answered']}/{c['started']} answered at {args.call_rate:g}/s, setup p50 {c['p50_ms']} ms, "
           f"p99 {c['p99_ms']} ms, max {c['max_ms']} ms; sipd {c['server_cpu_pct']} %, clients {c['client_cpu_pct']} %; "

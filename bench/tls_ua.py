@@ -496,6 +496,9 @@ def serve(pipe: Any, config: dict[str, Any]) -> None:
         commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         def readable() -> None:
+            # the loop made the pipe non-blocking; a command larger than the pipe's buffer (the
+            # specs of 5,000 endpoints) must be read whole once its first bytes are there
+            os.set_blocking(pipe.fileno(), True)
             try:
                 commands.put_nowait(pipe.recv())
             except (EOFError, OSError):  # the parent is gone: stop rather than spin on a closed pipe
