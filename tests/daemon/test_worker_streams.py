@@ -125,6 +125,9 @@ def test_tcp_endpoints_on_both_processes_register_and_call(tmp_path):
             # for each AOR owner, a connection on main and one on the worker: two of the four
             # REGISTERs are answered by one process on the other's connection
             assert {(u in WORKER_USERS, k) for u, k in uas} == {(a, b) for a in (False, True) for b in (0, 1)}
+            for ua in uas.values():  # a CRLF keep-alive is answered by the connection's owner (RFC 5626)
+                ua.sock.sendall(b"\r\n\r\n")
+                assert ua.sock.recv(16) == b"\r\n"
             for ua in uas.values():
                 ok = ua.register(600)
                 assert ok.status == 200, ok
