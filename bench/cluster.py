@@ -202,7 +202,7 @@ def step(work: Path, nodes: list[PinnedSipd], scenario: str, rate: int, seconds:
     cpu = sum(cpu_seconds(n.pid) for n in nodes) - sum(cpu0)
     counts = [{**sipp_stats(work, name), "rc": proc.returncode} for name, proc in procs]
     for (name, _), c in zip(procs, counts, strict=True):
-        if c["rc"] not in (0, 1):  # 1: some calls failed (counted); anything else: SIPp itself did not run through
+        if c["rc"] not in (0, 1) or not c["ok"] + c["failed"]:  # else: some calls failed, counted
             tail = (work / f"{name}.out").read_text(errors="replace").strip().splitlines()[-3:]
             print(f"  ! SIPp {name} ended with {c['rc']}: {' | '.join(tail)}", flush=True)
     ok, failed = sum(c["ok"] for c in counts), sum(c["failed"] for c in counts)
@@ -344,6 +344,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=20, help="registrations timed from node A to node B")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the nodes to CPUs")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (SIPp's output and statistics)")
     args = ap.parse_args()
     for tool in ("sipp", "taskset"):
         if shutil.which(tool) is None:
@@ -405,7 +406,8 @@ def main() -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"summary": summary, "steps": results}, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
