@@ -188,12 +188,10 @@ def step(work: Path, nodes: list[PinnedSipd], scenario: str, rate: int, seconds:
     cpu0 = [cpu_seconds(n.pid) for n in nodes]
     t0 = time.monotonic()
     procs = []
+    callee = work / "callee.csv"  # written once: rewritten while a started SIPp reads it, it reads empty
+    callee.write_text("SEQUENTIAL\ncallee\n")
     for i, node in enumerate(nodes):
-        if scenario == "reg":
-            inf = users_file(work, calls, f"{tag}n{i}")
-        else:
-            inf = work / "callee.csv"
-            inf.write_text("SEQUENTIAL\ncallee\n")
+        inf = users_file(work, calls, f"{tag}n{i}") if scenario == "reg" else callee
         procs.append((f"{tag}-{i}", sipp(work, f"{tag}-{i}", node.address, scen, rate=rate, calls=calls, inf=inf,
                                          port=free_port(), timeout=timeout, extra=extra)))
     for _, proc in procs:
