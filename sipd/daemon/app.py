@@ -105,8 +105,8 @@ class App:
             if config.database.url.startswith("sqlite:"):  # sipd keeps its own SQLite schema current
                 await store.call(schema.create_all, store.db)
                 await store.call(migrations.migrate, store.db)
-            elif config.dialog.enabled:
-                await store.call(self._check_dialog_table, store.db)
+            else:
+                await store.call(self._check_call_tables, store.db)
             state.db = store
             await self._load_caches()
         except DbError as exc:
@@ -125,13 +125,16 @@ class App:
         state.aliases.reloader = self._reload_aliases
         state.dialplan.reloader = self._reload_dialplan
 
-    @staticmethod
-    def _check_dialog_table(db: Any) -> None:
-        """A dialog table from before its owner column cannot take the rows this sipd writes."""
-        found = next((st for st in schema.status(db) if st.name == "dialog"), None)
-        if found is not None and found.state == "outdated":
-            raise DbSchemaError(f"table dialog is at version {found.version}, this sipd writes version "
-                                f"{found.expected}", hint="run sipctl db migrate")
+    def _check_call_tables(self, db: Any) -> None:
+        """Tables from before a column this sipd writes (dialog.owner, acc/missed_calls.record_id)
+        cannot take its rows: one line saying so instead of every record spooled."""
+        written = {"dialog"} if self.config.dialog.enabled else set()
+        if self.config.acc.enabled:
+            written |= {"acc", "missed_calls"}
+        for st in schema.status(db):
+            if st.name in written and st.state == "outdated":
+                raise DbSchemaError(f"table {st.name} is at version {st.version}, this sipd writes version "
+                                    f"{st.expected}", hint="run sipctl db migrate")
 
     async def _load_caches(self) -> None:
         state = self.state

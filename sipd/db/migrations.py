@@ -89,10 +89,23 @@ def _location_node_id(db: Database) -> None:
     add_index(db, "location", "node_idx")
 
 
+def _record_id(table: str) -> Callable[[Database], None]:
+    """acc 7 -> 8, missed_calls 5 -> 6: the record_id column (NULL for the rows there) and its
+    unique key."""
+
+    def step(db: Database) -> None:
+        add_column(db, table, "record_id")
+        add_index(db, table, "record_idx")
+
+    return step
+
+
 #: Forward migrations, per table, in order.
 MIGRATIONS: dict[str, list[Migration]] = {
     "dialog": [Migration("dialog", 12, 13, _dialog_owner)],
     "cdrs": [Migration("cdrs", 1, 2, _cdrs_unique)],
+    "acc": [Migration("acc", 7, 8, _record_id("acc"))],
+    "missed_calls": [Migration("missed_calls", 5, 6, _record_id("missed_calls"))],
     "location": [Migration("location", 1013, 1014, _location_node_id)],
 }
 

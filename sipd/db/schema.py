@@ -18,6 +18,8 @@ Deliberate differences from OpenSIPS, each for a reason:
   hand (``extra_fields``).
 - ``dialog.owner`` names the node that holds the call (several nodes on one database), which
   OpenSIPS keeps in its clusterer instead; the table is at version 13, one past OpenSIPS's 12.
+- ``acc``/``missed_calls`` carry ``record_id`` (unique) so that a record written twice is stored
+  once; they are at versions 8 and 6, one past OpenSIPS's.
 
 Forward migrations from older versions, keeping the rows, are in sipd/db/migrations.py.
 """
@@ -135,7 +137,10 @@ def _acc_columns(with_duration: bool) -> tuple[Column, ...]:
     if with_duration:
         cols += [C("duration", "uint"), C("ms_duration", "uint")]
     cols += [C("setuptime", "uint"), C("created", "datetime", nullable=True),
-             C("caller", "char(255)"), C("callee", "char(255)")]
+             C("caller", "char(255)"), C("callee", "char(255)"),
+             # the record's own name, node/start/number (acc_writer: stored once however often a
+             # batch is written again); NULL in rows other programs write
+             C("record_id", "char(64)", nullable=True)]
     return tuple(cols)
 
 
@@ -189,8 +194,10 @@ TABLES: tuple[Table, ...] = (
         C("repl_exp", "char(255)", nullable=True), C("timerec", "char(255)", nullable=True),
         C("disabled", "int"), C("attrs", "char(255)", nullable=True),
     ), (Index("dpid_idx", ("dpid",)),)),
-    Table("acc", 7, _acc_columns(True), (Index("callid_idx", ("callid",)),)),
-    Table("missed_calls", 5, _acc_columns(False), (Index("callid_idx", ("callid",)),)),
+    Table("acc", 8, _acc_columns(True), (Index("callid_idx", ("callid",)),
+                                          Index("record_idx", ("record_id",), unique=True))),
+    Table("missed_calls", 6, _acc_columns(False), (Index("callid_idx", ("callid",)),
+                                                   Index("record_idx", ("record_id",), unique=True))),
     Table("dialog", 13, (
         C("dlg_id", "bigint", default=None), C("callid", "char(255)"), C("from_uri", "char(255)"),
         C("from_tag", "char(64)"), C("to_uri", "char(255)"), C("to_tag", "char(64)"),

@@ -66,9 +66,11 @@ def coalesce(records: list[Record]) -> list[Record]:
     return [r for r in records if not (r.table == "dialog" and r.row["dlg_id"] in both)]
 
 
-#: What an insert of CDRs adds so that a row whose unique key is taken is skipped, not an error
-#: (on a table from before the key, nothing changes: every row is stored).
+#: What an insert adds so that a row whose unique key is taken is skipped, not an error (on a table
+#: from before the key, nothing changes: every row is stored): a CDR's key is its dialog, an acc or
+#: missed_calls row's its record_id.
 _IF_ABSENT = {"sqlite": " ON CONFLICT DO NOTHING", "mysql": " ON DUPLICATE KEY UPDATE id = id"}
+_KEYED = frozenset({"cdrs", "acc", "missed_calls"})
 
 
 def write_records(db: Database, records: list[Record]) -> None:
@@ -82,7 +84,8 @@ def write_records(db: Database, records: list[Record]) -> None:
     A CDR whose dialog already has one (its unique key: Call-ID, From and To tags) is not stored
     again: the same batch replayed from the spool or given again to a new writer process, or the
     call ended by two nodes (the node that held it, and the one a BYE reached after the holder was
-    taken for dead), leaves one CDR, the first stored.
+    taken for dead), leaves one CDR, the first stored. An acc or missed_calls row already stored
+    under its ``record_id`` is skipped alike.
     """
     records = coalesce(records)
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -102,7 +105,7 @@ def write_records(db: Database, records: list[Record]) -> None:
         for (table, *cols), rows in groups.items():
             one = "(" + ", ".join("?" * len(cols)) + ")"
             head = f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-            tail = _IF_ABSENT[db.dialect] if table == "cdrs" else ""
+            tail = _IF_ABSENT[db.dialect] if table in _KEYED else ""
             for k in range(0, len(rows), MULTI_ROW):
                 chunk = rows[k:k + MULTI_ROW]
                 params: list[Any] = []

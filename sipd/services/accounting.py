@@ -313,9 +313,11 @@ class Accounting:
         self.dialogs_on = cfg.dialog.enabled
         lifetime = cfg.dialog.lifetime if self.dialogs_on else 0.0
         self.node_id = cfg.cluster.node_id
+        start_ms = int(time.time() * 1000)
+        # each acc record named node/start/number: stored once however often it is written
         self.tracker = Tracker(lifetime=lifetime, acc=self.acc_on, dialogs=self.dialogs_on,
-                               ids=default_ids(int(time.time() * 1000)), is_self_route=self._is_self_route,
-                               owner=self.node_id)
+                               ids=default_ids(start_ms), is_self_route=self._is_self_route,
+                               owner=self.node_id, records=f"{self.node_id or '-'}/{start_ms}/")
         url = cfg.acc.db_url or cfg.database.url
         timeout = cfg.database.connect_timeout
         spool = spool_path(cfg)

@@ -74,8 +74,9 @@ def call_status(code: int, cancelled: bool) -> str:
 
 def acc_row(*, method: str, from_tag: str, to_tag: str, call_id: str, code: int, reason: str,
             wall: float, caller: str, callee: str, created: float | None = None,
-            setup: float = 0.0, missed: bool = False) -> dict[str, Any]:
-    """A row of ``acc`` (or ``missed_calls`` when ``missed``: no duration columns)."""
+            setup: float = 0.0, missed: bool = False, record_id: str | None = None) -> dict[str, Any]:
+    """A row of ``acc`` (or ``missed_calls`` when ``missed``: no duration columns); ``record_id``
+    names the record, so that writing it again stores nothing."""
     row: dict[str, Any] = {
         "method": method[:16], "from_tag": from_tag[:64], "to_tag": to_tag[:64], "callid": call_id[:255],
         "sip_code": str(code)[:3], "sip_reason": reason[:128], "time": fmt_time(wall),
@@ -85,6 +86,8 @@ def acc_row(*, method: str, from_tag: str, to_tag: str, call_id: str, code: int,
     if not missed:
         row["duration"] = 0
         row["ms_duration"] = 0
+    if record_id is not None:
+        row["record_id"] = record_id[:64]
     return row
 
 

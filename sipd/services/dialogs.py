@@ -215,8 +215,12 @@ def _int(v: Any) -> int:
 
 # -- facts: what the tracker emits (compact tuples of str/int/float, cheap to pickle) -------------
 #
-#   ("acc", method, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created|None)
-#   ("fail", from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created, cancelled, end_reason)
+#   ("acc", method, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created|None, record_id)
+#   ("fail", from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created, cancelled, end_reason,
+#    record_id)
+#
+# ``record_id`` (or None) names the acc record (and the missed_calls one of a "fail") so that it is
+# stored once however often it is written: node, start of the process in ms, a number.
 #   ("cdr", call_id, from_tag, to_tag, from_hdr, to_hdr, created, answered, ended, end_reason)
 #   ("dlg", ...Dialog.fact())           -> dialog upsert
 #   ("del", dlg_id)                     -> dialog delete
@@ -252,11 +256,11 @@ def expand(facts: Iterable[tuple]) -> list[tuple]:
     for f in facts:
         kind = f[0]
         if kind == "acc":
-            _, method, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created = f
+            _, method, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created, rid = f
             out.append(Record("insert", "acc", acc_row(
                 method=method, from_tag=from_tag, to_tag=to_tag, call_id=call_id, code=code, reason=reason,
                 wall=wall, caller=uri_of(from_hdr), callee=uri_of(to_hdr), created=created,
-                setup=(wall - created) if created is not None else 0.0)))
+                setup=(wall - created) if created is not None else 0.0, record_id=rid)))
         elif kind == "cdr":
             _, call_id, from_tag, to_tag, from_hdr, to_hdr, created, answered, ended, end_reason = f
             out.append(Record("insert", "cdrs", cdr_row(
@@ -265,11 +269,11 @@ def expand(facts: Iterable[tuple]) -> list[tuple]:
                 end_reason=end_reason)))
         elif kind == "fail":
             (_, from_tag, to_tag, call_id, code, reason, wall, from_hdr, to_hdr, created, cancelled,
-             end_reason) = f
+             end_reason, rid) = f
             caller, callee = uri_of(from_hdr), uri_of(to_hdr)
             common = dict(method="INVITE", from_tag=from_tag, to_tag=to_tag, call_id=call_id, code=code,
                           reason=reason, wall=wall, caller=caller, callee=callee, created=created,
-                          setup=wall - created)
+                          setup=wall - created, record_id=rid)
             out.append(Record("insert", "acc", acc_row(**common)))  # type: ignore[arg-type]
             out.append(Record("insert", "missed_calls", acc_row(**common, missed=True)))  # type: ignore[arg-type]
             out.append(Record("insert", "cdrs", cdr_row(
@@ -309,13 +313,16 @@ class Tracker:
         ids: dialog id factory.
         is_self_route: True for a Record-Route value naming this server (to split route sets).
         owner: this node's ``[cluster] node_id``, stored with each dialog ('' without a cluster).
+        records: the prefix of the acc records' names (``node/start_ms/``; '' = unnamed records).
     """
 
     def __init__(self, *, lifetime: float = 0.0, acc: bool = True, dialogs: bool = True,
                  ids: Callable[[], int] | None = None, is_self_route: Callable[[str], bool] | None = None,
-                 owner: str = ""):
+                 owner: str = "", records: str = ""):
         self.lifetime = lifetime
         self.owner = owner
+        self._records = records
+        self._record_numbers = itertools.count(1)
         self.acc = acc
         self.persist = dialogs
         self._ids = ids or default_ids(0)
@@ -494,7 +501,7 @@ class Tracker:
         out: list[tuple] = []
         if self.acc:
             out.append(("acc", "INVITE", dlg.from_tag, dlg.to_tag, dlg.call_id, status, response.reason, wall,
-                        dlg.from_hdr, dlg.to_hdr, dlg.created))
+                        dlg.from_hdr, dlg.to_hdr, dlg.created, self._record_id()))
         if self.persist:
             out.append(dlg.fact(self.owner))
         return out
@@ -507,7 +514,7 @@ class Tracker:
         status = response.status
         end_reason = dlg.end_reason or (CANCELLED if dlg.cancelled or status == 487 else REJECTED)
         return [("fail", dlg.from_tag, response.to.tag or dlg.to_tag, dlg.call_id, status, response.reason, wall,
-                 dlg.from_hdr, dlg.to_hdr, dlg.created, dlg.cancelled, end_reason)]
+                 dlg.from_hdr, dlg.to_hdr, dlg.created, dlg.cancelled, end_reason, self._record_id())]
 
     def _acc_simple(self, request: Any, response: Any, wall: float, dlg: Dialog | None) -> list[tuple]:
         if not self.acc:
@@ -517,7 +524,11 @@ class Tracker:
         else:
             from_hdr, to_hdr = request.get("From") or "", request.get("To") or ""
         return [("acc", request.method, request.from_.tag or "", request.to.tag or response.to.tag or "",
-                 request.call_id, response.status, response.reason, wall, from_hdr, to_hdr, None)]
+                 request.call_id, response.status, response.reason, wall, from_hdr, to_hdr, None,
+                 self._record_id())]
+
+    def _record_id(self) -> str | None:
+        return f"{self._records}{next(self._record_numbers)}" if self._records else None
 
     def _forget(self, dlg: Dialog) -> None:
         self.dialogs.pop(dlg.id, None)

@@ -19,10 +19,14 @@ from sipd.services.takeover import orphaned
 
 def _old_schema(db) -> None:  # type: ignore[no-untyped-def]
     """The tables as a sipd from before owners wrote them: dialog 12 without its owner column,
-    cdrs 1 without the unique key."""
+    cdrs 1 without the unique key, acc 7 and missed_calls 5 without record_id."""
     dialog, cdrs = schema.BY_NAME["dialog"], schema.BY_NAME["cdrs"]
+    acc, missed = schema.BY_NAME["acc"], schema.BY_NAME["missed_calls"]
     old = {"dialog": dataclasses.replace(dialog, version=12, columns=dialog.columns[:-1], indexes=()),
-           "cdrs": dataclasses.replace(cdrs, version=1, indexes=cdrs.indexes[:2])}
+           "cdrs": dataclasses.replace(cdrs, version=1, indexes=cdrs.indexes[:2]),
+           "acc": dataclasses.replace(acc, version=7, columns=acc.columns[:-1], indexes=acc.indexes[:1]),
+           "missed_calls": dataclasses.replace(missed, version=5, columns=missed.columns[:-1],
+                                               indexes=missed.indexes[:1])}
     schema.create_all(db, [old.get(t.name, t) for t in schema.TABLES])
 
 
@@ -44,8 +48,11 @@ def test_migrate_keeps_dialogs_and_the_first_cdr(empty_db_url):
         for reason in ("first", "second"):  # a batch stored twice (a crash between commit and report)
             db.execute("INSERT INTO cdrs (callid, from_tag, to_tag, end_reason) VALUES ('c7', 'f', 't', ?)", (reason,))
         db.execute("INSERT INTO cdrs (callid, from_tag, to_tag, end_reason) VALUES ('c8', 'f', 't', 'other')")
+        db.execute("INSERT INTO acc (method, callid, time) VALUES ('BYE', 'c7', '2026-12-08 00:00:00')")
         assert {(st.name, st.state) for st in schema.status(db)} >= {("dialog", "outdated"), ("cdrs", "outdated")}
-        assert sorted(migrations.migrate(db)) == [("cdrs", "migrated 1 -> 2"), ("dialog", "migrated 12 -> 13")]
+        assert sorted(migrations.migrate(db)) == [("acc", "migrated 7 -> 8"), ("cdrs", "migrated 1 -> 2"),
+                                                  ("dialog", "migrated 12 -> 13"), ("missed_calls", "migrated 5 -> 6")]
+        assert db.query("SELECT callid, record_id FROM acc") == [{"callid": "c7", "record_id": None}]
         assert db.query("SELECT dlg_id, callid, owner FROM dialog") == [{"dlg_id": 7, "callid": "c7", "owner": ""}]
         assert sorted((r["callid"], r["end_reason"]) for r in db.query("SELECT callid, end_reason FROM cdrs")) == [
             ("c7", "first"), ("c8", "other")]
@@ -65,6 +72,24 @@ def test_a_cdr_is_stored_once_per_dialog(db_url):
         rows = db.query("SELECT callid, to_tag, end_reason FROM cdrs ORDER BY id")
     assert [(r["callid"], r["to_tag"], r["end_reason"]) for r in rows] == [
         ("c1", "t1", "Upstream BYE"), ("c2", "t1", "Upstream BYE"), ("c1", "t2", "redirected")]
+
+
+def test_an_acc_record_is_stored_once_by_its_name(db_url):
+    """An acc or missed_calls record written again (a spool chunk replayed after a crash, a batch
+    given again to a new writer process) is stored once; rows without a name (other programs')
+    are all kept."""
+    def acc(rid, table="acc"):  # type: ignore[no-untyped-def]
+        return Record("insert", table, acc_row(method="INVITE", from_tag="f1", to_tag="t1", call_id="c1", code=486,
+                                               reason="Busy", wall=1000.0, caller="sip:a@x", callee="sip:b@x",
+                                               missed=table == "missed_calls", record_id=rid))
+
+    with connect(db_url) as db:
+        batch = [acc("a/1/1"), acc("a/1/1", "missed_calls"), acc("a/1/2"), acc(None), acc(None)]
+        write_records(db, batch)
+        write_records(db, batch[:3])
+        assert sorted(str(r["record_id"]) for r in db.query("SELECT record_id FROM acc")) == [
+            "None", "None", "a/1/1", "a/1/2"]
+        assert [r["record_id"] for r in db.query("SELECT record_id FROM missed_calls")] == ["a/1/1"]
 
 
 def test_a_dead_nodes_dialogs_go_to_one_survivor(db_url):

@@ -244,3 +244,18 @@ def test_default_ids_never_wrap_and_grow_with_the_start_time():
     later = default_ids(ID_EPOCH_MS + 1001)()
     assert later > first[-1] and later < 2**63  # a later start: above, and within a BIGINT
     assert default_ids(ID_EPOCH_MS + 69 * 365 * 86400 * 1000)() < 2**63  # still fits in 2094
+
+
+def test_each_acc_record_is_named_once(clock):
+    """With a prefix (node/start/), every acc and missed_calls record carries its own name, the
+    missed_calls row the same as its acc row; without one (the default) records are unnamed."""
+    ids = iter(range(100, 200))
+    tracker = Tracker(lifetime=60.0, ids=lambda: next(ids), is_self_route=lambda v: v == RR_US, records="a/7/")
+    _, out = answered_call(tracker, clock)
+    busy = req("INVITE", call_id="c2")
+    tracker.on_request(busy, "tx2", clock.now, "udp:127.0.0.1:5062")
+    failed = tracker.on_response(busy, resp(busy, 486, "Busy Here"), "tx2", clock.now)
+    names = [r.row.get("record_id") for r in out + failed if r.table in ("acc", "missed_calls")]
+    assert names == ["a/7/1", "a/7/2", "a/7/2"]
+    _, plain = answered_call(Tracker(lifetime=60.0, ids=lambda: 1), clock, call_id="c3")
+    assert "record_id" not in plain[0].row
