@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..boundary import describe
 from .pipeline import DIALOG_METHODS, Branch, Forward
 from .nat import fix_response_contact
+from .nat_detect import request_nated
 
 if TYPE_CHECKING:
     from ..state import ServerState
@@ -174,7 +175,7 @@ class Proxy:
             self.contexts[tx_key] = ctx
         ctx.nat = self.config.nat.enabled
         ctx.account = decision.account
-        ctx.record_route_here = decision.record_route_here
+        ctx.record_route_here = decision.record_route_here or self._caller_bound_here(request, source)
         if decision.diversion is not None and request.method == "INVITE":
             ctx.diversion = decision.diversion
             ctx.diversion.attach(self, ctx)  # no-answer timer
@@ -183,6 +184,14 @@ class Proxy:
             timeout = self.config.proxy.invite_timeout
             ctx.timers.append(self.scheduler.call_later(timeout, self._invite_timeout, ctx))
         self._next_group(ctx, now)
+
+    def _caller_bound_here(self, request: Any, source: tuple) -> bool:
+        """A caller on a TCP/TLS connection to this node, or behind a NAT pinhole opened towards
+        it, is reached by this node alone: requests to it later in the call must come here, so our
+        Record-Route names this node even where all nodes share one (``record_route_host``)."""
+        if not self.config.cluster.record_route_host or request.method not in DIALOG_METHODS:
+            return False
+        return source[0] != "udp" or (self.config.nat.enabled and request_nated(request, source))
 
     def _next_group(self, ctx: ProxyContext, now: float) -> bool:
         if not ctx.groups:

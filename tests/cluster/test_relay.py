@@ -252,3 +252,34 @@ def test_a_binding_of_a_dead_node_is_unavailable_at_once(sipd_nodes, shared_db):
         assert bob.expect(480, timeout=5).status == 480
         assert time.monotonic() - started < 5
         assert _owner(shared_db[1], "alice") == ["a"]  # kept: she registers again elsewhere
+
+
+def test_a_tcp_caller_at_b_gets_the_callees_bye_through_b(sipd_nodes):
+    """With a Record-Route host all nodes share, the node a caller is connected to still records its
+    own address: the callee's BYE, sent through the node the callee uses, goes to B, which alone
+    holds the caller's connection."""
+    a, b = sipd_nodes(count=2, users=USERS, config_overrides={"cluster": {"record_route_host": "sip.example.test"}})
+    with UA(a.port, "alice", password="alicepw", server_host=a.host) as alice, \
+            UA(b.port, "bob", password="bobpw", transport="tcp", server_host=b.host) as bob:
+        assert alice.register().status == 200
+        uri = f"sip:alice@{alice.domain}"
+        call_id = f"tcp-caller-{time.monotonic_ns()}"
+        bob.send(bob.request("INVITE", uri, to=f"<{uri}>", call_id=call_id, cseq=1))
+        challenge = bob.expect(407)
+        auth = bob.authorization(challenge, "INVITE", uri, proxy=True)
+        bob.send(bob.request("INVITE", uri, to=f"<{uri}>", call_id=call_id, cseq=2, headers=[auth]))
+        inv = alice.expect_request("INVITE", timeout=5)
+        assert f"127.0.0.3:{b.port}" in inv.get("Record-Route")   # B's own address, not the shared host
+        alice.respond(inv, 200)
+        ok = bob.expect(200, timeout=5)
+        route = [f"Route: {rr}" for rr in reversed(ok.get_all("Record-Route"))]
+        bob.send(bob.request("ACK", str(ok.contacts[0].uri), to=ok.get("To"), call_id=call_id, cseq=2, headers=route))
+        alice.expect_request("ACK", timeout=5)
+        # alice hangs up: her BYE goes to the node she uses (A), along the route set to B, to bob's connection
+        alice_route = [f"Route: {rr}" for rr in inv.get_all("Record-Route")]
+        bye = alice.request("BYE", str(inv.contacts[0].uri), to=inv.get("From"), call_id=call_id, cseq=1,
+                            from_tag="callee1", headers=alice_route)
+        alice.send(bye)
+        got = bob.expect_request("BYE", timeout=5)
+        bob.respond(got, 200)
+        assert alice.expect(200, timeout=5).status == 200
