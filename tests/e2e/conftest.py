@@ -21,16 +21,34 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 DOMAIN = "example.test"
 USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "dave": "davepw"}
 TARGET = os.environ.get("SIPD_E2E_TARGET", "sipd")
+LOG_TAIL = 6000  # characters of a server's log shown with a failed test
 
 
 def user_rows(domain: str = DOMAIN) -> list[tuple[str, str]]:
     return [(f"{u}@{domain}", pw) for u, pw in USERS.items()]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test shows the end of each server's log beside its assertion: a failure seen once,
+    in a CI run, is then explained by what the server did, not only by what the client saw."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for proc in getattr(item, "servers_started", ()):
+        try:
+            tail = proc.log_text()[-LOG_TAIL:]
+        except Exception as exc:  # noqa: BLE001 - the report must not fail for want of a log
+            tail = f"(log unreadable: {exc})"
+        report.sections.append((f"server log, last {LOG_TAIL} characters ({proc.address})", tail))
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Callable[..., SipdProcess]:
+def server_factory(tmp_path: Path, request) -> Callable[..., SipdProcess]:
     """make(config_overrides=None, db_url=None, *, domains=[DOMAIN], users=USERS@DOMAIN, start=True)."""
     started: list = []
+    request.node.servers_started = started
 
     def make(config_overrides: dict | None = None, db_url: str | None = None, *, start: bool = True,
              domains: list[str] | None = None, users: list[tuple[str, str]] | None = None, **kw):
