@@ -52,6 +52,11 @@ SAME_BAN = 1.5
 #: the new bans since the previous one.
 MIN_GAP = 0.1
 
+#: Bans written in one exchange at most: the database thread is also the one REGISTERs are stored
+#: through, so a flood that bans thousands of sources is written in turns of this many (the next
+#: turn starts at once), never in one transaction that keeps registrations waiting for seconds.
+BATCH = 200
+
 #: Seconds between two deletions of rows long expired or lifted (by whichever node gets there).
 PURGE_INTERVAL = 300.0
 
@@ -72,6 +77,7 @@ class BanSync(NodeTask):
         self.cursor: float | None = None      # unix time to read changed rows from; None: all bans
         self.applying = False                 # changes made by apply() are the table's, not news
         self.failing = False
+        self.more = False                     # bans left for the next turn (more than BATCH were new)
         self.last_purge = 0.0
         self.wake = asyncio.Event()
         self.antiflood.bans.watch(self._changed)
@@ -135,17 +141,23 @@ class BanSync(NodeTask):
             self.last_purge = wall
         self.cursor = wall - db_bans.CLOCK_MARGIN
         self.apply(rows, loop.time(), time.time() - loop.time())
+        if self.more:
+            self.wake.set()
         return True
 
     def _new_bans(self, now: float, offset: float) -> tuple[list[db_bans.NewBan], dict[str, tuple[float, float]]]:
         """The bans held here that the table does not know (and their keys for ``written``)."""
         new: list[db_bans.NewBan] = []
         keys: dict[str, tuple[float, float]] = {}
+        self.more = False
         held = self.antiflood.bans.entries()
         for ban in held:
             key = (ban.since, ban.until)
             if ban.until <= now or self.written.get(ban.target) == key:
                 continue
+            if len(new) == BATCH:
+                self.more = True  # the rest in the next turn, right after this one
+                break
             expires = 0 if math.isinf(ban.until) else max(1, math.ceil(ban.until + offset))
             new.append(db_bans.NewBan(ban.target, ban.reason, int(ban.since + offset), expires))
             keys[ban.target] = key

@@ -175,3 +175,17 @@ def test_bans_made_in_a_registrar_worker_are_shared(sipd_nodes):
     assert at_b, sorted(set(sources) - set(_bans(b)))
     print(f"20 scanner bans made at a (main and worker) all at b after {took:.2f} s")
     assert {_bans(b)[s]["reason"] for s in sources} == {"scanner"}
+
+
+def test_more_bans_than_one_write_takes_arrive_in_turns(sipd_nodes):
+    """A flood that bans hundreds of sources: node a writes them BATCH at a time (the database
+    thread is the registrations' too), one turn right after the other, and node b gets them all."""
+    from sipd.services.cluster_bans import BATCH
+
+    a, b = sipd_nodes(count=2, config_overrides=_conf())
+    targets = [f"10.9.{i // 250}.{i % 250 + 1}" for i in range(2 * BATCH + 50)]
+    for target in targets:
+        a.mi("ban_add", [target, 600])
+    got, took = until(lambda: set(targets) <= set(_bans(b)), 3 * BOUND + SLACK)
+    assert got, f"{len(set(targets) - set(_bans(b)))} of {len(targets)} missing at b"
+    print(f"{len(targets)} bans made at a all at b after {took:.2f} s")
