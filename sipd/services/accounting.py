@@ -384,9 +384,13 @@ class Accounting:
         stats.gauge("acc:writer_restarts",
                     lambda: self.writer.stats().get("restarts", 0) + self.writer.stats().get("thread_restarts", 0))
         self.state.events.subscribe(self.on_event)
+        cfg = self.state.config
         if self.dialogs_on and self.node_id and self.state.db is not None:
-            self.ownership = Ownership(self, self.state.db, self.state.config.cluster)
-            self.ownership.start()
+            if cfg.acc.db_url and cfg.acc.db_url != cfg.database.url:  # the dialog rows are not where the nodes meet
+                logger.warning("dialogs: no takeover between nodes: [acc] db_url is not [database] url")
+            else:
+                self.ownership = Ownership(self, self.state.db, cfg.cluster)
+                self.ownership.start()
         if self.dialogs_on and self.tracker.lifetime > 0:
             self.start_timers()
 
