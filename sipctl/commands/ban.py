@@ -20,7 +20,8 @@ def _left(seconds: int | None) -> str:
 
 @app.command("list")
 def list_(ctx: typer.Context, *, json: Json = False) -> None:
-    """List banned addresses and networks with reason, time left and packets dropped.
+    """List banned addresses and networks with reason, time left, packets dropped and, in a
+    cluster, the node that made a ban another node made ("-": this node).
 
     Example: sipctl ban list
     """
@@ -28,8 +29,8 @@ def list_(ctx: typer.Context, *, json: Json = False) -> None:
 
     bans = ban.list_bans(get_env(ctx).config)
     Output(json_mode=json).table(
-        ["ip", "reason", "expires_in", "age", "hits"],
-        [(b.ip, b.reason, _left(b.expires_in), f"{b.age}s", b.hits) for b in bans],
+        ["ip", "reason", "expires_in", "age", "hits", "node"],
+        [(b.ip, b.reason, _left(b.expires_in), f"{b.age}s", b.hits, b.node or "-") for b in bans],
         title="Bans", data=[b.as_dict() for b in bans])
 
 

@@ -26,15 +26,17 @@ class BanEntry:
     expires_in: int | None   # seconds left; None = until removed
     age: int                 # seconds since the ban
     hits: int                # packets dropped because of it
+    node: str = ""           # the cluster node that made it, when another one did
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BanEntry:
         return cls(ip=str(d.get("ip", "")), reason=str(d.get("reason", "")),
-                   expires_in=d.get("expires_in"), age=int(d.get("age") or 0), hits=int(d.get("hits") or 0))
+                   expires_in=d.get("expires_in"), age=int(d.get("age") or 0), hits=int(d.get("hits") or 0),
+                   node=str(d.get("node") or ""))
 
     def as_dict(self) -> dict[str, Any]:
         return {"ip": self.ip, "reason": self.reason, "expires_in": self.expires_in, "age": self.age,
-                "hits": self.hits}
+                "hits": self.hits, "node": self.node}
 
 
 def check_target(ip: str) -> str:

@@ -121,6 +121,7 @@ class Ban:
     since: float
     until: float         # math.inf = until removed
     hits: int = 0        # packets dropped because of this ban
+    node: str = ""       # the cluster node that made it, when another one did (sipd/services/cluster_bans.py)
 
     @property
     def manual(self) -> bool:
@@ -129,7 +130,7 @@ class Ban:
     def as_dict(self, now: float) -> dict:
         remaining = None if math.isinf(self.until) else max(0, round(self.until - now))
         return {"ip": self.target, "reason": self.reason, "expires_in": remaining,
-                "age": max(0, round(now - self.since)), "hits": self.hits}
+                "age": max(0, round(now - self.since)), "hits": self.hits, "node": self.node}
 
 
 class BanTable:
@@ -180,9 +181,12 @@ class BanTable:
                 return True
         return False
 
-    def add(self, target: str, now: float, duration: float | None, reason: str, *, notify: bool = True) -> Ban:
-        """Ban an address or CIDR network for ``duration`` seconds (None or <= 0: until removed)."""
+    def add(self, target: str, now: float, duration: float | None, reason: str, *, notify: bool = True,
+            node: str = "") -> Ban:
+        """Ban an address or CIDR network for ``duration`` seconds (None or <= 0: until removed);
+        ``node``: the cluster node that made it, when another one did."""
         ban = self._add(target, now, duration, reason)
+        ban.node = node
         if notify:
             for fn in self.watchers:
                 fn(("add", target, now, duration, reason))

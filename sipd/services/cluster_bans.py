@@ -191,7 +191,7 @@ class BanSync(NodeTask):
                     continue
                 duration = None if row.expires == 0 else max(1, row.expires - row.since)
                 try:
-                    ban = table.add(row.target, row.since - offset, duration, row.reason)
+                    ban = table.add(row.target, row.since - offset, duration, row.reason, node=row.node_id)
                 except ValueError:  # not an address: no node writes one, so someone edited the table
                     continue
                 self.written[ban.target] = (ban.since, ban.until)

@@ -63,7 +63,8 @@ def test_an_operators_ban_and_unban_apply_at_every_node(sipd_nodes):
     a.sipctl("ban", "add", "127.0.0.5", "--seconds", "600")
     seen, took = until(lambda: _bans(b).get("127.0.0.5"), BOUND + SLACK)
     assert seen, b.log_text()
-    assert seen["reason"] == "manual" and 590 <= seen["expires_in"] <= 600, seen
+    assert seen["reason"] == "manual" and 590 <= seen["expires_in"] <= 600 and seen["node"] == "a", seen
+    assert _bans(a)["127.0.0.5"]["node"] == ""   # a's own
     print(f"ban at a applied at b after {took:.2f} s (bound {BOUND:g} s, sipctl's start-up included)")
     assert not _answers(b, "127.0.0.5")      # b drops its packets before parsing
     assert _answers(b, "127.0.0.8")          # and only its

@@ -148,7 +148,7 @@ def test_ban_list_sorted_and_purged(clock):
     clock.advance(5)
     assert [b.target for b in t.list(clock.now)] == ["10.0.0.1"]
     d = t.list(clock.now)[0].as_dict(clock.now)
-    assert d == {"ip": "10.0.0.1", "reason": "auth", "expires_in": 95, "age": 5, "hits": 0}
+    assert d == {"ip": "10.0.0.1", "reason": "auth", "expires_in": 95, "age": 5, "hits": 0, "node": ""}
 
 
 # -- trusted networks -----------------------------------------------------------------------
