@@ -39,22 +39,32 @@ def check_tls(web: Any) -> tuple[str, str] | None:
     return cert, key
 
 
+def ensure_can_listen(host: str, port: int) -> None:
+    """A taken port is one clear line, not uvicorn's log and exit. The probe binds as uvicorn
+    will, with SO_REUSEADDR: connections of a panel stopped a moment ago linger in TIME_WAIT on
+    its port for a minute, and a restart on the same port must not be refused for them; only a
+    program listening there stops it."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            probe.listen(1)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                         hint="choose another with --listen HOST:PORT") from None
+
+
 def serve(config: Any, create_app: Callable[..., Any], listen: str | None = None) -> None:
     """Run the panel in this process until interrupted; ``create_app(config, secure_cookie=...)``
     builds it (``sipctl.web.app.create_app``, handed in by the command: no web code here)."""
-    import socket
-
     import uvicorn
 
     host, port = parse_listen(listen or config.web.listen)
     tls = check_tls(config.web)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:  # a taken port is one clear line, not uvicorn's log and exit
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, port))
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                         hint="choose another with --listen HOST:PORT") from None
+    ensure_can_listen(host, port)
     app = create_app(config, secure_cookie=tls is not None)
     scheme = "https" if tls else "http"
     where = format_host(host)

@@ -73,3 +73,38 @@ def test_passwords_are_salted_scrypt_and_failures_lock_the_account(db_url):
             raise AssertionError("an unknown name logged in")
         except webadmin.LoginFailed as exc:
             assert exc.message == "wrong name or password"
+
+
+def test_a_port_left_in_time_wait_can_be_listened_on_again():
+    """A panel restarted on its port while the connections of the one before linger in TIME_WAIT
+    (the side that closes first keeps them a minute) starts; a program listening there stops it."""
+    from sipctl.errors import UsageError
+    from sipctl.lib.webserver import ensure_can_listen
+
+    with socket.socket() as server:  # a listener as asyncio and uvicorn make them (SO_REUSEADDR)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            conn, _ = server.accept()
+            conn.close()  # the server closes first: its end of the connection goes to TIME_WAIT
+            client.recv(1)
+    with socket.socket() as plain:  # what the probe did before: refused for the TIME_WAIT alone
+        try:
+            plain.bind(("127.0.0.1", port))
+            time_wait = False
+        except OSError:
+            time_wait = True
+    assert time_wait, "no TIME_WAIT left behind: the case under test did not arise"
+    ensure_can_listen("127.0.0.1", port)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        try:
+            ensure_can_listen("127.0.0.1", port)
+        except UsageError as exc:
+            assert "cannot listen" in str(exc)
+        else:
+            raise AssertionError("a port another program listens on was accepted")
