@@ -6,32 +6,30 @@ import os
 from pathlib import Path
 
 
-def rss_kib(pids: list[int]) -> int:
-    """The resident sets of ``pids`` added up, KiB; a process that has ended counts 0."""
+def _sum_kib(pids: list[int], file: str, field: str) -> int:
+    """``field`` (a "Name:" line in KiB) of /proc/PID/``file`` added up over ``pids``; a process
+    that has ended counts 0."""
     total = 0
     for p in pids:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def pss_kib(pids: list[int]) -> int:
-    """The proportional set sizes of ``pids`` added up, KiB: pages a forked worker still shares
-    with its parent count once in total, not once per process as in ``rss_kib``."""
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{p}/{file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
                     break
         except OSError:
             pass
     return total
+
+
+def rss_kib(pids: list[int]) -> int:
+    """The resident sets of ``pids`` added up, KiB; a process that has ended counts 0."""
+    return _sum_kib(pids, "status", "VmRSS:")
+
+
+def pss_kib(pids: list[int]) -> int:
+    """The proportional set sizes of ``pids`` added up, KiB: pages a forked worker still shares
+    with its parent count once in total, not once per process as in ``rss_kib``."""
+    return _sum_kib(pids, "smaps_rollup", "Pss:")
 
 
 def _stat(pid: int) -> list[str] | None:
