@@ -349,7 +349,7 @@ async def _commit(state: ServerState, aor: str, outcome: Any, why: str, before: 
     binding the UA was refused is never used."""
     contacts = list(outcome.contacts or [])
     try:
-        await state.db.save_aor(aor, contacts)
+        await state.db.save_aor(aor, contacts, before)  # a refresh of stored bindings: a cheaper write
     except Exception as exc:  # noqa: BLE001 - logged by the store
         if state.config.location.mode == "db-only":
             if list(state.location.current(aor)) == contacts:  # not replaced meanwhile by a newer REGISTER

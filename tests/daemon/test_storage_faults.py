@@ -106,6 +106,39 @@ def test_database_down_for_a_while_keeps_and_retries_the_registration(tmp_path):
     assert "Traceback" not in log, log
 
 
+def stored_binding(db_file: Path) -> tuple:
+    with sqlite3.connect(str(db_file)) as conn:
+        return conn.execute("SELECT contact_id, cseq, expires FROM location WHERE username = 'bob'").fetchone()
+
+
+def test_a_refresh_while_the_database_is_down_is_stored_when_it_is_back(tmp_path):
+    """A refresh is an UPDATE of the binding's row (its contact_id stays); one that could not be
+    stored is kept in memory and written at the next flush."""
+    d = live_daemon(tmp_path, {"location": {"mode": "write-through", "flush_interval": 1.0},
+                          "database": {"connect_timeout": 0.5}})
+    add_subscriber(d.db_url, "bob", "pw")
+    db_file = Path(d.db_url[len("sqlite:///"):])
+    with d, UA(d.port, "bob", password="pw") as bob:
+        assert bob.register(600).status == 200
+        first = stored_binding(db_file)
+        assert bob.register(900).status == 200
+        refreshed = stored_binding(db_file)
+        assert refreshed[0] == first[0] and refreshed[1] > first[1] and refreshed[2] > first[2]
+        with locked(db_file):
+            assert bob.register(1200).status == 200  # served from memory
+            assert stored_binding(db_file) == refreshed
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and stored_binding(db_file) == refreshed:
+            time.sleep(0.2)
+        last = stored_binding(db_file)
+        assert last[1] > refreshed[1] and last[2] > refreshed[2]
+        assert bob.register(600).status == 200  # stored again: a refresh once more
+        assert stored_binding(db_file)[0] == last[0] and stored_binding(db_file)[1] > last[1]
+    log = d.log_text()
+    assert "kept in memory: not stored yet" in log
+    assert "Traceback" not in log, log
+
+
 def test_mysql_user_without_write_rights_refuses_to_start(tmp_path, mysql_scratch):
     """The read-only user ``sipctl db create --ro-user`` makes (SELECT only), given to sipd."""
     s = mysql_scratch
