@@ -143,12 +143,9 @@ def targets_server(state: ServerState, uri: Any) -> bool:
 
 
 def pop_route(request: Any) -> None:
-    """Remove the topmost Route value (ours, RFC 3261 §16.4)."""
-    values = request.get_all("Route")
-    request.remove("Route")
-    rest = values[1:]
-    if rest:
-        request.set("Route", ", ".join(rest))
+    """Remove the topmost Route value (ours, RFC 3261 §16.4); the other Route lines stay where and
+    as they were."""
+    request.remove_first("Route")
 
 
 def dest_of(uri: Any, conn_table: Any = None) -> tuple | None:

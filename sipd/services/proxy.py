@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..boundary import describe
+from ..sip.header_fields import Headers
+from ..sip.message import Request
 from .pipeline import DIALOG_METHODS, Branch, Forward
 from .nat import fix_response_contact
 from .nat_detect import request_nated
@@ -43,16 +45,23 @@ if TYPE_CHECKING:
                         Upstream)
 
 logger = logging.getLogger("sipd.proxy")
+_new = object.__new__
 
 CANCEL_GRACE = 4.0  # seconds to wait for the 487s after CANCEL before answering 487 ourselves
+
+
+# The list headers the loop hash covers besides the fixed fields, by key and name; most requests
+# carry none of them, and looking a key up is cheaper than building an empty list for it.
+_LOOP_FIELDS = (("route", "Route"), ("proxy-require", "Proxy-Require"), ("proxy-authorization", "Proxy-Authorization"))
 
 
 def loop_hash(req: Any) -> str:
     """RFC 5393 §4.2 loop hash over the request as received (before our changes)."""
     parts = [req.uri_text, req.from_.tag or "", req.to.tag or "", req.call_id, str(req.cseq.seq)]
-    parts += req.get_all("Route")
-    parts += req.get_all("Proxy-Require")
-    parts += req.get_all("Proxy-Authorization")
+    idx = req.headers._idx()
+    for key, name in _LOOP_FIELDS:
+        if key in idx:
+            parts += req.get_all(name)
     return format(zlib.crc32("\x00".join(parts).encode("utf-8", "surrogateescape")), "08x")
 
 
@@ -68,9 +77,19 @@ def best_response(responses: list[Any]) -> Any | None:
 
 
 def clone_request(req: Any) -> Any:
-    from ..sip.message import Request
-
-    return Request(req.method, req.uri_text, req.headers.copy(), req.body, req.version)
+    """A copy to edit and forward. It shares the header entries (immutable tuples), a copy of the
+    name index and the parsed values of the original: every edit replaces entries and drops the
+    parsed value of the header it touches, so what the copy keeps still describes its lines, and
+    the headers a proxy only copies (From, To, Call-ID, CSeq, Contact) are not parsed again."""
+    h = req.headers
+    copy = _new(Headers)
+    copy._items = list(h._items)
+    copy._index = dict(h._idx())
+    copy._cache = dict(h._cache)
+    clone = _new(Request)
+    clone.method, clone.version, clone.headers, clone.body = req.method, req.version, copy, req.body
+    clone._uri, clone._uri_text, clone._uri_m = req._uri, req._uri_text, req._uri_m  # URIs are replaced, never edited
+    return clone
 
 
 @dataclass(eq=False)
@@ -237,8 +256,9 @@ class Proxy:
         ctx = bs.ctx
         req = clone_request(ctx.request)
         branch = bs.branch
-        if branch.ruri is not None and str(branch.ruri) != req.uri_text:
-            req.uri = branch.ruri
+        ruri = branch.ruri
+        if ruri is not None and ruri is not req._uri and str(ruri) != req.uri_text:  # the request's own: unchanged
+            req.uri = ruri
         mf = ctx.request.max_forwards
         req.set("Max-Forwards", str((70 if mf is None else mf) - 1))
         for route in reversed(branch.routes):
