@@ -44,6 +44,7 @@ from typing import Any
 
 from .errors import LocalProtocolError, RemoteProtocolError, TransactionError
 from .header_fields import Headers
+from .headers import Via, parse_via
 from .message import Request, Response, make_response
 from .parser import parse_message
 from .stateless import ReplyCache, is_stateless_tag, stateless_tag
@@ -150,12 +151,42 @@ class Outgoing:
 # every transaction from the same peer; interned strings are freed with their last user).
 
 
+_SERVER_KEY = " server key"  # in the parsed-values cache: no header key has a space
+
+
 def server_key(msg: Request | Response, method: str) -> TxKey:
+    """A received request's key is looked for two or three times (a retransmission?, then the
+    transaction made for it; an INVITE's again for its ACK or CANCEL): kept with the parsed Vias it
+    was read from, so a change of Via (which drops them) makes it computed afresh."""
     via = msg.via
+    c = msg.headers._cache
+    vias = c["via"]
+    memo = c.get(_SERVER_KEY)
+    if memo is not None and memo[0] is vias and memo[1] == method:
+        return memo[2]  # type: ignore[no-any-return]
     branch = via.branch
     if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
-        return ("s", branch, intern(via.sent_by.lower()), intern(method))
-    return ("s2543", msg.call_id, msg.from_.tag, msg.cseq.seq, intern(method), str(via))
+        key: TxKey = ("s", branch, intern(via.sent_by.lower()), intern(method))
+    else:
+        key = ("s2543", msg.call_id, msg.from_.tag, msg.cseq.seq, intern(method), str(via))
+    c[_SERVER_KEY] = (vias, method, key)
+    return key
+
+
+def _top_via(request: Request) -> Via:
+    """The first Via value of a request we send. Only that one is parsed: the others were checked
+    when the request was received, and a proxy's forwarded copy has one more Via than its cache."""
+    h = request.headers
+    vias = h._cache.get("via")
+    if vias:
+        return vias[0]
+    lst = h._idx().get("via")
+    if not lst:
+        raise LocalProtocolError("request without Via", None)
+    try:
+        return parse_via(lst[0][2])[0]
+    except RemoteProtocolError as e:
+        raise LocalProtocolError(str(e), None) from None
 
 
 def client_key(msg: Request | Response) -> TxKey:
@@ -387,16 +418,17 @@ class TransactionLayer:
         """Start a client transaction. The request needs a top Via; a branch is added if missing."""
         if request.method == "ACK":
             raise LocalProtocolError("ACK is not sent in a transaction: use send_stateless", None)
-        if "via" not in request.headers:
-            raise LocalProtocolError("request without Via", None)
-        via = request.via
-        if not (via.branch or "").startswith(MAGIC_COOKIE) or via.branch == MAGIC_COOKIE:
-            via.params["branch"] = self.config.branch_factory()
-            request.replace_first("Via", str(via))
-        return self._start_client(request, dest, now)
+        via = _top_via(request)
+        branch = via.branch
+        if not (branch or "").startswith(MAGIC_COOKIE) or branch == MAGIC_COOKIE:
+            params = dict(via.params)  # a new Via: the parsed one may be shared with the request it was copied from
+            params["branch"] = branch = self.config.branch_factory()
+            request.replace_first("Via", str(Via(via.transport, via.host, via.port, params, via.protocol)))
+        return self._start_client(request, dest, now, ("c", branch, intern(request.cseq.method)))
 
-    def _start_client(self, request: Request, dest: Address, now: float) -> TxKey:
-        key = client_key(request)
+    def _start_client(self, request: Request, dest: Address, now: float, key: TxKey | None = None) -> TxKey:
+        if key is None:
+            key = client_key(request)
         if key in self._txs:
             raise LocalProtocolError(f"transaction {key} already exists", None)
         kind = Kind.ICT if request.method == "INVITE" else Kind.NICT

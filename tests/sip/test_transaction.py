@@ -9,7 +9,7 @@ import pytest
 from sipd.sip.errors import LocalProtocolError, RemoteProtocolError, TransactionError
 from sipd.sip.layer import (
     CancelReceived, LayerConfig, RequestReceived, ResponseReceived, TransactionLayer,
-    TransactionTerminated, TransactionTimedOut,
+    TransactionTerminated, TransactionTimedOut, client_key, server_key,
 )
 from sipd.sip.message import make_request, make_response
 from sipd.sip.parser import parse_message
@@ -367,3 +367,30 @@ def test_send_request_requires_via_and_no_ack(clock):
         layer.send_request(request("ACK"), UDP_B, clock.now)
     with pytest.raises(TransactionError):
         layer.send_response(make_response(request(branch="z9hG4bKnone"), 200), clock.now)
+
+
+def test_a_branch_is_added_to_a_new_via_not_to_the_parsed_one(clock):
+    layer = make_layer()
+    req = request("OPTIONS")
+    parsed = req.via  # a copy of this request may share this object
+    key = layer.send_request(req, UDP_B, clock.now)
+    (out,) = layer.messages_to_send(clock.now)
+    assert key == ("c", "z9hG4bK-1", "OPTIONS") == client_key(parse_message(out.data))
+    assert parsed.branch is None and req.via.branch == "z9hG4bK-1"
+
+
+def test_the_key_of_a_request_we_send_comes_from_its_top_via_only(clock):
+    layer = make_layer()
+    req = request("OPTIONS", branch="z9hG4bK-low")
+    assert req.vias  # parsed before the proxy adds its own Via
+    req.prepend("Via", "SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-top")
+    assert layer.send_request(req, UDP_B, clock.now) == ("c", "z9hG4bK-top", "OPTIONS")
+
+
+def test_a_server_key_follows_a_change_of_the_top_via():
+    req = request("INVITE", branch="z9hG4bK-one")
+    assert server_key(req, "INVITE") == ("s", "z9hG4bK-one", "192.0.2.1:5060", "INVITE")
+    assert server_key(req, "INVITE") is server_key(req, "INVITE")  # read once per request
+    req.replace_first("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-two")
+    assert server_key(req, "INVITE")[1] == "z9hG4bK-two"
+    assert server_key(req, "CANCEL") == ("s", "z9hG4bK-two", "192.0.2.1:5060", "CANCEL")
