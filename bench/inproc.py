@@ -187,6 +187,7 @@ def make_fixed(server: InProcessServer) -> None:
     the wall clock of nonces and expiries, the loop clock), so that two versions of the code can
     be compared byte for byte (with PYTHONHASHSEED set: stateless To tags are a hash)."""
     from sipd.daemon import endpoint as endpoint_module
+    from sipd.services import challenge as challenge_module
 
     auth = server.endpoint.authenticator
     auth.secret = b"k" * 32
@@ -199,7 +200,7 @@ def make_fixed(server: InProcessServer) -> None:
         def time() -> float:
             return 1_800_000_000.0
 
-    endpoint_module.time = FixedWall  # type: ignore[assignment]
+    endpoint_module.time = challenge_module.time = FixedWall  # type: ignore[assignment]
 
 
 # -- the clients' side: SIPp's scenarios (bench/scenarios/*.xml) as bytes ----------------------------

@@ -22,6 +22,7 @@ from ..mgmt.context import MgmtContext
 from ..privileges import PrivilegeError, drop, write_pid_file
 from ..services import accounting, cluster, cluster_bans, nat, presence, security
 from ..services.auth import Authenticator, Credentials
+from ..services.challenge import RawChallenge
 from ..services.proxy import Proxy
 from ..services.resolve import SipResolver
 from ..services.stages import build_pipeline
@@ -83,6 +84,9 @@ class App:
         """The request stages (after accounting and presence: their stages use what they set)."""
         endpoint = self.endpoint
         endpoint.stages = build_pipeline(self.state, endpoint, endpoint.authenticator)
+        # the challenge of a REGISTER without credentials, from its raw bytes when these stages allow
+        endpoint.layer.config.answer_raw = RawChallenge.for_pipeline(self.state, endpoint, endpoint.authenticator,
+                                                                     endpoint.stages)
 
     def _gauges(self) -> None:
         s, config, loc, endpoint = self.state.stats, self.config, self.state.location, self.endpoint

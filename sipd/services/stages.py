@@ -70,6 +70,7 @@ def _auth_stage(index: int, authenticator: Authenticator) -> Stage:
                 return dropped
         return Reply(result.status, None, list(result.headers), why=result.why)
 
+    auth.authenticates = True  # type: ignore[attr-defined]  # where challenge.RawChallenge looks for it
     return auth
 
 

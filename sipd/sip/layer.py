@@ -86,6 +86,9 @@ class LayerConfig:
     on_stateless_ack: Callable[[], None] | None = None
     # requests that start something are passed up without a server transaction (module docstring)
     stateless_requests: bool = False
+    # answers a stateless request from its raw bytes before it is parsed, or declines (None):
+    # (status, answer), kept for retransmissions as any stateless answer (sipd/services/challenge.py)
+    answer_raw: Callable[[bytes, Address], tuple[int, bytes] | None] | None = None
     reply_ttl: float = 32.0  # seconds a stateless final answer is kept for retransmissions (64*T1, as Timer J)
     reply_cache_size: int = 65536  # ... at most this many accepted requests' answers (oldest dropped first)
     refusal_cache_size: int = 1024  # ... and refusals (a flood's answers: kept few, recomputed when gone)
@@ -275,6 +278,10 @@ class TransactionLayer:
             if sent is not None:  # a retransmission of a request answered statelessly
                 if sent:  # (empty: still being decided)
                     self._out.append(Outgoing(sent, addr))
+                return
+            answer_raw = self.config.answer_raw
+            if answer_raw is not None and (answer := answer_raw(data, addr)) is not None:
+                self.send_stateless_reply(key, answer[0], answer[1], addr, now)
                 return
         try:
             msg = parse_message(data)
