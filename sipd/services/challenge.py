@@ -66,14 +66,13 @@ class RawChallenge:
         plain = read_plain_register(data) if state.config.auth.register else None
         if plain is None:
             return None
-        uri_text, headers, to = plain
+        uri_text, values, answered, to = plain
         host = to.uri.host
         if host not in state.domains:
             return None  # 403 Domain Not Served, from the general path
         spam = state.spam
         if spam is not None and spam.settings.enabled:
-            ua = headers._index.get("user-agent")  # type: ignore[union-attr]
-            if "REGISTER" in spam.methods or spam.is_scanner(ua[0][2] if ua else None):
+            if "REGISTER" in spam.methods or spam.is_scanner(values.get("user-agent")):
                 return None
         endpoint = self.endpoint
         result = self.authenticator.challenge(realm_for(state, host), time.time(), proxy=False, why="no credentials")
@@ -81,7 +80,7 @@ class RawChallenge:
         server_header = endpoint.config.server.server_header
         if server_header:
             extra.append(f"Server: {server_header}")
-        answer = answer_bytes(_STATUS_LINE, headers, raw_stateless_tag(endpoint.mark, uri_text, headers), extra)
+        answer = answer_bytes(_STATUS_LINE, answered, raw_stateless_tag(endpoint.mark, uri_text, values), extra)
         endpoint.c_rcv_requests.inc()
         if logger.isEnabledFor(logging.INFO):
             logger.info("%s %s from %s -> %d%s", "REGISTER", to.uri.aor().split(":", 1)[1], describe(addr), 401,

@@ -30,10 +30,10 @@ from collections import deque
 from typing import Any
 
 from .errors import RemoteProtocolError
-from .header_fields import Headers
+from .header_fields import NAME_KEYS, Item
 from .headers import SMALL_UINTS, NameAddr, fast_cseq, fast_name_addr, fast_via, parse_name_addr_list
 from .message import CRLF
-from .parser import MAX_MESSAGE_SIZE, _frame_body, _head_items, _uri_match
+from .parser import _WIRE_KEYS, MAX_HEADERS, MAX_MESSAGE_SIZE, _uri_match
 
 STATELESS_MARK = ".s"  # between the process prefix and the hash in a stateless To tag
 
@@ -49,10 +49,9 @@ def stateless_tag(prefix: str, request: Any) -> str:
     return f"{prefix}{STATELESS_MARK}{hash(seed) & 0xFFFFFFFF:08x}"
 
 
-def raw_stateless_tag(prefix: str, uri_text: str, headers: Headers) -> str:
+def raw_stateless_tag(prefix: str, uri_text: str, values: dict[str, str]) -> str:
     """``stateless_tag`` of a request read by ``read_plain_register`` (the same seed, the same tag)."""
-    idx = headers._index
-    seed = (uri_text, idx["call-id"][0][2], idx["from"][0][2], idx["via"][0][2])  # type: ignore[index]
+    seed = (uri_text, values["call-id"], values["from"], values["via"])
     return f"{prefix}{STATELESS_MARK}{hash(seed) & 0xFFFFFFFF:08x}"
 
 
@@ -99,65 +98,80 @@ class ReplyCache:
 
 # Header lines that make a REGISTER more than plain: its credentials are to be checked, its Route
 # entries consumed, its extensions judged (420). Each sends the request down the general path.
-_NOT_PLAIN = ("authorization", "route", "require", "proxy-require")
+_NOT_PLAIN = frozenset(("authorization", "route", "require", "proxy-require"))
+_ANSWERED = frozenset(("via", "from", "to", "call-id", "cseq"))  # copied into the answer
+_READ = _ANSWERED | {"max-forwards", "contact", "content-length", "user-agent"}  # one line each at most
 
 
-def read_plain_register(data: bytes) -> tuple[str, Headers, NameAddr] | None:
-    """(Request-URI text, headers, To) of a REGISTER datagram that the parser would accept and no
-    stage before authentication would answer or route: one Via, From, To (no tag), Call-ID and
-    CSeq each in its common shape, a SIP Request-URI and AOR, valid Max-Forwards, Contact and
-    Content-Length, none of ``_NOT_PLAIN``. None for anything else: the general path decides
-    then, with the status it always gave. Reads the header lines as ``parse_message`` does."""
-    if data[:9] != b"REGISTER " or len(data) > MAX_MESSAGE_SIZE or data.find(b"\r\n\r\n") < 0:
+def read_plain_register(data: bytes) -> tuple[str, dict[str, str], list[Item], NameAddr] | None:
+    """(Request-URI text, values, answered lines, To) of a REGISTER datagram that the parser would
+    accept and no stage before authentication would answer or route: one Via, From, To (no tag),
+    Call-ID and CSeq each in its common shape, a SIP Request-URI and AOR, valid Max-Forwards,
+    Contact and Content-Length, none of ``_NOT_PLAIN``. ``values``: the value of each ``_READ``
+    line present, by key; the answered lines are items as ``Headers`` holds them. None for
+    anything else: the general path decides then, with the status it always gave.
+
+    The header lines are split as the parser's fast path splits them (``_split_block``), giving
+    up where it would, but only the lines read are kept: a REGISTER with credentials (half of
+    them) is declined before anything is decoded."""
+    if (data[:9] != b"REGISTER " or len(data) > MAX_MESSAGE_SIZE or b"\nAuthorization:" in data
+            or b"\nauthorization:" in data):
         return None
-    try:
-        start, h, body_at = _head_items(data)
-        idx = h._index
-        if idx is None:  # lines the fast split does not take (folding, names not seen before ...)
-            return None
-        parts = start.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0" or _uri_match(parts[1]) is None:
-            return None
-        via, from_, to, call_id, cseq = idx.get("via"), idx.get("from"), idx.get("to"), idx.get("call-id"), idx.get("cseq")
-        if not (via and from_ and to and call_id and cseq) or len(via) + len(from_) + len(to) + len(call_id) + len(cseq) != 5:
-            return None
-        for key in _NOT_PLAIN:
-            if key in idx:
-                return None
-        value = call_id[0][2]
-        if not value or " " in value or "\t" in value:
-            return None
-        c = fast_cseq(cseq[0][2])
-        if c is None or c.method != "REGISTER" or fast_via(via[0][2]) is None or fast_name_addr(from_[0][2]) is None:
-            return None
-        to_na = fast_name_addr(to[0][2])
-        if to_na is None or "tag" in to_na.params or not to_na.uri.is_sip:
-            return None
-        mf = idx.get("max-forwards")
-        if mf is not None and (len(mf) != 1 or SMALL_UINTS.get(mf[0][2], 256) > 255):
-            return None
-        contact = idx.get("contact")
-        if contact is not None:
-            if len(contact) != 1 or "*" in contact[0][2]:
-                return None
-            parse_name_addr_list(contact[0][2])
-        _frame_body(h, data, body_at)
-    except RemoteProtocolError:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
         return None
-    return parts[1], h, to_na
+    lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
+    if len(lines) > MAX_HEADERS:
+        return None
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] != "SIP/2.0" or _uri_match(parts[1]) is None:
+        return None
+    fast, wire = NAME_KEYS, _WIRE_KEYS
+    values: dict[str, str] = {}
+    answered: list[Item] = []
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name, sep, value = line.partition(": ")
+        key = fast.get(name) or wire.get(name)
+        if key is None or not sep or key in _NOT_PLAIN:
+            return None  # a line the fast split would not take (then the parser decides), or not plain
+        if key in _READ:
+            if key in values:
+                return None  # two Vias, Contacts, Content-Lengths ...: the general path
+            value = values[key] = value.strip(" \t")
+            if key in _ANSWERED:
+                answered.append((key, name, value, line))
+    if len(answered) != 5:
+        return None
+    value = values["call-id"]
+    if not value or " " in value or "\t" in value:
+        return None
+    c = fast_cseq(values["cseq"])
+    if c is None or c.method != "REGISTER" or fast_via(values["via"]) is None or fast_name_addr(values["from"]) is None:
+        return None
+    to = fast_name_addr(values["to"])
+    if to is None or "tag" in to.params or not to.uri.is_sip:
+        return None
+    if SMALL_UINTS.get(values.get("max-forwards", "70"), 256) > 255:
+        return None
+    length = values.get("content-length")
+    if length is not None and ((n := SMALL_UINTS.get(length)) is None or end + 4 + n > len(data)):
+        return None
+    contact = values.get("contact")
+    if contact is not None:
+        if "*" in contact:
+            return None
+        try:
+            parse_name_addr_list(contact)
+        except RemoteProtocolError:
+            return None
+    return parts[1], values, answered, to
 
 
-_ANSWERED = frozenset(("via", "from", "to", "call-id", "cseq"))
-
-
-def answer_bytes(status_line: str, headers: Headers, to_tag: str, extra: list[str]) -> bytes:
+def answer_bytes(status_line: str, answered: list[Item], to_tag: str, extra: list[str]) -> bytes:
     """``make_response(request, ..., to_tag=to_tag, headers=...).to_bytes()`` for a request read by
     ``read_plain_register`` (its To has no tag), ``extra`` the added header lines as written."""
-    lines: list[str] = []
-    for it in headers._items:
-        key = it[0]
-        if key in _ANSWERED:
-            lines.append(f"{it[1]}: {it[2]};tag={to_tag}" if key == "to" else it[3])
+    lines = [f"{it[1]}: {it[2]};tag={to_tag}" if it[0] == "to" else it[3] for it in answered]
     lines += extra
     lines.append("Content-Length: 0")
     return f"{status_line}\r\n{CRLF.join(lines)}\r\n\r\n".encode("utf-8", "surrogateescape")

@@ -76,10 +76,10 @@ def test_plain_register_answered_as_make_response(name):
     data = PLAIN[name]
     read = read_plain_register(data)
     assert read is not None, name
-    uri_text, headers, to = read
-    tag = raw_stateless_tag("p1", uri_text, headers)
+    uri_text, values, answered, to = read
+    tag = raw_stateless_tag("p1", uri_text, values)
     assert tag == stateless_tag("p1", parse_message(data))
-    assert answer_bytes("SIP/2.0 401 Unauthorized", headers, tag, [f"{n}: {v}" for n, v in CHALLENGE]) == \
+    assert answer_bytes("SIP/2.0 401 Unauthorized", answered, tag, [f"{n}: {v}" for n, v in CHALLENGE]) == \
         expected_answer(data)
     assert to.tag is None and to.uri.is_sip
 
@@ -107,7 +107,7 @@ def test_torture_messages_and_their_register_twins(path):
             expected = expected_answer(msg)
         except RemoteProtocolError as exc:  # pragma: no cover - the failure this test is for
             pytest.fail(f"read as plain, refused by the parser: {exc}")
-        uri_text, headers, _to = read
-        got = answer_bytes("SIP/2.0 401 Unauthorized", headers, raw_stateless_tag("p1", uri_text, headers),
+        uri_text, values, answered, _to = read
+        got = answer_bytes("SIP/2.0 401 Unauthorized", answered, raw_stateless_tag("p1", uri_text, values),
                            [f"{n}: {v}" for n, v in CHALLENGE])
         assert got == expected
