@@ -8,7 +8,11 @@ operation does not. This starts sipd (the same config as bench/sipd_target.py), 
 ``--rate`` for ``--count`` operations, and divides the daemon's CPU time (utime+stime of the
 process and its children, from /proc) by the number of successful operations. ``--profile``
 runs the daemon under cProfile and prints the top entries (cProfile roughly doubles the CPU
-time; use it for where, not for how much). Loopback only; every process is stopped by its PID.
+time; use it for where, not for how much). ``--callgrind`` runs the daemon and its worker
+processes under valgrind's callgrind and prints the instructions per operation of each process
+over the SIPp run only (counters zeroed when the processes are idle, dumped when SIPp ends): the
+repeatable figure for what two processes add, whatever the neighbours do (run it at a low rate:
+the daemon is ~50 times slower under valgrind). Loopback only; every process is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -48,18 +52,61 @@ def free_udp_port() -> int:
     raise SystemExit("no free port")
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of pid and its children."""
-    user = system = 0
+def cpu_by_process(pid: int) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds of pid and of each of its children, by PID."""
+    out = {}
     for p in bench_lib._tree([pid], bench_lib._children_map()):
         try:
             st = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         fields = st[st.rfind(")") + 2:].split()
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / CLK, system / CLK
+        out[p] = (int(fields[11]) / CLK, int(fields[12]) / CLK)
+    return out
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of pid and its children."""
+    by = cpu_by_process(pid).values()
+    return sum(u for u, _ in by), sum(s for _, s in by)
+
+
+def wait_idle(pid: int, quiet: float, limit: float) -> None:
+    """Wait (bounded by ``limit`` seconds) until the daemon and its workers used no CPU for ``quiet``
+    seconds: every worker started and synced (under valgrind that takes a minute)."""
+    deadline = time.monotonic() + limit
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = cpu_by_process(pid)
+        ticks = (len(now), round(sum(u + s for u, s in now.values()), 2))
+        if ticks != last:
+            last, since = ticks, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.25)
+
+
+def callgrind_instructions(out: Path, pids: list[int]) -> dict[int, int]:
+    """Instructions each process executed between its zeroing and its dump (callgrind_control)."""
+    found = {}
+    for pid in pids:
+        for f in sorted(out.glob(f"callgrind.{pid}.*")):
+            for line in f.read_text(errors="replace").splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    found[pid] = found.get(pid, 0) + int(line.split()[1])
+                    break
+    return found
+
+
+def print_split(pid: int, before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]], ok: int) -> None:
+    """CPU per operation of each process (main first): where two processes spend it."""
+    for p in sorted(after, key=lambda p: (p != pid, p)):
+        u0, s0 = before.get(p, (0.0, 0.0))
+        u, s = after[p][0] - u0, after[p][1] - s0
+        if u + s <= 0:
+            continue
+        name = "main" if p == pid else f"pid {p}"
+        print(f"  {name}: {(u + s) / max(ok, 1) * 1e6:.1f} us/op [user {u / max(ok, 1) * 1e6:.1f} + sys {s / max(ok, 1) * 1e6:.1f}]")
 
 
 def sipp_stat(out: Path) -> tuple[int, int]:
@@ -113,6 +160,8 @@ def main() -> int:
     ap.add_argument("--tail", type=float, default=0.0,
                     help="seconds to wait after SIPp before reading the CPU time: 34 includes every transaction's end "
                          "(Timer J/K, 32 s); an idle sipd uses no CPU")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instructions per operation of each process, under valgrind (use a low --rate)")
     ap.add_argument("--workers", type=int, default=1, help="[server] workers")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--location-mode", default="memory", help="[location] mode (the default config is write-through)")
@@ -138,6 +187,9 @@ def main() -> int:
     cfg.write_text(sipd_target.toml(conf) + args.extra.replace("\\n", "\n") + "\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     cmd = [sys.executable]
+    if args.callgrind:
+        cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/callgrind.%p",
+               *cmd]
     if args.profile:
         cmd += [str(BENCH / "profiled_sipd.py"), str(Path(args.profile).resolve()), "--config", str(cfg)]
     else:
@@ -146,7 +198,7 @@ def main() -> int:
     daemon = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     uas = None
     try:
-        if bench_lib.wait_ready("127.0.0.1", port, 15) != 0:
+        if bench_lib.wait_ready("127.0.0.1", port, 300 if args.callgrind else 15) != 0:
             print((tmp / "sipd.log").read_text()[-2000:])
             return 1
         scn = BENCH / "scenarios"
@@ -170,9 +222,15 @@ def main() -> int:
         spy = None
         if args.pyspy:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(daemon.pid), "-r", "2000",
-                                    "-f", "raw", "-o", args.pyspy, "-d", str(int(args.count // args.rate + args.tail + 2)), "--nonblocking"],
+                                    "-f", "raw", "-o", args.pyspy, "-d", str(int(args.count // args.rate + args.tail + 2)), "--nonblocking",
+                                    *(["--subprocesses"] if args.workers > 1 else [])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
+        if args.callgrind:
+            wait_idle(daemon.pid, 3.0, 300.0)
+            pids = sorted(cpu_by_process(daemon.pid), key=lambda p: (p != daemon.pid, p))
+            subprocess.run(["callgrind_control", "-z", *map(str, pids)], stdout=subprocess.DEVNULL, check=False)
+        split0 = cpu_by_process(daemon.pid)
         before = cpu_seconds(daemon.pid)
         t0 = time.monotonic()
         subprocess.run(["timeout", "-k", "5", str(tmo + 10), "sipp", f"127.0.0.1:{port}", "-sf", str(scn / xml),
@@ -182,8 +240,12 @@ def main() -> int:
                        stderr=subprocess.DEVNULL)
         wall = time.monotonic() - t0
         mid = cpu_seconds(daemon.pid)
+        if args.callgrind:
+            wait_idle(daemon.pid, 1.0, 60.0)  # the last replies, and the frames that follow them
+            subprocess.run(["callgrind_control", "-d", *map(str, pids)], stdout=subprocess.DEVNULL, check=False)
         time.sleep(args.tail)
         after = cpu_seconds(daemon.pid)
+        split1 = cpu_by_process(daemon.pid)
         if args.tail:
             print(f"CPU during SIPp {sum(mid) - sum(before):.2f}s, in the {args.tail:g}s after {sum(after) - sum(mid):.2f}s")
         if spy is not None:
@@ -194,6 +256,13 @@ def main() -> int:
         load = os.getloadavg()[0]
         print(f"{args.scenario}: {ok} ok, {failed} failed in {wall:.1f}s at {args.rate}/s; daemon CPU {cpu:.2f}s "
               f"= {cpu / max(ok, 1) * 1e6:.0f} us/op [user {usr / max(ok, 1) * 1e6:.0f} + sys {sys_ / max(ok, 1) * 1e6:.0f}] ({cpu / wall * 100:.0f}% of a core); load {load:.1f}")
+        if args.workers > 1:
+            print_split(daemon.pid, split0, split1, ok)
+        if args.callgrind:
+            time.sleep(1)
+            counts = callgrind_instructions(tmp, pids)
+            print(f"instructions/op: {sum(counts.values()) / max(ok, 1):,.0f} = " + " + ".join(
+                f"{'main' if p == daemon.pid else f'pid {p}'} {n / max(ok, 1):,.0f}" for p, n in counts.items()))
     finally:
         for p in (uas, daemon):
             if p is not None and p.poll() is None:
