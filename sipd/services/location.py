@@ -16,7 +16,7 @@ Theory of operation:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -59,6 +59,25 @@ class Contact:
         return -1.0 if self.q is None else self.q
 
 
+def _identity(c: Contact) -> tuple:
+    """What a refresh of a binding leaves as it was: everything but its expiry, CSeq, times and
+    write-back state."""
+    return (c.uri, c.q, c.call_id, c.user_agent, c.received, c.path, c.socket, c.flags, c.cflags, c.methods,
+            c.instance, c.reg_id, c.conn_id, c.temp_gruu, c.params, c.node_id)
+
+
+def refresh_only(old: Sequence[Contact], new: Sequence[Contact], until: float) -> bool:
+    """Whether ``new`` is ``old`` refreshed: the same bindings in the same order, each changed at
+    most in its CSeq and times, its expiry not earlier, and every old binding alive past ``until``
+    (a reader of ``old`` that sees the change late still finds each binding live)."""
+    if len(old) != len(new) or not old:
+        return False
+    for o, n in zip(old, new):
+        if not until < o.expires <= n.expires or _identity(o) != _identity(n):
+            return False
+    return True
+
+
 def aor_key(user: str | None, host: str) -> str:
     """``user@domain`` as the location index key (domain lowercased)."""
     return f"{user or ''}@{host.lower()}"
@@ -72,8 +91,9 @@ class Location:
         self._heap: list[tuple[float, str]] = []
         self._temp_gruus: dict[str, tuple[str, str]] = {}
         self.dirty: set[str] = set()  # AORs changed since the last write-back flush
-        #: called with the AOR after each ``replace`` (registrar workers: sipd/daemon/workers/)
-        self.on_change: Callable[[str], None] | None = None
+        #: called with the AOR and its bindings before the change after each ``replace`` (registrar
+        #: workers: sipd/daemon/workers/)
+        self.on_change: Callable[[str, Sequence[Contact]], None] | None = None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -114,6 +134,7 @@ class Location:
 
     def replace(self, aor: str, contacts: list[Contact], *, mark_dirty: bool = True, notify: bool = True) -> None:
         """Set the full contact list of ``aor`` (empty removes it); ``notify``: tell ``on_change``."""
+        old = self._aors.get(aor, ())
         if contacts:
             if len(contacts) > 1:
                 contacts.sort(key=Contact.sort_q, reverse=True)  # stable: older first among equal q
@@ -128,7 +149,7 @@ class Location:
         if mark_dirty:
             self.dirty.add(aor)
         if notify and self.on_change is not None:
-            self.on_change(aor)
+            self.on_change(aor, old)
 
     def remove(self, aor: str, contact: str | None = None) -> int:
         """Remove one contact (by URI) or the whole AOR; returns how many were removed."""

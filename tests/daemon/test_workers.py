@@ -346,3 +346,32 @@ def test_log_level_and_table_reloads_reach_the_worker(tmp_path):
         assert "worker reloaded domains" not in d.log_text()  # at info, before the new level reached it
     finally:
         d.stop()
+
+
+def test_main_gets_a_workers_refreshes_in_a_batch_and_every_other_change_before_the_200(tmp_path):
+    """A refresh (same binding, later expiry, higher CSeq) reaches main's table within a second or
+    so, in one write with the others; a new contact or an unregistration before the worker's 200."""
+    d = start(tmp_path)
+    user = WORKER_USERS[0]
+    aor = f"{user}@{DOMAIN}"
+
+    def main_row() -> dict | None:
+        dump = d.mi("ul_dump")["Domains"][0]["AORs"]
+        rows = [c for a in dump if a["AOR"] == aor for c in a["Contacts"]]
+        return rows[0] if len(rows) == 1 else None
+
+    try:
+        with UA(d.port, user, password=f"pw-{user}") as ua:
+            assert ua.register(600).status == 200
+            first = main_row()
+            assert first is not None and first["Contact"] == ua.contact.strip("<>")
+            assert ua.register(900).status == 200
+            wait_for(lambda: (main_row() or {}).get("Cseq", 0) > first["Cseq"], "the refresh to reach main", 5.0)
+            assert main_row()["Expires"] > 600
+            moved = f"<sip:{user}@127.0.0.1:9>"
+            assert ua.register(600, contact=moved).status == 200
+            assert sorted(aors(d)[aor]) == sorted([ua.contact.strip("<>"), moved.strip("<>")])  # no wait
+            assert ua.register(0, contact="*").status == 200
+            assert aor not in aors(d)
+    finally:
+        d.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipd.config import RegistrarSection
-from sipd.services.location import Contact, Location
+from sipd.services.location import Contact, Location, refresh_only
 from sipd.services.registrar import register
 from sipd.sip.parser import parse_message
 
@@ -166,3 +166,31 @@ def test_location_expire_compacts_refreshes_without_walking_the_table_every_time
             loc.replace(a, [Contact(f"sip:{a}", NOW + 100 + refresh)])
     assert loc.expire(NOW) == [] and counted and len(loc._heap) == 2000
     assert len(loc.expire(NOW + 105)) == 2000 and len(loc) == 0
+
+
+def test_a_refresh_is_told_from_every_other_change():
+    """refresh_only: what a worker may send main late (a later expiry, a higher CSeq) against what
+    it must send before its 200 (anything main routes or shows by)."""
+    first = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", cseq=1)).contacts
+    refreshed = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", cseq=2), list(first)).contacts
+    horizon = NOW + 10
+    assert refresh_only(first, refreshed, horizon)
+    assert refreshed[0].cseq == 2 and refreshed[0].expires == first[0].expires  # same instant: same expiry
+    later = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="900", cseq=3), list(first)).contacts
+    assert refresh_only(first, later, horizon)
+    # an earlier expiry, a new binding, one removed, another Call-ID, another source: at once
+    shorter = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="300", cseq=3), list(first)).contacts
+    assert not refresh_only(first, shorter, horizon)
+    added = run(reg(["<sip:alice@192.0.2.9:5060>"], expires="600", cseq=3), list(first)).contacts
+    assert len(added) == 2 and not refresh_only(first, added, horizon)
+    assert run(reg(["<sip:alice@192.0.2.1:5060>"], expires="0", cseq=3), list(first)).contacts == []
+    assert not refresh_only(first, [], horizon)
+    rebooted = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", call_id="c2"), list(first)).contacts
+    assert not refresh_only(first, rebooted, horizon)
+    moved = register(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", cseq=3), list(first), RegistrarSection(),
+                     NOW, received="udp:198.51.100.7:5060", socket="udp:127.0.0.1:5060", conn_id=None,
+                     token="tok").contacts
+    assert not refresh_only(first, moved, horizon)
+    # nothing held before, or a binding main holds that ends within the horizon: at once
+    assert not refresh_only([], refreshed, horizon)
+    assert not refresh_only(first, refreshed, NOW + 600)

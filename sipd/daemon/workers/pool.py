@@ -365,9 +365,9 @@ class WorkerPool:
                 w.reload_pending = False
                 w.proc.send_signal(signal.SIGHUP)
 
-    def push(self, aor: str) -> None:
+    def push(self, aor: str, old: Any = ()) -> None:
         """Send main's contacts of ``aor`` to its owner and to the workers holding a copy (after
-        main changed it)."""
+        main changed it; ``old``, the bindings before, is not needed here)."""
         k = owner_of_aor(aor, self.n)
         to = self.copies.get(aor)
         if k == 0 and not to:

@@ -26,6 +26,7 @@ from ... import config as cfg
 from ... import logging as sipd_logging
 from ...errors import StartupError
 from ...reloading import reload_in_worker
+from ...services.location import refresh_only
 from ...services.pipeline import Elsewhere
 from ...services.stages import build_pipeline
 from ...sip.uri import format_host
@@ -47,6 +48,13 @@ logger = logging.getLogger("sipd")
 
 FETCH_TIMEOUT = 2.0  # seconds a worker waits for main's copy of an AOR
 SYNC_TIMEOUT = 30.0  # seconds a starting worker waits for its AORs from main
+#: Seconds main's copy of an AOR may lag behind a refresh (new expiry and CSeq only): refreshes
+#: are sent in one write per this interval, the latest of each AOR once, instead of one write
+#: (and one wake-up of main) per REGISTER. Any other change is sent before the 200.
+REFRESH_DELAY = 1.0
+#: A refresh is held back only when every binding main holds lives this many seconds more: main
+#: must never drop (or a restarted worker get) a binding the phone has just refreshed.
+REFRESH_HORIZON = 10.0
 
 
 def worker_config(config: cfg.Config) -> cfg.Config:
@@ -81,6 +89,7 @@ class WorkerRouting(NoWorkers):
         self.calls = False  # calls are spread: this process serves the calls of its Call-IDs
         self.tls: Any = None  # its TlsManager (TLS reload and handshakes of the sockets main hands over)
         self._fetching: dict[str, asyncio.Future] = {}
+        self._refreshed: set[str] = set()  # AORs whose refresh main has not been sent yet
         self._handlers = {
             FrameKind.REGISTER: self._on_register, FrameKind.CALL: self._on_call, FrameKind.AOR: self._on_aor,
             FrameKind.BAN: self._on_ban, FrameKind.PASSTHROUGH: self._on_passthrough,
@@ -103,9 +112,33 @@ class WorkerRouting(NoWorkers):
         share_bans(state, self.endpoint.gate, self._send)
         self.link = await Link.open(sock, self._on_frame, self._main_gone)
 
-    def _aor_changed(self, aor: str) -> None:
-        if self.link is not None:
-            self.link.send_now(AorContacts(aor, tuple(self.endpoint.state.location.contacts(aor))))
+    def _aor_changed(self, aor: str, old: Any) -> None:
+        """Tell main of an AOR this process changed: at once (before the 200, so a call right after
+        it finds the binding), or, for a refresh of what main holds, with the next batch.
+
+        ``old`` is what main holds, or a refresh of it still in the batch (whose bindings lived
+        past the horizon when it was held back, and still do within REFRESH_DELAY)."""
+        link = self.link
+        if link is None:
+            return
+        location = self.endpoint.state.location
+        refreshed = self._refreshed
+        if refresh_only(old, location.current(aor), time.time() + REFRESH_HORIZON):
+            if not refreshed:
+                self.endpoint.loop.call_later(REFRESH_DELAY, self.send_refreshed)
+            refreshed.add(aor)
+            return
+        refreshed.discard(aor)
+        link.send_now(AorContacts(aor, tuple(location.contacts(aor))))
+
+    def send_refreshed(self) -> None:
+        """The refreshes held back: each AOR's latest bindings, in one write."""
+        refreshed, self._refreshed = self._refreshed, set()
+        if self.link is None:
+            return
+        location = self.endpoint.state.location
+        for aor in refreshed:
+            self.link.send(AorContacts(aor, tuple(location.contacts(aor))))
 
     async def join(self, mark: str) -> None:
         """Say hello (with this process's branch mark) and wait until main has sent our AORs."""
@@ -386,6 +419,7 @@ class WorkerRouting(NoWorkers):
             self.lifecycle.request_exit()
 
     async def stop(self) -> None:
+        self.send_refreshed()
         self._send(Counters(counters(self.endpoint.state)))
 
 
