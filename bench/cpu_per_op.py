@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU microseconds per operation of a live sipd, driven by SIPp at a fixed (sub-maximal) rate.
 
-    bench/cpu_per_op.py reg|reg_auth|call [--rate R] [--count N] [--profile FILE] [--workers W]
+    bench/cpu_per_op.py reg|reg_auth|call [--rate R] [--count N] [--profile FILE] [--workers W] [--transport T]
 
 A max-rate ladder on a shared, noisy machine mostly measures the neighbours; CPU time per
 operation does not. This starts sipd (the same config as bench/sipd_target.py), runs SIPp at
@@ -164,6 +164,9 @@ def main() -> int:
                     help="instructions per operation of each process, under valgrind (use a low --rate)")
     ap.add_argument("--workers", type=int, default=1, help="[server] workers")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--transport", default="u1", choices=["u1", "t1", "tn"],
+                    help="SIPp -t: u1 (UDP), t1 (one TCP connection for all), tn (a TCP connection per call or "
+                         "REGISTER pair; the callee keeps one, as bench/run.sh)")
     ap.add_argument("--location-mode", default="memory", help="[location] mode (the default config is write-through)")
     ap.add_argument("--extra", default="", help="extra TOML lines appended to the config (e.g. '[server]\\nworkers = 2')")
     args = ap.parse_args()
@@ -174,7 +177,7 @@ def main() -> int:
     port, uas_port, uac_port = free_udp_port(), free_udp_port(), free_udp_port()
     mode = "auth" if args.scenario == "reg_auth" else "noauth"
     conf = {
-        "server": {"listen": [f"udp:127.0.0.1:{port}"], "workers": args.workers},
+        "server": {"listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"], "workers": args.workers},
         "database": {"url": f"sqlite:///{tmp / 'sipd-bench.db'}"},
         "mgmt": {"socket": str(tmp / "sipd.sock")},
         "log": {"level": "warning"},
@@ -202,15 +205,19 @@ def main() -> int:
             print((tmp / "sipd.log").read_text()[-2000:])
             return 1
         scn = BENCH / "scenarios"
-        sipp_common = ["-i", "127.0.0.1", "-t", "u1", "-nostdin", "-buff_size", "1048576"]
+        sipp_common = ["-i", "127.0.0.1", "-nostdin", "-buff_size", "1048576"]
+        if args.transport != "u1":
+            sipp_common += ["-max_socket", "4096"]
+        uac_t = ["-t", args.transport]
+        uas_t = ["-t", "t1" if args.transport == "tn" else args.transport]
         if args.scenario == "call":
             subprocess.run(["timeout", "20", "sipp", f"127.0.0.1:{port}", "-sf", str(scn / "reg.xml"), "-inf",
-                            str(tmp / "callee.csv"), "-p", str(uas_port), *sipp_common, "-m", "1", "-nd",
+                            str(tmp / "callee.csv"), "-p", str(uas_port), *sipp_common, *uas_t, "-m", "1", "-nd",
                             "-timeout", "15s"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             uas_dir = tmp / "uas"
             uas_dir.mkdir()
             uas = subprocess.Popen(["sipp", "-sf", str(scn / "call_uas.xml"), "-p", str(uas_port), *sipp_common,
-                                    "-default_behaviors", "all,-abortunexp", "-timeout", "600s"],
+                                    *uas_t, "-default_behaviors", "all,-abortunexp", "-timeout", "600s"],
                                    cwd=uas_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         xml = {"reg": "reg.xml", "reg_auth": "reg_auth.xml", "call": "call_uac.xml"}[args.scenario]
@@ -234,7 +241,7 @@ def main() -> int:
         before = cpu_seconds(daemon.pid)
         t0 = time.monotonic()
         subprocess.run(["timeout", "-k", "5", str(tmo + 10), "sipp", f"127.0.0.1:{port}", "-sf", str(scn / xml),
-                        "-inf", str(inf), "-p", str(uac_port), *sipp_common, "-r", str(args.rate), "-m",
+                        "-inf", str(inf), "-p", str(uac_port), *sipp_common, *uac_t, "-r", str(args.rate), "-m",
                         str(args.count), "-l", str(args.rate * 6), *extra, "-trace_stat", "-stf", "stat.csv",
                         "-fd", "1", "-timeout", f"{tmo}s"], cwd=run_dir, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)

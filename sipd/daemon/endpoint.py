@@ -1,7 +1,7 @@
 """The endpoint of one process: what comes in from the transports, what goes out to them.
 
 The receive path, top to bottom: a transport calls ``datagram_received`` (UDP) or
-``message_received`` (TCP/TLS) -> the cheap checks before parsing (bans, size, the overload gate,
+``stream_received`` (TCP/TLS, a framed message's bytes) -> the cheap checks before parsing (bans, size, the overload gate,
 the routing strategy's hand-over to another process) -> every message goes to the transaction
 layer (``sipd/sip/layer.py``), which matches it to a transaction or, for a request that starts
 something, passes it up without one (its stateless requests: answered statelessly unless it is
@@ -172,28 +172,35 @@ class Endpoint:
 
     def _handed_message(self, data: bytes, addr: tuple, owned: bool, now: float) -> None:
         """A message another process read on a TCP/TLS connection it owns (checked there as any
-        stream message: bans when it connected, framing, size), as bytes; what answers it goes
-        back to that process, named in ``addr``."""
+        stream message: bans when it connected, framing), as bytes; what answers it goes back to
+        that process, named in ``addr``."""
         if not owned and self.routing.route_datagram(data, addr):
             return  # main: another worker's AOR or call
+        self._receive_framed(data, addr, now)
+
+    def stream_received(self, data: bytes, addr: tuple) -> None:
+        """A whole message framed on a TCP/TLS connection this process owns, as bytes: routed by
+        its bytes (as a datagram is) before anything parses it, so that only the process that
+        serves it does."""
+        now = self.loop.time()
+        if self.trace_on:
+            trace.log(sipd_logging.TRACE, "recv from %s:\n%s", describe(addr), data.decode("utf-8", "replace"))
+        if self.tracer.active:
+            self.tracer.emit("in", addr, data)
+        if self.routing.route_stream(data, addr):
+            return  # another process handles it (its AOR, its call)
+        self._receive_framed(data, addr, now)
+
+    def _receive_framed(self, data: bytes, addr: tuple, now: float) -> None:
+        """Parse a framed stream message and serve it. One that does not parse is refused as a
+        datagram would be (400 when its headers say enough to answer, else dropped); framing
+        found where it ends, so the connection stays in step and stays open."""
         try:
             msg = parse_message(data)
-        except RemoteProtocolError as exc:  # it was framed and parsed once: only a bug gets here
+        except RemoteProtocolError as exc:
             self.layer.reject(exc, addr)
         else:
             self.layer.receive_message(msg, addr, now)  # a stream message: nothing is retransmitted
-        self.process_events(now)
-
-    def message_received(self, msg: Any, addr: tuple) -> None:
-        now = self.loop.time()
-        if self.trace_on:
-            trace.log(sipd_logging.TRACE, "recv from %s:\n%s", describe(addr),
-                      msg.to_bytes().decode("utf-8", "replace"))
-        if self.tracer.active:
-            self.tracer.emit("in", addr, msg.to_bytes())
-        if self.routing.route_stream(msg, addr):
-            return  # another process handles it (its AOR, its call)
-        self.layer.receive_message(msg, addr, now)
         self.process_events(now)
 
     def connection_allowed(self, host: str) -> bool:

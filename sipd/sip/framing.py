@@ -46,50 +46,69 @@ class StreamParser:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Request | Response]:
+    def frames(self, data: bytes) -> list[bytes]:
+        """The whole messages ``data`` completes, as bytes (not parsed: a receiver may route a
+        message by its bytes, and only the process that serves it parses it). Raises
+        RemoteProtocolError when framing is lost (the caller closes the connection)."""
         if self._error is not None:
             raise self._error
         buf = self._buf
-        buf += data
-        if len(buf) > MAX_STREAM_BUFFER:
+        if buf:  # the start of a message came in an earlier read
+            buf += data
+            if len(buf) > MAX_STREAM_BUFFER:
+                raise RemoteProtocolError("stream buffer overflow", None)
+            data = bytes(buf)
+            buf.clear()
+        elif len(data) > MAX_STREAM_BUFFER:
             raise RemoteProtocolError("stream buffer overflow", None)
-        out: list[Request | Response] = []
-        while buf:
-            if buf[:2] == b"\r\n":
-                if buf[:4] == b"\r\n\r\n":
+        out: list[bytes] = []
+        pos, n = 0, len(data)
+        search_from = self._search_from  # where the end of the header block may be (no rescans)
+        while pos < n:
+            if data.startswith(b"\r\n", pos):
+                if data.startswith(b"\r\n\r\n", pos):
                     self._keepalives += 1
-                    del buf[:4]
+                    pos += 4
                     continue
-                if len(buf) < 4 and buf == b"\r\n\r\n"[: len(buf)]:
+                if n - pos < 4 and b"\r\n\r\n".startswith(data[pos:]):
                     break  # maybe the start of a ping: wait for more
-                del buf[:2]  # a pong (or stray CRLF before a start line)
-                self._search_from = 0
+                pos += 2  # a pong (or stray CRLF before a start line)
+                search_from = pos
                 continue
-            end = buf.find(b"\r\n\r\n", self._search_from)
+            end = data.find(b"\r\n\r\n", max(pos, search_from))
             if end < 0:
-                if len(buf) > MAX_MESSAGE_SIZE:
+                if n - pos > MAX_MESSAGE_SIZE:
                     raise RemoteProtocolError("header block too large", None)
-                self._search_from = max(0, len(buf) - 3)
+                search_from = max(pos, n - 3)
                 break
-            head = bytes(buf[: end + 2])
-            lengths = {m.group(1).strip() for m in _CL_RE.finditer(head)}
-            if len(lengths) > 1:
-                raise RemoteProtocolError("conflicting Content-Length headers", None)
-            n = 0
+            lengths = {m.group(1).strip() for m in _CL_RE.finditer(data, pos, end + 2)}
+            length = 0
             if lengths:
+                if len(lengths) > 1:
+                    raise RemoteProtocolError("conflicting Content-Length headers", None)
                 v = lengths.pop()
-                n = _SMALL_UINTS_B.get(v)  # type: ignore[assignment]
-                if n is None:
-                    n = parse_uint(v.decode("latin-1"), MAX_MESSAGE_SIZE, "Content-Length")
-            total = end + 4 + n
+                length = _SMALL_UINTS_B.get(v)  # type: ignore[assignment]
+                if length is None:
+                    length = parse_uint(v.decode("latin-1"), MAX_MESSAGE_SIZE, "Content-Length")
+            total = end + 4 + length - pos
             if total > MAX_MESSAGE_SIZE:
                 raise RemoteProtocolError("message too large", None)
-            if len(buf) < total:
-                self._search_from = end  # header block already found
+            if n - pos < total:
+                search_from = end  # header block already found
                 break
-            chunk = bytes(buf[:total])
-            del buf[:total]
-            self._search_from = 0
+            out.append(data if total == n else data[pos:pos + total])
+            pos += total
+            search_from = pos
+        if pos < n:
+            buf += data[pos:] if pos else data
+        self._search_from = max(0, search_from - pos)
+        return out
+
+    def feed(self, data: bytes) -> list[Request | Response]:
+        """The whole messages ``data`` completes, parsed. A message that does not parse raises
+        RemoteProtocolError (after the ones before it, at the next call)."""
+        out: list[Request | Response] = []
+        for chunk in self.frames(data):
             try:
                 out.append(parse_message(chunk))
             except RemoteProtocolError as e:

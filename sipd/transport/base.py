@@ -1,8 +1,8 @@
 """What every transport shares: addresses, the sink they deliver to, and the connection table.
 
 Transports move bytes only. A received datagram goes to ``sink.datagram_received(data, addr)``; a
-stream transport frames bytes with the core's ``StreamParser`` (that *is* handing bytes to the core)
-and delivers whole messages with ``sink.message_received(msg, addr)``. Sending goes through
+stream transport frames bytes with the core's ``StreamParser`` (Content-Length, no parsing) and
+delivers each whole message, still bytes, with ``sink.stream_received(data, addr)``. Sending goes through
 ``Transports.send(data, dest)``, which picks the listener (UDP) or the connection (TCP/TLS).
 
 An ``Address`` is ``(transport, host, port, conn_id)``, the same tuple the SIP core's events carry:
@@ -26,7 +26,7 @@ Address = tuple  # (transport: str, host: str, port: int, conn_id: int | None)
 class Sink(Protocol):
     def datagram_received(self, data: bytes, addr: Address) -> None: ...
 
-    def message_received(self, msg: Any, addr: Address) -> None: ...
+    def stream_received(self, data: bytes, addr: Address) -> None: ...
 
     def stream_rejected(self, addr: Address, exc: Exception) -> None: ...
 

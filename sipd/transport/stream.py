@@ -1,7 +1,8 @@
 """SIP over TCP (and under TLS, see ``tls.py``): connections, framing, the connection table.
 
-Each connection feeds the core's ``StreamParser`` (Content-Length framing, RFC 3261 §18.3) and
-answers CRLF keep-alive pings with CRLF (RFC 5626 §3.5.1). Connections are kept in one table keyed
+Each connection feeds the core's ``StreamParser`` (Content-Length framing, RFC 3261 §18.3), hands
+each whole message to the sink as bytes (``stream_received``: routed by its bytes to the process
+that serves it, which alone parses it) and answers CRLF keep-alive pings with CRLF (RFC 5626 §3.5.1). Connections are kept in one table keyed
 by id and by (proto, host, port) of the peer, so replies and requests to an endpoint that registered
 over TCP go back over its connection. Limits: total connections, connections per source IP, idle
 timeout (closed by ``Transports.sweep``).
@@ -93,7 +94,7 @@ class StreamConnection(asyncio.BufferedProtocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.manager.loop.time()
         try:
-            messages = self.parser.feed(data)
+            messages = self.parser.frames(data)
         except Exception as exc:  # RemoteProtocolError: framing is lost, the connection must go
             self.manager.sink.stream_rejected(self.addr, exc)
             self.close()
@@ -101,9 +102,9 @@ class StreamConnection(asyncio.BufferedProtocol):
         while self.parser.pop_keepalive():
             self.write(b"\r\n")
         sink = self.manager.sink
-        for msg in messages:
+        for raw in messages:  # framed, not parsed: the process that serves a message parses it
             try:
-                sink.message_received(msg, self.addr)
+                sink.stream_received(raw, self.addr)
             except Exception as exc:  # noqa: BLE001 - one message must not stop the connection
                 caught(sink, "stream_receive", exc, self.addr, f"handling a {self.proto} message")
 

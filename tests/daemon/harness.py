@@ -123,15 +123,39 @@ class UA:
                     data, _ = self.sock.recvfrom(65535)
                     if data.strip():
                         return parse_message(data)
-        from sipd.sip.framing import StreamParser
-
-        parser = getattr(self, "_parser", None) or StreamParser()
-        self._parser = parser
         pending = getattr(self, "_pending", [])
         self._pending = pending
-        for _ in range(10000):
+        if pending:
+            return pending.pop(0)
+        parser = self._stream_parser()
+        for data in self._stream_reads(timeout):
+            pending.extend(parser.feed(data))
             if pending:
                 return pending.pop(0)
+        raise AssertionError("unreachable")
+
+    def recv_raw(self, timeout: float = 3.0) -> bytes:
+        """The next message on a stream connection, as received and unparsed (a 400 repeats the
+        header that made a request unparsable, which the parser of ``recv`` refuses too)."""
+        assert self.transport != "udp" and not getattr(self, "_pending", None)
+        parser = self._stream_parser()
+        for data in self._stream_reads(timeout):
+            got = parser.frames(data)
+            if got:
+                assert len(got) == 1, f"more than one message: {got!r}"
+                return got[0]
+        raise AssertionError("unreachable")
+
+    def _stream_parser(self) -> Any:
+        from sipd.sip.framing import StreamParser
+
+        self._parser = getattr(self, "_parser", None) or StreamParser()
+        return self._parser
+
+    def _stream_reads(self, timeout: float) -> Iterator[bytes]:
+        """What the connection brings, read after read, until ``timeout`` (TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{self.user}: nothing received in {timeout}s")
@@ -140,8 +164,7 @@ class UA:
                 data = self.sock.recv(65535)
                 if not data:
                     raise ConnectionError("server closed the connection")
-                pending.extend(parser.feed(data))
-        raise AssertionError("unreachable")
+                yield data
 
     def expect(self, *statuses: int, timeout: float = 3.0, skip: tuple[int, ...] = (100,)) -> Response:
         for _ in range(20):

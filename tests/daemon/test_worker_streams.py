@@ -240,3 +240,64 @@ def test_tls_endpoints_on_both_processes_call_and_tls_list_and_reload_reach_the_
         assert "Traceback" not in d.log_text()
     finally:
         d.stop()
+
+
+# -- messages routed by their bytes ---------------------------------------------------------------
+
+
+def one_on_each(d: SipdProcess, make) -> dict[int, UA]:
+    """A connection held by main and one held by the worker (process index -> its UA)."""
+    uas: dict[int, UA] = {}
+    for user in interleave(12):
+        before = held(d)
+        ua = make(user)
+        k = landed(d, before)
+        if k in uas:
+            ua.close()
+            continue
+        uas[k] = ua
+        if len(uas) == 2:
+            return uas
+    raise AssertionError(f"connections landed on {sorted(uas)} only")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_what_either_process_reads_reaches_its_process_malformed_or_not(tmp_path, pki, transport):
+    """Each message framed on a connection is routed by its bytes before anything parses it: on a
+    connection of main and one of the worker, a CRLF keep-alive is answered, a call request whose
+    Call-ID does not parse gets its 400 from the process owning that raw Call-ID (either one), bytes
+    that are no SIP message and a response to no transaction are dropped, and the connection then
+    still carries a REGISTER of an AOR of either process."""
+    d = start(tmp_path, tls={"certificate": str(pki / "srv.pem"), "private_key": str(pki / "srv.key")})
+    ctx = ssl.create_default_context(cafile=str(pki / "root" / "root.pem"))
+    try:
+        if transport == "tls":
+            uas = one_on_each(d, lambda u: TlsUA(d.tls_port, u, ctx))
+        else:
+            uas = one_on_each(d, lambda u: UA(d.port, u, transport="tcp", password=f"pw-{u}"))
+    except BaseException:
+        d.stop()
+        raise
+    to = f"sip:{WORKER_USERS[0]}@{DOMAIN}"
+    try:
+        for k, ua in uas.items():
+            ua.sock.sendall(b"\r\n\r\n")  # a keep-alive ping (RFC 5626 §3.5.1): its owner answers
+            assert ua.sock.recv(16) == b"\r\n"
+            for owner, call_id in enumerate(("two words again", "two words")):
+                assert owner_of_call(call_id.encode(), 2) == owner
+                ua.send(ua.request("INVITE", to, to=f"<{to}>", call_id=call_id, cseq=1))
+                answer = ua.recv_raw()
+                assert answer.startswith(b"SIP/2.0 400 ") and f"Call-ID: {call_id}".encode() in answer, (k, answer)
+            ua.send(b"HELLO there\r\nContent-Length: 3\r\n\r\nabc")  # no start line: nothing to answer
+            stray = ua.request("INVITE", to, to=f"<{to}>", cseq=1).replace(f"INVITE {to} SIP/2.0", "SIP/2.0 180 Ringing")
+            ua.send(stray)  # a response of no transaction of ours (its top Via is the UA's): dropped
+            for user in (MAIN_USERS[1], WORKER_USERS[1]):  # an AOR of main, one of the worker
+                ua.user, ua.password = user, f"pw-{user}"
+                ok = ua.register(60)
+                assert ok.status == 200 and f"{ua.port};transport={transport}>" in ok.to_bytes().decode(), (k, ok)
+        assert d.running()
+        assert "Traceback" not in d.log_text()
+    finally:
+        for ua in uas.values():
+            ua.close()
+        d.stop()

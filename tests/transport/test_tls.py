@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from sipd.config import LimitsSection, TlsSection
+from sipd.sip.parser import parse_message
 from sipd.tlsconf import TlsManager
 from sipd.transport.manager import Transports
 from sipd.transport.tls import TlsListener, connect
@@ -32,8 +33,8 @@ class Sink:
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # pragma: no cover
         pass
 
-    def message_received(self, msg: Any, addr: tuple) -> None:
-        self.messages.append((msg, addr))
+    def stream_received(self, data: bytes, addr: tuple) -> None:
+        self.messages.append((parse_message(data), addr))
         self.event.set()
 
     def stream_rejected(self, addr: tuple, exc: Exception) -> None:  # pragma: no cover

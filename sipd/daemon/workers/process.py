@@ -37,8 +37,8 @@ from ...transport.tls import TlsListener
 from ...transport.udp import UdpListener
 from ..app import App
 from ..lifecycle import Server, run_loop, tune_gc
-from .affinity import (CALL_METHODS, EVENT_METHODS, branch_mark, needs_owner, owner_of_aor, owner_of_call,
-                       owner_of_datagram)
+from .affinity import (CALL_METHODS, EVENT_METHODS, branch_mark, call_id_of, needs_owner, owner_of_aor,
+                       owner_of_call, owner_of_datagram)
 from .frames import (AorContacts, AorWanted, BanChange, CallEventFrame, Cancel, Connection, Counters, Datagram, Frame,
                      FrameKind, Hello, LogLevel, Passthrough, Probe, Probed, Reload, Reloaded, Synced)
 from .link import Link, apply_ban, share_bans
@@ -88,6 +88,7 @@ class WorkerRouting(NoWorkers):
         self.raw: bytes | None = None  # the call datagram being handled, as main handed it over
         self.calls = False  # calls are spread: this process serves the calls of its Call-IDs
         self.tls: Any = None  # its TlsManager (TLS reload and handshakes of the sockets main hands over)
+        self.mark = b""  # this process's branch mark (in the Via of what it sends), set when it joins
         self._fetching: dict[str, asyncio.Future] = {}
         self._refreshed: set[str] = set()  # AORs whose refresh main has not been sent yet
         self._handlers = {
@@ -142,6 +143,7 @@ class WorkerRouting(NoWorkers):
 
     async def join(self, mark: str) -> None:
         """Say hello (with this process's branch mark) and wait until main has sent our AORs."""
+        self.mark = mark.encode("ascii")
         self._send(Hello(mark))
         try:
             await asyncio.wait_for(self.synced.wait(), SYNC_TIMEOUT)
@@ -285,36 +287,28 @@ class WorkerRouting(NoWorkers):
             return
         self._send(Datagram(FrameKind.SEND, data, dest[1], dest[2], dest[0], dest[3]))
 
-    def route_stream(self, msg: Any, addr: tuple) -> bool:
-        """A message read on one of this process's connections: served here when it is ours (a
-        REGISTER of our AOR, a request of a call we own, a response to our branch); else given to
-        main as bytes with the connection in its address, and what answers it comes back here."""
+    def route_stream(self, data: bytes, addr: tuple) -> bool:
+        """A message framed on one of this process's connections, read from its bytes before it
+        is parsed: served here when it is ours (a REGISTER of our AOR, a request of a call we
+        own, a response to our branch); else given to main as received, with the connection in
+        its address, and what answers it comes back here. Bytes this cannot read go to main,
+        whose layer answers them (400) or drops them."""
         kind = FrameKind.ROUTE
         if self.synced.is_set() and not self.copy_sent:
-            method = getattr(msg, "method", None)
-            if method == "REGISTER":
-                data = msg.to_bytes()
+            if data[:9] == b"REGISTER ":
                 owner = owner_of_datagram(data, self.n) if needs_owner(data, self.endpoint.config.auth.register) \
                     else self.index
                 if owner == self.index:
                     return False
                 if owner == 0:
                     kind = FrameKind.FOR_MAIN
-            elif method is None:  # a response: ours when our mark is in its branch
-                data = msg.to_bytes()
-                if branch_mark(data) == self.endpoint.mark.encode("ascii"):
+            elif data[:8] == b"SIP/2.0 ":  # a response: ours when our mark is in its branch
+                if branch_mark(data) == self.mark:
                     return False
-            else:
-                if self.calls and method.encode("ascii", "replace") in CALL_METHODS:
-                    try:
-                        cid = msg.call_id.encode("utf-8", "surrogateescape")
-                    except Exception:  # noqa: BLE001 - an unreadable Call-ID: main's layer answers it
-                        cid = None
-                    if cid is not None and owner_of_call(cid, self.n) == self.index:
-                        return False
-                data = msg.to_bytes()
-        else:
-            data = msg.to_bytes()
+            elif self.calls and data[:data.find(b" ")] in CALL_METHODS:
+                cid = call_id_of(data)
+                if cid is not None and owner_of_call(cid, self.n) == self.index:
+                    return False
         if self.link is None:
             return False  # main is gone: serve what we can
         self.link.send(Datagram(kind, data, addr[1], addr[2], addr[0], addr[3]))

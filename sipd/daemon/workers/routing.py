@@ -5,9 +5,9 @@ calls it where a message could belong to another process:
 
 - ``route_datagram(data, addr)``: a UDP datagram main read (after the ban, size and overload
   checks); True when another process got it.
-- ``route_stream(msg, addr)``: a message read on a TCP/TLS connection this process owns; True
-  when another process got it (as bytes, with the connection in its address: the answer comes
-  back to this process to be sent).
+- ``route_stream(data, addr)``: a message framed (not parsed) on a TCP/TLS connection this process
+  owns; True when another process got it (as bytes, with the connection in its address: the
+  answer comes back to this process to be sent).
 - ``owns(aor)``: whether this process writes the AOR (expiry, write-back).
 - ``request_context(ctx)``: a request's context was built (a worker keeps the raw datagram, to hand
   it back as received).
@@ -45,7 +45,7 @@ class NoWorkers:
     def route_datagram(self, data: bytes, addr: tuple) -> bool:
         return False
 
-    def route_stream(self, msg: Any, addr: tuple) -> bool:
+    def route_stream(self, data: bytes, addr: tuple) -> bool:
         return False
 
     def owns(self, aor: str) -> bool:
@@ -95,10 +95,8 @@ class MainRouting(NoWorkers):
             return False  # a request another cluster node relays: main alone knows (and trusts) the peers
         return self.pool.route_call(data, addr)
 
-    def route_stream(self, msg: Any, addr: tuple) -> bool:
-        if not self.pool.spread and getattr(msg, "method", None) != "REGISTER":
-            return False  # calls stay in main
-        return self.route_datagram(msg.to_bytes(), addr)
+    def route_stream(self, data: bytes, addr: tuple) -> bool:
+        return self.route_datagram(data, addr)
 
     def owns(self, aor: str) -> bool:
         return self.pool.owns(aor)
