@@ -21,6 +21,7 @@ workers die under load.
     bench/bench_tls.py                       # ~1 minute: both workloads, both servers
     bench/bench_tls.py --seconds 10 --connections 100 --window 20 --workers 32
     bench/bench_tls.py --only sipd           # or --only kamailio
+    bench/bench_tls.py --sipd-workers 1      # sipd in one process (default 2, as Kamailio's 2 children)
 
 Every server is started and ended by its PID; every wait is bounded.
 """
@@ -166,11 +167,11 @@ class Kamailio:
 
 
 class Sipd:
-    def __init__(self, work: Path, cert: Path, key: Path) -> None:
+    def __init__(self, work: Path, cert: Path, key: Path, workers: int) -> None:
         self.tls_port = free_port("tcp")
         port = free_port("udp")
         conf = {
-            "server": {"listen": [f"udp:127.0.0.1:{port}", f"tls:127.0.0.1:{self.tls_port}"]},
+            "server": {"listen": [f"udp:127.0.0.1:{port}", f"tls:127.0.0.1:{self.tls_port}"], "workers": workers},
             "tls": {"certificate": str(cert), "private_key": str(key), "reload_interval": 0.0,
                     "max_pending_handshakes": 4096},
             "auth": {"register": False, "invite": False},
@@ -183,6 +184,17 @@ class Sipd:
         }
         self.proc = SipdProcess(work, conf, port=port, domains=["127.0.0.1"], users=[])
         self.proc.start()
+        # main hands accepted connections only to ready workers: measure once every one is
+        deadline = time.monotonic() + 30
+        while workers > 1 and not self.ready(workers):
+            if time.monotonic() > deadline:
+                self.close()
+                raise SystemExit("sipd's workers did not get ready in 30 s")
+            time.sleep(0.1)
+
+    def ready(self, workers: int) -> bool:
+        ps = self.proc.mi("ps")["Processes"]
+        return sum(1 for p in ps if p["ID"] != 0 and p["Type"].endswith("TCP/TLS connections)")) == workers - 1
 
     @property
     def pid(self) -> int:
@@ -345,6 +357,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=16, help="connect: concurrent connect-register-close loops")
     ap.add_argument("--key-type", default="rsa:2048")
     ap.add_argument("--kamailio-children", type=int, default=2)
+    ap.add_argument("--sipd-workers", type=int, default=2,
+                    help="sipd [server] workers (processes; each serves the TLS connections main hands it), as "
+                         "Kamailio's children")
     ap.add_argument("--only", choices=["sipd", "kamailio"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -354,7 +369,7 @@ def main() -> int:
     try:
         cert, key = make_cert(work, args.key_type)
         if args.only != "kamailio":
-            sipd = Sipd(work, cert, key)
+            sipd = Sipd(work, cert, key, args.sipd_workers)
             try:
                 results["sipd"] = measure(sipd, args)
             finally:
@@ -382,7 +397,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"load average before: {' '.join(results['load_before'])}; key {args.key_type}; {args.seconds:g} s per run")
+        print(f"load average before: {' '.join(results['load_before'])}; key {args.key_type}; {args.seconds:g} s per run; "
+              f"sipd workers {args.sipd_workers}, kamailio children {args.kamailio_children}")
         print(f"{'server':10} {'REGISTER/s':>10} {'cpu%':>5} {'/cpu-s':>7} {'new conn/s':>10} {'cpu%':>5} {'/cpu-s':>7} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
         for name in ("sipd", "kamailio"):

@@ -149,6 +149,24 @@ def print_collapsed(path: str, top: int) -> None:
         print(f"  {k / total * 100:5.1f}  {f}")
 
 
+def workers_ready(cfg: Path, workers: int, secs: float) -> bool:
+    """Wait until every worker process is ready (``sipctl ps``): main hands TCP connections only
+    to ready workers, so which process owns SIPp's connection would otherwise depend on timing."""
+    if workers < 2:
+        return True
+    from sipd import config
+    from sipd.mgmt.client import call
+
+    conf = config.load(cfg, validators=())
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        ps = call(conf, "ps", [], 5.0)["Processes"]
+        if sum(1 for p in ps if p["ID"] != 0 and p["Type"].endswith("TCP/TLS connections)")) == workers - 1:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=["reg", "reg_auth", "call"])
@@ -201,7 +219,8 @@ def main() -> int:
     daemon = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     uas = None
     try:
-        if bench_lib.wait_ready("127.0.0.1", port, 300 if args.callgrind else 15) != 0:
+        if bench_lib.wait_ready("127.0.0.1", port, 300 if args.callgrind else 15) != 0 \
+                or not workers_ready(cfg, args.workers, 300 if args.callgrind else 30):
             print((tmp / "sipd.log").read_text()[-2000:])
             return 1
         scn = BENCH / "scenarios"

@@ -307,8 +307,12 @@ class WorkerRouting(NoWorkers):
                     return False
             elif self.calls and data[:data.find(b" ")] in CALL_METHODS:
                 cid = call_id_of(data)
-                if cid is not None and owner_of_call(cid, self.n) == self.index:
-                    return False
+                if cid is not None:
+                    owner = owner_of_call(cid, self.n)
+                    if owner == self.index:
+                        return False
+                    if owner == 0:
+                        kind = FrameKind.FOR_MAIN  # main's call: main serves it without reading it again
         if self.link is None:
             return False  # main is gone: serve what we can
         self.link.send(Datagram(kind, data, addr[1], addr[2], addr[0], addr[3]))
