@@ -31,8 +31,9 @@ Theory of operation (which process a datagram belongs to: affinity.py):
 - TCP and TLS. Main accepts every connection (bans and limits counted over all processes there)
   and hands the sockets in turn to itself and the ready workers (SCM_RIGHTS on a socketpair of
   their own); the owner runs the TLS handshake. A connection's id names its owner
-  (``sipd/transport/stream.py`` ``conn_owner``). A message read on a connection is routed like a
-  datagram, as bytes with the connection in its address; whatever must leave on a connection of
+  (``sipd/transport/stream.py`` ``conn_owner``). A message framed on a connection is routed like a
+  datagram, by its raw bytes before anything parses it (only the process that serves it parses
+  it), as bytes with the connection in its address; whatever must leave on a connection of
   another process goes to its owner in a ``SEND`` frame (through main). Workers tell main of their
   connections (``CONNECTION``: reuse by peer, the limits per source) and answer its ``PROBE``
   (``sipctl ps``, ``tls list``).
