@@ -31,8 +31,8 @@ from ..livetrace import Tracer
 from ..services import pipeline, security
 from ..services.pipeline import Branch, Context, Defer, Drop, Elsewhere, Forward, Reply
 from ..sip.errors import RemoteProtocolError
-from ..sip.layer import (CancelReceived, MessageRejected, RequestReceived, ResponseReceived, TransactionTerminated,
-                         TransactionTimedOut)
+from ..sip.layer import (STREAM, CancelReceived, MessageRejected, RequestReceived, ResponseReceived,
+                         TransactionTerminated, TransactionTimedOut)
 from ..sip.message import make_response
 from ..sip.parser import parse_message
 from ..sip.stateless import stateless_tag
@@ -192,15 +192,21 @@ class Endpoint:
         self._receive_framed(data, addr, now)
 
     def _receive_framed(self, data: bytes, addr: tuple, now: float) -> None:
-        """Parse a framed stream message and serve it. One that does not parse is refused as a
-        datagram would be (400 when its headers say enough to answer, else dropped); framing
-        found where it ends, so the connection stays in step and stays open."""
-        try:
-            msg = parse_message(data)
-        except RemoteProtocolError as exc:
-            self.layer.reject(exc, addr)
+        """Serve a framed stream message as the layer does a datagram (a challenge from the raw
+        bytes when they allow it; 400 or a drop for one that does not parse, and the connection,
+        whose framing found where it ends, stays open), but no answer is kept: nothing is
+        retransmitted on a stream."""
+        layer = self.layer
+        answer_raw = layer.config.answer_raw
+        if answer_raw is not None and layer.config.stateless_requests and (answer := answer_raw(data, addr)):
+            layer.send_stateless_reply((STREAM, None), answer[0], answer[1], addr, now)
         else:
-            self.layer.receive_message(msg, addr, now)  # a stream message: nothing is retransmitted
+            try:
+                msg = parse_message(data)
+            except RemoteProtocolError as exc:
+                layer.reject(exc, addr)
+            else:
+                layer.receive_message(msg, addr, now)
         self.process_events(now)
 
     def connection_allowed(self, host: str) -> bool:

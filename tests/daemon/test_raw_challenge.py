@@ -41,6 +41,21 @@ class CapturedUdp(Listener):
         pass
 
 
+class CapturedConnection:
+    """A TCP connection in the transports' table whose writes are kept."""
+
+    closed = False
+
+    def __init__(self, out: list, port: int):
+        self.out, self.port = out, port
+
+    def write(self, data: bytes) -> None:
+        self.out.append((data, "127.0.0.1", self.port))
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FixedWall:
     @staticmethod
     def time() -> float:
@@ -81,8 +96,12 @@ class Server:
         self.endpoint.attach(transports)
         self.endpoint.note_self_address(listener)
 
-    def feed(self, data: bytes, port: int) -> list:
-        self.endpoint.datagram_received(data, ("udp", "127.0.0.1", port, None))
+    def feed(self, data: bytes, port: int, transport: str = "udp") -> list:
+        if transport == "udp":
+            self.endpoint.datagram_received(data, ("udp", "127.0.0.1", port, None))
+        else:  # framed on a connection (a connection of its own, id = port)
+            self.endpoint.transports.conns[port] = CapturedConnection(self.out, port)
+            self.endpoint.stream_received(data, (transport, "127.0.0.1", port, port))
         out, self.out[:] = list(self.out), []
         return out
 
@@ -120,9 +139,12 @@ def datagrams() -> list[bytes]:
     return out
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("overrides", [{}, {"spam": {"enabled": False}}, {"auth": {"register": False}}],
                          ids=["defaults", "spam off", "REGISTER not challenged"])
-def test_same_answers_with_and_without_the_raw_path(tmp_path, monkeypatch, overrides):
+def test_same_answers_with_and_without_the_raw_path(tmp_path, monkeypatch, overrides, transport):
+    """Over UDP, and framed on TCP connections (no answer kept there: a repeated request is
+    answered again, by either path alike)."""
     monkeypatch.setattr(endpoint_module, "time", FixedWall)
     monkeypatch.setattr(challenge_module, "time", FixedWall)
     runs = []
@@ -143,7 +165,7 @@ def test_same_answers_with_and_without_the_raw_path(tmp_path, monkeypatch, overr
 
             server.endpoint.layer.config.answer_raw = counting
         try:
-            sent = [server.feed(d, 20000 + i) for i, d in enumerate(datagrams())]
+            sent = [server.feed(d, 20000 + i, transport) for i, d in enumerate(datagrams())]
             runs.append((sent, server.counters(), handler.lines, answered))
         finally:
             logging.getLogger("sipd").removeHandler(handler)
