@@ -42,10 +42,12 @@ if [ "${SKIP_KAMAILIO:-0}" != 1 ]; then
   OUT="$base/kamailio" KAM_AUTH=htable KAM_CHILDREN=${KAM_CHILDREN:-2} "$here/run.sh" kamailio
 fi
 export SIPD_PYTHON="$py"
+# the build measured: pure Python, or the core compiled by scripts/build-core
+(cd "$root" && "$py" -m sipd --version) | tee "$base/sipd-core.txt"
 # like for like: as many sipd processes ([server] workers) as Kamailio children
 export SIPD_WORKERS=${SIPD_WORKERS:-${KAM_CHILDREN:-2}}
 OUT="$base/sipd" \
 TARGET_CMD='"$SIPD_PYTHON" "$BENCH_DIR/sipd_target.py" --mode noauth' \
 TARGET_AUTH_CMD='"$SIPD_PYTHON" "$BENCH_DIR/sipd_target.py" --mode auth' \
   "$here/run.sh" sipd
-python3 "$here/compare.py" "$base/kamailio" "$base/sipd" | tee "$base/compare.md"
+{ cat "$base/sipd-core.txt"; python3 "$here/compare.py" "$base/kamailio" "$base/sipd"; } | tee "$base/compare.md"

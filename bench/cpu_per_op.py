@@ -207,6 +207,9 @@ def main() -> int:
     cfg = tmp / "sipd.toml"
     cfg.write_text(sipd_target.toml(conf) + args.extra.replace("\\n", "\n") + "\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    # the build measured: pure Python, or the core compiled by scripts/build-core
+    print(subprocess.run([sys.executable, "-m", "sipd", "--version"], env=env, cwd=tmp, capture_output=True, text=True,
+                         timeout=60).stdout.strip(), flush=True)
     cmd = [sys.executable]
     if args.callgrind:
         cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/callgrind.%p",

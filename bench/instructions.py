@@ -233,13 +233,17 @@ def main() -> None:
     if args.inner_callgrind:
         inner_callgrind(args)
         return
+    from sipd.corebuild import describe
+
+    core = describe()  # the build measured: pure Python, or the core compiled by scripts/build-core
+    print(f"protocol core: {core}", flush=True)
     if args.digest:
         if os.environ.get("PYTHONHASHSEED") != "0":  # stateless To tags are a hash(): fix it
             os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, PYTHONHASHSEED="0"))
         for scenario in args.scenarios:
             print(f"{scenario}: {output_digest(scenario, args)}", flush=True)
         return
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"core": core}
     for scenario in args.scenarios:
         res: dict[str, Any] = {}
         if args.callgrind:

@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="configuration file (default: $SIPD_CONFIG, /etc/sipd/sipd.toml, built-in defaults)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration, print each problem with its key, exit 1 on problems")
-    p.add_argument("--version", action="version", version=f"sipd {__version__}")
+    p.add_argument("--version", action="store_true", help="print the version and which protocol core runs")
     return p
 
 
@@ -35,6 +35,11 @@ def check_config(path: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.version:
+        from .corebuild import describe
+
+        print(f"sipd {__version__}, protocol core: {describe()}")
+        return 0
     if args.check_config:
         return check_config(args.config)
     from .config import ConfigError

@@ -14,6 +14,23 @@ import pytest
 
 REQUIRE_ALL = os.environ.get("SIPD_REQUIRE_ALL") == "1"
 MYSQL_URL = os.environ.get("SIPD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
+# Which protocol core this run tests: "pure" (the default build) or "compiled" (set by
+# tests/ops/test_compiled_core.py for its run in a copy of the tree built with scripts/build-core).
+EXPECT_CORE = os.environ.get("SIPD_EXPECT_CORE", "pure")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test another core than the one asked for: extension modules left in the tree by
+    scripts/build-core would otherwise be what every test of the pure build runs."""
+    from sipd import corebuild
+
+    compiled = [name for name, c in corebuild.loaded_compiled().items() if c]
+    if EXPECT_CORE == "compiled" and len(compiled) < len(corebuild.MODULES):
+        pytest.exit(f"SIPD_EXPECT_CORE=compiled but only {len(compiled)} of {len(corebuild.MODULES)} core "
+                    "modules are compiled (run scripts/build-core)", returncode=4)
+    if EXPECT_CORE != "compiled" and compiled:
+        pytest.exit(f"compiled core modules in the tree ({', '.join(compiled)}): run scripts/build-core --clean "
+                    "to test the pure build, or set SIPD_EXPECT_CORE=compiled to test these", returncode=4)
 
 
 def missing(reason: str) -> None:

@@ -41,7 +41,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "sip": ("sipd.sip.*",),
     "db": ("sipd.db.*",),
     "base": ("sipd", "sipd.problem", "sipd.errors", "sipd.boundary", "sipd.stats", "sipd.logwriter", "sipd.logging",
-             "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges", "sipd.eventloop"),
+             "sipd.hep", "sipd.notify", "sipd.sl_stats", "sipd.privileges", "sipd.eventloop", "sipd.corebuild"),
     "config": ("sipd.config", "sipd.config_sections"),
     "transport": ("sipd.transport.*",),
     # is a listen address free, bound as the listener binds it: asked by sipd before it starts and

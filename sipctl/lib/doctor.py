@@ -132,7 +132,27 @@ def _check_daemon(report: DoctorReport, conf: Any) -> bool:
                    exc.hint or "start sipd (systemctl start sipd) and check its log")
         return False
     report.add("daemon", conf.mgmt.socket, PASS, f"sipd answering, up {up.get('Up time', '?')}")
+    _check_core(report, conf)
     return True
+
+
+def _check_core(report: DoctorReport, conf: Any) -> None:
+    """Which protocol core the daemon runs (pure Python, or compiled by scripts/build-core), and
+    whether a compiled one is older than its source (it would run the old code)."""
+    from . import mgmt
+
+    try:
+        core = mgmt.call(conf, "version", timeout=3.0).get("Core", "")
+    except SipctlError:
+        return
+    if not core:
+        report.add("core", "protocol core", WARN, "this sipd does not say which core it runs",
+                   "restart sipd: it runs older code than this sipctl")
+    elif "STALE" in core:
+        report.add("core", "protocol core", WARN, core,
+                   "scripts/build-core (or --clean for pure Python), then restart sipd")
+    else:
+        report.add("core", "protocol core", PASS, core)
 
 
 def _check_listen(report: DoctorReport, conf: Any, daemon_up: bool) -> None:

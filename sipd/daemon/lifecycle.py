@@ -20,6 +20,7 @@ from typing import Any
 from .. import eventloop
 from .. import logging as sipd_logging
 from ..config import Config
+from ..corebuild import describe as describe_core
 from ..errors import StartupError
 from ..mgmt.commands.core import reload as reload_command
 from ..mgmt.registry import MgmtError
@@ -111,6 +112,9 @@ class Server:
         logger.info("sipd ready, listening on %s (%s, %s, %s registered, location %s)", ", ".join(names),
                     *(sipd_logging.counted(len(x), noun) for x, noun in ((state.domains, "domain"),
                       (state.subscribers, "subscriber"), (state.location, "AOR"))), config.location.mode)
+        core = describe_core()
+        if core != "pure Python":  # an operator who built the compiled core sees that it is the one running
+            (logger.warning if "STALE" in core else logger.info)("protocol core: %s", core)
         if not len(state.domains):
             logger.warning("no local domain yet: every REGISTER will be refused (403); add one with "
                            "`sipctl domain add example.org` (sipd reloads it at once) or set [server] domains")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ... import __version__
 from ... import config as cfg
+from ...corebuild import describe
 from ...reloading import TABLES, check_tables, reload_tables, reload_workers
 from ...services.hook import HookError
 from ...validation import VALIDATORS
@@ -60,7 +61,7 @@ async def uptime(ctx: MgmtContext) -> Any:
 @command("version", help="Server name and version.")
 async def version(ctx: MgmtContext) -> Any:
     return {"Server": f"sipd {__version__} ({platform.machine()}/{sys.platform})",
-            "Python": platform.python_version()}
+            "Python": platform.python_version(), "Core": describe()}
 
 
 @command("ps", help="The processes of the server.")
