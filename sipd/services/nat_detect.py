@@ -25,6 +25,7 @@ REGISTER came from (``received``), calls to any other to its Contact URI.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -39,7 +40,11 @@ PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 ))
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address (None: a name, or garbage). Remembered, bounded: every REGISTER and
+    call reads its source, Via and Contact hosts, mostly the same few addresses again, and
+    ``ipaddress`` parses one in Python (~15 us the pair)."""
     try:
         return ipaddress.ip_address((host or "").strip("[]"))
     except ValueError:
