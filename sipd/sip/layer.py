@@ -95,9 +95,12 @@ class LayerConfig:
 
 
 # -- events --------------------------------------------------------------------------------------
+# Events and outgoing messages are values: nothing changes them once made. They are not frozen
+# dataclasses all the same: a frozen one's __init__ sets each field through object.__setattr__,
+# about three times the cost, and a call makes a dozen of them.
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class RequestReceived:
     request: Request
     source: Address
@@ -105,30 +108,30 @@ class RequestReceived:
     sl_key: Any = None  # a stateless request's key (for send_stateless_reply, mark_pending, adopt)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class CancelReceived:
     request: Request
     source: Address
     tx_key: TxKey | None  # the INVITE server transaction it cancels, None if none
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class ResponseReceived:
     response: Response
     tx_key: TxKey | None  # None: stray (e.g. 2xx retransmission after the transaction ended)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class TransactionTimedOut:
     tx_key: TxKey
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class TransactionTerminated:
     tx_key: TxKey
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class MessageRejected:
     source: Address
     status: int | None  # the error reply already queued, None if dropped silently
@@ -141,7 +144,7 @@ Event = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Outgoing:
     data: bytes
     dest: Address
