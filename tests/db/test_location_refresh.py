@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 
 from dbfixtures import backend, db_url, empty_db_url, mysql_scratch  # noqa: F401
@@ -49,7 +50,7 @@ def with_store(url: str, fn) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(run())
 
 
-def test_a_refresh_updates_the_row_in_place(db_url):
+def test_a_refresh_updates_the_row_in_place(db_url, backend):
     first, other = flow(1), flow(2)
     later = refresh(first)
 
@@ -57,7 +58,10 @@ def test_a_refresh_updates_the_row_in_place(db_url):
         await store.save_aor(AOR, [first, other])
         assert first.state == other.state == "CS_SYNC"
         stored = rows(db_url)
-        await store.save_aor(AOR, [later, other], [first, other])
+        written = store.save_aor(AOR, [later, other], [first, other])
+        # SQLite: written at once on the loop; MySQL: by the database thread
+        assert written.done() == (backend == "sqlite")
+        await written
         assert later.state == "CS_SYNC"
         now = rows(db_url)
         assert [r["contact_id"] for r in now] == [r["contact_id"] for r in stored]  # updated, not re-inserted
@@ -93,6 +97,63 @@ def test_a_refresh_whose_row_is_gone_is_written_whole(db_url):
             (first.uri, 3), (other.uri, 2), (bob.uri, 2)]
 
     with_store(db_url, go)
+
+
+def test_a_refresh_while_another_writer_holds_the_lock_waits_for_it(tmp_path):
+    """SQLite: the refresh the loop cannot write at once (another process's write lock) goes to the
+    database thread, which waits for the lock (its busy timeout) and writes it."""
+    url = f"sqlite:///{tmp_path}/sipd.db"
+    with connect(url) as db:
+        from sipd.db import schema
+
+        schema.create_all(db)
+    first = flow(1)
+    later = refresh(first)
+
+    async def go(store: Store) -> None:
+        await store.save_aor(AOR, [first])
+        other = sqlite3.connect(str(tmp_path / "sipd.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        written = store.save_aor(AOR, [later], [first])
+        assert not written.done()
+        await asyncio.sleep(0.3)
+        assert not written.done()
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(written, 5)
+        assert [r["cseq"] for r in rows(url)] == [2]
+
+    with_store(url, go)
+
+
+def test_refreshes_on_the_loop_leave_the_checkpoints_to_the_thread(tmp_path, monkeypatch):
+    """SQLite: the loop's connection never checkpoints the WAL; the thread does, every
+    CHECKPOINT_EVERY refreshes, so the WAL does not grow with them."""
+    from sipd.services import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHECKPOINT_EVERY", 20)
+    url = f"sqlite:///{tmp_path}/sipd.db"
+    wal = tmp_path / "sipd.db-wal"
+    with connect(url) as db:
+        from sipd.db import schema
+
+        schema.create_all(db)
+    current = [flow(1)]
+
+    async def go(store: Store) -> None:
+        await store.save_aor(AOR, current)
+        sizes = []
+        for _ in range(400):
+            later = refresh(current[0])
+            written = store.save_aor(AOR, [later], current)
+            assert written.done()
+            current[:] = [later]
+            await store.call(lambda: None)  # the thread's checkpoint, when one was asked, is done
+            sizes.append(wal.stat().st_size)
+        assert max(sizes) < 60 * 4096, sizes[-1]  # not 400 frames
+        assert [r["cseq"] for r in rows(url)] == [401]
+
+    with_store(url, go)
 
 
 def test_a_whole_write_queued_is_not_replaced_by_a_refresh(db_url):
