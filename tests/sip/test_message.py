@@ -97,6 +97,21 @@ def test_stream_framing_split_anywhere_and_keepalives():
         assert len(msgs) == 2 and sp.pop_keepalive() and not sp.keepalive_pending
 
 
+def test_stream_frames_are_the_bytes_received_cut_anywhere():
+    """``frames`` gives each whole message as the bytes it came in (routed by them, parsed only
+    where it is served): pipelined, cut at every byte, with pings before, between and after;
+    an unparsable message framed by its Content-Length is framed like any other."""
+    bad = b"INVITE sip:b@h SIP/2.0\r\nCall-ID: two words\r\nl: 5\r\n\r\nhello"
+    data = b"\r\n\r\n" + INVITE + b"\r\n\r\n" + bad + INVITE + b"\r\n\r\n"
+    pieces = [[data[:cut], data[cut:]] for cut in range(len(data) + 1)]  # two reads, cut anywhere
+    pieces += [[data[i:i + step] for i in range(0, len(data), step)] for step in (1, 7)]  # many reads
+    for reads in pieces:
+        sp = StreamParser()
+        got = [m for chunk in reads for m in sp.frames(chunk)]
+        assert got == [INVITE, bad, INVITE] and not sp.buffered
+        assert [sp.pop_keepalive() for _ in range(4)] == [True, True, True, False]
+
+
 def test_uri_basics():
     u = parse_uri("sips:Alice:pw@[2001:db8::1]:5061;transport=TLS;lr?Subject=x")
     assert (u.scheme, u.user, u.password, u.host, u.port, u.transport) == (
