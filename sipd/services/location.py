@@ -60,15 +60,16 @@ class Contact:
 
 
 def _identity(c: Contact) -> tuple:
-    """What a refresh of a binding leaves as it was: everything but its expiry, CSeq, times and
-    write-back state."""
-    return (c.uri, c.q, c.call_id, c.user_agent, c.received, c.path, c.socket, c.flags, c.cflags, c.methods,
+    """What a refresh of a binding leaves as it was: everything but its expiry, Call-ID and CSeq
+    (a UA that restarted, or one that never kept its Call-ID, registers the same binding with a new
+    one), times and write-back state. What calls and NAT pings read is all here."""
+    return (c.uri, c.q, c.user_agent, c.received, c.path, c.socket, c.flags, c.cflags, c.methods,
             c.instance, c.reg_id, c.conn_id, c.temp_gruu, c.params, c.node_id)
 
 
 def refresh_only(old: Sequence[Contact], new: Sequence[Contact], until: float) -> bool:
     """Whether ``new`` is ``old`` refreshed: the same bindings in the same order, each changed at
-    most in its CSeq and times, its expiry not earlier, and every old binding alive past ``until``
+    most in its Call-ID, CSeq and times, its expiry not earlier, and every old binding alive past ``until``
     (a reader of ``old`` that sees the change late still finds each binding live)."""
     if len(old) != len(new) or not old:
         return False

@@ -178,15 +178,19 @@ def test_a_refresh_is_told_from_every_other_change():
     assert refreshed[0].cseq == 2 and refreshed[0].expires == first[0].expires  # same instant: same expiry
     later = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="900", cseq=3), list(first)).contacts
     assert refresh_only(first, later, horizon)
-    # an earlier expiry, a new binding, one removed, another Call-ID, another source: at once
+    # another Call-ID alone (a UA that restarted, or never keeps it): a refresh too
+    rebooted = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", call_id="c2"), list(first)).contacts
+    assert refresh_only(first, rebooted, horizon) and rebooted[0].call_id == "c2"
+    # an earlier expiry, a new binding, one removed, another User-Agent or source: at once
     shorter = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="300", cseq=3), list(first)).contacts
     assert not refresh_only(first, shorter, horizon)
     added = run(reg(["<sip:alice@192.0.2.9:5060>"], expires="600", cseq=3), list(first)).contacts
     assert len(added) == 2 and not refresh_only(first, added, horizon)
     assert run(reg(["<sip:alice@192.0.2.1:5060>"], expires="0", cseq=3), list(first)).contacts == []
     assert not refresh_only(first, [], horizon)
-    rebooted = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", call_id="c2"), list(first)).contacts
-    assert not refresh_only(first, rebooted, horizon)
+    other_ua = run(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", cseq=3, extra="User-Agent: b"),
+                   list(first)).contacts
+    assert not refresh_only(first, other_ua, horizon)
     moved = register(reg(["<sip:alice@192.0.2.1:5060>"], expires="600", cseq=3), list(first), RegistrarSection(),
                      NOW, received="udp:198.51.100.7:5060", socket="udp:127.0.0.1:5060", conn_id=None,
                      token="tok").contacts

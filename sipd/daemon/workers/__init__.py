@@ -40,10 +40,10 @@ Theory of operation (which process a datagram belongs to: affinity.py):
 - Location. The owner applies a REGISTER and persists it (write-through, write-back or db-only as
   configured) and sends the AOR's new contact list to main, whose table is therefore complete:
   calls, ``ul show``, NAT pings and statistics read it there. A new, moved or removed binding is
-  sent before the 200; a refresh (the same bindings, a later expiry, a higher CSeq) goes with the
-  others of the second in one write, the latest of each AOR once, while every binding main holds
-  lives 10 s more (``process.py`` REFRESH_DELAY: main's expiries and CSeqs lag by up to a second,
-  and a worker killed in that second leaves main the previous ones). A worker gets its AORs from
+  sent before the 200; a refresh (the same bindings, a later expiry, a new CSeq or Call-ID) goes
+  with the others of the second in one write, the latest of each AOR once, while every binding
+  main holds lives 10 s more (``process.py`` REFRESH_DELAY: main's expiries, CSeqs and Call-IDs lag
+  by up to a second, and a worker killed in that second leaves main the previous ones). A worker gets its AORs from
   main when it starts (so a restarted worker loses nothing, in memory mode too); an AOR main changes
   (``ul rm``, REGISTERs main answered while tracing or while the worker was down) is sent to its
   owner.

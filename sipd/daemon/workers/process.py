@@ -48,7 +48,7 @@ logger = logging.getLogger("sipd")
 
 FETCH_TIMEOUT = 2.0  # seconds a worker waits for main's copy of an AOR
 SYNC_TIMEOUT = 30.0  # seconds a starting worker waits for its AORs from main
-#: Seconds main's copy of an AOR may lag behind a refresh (new expiry and CSeq only): refreshes
+#: Seconds main's copy of an AOR may lag behind a refresh (new expiry, Call-ID, CSeq): refreshes
 #: are sent in one write per this interval, the latest of each AOR once, instead of one write
 #: (and one wake-up of main) per REGISTER. Any other change is sent before the 200.
 REFRESH_DELAY = 1.0
