@@ -44,8 +44,9 @@ def stateless_tag(prefix: str, request: Any) -> str:
     Hashed from the Call-ID, From and top Via lines as received: a retransmission repeats them
     (and so the From tag and the branch) byte for byte, and reading them as text builds neither
     the From nor the Via parameters, which a stateless answer has no other use for."""
-    headers = request.headers
-    seed = (request.uri_text, headers.get("Call-ID"), headers.get("From"), headers.get("Via"))
+    idx = request.headers._idx()  # what headers.get() reads, by key (a missing line seeds None)
+    call_id, from_, via = idx.get("call-id"), idx.get("from"), idx.get("via")
+    seed = (request.uri_text, call_id and call_id[0][2], from_ and from_[0][2], via and via[0][2])
     return f"{prefix}{STATELESS_MARK}{hash(seed) & 0xFFFFFFFF:08x}"
 
 
