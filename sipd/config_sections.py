@@ -64,10 +64,11 @@ class ServerSection:
     )
     workers: int = field(
         default=1,
-        metadata=_doc("Processes reading the UDP sockets (Kamailio's `children`): 1 is one process; N > 1 adds N-1 "
-                      "workers that answer REGISTERs for their share of the AORs and handle UDP calls for their "
-                      "share of the Call-IDs (not with [diversion] uri or a [routing] hook); 0 means one per CPU. "
-                      "TCP/TLS, presence, accounting and management stay in the main process."),
+        metadata=_doc("Processes serving SIP (Kamailio's `children`): 1 is one process; N > 1 adds N-1 workers "
+                      "that read the same UDP sockets, answer REGISTERs for their share of the AORs, handle calls "
+                      "for their share of the Call-IDs (not with [diversion] uri or a [routing] hook) and serve "
+                      "their share of the TCP/TLS connections (main accepts each and hands it over); 0 means one "
+                      "per CPU. Presence, accounting and management stay in the main process."),
     )
 
 
